@@ -1,0 +1,1 @@
+"""A small vLLM-compatible engine for tests and demos (not a product)."""

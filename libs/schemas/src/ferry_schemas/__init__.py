@@ -1,0 +1,1 @@
+"""Ferry's shared contracts: Kubernetes kinds, bus envelopes, subjects and streams."""

@@ -1,0 +1,350 @@
+"""The bus contract: stream names, subjects, message ids and envelopes.
+
+Every service talks to every other one only through the types and helpers here (design §2).
+Subjects are ``ferry.<kind>.<resource>.<namespace>.<name>``; Kubernetes names may contain ``.``,
+which NATS uses as the token separator, so names are encoded with :func:`encode_token`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+# --------------------------------------------------------------------------- streams and buckets
+
+OBJECTS_STREAM = "FERRY_OBJECTS"
+"""Whole objects as the API server has them, last message per subject (a snapshot of the world)."""
+DESIRED_STREAM = "FERRY_DESIRED"
+"""The converter's complete desired set per owner, last message per subject."""
+RESULTS_STREAM = "FERRY_RESULTS"
+"""The applier's outcome per owner, last message per subject."""
+DEAD_LETTER_STREAM = "FERRY_DEAD_LETTERS"
+"""Messages that failed ``max_deliver`` times, kept for inspection (never dropped silently)."""
+
+OBJECTS_PREFIX = "ferry.obj"
+DESIRED_PREFIX = "ferry.desired"
+RESULTS_PREFIX = "ferry.applied"
+DEAD_LETTER_PREFIX = "ferry.dlq"
+
+APPLIED_GENERATIONS_BUCKET = "ferry_applied_generations"
+"""KV: ``<resource>.<ns>.<name>`` → the last owner generation the applier applied (generation guard)."""
+RATE_LIMIT_BUCKET = "ferry_rate_limits"
+"""KV: token buckets shared by router replicas for global rate limits."""
+
+DUPLICATE_WINDOW_SECONDS = 120.0
+MSG_ID_HEADER = "Nats-Msg-Id"
+
+
+class Resource(StrEnum):
+    """Plural resource names as they appear on subjects (and in the Kubernetes API paths)."""
+
+    MODEL_BOOSTERS = "modelboosters"
+    MODEL_SERVINGS = "modelservings"
+    MODEL_SERVERS = "modelservers"
+    MODEL_ROUTES = "modelroutes"
+    AUTOSCALING_POLICIES = "autoscalingpolicies"
+    AUTOSCALING_POLICY_BINDINGS = "autoscalingpolicybindings"
+    POD_GROUPS = "podgroups"
+    PODS = "pods"
+    SERVICES = "services"
+
+
+class StreamSpec(BaseModel):
+    """How a stream is declared. Only the watcher declares streams (one owner, design rule 3)."""
+
+    name: str
+    subjects: list[str]
+    max_msgs_per_subject: int
+    duplicate_window: float = DUPLICATE_WINDOW_SECONDS
+
+
+STREAMS: tuple[StreamSpec, ...] = (
+    StreamSpec(name=OBJECTS_STREAM, subjects=[f"{OBJECTS_PREFIX}.>"], max_msgs_per_subject=1),
+    StreamSpec(name=DESIRED_STREAM, subjects=[f"{DESIRED_PREFIX}.>"], max_msgs_per_subject=1),
+    StreamSpec(name=RESULTS_STREAM, subjects=[f"{RESULTS_PREFIX}.>"], max_msgs_per_subject=1),
+    StreamSpec(name=DEAD_LETTER_STREAM, subjects=[f"{DEAD_LETTER_PREFIX}.>"], max_msgs_per_subject=-1),
+)
+
+# --------------------------------------------------------------------------- subjects
+
+_TOKEN_ESCAPES = {".": "_"}
+
+
+def encode_token(value: str) -> str:
+    """Encode a Kubernetes name or namespace as one NATS subject token.
+
+    Kubernetes names are DNS subdomains (``[a-z0-9.-]``) and never contain ``_``, so mapping
+    ``.`` → ``_`` is reversible and keeps subjects readable.
+    """
+    if not value:
+        raise ValueError("a subject token cannot be empty")
+    for bad in (" ", "*", ">", "\t", "\n"):
+        if bad in value:
+            raise ValueError(f"{value!r} cannot be used in a subject token")
+    return value.replace(".", "_")
+
+
+def decode_token(token: str) -> str:
+    """Inverse of :func:`encode_token`."""
+    return token.replace("_", ".")
+
+
+def _subject(prefix: str, resource: str, namespace: str, name: str) -> str:
+    return f"{prefix}.{resource}.{encode_token(namespace)}.{encode_token(name)}"
+
+
+def object_subject(resource: str, namespace: str, name: str) -> str:
+    """``ferry.obj.<resource>.<ns>.<name>``."""
+    return _subject(OBJECTS_PREFIX, resource, namespace, name)
+
+
+def desired_subject(resource: str, namespace: str, name: str) -> str:
+    """``ferry.desired.<resource>.<ns>.<name>`` (resource is the owner's)."""
+    return _subject(DESIRED_PREFIX, resource, namespace, name)
+
+
+def result_subject(resource: str, namespace: str, name: str) -> str:
+    """``ferry.applied.<resource>.<ns>.<name>`` (resource is the owner's)."""
+    return _subject(RESULTS_PREFIX, resource, namespace, name)
+
+
+def dead_letter_subject(service: str, stream: str, consumer: str) -> str:
+    """``ferry.dlq.<service>.<stream>.<consumer>``."""
+    return f"{DEAD_LETTER_PREFIX}.{service}.{stream}.{consumer}"
+
+
+def object_filter(resource: str) -> str:
+    """Subject filter for every object of one resource: ``ferry.obj.<resource>.>``."""
+    return f"{OBJECTS_PREFIX}.{resource}.>"
+
+
+class SubjectKey(BaseModel):
+    """The parts of a ``ferry.<kind>.<resource>.<ns>.<name>`` subject."""
+
+    prefix: str
+    resource: str
+    namespace: str
+    name: str
+
+
+def parse_subject(subject: str) -> SubjectKey:
+    """Split a Ferry subject back into its parts (names decoded)."""
+    parts = subject.split(".")
+    if len(parts) != 5 or parts[0] != "ferry":
+        raise ValueError(f"not a Ferry object subject: {subject!r}")
+    return SubjectKey(
+        prefix=f"{parts[0]}.{parts[1]}",
+        resource=parts[2],
+        namespace=decode_token(parts[3]),
+        name=decode_token(parts[4]),
+    )
+
+
+def kv_key(resource: str, namespace: str, name: str) -> str:
+    """A KV key for one object (KV keys allow ``[-/_=.a-zA-Z0-9]``)."""
+    return f"{resource}.{encode_token(namespace)}.{encode_token(name)}"
+
+
+# --------------------------------------------------------------------------- envelopes
+
+
+class Envelope(BaseModel):
+    """Base for every bus message: camelCase JSON on the wire, unknown fields kept."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel, validate_by_name=True, validate_by_alias=True, serialize_by_alias=True
+    )
+
+    def to_bytes(self) -> bytes:
+        """Deterministic JSON (sorted keys) so identical content gives identical bytes."""
+        return canonical_json(self.model_dump(mode="json", exclude_none=True))
+
+
+def canonical_json(value: Any) -> bytes:
+    """JSON with sorted keys and no spaces: the byte form hashed for ids and revisions."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def content_hash(value: Any, length: int = 16) -> str:
+    """A short stable sha256 of a JSON-able value."""
+    return hashlib.sha256(canonical_json(value)).hexdigest()[:length]
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+EventType = Literal["ADDED", "MODIFIED", "DELETED", "SYNC"]
+
+
+class ObjectEvent(Envelope):
+    """One change of one Kubernetes object, with the whole object (design rule 1).
+
+    ``type == "DELETED"`` is a tombstone: ``object`` is the last state the watcher saw.
+    ``SYNC`` is an object seen in a (re)list.
+    """
+
+    type: EventType
+    resource: str
+    namespace: str
+    name: str
+    uid: str
+    resource_version: str
+    generation: int | None = None
+    object: dict[str, Any]
+    observed_at: datetime = Field(default_factory=utcnow)
+
+    @property
+    def deleted(self) -> bool:
+        return self.type == "DELETED"
+
+    @property
+    def subject(self) -> str:
+        return object_subject(self.resource, self.namespace, self.name)
+
+    @property
+    def msg_id(self) -> str:
+        """``<uid>/<resourceVersion>/<type>``; a relist re-publishes as SYNC, deduplicated per rv."""
+        kind = "DELETED" if self.deleted else "LIVE"
+        return f"{self.uid}/{self.resource_version}/{kind}"
+
+    @classmethod
+    def from_object(cls, event_type: EventType, resource: str, obj: dict[str, Any]) -> ObjectEvent:
+        meta = obj.get("metadata") or {}
+        return cls(
+            type=event_type,
+            resource=resource,
+            namespace=meta.get("namespace") or "",
+            name=meta["name"],
+            uid=meta.get("uid") or "",
+            resource_version=str(meta.get("resourceVersion") or ""),
+            generation=meta.get("generation"),
+            object=obj,
+        )
+
+
+class OwnerKey(Envelope):
+    """Identifies the owner object a desired set or apply result belongs to."""
+
+    api_version: str
+    kind: str
+    resource: str
+    namespace: str
+    name: str
+    uid: str
+    generation: int = 0
+    resource_version: str = ""
+
+    def owner_reference(self) -> dict[str, Any]:
+        """The ownerReference every child carries (controller, blockOwnerDeletion)."""
+        return {
+            "apiVersion": self.api_version,
+            "kind": self.kind,
+            "name": self.name,
+            "uid": self.uid,
+            "controller": True,
+            "blockOwnerDeletion": True,
+        }
+
+
+class ConversionError(Envelope):
+    """A conversion failure as a value: where (a field path) and what to do about it."""
+
+    field: str
+    message: str
+    reason: str = "ConversionFailed"
+
+    def __str__(self) -> str:
+        return f"{self.field}: {self.message}"
+
+
+class ServingWorkload(Envelope):
+    """What a ModelServing needs besides plain children: a blueprint per ServingGroup.
+
+    Which group ordinals exist is the applier's decision (scale-down order, partitions), so the
+    converter sends one blueprint and the replica count; ``ferry_schemas.workload`` renders the
+    blueprint for one ordinal (pure function, shared by converter tests and the applier).
+    """
+
+    replicas: int
+    revision: str
+    blueprint: dict[str, Any]
+
+
+class DesiredSet(Envelope):
+    """The complete set of children one owner wants, at one owner generation.
+
+    ``children`` are whole objects ready for server-side apply (apiVersion, kind, metadata with
+    labels and ownerReferences, spec). A child of a kind listed in ``managed_kinds`` that carries
+    the owner's labels but is not in ``children`` is pruned. ``deleted`` is the owner's tombstone.
+    ``errors`` non-empty means nothing should change in the cluster and the owner is ``Failed``.
+    """
+
+    owner: OwnerKey
+    deleted: bool = False
+    children: list[dict[str, Any]] = Field(default_factory=list)
+    managed_kinds: list[str] = Field(default_factory=list)
+    owner_selector: dict[str, str] = Field(default_factory=dict)
+    workload: ServingWorkload | None = None
+    errors: list[ConversionError] = Field(default_factory=list)
+    produced_at: datetime = Field(default_factory=utcnow)
+
+    @property
+    def subject(self) -> str:
+        return desired_subject(self.owner.resource, self.owner.namespace, self.owner.name)
+
+    @property
+    def msg_id(self) -> str:
+        """``<uid>/<generation>/<content hash>``: a redelivered or duplicated input publishes once."""
+        body = self.model_dump(mode="json", exclude={"produced_at"}, exclude_none=True)
+        return f"{self.owner.uid}/{self.owner.generation}/{content_hash(body)}"
+
+
+class ChildResult(Envelope):
+    """The outcome for one child object."""
+
+    api_version: str
+    kind: str
+    name: str
+    action: Literal["applied", "unchanged", "pruned", "failed", "created", "deleted"]
+    message: str = ""
+
+
+class ApplyResult(Envelope):
+    """What the applier did for one desired set."""
+
+    owner: OwnerKey
+    ok: bool
+    reason: str = ""
+    message: str = ""
+    permanent: bool = False
+    children: list[ChildResult] = Field(default_factory=list)
+    finished_at: datetime = Field(default_factory=utcnow)
+
+    @property
+    def subject(self) -> str:
+        return result_subject(self.owner.resource, self.owner.namespace, self.owner.name)
+
+    @property
+    def msg_id(self) -> str:
+        body = self.model_dump(mode="json", exclude={"finished_at"}, exclude_none=True)
+        return f"{self.owner.uid}/{self.owner.generation}/{content_hash(body)}"
+
+
+class DeadLetter(Envelope):
+    """A message that exhausted its deliveries, with where it came from and why it failed."""
+
+    service: str
+    stream: str
+    consumer: str
+    subject: str
+    stream_sequence: int
+    deliveries: int
+    error: str = ""
+    data: str = ""

@@ -1,0 +1,63 @@
+"""``/healthz``, ``/readyz`` and Prometheus ``/metrics`` on a small aiohttp server."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
+
+ReadyCheck = Callable[[], Awaitable[bool] | bool]
+
+
+class ProbeServer:
+    """Serves liveness, readiness and metrics; readiness is whatever ``ready`` answers."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        ready: ReadyCheck | None = None,
+        registry: CollectorRegistry = REGISTRY,
+    ) -> None:
+        self.host = host
+        self.port = port
+        self._ready = ready
+        self._registry = registry
+        self._runner: web.AppRunner | None = None
+
+    async def _healthz(self, _: web.Request) -> web.Response:
+        return web.Response(text="ok\n")
+
+    async def _readyz(self, _: web.Request) -> web.Response:
+        ok = True
+        if self._ready is not None:
+            answer = self._ready()
+            ok = answer if isinstance(answer, bool) else await answer
+        return web.Response(text="ready\n" if ok else "not ready\n", status=200 if ok else 503)
+
+    async def _metrics(self, _: web.Request) -> web.Response:
+        body = generate_latest(self._registry)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def start(self) -> int:
+        """Start serving; returns the bound port (useful when ``port`` is 0)."""
+        app = web.Application()
+        app.router.add_get("/healthz", self._healthz)
+        app.router.add_get("/readyz", self._readyz)
+        app.router.add_get("/metrics", self._metrics)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.host, self.port)
+        await site.start()
+        server = site._server
+        sockets = getattr(server, "sockets", None) or []
+        if sockets:
+            self.port = int(sockets[0].getsockname()[1])
+        return self.port
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None

@@ -1,0 +1,51 @@
+"""Settings from environment variables, with defaults that work on the local stack (design rule 7)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+
+def env_str(name: str, default: str) -> str:
+    return os.environ.get(name, default)
+
+
+def env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError as exc:
+        raise ValueError(f"environment variable {name} must be an integer, got {raw!r}") from exc
+
+
+def env_float(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return float(raw)
+    except ValueError as exc:
+        raise ValueError(f"environment variable {name} must be a number, got {raw!r}") from exc
+
+
+@dataclass(frozen=True)
+class ServiceSettings:
+    """What every service reads: where NATS is, where to serve probes, how to log.
+
+    ``FERRY_NATS_URL`` (or ``NATS_URL``), ``FERRY_PROBE_HOST``/``FERRY_PROBE_PORT`` (``/healthz``,
+    ``/readyz``, ``/metrics``), ``FERRY_LOG_LEVEL``, ``FERRY_MAX_DELIVER``, ``FERRY_ACK_WAIT``.
+    """
+
+    service: str
+    nats_url: str = field(
+        default_factory=lambda: (
+            os.environ.get("FERRY_NATS_URL") or os.environ.get("NATS_URL") or "nats://127.0.0.1:4222"
+        )
+    )
+    probe_host: str = field(default_factory=lambda: env_str("FERRY_PROBE_HOST", "127.0.0.1"))
+    probe_port: int = field(default_factory=lambda: env_int("FERRY_PROBE_PORT", 0))
+    log_level: str = field(default_factory=lambda: env_str("FERRY_LOG_LEVEL", "INFO"))
+    max_deliver: int = field(default_factory=lambda: env_int("FERRY_MAX_DELIVER", 8))
+    ack_wait: float = field(default_factory=lambda: env_float("FERRY_ACK_WAIT", 30.0))

@@ -1,0 +1,1 @@
+"""Makes the cluster match the desired sets: server-side apply, pods, rolling update, recovery, prune."""

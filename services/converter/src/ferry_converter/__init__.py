@@ -1,0 +1,1 @@
+"""Pure conversion of ModelBooster/ModelServing into their desired children."""

@@ -1,0 +1,1 @@
+"""OpenAI-compatible gateway with load-aware and PD-aware scheduling."""

@@ -1,0 +1,1 @@
+"""Recomputes ModelServing and ModelBooster status."""
