@@ -1,0 +1,140 @@
+"""JetStream plumbing shared by the services: connect, declare streams and buckets, dead letters.
+
+Streams are declared by one owner (the watcher, and test fixtures); everyone else binds.
+A message that fails ``max_deliver`` times stays in its stream and the server raises the
+MAX_DELIVERIES advisory; :class:`DeadLetterForwarder` turns each advisory into a
+:class:`~ferry_schemas.bus.DeadLetter` on ``ferry.dlq.…`` and counts it, so nothing is dropped silently.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import nats
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+from nats.js import JetStreamContext
+from nats.js.api import DiscardPolicy, KeyValueConfig, StorageType, StreamConfig
+from nats.js.errors import BadRequestError, NotFoundError
+from nats.js.kv import KeyValue
+from prometheus_client import Counter
+
+from ferry_schemas.bus import (
+    DEAD_LETTER_STREAM,
+    MSG_ID_HEADER,
+    STREAMS,
+    DeadLetter,
+    StreamSpec,
+    dead_letter_subject,
+)
+
+log = logging.getLogger(__name__)
+
+DEAD_LETTERS = Counter(
+    "ferry_dead_letters_total",
+    "Messages that exhausted max_deliver and were moved to the dead-letter stream.",
+    ["service", "stream", "consumer"],
+)
+
+
+async def connect(url: str, name: str) -> Client:
+    """Connect with unlimited reconnects (a NATS restart must not kill a service)."""
+    return await nats.connect(
+        url,
+        name=name,
+        max_reconnect_attempts=-1,
+        reconnect_time_wait=0.5,
+        connect_timeout=5,
+        allow_reconnect=True,
+    )
+
+
+def stream_config(spec: StreamSpec) -> StreamConfig:
+    return StreamConfig(
+        name=spec.name,
+        subjects=spec.subjects,
+        max_msgs_per_subject=spec.max_msgs_per_subject,
+        duplicate_window=spec.duplicate_window,
+        storage=StorageType.FILE,
+        discard=DiscardPolicy.OLD,
+    )
+
+
+async def declare_streams(js: JetStreamContext, specs: tuple[StreamSpec, ...] = STREAMS) -> None:
+    """Create or update every Ferry stream (idempotent)."""
+    for spec in specs:
+        config = stream_config(spec)
+        try:
+            await js.add_stream(config)
+        except BadRequestError:
+            await js.update_stream(config)
+
+
+async def key_value(js: JetStreamContext, bucket: str, *, history: int = 1) -> KeyValue:
+    """Bind to a KV bucket, creating it when it does not exist yet."""
+    try:
+        return await js.key_value(bucket)
+    except (NotFoundError, BadRequestError):
+        return await js.create_key_value(KeyValueConfig(bucket=bucket, history=history))
+
+
+class DeadLetterForwarder:
+    """Moves messages that exhausted ``max_deliver`` on ``stream``/``consumer`` to the DLQ."""
+
+    def __init__(self, nc: Client, js: JetStreamContext, service: str, stream: str, consumer: str) -> None:
+        self._nc = nc
+        self._js = js
+        self.service = service
+        self.stream = stream
+        self.consumer = consumer
+        self._sub: Subscription | None = None
+
+    @property
+    def advisory_subject(self) -> str:
+        return f"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{self.stream}.{self.consumer}"
+
+    async def start(self) -> None:
+        self._sub = await self._nc.subscribe(self.advisory_subject, cb=self._on_advisory)
+
+    async def stop(self) -> None:
+        if self._sub is not None:
+            await self._sub.unsubscribe()
+            self._sub = None
+
+    async def _on_advisory(self, msg: Msg) -> None:
+        try:
+            advisory = json.loads(msg.data)
+            seq = int(advisory["stream_seq"])
+            deliveries = int(advisory.get("deliveries", 0))
+            subject, data = "", ""
+            try:
+                raw = await self._js.get_msg(self.stream, seq)
+                subject = raw.subject or ""
+                data = (raw.data or b"").decode("utf-8", "replace")
+            except Exception as exc:  # the message may have been replaced by a newer one
+                log.warning(
+                    "dead letter %s/%s seq %s could not be read: %s", self.stream, self.consumer, seq, exc
+                )
+            letter = DeadLetter(
+                service=self.service,
+                stream=self.stream,
+                consumer=self.consumer,
+                subject=subject,
+                stream_sequence=seq,
+                deliveries=deliveries,
+                data=data,
+            )
+            await self._js.publish(
+                dead_letter_subject(self.service, self.stream, self.consumer),
+                letter.to_bytes(),
+                stream=DEAD_LETTER_STREAM,
+                headers={MSG_ID_HEADER: f"{self.stream}/{self.consumer}/{seq}/{deliveries}"},
+            )
+            DEAD_LETTERS.labels(self.service, self.stream, self.consumer).inc()
+            log.error(
+                "dead letter: %s seq %s on %s failed %s deliveries", self.consumer, seq, subject, deliveries
+            )
+        except Exception:
+            log.exception("could not forward a dead letter advisory")
