@@ -1,0 +1,147 @@
+"""One list-then-watch loop per resource (the informer pattern, ecosystem notes §3.3).
+
+List, publish what changed, watch from the list's resourceVersion with bookmarks; on 410 Gone
+relist and publish tombstones for objects that vanished meanwhile; on any other failure reconnect
+with back-off. The first list also compares with what FERRY_OBJECTS already holds, so a restarted
+watcher neither floods the stream with unchanged objects nor forgets deletions it missed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import aiohttp
+from ferry_schemas.bus import ObjectEvent, object_subject, utcnow
+from kubernetes_asyncio import client
+from kubernetes_asyncio.client.exceptions import ApiException
+from nats.js import JetStreamContext
+
+from ferry_watcher.backoff import Backoff
+from ferry_watcher.kube import list_objects, watch_events
+from ferry_watcher.metrics import EVENTS_SKIPPED, OBJECTS, RELISTS, WATCH_ERRORS
+from ferry_watcher.publisher import EventPublisher
+from ferry_watcher.resources import WatchedResource
+from ferry_watcher.snapshot import stored_entries, stored_object
+
+log = logging.getLogger(__name__)
+
+JSON = dict[str, Any]
+LIVE_EVENTS = ("ADDED", "MODIFIED")
+
+
+class Informer:
+    """Keeps FERRY_OBJECTS in step with one resource; ``synced`` is set after the first list."""
+
+    def __init__(
+        self,
+        api: client.ApiClient,
+        js: JetStreamContext,
+        publisher: EventPublisher,
+        watched: WatchedResource,
+        *,
+        namespace: str | None = None,
+        watch_timeout: int = 300,
+        backoff: Backoff | None = None,
+    ) -> None:
+        self._api = api
+        self._js = js
+        self._publisher = publisher
+        self.watched = watched
+        self._namespace = namespace
+        self._watch_timeout = watch_timeout
+        self._backoff = backoff or Backoff()
+        self._known: dict[str, str] = {}
+        """subject → msg id of the last event the stream holds for it (tombstones excluded)."""
+        self._seeded = False
+        self.synced = asyncio.Event()
+
+    @property
+    def resource(self) -> str:
+        return self.watched.plural
+
+    async def run(self) -> None:
+        resource_version: str | None = None
+        while True:
+            try:
+                if resource_version is None:
+                    resource_version = await self.relist()
+                    self.synced.set()
+                resource_version = await self.watch(resource_version)
+                self._backoff.reset()
+            except ApiException as exc:
+                if exc.status == 410:
+                    log.info("%s: watch expired (410 Gone); relisting", self.resource)
+                    RELISTS.labels(self.resource, "gone").inc()
+                    resource_version = None
+                    continue
+                WATCH_ERRORS.labels(self.resource).inc()
+                log.warning("%s: API error %s %s; retrying", self.resource, exc.status, exc.reason)
+                if exc.status in (401, 403, 404):
+                    resource_version = None  # RBAC or a CRD changed: start over from a list
+                await self._backoff.sleep()
+            except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as exc:
+                WATCH_ERRORS.labels(self.resource).inc()
+                log.warning("%s: connection failed (%s); reconnecting", self.resource, exc)
+                await self._backoff.sleep()
+
+    async def relist(self) -> str:
+        """List everything, publish what the stream lacks and tombstones for what vanished."""
+        path = self.watched.path(self._namespace)
+        items, resource_version = await list_objects(self._api, path, self.watched.label_selector)
+        if not self._seeded:
+            stored = await stored_entries(self._js, self.resource, self._namespace)
+            self._known = {s: e.msg_id for s, e in stored.items() if not e.tombstone}
+            self._seeded = True
+        fresh = {self._subject(obj): obj for obj in items}
+        for subject in sorted(self._known.keys() - fresh.keys()):
+            await self._tombstone(subject)
+        for subject, obj in fresh.items():
+            event = ObjectEvent.from_object("SYNC", self.resource, obj)
+            if self._known.get(subject) == event.msg_id:
+                EVENTS_SKIPPED.labels(self.resource).inc()
+                continue
+            await self._publisher.publish(event)
+            self._known[subject] = event.msg_id
+        OBJECTS.labels(self.resource).set(len(self._known))
+        log.info("%s: listed %d objects at rv %s", self.resource, len(items), resource_version)
+        return resource_version
+
+    async def watch(self, resource_version: str) -> str:
+        """Follow changes until the server ends the watch; returns the last resourceVersion seen."""
+        path = self.watched.path(self._namespace)
+        async for raw in watch_events(
+            self._api, path, self.watched.label_selector, resource_version, self._watch_timeout
+        ):
+            kind = raw.get("type")
+            obj: JSON = raw.get("object") or {}
+            new_rv = str((obj.get("metadata") or {}).get("resourceVersion") or "")
+            if kind == "BOOKMARK":
+                resource_version = new_rv or resource_version
+                continue
+            if kind not in (*LIVE_EVENTS, "DELETED"):
+                continue
+            event = ObjectEvent.from_object(kind, self.resource, obj)
+            await self._publisher.publish(event)
+            if event.deleted:
+                self._known.pop(event.subject, None)
+            else:
+                self._known[event.subject] = event.msg_id
+            OBJECTS.labels(self.resource).set(len(self._known))
+            resource_version = new_rv or resource_version
+        return resource_version
+
+    async def _tombstone(self, subject: str) -> None:
+        """Publish DELETED for an object the stream holds but the API server no longer has."""
+        last = await stored_object(self._js, subject)
+        self._known.pop(subject, None)
+        if last is None or last.deleted:
+            return
+        tombstone = last.model_copy(update={"type": "DELETED", "observed_at": utcnow()})
+        log.info("%s: %s/%s vanished while unwatched; tombstone", self.resource, last.namespace, last.name)
+        await self._publisher.publish(tombstone)
+
+    def _subject(self, obj: JSON) -> str:
+        meta = obj.get("metadata") or {}
+        return object_subject(self.resource, meta.get("namespace") or "", meta["name"])

@@ -1,0 +1,45 @@
+"""Which API resources the watcher lists and watches."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ferry_schemas.bus import Resource
+from ferry_schemas.labels import MS_NAME, NETWORKING_GROUP, WORKLOAD_GROUP
+
+
+@dataclass(frozen=True)
+class WatchedResource:
+    """One resource type: where it lives in the API and how to select the objects Ferry cares about."""
+
+    resource: Resource
+    group: str
+    version: str
+    label_selector: str | None = None
+
+    @property
+    def plural(self) -> str:
+        return self.resource.value
+
+    @property
+    def core(self) -> bool:
+        return self.group == ""
+
+    def path(self, namespace: str | None) -> str:
+        """The collection path, all namespaces when ``namespace`` is None."""
+        base = f"/api/{self.version}" if self.core else f"/apis/{self.group}/{self.version}"
+        if namespace:
+            return f"{base}/namespaces/{namespace}/{self.plural}"
+        return f"{base}/{self.plural}"
+
+
+WATCHED: tuple[WatchedResource, ...] = (
+    WatchedResource(Resource.MODEL_BOOSTERS, WORKLOAD_GROUP, "v1alpha1"),
+    WatchedResource(Resource.MODEL_SERVINGS, WORKLOAD_GROUP, "v1alpha1"),
+    WatchedResource(Resource.AUTOSCALING_POLICIES, WORKLOAD_GROUP, "v1alpha1"),
+    WatchedResource(Resource.AUTOSCALING_POLICY_BINDINGS, WORKLOAD_GROUP, "v1alpha1"),
+    WatchedResource(Resource.MODEL_SERVERS, NETWORKING_GROUP, "v1alpha1"),
+    WatchedResource(Resource.MODEL_ROUTES, NETWORKING_GROUP, "v1alpha1"),
+    WatchedResource(Resource.POD_GROUPS, "scheduling.volcano.sh", "v1beta1"),
+    WatchedResource(Resource.PODS, "", "v1", label_selector=MS_NAME),
+)

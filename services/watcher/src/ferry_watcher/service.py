@@ -1,0 +1,97 @@
+"""The watcher process: declare streams and buckets, run one informer per resource, serve probes."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+from ferry_schemas.bus import APPLIED_GENERATIONS_BUCKET, RATE_LIMIT_BUCKET
+from ferry_schemas.runtime import ProbeServer, setup_tracing
+from ferry_schemas.runtime.jetstream import connect, declare_streams, key_value
+from nats.aio.client import Client
+from nats.js import JetStreamContext
+
+from ferry_watcher.backoff import Backoff
+from ferry_watcher.informer import Informer
+from ferry_watcher.kube import load_api_client
+from ferry_watcher.publisher import EventPublisher
+from ferry_watcher.resources import WATCHED
+from ferry_watcher.settings import WatcherSettings
+
+log = logging.getLogger(__name__)
+
+
+async def declare_bus(js: JetStreamContext) -> None:
+    """The watcher owns the declaration of every stream and KV bucket (the others only bind)."""
+    await declare_streams(js)
+    for bucket in (APPLIED_GENERATIONS_BUCKET, RATE_LIMIT_BUCKET):
+        await key_value(js, bucket)
+
+
+async def _connect_and_declare(settings: WatcherSettings) -> tuple[Client, JetStreamContext]:
+    backoff = Backoff(maximum=5.0)
+    while True:
+        try:
+            nc = await connect(settings.nats_url, settings.service)
+            js = nc.jetstream()
+            await declare_bus(js)
+            return nc, js
+        except Exception as exc:
+            log.warning("NATS at %s not usable yet (%s); retrying", settings.nats_url, exc)
+            await backoff.sleep()
+
+
+async def run(settings: WatcherSettings, stop: asyncio.Event) -> None:
+    nc, js = await _connect_and_declare(settings)
+    api = await load_api_client()
+    publisher = EventPublisher(js)
+    informers = [
+        Informer(
+            api,
+            js,
+            publisher,
+            watched,
+            namespace=settings.namespace,
+            watch_timeout=settings.watch_timeout,
+            backoff=Backoff(maximum=settings.backoff_max),
+        )
+        for watched in WATCHED
+    ]
+
+    def ready() -> bool:
+        return nc.is_connected and all(i.synced.is_set() for i in informers)
+
+    probes = ProbeServer(settings.probe_host, settings.probe_port, ready=ready)
+    port = await probes.start()
+    log.info("watcher probes on %s:%d, watching %s", settings.probe_host, port, settings.namespace or "all")
+    tasks = [asyncio.create_task(i.run(), name=f"informer-{i.resource}") for i in informers]
+    stopper = asyncio.create_task(stop.wait())
+    try:
+        done, _ = await asyncio.wait([*tasks, stopper], return_when=asyncio.FIRST_COMPLETED)
+        for task in done:
+            if task is not stopper and task.exception() is not None:
+                raise task.exception()  # type: ignore[misc]
+    finally:
+        for task in [*tasks, stopper]:
+            task.cancel()
+        await asyncio.gather(*tasks, stopper, return_exceptions=True)
+        await probes.stop()
+        await api.close()
+        await nc.drain()
+
+
+async def amain() -> None:
+    settings = WatcherSettings()
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
+    provider = setup_tracing(settings.service)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await run(settings, stop)
+    finally:
+        provider.shutdown()
