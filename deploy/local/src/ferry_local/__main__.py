@@ -1,0 +1,68 @@
+"""``ferry-local up|down|status|env|kubectl``: drive the local stack from the Makefile or a shell."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from ferry_local.binaries import MissingBinary, kubernetes_bin_dir
+from ferry_local.paths import state_dir
+from ferry_local.readiness import StackError
+from ferry_local.stack import LocalStack, StackInfo, install_crds
+
+
+def _stack_dir(args: argparse.Namespace) -> Path:
+    return Path(args.state) if args.state else state_dir() / "stack"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="ferry-local", description=__doc__)
+    parser.add_argument("--state", help="state directory (default: <repo>/.state/stack)")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("build", help="build (once) and print the Kubernetes binaries directory")
+    sub.add_parser(
+        "up", help="start etcd, kube-apiserver, kube-controller-manager, nats-server; install CRDs"
+    )
+    sub.add_parser("down", help="stop exactly the processes 'up' started")
+    sub.add_parser("status", help="say whether the stack is running and where")
+    sub.add_parser("env", help='print shell exports (eval "$(ferry-local env)")')
+    kubectl = sub.add_parser("kubectl", help="run the stack's kubectl with its kubeconfig")
+    kubectl.add_argument("args", nargs=argparse.REMAINDER)
+    args = parser.parse_args(argv)
+    directory = _stack_dir(args)
+    try:
+        if args.command == "build":
+            print(kubernetes_bin_dir())
+        elif args.command == "up":
+            started = LocalStack(directory).start()
+            install_crds(started)
+            print(f"export KUBECONFIG={started.kubeconfig}\nexport FERRY_NATS_URL={started.nats_url}")
+        elif args.command == "down":
+            stopped = LocalStack.stop_recorded(directory)
+            print("local stack stopped" if stopped else "local stack was not running")
+        elif args.command in ("status", "env", "kubectl"):
+            recorded = StackInfo.load(directory)
+            if recorded is None or not recorded.running():
+                print("local stack is not running (make up)", file=sys.stderr)
+                return 1
+            info = recorded
+            if args.command == "status":
+                for proc in info.processes:
+                    print(f"{proc.name:26} pid {proc.pid:<8} log {proc.log}")
+                print(f"KUBECONFIG={info.kubeconfig}\nNATS_URL={info.nats_url}")
+            elif args.command == "env":
+                for key, value in info.env().items():
+                    print(f"export {key}={value}")
+                print(f"export PATH={Path(info.kubectl).parent}:$PATH")
+            else:
+                os.execv(info.kubectl, [info.kubectl, "--kubeconfig", info.kubeconfig, *args.args])
+    except (StackError, MissingBinary) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,62 @@
+"""Finds the binaries the local stack runs, building the Kubernetes ones once (cached outside the repo)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from ferry_local.paths import cache_dir, repo_root
+
+K8S_VERSION = os.environ.get("K8S_VERSION", "v1.35.4")
+
+
+class MissingBinary(RuntimeError):
+    """A required program is not installed; the message says how to get it."""
+
+
+@dataclass(frozen=True)
+class Binaries:
+    kube_apiserver: Path
+    kube_controller_manager: Path
+    kubectl: Path
+    etcd: Path
+    nats_server: Path
+
+
+def kubernetes_bin_dir() -> Path:
+    """Build (first run only) and return the directory with kube-apiserver, kcm and kubectl."""
+    script = repo_root() / "deploy" / "local" / "build-k8s.sh"
+    env = dict(os.environ, K8S_VERSION=K8S_VERSION, FERRY_CACHE=str(cache_dir()))
+    # The script prints progress on stderr (passed through) and the bin dir on stdout.
+    done = subprocess.run(
+        ["bash", str(script)], env=env, stdout=subprocess.PIPE, stderr=sys.stderr, text=True
+    )
+    if done.returncode != 0:
+        raise MissingBinary(
+            f"building Kubernetes {K8S_VERSION} failed (exit {done.returncode}); see the output above"
+        )
+    return Path(done.stdout.strip().splitlines()[-1])
+
+
+def _which(name: str, *extra_dirs: str, package: str) -> Path:
+    found = shutil.which(name) or next(
+        (str(Path(d) / name) for d in extra_dirs if (Path(d) / name).is_file()), None
+    )
+    if not found:
+        raise MissingBinary(f"{name} not found; install the Debian package {package!r} (make deps does it)")
+    return Path(found)
+
+
+def find_binaries() -> Binaries:
+    k8s = kubernetes_bin_dir()
+    return Binaries(
+        kube_apiserver=k8s / "kube-apiserver",
+        kube_controller_manager=k8s / "kube-controller-manager",
+        kubectl=k8s / "kubectl",
+        etcd=_which("etcd", "/usr/bin", "/usr/sbin", package="etcd-server"),
+        nats_server=_which("nats-server", "/usr/sbin", "/usr/bin", package="nats-server"),
+    )

@@ -1,0 +1,79 @@
+"""Starting and stopping the stack's processes, and recognising exactly the ones we started."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+_CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
+"""Processes started by this interpreter: their exit status is authoritative (and reaps zombies)."""
+
+
+@dataclass
+class ManagedProcess:
+    """A process we started: its pid, its command line and its log file."""
+
+    name: str
+    pid: int
+    argv: list[str]
+    log: str
+
+    def alive(self) -> bool:
+        """True only if ``pid`` is still the process we started (pids are reused)."""
+        if (child := _CHILDREN.get(self.pid)) is not None:
+            return child.poll() is None
+        try:
+            cmdline = Path(f"/proc/{self.pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            return False
+        try:
+            stat = Path(f"/proc/{self.pid}/stat").read_text()
+            if stat.rsplit(")", 1)[1].split()[0] == "Z":
+                os.waitpid(self.pid, os.WNOHANG)
+                return False
+        except (OSError, IndexError, ChildProcessError):
+            pass
+        return bool(cmdline) and cmdline[0].decode(errors="replace") == self.argv[0]
+
+    def stop(self, timeout: float = 15.0) -> None:
+        """SIGTERM, then SIGKILL after ``timeout`` seconds; never touches a reused pid."""
+        if not self.alive():
+            return
+        os.kill(self.pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not self.alive():
+                return
+            time.sleep(0.1)
+        if self.alive():
+            os.kill(self.pid, signal.SIGKILL)
+            time.sleep(0.2)
+
+
+def spawn(name: str, argv: list[str], log_dir: Path, env: dict[str, str] | None = None) -> ManagedProcess:
+    """Start ``argv`` in its own session (it outlives ``make up``), logging to ``<log_dir>/<name>.log``."""
+    log_dir.mkdir(parents=True, exist_ok=True)
+    log_path = log_dir / f"{name}.log"
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env={**os.environ, **(env or {})},
+        )
+    _CHILDREN[proc.pid] = proc
+    return ManagedProcess(name=name, pid=proc.pid, argv=argv, log=str(log_path))
+
+
+def tail(path: str, lines: int = 30) -> str:
+    """The last lines of a log, for error messages."""
+    try:
+        return "\n".join(Path(path).read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"

@@ -1,0 +1,48 @@
+"""Waiting for a started process to answer, with its log in the error when it does not."""
+
+from __future__ import annotations
+
+import socket
+import ssl
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+
+from ferry_local.processes import ManagedProcess, tail
+
+
+class StackError(RuntimeError):
+    """A part of the stack did not come up; the message includes the end of its log."""
+
+
+def say(message: str) -> None:
+    print(f"==> {message}", file=sys.stderr, flush=True)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def http_ok(url: str, context: ssl.SSLContext | None = None) -> bool:
+    with urllib.request.urlopen(url, timeout=2, context=context) as response:
+        return int(response.status) == 200
+
+
+def wait_until_ready(what: str, proc: ManagedProcess, check: Callable[[], bool], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not proc.alive():
+            raise StackError(f"{what} exited during start-up; last lines of {proc.log}:\n{tail(proc.log)}")
+        try:
+            if check():
+                return
+        except (OSError, urllib.error.URLError, ssl.SSLError):
+            pass
+        time.sleep(0.2)
+    raise StackError(
+        f"{what} did not become ready in {timeout:.0f}s; last lines of {proc.log}:\n{tail(proc.log)}"
+    )

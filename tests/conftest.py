@@ -1,0 +1,152 @@
+"""Session fixtures: a real Kubernetes API server (``kube``), a real NATS JetStream (``nats_url``).
+
+``kube``: ``KUBECONFIG`` if set, else a testcontainers K3s cluster when a Docker engine answers,
+else the local stack (etcd + kube-apiserver + kube-controller-manager, built once from the Go
+module proxy). ``nats_url``: ``NATS_URL`` if set, else testcontainers NATS when Docker answers,
+else a local nats-server. The local fallbacks are never skipped: without them CI fails loudly.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from ferry_local.binaries import find_binaries, kubernetes_bin_dir
+from ferry_local.natsd import NatsServer
+from ferry_local.paths import repo_root, state_dir
+from ferry_local.stack import LocalStack, StackInfo, install_crds
+
+
+def docker_engine_available() -> bool:
+    """True when a Docker engine answers (testcontainers needs one; the docker CLI alone is not enough)."""
+    if os.environ.get("FERRY_NO_TESTCONTAINERS"):
+        return False
+    try:
+        import docker
+
+        docker.from_env(timeout=2).ping()
+        return True
+    except Exception:
+        return False
+
+
+@dataclass
+class KubeEnv:
+    """A reachable Kubernetes API server and the kubectl that matches it."""
+
+    kubeconfig: Path
+    kubectl: Path
+    server: str
+    env: dict[str, str] = field(default_factory=dict)
+
+    def kubectl_run(
+        self, *args: str, input: str | None = None, check: bool = True, timeout: float = 60
+    ) -> subprocess.CompletedProcess[str]:
+        """Run kubectl; with ``check`` a failure raises with kubectl's stderr in the message."""
+        done = subprocess.run(
+            [str(self.kubectl), "--kubeconfig", str(self.kubeconfig), *args],
+            input=input, capture_output=True, text=True, timeout=timeout,
+        )  # fmt: skip
+        if check and done.returncode != 0:
+            raise AssertionError(
+                f"kubectl {' '.join(args)} failed ({done.returncode}): {done.stderr.strip()}"
+            )
+        return done
+
+
+def _test_state_dir(name: str) -> Path:
+    path = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=state_dir()))
+    return path
+
+
+@pytest.fixture(scope="session")
+def kube() -> Iterator[KubeEnv]:
+    kubectl_bin = kubernetes_bin_dir() / "kubectl"
+    stack: LocalStack | None = None
+    container = None
+    if env_config := os.environ.get("KUBECONFIG"):
+        kubeconfig = Path(env_config)
+    elif docker_engine_available():
+        from testcontainers.k3s import K3SContainer
+
+        container = K3SContainer()
+        container.start()
+        kubeconfig = _test_state_dir("k3s") / "kubeconfig"
+        kubeconfig.write_text(container.config_yaml())
+    else:
+        stack = LocalStack(_test_state_dir("test-stack"), with_nats=False)
+        stack.start()
+        assert stack.info is not None
+        kubeconfig = Path(stack.info.kubeconfig)
+    server = subprocess.run(
+        [str(kubectl_bin), "--kubeconfig", str(kubeconfig), "config", "view", "--minify",
+         "-o", "jsonpath={.clusters[0].cluster.server}"],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    info = StackInfo(
+        state_dir="", kubeconfig=str(kubeconfig), kubectl=str(kubectl_bin), server=server,
+        nats_url="", nats_monitor="", etcd_url="",
+    )  # fmt: skip
+    install_crds(info)
+    try:
+        yield KubeEnv(
+            kubeconfig=kubeconfig, kubectl=kubectl_bin, server=server, env={"KUBECONFIG": str(kubeconfig)}
+        )
+    finally:
+        if stack is not None:
+            stack.stop()
+            shutil.rmtree(stack.state_dir, ignore_errors=True)
+        if container is not None:
+            container.stop()
+
+
+@pytest.fixture(scope="session")
+def nats_server() -> Iterator[NatsServer | None]:
+    """The local nats-server the suite started (None when ``NATS_URL`` or testcontainers provide one)."""
+    if os.environ.get("NATS_URL") or docker_engine_available():
+        yield None
+        return
+    directory = _test_state_dir("test-nats")
+    server = NatsServer(find_binaries().nats_server, directory / "store", directory / "logs")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def nats_url(nats_server: NatsServer | None) -> Iterator[str]:
+    if nats_server is not None:
+        yield nats_server.url
+    elif url := os.environ.get("NATS_URL"):
+        yield url
+    else:
+        from testcontainers.nats import NatsContainer
+
+        with NatsContainer("nats:2.10", jetstream=True) as container:
+            yield container.nats_uri()
+
+
+@pytest.fixture
+def namespace(kube: KubeEnv) -> Iterator[str]:
+    """A fresh namespace for one test, deleted afterwards (without waiting for finalisation)."""
+    name = f"t-{uuid.uuid4().hex[:10]}"
+    kube.kubectl_run("create", "namespace", name)
+    try:
+        yield name
+    finally:
+        kube.kubectl_run("delete", "namespace", name, "--wait=false", check=False)
+
+
+@pytest.fixture(scope="session")
+def repo() -> Path:
+    return repo_root()
