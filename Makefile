@@ -1,0 +1,56 @@
+# Ferry — the two commands that matter: `make demo` and `make test`. Everything installs itself.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+export PATH := $(HOME)/.local/bin:$(PATH)
+UV := uv
+PYTEST_ARGS ?=
+
+.PHONY: help deps sync lint fmt crds crds-check test test-unit test-integration demo up down status bench
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
+
+deps: ## install Debian packages, uv, the workspace and the Kubernetes binaries (first run builds them)
+	@bash deploy/local/bootstrap.sh
+
+sync:
+	@$(UV) sync --locked --quiet
+
+lint: sync ## ruff + mypy
+	$(UV) run ruff check .
+	$(UV) run ruff format --check .
+	$(UV) run mypy
+
+fmt: sync ## format and fix what ruff can
+	$(UV) run ruff format .
+	$(UV) run ruff check --fix .
+
+crds: sync ## regenerate deploy/crds from the schemas
+	$(UV) run python -m ferry_schemas.crdgen deploy/crds
+
+crds-check: sync
+	$(UV) run python -m ferry_schemas.crdgen deploy/crds --check
+
+test: deps lint ## the whole suite: lint, unit, integration and end-to-end on the real local stack
+	$(UV) run pytest $(PYTEST_ARGS)
+
+test-unit: sync ## unit tests only (no cluster)
+	$(UV) run pytest -m "not integration and not e2e" $(PYTEST_ARGS)
+
+test-integration: deps
+	$(UV) run pytest -m "integration or e2e" $(PYTEST_ARGS)
+
+up: deps ## start the local stack (etcd, kube-apiserver, kube-controller-manager, nats-server) and keep it running
+	@$(UV) run ferry-local up
+
+down: ## stop exactly what `make up` started
+	@$(UV) run ferry-local down
+
+status:
+	@$(UV) run ferry-local status
+
+demo: deps ## the quick start: stack up, apply the quick-start booster, show it
+	@$(UV) run python -m ferry_local.demo
+
+bench: deps ## run every benchmark and print its table
+	@for b in bench/*/run.py; do echo "==> $$b"; $(UV) run python $$b || exit 1; done
