@@ -1,0 +1,318 @@
+"""AutoscalingPolicy and AutoscalingPolicyBinding (``workload.serving.volcano.sh/v1alpha1``).
+
+A superset of the Kthena generations: the seed-era policy (``metrics[].metricName``) with a separate
+Binding (``scalingConfiguration``/``optimizerConfiguration`` in v0.1.0,
+``homogeneousTarget``/``heterogeneousTarget`` in v0.4.0), and the current policy that carries its
+targets itself (``homogeneousTarget``/``heterogeneousTarget``/``disaggregatedTarget``, ``metrics[].name``).
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Literal
+
+from pydantic import ConfigDict, Field
+
+from .meta import (
+    CONDITIONS_LIST,
+    FREE_FORM,
+    QUANTITY_PATTERN,
+    Condition,
+    IntOrString,
+    KubeModel,
+    KubeObject,
+    cel,
+    crd_default,
+    replace_schema,
+    validations,
+)
+
+WORKLOAD_GROUP = "workload.serving.volcano.sh"
+MAX_REPLICAS = 1_000_000
+
+QUANTITY: dict[str, Any] = {"x-kubernetes-int-or-string": True, "pattern": QUANTITY_PATTERN}
+OBJECT_REFERENCE: dict[str, Any] = {
+    "type": "object",
+    "x-kubernetes-map-type": "atomic",
+    "properties": {
+        key: {"type": "string"}
+        for key in ("apiVersion", "fieldPath", "kind", "name", "namespace", "resourceVersion", "uid")
+    },
+}
+LABEL_SELECTOR: dict[str, Any] = {
+    "type": "object",
+    "x-kubernetes-map-type": "atomic",
+    "properties": {
+        "matchExpressions": {
+            "type": "array",
+            "x-kubernetes-list-type": "atomic",
+            "items": {
+                "type": "object",
+                "required": ["key", "operator"],
+                "properties": {
+                    "key": {"type": "string"},
+                    "operator": {"type": "string"},
+                    "values": {
+                        "type": "array",
+                        "x-kubernetes-list-type": "atomic",
+                        "items": {"type": "string"},
+                    },
+                },
+            },
+        },
+        "matchLabels": {"type": "object", "additionalProperties": {"type": "string"}},
+    },
+}
+
+
+class AutoscalingMetric(KubeModel):
+    """One metric and its per-instance target; ``name`` (current) or ``metricName`` (seed era)."""
+
+    model_config = ConfigDict(
+        json_schema_extra=validations(
+            cel("has(self.name) != has(self.metricName)", "exactly one of name or metricName must be set")
+        )
+    )
+
+    name: str | None = Field(None, min_length=1, max_length=253)
+    metric_name: str | None = Field(None, min_length=1, max_length=253)
+    target_value: IntOrString = Field(json_schema_extra=replace_schema(QUANTITY))
+    """Target value per instance (a Kubernetes quantity)."""
+
+
+class ScalePolicy(KubeModel):
+    """Scale-down or stable scale-up policy."""
+
+    instances: int | None = Field(None, ge=0, json_schema_extra=crd_default(1))
+    percent: int | None = Field(None, ge=0, le=1000, json_schema_extra=crd_default(100))
+    period: str | None = Field(None, json_schema_extra=crd_default("15s"))
+    select_policy: Literal["Or", "And"] | None = Field(None, json_schema_extra=crd_default("Or"))
+    stabilization_window: str | None = None
+
+
+class PanicPolicy(KubeModel):
+    period: str
+    percent: int | None = Field(None, ge=0, le=1000, json_schema_extra=crd_default(1000))
+    panic_threshold_percent: int | None = Field(None, ge=110, le=1000, json_schema_extra=crd_default(200))
+    panic_mode_hold: str | None = Field(None, json_schema_extra=crd_default("60s"))
+
+
+class ScaleUp(KubeModel):
+    panic_policy: PanicPolicy | None = None
+    stable_policy: ScalePolicy | None = None
+
+
+class Behavior(KubeModel):
+    scale_up: ScaleUp | None = None
+    scale_down: ScalePolicy | None = None
+
+
+class PodMetricSource(KubeModel):
+    name: str | None = None
+    label_selector: dict[str, Any] | None = Field(None, json_schema_extra=replace_schema(LABEL_SELECTOR))
+    port: int | None = Field(None, ge=1, le=65535, json_schema_extra=crd_default(8100))
+    uri: str | None = Field(None, pattern=r"^/", json_schema_extra=crd_default("/metrics"))
+
+
+class PrometheusMetricSource(KubeModel):
+    server_url: str = Field(min_length=1, alias="serverURL", json_schema_extra={"format": "uri"})
+    query: str = Field(min_length=1)
+    auth: dict[str, Any] | None = Field(None, json_schema_extra=replace_schema(FREE_FORM))
+
+
+class MetricSource(KubeModel):
+    model_config = ConfigDict(
+        json_schema_extra=validations(
+            cel("has(self.pod) || has(self.prometheus)", "one metric source backend config is required"),
+            cel(
+                "!(has(self.pod) && has(self.prometheus))",
+                "pod and prometheus configs are mutually exclusive",
+            ),
+        )
+    )
+
+    pod: PodMetricSource | None = None
+    prometheus: PrometheusMetricSource | None = None
+
+
+class ScalingTarget(KubeModel):
+    """What is scaled and where its metrics come from (every generation's fields)."""
+
+    target_ref: dict[str, Any] = Field(json_schema_extra=replace_schema(OBJECT_REFERENCE))
+    metric_sources: dict[str, MetricSource] | None = None
+    metric_endpoint: dict[str, Any] | None = Field(None, json_schema_extra=replace_schema(FREE_FORM))
+    """Seed-era: where to scrape (``labelSelector``, ``uri``, ``port``)."""
+    sub_targets: dict[str, Any] | None = Field(None, json_schema_extra=replace_schema(FREE_FORM))
+    """Seed-era: a role inside the target (``kind``, ``name``)."""
+    additional_match_labels: dict[str, str] | None = None
+    """Seed-era (v0.1.0): extra labels selecting the pods to scrape."""
+
+
+def _min_le_max() -> dict[str, Any]:
+    return validations(
+        cel(
+            "self.minReplicas <= self.maxReplicas",
+            "minReplicas cannot be greater than maxReplicas",
+            field_path=".minReplicas",
+        )
+    )
+
+
+class HomogeneousTarget(KubeModel):
+    """Scale one target between ``minReplicas`` and ``maxReplicas`` (``scalingConfiguration`` in v0.1.0)."""
+
+    model_config = ConfigDict(json_schema_extra=_min_le_max())
+
+    min_replicas: int = Field(ge=0, le=MAX_REPLICAS)
+    max_replicas: int = Field(ge=1, le=MAX_REPLICAS)
+    target: ScalingTarget | None = None
+
+
+class HeterogeneousParam(KubeModel):
+    model_config = ConfigDict(json_schema_extra=_min_le_max())
+
+    min_replicas: int = Field(ge=0, le=MAX_REPLICAS)
+    max_replicas: int = Field(ge=1, le=MAX_REPLICAS)
+    cost: int | None = Field(None, ge=0)
+    target: ScalingTarget | None = None
+
+
+class HeterogeneousTarget(KubeModel):
+    """Cost-optimised scaling across several targets (``optimizerConfiguration`` in v0.1.0)."""
+
+    cost_expansion_rate_percent: int | None = Field(None, ge=0, json_schema_extra=crd_default(200))
+    params: list[HeterogeneousParam] = Field(min_length=1, max_length=64)
+
+
+class RoleScaling(KubeModel):
+    model_config = ConfigDict(json_schema_extra=_min_le_max())
+
+    min_replicas: int = Field(ge=0, le=MAX_REPLICAS)
+    max_replicas: int = Field(ge=1, le=MAX_REPLICAS)
+    metrics: list[AutoscalingMetric] | None = Field(None, min_length=1)
+    metric_sources: dict[str, MetricSource] | None = None
+
+
+class RatioConstraint(KubeModel):
+    model_config = ConfigDict(
+        json_schema_extra=validations(
+            cel("self.numeratorRole != self.denominatorRole", "numeratorRole and denominatorRole must differ")
+        )
+    )
+
+    numerator_role: str
+    denominator_role: str
+    min_ratio: IntOrString = Field(json_schema_extra=replace_schema(QUANTITY))
+    max_ratio: IntOrString = Field(json_schema_extra=replace_schema(QUANTITY))
+
+
+class DisaggregatedTarget(KubeModel):
+    """Scale the roles of one ModelServing independently, optionally keeping a ratio."""
+
+    model_config = ConfigDict(
+        json_schema_extra=validations(
+            cel(
+                "!has(self.ratioConstraint) || size(self.roles) >= 2",
+                "roles must contain at least two entries when ratioConstraint is configured",
+            )
+        )
+    )
+
+    target_ref: dict[str, Any] = Field(json_schema_extra=replace_schema(OBJECT_REFERENCE))
+    roles: dict[str, RoleScaling] = Field(json_schema_extra={"minProperties": 1, "maxProperties": 2})
+    ratio_constraint: RatioConstraint | None = None
+
+
+class AutoscalingPolicySpec(KubeModel):
+    """How to scale: metrics, tolerance, behaviour and (current Kthena) the target itself."""
+
+    tolerance_percent: int | None = Field(None, ge=0, le=100, json_schema_extra=crd_default(10))
+    metrics: list[AutoscalingMetric] | None = Field(None, min_length=1, max_length=32)
+    behavior: Behavior | None = None
+    homogeneous_target: HomogeneousTarget | None = None
+    heterogeneous_target: HeterogeneousTarget | None = None
+    disaggregated_target: DisaggregatedTarget | None = None
+
+
+class ScalingStatus(KubeModel):
+    name: str | None = None
+    mode: str | None = None
+    current_replicas: int
+    desired_replicas: int
+    last_scale_time: str | None = Field(None, json_schema_extra={"format": "date-time"})
+
+
+class RatioStatus(KubeModel):
+    numerator_role: str
+    denominator_role: str
+    current_ratio: str | None = None
+
+
+class DisaggregatedStatus(KubeModel):
+    roles: list[ScalingStatus]
+    ratio_adjusted: bool | None = None
+    ratio_status: RatioStatus | None = None
+
+
+class AutoscalingPolicyStatus(KubeModel):
+    observed_generation: int | None = None
+    conditions: list[Condition] | None = Field(None, json_schema_extra=CONDITIONS_LIST)
+    homogeneous_status: ScalingStatus | None = None
+    heterogeneous_status: list[ScalingStatus] | None = None
+    disaggregated_status: DisaggregatedStatus | None = None
+
+
+_TARGET_RULE = cel(
+    "(has(self.homogeneousTarget) ? 1 : 0) + (has(self.heterogeneousTarget) ? 1 : 0) + "
+    "(has(self.disaggregatedTarget) ? 1 : 0) <= 1",
+    "spec: at most one of homogeneousTarget, heterogeneousTarget or disaggregatedTarget may be set",
+)
+
+
+class AutoscalingPolicy(KubeObject):
+    GROUP: ClassVar[str] = WORKLOAD_GROUP
+    KIND: ClassVar[str] = "AutoscalingPolicy"
+    PLURAL: ClassVar[str] = "autoscalingpolicies"
+
+    spec: AutoscalingPolicySpec = Field(json_schema_extra=validations(_TARGET_RULE))
+    status: AutoscalingPolicyStatus | None = None
+
+
+class PolicyRef(KubeModel):
+    name: str = Field(min_length=1, max_length=253)
+
+
+class AutoscalingPolicyBindingSpec(KubeModel):
+    """Binds a policy to its target(s); exactly one of the four target forms."""
+
+    model_config = ConfigDict(
+        json_schema_extra=validations(
+            cel(
+                "(has(self.homogeneousTarget) ? 1 : 0) + (has(self.heterogeneousTarget) ? 1 : 0) + "
+                "(has(self.scalingConfiguration) ? 1 : 0) + (has(self.optimizerConfiguration) ? 1 : 0) == 1",
+                "spec: exactly one of homogeneousTarget, heterogeneousTarget, scalingConfiguration or "
+                "optimizerConfiguration must be set",
+            )
+        )
+    )
+
+    policy_ref: PolicyRef
+    homogeneous_target: HomogeneousTarget | None = None
+    heterogeneous_target: HeterogeneousTarget | None = None
+    scaling_configuration: HomogeneousTarget | None = None
+    """v0.1.0 name of ``homogeneousTarget``."""
+    optimizer_configuration: HeterogeneousTarget | None = None
+    """v0.1.0 name of ``heterogeneousTarget``."""
+
+
+class AutoscalingPolicyBindingStatus(KubeModel):
+    observed_generation: int | None = None
+    conditions: list[Condition] | None = Field(None, json_schema_extra=CONDITIONS_LIST)
+
+
+class AutoscalingPolicyBinding(KubeObject):
+    GROUP: ClassVar[str] = WORKLOAD_GROUP
+    KIND: ClassVar[str] = "AutoscalingPolicyBinding"
+    PLURAL: ClassVar[str] = "autoscalingpolicybindings"
+
+    spec: AutoscalingPolicyBindingSpec
+    status: AutoscalingPolicyBindingStatus | None = None
