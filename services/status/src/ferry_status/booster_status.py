@@ -1,0 +1,133 @@
+"""ModelBooster status from its ModelServings and the pipeline's outcome, as a pure function.
+
+Conditions (spec/booster.md §1.3, design §1): ``Initialized`` once the children are applied,
+``Active`` when every ModelServing is Available, ``Failed`` with the converter's or the applier's
+message — set back to False when the cause is gone (Kthena never clears it) — and, for
+prefill/decode backends, ``Disaggregated`` (seed 004). The seed-004 counts are the sums over the
+ModelServings.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from ferry_schemas.bus import ApplyResult, DesiredSet
+from ferry_schemas.labels import booster_child_name
+
+from ferry_status.conditions import Condition, condition, is_true, merge_condition
+
+JSON = dict[str, Any]
+
+DISAGGREGATED_TYPE = "vLLMDisaggregated"
+COUNTS = ("replicas", "availableReplicas", "updatedReplicas", "currentReplicas")
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What the pipeline last said about this booster's current generation."""
+
+    failed: bool
+    message: str
+    applied: bool
+
+
+def pipeline_outcome(booster: JSON, desired: DesiredSet | None, result: ApplyResult | None) -> Outcome:
+    """Failed/applied from the last desired set and apply result that belong to this booster."""
+    uid = (booster.get("metadata") or {}).get("uid")
+    if desired is not None and desired.owner.uid != uid:
+        desired = None
+    if result is not None and result.owner.uid != uid:
+        result = None
+    if desired is not None and desired.errors:
+        return Outcome(True, "; ".join(str(e) for e in desired.errors), False)
+    # an apply result older than the desired set says nothing about the current children
+    if result is not None and desired is not None and result.owner.generation < desired.owner.generation:
+        result = None
+    if result is not None and not result.ok:
+        message = result.message or result.reason or "applying the children failed"
+        return Outcome(True, message, False)
+    return Outcome(False, "", result is not None and result.ok)
+
+
+def backends(booster: JSON) -> list[JSON]:
+    spec = booster.get("spec") or {}
+    if spec.get("backends"):
+        return list(spec["backends"])
+    return [spec["backend"]] if spec.get("backend") else []
+
+
+def expected_servings(booster: JSON, desired: DesiredSet | None) -> set[str]:
+    """ModelServing names this booster should have (from the desired set when there is one)."""
+    if desired is not None and not desired.errors and desired.owner.uid == booster["metadata"].get("uid"):
+        return {c["metadata"]["name"] for c in desired.children if c.get("kind") == "ModelServing"}
+    name = booster["metadata"]["name"]
+    return {booster_child_name(name, b.get("name", "")) for b in backends(booster)}
+
+
+def serving_available(serving: JSON | None) -> bool:
+    return serving is not None and is_true((serving.get("status") or {}).get("conditions") or [], "Available")
+
+
+def compute_booster_status(
+    booster: JSON,
+    servings: list[JSON],
+    desired: DesiredSet | None,
+    result: ApplyResult | None,
+    *,
+    at: str | None = None,
+) -> JSON:
+    """The complete ``status`` the booster should have."""
+    meta = booster["metadata"]
+    old: JSON = booster.get("status") or {}
+    conditions: list[Condition] = list(old.get("conditions") or [])
+    outcome = pipeline_outcome(booster, desired, result)
+    by_name = {s["metadata"]["name"]: s for s in servings}
+    expected = expected_servings(booster, desired)
+
+    if outcome.applied or is_true(conditions, "Initialized"):
+        conditions = merge_condition(
+            conditions, condition("Initialized", True, "ModelCreating", "ModelBooster initialized"), at=at
+        )
+    all_available = bool(expected) and all(serving_available(by_name.get(n)) for n in expected)
+    active = all_available and not outcome.failed
+    conditions = merge_condition(
+        conditions,
+        condition("Active", True, "ModelAvailable", "ModelBooster is ready")
+        if active
+        else condition("Active", False, "ModelProcessing", "ModelBooster not ready yet"),
+        at=at,
+    )
+    if outcome.failed:
+        conditions = merge_condition(
+            conditions, condition("Failed", True, "ModelAbnormal", outcome.message), at=at
+        )
+    elif any(c.get("type") == "Failed" for c in conditions):
+        conditions = merge_condition(
+            conditions,
+            condition("Failed", False, "ModelRecovered", "the cause of the failure is gone"),
+            at=at,
+        )
+    pd = [b for b in backends(booster) if b.get("type") == DISAGGREGATED_TYPE]
+    if pd:
+        names = [booster_child_name(meta["name"], b.get("name", "")) for b in pd]
+        if all(serving_available(by_name.get(n)) for n in names):
+            new = condition(
+                "Disaggregated", True, "DisaggregationActive", "Prefill-decode disaggregation is active"
+            )
+        else:
+            new = condition(
+                "Disaggregated", False, "DisaggregationPending", "Waiting for the prefill and decode workers"
+            )
+        conditions = merge_condition(conditions, new, at=at)
+
+    status: JSON = {"conditions": conditions}
+    for key in COUNTS:
+        status[key] = sum(
+            int((s.get("status") or {}).get(key) or 0) for s in servings if s["metadata"]["name"] in expected
+        )
+    generation = (
+        desired.owner.generation if desired is not None and desired.owner.uid == meta.get("uid") else None
+    )
+    status["observedGeneration"] = generation if generation is not None else old.get("observedGeneration")
+    return {k: v for k, v in status.items() if v is not None}

@@ -1,0 +1,76 @@
+"""The few API calls the status service makes: get, list and server-side apply of ``/status``."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from ferry_schemas.bus import Resource
+from ferry_schemas.labels import WORKLOAD_GROUP
+from kubernetes_asyncio import client, config
+from kubernetes_asyncio.client.exceptions import ApiException
+
+JSON = dict[str, Any]
+FIELD_MANAGER = "ferry-status"
+VERSION = "v1alpha1"
+KINDS = {Resource.MODEL_SERVINGS.value: "ModelServing", Resource.MODEL_BOOSTERS.value: "ModelBooster"}
+
+
+async def load_api_client() -> client.ApiClient:
+    """In-cluster config when running in a pod, otherwise ``$KUBECONFIG`` / ``~/.kube/config``."""
+    if os.environ.get("KUBERNETES_SERVICE_HOST") and not os.environ.get("KUBECONFIG"):
+        config.load_incluster_config()  # type: ignore[no-untyped-call]
+    else:
+        await config.load_kube_config(config_file=os.environ.get("KUBECONFIG") or None)
+    return client.ApiClient()
+
+
+class StatusApi:
+    """Reads Ferry objects and their pods, writes ``/status`` with SSA (field manager ``ferry-status``)."""
+
+    def __init__(self, api: client.ApiClient, request_timeout: float = 30.0) -> None:
+        self._custom = client.CustomObjectsApi(api)
+        self._core = client.CoreV1Api(api)
+        self._api = api
+        self._timeout = request_timeout
+
+    async def get(self, plural: str, namespace: str, name: str) -> JSON | None:
+        try:
+            obj: JSON = await self._custom.get_namespaced_custom_object(
+                WORKLOAD_GROUP, VERSION, namespace, plural, name, _request_timeout=self._timeout
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return obj
+
+    async def list_objects(self, plural: str, namespace: str, label_selector: str) -> list[JSON]:
+        body: JSON = await self._custom.list_namespaced_custom_object(
+            WORKLOAD_GROUP, VERSION, namespace, plural, label_selector=label_selector,
+            _request_timeout=self._timeout,
+        )  # fmt: skip
+        return list(body.get("items") or [])
+
+    async def list_pods(self, namespace: str, label_selector: str) -> list[JSON]:
+        pods = await self._core.list_namespaced_pod(
+            namespace, label_selector=label_selector, _request_timeout=self._timeout
+        )
+        items: list[JSON] = self._api.sanitize_for_serialization(pods).get("items") or []
+        return items
+
+    async def apply_status(self, plural: str, namespace: str, name: str, status: JSON) -> JSON:
+        body = {
+            "apiVersion": f"{WORKLOAD_GROUP}/{VERSION}",
+            "kind": KINDS[plural],
+            "metadata": {"name": name, "namespace": namespace},
+            "status": status,
+        }
+        # _content_type is accepted through **kwargs (the stubs do not list it); without it a dict
+        # body is sent as a JSON patch (ecosystem notes §3.4)
+        options: JSON = {"_content_type": "application/apply-patch+yaml", "_request_timeout": self._timeout}
+        obj: JSON = await self._custom.patch_namespaced_custom_object_status(
+            WORKLOAD_GROUP, VERSION, namespace, plural, name, body,
+            field_manager=FIELD_MANAGER, force=True, **options,
+        )  # fmt: skip
+        return obj

@@ -1,0 +1,103 @@
+"""The status process: one durable pull consumer per input, a shared per-key work queue, probes."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+from ferry_schemas.bus import (
+    DESIRED_PREFIX,
+    DESIRED_STREAM,
+    OBJECTS_STREAM,
+    RESULTS_PREFIX,
+    RESULTS_STREAM,
+    Resource,
+    object_filter,
+)
+from ferry_schemas.runtime import ProbeServer, setup_tracing
+from ferry_schemas.runtime.jetstream import connect
+
+from ferry_status.consumer import Handler, PullConsumer
+from ferry_status.kube import StatusApi, load_api_client
+from ferry_status.reconciler import StatusReconciler
+from ferry_status.settings import StatusSettings
+
+log = logging.getLogger(__name__)
+
+
+def inputs(reconciler: StatusReconciler) -> list[tuple[str, str, str, Handler]]:
+    """(stream, durable, filter subject, handler) for each input; one filter per durable so that
+    nats-server 2.9 (no multi-filter consumers) works too."""
+    return [
+        (OBJECTS_STREAM, "ferry-status-pods", object_filter(Resource.PODS), reconciler.on_object),
+        (
+            OBJECTS_STREAM,
+            "ferry-status-modelservings",
+            object_filter(Resource.MODEL_SERVINGS),
+            reconciler.on_object,
+        ),
+        (
+            OBJECTS_STREAM,
+            "ferry-status-modelboosters",
+            object_filter(Resource.MODEL_BOOSTERS),
+            reconciler.on_object,
+        ),
+        (RESULTS_STREAM, "ferry-status-applied", f"{RESULTS_PREFIX}.>", reconciler.on_owner_message),
+        (DESIRED_STREAM, "ferry-status-desired", f"{DESIRED_PREFIX}.>", reconciler.on_owner_message),
+    ]
+
+
+async def run(settings: StatusSettings, stop: asyncio.Event) -> None:
+    nc = await connect(settings.nats_url, settings.service)
+    js = nc.jetstream()
+    api = await load_api_client()
+    reconciler = StatusReconciler(StatusApi(api), js, workers=settings.workers)
+    consumers = [
+        PullConsumer(
+            nc,
+            js,
+            service=settings.service,
+            stream=stream,
+            durable=durable,
+            subject=subject,
+            handler=handler,
+            max_deliver=settings.max_deliver,
+            ack_wait=settings.ack_wait,
+            batch=settings.batch,
+        )
+        for stream, durable, subject, handler in inputs(reconciler)
+    ]
+
+    def ready() -> bool:
+        return nc.is_connected and all(c.bound.is_set() for c in consumers)
+
+    probes = ProbeServer(settings.probe_host, settings.probe_port, ready=ready)
+    port = await probes.start()
+    log.info("status probes on %s:%d", settings.probe_host, port)
+    tasks = [asyncio.create_task(c.run(), name=c.durable) for c in consumers]
+    try:
+        await stop.wait()
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await probes.stop()
+        await api.close()
+        await nc.drain()
+
+
+async def amain() -> None:
+    settings = StatusSettings()
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
+    provider = setup_tracing(settings.service)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await run(settings, stop)
+    finally:
+        provider.shutdown()

@@ -1,0 +1,100 @@
+from typing import Any
+
+from ferry_schemas.bus import ApplyResult, ConversionError, DesiredSet, OwnerKey
+from ferry_status.booster_status import compute_booster_status
+
+T0, T1 = "2026-01-01T00:00:00Z", "2026-01-02T00:00:00Z"
+
+
+def booster(generation: int = 1, pd: bool = False) -> dict[str, Any]:
+    backend = {"name": "b", "type": "vLLMDisaggregated" if pd else "vLLM"}
+    return {
+        "metadata": {"name": "m", "namespace": "ns", "uid": "u1", "generation": generation},
+        "spec": {"backend": backend},
+    }
+
+
+def owner(generation: int = 1) -> OwnerKey:
+    return OwnerKey(
+        api_version="workload.serving.volcano.sh/v1alpha1", kind="ModelBooster", resource="modelboosters",
+        namespace="ns", name="m", uid="u1", generation=generation,
+    )  # fmt: skip
+
+
+def desired(generation: int = 1, errors: list[ConversionError] | None = None) -> DesiredSet:
+    child = {
+        "apiVersion": "workload.serving.volcano.sh/v1alpha1",
+        "kind": "ModelServing",
+        "metadata": {"name": "m-b"},
+    }
+    return DesiredSet(owner=owner(generation), children=[] if errors else [child], errors=errors or [])
+
+
+def serving(available: bool) -> dict[str, Any]:
+    return {
+        "metadata": {"name": "m-b"},
+        "status": {
+            "replicas": 1, "availableReplicas": int(available), "updatedReplicas": 1, "currentReplicas": 1,
+            "conditions": [{"type": "Available", "status": "True" if available else "False"}],
+        },
+    }  # fmt: skip
+
+
+def types(status: dict[str, Any]) -> dict[str, str]:
+    return {c["type"]: c["status"] for c in status["conditions"]}
+
+
+def test_initialized_then_active_with_counts() -> None:
+    result = ApplyResult(owner=owner(), ok=True)
+    status = compute_booster_status(booster(), [serving(False)], desired(), result, at=T0)
+    assert types(status) == {"Initialized": "True", "Active": "False"}
+    status = compute_booster_status(
+        {**booster(), "status": status}, [serving(True)], desired(), result, at=T1
+    )
+    assert types(status) == {"Initialized": "True", "Active": "True"}
+    assert status["availableReplicas"] == 1
+    assert status["observedGeneration"] == 1
+
+
+def test_converter_error_fails_and_fix_clears_it() -> None:
+    bad = desired(2, [ConversionError(field="spec.backend.workers", message="prefill worker not found")])
+    failed = compute_booster_status(booster(2), [], bad, None, at=T0)
+    assert types(failed)["Failed"] == "True"
+    assert (
+        "prefill worker not found"
+        in next(c for c in failed["conditions"] if c["type"] == "Failed")["message"]
+    )
+    fixed = compute_booster_status(
+        {**booster(3), "status": failed},
+        [serving(True)],
+        desired(3),
+        ApplyResult(owner=owner(3), ok=True),
+        at=T1,
+    )
+    assert types(fixed) == {"Active": "True", "Failed": "False", "Initialized": "True"}
+
+
+def test_apply_failure_fails_and_stale_result_is_ignored() -> None:
+    failed = ApplyResult(owner=owner(1), ok=False, message="422: invalid", permanent=True)
+    assert types(compute_booster_status(booster(), [], desired(1), failed, at=T0))["Failed"] == "True"
+    # a failure of an older generation says nothing about the new desired set
+    assert "Failed" not in types(compute_booster_status(booster(2), [], desired(2), failed, at=T0))
+
+
+def test_disaggregated_condition_for_pd_backends() -> None:
+    ok = ApplyResult(owner=owner(), ok=True)
+    assert (
+        types(compute_booster_status(booster(pd=True), [serving(False)], desired(), ok, at=T0))[
+            "Disaggregated"
+        ]
+        == "False"
+    )
+    assert (
+        types(compute_booster_status(booster(pd=True), [serving(True)], desired(), ok, at=T0))[
+            "Disaggregated"
+        ]
+        == "True"
+    )
+    assert "Disaggregated" not in types(
+        compute_booster_status(booster(), [serving(True)], desired(), ok, at=T0)
+    )

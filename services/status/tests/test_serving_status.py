@@ -1,0 +1,81 @@
+from typing import Any
+
+from ferry_status.serving_status import compute_serving_status, label_selector, resolve_int_or_percent
+
+T0 = "2026-01-01T00:00:00Z"
+
+
+def serving(replicas: int = 2, workers: int = 0, partition: Any = None) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "replicas": replicas,
+        "template": {"roles": [{"name": "prefill", "replicas": 1, "workerReplicas": workers}]},
+    }
+    if partition is not None:
+        spec["rolloutStrategy"] = {"rollingUpdateConfiguration": {"partition": partition}}
+    return {"metadata": {"name": "ms", "namespace": "ns", "uid": "u1", "generation": 3}, "spec": spec}
+
+
+def pod(group: int, index: int = 0, *, ready: bool, revision: str = "r1") -> dict[str, Any]:
+    status: dict[str, Any] = {"phase": "Running" if ready else "Pending"}
+    if ready:
+        status["conditions"] = [{"type": "Ready", "status": "True"}]
+    return {
+        "metadata": {
+            "name": f"ms-{group}-prefill-0-{index}",
+            "labels": {
+                "modelserving.volcano.sh/name": "ms",
+                "modelserving.volcano.sh/group-name": f"ms-{group}",
+                "modelserving.volcano.sh/role": "prefill",
+                "modelserving.volcano.sh/role-id": "prefill-0",
+                "modelserving.volcano.sh/revision": revision,
+            },
+        },
+        "status": status,
+    }
+
+
+def test_all_groups_ready_is_available() -> None:
+    status = compute_serving_status(serving(), [pod(0, ready=True), pod(1, ready=True)], "r1", at=T0)
+    assert status["replicas"] == status["availableReplicas"] == status["updatedReplicas"] == 2
+    assert status["currentReplicas"] == 2
+    assert status["currentRevision"] == status["updateRevision"] == "r1"
+    assert status["observedGeneration"] == 3
+    assert [c["type"] for c in status["conditions"] if c["status"] == "True"] == ["Available"]
+    assert status["labelSelector"] == label_selector("ms", serving()["spec"]["template"]["roles"])
+
+
+def test_missing_group_and_unready_pod_are_progressing() -> None:
+    status = compute_serving_status(
+        serving(replicas=3), [pod(0, ready=True), pod(1, ready=False)], "r1", at=T0
+    )
+    assert status["replicas"] == 2
+    assert status["availableReplicas"] == 1
+    (cond,) = status["conditions"]
+    assert cond["type"] == "Progressing"
+    assert cond["message"] == "Some groups is progressing: [1 2]"
+
+
+def test_worker_count_must_match_exactly() -> None:
+    pods = [pod(0, 0, ready=True)]  # one worker missing
+    status = compute_serving_status(serving(replicas=1, workers=1), pods, "r1", at=T0)
+    assert status["availableReplicas"] == 0
+    pods.append(pod(0, 1, ready=True))
+    assert compute_serving_status(serving(replicas=1, workers=1), pods, "r1", at=T0)["availableReplicas"] == 1
+
+
+def test_rolling_update_reports_update_in_progress_and_old_revision() -> None:
+    pods = [pod(0, ready=True, revision="r2"), pod(1, ready=False, revision="r1")]
+    status = compute_serving_status(serving(), pods, "r2", at=T0)
+    assert status["updatedReplicas"] == 1
+    assert status["currentReplicas"] == 1
+    assert status["currentRevision"] == "r1"
+    assert status["updateRevision"] == "r2"
+    assert status["conditions"][0]["type"] == "UpdateInProgress"
+    assert status["conditions"][0]["message"].endswith("Updated Groups are: [0]")
+
+
+def test_partition_resolution() -> None:
+    assert resolve_int_or_percent("50%", 3, round_up=True) == 2
+    assert resolve_int_or_percent("50%", 3, round_up=False) == 1
+    assert resolve_int_or_percent(None, 3, round_up=True) == 0
+    assert resolve_int_or_percent(2, 3, round_up=True) == 2
