@@ -11,10 +11,23 @@ from ferry_local.binaries import MissingBinary, kubernetes_bin_dir
 from ferry_local.paths import state_dir
 from ferry_local.readiness import StackError
 from ferry_local.stack import LocalStack, StackInfo, install_crds
+from ferry_local.system import start_system
 
 
 def _stack_dir(args: argparse.Namespace) -> Path:
     return Path(args.state) if args.state else state_dir() / "stack"
+
+
+def bring_up(directory: Path, *, with_services: bool) -> StackInfo:
+    """Start (or reuse) the stack, install the CRDs and, unless told not to, Ferry itself."""
+    info = LocalStack(directory).start()
+    install_crds(info)
+    if with_services and not info.router_url:
+        system = start_system(info, directory / "logs", directory / "traces.jsonl")
+        info.processes.extend(system.processes)
+        info.router_url, info.trace_file = system.router_url, system.trace_file
+        info.save()
+    return info
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -36,9 +49,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "build":
             print(kubernetes_bin_dir())
         elif args.command == "up":
-            started = LocalStack(directory).start()
-            install_crds(started)
+            started = bring_up(directory, with_services=not args.stack_only)
             print(f"export KUBECONFIG={started.kubeconfig}\nexport FERRY_NATS_URL={started.nats_url}")
+            if started.router_url:
+                print(f"# router: {started.router_url}  traces: {started.trace_file}")
         elif args.command == "down":
             stopped = LocalStack.stop_recorded(directory)
             print("local stack stopped" if stopped else "local stack was not running")

@@ -36,6 +36,8 @@ class StackInfo:
     nats_monitor: str
     etcd_url: str
     processes: list[ManagedProcess] = field(default_factory=list)
+    router_url: str = ""
+    trace_file: str = ""
 
     def env(self) -> dict[str, str]:
         """Environment for a process that should talk to this stack."""

@@ -1,0 +1,39 @@
+"""``python -m ferry_local.node``: run the local node against ``$KUBECONFIG`` until SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+from pathlib import Path
+
+from kubernetes_asyncio import client, config
+
+from ferry_local.node.kubelet import LocalNode, NodeSettings
+
+
+async def serve(settings: NodeSettings) -> None:
+    await config.load_kube_config()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    async with client.ApiClient() as api:
+        await LocalNode(api, settings).run(stop)
+
+
+def main() -> None:
+    logging.basicConfig(
+        level=os.environ.get("FERRY_LOG_LEVEL", "INFO").upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    log_dir = Path(os.environ.get("FERRY_NODE_LOG_DIR", "node-logs"))
+    node_name = os.environ.get("FERRY_NODE_NAME", "ferry-local")
+    asyncio.run(serve(NodeSettings(log_dir=log_dir, node_name=node_name)))
+
+
+if __name__ == "__main__":
+    main()

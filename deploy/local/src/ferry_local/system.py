@@ -1,0 +1,103 @@
+"""Ferry's own processes on the local stack: the five services and the local node.
+
+Each service runs as ``python -m ferry_<name>`` with the stack's ``KUBECONFIG`` and NATS URL, its
+probes on a free port, and spans appended to one JSON-lines trace file (``FERRY_TRACE_FILE``).
+Used by ``make up`` / ``make demo`` and by the end-to-end tests, so all start Ferry the same way.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ferry_local.processes import ManagedProcess, spawn
+from ferry_local.readiness import free_port, http_ok, say, wait_until_ready
+from ferry_local.stack import StackInfo
+
+SERVICES = ("watcher", "converter", "applier", "status", "router")
+
+
+@dataclass
+class SystemInfo:
+    """Where the running services answer."""
+
+    router_url: str
+    router_metrics: str
+    probes: dict[str, str] = field(default_factory=dict)
+    trace_file: str = ""
+    processes: list[ManagedProcess] = field(default_factory=list)
+
+
+def service_env(info: StackInfo, trace_file: Path, probe_port: int) -> dict[str, str]:
+    return {
+        **info.env(),
+        "FERRY_PROBE_HOST": "127.0.0.1",
+        "FERRY_PROBE_PORT": str(probe_port),
+        "FERRY_TRACE_FILE": str(trace_file),
+        "OTEL_TRACES_SAMPLER": "always_on",
+        "PYTHONUNBUFFERED": "1",
+    }
+
+
+def start_service(
+    name: str, info: StackInfo, log_dir: Path, trace_file: Path, extra_env: dict[str, str] | None = None
+) -> tuple[ManagedProcess, str]:
+    """Start one service; returns the process and the URL whose ``/readyz`` says it is ready."""
+    probe_port = free_port()
+    env = service_env(info, trace_file, probe_port)
+    ready_url = f"http://127.0.0.1:{probe_port}/readyz"
+    if name == "router":
+        router_port = int((extra_env or {}).get("FERRY_ROUTER_PORT") or free_port())
+        env.update(
+            FERRY_ROUTER_PORT=str(router_port),
+            FERRY_ROUTER_METRICS_PORT=str(probe_port),
+            FERRY_ROUTER_DEBUG_PORT=str(free_port()),
+        )
+        ready_url = f"http://127.0.0.1:{router_port}/readyz"
+    env.update(extra_env or {})
+    process = spawn(f"ferry-{name}", [sys.executable, "-m", f"ferry_{name}"], log_dir, env=env)
+    return process, ready_url
+
+
+def start_node(info: StackInfo, log_dir: Path) -> ManagedProcess:
+    """Start the local node (scheduler + kubelet running mock engines)."""
+    env = {**info.env(), "FERRY_NODE_LOG_DIR": str(log_dir / "pods"), "PYTHONUNBUFFERED": "1"}
+    return spawn("ferry-local-node", [sys.executable, "-m", "ferry_local.node"], log_dir, env=env)
+
+
+def start_system(
+    info: StackInfo,
+    log_dir: Path,
+    trace_file: Path,
+    *,
+    router_port: int | None = None,
+    with_node: bool = True,
+) -> SystemInfo:
+    """Start every service (and the node), wait until each is ready, and return where they answer."""
+    started: list[ManagedProcess] = []
+    probes: dict[str, str] = {}
+    try:
+        for name in SERVICES:
+            extra = {"FERRY_ROUTER_PORT": str(router_port)} if name == "router" and router_port else None
+            say(f"starting ferry-{name}")
+            process, ready_url = start_service(name, info, log_dir, trace_file, extra)
+            started.append(process)
+            probes[name] = ready_url
+        if with_node:
+            say("starting the local node (binds pods, runs mock engines)")
+            started.append(start_node(info, log_dir))
+        for process, (name, url) in zip(started, probes.items(), strict=False):
+            wait_until_ready(f"ferry-{name}", process, lambda url=url: http_ok(url), 90)  # type: ignore[misc]
+    except BaseException:
+        for process in reversed(started):
+            process.stop()
+        raise
+    router_url = probes["router"].removesuffix("/readyz")
+    return SystemInfo(
+        router_url=router_url,
+        router_metrics=probes["router"],
+        probes=probes,
+        trace_file=str(trace_file),
+        processes=started,
+    )
