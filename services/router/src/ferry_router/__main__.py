@@ -1,0 +1,37 @@
+"""``ferry-router``: settings from the environment (see :mod:`ferry_router.settings`)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+
+from ferry_schemas.runtime import ServiceSettings, setup_tracing
+
+from ferry_router.service import run
+from ferry_router.settings import RouterSettings
+
+
+def main() -> None:
+    common = ServiceSettings(service="router")
+    logging.basicConfig(
+        level=common.log_level.upper(),
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
+    try:
+        settings = RouterSettings()
+    except ValueError as exc:
+        sys.exit(f"ferry-router: {exc}")
+    setup_tracing("ferry-router")
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
+        pass
+    asyncio.run(run(settings, common.nats_url))
+
+
+if __name__ == "__main__":
+    main()

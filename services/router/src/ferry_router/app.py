@@ -1,0 +1,293 @@
+"""The OpenAI-compatible HTTP surface and the request pipeline (spec §3-§6, §13).
+
+``Router`` owns the routing table, scheduler, rate limiter, upstream client and access log; the
+aiohttp application it builds parses a request, matches a route, takes rate-limit tokens, picks
+endpoints and proxies (aggregated or prefill/decode). Every failure is a :class:`RouterError`
+rendered as an OpenAI error body. The routing table is fed by :class:`BusFeed` in production and
+directly in unit tests.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from typing import Any
+
+import orjson
+from aiohttp import web
+from opentelemetry import propagate, trace
+from opentelemetry.trace import SpanKind, Status, StatusCode
+
+from ferry_router import errors
+from ferry_router.matching import match_route
+from ferry_router.observability import (
+    ACTIVE,
+    ACTIVE_DOWNSTREAM,
+    RATE_LIMITED,
+    AccessLog,
+    RequestRecord,
+    path_label,
+    tracer,
+)
+from ferry_router.pd import PDCall, connector_for, run_pairs
+from ferry_router.prompt import estimate_tokens, extract_prompt
+from ferry_router.proxy import Attempt, UpstreamClient, forward, inject_usage, upstream_headers
+from ferry_router.ratelimit import RateLimiter
+from ferry_router.scheduler import Scheduler, SchedulingContext, SchedulingError
+from ferry_router.scheduler.framework import PDPair
+from ferry_router.scheduler.prefix_cache import PrefixCache
+from ferry_router.state.table import RoutingTable
+
+log = logging.getLogger(__name__)
+
+INFERENCE_PATHS = frozenset({"/v1/chat/completions", "/v1/completions", "/v1/embeddings"})
+JSON = "application/json"
+
+
+def json_response(payload: Any, status: int = 200) -> web.Response:
+    return web.Response(body=orjson.dumps(payload), status=status, content_type=JSON)
+
+
+def error_response(error: errors.RouterError) -> web.Response:
+    return web.Response(body=error.body(), status=error.status, content_type=JSON)
+
+
+class Router:
+    def __init__(
+        self,
+        table: RoutingTable,
+        scheduler: Scheduler,
+        limiter: RateLimiter,
+        client: UpstreamClient,
+        access_log: AccessLog,
+        *,
+        max_body_bytes: int = 8 * 1024 * 1024,
+        ready: Any = None,
+    ) -> None:
+        self.table = table
+        self.scheduler = scheduler
+        self.limiter = limiter
+        self.client = client
+        self.access_log = access_log
+        self.max_body_bytes = max_body_bytes
+        self._ready = ready or (lambda: True)
+        table.route_listeners.append(limiter.on_route)
+        for plugin, _ in scheduler.scorers:
+            if isinstance(plugin, PrefixCache):
+                table.endpoint_removed.append(plugin.forget)
+
+    # ------------------------------------------------------------------ application
+
+    def build_app(self) -> web.Application:
+        app = web.Application(client_max_size=self.max_body_bytes, handler_args={"access_log": None})
+        app.router.add_get("/healthz", self.healthz)
+        app.router.add_get("/readyz", self.readyz)
+        app.router.add_get("/v1/models", self.wrapped(self.list_models))
+        app.router.add_route("*", "/{tail:.*}", self.wrapped(self.inference))
+        return app
+
+    async def healthz(self, _: web.Request) -> web.Response:
+        return json_response({"message": "ok"})
+
+    async def readyz(self, _: web.Request) -> web.Response:
+        if self._ready():
+            return json_response({"message": "router is ready"})
+        return json_response({"message": "router is not ready"}, status=503)
+
+    def wrapped(self, handler: Any) -> Any:
+        """Server span, request record, error rendering, metrics and access log around ``handler``."""
+
+        async def serve(request: web.Request) -> web.StreamResponse:
+            ACTIVE.inc()
+            request_id = request.headers.get("x-request-id") or str(uuid.uuid4())
+            record = RequestRecord(
+                method=request.method,
+                path=request.path,
+                protocol=f"HTTP/{request.version.major}.{request.version.minor}",
+                request_id=request_id,
+            )
+            context = propagate.extract(request.headers)
+            span = tracer.start_span(
+                f"{request.method} {path_label(request.path)}", context=context, kind=SpanKind.SERVER
+            )
+            response: web.StreamResponse
+            try:
+                with trace.use_span(span, end_on_exit=False):
+                    response = await handler(request, record)
+            except errors.RouterError as exc:
+                record.error_type, record.error_message = exc.reason, exc.message
+                response = error_response(exc)
+            except ConnectionError as exc:  # the client went away mid-answer
+                record.error_type, record.error_message = "client_disconnected", repr(exc)
+                response = web.Response(status=499)
+            except Exception as exc:
+                log.exception("request %s failed", request_id)
+                record.error_type, record.error_message = "internal", repr(exc)
+                response = error_response(
+                    errors.RouterError(500, "internal router error", type="server_error")
+                )
+            finally:
+                ACTIVE.dec()
+            record.status = response.status
+            span.set_attribute("http.response.status_code", response.status)
+            span.set_attribute("ferry.request_id", request_id)
+            if record.model:
+                span.set_attribute("gen_ai.request.model", record.model)
+            if record.status >= 500:
+                span.set_status(Status(StatusCode.ERROR, record.error_message))
+            span.end()
+            if record.model:
+                record.record_metrics()
+            if request.path.startswith("/v1/"):
+                self.access_log.write(record)
+            return response
+
+        return serve
+
+    async def list_models(self, request: web.Request, record: RequestRecord) -> web.Response:
+        data = [
+            {"id": n, "object": "model", "created": 0, "owned_by": "ferry"} for n in self.table.model_names()
+        ]
+        return json_response({"object": "list", "data": data})
+
+    # ------------------------------------------------------------------ inference
+
+    async def inference(self, request: web.Request, record: RequestRecord) -> web.StreamResponse:
+        if request.path not in INFERENCE_PATHS:
+            raise errors.unsupported_path(request.method, request.path)
+        if request.method != "POST":
+            raise errors.method_not_allowed(request.method, request.path)
+        body = await self._read_json(request)
+        model = body.get("model")
+        if not isinstance(model, str) or not model.strip():
+            raise errors.missing_model()
+        record.model = model
+        known = self.table.known_model(model)
+        record.metrics_model = model if known else "unknown"
+        downstream = ACTIVE_DOWNSTREAM.labels(record.metrics_model)
+        downstream.inc()
+        try:
+            return await self._route(request, record, body, model)
+        finally:
+            downstream.dec()
+
+    async def _read_json(self, request: web.Request) -> dict[str, Any]:
+        if request.content_length is not None and request.content_length > self.max_body_bytes:
+            raise errors.body_too_large(self.max_body_bytes)
+        try:
+            raw = await request.read()
+        except web.HTTPRequestEntityTooLarge as exc:
+            raise errors.body_too_large(self.max_body_bytes) from exc
+        try:
+            body = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise errors.invalid_json(str(exc)) from exc
+        if not isinstance(body, dict):
+            raise errors.not_an_object()
+        return body
+
+    async def _route(
+        self, request: web.Request, record: RequestRecord, body: dict[str, Any], model: str
+    ) -> web.StreamResponse:
+        prompt = extract_prompt(body)
+        record.input_tokens = estimate_tokens(prompt)
+        match = match_route(self.table, model, request.path, request.headers)
+        if match is None:
+            raise errors.unknown_model(model)
+        record.model_route = match.route.key
+        if match.target.server is None:
+            raise errors.not_supported(
+                f"route {match.route.key} targets external model provider {match.target.provider!r}, "
+                "which this router does not support"
+            )
+        try:
+            await self.limiter.admit(match.route.key, model, record.input_tokens)
+        except errors.RouterError as exc:
+            kind = "input_tokens" if "input" in exc.message else "output_tokens"
+            RATE_LIMITED.labels(record.metrics_model, kind, path_label(request.path)).inc()
+            raise
+        server_key = match.server_key
+        server = self.table.servers.get(server_key)
+        if server is None:
+            raise errors.server_missing(server_key)
+        record.model_server = server_key
+        upstream_model = model if match.is_lora or not server.model else server.model
+        record.upstream_model = upstream_model
+        body["model"] = upstream_model
+        ctx = SchedulingContext(
+            model=model, upstream_model=upstream_model, prompt=prompt, metrics_model=record.metrics_model
+        )
+        route_key = match.route.key
+        dest = record.labels()
+        dest_labels = (server_key, *dest)
+
+        async def on_usage(prompt_tokens: int, completion_tokens: int) -> None:
+            record.output_tokens = completion_tokens
+            await self.limiter.record_output(route_key, completion_tokens)
+
+        headers = upstream_headers(request.headers, record.request_id)
+        path_qs = request.path_qs
+        record.t_processed = time.perf_counter()
+
+        if server.pd_group is not None:
+            sets = self.table.pd.get(server_key)
+            if sets is None or not sets.decode:
+                raise errors.no_endpoints(server_key)
+            with tracer.start_as_current_span("schedule"):
+                try:
+                    pairs = self.scheduler.rank_pd(ctx, sets)
+                except SchedulingError as exc:
+                    raise errors.unschedulable(server_key, str(exc)) from exc
+            call = PDCall(
+                request=request,
+                client=self.client,
+                server=server,
+                path_qs=path_qs,
+                body=body,
+                headers=headers,
+                record=record,
+                on_usage=on_usage,
+                path_label=path_label(request.path),
+                dest_labels=dest_labels,
+            )
+            record.t_upstream_start = time.perf_counter()
+
+            def served(pair: PDPair) -> None:
+                self.scheduler.served(ctx, [pair.decode, pair.prefill])
+
+            try:
+                return await run_pairs(call, connector_for(server.connector), pairs, served)
+            finally:
+                record.t_upstream_end = time.perf_counter()
+
+        endpoints = self.table.server_endpoints(server_key)
+        if not endpoints:
+            raise errors.no_endpoints(server_key)
+        with tracer.start_as_current_span("schedule"):
+            try:
+                ranked = self.scheduler.rank(ctx, endpoints)
+            except SchedulingError as exc:
+                raise errors.unschedulable(server_key, str(exc)) from exc
+        hide_usage = inject_usage(body)
+        record.t_upstream_start = time.perf_counter()
+        with tracer.start_as_current_span("upstream", kind=SpanKind.CLIENT):
+            carrier: dict[str, str] = {}
+            propagate.inject(carrier)
+            headers.update(carrier)
+            attempt = Attempt(
+                client=self.client,
+                server=server,
+                path_qs=path_qs,
+                body=orjson.dumps(body),
+                headers=headers,
+                hide_usage=hide_usage,
+                retry_on_404=match.is_lora,
+                dest_labels=dest_labels,
+            )
+            try:
+                response, endpoint = await forward(request, attempt, ranked, record, on_usage)
+            finally:
+                record.t_upstream_end = time.perf_counter()
+        self.scheduler.served(ctx, [endpoint])
+        return response

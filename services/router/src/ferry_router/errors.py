@@ -1,0 +1,161 @@
+"""OpenAI-style error bodies and the one exception type the request path raises.
+
+Every failure the router produces is a :class:`RouterError`: an HTTP status, a message meant for a
+human, the OpenAI ``type``/``param``/``code`` fields and the finish reason recorded in metrics and
+the access log (spec §4.1 names). Client mistakes are 4xx; upstream trouble is 502/503/504.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+
+class RouterError(Exception):
+    """A request that cannot be served; rendered as ``{"error": {...}}``."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        type: str = "invalid_request_error",
+        param: str | None = None,
+        code: str | None = None,
+        reason: str = "request_failed",
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.type = type
+        self.param = param
+        self.code = code
+        self.reason = reason
+
+    def body(self) -> bytes:
+        return error_body(self.message, type=self.type, param=self.param, code=self.code)
+
+
+def error_body(message: str, *, type: str, param: str | None = None, code: str | None = None) -> bytes:
+    error: dict[str, Any] = {"message": message, "type": type, "param": param, "code": code}
+    return orjson.dumps({"error": error})
+
+
+# --- client errors (4xx) ------------------------------------------------------------------------
+
+
+def invalid_json(detail: str) -> RouterError:
+    return RouterError(
+        400, f"request body is not valid JSON: {detail}", code="invalid_json", reason="request_parsing"
+    )
+
+
+def not_an_object() -> RouterError:
+    return RouterError(
+        400, "request body must be a JSON object", code="invalid_json", reason="request_parsing"
+    )
+
+
+def missing_model() -> RouterError:
+    return RouterError(
+        400,
+        "you must provide a model parameter (a non-empty string)",
+        param="model",
+        code="missing_model",
+        reason="request_parsing",
+    )
+
+
+def missing_prompt(detail: str) -> RouterError:
+    return RouterError(400, detail, param="messages", code="invalid_prompt", reason="prompt_parsing")
+
+
+def unknown_model(model: str) -> RouterError:
+    return RouterError(
+        404,
+        f"the model {model!r} does not exist or no route matches this request",
+        param="model",
+        code="model_not_found",
+        reason="route_not_found",
+    )
+
+
+def body_too_large(limit: int) -> RouterError:
+    return RouterError(
+        413,
+        f"request body exceeds the limit of {limit} bytes",
+        code="request_too_large",
+        reason="request_parsing",
+    )
+
+
+def unsupported_path(method: str, path: str) -> RouterError:
+    return RouterError(
+        404, f"unsupported endpoint: {method} {path}", code="unknown_url", reason="request_parsing"
+    )
+
+
+def method_not_allowed(method: str, path: str) -> RouterError:
+    return RouterError(
+        405, f"method {method} is not allowed on {path}", code="method_not_allowed", reason="request_parsing"
+    )
+
+
+def rate_limited(kind: str, model: str) -> RouterError:
+    return RouterError(
+        429,
+        f"{kind} token rate limit exceeded for model {model!r}; retry later",
+        type="rate_limit_error",
+        code="rate_limit_exceeded",
+        reason="rate_limit",
+    )
+
+
+# --- server side (5xx) --------------------------------------------------------------------------
+
+
+def server_missing(key: str) -> RouterError:
+    return RouterError(
+        503,
+        f"model server {key} is not known to the router",
+        type="server_error",
+        code="model_server_not_found",
+        reason="pod_discovery",
+    )
+
+
+def no_endpoints(key: str) -> RouterError:
+    return RouterError(
+        503,
+        f"no ready endpoints for model server {key}",
+        type="server_error",
+        code="no_endpoints",
+        reason="pod_discovery",
+    )
+
+
+def unschedulable(key: str, detail: str) -> RouterError:
+    return RouterError(
+        503,
+        f"no endpoint of model server {key} can take the request: {detail}",
+        type="server_error",
+        code="no_capacity",
+        reason="scheduling",
+    )
+
+
+def upstream_failed(detail: str) -> RouterError:
+    return RouterError(
+        502, f"upstream request failed: {detail}", type="server_error", code="bad_gateway", reason="proxy"
+    )
+
+
+def upstream_timeout(detail: str) -> RouterError:
+    return RouterError(
+        504, f"upstream timed out: {detail}", type="server_error", code="upstream_timeout", reason="proxy"
+    )
+
+
+def not_supported(detail: str) -> RouterError:
+    return RouterError(501, detail, type="server_error", code="not_implemented", reason="route_not_found")

@@ -1,0 +1,302 @@
+"""Upstream calls and response relay for the aggregated (non-PD) path (spec §6.2-6.4).
+
+The client is aiohttp's (measured faster than httpx on this path; see ``bench/router``) with
+explicit limits: a connect timeout, a bound on the wait for response headers
+(``trafficPolicy.timeout`` or the router default) and no bound on a body that is streaming.
+Candidates are tried best first; a connection error, a timeout or a 5xx moves to the next one
+(after ``trafficPolicy.retry.retryInterval`` when set). A 4xx is the client's problem and is
+passed through with the engine's body (Kthena masks it as 503), except a 404 for a LoRA request,
+which means the adapter is not loaded there, so the next endpoint is tried.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import orjson
+from aiohttp import web
+from multidict import CIMultiDict, CIMultiDictProxy
+
+from ferry_router import errors
+from ferry_router.observability import ACTIVE_UPSTREAM, RequestRecord
+from ferry_router.state.resources import Server
+from ferry_router.state.table import Endpoint
+
+log = logging.getLogger(__name__)
+
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "host",
+        "content-length",
+    }
+)
+STREAM_TYPES = ("text/event-stream", "application/x-ndjson")
+
+
+class UpstreamError(Exception):
+    """One failed attempt; ``timeout`` tells 504 from 502."""
+
+    def __init__(self, message: str, *, status: int = 0, timeout: bool = False, body: bytes = b"") -> None:
+        super().__init__(message)
+        self.status = status
+        self.timeout = timeout
+        self.body = body
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamSettings:
+    connect_timeout: float = 5.0
+    header_timeout: float = 600.0  # used when the ModelServer sets no trafficPolicy.timeout
+    max_connections: int = 0  # 0 = no limit
+    max_per_host: int = 0
+    keepalive: float = 60.0
+
+
+class UpstreamClient:
+    """One pooled HTTP client for every upstream call of the process."""
+
+    def __init__(self, settings: UpstreamSettings | None = None) -> None:
+        self.settings = settings or UpstreamSettings()
+        self._session: aiohttp.ClientSession | None = None
+
+    async def start(self) -> None:
+        s = self.settings
+        connector = aiohttp.TCPConnector(
+            limit=s.max_connections,
+            limit_per_host=s.max_per_host,
+            keepalive_timeout=s.keepalive,
+            ttl_dns_cache=300,
+        )
+        self._session = aiohttp.ClientSession(
+            connector=connector,
+            timeout=aiohttp.ClientTimeout(
+                total=None, sock_connect=s.connect_timeout, connect=s.connect_timeout
+            ),
+            auto_decompress=False,
+            skip_auto_headers=("User-Agent", "Accept-Encoding", "Content-Type"),
+        )
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def send(
+        self, url: str, body: bytes, headers: Mapping[str, str], limit: float | None, method: str = "POST"
+    ) -> aiohttp.ClientResponse:
+        """Send and wait for the response headers (bounded by ``limit`` seconds); the body is not read."""
+        assert self._session is not None, "UpstreamClient.start() was not called"
+        try:
+            async with asyncio.timeout(limit or self.settings.header_timeout):
+                return await self._session.request(method, url, data=body, headers=headers)
+        except TimeoutError as exc:
+            raise UpstreamError(f"{url}: no response within the timeout", timeout=True) from exc
+        except (aiohttp.ClientError, OSError) as exc:
+            raise UpstreamError(f"{url}: {exc.__class__.__name__}: {exc}") from exc
+
+
+def upstream_headers(headers: CIMultiDictProxy[str], request_id: str) -> CIMultiDict[str]:
+    """Client headers minus hop-by-hop ones, plus ``x-request-id`` and JSON content type."""
+    out: CIMultiDict[str] = CIMultiDict()
+    for name, value in headers.items():
+        if name.lower() not in HOP_BY_HOP:
+            out.add(name, value)
+    out["X-Request-Id"] = request_id
+    out["Content-Type"] = "application/json"
+    return out
+
+
+def response_headers(headers: CIMultiDictProxy[str]) -> CIMultiDict[str]:
+    out: CIMultiDict[str] = CIMultiDict()
+    for name, value in headers.items():
+        if name.lower() not in HOP_BY_HOP and name.lower() != "content-encoding":
+            out.add(name, value)
+    return out
+
+
+def inject_usage(body: dict[str, Any]) -> bool:
+    """Ask a streaming engine for a usage chunk; True when the router added it (then it is hidden)."""
+    if body.get("stream") is not True:
+        return False
+    options = body.get("stream_options")
+    if isinstance(options, dict) and options.get("include_usage") is True:
+        return False
+    body["stream_options"] = (
+        {**options, "include_usage": True} if isinstance(options, dict) else {"include_usage": True}
+    )
+    return True
+
+
+def endpoint_url(server: Server, endpoint: Endpoint, path_qs: str) -> str:
+    host = f"[{endpoint.pod.ip}]" if ":" in endpoint.pod.ip else endpoint.pod.ip
+    return f"{server.scheme}://{host}:{server.port}{path_qs}"
+
+
+UsageCallback = Callable[[int, int], Awaitable[None]]
+
+
+def _usage_of(chunk: dict[str, Any]) -> tuple[int, int] | None:
+    usage = chunk.get("usage")
+    if not isinstance(usage, dict):
+        return None
+    prompt = int(usage.get("prompt_tokens") or 0)
+    completion = int(usage.get("completion_tokens") or 0)
+    if not (usage.get("total_tokens") or prompt + completion):
+        return None
+    return prompt, completion
+
+
+def is_streaming(response: aiohttp.ClientResponse) -> bool:
+    return response.content_type in STREAM_TYPES
+
+
+async def relay(
+    request: web.Request,
+    upstream: aiohttp.ClientResponse,
+    *,
+    hide_usage_chunks: bool,
+    on_usage: UsageCallback,
+) -> web.StreamResponse:
+    """Copy an upstream answer to the client; report usage; hide the usage chunk the router asked for."""
+    if not is_streaming(upstream):
+        body = await upstream.read()
+        usage = None
+        if body[:1] == b"{" and b'"usage"' in body:
+            try:
+                usage = _usage_of(orjson.loads(body))
+            except orjson.JSONDecodeError:
+                usage = None
+        if usage:
+            await on_usage(*usage)
+        return web.Response(body=body, status=upstream.status, headers=response_headers(upstream.headers))
+    response = web.StreamResponse(status=upstream.status, headers=response_headers(upstream.headers))
+    await response.prepare(request)
+    carry = b""
+    try:
+        async for chunk in upstream.content.iter_any():
+            data = carry + chunk
+            cut = data.rfind(b"\n") + 1
+            if cut == 0:
+                carry = data
+                continue
+            complete, carry = data[:cut], data[cut:]
+            if b'"usage"' in complete:
+                complete = await _scan_usage(complete, hide_usage_chunks, on_usage)
+            if complete:
+                await response.write(complete)
+    except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError, TimeoutError) as exc:
+        # the engine broke the stream after the status line went out: nothing better to send
+        log.warning("upstream stream ended abnormally: %r", exc)
+    if carry:
+        await response.write(carry)
+    await response.write_eof()
+    return response
+
+
+async def _scan_usage(block: bytes, hide: bool, on_usage: UsageCallback) -> bytes:
+    kept: list[bytes] = []
+    for line in block.splitlines(keepends=True):
+        if line.startswith(b"data:") and b'"usage"' in line:
+            payload = line[5:].strip()
+            try:
+                chunk = orjson.loads(payload)
+            except orjson.JSONDecodeError:
+                kept.append(line)
+                continue
+            usage = _usage_of(chunk) if isinstance(chunk, dict) else None
+            if usage:
+                await on_usage(*usage)
+                if hide and not chunk.get("choices"):
+                    continue
+        kept.append(line)
+    return b"".join(kept)
+
+
+@dataclass(slots=True)
+class Attempt:
+    """What the aggregated path needs to call one upstream."""
+
+    client: UpstreamClient
+    server: Server
+    path_qs: str
+    body: bytes
+    headers: CIMultiDict[str]
+    hide_usage: bool
+    retry_on_404: bool
+    dest_labels: tuple[str, str, str, str, str]  # active_upstream_requests labels
+
+
+async def forward(
+    request: web.Request,
+    attempt: Attempt,
+    candidates: list[Endpoint],
+    record: RequestRecord,
+    on_usage: UsageCallback,
+) -> tuple[web.StreamResponse, Endpoint]:
+    """Try candidates in order until one answers; returns the response and the endpoint that served."""
+    server = attempt.server
+    limit = len(candidates)
+    if server.retry_attempts is not None:
+        limit = max(1, min(limit, server.retry_attempts + 1))
+    last: UpstreamError | None = None
+    active = ACTIVE_UPSTREAM.labels(*attempt.dest_labels)
+    for index, endpoint in enumerate(candidates[:limit]):
+        if index and server.retry_interval:
+            await asyncio.sleep(server.retry_interval)
+        record.upstream_attempts = index + 1
+        endpoint.inflight += 1
+        active.inc()
+        try:
+            upstream = await attempt.client.send(
+                endpoint_url(server, endpoint, attempt.path_qs), attempt.body, attempt.headers, server.timeout
+            )
+            try:
+                record.upstream_status = upstream.status
+                if upstream.status >= 500 or (upstream.status == 404 and attempt.retry_on_404):
+                    body = await upstream.read()
+                    last = UpstreamError(
+                        f"{endpoint.key} answered {upstream.status}", status=upstream.status, body=body
+                    )
+                    continue
+                record.selected_pod = endpoint.name
+                response = await relay(
+                    request, upstream, hide_usage_chunks=attempt.hide_usage, on_usage=on_usage
+                )
+                return response, endpoint
+            finally:
+                upstream.release()
+        except UpstreamError as exc:
+            last = exc
+            log.info("attempt %d of %s on %s failed: %s", index + 1, record.request_id, endpoint.key, exc)
+        finally:
+            endpoint.inflight -= 1
+            active.dec()
+    raise failure(last, candidates[:limit])
+
+
+def failure(last: UpstreamError | None, tried: list[Endpoint]) -> errors.RouterError:
+    names = ", ".join(e.name for e in tried)
+    if last is not None and last.timeout:
+        return errors.upstream_timeout(f"every endpoint tried ({names}) timed out")
+    if last is not None and last.status == 404:
+        return errors.RouterError(
+            404,
+            f"no endpoint serves the requested model (tried {names})",
+            code="model_not_found",
+            reason="proxy",
+        )
+    detail = str(last) if last is not None else "no attempt made"
+    return errors.upstream_failed(f"all {len(tried)} endpoints failed ({names}); last: {detail}")

@@ -1,0 +1,131 @@
+"""The scheduling framework (spec §7.1-7.3).
+
+Filters run in order and may drop endpoints (dropping all is an error naming the plugin). Scorers
+return one number per endpoint, nominally 0..100; the final score is sum of weight x score. Endpoints
+are ranked best first with ties broken at random (Kthena leaves them to Go map order) and the top
+five kept, which is also the retry order. PD servers are scheduled as decode first, then the best
+prefill endpoint of the same group for each ranked decode endpoint.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+from prometheus_client import Histogram
+
+from ferry_router.state.table import Endpoint, PDSets
+
+TOP_N = 5
+
+PLUGIN_DURATION = Histogram(
+    "kthena_router_scheduler_plugin_duration_seconds",
+    "Time spent in one scheduler plugin.",
+    ["model", "plugin", "type"],
+    buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.5),
+)
+
+
+class SchedulingError(Exception):
+    """No endpoint can take the request (every one filtered out, or no PD pair)."""
+
+
+@dataclass(slots=True)
+class SchedulingContext:
+    model: str  # the request's model name (metrics label, prefix-cache key)
+    upstream_model: str  # the name the engine serves (lora-affinity)
+    prompt: str
+    metrics_model: str = "unknown"
+    scratch: dict[str, object] = field(default_factory=dict)  # per-request plugin cache
+
+
+@runtime_checkable
+class FilterPlugin(Protocol):
+    name: str
+
+    def filter(self, ctx: SchedulingContext, endpoints: list[Endpoint]) -> list[Endpoint]: ...
+
+
+@runtime_checkable
+class ScorePlugin(Protocol):
+    name: str
+
+    def score(self, ctx: SchedulingContext, endpoints: Sequence[Endpoint]) -> list[float]: ...
+
+
+@runtime_checkable
+class PostSchedulePlugin(Protocol):
+    def on_served(self, ctx: SchedulingContext, endpoints: Sequence[Endpoint]) -> None: ...
+
+
+@dataclass(slots=True)
+class PDPair:
+    decode: Endpoint
+    prefill: Endpoint
+
+
+class Scheduler:
+    def __init__(
+        self,
+        filters: Sequence[FilterPlugin],
+        scorers: Sequence[tuple[ScorePlugin, float]],
+        rng: random.Random | None = None,
+    ) -> None:
+        self.filters = list(filters)
+        self.scorers = list(scorers)
+        self.post_hooks = [p for p, _ in scorers if isinstance(p, PostSchedulePlugin)]
+        self._rng = rng or random.Random()
+
+    def rank(self, ctx: SchedulingContext, endpoints: Sequence[Endpoint], top: int = TOP_N) -> list[Endpoint]:
+        """Filter, score and rank; raises :class:`SchedulingError` when nothing is left."""
+        candidates = list(endpoints)
+        if not candidates:
+            raise SchedulingError("no endpoints")
+        for flt in self.filters:
+            start = time.perf_counter()
+            candidates = flt.filter(ctx, candidates)
+            PLUGIN_DURATION.labels(ctx.metrics_model, flt.name, "filter").observe(time.perf_counter() - start)
+            if not candidates:
+                raise SchedulingError(f'endpoints have all been filtered out by "{flt.name}"')
+        if len(candidates) == 1:
+            return candidates
+        self._rng.shuffle(candidates)  # random tie-break under the stable sort below
+        if not self.scorers:
+            return candidates[:top]
+        totals = [0.0] * len(candidates)
+        for plugin, weight in self.scorers:
+            start = time.perf_counter()
+            scores = plugin.score(ctx, candidates)
+            PLUGIN_DURATION.labels(ctx.metrics_model, plugin.name, "score").observe(
+                time.perf_counter() - start
+            )
+            if weight:
+                for i, value in enumerate(scores):
+                    totals[i] += weight * value
+        order = sorted(range(len(candidates)), key=totals.__getitem__, reverse=True)
+        return [candidates[i] for i in order[:top]]
+
+    def rank_pd(self, ctx: SchedulingContext, sets: PDSets) -> list[PDPair]:
+        """Ranked (decode, prefill) pairs of the same PD group (spec §7.3)."""
+        if not sets.decode:
+            raise SchedulingError("no decode endpoint found")
+        pairs: list[PDPair] = []
+        for decode in self.rank(ctx, sets.decode):
+            prefill_candidates = sets.prefill_for(decode)
+            if not prefill_candidates:
+                continue
+            try:
+                best = self.rank(ctx, prefill_candidates, top=1)
+            except SchedulingError:
+                continue
+            pairs.append(PDPair(decode=decode, prefill=best[0]))
+        if not pairs:
+            raise SchedulingError("no valid prefill-decode endpoint pairs found")
+        return pairs
+
+    def served(self, ctx: SchedulingContext, endpoints: Sequence[Endpoint]) -> None:
+        for hook in self.post_hooks:
+            hook.on_served(ctx, endpoints)

@@ -1,0 +1,55 @@
+"""``least-latency``: prefer low time-to-first-token and time-per-output-token.
+
+Endpoints without measurements score 50. Others are scaled min→100, max→0 per measure and mixed
+as ``a*TTFT + (1 - a)*TPOT`` with a = ``TTFTTPOTWeightFactor`` (0.5 by default, must be in [0, 1]).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+from ferry_router.scheduler.framework import SchedulingContext
+from ferry_router.state.table import Endpoint
+
+
+def validate_factor(args: dict[str, Any] | None) -> float:
+    """a from the plugin args; raises ``ValueError`` for values outside [0, 1] (fatal at load)."""
+    raw = (args or {}).get("TTFTTPOTWeightFactor", 0.5)
+    try:
+        value = float(raw)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"least-latency: TTFTTPOTWeightFactor {raw!r} is not a number") from exc
+    if not math.isfinite(value) or not 0.0 <= value <= 1.0:
+        raise ValueError(f"least-latency: TTFTTPOTWeightFactor must be within [0, 1], got {raw!r}")
+    return value
+
+
+def _scale(value: float, low: float, high: float) -> float:
+    return 100.0 if high == low else 100.0 * (high - value) / (high - low)
+
+
+class LeastLatency:
+    name = "least-latency"
+
+    def __init__(self, args: dict[str, Any] | None = None) -> None:
+        self.factor = validate_factor(args)
+
+    def score(self, ctx: SchedulingContext, endpoints: Sequence[Endpoint]) -> list[float]:
+        measured = [e for e in endpoints if e.metrics.ttft > 0 and e.metrics.tpot > 0]
+        if not measured:
+            return [50.0] * len(endpoints)
+        ttfts = [e.metrics.ttft for e in measured]
+        tpots = [e.metrics.tpot for e in measured]
+        lo_f, hi_f, lo_p, hi_p = min(ttfts), max(ttfts), min(tpots), max(tpots)
+        scores = []
+        for e in endpoints:
+            if e.metrics.ttft <= 0 or e.metrics.tpot <= 0:
+                scores.append(50.0)
+                continue
+            value = self.factor * _scale(e.metrics.ttft, lo_f, hi_f) + (1 - self.factor) * _scale(
+                e.metrics.tpot, lo_p, hi_p
+            )
+            scores.append(float(int(value)))
+        return scores

@@ -1,0 +1,114 @@
+"""Wiring: NATS feed, scraper, listeners (inference, metrics, debug), graceful stop."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from aiohttp import web
+from ferry_schemas.bus import RATE_LIMIT_BUCKET
+from ferry_schemas.runtime import ProbeServer
+from ferry_schemas.runtime.jetstream import connect, key_value
+from nats.aio.client import Client
+
+from ferry_router.app import Router
+from ferry_router.debug import build_debug_app
+from ferry_router.metrics_scraper import MetricsScraper
+from ferry_router.observability import AccessLog
+from ferry_router.proxy import UpstreamClient, UpstreamSettings
+from ferry_router.ratelimit import RateLimiter
+from ferry_router.scheduler import build_scheduler, load_config
+from ferry_router.settings import RouterSettings
+from ferry_router.state.feed import BusFeed
+from ferry_router.state.table import RoutingTable
+
+log = logging.getLogger(__name__)
+
+
+class RouterService:
+    def __init__(self, settings: RouterSettings, nats_url: str) -> None:
+        self.settings = settings
+        self.nats_url = nats_url
+        self.table = RoutingTable()
+        self.scheduler = build_scheduler(load_config(settings.config_path))
+        self.client = UpstreamClient(
+            UpstreamSettings(
+                connect_timeout=settings.connect_timeout,
+                header_timeout=settings.upstream_timeout,
+                max_connections=settings.max_connections,
+            )
+        )
+        self.scraper = MetricsScraper(
+            self.table, interval=settings.scrape_interval, timeout=settings.scrape_timeout
+        )
+        self.nc: Client | None = None
+        self.feed: BusFeed | None = None
+        self.router: Router | None = None
+        self._runners: list[web.AppRunner] = []
+        self.probes: ProbeServer | None = None
+        self.port = settings.port
+
+    def ready(self) -> bool:
+        return self.feed is not None and self.feed.synced
+
+    async def start(self) -> None:
+        s = self.settings
+        self.nc = await connect(self.nats_url, "ferry-router")
+        js = self.nc.jetstream()
+        kv = await key_value(js, RATE_LIMIT_BUCKET)
+        limiter = RateLimiter(kv)
+        self.router = Router(
+            self.table,
+            self.scheduler,
+            limiter,
+            self.client,
+            AccessLog.from_env(),
+            max_body_bytes=s.max_body_bytes,
+            ready=self.ready,
+        )
+        self.feed = BusFeed(js, self.table, stream=s.objects_stream)
+        await self.client.start()
+        await self.scraper.start()
+        await self.feed.start()
+        self.probes = ProbeServer(s.metrics_host, s.metrics_port, ready=self.ready)
+        await self.probes.start()
+        self.port = await self._serve(self.router.build_app(), s.host, s.port)
+        if s.debug_port >= 0:
+            await self._serve(build_debug_app(self.table), "127.0.0.1", s.debug_port)
+        log.info("router listening on %s:%s (metrics :%s)", s.host, self.port, self.probes.port)
+
+    async def _serve(self, app: web.Application, host: str, port: int) -> int:
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=self.settings.drain_timeout)
+        await runner.setup()
+        site = web.TCPSite(runner, host, port, backlog=4096, reuse_address=True)
+        await site.start()
+        self._runners.append(runner)
+        server = site._server
+        sockets = getattr(server, "sockets", None) or []
+        return int(sockets[0].getsockname()[1]) if sockets else port
+
+    async def stop(self) -> None:
+        for runner in reversed(self._runners):
+            await runner.cleanup()
+        if self.feed is not None:
+            await self.feed.stop()
+        await self.scraper.stop()
+        await self.client.close()
+        if self.probes is not None:
+            await self.probes.stop()
+        if self.nc is not None:
+            await self.nc.drain()
+
+
+async def run(settings: RouterSettings, nats_url: str) -> None:
+    import signal
+
+    service = RouterService(settings, nats_url)
+    await service.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("stopping: draining requests for up to %.0fs", settings.drain_timeout)
+    await service.stop()

@@ -1,0 +1,56 @@
+"""Router settings from environment variables (defaults work on the local stack)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ferry_schemas.bus import OBJECTS_STREAM
+from ferry_schemas.runtime.settings import env_float, env_int, env_str
+
+from ferry_router.durations import parse_duration
+
+KTHENA_CONFIG_PATH = "/etc/config/routerConfiguration.yaml"
+
+
+def _duration_env(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    if not raw:
+        return default
+    try:
+        value = parse_duration(raw)
+    except ValueError as exc:
+        raise ValueError(f"environment variable {name}: {exc}") from exc
+    if value <= 0:
+        raise ValueError(f"environment variable {name} must be positive, got {raw!r}")
+    return value
+
+
+def _config_path() -> str:
+    explicit = os.environ.get("FERRY_ROUTER_CONFIG")
+    if explicit is not None:
+        return explicit
+    return KTHENA_CONFIG_PATH if Path(KTHENA_CONFIG_PATH).is_file() else ""
+
+
+@dataclass(frozen=True)
+class RouterSettings:
+    """``FERRY_ROUTER_*`` plus Kthena's own names where they exist (``METRICS_SCRAPE_INTERVAL``…)."""
+
+    host: str = field(default_factory=lambda: env_str("FERRY_ROUTER_HOST", "127.0.0.1"))
+    port: int = field(default_factory=lambda: env_int("FERRY_ROUTER_PORT", 8080))
+    metrics_host: str = field(default_factory=lambda: env_str("FERRY_PROBE_HOST", "127.0.0.1"))
+    metrics_port: int = field(default_factory=lambda: env_int("FERRY_ROUTER_METRICS_PORT", 9090))
+    debug_port: int = field(default_factory=lambda: env_int("FERRY_ROUTER_DEBUG_PORT", 15000))
+    config_path: str = field(default_factory=_config_path)
+    objects_stream: str = field(default_factory=lambda: env_str("FERRY_OBJECTS_STREAM", OBJECTS_STREAM))
+    scrape_interval: float = field(default_factory=lambda: _duration_env("METRICS_SCRAPE_INTERVAL", 1.0))
+    scrape_timeout: float = field(default_factory=lambda: env_float("FERRY_ROUTER_SCRAPE_TIMEOUT", 2.0))
+    max_body_bytes: int = field(
+        default_factory=lambda: env_int("FERRY_ROUTER_MAX_BODY_BYTES", 8 * 1024 * 1024)
+    )
+    connect_timeout: float = field(default_factory=lambda: env_float("FERRY_ROUTER_CONNECT_TIMEOUT", 5.0))
+    upstream_timeout: float = field(default_factory=lambda: env_float("FERRY_ROUTER_UPSTREAM_TIMEOUT", 600.0))
+    max_connections: int = field(default_factory=lambda: env_int("FERRY_ROUTER_MAX_CONNECTIONS", 0))
+    drain_timeout: float = field(default_factory=lambda: _duration_env("DRAIN_TIMEOUT", 300.0))

@@ -1,0 +1,1 @@
+"""The routing table and how it is fed from the bus."""
