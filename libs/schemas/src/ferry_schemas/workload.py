@@ -1,0 +1,367 @@
+"""Render one ServingGroup of a ModelServing: PodGroup, entry/worker Pods, headless Services.
+
+Pure functions shared by the converter (which builds the blueprint) and the applier (which
+decides which group ordinals exist and renders each). Behaviour follows ``spec/serving.md``
+§2-§3 (names, labels, annotations, injected env, PodGroup content).
+
+Public API::
+
+    blueprint(serving: dict) -> dict                 # ModelServing (wire form) -> blueprint
+    serving_revision(roles) / role_template_hash(role) # revision hashes (replicas/rolling excluded)
+    render_group(workload: ServingWorkload, ordinal: int) -> list[dict]
+    group_pod_names(workload, ordinal) -> list[str]    # names render_group would produce
+
+``render_group`` returns whole objects ready for server-side apply, in creation order:
+the PodGroup (only when the ModelServing's ``schedulerName`` is ``volcano``), then per role and
+role replica the headless Service (when the role has a ``workerTemplate``), the entry Pod and
+the worker Pods.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from decimal import Decimal
+from typing import Any
+
+from ferry_schemas import labels as L
+from ferry_schemas.bus import ServingWorkload, content_hash
+
+BLUEPRINT_VERSION = 1
+_ROLLING_FIELDS = ("replicas", "maxUnavailable", "partition")
+
+
+# --------------------------------------------------------------------------- revisions
+
+
+def _hashable_role(role: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in role.items() if key not in _ROLLING_FIELDS}
+
+
+def serving_revision(roles: list[dict[str, Any]]) -> str:
+    """Hash of ``spec.template.roles`` without ``replicas``/``maxUnavailable``/``partition``.
+
+    Nothing else in the spec contributes (schedulerName, gangPolicy, networkTopology, …), so a
+    scale change never starts a rollout. The input is not mutated.
+    """
+    return content_hash([_hashable_role(role) for role in roles], length=10)
+
+
+def role_template_hash(role: dict[str, Any]) -> str:
+    """The same hash over a single role."""
+    return content_hash(_hashable_role(role), length=10)
+
+
+# --------------------------------------------------------------------------- blueprint
+
+
+def _int(value: Any, default: int) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else default
+
+
+def blueprint(serving: dict[str, Any]) -> dict[str, Any]:
+    """What :func:`render_group` needs from a ModelServing, in one JSON-able dict."""
+    meta = serving.get("metadata") or {}
+    spec = serving.get("spec") or {}
+    template = copy.deepcopy(spec.get("template") or {})
+    roles = template.get("roles") or []
+    annotations = meta.get("annotations") or {}
+    scheduler = spec.get("schedulerName")
+    return {
+        "version": BLUEPRINT_VERSION,
+        "owner": {
+            "apiVersion": serving.get("apiVersion", L.WORKLOAD_API_VERSION),
+            "kind": serving.get("kind", "ModelServing"),
+            "name": meta.get("name", ""),
+            "namespace": meta.get("namespace", ""),
+            "uid": meta.get("uid", ""),
+        },
+        "schedulerName": scheduler if isinstance(scheduler, str) else "",
+        "queue": annotations.get(L.VOLCANO_QUEUE_ANNOTATION),
+        "template": template,
+        "roleTemplateHashes": {role.get("name", ""): role_template_hash(role) for role in roles},
+    }
+
+
+def uses_pod_groups(bp: dict[str, Any]) -> bool:
+    """PodGroups (and the Volcano pod annotations) exist only for ``schedulerName: volcano``."""
+    return bool(bp.get("schedulerName") == L.VOLCANO_SCHEDULER)
+
+
+# --------------------------------------------------------------------------- quantities
+
+
+_SUFFIX = {
+    "": Decimal(1),
+    "n": Decimal("1e-9"),
+    "u": Decimal("1e-6"),
+    "m": Decimal("1e-3"),
+    "k": Decimal("1e3"),
+    "M": Decimal("1e6"),
+    "G": Decimal("1e9"),
+    "T": Decimal("1e12"),
+    "P": Decimal("1e15"),
+    "E": Decimal("1e18"),
+    "Ki": Decimal(2**10),
+    "Mi": Decimal(2**20),
+    "Gi": Decimal(2**30),
+    "Ti": Decimal(2**40),
+    "Pi": Decimal(2**50),
+    "Ei": Decimal(2**60),
+}
+_BINARY = ("Ei", "Pi", "Ti", "Gi", "Mi", "Ki")
+
+
+def _parse_quantity(value: Any) -> tuple[Decimal, bool] | None:
+    """(amount, binary suffix?) of a Kubernetes quantity; ``None`` when it is not one."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return Decimal(str(value)), False
+    if not isinstance(value, str) or not value:
+        return None
+    text = value.strip()
+    for suffix in sorted(_SUFFIX, key=len, reverse=True):
+        if suffix and text.endswith(suffix):
+            number = text[: -len(suffix)]
+            break
+    else:
+        suffix, number = "", text
+    try:
+        return Decimal(number) * _SUFFIX[suffix], suffix in _BINARY
+    except ArithmeticError:
+        return None
+
+
+def format_quantity(amount: Decimal, binary: bool) -> str:
+    """Canonical text for a summed quantity (``17``, ``33Gi``, ``500m``)."""
+    if amount == amount.to_integral_value():
+        whole = int(amount)
+        if binary and whole:
+            for suffix in _BINARY:
+                unit = int(_SUFFIX[suffix])
+                if whole % unit == 0:
+                    return f"{whole // unit}{suffix}"
+        return str(whole)
+    return f"{math.ceil(amount * 1000)}m"
+
+
+def _add_requests(total: dict[str, tuple[Decimal, bool]], spec: dict[str, Any] | None, times: int) -> None:
+    if not spec or times <= 0:
+        return
+    for container in spec.get("containers") or []:
+        requests = ((container or {}).get("resources") or {}).get("requests") or {}
+        for name, value in requests.items():
+            parsed = _parse_quantity(value)
+            if parsed is None:
+                continue
+            amount, binary = parsed
+            before, was_binary = total.get(name, (Decimal(0), binary))
+            total[name] = (before + amount * times, was_binary and binary)
+
+
+# --------------------------------------------------------------------------- PodGroup
+
+
+def _min_role_replicas(template: dict[str, Any], role: dict[str, Any]) -> int:
+    replicas = _int(role.get("replicas"), 1)
+    gang = (template.get("gangPolicy") or {}).get("minRoleReplicas") or {}
+    name = role.get("name", "")
+    if name in gang:
+        return min(_int(gang[name], replicas), replicas)
+    return replicas
+
+
+def render_pod_group(bp: dict[str, Any], ordinal: int) -> dict[str, Any]:
+    """The Volcano PodGroup of one ServingGroup (``spec/serving.md`` §3.3)."""
+    owner = bp["owner"]
+    template = bp["template"]
+    group = L.group_name(owner["name"], ordinal)
+    min_member = 0
+    min_task_member: dict[str, int] = {}
+    resources: dict[str, tuple[Decimal, bool]] = {}
+    sub_groups: list[dict[str, Any]] = []
+    topology = template.get("networkTopology") or {}
+    for role in template.get("roles") or []:
+        name = role.get("name", "")
+        workers = _int(role.get("workerReplicas"), 0)
+        minimum = _min_role_replicas(template, role)
+        size = 1 + workers
+        min_member += size * minimum
+        for index in range(minimum):
+            min_task_member[L.role_id(name, index)] = size
+        _add_requests(resources, (role.get("entryTemplate") or {}).get("spec"), minimum)
+        if role.get("workerTemplate") is not None:
+            _add_requests(resources, (role.get("workerTemplate") or {}).get("spec"), workers * minimum)
+        sub_group: dict[str, Any] = {
+            "name": name,
+            "labelSelector": {"matchLabels": {L.MS_NAME: owner["name"], L.MS_ROLE: name}},
+            "matchLabelKeys": [L.MS_ROLE_ID],
+            "subGroupSize": size,
+            "minSubGroups": minimum,
+        }
+        if topology.get("rolePolicy"):
+            sub_group["networkTopology"] = copy.deepcopy(topology["rolePolicy"])
+        sub_groups.append(sub_group)
+    spec: dict[str, Any] = {
+        "minMember": min_member,
+        "minTaskMember": min_task_member,
+        "subGroupPolicy": sub_groups,
+    }
+    if resources:
+        spec["minResources"] = {name: format_quantity(*value) for name, value in sorted(resources.items())}
+    if bp.get("queue"):
+        spec["queue"] = bp["queue"]
+    if topology.get("groupPolicy"):
+        spec["networkTopology"] = copy.deepcopy(topology["groupPolicy"])
+    return {
+        "apiVersion": L.PODGROUP_API_VERSION,
+        "kind": "PodGroup",
+        "metadata": {
+            "name": group,
+            "namespace": owner["namespace"],
+            "labels": {L.MS_NAME: owner["name"], L.MS_GROUP_NAME: group},
+            "annotations": {L.VOLCANO_GROUP_NAME_ANNOTATION: group},
+            "ownerReferences": [_owner_reference(owner, block=False)],
+        },
+        "spec": spec,
+    }
+
+
+# --------------------------------------------------------------------------- Pods and Services
+
+
+def _owner_reference(owner: dict[str, Any], *, block: bool = True) -> dict[str, Any]:
+    ref = {
+        "apiVersion": owner["apiVersion"],
+        "kind": owner["kind"],
+        "name": owner["name"],
+        "uid": owner["uid"],
+        "controller": True,
+    }
+    if block:
+        ref["blockOwnerDeletion"] = True
+    return ref
+
+
+def _inject_env(containers: list[dict[str, Any]], values: dict[str, str]) -> None:
+    for container in containers:
+        env = [item for item in container.get("env") or [] if item.get("name") not in values]
+        env += [{"name": name, "value": value} for name, value in values.items()]
+        container["env"] = env
+
+
+def render_pod(
+    bp: dict[str, Any], revision: str, ordinal: int, role: dict[str, Any], role_ordinal: int, index: int
+) -> dict[str, Any]:
+    """Entry pod (``index == 0``) or worker pod ``index`` of one role replica (``spec/serving.md`` §2.3)."""
+    owner = bp["owner"]
+    role_name = role.get("name", "")
+    group = L.group_name(owner["name"], ordinal)
+    rid = L.role_id(role_name, role_ordinal)
+    entry = index == 0
+    template = (role.get("entryTemplate") if entry else role.get("workerTemplate")) or {}
+    template_meta = template.get("metadata") or {}
+    labels = {
+        L.MS_NAME: owner["name"],
+        L.MS_GROUP_NAME: group,
+        L.MS_ROLE: role_name,
+        L.MS_ROLE_ID: rid,
+        L.MS_REVISION: revision,
+        L.MS_ROLE_TEMPLATE_HASH: bp["roleTemplateHashes"].get(role_name, role_template_hash(role)),
+    }
+    if entry:
+        labels[L.MS_ENTRY] = L.ENTRY_VALUE
+    labels.update(template_meta.get("labels") or {})
+    annotations = dict(template_meta.get("annotations") or {})
+    spec = copy.deepcopy(template.get("spec") or {})
+    if bp.get("schedulerName"):
+        spec["schedulerName"] = bp["schedulerName"]
+    else:
+        spec.pop("schedulerName", None)
+    entry_name = L.entry_pod_name(group, rid)
+    injected = {
+        L.ENV_GROUP_SIZE: str(_int(role.get("workerReplicas"), 0) + 1),
+        L.ENV_ENTRY_ADDRESS: f"{entry_name}.{owner['namespace']}",
+        L.ENV_WORKER_INDEX: str(index),
+    }
+    _inject_env(spec.get("containers") or [], injected)
+    _inject_env(spec.get("initContainers") or [], injected)
+    if uses_pod_groups(bp):
+        annotations[L.VOLCANO_GROUP_NAME_ANNOTATION] = group
+        annotations[L.VOLCANO_TASK_SPEC_ANNOTATION] = rid
+    metadata: dict[str, Any] = {
+        "name": L.pod_name(group, rid, index),
+        "namespace": owner["namespace"],
+        "labels": labels,
+        "ownerReferences": [_owner_reference(owner)],
+    }
+    if annotations:
+        metadata["annotations"] = annotations
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": spec}
+
+
+def render_service(bp: dict[str, Any], ordinal: int, role_name: str, role_ordinal: int) -> dict[str, Any]:
+    """The headless Service named like the entry pod (``spec/serving.md`` §2.4)."""
+    owner = bp["owner"]
+    group = L.group_name(owner["name"], ordinal)
+    rid = L.role_id(role_name, role_ordinal)
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {
+            "name": L.entry_pod_name(group, rid),
+            "namespace": owner["namespace"],
+            "labels": {
+                L.MS_NAME: owner["name"],
+                L.MS_GROUP_NAME: group,
+                L.MS_ROLE: role_name,
+                L.MS_ROLE_ID: rid,
+            },
+            "ownerReferences": [_owner_reference(owner)],
+        },
+        "spec": {
+            "clusterIP": "None",
+            "publishNotReadyAddresses": True,
+            "selector": {
+                L.MS_GROUP_NAME: group,
+                L.MS_ROLE: role_name,
+                L.MS_ROLE_ID: rid,
+                L.MS_ENTRY: L.ENTRY_VALUE,
+            },
+        },
+    }
+
+
+def render_group(workload: ServingWorkload, ordinal: int) -> list[dict[str, Any]]:
+    """Every object of ServingGroup ``ordinal``: PodGroup?, then per role replica Service?, entry, workers."""
+    if ordinal < 0:
+        raise ValueError(f"a group ordinal cannot be negative: {ordinal}")
+    bp = workload.blueprint
+    objects: list[dict[str, Any]] = []
+    if uses_pod_groups(bp):
+        objects.append(render_pod_group(bp, ordinal))
+    for role in bp["template"].get("roles") or []:
+        workers = _int(role.get("workerReplicas"), 0)
+        has_worker_template = role.get("workerTemplate") is not None
+        for role_ordinal in range(_int(role.get("replicas"), 1)):
+            if has_worker_template:
+                objects.append(render_service(bp, ordinal, role.get("name", ""), role_ordinal))
+            objects.append(render_pod(bp, workload.revision, ordinal, role, role_ordinal, 0))
+            if has_worker_template:
+                for index in range(1, workers + 1):
+                    objects.append(render_pod(bp, workload.revision, ordinal, role, role_ordinal, index))
+    return objects
+
+
+def group_pod_names(workload: ServingWorkload, ordinal: int) -> list[str]:
+    """The pod names :func:`render_group` renders for ``ordinal`` (without rendering them)."""
+    bp = workload.blueprint
+    group = L.group_name(bp["owner"]["name"], ordinal)
+    names: list[str] = []
+    for role in bp["template"].get("roles") or []:
+        workers = _int(role.get("workerReplicas"), 0) if role.get("workerTemplate") is not None else 0
+        for role_ordinal in range(_int(role.get("replicas"), 1)):
+            rid = L.role_id(role.get("name", ""), role_ordinal)
+            names += [L.pod_name(group, rid, index) for index in range(workers + 1)]
+    return names

@@ -1,0 +1,1 @@
+"""ModelBooster → ModelServing, ModelServer, ModelRoute, AutoscalingPolicy and Binding."""

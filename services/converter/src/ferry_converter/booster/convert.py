@@ -1,0 +1,141 @@
+"""ModelBooster → its complete set of children (pure; failures are returned, never raised)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ferry_schemas import labels as L
+from ferry_schemas.bus import ConversionError
+
+from ferry_converter.booster.autoscaling import build_autoscaling
+from ferry_converter.booster.backends import SUPPORTED_TYPES, VLLM, VLLM_DISAGGREGATED, Backend, backends_of
+from ferry_converter.booster.meta import BoosterRef
+from ferry_converter.booster.options import RenderOptions
+from ferry_converter.booster.route import build_model_route
+from ferry_converter.booster.server import build_model_server
+from ferry_converter.booster.serving import build_model_serving
+from ferry_converter.booster.workers import worker_type
+from ferry_converter.errors import ConversionFailure
+from ferry_converter.serving.convert import name_errors
+
+MANAGED_KINDS = ["ModelServing", "ModelServer", "ModelRoute", "AutoscalingPolicy", "AutoscalingPolicyBinding"]
+PD_WORKER_TYPES = ("prefill", "decode")
+
+
+@dataclass
+class BoosterConversion:
+    """The children (empty when anything failed) and every failure found."""
+
+    ref: BoosterRef
+    children: list[dict[str, Any]] = field(default_factory=list)
+    errors: list[ConversionError] = field(default_factory=list)
+
+
+def _check_workers(backend: Backend) -> list[ConversionError]:
+    """Webhook rules the CRD's CEL may not enforce (``spec/booster.md`` §2.3 rule 3)."""
+    errors: list[ConversionError] = []
+    if backend.type not in SUPPORTED_TYPES:
+        errors.append(
+            ConversionError(
+                field=f"{backend.path}.type",
+                message=f"not support model backend type: {backend.type}; use vLLM or vLLMDisaggregated",
+            )
+        )
+    elif backend.type == VLLM:
+        if len(backend.workers) != 1:
+            errors.append(
+                ConversionError(
+                    field=f"{backend.path}.workers",
+                    message=f"If backend type is '{VLLM}', there must be exactly one worker",
+                )
+            )
+        elif worker_type(backend.workers[0]) != "server":
+            errors.append(
+                ConversionError(
+                    field=f"{backend.path}.workers[0].type",
+                    message=f"If backend type is '{VLLM}', the worker type must be 'server'",
+                )
+            )
+    elif backend.type == VLLM_DISAGGREGATED:
+        for index, worker in enumerate(backend.workers):
+            if worker_type(worker) not in PD_WORKER_TYPES:
+                errors.append(
+                    ConversionError(
+                        field=f"{backend.path}.workers[{index}].type",
+                        message=f"If backend type is '{VLLM_DISAGGREGATED}', all workers must be type "
+                        "'prefill' or 'decode'",
+                    )
+                )
+    return errors
+
+
+def _check_name(field_path: str, kind: str, name: str) -> list[ConversionError]:
+    if L.is_dns1123_label(name):
+        return []
+    reason = (
+        f"is {len(name)} characters, more than {L.DNS1123_LABEL_MAX}"
+        if len(name) > L.DNS1123_LABEL_MAX
+        else "is not a DNS-1123 label (lower-case letters, digits and '-')"
+    )
+    return [
+        ConversionError(
+            field=field_path,
+            message=f'generated {kind} name "{name}" {reason}; shorten the ModelBooster or backend name',
+        )
+    ]
+
+
+def _attempt(
+    errors: list[ConversionError], build: Callable[[], list[dict[str, Any]]]
+) -> list[dict[str, Any]]:
+    try:
+        return build()
+    except ConversionFailure as failure:
+        errors.append(failure.to_error())
+        return []
+
+
+def convert_booster(obj: dict[str, Any], options: RenderOptions | None = None) -> BoosterConversion:
+    """Every child of one ModelBooster (wire-form dict), or every reason it cannot be converted."""
+    options = options or RenderOptions()
+    meta = obj.get("metadata") or {}
+    ref = BoosterRef(
+        name=str(meta.get("name") or ""),
+        namespace=str(meta.get("namespace") or ""),
+        uid=str(meta.get("uid") or ""),
+    )
+    result = BoosterConversion(ref=ref)
+    errors = result.errors
+    spec = obj.get("spec")
+    if not isinstance(spec, dict):
+        errors.append(ConversionError(field="spec", message="a ModelBooster needs a spec with a backend"))
+        return result
+    try:
+        backends = backends_of(spec)
+    except ConversionFailure as failure:
+        errors.append(failure.to_error())
+        return result
+    errors += _check_name("metadata.name", "ModelRoute", ref.name)
+    children: list[dict[str, Any]] = []
+    for backend in backends:
+        backend_errors = _check_workers(backend)
+        ms_name = L.booster_child_name(ref.name, backend.name)
+        backend_errors += _check_name(f"{backend.path}.name", "ModelServing/ModelServer", ms_name)
+        if backend_errors:
+            errors += backend_errors
+            continue
+        servings = _attempt(errors, lambda b=backend: [build_model_serving(ref, b, options)])  # type: ignore[misc]
+        for serving in servings:
+            for error in name_errors(ms_name, serving["spec"]):
+                errors.append(
+                    ConversionError(field=f"{backend.path}.name", message=error.message, reason=error.reason)
+                )
+        children += servings
+        children += _attempt(errors, lambda b=backend: [build_model_server(ref, b)])  # type: ignore[misc]
+    children += _attempt(errors, lambda: [build_model_route(ref, spec, backends)])
+    children += _attempt(errors, lambda: build_autoscaling(ref, spec, backends, legacy="backends" in spec))
+    if not errors:
+        result.children = children
+    return result

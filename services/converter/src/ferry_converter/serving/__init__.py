@@ -1,0 +1,1 @@
+"""ModelServing → desired workload (a ServingGroup blueprint and the replica count)."""
