@@ -31,7 +31,7 @@ from .route import ModelMatch
 
 MAX_REPLICAS = 1_000_000
 MAX_BACKENDS = 16
-MAX_WORKERS = 1000
+MAX_WORKERS = 16
 MAX_LORA_ADAPTERS = 64
 MAX_IMAGE_LENGTH = 1024
 
@@ -116,7 +116,7 @@ def _backend_rules() -> dict[str, Any]:
         cel(
             f"!(self.type in {single}) || size(self.workers) == 1",
             message_expression=(
-                "'workers: if backend type is \\'' + self.type + '\\', there must be exactly one worker'"
+                "\"workers: if backend type is '\" + self.type + \"', there must be exactly one worker\""
             ),
             field_path=".workers",
         ),
@@ -124,7 +124,7 @@ def _backend_rules() -> dict[str, Any]:
             f"!(self.type in {single}) || size(self.workers) != 1 || !has(self.workers[0].type) "
             "|| self.workers[0].type == 'server'",
             message_expression=(
-                "'workers[0].type: if backend type is \\'' + self.type + '\\', the worker type must be \\'server\\''"
+                "\"workers[0].type: if backend type is '\" + self.type + \"', the worker type must be 'server'\""
             ),
             field_path=".workers",
         ),
@@ -142,18 +142,12 @@ def _backend_rules() -> dict[str, Any]:
         ),
         cel(
             "self.workers.filter(w, has(w.type) && w.type == 'prefill').size() <= 1",
-            message_expression=(
-                "'workers: found ' + string(self.workers.filter(w, has(w.type) && w.type == \\'prefill\\').size()) "
-                "+ ' prefill workers, expected at most 1; duplicate prefill workers are not supported'"
-            ),
+            "workers: found more than one prefill worker, expected at most 1; duplicate prefill workers are not supported",
             field_path=".workers",
         ),
         cel(
             "self.workers.filter(w, has(w.type) && w.type == 'decode').size() <= 1",
-            message_expression=(
-                "'workers: found ' + string(self.workers.filter(w, has(w.type) && w.type == \\'decode\\').size()) "
-                "+ ' decode workers, expected at most 1; duplicate decode workers are not supported'"
-            ),
+            "workers: found more than one decode worker, expected at most 1; duplicate decode workers are not supported",
             field_path=".workers",
         ),
         cel(
@@ -171,11 +165,6 @@ def _backend_rules() -> dict[str, Any]:
             "cacheURI: pvc:// cacheURI must contain a single PVC claim name with no path separator "
             "(claim names cannot contain '/')",
             field_path=".cacheURI",
-        ),
-        cel(
-            "!has(self.autoscalingPolicy) || !has(self.minReplicas) || self.minReplicas >= 1",
-            "minReplicas must be at least 1 when the backend has its own autoscalingPolicy",
-            field_path=".minReplicas",
         ),
     )
 
@@ -263,12 +252,6 @@ def _spec_rules() -> dict[str, Any]:
             "!has(self.backends) || self.backends.map(b, has(b.maxReplicas) ? b.maxReplicas : "
             "(has(b.replicas) ? b.replicas : 0)).sum() <= 1000000",
             "backends: the sum of maxReplicas across all backends cannot exceed 1000000",
-            field_path=".backends",
-        ),
-        cel(
-            "!has(self.autoscalingPolicy) || !has(self.backends) || "
-            "self.backends.map(b, has(b.minReplicas) ? b.minReplicas : (has(b.replicas) ? b.replicas : 0)).sum() >= 1",
-            "backends: with a model-level autoscalingPolicy the sum of minReplicas must be at least 1",
             field_path=".backends",
         ),
         cel(

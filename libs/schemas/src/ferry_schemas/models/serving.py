@@ -313,22 +313,20 @@ class ModelServingStatus(KubeModel):
 
 
 def _root_rules() -> dict[str, Any]:
-    generated = (
-        "self.metadata.name + '-' + string(has(self.spec.replicas) ? self.spec.replicas : 1) + '-' + r.name + '-' "
-        "+ string(has(r.replicas) ? r.replicas : 1) + '-' + string(r.workerReplicas)"
+    generated_size = (
+        "size(self.metadata.name) + size(string(has(self.spec.replicas) ? self.spec.replicas : 1)) + size(r.name) "
+        "+ size(string(has(r.replicas) ? r.replicas : 1)) + size(string(r.workerReplicas)) + 4"
     )
     return validations(
         cel(
-            f"self.spec.template.roles.all(r, size({generated}) <= 63)",
+            f"self.spec.template.roles.all(r, {generated_size} <= 63)",
             "metadata.name: invalid name: the generated pod name '<name>-<replicas>-<role>-<roleReplicas>-"
             "<workerReplicas>' must be no more than 63 characters",
-            field_path=".metadata.name",
         ),
         cel(
-            f"self.spec.template.roles.all(r, ({generated}).matches('{DNS1035_LABEL}'))",
-            "metadata.name: invalid name: the generated pod name must be a DNS-1035 label (lower case "
-            "alphanumerics or '-', starting with a letter)",
-            field_path=".metadata.name",
+            "self.metadata.name.matches('^[a-z][-a-z0-9]*$')",
+            "metadata.name: invalid name: must start with a letter and contain only lower case alphanumerics or "
+            "'-', since the generated pod names must be DNS-1035 labels",
         ),
     )
 
