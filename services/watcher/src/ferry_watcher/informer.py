@@ -80,6 +80,10 @@ class Informer:
                 log.warning("%s: API error %s %s; retrying", self.resource, exc.status, exc.reason)
                 if exc.status in (401, 403, 404):
                     resource_version = None  # RBAC or a CRD changed: start over from a list
+                if exc.status == 404 and resource_version is None:
+                    # the CRD is not installed (yet): nothing to publish, so this resource is in
+                    # step with the stream; keep trying, it may be installed later
+                    self.synced.set()
                 await self._backoff.sleep()
             except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as exc:
                 WATCH_ERRORS.labels(self.resource).inc()

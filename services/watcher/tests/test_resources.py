@@ -1,0 +1,31 @@
+from ferry_watcher.backoff import Backoff
+from ferry_watcher.resources import WATCHED
+from ferry_watcher.snapshot import StoredEntry
+
+
+def test_paths_cover_every_kind_and_namespace_restriction() -> None:
+    paths = {w.plural: w for w in WATCHED}
+    assert paths["pods"].path(None) == "/api/v1/pods"
+    assert paths["pods"].path("dev") == "/api/v1/namespaces/dev/pods"
+    assert paths["pods"].label_selector == "modelserving.volcano.sh/name"
+    assert paths["modelroutes"].path(None) == "/apis/networking.serving.volcano.sh/v1alpha1/modelroutes"
+    assert paths["podgroups"].path("a") == "/apis/scheduling.volcano.sh/v1beta1/namespaces/a/podgroups"
+    assert set(paths) == {
+        "modelboosters", "modelservings", "autoscalingpolicies", "autoscalingpolicybindings",
+        "modelservers", "modelroutes", "podgroups", "pods",
+    }  # fmt: skip
+
+
+def test_backoff_grows_to_the_cap_and_resets() -> None:
+    backoff = Backoff(initial=1.0, maximum=4.0)
+    delays = [backoff.delay() for _ in range(5)]
+    assert 0.8 <= delays[0] <= 1.2
+    assert all(d <= 4.0 * 1.2 for d in delays)
+    assert delays[-1] >= 4.0 * 0.8
+    backoff.reset()
+    assert backoff.delay() <= 1.2
+
+
+def test_stored_entry_recognises_tombstones() -> None:
+    assert StoredEntry("s", "uid/12/DELETED").tombstone
+    assert not StoredEntry("s", "uid/12/LIVE").tombstone

@@ -1,0 +1,151 @@
+"""The watcher as a process against the real API server and NATS JetStream."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import nats
+import pytest
+from ferry_schemas.bus import MSG_ID_HEADER, OBJECTS_STREAM, ObjectEvent, object_subject
+from nats.aio.client import Client
+from nats.js.api import DeliverPolicy
+from nats.js.errors import NotFoundError
+
+from tests.support.services import ServiceSet
+from tests.support.traces import read_spans
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+LABEL = "modelserving.volcano.sh/name"
+
+
+def pod_manifest(name: str, namespace: str, serving: str = "ms") -> str:
+    return json.dumps({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "namespace": namespace, "labels": {LABEL: serving}},
+        "spec": {"containers": [{"name": "c", "image": "busybox"}]},
+    })  # fmt: skip
+
+
+@pytest.fixture
+def watchers(kube, nats_url: str, namespace: str, tmp_path: Path) -> Iterator[ServiceSet]:
+    env = {**kube.env, "FERRY_NATS_URL": nats_url, "FERRY_WATCH_NAMESPACE": namespace,
+           "FERRY_TRACE_FILE": str(tmp_path / "spans.jsonl"), "FERRY_WATCH_BACKOFF_MAX": "2"}  # fmt: skip
+    services = ServiceSet(tmp_path / "logs", env)
+    try:
+        yield services
+    finally:
+        services.stop()
+
+
+@pytest.fixture
+async def nc(nats_url: str) -> AsyncIterator[Client]:
+    client = await nats.connect(nats_url)
+    try:
+        yield client
+    finally:
+        await client.close()
+
+
+async def last_event(nc: Client, subject: str) -> tuple[ObjectEvent, int] | None:
+    try:
+        raw = await nc.jetstream().get_last_msg(OBJECTS_STREAM, subject)
+    except NotFoundError:
+        return None
+    return ObjectEvent.model_validate(json.loads(raw.data or b"{}")), int(raw.seq or 0)
+
+
+async def wait_event(
+    nc: Client, subject: str, event_type: str, within: float = 30
+) -> tuple[ObjectEvent, int]:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        found = await last_event(nc, subject)
+        if found is not None and (
+            found[0].type == event_type or (event_type == "LIVE" and not found[0].deleted)
+        ):
+            return found
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"no {event_type} event on {subject} within {within}s (last: {found})")
+
+
+async def test_two_watchers_publish_each_change_once(
+    kube, watchers: ServiceSet, nc: Client, namespace: str
+) -> None:
+    watchers.add("watcher", instance=1)
+    watchers.add("watcher", instance=2)
+    watchers.start(["watcher-1", "watcher-2"])
+    js = nc.jetstream()
+    received: list[tuple[str, str, str]] = []
+
+    async def collect(msg) -> None:
+        headers = msg.headers or {}
+        received.append((msg.subject, headers.get(MSG_ID_HEADER, ""), headers.get("traceparent", "")))
+
+    sub = await js.subscribe(
+        f"ferry.obj.pods.{namespace}.>", stream=OBJECTS_STREAM, cb=collect, deliver_policy=DeliverPolicy.NEW,
+        ordered_consumer=True,
+    )  # fmt: skip
+    before = (await js.stream_info(OBJECTS_STREAM)).state.last_seq
+    kube.kubectl_run("apply", "-f", "-", input=pod_manifest("p1", namespace))
+    kube.kubectl_run("label", "pod", "p1", "-n", namespace, "extra=yes")
+    kube.kubectl_run("delete", "pod", "p1", "-n", namespace, "--wait=true")
+    subject = object_subject("pods", namespace, "p1")
+    await wait_event(nc, subject, "DELETED")
+    await asyncio.sleep(1.0)  # give the slower watcher time to publish its copies
+    await sub.unsubscribe()
+    after = (await js.stream_info(OBJECTS_STREAM)).state.last_seq
+
+    ids = [msg_id for _, msg_id, _ in received]
+    assert len(ids) == len(set(ids)), f"a change was stored twice: {ids}"
+    assert after - before == len(ids), "the stream stored messages the consumer did not see"
+    kinds = [i.rsplit("/", 1)[1] for i in ids]
+    assert kinds.count("DELETED") == 1
+    assert kinds.count("LIVE") >= 2  # created, relabelled
+    assert all(tp.startswith("00-") for _, _, tp in received), "every event carries a traceparent"
+    for proc in watchers.services.values():
+        assert "ferry_watcher_events_published_total" in proc.metrics()
+
+
+async def test_restart_skips_unchanged_objects_and_tombstones_missed_deletes(
+    kube, watchers: ServiceSet, nc: Client, namespace: str
+) -> None:
+    watchers.start(["watcher"])
+    for name in ("keep", "gone"):
+        kube.kubectl_run("apply", "-f", "-", input=pod_manifest(name, namespace))
+    keep_subject = object_subject("pods", namespace, "keep")
+    gone_subject = object_subject("pods", namespace, "gone")
+    _, keep_seq = await wait_event(nc, keep_subject, "LIVE")
+    await wait_event(nc, gone_subject, "LIVE")
+
+    watchers["watcher"].stop()
+    kube.kubectl_run("delete", "pod", "gone", "-n", namespace, "--wait=true")
+    watchers["watcher"].start()
+    watchers["watcher"].wait_ready()
+
+    tombstone, _ = await wait_event(nc, gone_subject, "DELETED")
+    assert tombstone.name == "gone"
+    assert tombstone.object["metadata"]["name"] == "gone"
+    found = await last_event(nc, keep_subject)
+    assert found is not None
+    assert found[1] == keep_seq, "an unchanged object was published again after the restart"
+
+
+async def test_ready_only_after_first_list_and_spans_written(
+    kube, watchers: ServiceSet, nc: Client, namespace: str
+) -> None:
+    kube.kubectl_run("apply", "-f", "-", input=pod_manifest("early", namespace))
+    watchers.start(["watcher"])
+    # ready means listed: the pod that existed before start is already in the stream
+    found = await last_event(nc, object_subject("pods", namespace, "early"))
+    assert found is not None
+    assert found[0].type in ("SYNC", "ADDED")
+    spans = read_spans(Path(watchers.env["FERRY_TRACE_FILE"]))
+    mine = [s for s in spans if s["attributes"].get("ferry.object.name") == "early"]
+    assert mine
+    assert mine[0]["service"] == "ferry-watcher"
+    assert mine[0]["parentSpanId"] == "", "the watcher's span is the root of the reconcile trace"
