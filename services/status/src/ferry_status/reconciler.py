@@ -22,6 +22,7 @@ from ferry_schemas.bus import (
     parse_subject,
 )
 from ferry_schemas.labels import BOOSTER_MODEL_UID, MS_NAME
+from ferry_schemas.workload import serving_revision
 from kubernetes_asyncio.client.exceptions import ApiException
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
@@ -112,11 +113,8 @@ class StatusReconciler:
         pods = await self._kube.list_pods(namespace, f"{MS_NAME}={name}")
         uid = serving["metadata"].get("uid")
         pods = [p for p in pods if _owned_by(p, uid)]
-        desired = await last_desired(self._js, SERVINGS, namespace, name)
-        revision = None
-        if desired is not None and desired.owner.uid == uid and desired.workload is not None:
-            revision = desired.workload.revision
-        status = compute_serving_status(serving, pods, revision)
+        roles = ((serving.get("spec") or {}).get("template") or {}).get("roles") or []
+        status = compute_serving_status(serving, pods, serving_revision(roles))
         return await self._write(SERVINGS, serving, status)
 
     async def _reconcile_booster(self, namespace: str, name: str) -> bool:

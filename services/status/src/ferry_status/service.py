@@ -44,7 +44,12 @@ def inputs(reconciler: StatusReconciler) -> list[tuple[str, str, str, Handler]]:
             reconciler.on_object,
         ),
         (RESULTS_STREAM, "ferry-status-applied", f"{RESULTS_PREFIX}.>", reconciler.on_owner_message),
-        (DESIRED_STREAM, "ferry-status-desired", f"{DESIRED_PREFIX}.>", reconciler.on_owner_message),
+        (
+            DESIRED_STREAM,
+            "ferry-status-desired",
+            f"{DESIRED_PREFIX}.{Resource.MODEL_BOOSTERS}.>",
+            reconciler.on_owner_message,
+        ),
     ]
 
 
