@@ -80,6 +80,9 @@ def blueprint(serving: dict[str, Any]) -> dict[str, Any]:
         "queue": annotations.get(L.VOLCANO_QUEUE_ANNOTATION),
         "template": template,
         "roleTemplateHashes": {role.get("name", ""): role_template_hash(role) for role in roles},
+        # read by the applier's rollout and recovery decisions (spec/serving.md §6.4, §6.6)
+        "rolloutStrategy": copy.deepcopy(spec.get("rolloutStrategy")),
+        "recoveryPolicy": spec.get("recoveryPolicy"),
     }
 
 

@@ -1,0 +1,130 @@
+"""Plain children: server-side apply every desired child, then prune what is no longer desired."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ferry_schemas.bus import ChildResult, DesiredSet, OwnerKey
+from kubernetes_asyncio.client.exceptions import ApiException
+
+from ferry_applier.errors import PermanentApplyError, api_message, is_permanent
+from ferry_applier.kinds import KindInfo, kind_info, kind_of
+from ferry_applier.kube import KubeClient, Obj
+
+WORKLOAD_KINDS = frozenset({"Pod", "Service", "PodGroup", "ControllerRevision"})
+"""Kinds a ModelServing workload manages itself (by ordinal), never pruned by the generic pass."""
+
+
+def _key(obj: Obj) -> tuple[str, str]:
+    return str(obj.get("kind") or ""), str((obj.get("metadata") or {}).get("name") or "")
+
+
+def prepare_child(owner: OwnerKey, child: dict[str, Any]) -> Obj:
+    """The child as it is applied: in the owner's namespace, with the owner's controller reference."""
+    kind_of(child)  # an unknown kind or wrong apiVersion is a permanent error for the whole set
+    body = {k: v for k, v in child.items() if k != "status"}
+    meta = dict(body.get("metadata") or {})
+    if not meta.get("name"):
+        raise PermanentApplyError(f"a desired {body.get('kind')} has no metadata.name", reason="Invalid")
+    meta["namespace"] = owner.namespace
+    refs = list(meta.get("ownerReferences") or [])
+    if not any(ref.get("uid") == owner.uid for ref in refs):
+        refs.append(owner.owner_reference())
+    meta["ownerReferences"] = refs
+    body["metadata"] = meta
+    return body
+
+
+def prune_candidates(
+    existing: Iterable[Obj], desired: set[tuple[str, str]], owner_selector: dict[str, str]
+) -> list[Obj]:
+    """Objects that carry every owner-selector label but are not desired any more."""
+    doomed = []
+    for obj in existing:
+        labels = (obj.get("metadata") or {}).get("labels") or {}
+        if (
+            owner_selector
+            and all(labels.get(k) == v for k, v in owner_selector.items())
+            and _key(obj) not in desired
+        ):
+            doomed.append(obj)
+    return doomed
+
+
+@dataclass
+class ChildrenOutcome:
+    results: list[ChildResult] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+
+
+def managed_kinds(desired: DesiredSet) -> list[KindInfo]:
+    """Kinds the generic pass lists and prunes: ``managed_kinds`` (minus workload kinds if any)."""
+    kinds: dict[str, KindInfo] = {}
+    for name in desired.managed_kinds:
+        info = kind_info(name)
+        if desired.workload is not None and info.kind in WORKLOAD_KINDS:
+            continue
+        kinds[info.kind] = info
+    return list(kinds.values())
+
+
+async def apply_children(kube: KubeClient, desired: DesiredSet) -> ChildrenOutcome:
+    """SSA each child (recording created/applied/unchanged), then prune; transient errors propagate.
+
+    A child the API server refuses permanently (400/422...) is recorded as failed and the others are
+    still applied; nothing is pruned then, so a half-valid set never removes what works.
+    """
+    owner = desired.owner
+    outcome = ChildrenOutcome()
+    bodies = [prepare_child(owner, child) for child in desired.children]
+    kinds = managed_kinds(desired)
+    listed_kinds = {info.kind: info for info in kinds}
+    for body in bodies:
+        info = kind_of(body)
+        listed_kinds.setdefault(info.kind, info)
+    before: dict[tuple[str, str], Obj] = {}
+    if desired.owner_selector:
+        for info in listed_kinds.values():
+            for obj in await kube.list(info, owner.namespace, desired.owner_selector):
+                before[_key(obj)] = obj
+    for body in bodies:
+        kind, name = _key(body)
+        try:
+            stored = await kube.apply(body)
+        except ApiException as exc:
+            if not is_permanent(exc):
+                raise
+            message = f"{kind} {name}: {api_message(exc)}"
+            outcome.failures.append(message)
+            outcome.results.append(
+                ChildResult(
+                    api_version=body["apiVersion"], kind=kind, name=name, action="failed", message=message
+                )
+            )
+            continue
+        previous = before.get((kind, name))
+        if previous is None:
+            action = "created"
+        elif (previous.get("metadata") or {}).get("resourceVersion") == (stored.get("metadata") or {}).get(
+            "resourceVersion"
+        ):
+            action = "unchanged"
+        else:
+            action = "applied"
+        outcome.results.append(
+            ChildResult(api_version=body["apiVersion"], kind=kind, name=name, action=action)
+        )
+    if outcome.failures:
+        return outcome
+    wanted = {_key(body) for body in bodies}
+    existing = [obj for obj in before.values() if obj.get("kind") in {info.kind for info in kinds}]
+    for obj in prune_candidates(existing, wanted, desired.owner_selector):
+        kind, name = _key(obj)
+        uid = (obj.get("metadata") or {}).get("uid")
+        if await kube.delete(kind, owner.namespace, name, uid=uid):
+            outcome.results.append(
+                ChildResult(api_version=str(obj.get("apiVersion")), kind=kind, name=name, action="pruned")
+            )
+    return outcome

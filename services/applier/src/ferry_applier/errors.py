@@ -1,0 +1,77 @@
+"""Which failures are worth retrying (transient) and which must be reported (permanent)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import aiohttp
+from kubernetes_asyncio.client.exceptions import ApiException
+
+from ferry_applier.kinds import UnknownKindError
+
+PERMANENT_STATUSES = frozenset({400, 404, 405, 406, 413, 415, 422})
+"""API answers that the same request will get again: bad or invalid objects, missing kinds."""
+
+
+class PermanentApplyError(Exception):
+    """The API server refused a child for a reason a retry cannot fix."""
+
+    def __init__(self, message: str, *, reason: str = "ApplyFailed") -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+def _body(exc: ApiException) -> str:
+    body: object = exc.body
+    if isinstance(body, bytes):
+        return body.decode("utf-8", "replace")
+    return body if isinstance(body, str) else ""
+
+
+def api_message(exc: ApiException) -> str:
+    """The API server's own message (``Status.message``) or the raw body."""
+    body = _body(exc)
+    if body:
+        try:
+            status = json.loads(body)
+        except ValueError:
+            return body.strip()
+        if isinstance(status, dict) and status.get("message"):
+            return str(status["message"])
+        return body.strip()
+    return f"{exc.status} {exc.reason}"
+
+
+def api_reason(exc: ApiException) -> str:
+    """``Status.reason`` (``Invalid``, ``BadRequest``, ``NotFound``...) or the HTTP reason."""
+    body = _body(exc)
+    if body:
+        try:
+            status = json.loads(body)
+        except ValueError:
+            status = None
+        if isinstance(status, dict) and status.get("reason"):
+            return str(status["reason"])
+    return str(exc.reason or exc.status)
+
+
+def is_permanent(exc: BaseException) -> bool:
+    """True for errors a retry cannot fix; everything else (5xx, 429, 409, network) is transient."""
+    if isinstance(exc, PermanentApplyError | UnknownKindError):
+        return True
+    if isinstance(exc, ApiException):
+        return exc.status in PERMANENT_STATUSES
+    return False
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Network trouble and retryable API answers."""
+    if isinstance(exc, ApiException):
+        return exc.status not in PERMANENT_STATUSES
+    return isinstance(exc, aiohttp.ClientError | asyncio.TimeoutError | ConnectionError | OSError)
+
+
+def backoff_delay(deliveries: int, *, base: float, cap: float) -> float:
+    """Exponential back-off for the n-th delivery (1-based): base, 2·base, 4·base... up to cap."""
+    return float(min(cap, base * (2 ** max(0, deliveries - 1))))

@@ -1,0 +1,219 @@
+"""A tiny Kubernetes client for the applier: apply, list, get, delete — whole objects as dicts.
+
+Every write is a server-side apply with field manager ``ferry`` (never read-modify-write); custom
+resources go through the custom-objects API, Pods/Services/ControllerRevisions through the typed
+core and apps APIs. Every call is a child span of the current reconcile span.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from kubernetes_asyncio import client, config
+from kubernetes_asyncio.client.exceptions import ApiException
+from opentelemetry import trace
+
+from ferry_applier.kinds import KindInfo, kind_info, kind_of
+
+FIELD_MANAGER = "ferry"
+APPLY_CONTENT_TYPE = "application/apply-patch+yaml"
+
+tracer = trace.get_tracer("ferry_applier.kube")
+
+Obj = dict[str, Any]
+
+
+async def load_api_client(kubeconfig: str | None = None) -> client.ApiClient:
+    """An ApiClient from ``kubeconfig`` / ``$KUBECONFIG``, or the in-cluster service account."""
+    path = kubeconfig or os.environ.get("KUBECONFIG")
+    configuration = client.Configuration()
+    if path:
+        await config.load_kube_config(config_file=path, client_configuration=configuration)
+    elif os.environ.get("KUBERNETES_SERVICE_HOST"):
+        config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+    else:
+        await config.load_kube_config(client_configuration=configuration)
+    return client.ApiClient(configuration)
+
+
+class KubeClient:
+    """Whole-object operations on namespaced kinds, returning plain camelCase dicts."""
+
+    def __init__(self, api: client.ApiClient, *, field_manager: str = FIELD_MANAGER, timeout: float = 30.0):
+        self.api = api
+        self.field_manager = field_manager
+        self.timeout = timeout
+        self._custom = client.CustomObjectsApi(api)
+        self._core = client.CoreV1Api(api)
+        self._apps = client.AppsV1Api(api)
+
+    def _dict(self, value: Any) -> Obj:
+        if isinstance(value, dict):
+            return value
+        result = self.api.sanitize_for_serialization(value)
+        assert isinstance(result, dict)
+        return result
+
+    async def apply(self, obj: Obj, *, field_manager: str | None = None) -> Obj:
+        """Server-side apply ``obj`` (forced: ferry owns these fields) and return the stored object."""
+        info = kind_of(obj)
+        meta = obj["metadata"]
+        name, namespace = meta["name"], meta["namespace"]
+        manager = field_manager or self.field_manager
+        opts: dict[str, Any] = {
+            "field_manager": manager,
+            "force": True,
+            "_content_type": APPLY_CONTENT_TYPE,
+            "_request_timeout": self.timeout,
+        }
+        with tracer.start_as_current_span(
+            f"k8s apply {info.kind}",
+            kind=trace.SpanKind.CLIENT,
+            attributes={"k8s.kind": info.kind, "k8s.namespace": namespace, "k8s.name": name},
+        ):
+            if info.is_custom:
+                result = await self._custom.patch_namespaced_custom_object(
+                    info.group, info.version, namespace, info.plural, name, obj, **opts
+                )
+            elif info.kind == "Pod":
+                result = await self._core.patch_namespaced_pod(name, namespace, obj, **opts)
+            elif info.kind == "Service":
+                result = await self._core.patch_namespaced_service(name, namespace, obj, **opts)
+            elif info.kind == "ControllerRevision":
+                result = await self._apps.patch_namespaced_controller_revision(name, namespace, obj, **opts)
+            else:  # pragma: no cover - the kinds table and this switch move together
+                raise NotImplementedError(info.kind)
+            return self._dict(result)
+
+    async def list(self, kind: str | KindInfo, namespace: str, selector: dict[str, str] | str) -> list[Obj]:
+        """Every object of ``kind`` in ``namespace`` matching the label selector, read fresh."""
+        info = kind if isinstance(kind, KindInfo) else kind_info(kind)
+        label_selector = selector if isinstance(selector, str) else format_selector(selector)
+        opts: dict[str, Any] = {"label_selector": label_selector, "_request_timeout": self.timeout}
+        with tracer.start_as_current_span(
+            f"k8s list {info.kind}",
+            kind=trace.SpanKind.CLIENT,
+            attributes={"k8s.kind": info.kind, "k8s.namespace": namespace, "k8s.selector": label_selector},
+        ):
+            if info.is_custom:
+                try:
+                    raw = await self._custom.list_namespaced_custom_object(
+                        info.group, info.version, namespace, info.plural, **opts
+                    )
+                except ApiException as exc:
+                    if exc.status == 404:  # the CRD is not installed: there is nothing of that kind
+                        return []
+                    raise
+            elif info.kind == "Pod":
+                raw = await self._core.list_namespaced_pod(namespace, **opts)
+            elif info.kind == "Service":
+                raw = await self._core.list_namespaced_service(namespace, **opts)
+            elif info.kind == "ControllerRevision":
+                raw = await self._apps.list_namespaced_controller_revision(namespace, **opts)
+            else:  # pragma: no cover
+                raise NotImplementedError(info.kind)
+            items = self._dict(raw).get("items") or []
+            for item in items:  # list items carry no apiVersion/kind
+                item.setdefault("apiVersion", info.api_version)
+                item.setdefault("kind", info.kind)
+            return list(items)
+
+    async def get(self, kind: str | KindInfo, namespace: str, name: str) -> Obj | None:
+        """The object, or None when it does not exist."""
+        info = kind if isinstance(kind, KindInfo) else kind_info(kind)
+        with tracer.start_as_current_span(
+            f"k8s get {info.kind}",
+            kind=trace.SpanKind.CLIENT,
+            attributes={"k8s.kind": info.kind, "k8s.namespace": namespace, "k8s.name": name},
+        ):
+            try:
+                if info.is_custom:
+                    raw = await self._custom.get_namespaced_custom_object(
+                        info.group, info.version, namespace, info.plural, name, _request_timeout=self.timeout
+                    )
+                elif info.kind == "Pod":
+                    raw = await self._core.read_namespaced_pod(name, namespace, _request_timeout=self.timeout)
+                elif info.kind == "Service":
+                    raw = await self._core.read_namespaced_service(
+                        name, namespace, _request_timeout=self.timeout
+                    )
+                elif info.kind == "ControllerRevision":
+                    raw = await self._apps.read_namespaced_controller_revision(
+                        name, namespace, _request_timeout=self.timeout
+                    )
+                else:  # pragma: no cover
+                    raise NotImplementedError(info.kind)
+            except ApiException as exc:
+                if exc.status == 404:
+                    return None
+                raise
+            obj = self._dict(raw)
+            obj.setdefault("apiVersion", info.api_version)
+            obj.setdefault("kind", info.kind)
+            return obj
+
+    async def delete(
+        self, kind: str | KindInfo, namespace: str, name: str, *, uid: str | None = None
+    ) -> bool:
+        """Delete one object (background propagation); ``uid`` makes it a precondition.
+
+        Returns False when it was already gone or the uid no longer matches (409).
+        """
+        info = kind if isinstance(kind, KindInfo) else kind_info(kind)
+        body = client.V1DeleteOptions(
+            propagation_policy="Background",
+            preconditions=client.V1Preconditions(uid=uid) if uid else None,
+        )
+        with tracer.start_as_current_span(
+            f"k8s delete {info.kind}",
+            kind=trace.SpanKind.CLIENT,
+            attributes={"k8s.kind": info.kind, "k8s.namespace": namespace, "k8s.name": name},
+        ):
+            try:
+                if info.is_custom:
+                    await self._custom.delete_namespaced_custom_object(
+                        info.group,
+                        info.version,
+                        namespace,
+                        info.plural,
+                        name,
+                        body=body,
+                        _request_timeout=self.timeout,
+                    )
+                elif info.kind == "Pod":
+                    await self._core.delete_namespaced_pod(
+                        name, namespace, body=body, _request_timeout=self.timeout
+                    )
+                elif info.kind == "Service":
+                    await self._core.delete_namespaced_service(
+                        name, namespace, body=body, _request_timeout=self.timeout
+                    )
+                elif info.kind == "ControllerRevision":
+                    await self._apps.delete_namespaced_controller_revision(
+                        name, namespace, body=body, _request_timeout=self.timeout
+                    )
+                else:  # pragma: no cover
+                    raise NotImplementedError(info.kind)
+            except ApiException as exc:
+                if exc.status in (404, 409):
+                    return False
+                raise
+            return True
+
+    async def delete_pods(self, namespace: str, selector: dict[str, str]) -> None:
+        """DeleteCollection of the pods matching ``selector`` (one call, like Kthena)."""
+        label_selector = format_selector(selector)
+        with tracer.start_as_current_span(
+            "k8s deletecollection Pod",
+            kind=trace.SpanKind.CLIENT,
+            attributes={"k8s.kind": "Pod", "k8s.namespace": namespace, "k8s.selector": label_selector},
+        ):
+            await self._core.delete_collection_namespaced_pod(
+                namespace, label_selector=label_selector, _request_timeout=self.timeout
+            )
+
+
+def format_selector(labels: dict[str, str]) -> str:
+    """``{"a": "1", "b": "2"}`` → ``a=1,b=2`` (sorted, so the same selector gives the same string)."""
+    return ",".join(f"{key}={value}" for key, value in sorted(labels.items()))

@@ -1,0 +1,162 @@
+"""One reconcile: a desired set (or a pod event of a ModelServing) made true in the cluster.
+
+Level-triggered like controller-runtime: every call re-reads the children from the API server,
+so handling a message twice, or an old one after a new one, changes nothing (design rule 1).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from ferry_schemas import labels as L
+from ferry_schemas.bus import ApplyResult, ChildResult, DesiredSet, ObjectEvent
+from kubernetes_asyncio.client.exceptions import ApiException
+
+from ferry_applier.children import apply_children
+from ferry_applier.errors import PermanentApplyError, api_message, api_reason, is_permanent
+from ferry_applier.generations import GenerationGuard
+from ferry_applier.kinds import UnknownKindError
+from ferry_applier.kube import KubeClient
+from ferry_applier.workload.engine import WorkloadEngine
+from ferry_applier.workload.plan import DeleteGroup, DeleteInstance
+from ferry_applier.workload.recovery import PodAddress, failed_since, grace_remaining, recovery_action
+from ferry_applier.workload.state import pod_state
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a handler decided: a result to publish (or none), or a delay to come back after."""
+
+    result: ApplyResult | None = None
+    retry_after: float | None = None
+    stale: bool = False
+
+
+class Reconciler:
+    def __init__(self, kube: KubeClient, guard: GenerationGuard, engine: WorkloadEngine) -> None:
+        self.kube = kube
+        self.guard = guard
+        self.engine = engine
+
+    async def reconcile(self, desired: DesiredSet) -> Outcome:
+        """Apply one desired set. Transient errors propagate (the caller retries with back-off)."""
+        owner = desired.owner
+        if desired.deleted:
+            await self.guard.forget(owner)  # children go with the owner through ownerReferences (GC)
+            return Outcome(ApplyResult(owner=owner, ok=True, reason="OwnerDeleted"))
+        if await self.guard.is_stale(owner):
+            log.info(
+                "dropping desired set of %s/%s generation %s: a newer one was applied",
+                owner.namespace,
+                owner.name,
+                owner.generation,
+            )
+            return Outcome(stale=True)
+        if desired.errors:
+            await self.guard.record(owner)
+            return Outcome(
+                ApplyResult(
+                    owner=owner,
+                    ok=False,
+                    permanent=True,
+                    reason=desired.errors[0].reason or "ConversionFailed",
+                    message="; ".join(str(error) for error in desired.errors),
+                )
+            )
+        children: list[ChildResult] = []
+        try:
+            outcome = await apply_children(self.kube, desired)
+            children += outcome.results
+            if outcome.failures:
+                await self.guard.record(owner)
+                return Outcome(
+                    ApplyResult(
+                        owner=owner,
+                        ok=False,
+                        permanent=True,
+                        reason="ApplyFailed",
+                        message="; ".join(outcome.failures),
+                        children=children,
+                    )
+                )
+            if desired.workload is not None:
+                children += await self.engine.reconcile(owner, desired.workload)
+        except (ApiException, PermanentApplyError, UnknownKindError) as exc:
+            if not is_permanent(exc):
+                raise
+            await self.guard.record(owner)
+            if isinstance(exc, ApiException):
+                reason, message = api_reason(exc), api_message(exc)
+            else:
+                reason, message = getattr(exc, "reason", "ApplyFailed"), str(exc)
+            return Outcome(
+                ApplyResult(
+                    owner=owner, ok=False, permanent=True, reason=reason, message=message, children=children
+                )
+            )
+        await self.guard.record(owner)
+        return Outcome(ApplyResult(owner=owner, ok=True, reason="Applied", children=children))
+
+    async def pod_event(
+        self, event: ObjectEvent, desired: DesiredSet, *, now: datetime | None = None
+    ) -> Outcome:
+        """A pod of ``desired``'s ModelServing changed: recover it if it failed or vanished, then reconcile.
+
+        A failed pod gets ``restartGracePeriodSeconds`` to recover (the message comes back after the
+        remaining time); then it is deleted (uid precondition) and the recovery policy applies.
+        """
+        now = now or datetime.now(UTC)
+        workload = desired.workload
+        if workload is None or desired.deleted or desired.errors:
+            return Outcome()
+        owner = desired.owner
+        address = PodAddress.of(event.object)
+        if address is None:
+            return Outcome()
+        spec = self.engine.read_spec(workload)
+        current = await self.kube.get("Pod", event.namespace, event.name)
+        current_uid = ((current or {}).get("metadata") or {}).get("uid")
+        lost = False
+        if event.deleted:
+            lost = current is None  # a pod with the same name and a new uid is its replacement
+        elif current is not None and current_uid == event.uid:
+            state = pod_state(current)
+            if state.failed and not state.terminating:
+                since = failed_since(current, event.observed_at)
+                remaining = grace_remaining(since, spec.restart_grace_period_seconds, now)
+                if remaining > 0:
+                    return Outcome(retry_after=remaining)
+                lost = await self.kube.delete("Pod", event.namespace, event.name, uid=event.uid)
+        if lost:
+            action = recovery_action(spec.recovery_policy, address)
+            if isinstance(action, DeleteGroup):
+                await self.engine.delete_group(owner, action.ordinal)
+            elif isinstance(action, DeleteInstance):
+                await self.engine.delete_instance(owner, action.group, action.role, action.role_ordinal)
+            log.info(
+                "pod %s/%s lost; recovery %s: %s", event.namespace, event.name, spec.recovery_policy, action
+            )
+        return await self.reconcile(desired)
+
+
+def serving_of(event: ObjectEvent) -> tuple[str, str] | None:
+    """(namespace, ModelServing name) a pod event belongs to, from its labels and controller reference."""
+    meta = event.object.get("metadata") or {}
+    name = (meta.get("labels") or {}).get(L.MS_NAME)
+    if not name:
+        return None
+    refs = meta.get("ownerReferences") or []
+    if refs and not any(ref.get("kind") == "ModelServing" for ref in refs):
+        return None
+    return event.namespace, name
+
+
+def owner_uid_of(event: ObjectEvent) -> str:
+    for ref in (event.object.get("metadata") or {}).get("ownerReferences") or []:
+        if ref.get("kind") == "ModelServing":
+            return str(ref.get("uid") or "")
+    return ""

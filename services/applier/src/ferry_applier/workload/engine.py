@@ -1,0 +1,360 @@
+"""Executes the workload plan against the API server (spec/serving.md §2-§6).
+
+Every reconcile re-reads the ModelServing's pods, Services, PodGroups and template snapshots,
+plans with :func:`~ferry_applier.workload.plan.plan_workload` and carries the actions out with
+server-side apply (creation) and deletes with label selectors (groups and role instances).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from ferry_schemas import labels as L
+from ferry_schemas.bus import ChildResult, OwnerKey, ServingWorkload
+
+from ferry_applier.kube import KubeClient, Obj
+from ferry_applier.workload.plan import (
+    Action,
+    CreateGroup,
+    CreatePods,
+    DeleteGroup,
+    DeleteInstance,
+    MarkUpdated,
+    Revision,
+    plan_workload,
+)
+from ferry_applier.workload.spec import WorkloadSpec
+from ferry_applier.workload.state import GroupState, observe
+
+log = logging.getLogger(__name__)
+
+Renderer = Callable[[ServingWorkload, OwnerKey, int], list[Obj]]
+"""Renders every object of one ServingGroup ordinal (pods, headless Services, PodGroup)."""
+
+SpecReader = Callable[[ServingWorkload], WorkloadSpec]
+
+SNAPSHOT_FIELD_MANAGER = "ferry"
+_APPLIED_METADATA = ("name", "labels", "annotations", "ownerReferences")
+REVISION_FIELD_MANAGER = "ferry-revision"
+
+
+def owned_by(obj: Obj, uid: str) -> bool:
+    refs = (obj.get("metadata") or {}).get("ownerReferences") or []
+    return any(ref.get("uid") == uid for ref in refs)
+
+
+def name_of(obj: Obj) -> str:
+    return str((obj.get("metadata") or {}).get("name") or "")
+
+
+def labels_of(obj: Obj) -> dict[str, str]:
+    return dict((obj.get("metadata") or {}).get("labels") or {})
+
+
+def is_subset(desired: Any, actual: Any) -> bool:
+    """True when every field of ``desired`` is present with the same value in ``actual``."""
+    if isinstance(desired, dict):
+        return isinstance(actual, dict) and all(is_subset(v, actual.get(k)) for k, v in desired.items())
+    if isinstance(desired, list):
+        return (
+            isinstance(actual, list)
+            and len(desired) == len(actual)
+            and all(is_subset(d, a) for d, a in zip(desired, actual, strict=True))
+        )
+    return bool(desired == actual) or (desired is not None and str(desired) == str(actual))
+
+
+def role_hashes(objects: Iterable[Obj]) -> dict[str, str]:
+    """Role name → role-template hash, read from the rendered entry pods."""
+    hashes: dict[str, str] = {}
+    for obj in objects:
+        if obj.get("kind") != "Pod":
+            continue
+        labels = labels_of(obj)
+        role = labels.get(L.MS_ROLE)
+        if role:
+            hashes.setdefault(role, labels.get(L.MS_ROLE_TEMPLATE_HASH) or labels.get(L.MS_REVISION, ""))
+    return hashes
+
+
+def snapshot_name(serving: str, revision: str) -> str:
+    return f"{serving}-{revision}"
+
+
+class WorkloadEngine:
+    """One ModelServing's ServingGroups made to match its workload."""
+
+    def __init__(self, kube: KubeClient, render: Renderer, read_spec: SpecReader) -> None:
+        self.kube = kube
+        self.render = render
+        self.read_spec = read_spec
+
+    # ------------------------------------------------------------------ revisions
+
+    def revision(self, workload: ServingWorkload, owner: OwnerKey) -> Revision:
+        spec = self.read_spec(workload)
+        return Revision(workload.revision, spec, role_hashes(self.render(workload, owner, 0)))
+
+    async def _snapshots(self, owner: OwnerKey) -> dict[str, tuple[Obj, ServingWorkload | None]]:
+        found: dict[str, tuple[Obj, ServingWorkload | None]] = {}
+        for obj in await self.kube.list("ControllerRevision", owner.namespace, {L.MS_NAME: owner.name}):
+            if not owned_by(obj, owner.uid):
+                continue
+            revision = labels_of(obj).get(L.MS_REVISION, "")
+            data = obj.get("data") or {}
+            try:
+                workload = ServingWorkload.model_validate(data.get("workload"))
+            except Exception:
+                workload = None
+            found[revision] = (obj, workload)
+        return found
+
+    async def _ensure_snapshot(self, owner: OwnerKey, workload: ServingWorkload, existing: set[str]) -> None:
+        """Keep the template of every revision in a ControllerRevision (created once, never rewritten)."""
+        if workload.revision in existing:
+            return
+        await self.kube.apply(
+            {
+                "apiVersion": "apps/v1",
+                "kind": "ControllerRevision",
+                "metadata": {
+                    "name": snapshot_name(owner.name, workload.revision),
+                    "namespace": owner.namespace,
+                    "labels": {L.MS_NAME: owner.name, L.MS_REVISION: workload.revision},
+                    "ownerReferences": [owner.owner_reference()],
+                },
+                "revision": 1,
+                "data": {"workload": workload.model_dump(mode="json", by_alias=True, exclude_none=True)},
+            },
+            field_manager=SNAPSHOT_FIELD_MANAGER,
+        )
+
+    # ------------------------------------------------------------------ reconcile
+
+    async def reconcile(
+        self, owner: OwnerKey, workload: ServingWorkload, current_revision: str = ""
+    ) -> list[ChildResult]:
+        """Observe, plan, act; returns what was created and deleted."""
+        ns = owner.namespace
+        results: list[ChildResult] = []
+        snapshots = await self._snapshots(owner)
+        await self._ensure_snapshot(owner, workload, set(snapshots))
+        new = self.revision(workload, owner)
+        workloads: dict[str, ServingWorkload] = {workload.revision: workload}
+        revisions: dict[str, Revision] = {}
+        for name, (_, old) in snapshots.items():
+            if old is not None and name != workload.revision:
+                workloads[name] = old
+                revisions[name] = self.revision(old, owner)
+
+        all_pods = await self.kube.list("Pod", ns, {L.MS_NAME: owner.name})
+        pods = [pod for pod in all_pods if owned_by(pod, owner.uid)]
+        taken_names = {name_of(pod) for pod in all_pods}
+        observed = observe(pods)
+        if not current_revision or current_revision not in workloads:
+            current_revision = _oldest_common_revision(observed, new.name, workloads)
+        plan = plan_workload(new, observed, revisions=revisions, current_revision=current_revision)
+
+        for action in plan.actions:
+            results += await self._execute(owner, action, workloads, new.name, plan.groups, taken_names)
+
+        results += await self._sync_group_objects(owner, plan.groups, workloads, new)
+        await self._prune_snapshots(owner, snapshots, plan.groups, {new.name, current_revision})
+        return results
+
+    async def _execute(
+        self,
+        owner: OwnerKey,
+        action: Action,
+        workloads: dict[str, ServingWorkload],
+        new: str,
+        groups: list[GroupState],
+        taken: set[str],
+    ) -> list[ChildResult]:
+        ns = owner.namespace
+        ordinal = action.ordinal if isinstance(action, CreateGroup | DeleteGroup) else action.group
+        group_name = L.group_name(owner.name, ordinal)
+        if isinstance(action, CreateGroup):
+            objects = self.render(workloads.get(action.revision, workloads[new]), owner, action.ordinal)
+            # the PodGroup and Services first, so gang scheduling sees the group before its pods
+            ordered = sorted(objects, key=lambda obj: obj.get("kind") == "Pod")
+            return [await self._create(owner, obj, taken) for obj in ordered if _wanted(obj, taken)]
+        if isinstance(action, CreatePods):
+            workload = workloads.get(action.revision, workloads[new])
+            rid = L.role_id(action.role, action.role_ordinal)
+            names = {L.pod_name(group_name, rid, index) for index in action.indices}
+            objects = [
+                obj
+                for obj in self.render(workload, owner, action.group)
+                if obj.get("kind") == "Pod" and name_of(obj) in names
+            ]
+            return [await self._create(owner, obj, taken) for obj in objects if name_of(obj) not in taken]
+        if isinstance(action, DeleteGroup):
+            await self.delete_group(owner, action.ordinal)
+            return [
+                ChildResult(
+                    api_version="v1", kind="Pod", name=group_name, action="deleted", message=action.reason
+                )
+            ]
+        if isinstance(action, DeleteInstance):
+            await self.delete_instance(owner, action.group, action.role, action.role_ordinal)
+            return [
+                ChildResult(
+                    api_version="v1",
+                    kind="Pod",
+                    name=f"{group_name}-{L.role_id(action.role, action.role_ordinal)}",
+                    action="deleted",
+                    message=action.reason,
+                )
+            ]
+        assert isinstance(action, MarkUpdated)
+        group = next((g for g in groups if g.ordinal == action.group), None)
+        changed: list[ChildResult] = []
+        for pod in group.pods if group else []:
+            if pod.terminating or pod.revision == action.revision:
+                continue
+            await self.kube.apply(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Pod",
+                    "metadata": {
+                        "name": pod.name,
+                        "namespace": ns,
+                        "labels": {L.MS_REVISION: action.revision},
+                    },
+                },
+                field_manager=REVISION_FIELD_MANAGER,
+            )
+            changed.append(
+                ChildResult(api_version="v1", kind="Pod", name=pod.name, action="applied", message="revision")
+            )
+        return changed
+
+    async def _create(self, owner: OwnerKey, obj: Obj, taken: set[str]) -> ChildResult:
+        meta = obj.setdefault("metadata", {})
+        meta["namespace"] = owner.namespace
+        if not meta.get("ownerReferences"):
+            meta["ownerReferences"] = [owner.owner_reference()]
+        stored = await self.kube.apply(obj)
+        if obj.get("kind") == "Pod":
+            taken.add(name_of(stored))
+        return ChildResult(
+            api_version=str(obj["apiVersion"]), kind=str(obj["kind"]), name=name_of(obj), action="created"
+        )
+
+    async def delete_group(self, owner: OwnerKey, ordinal: int) -> None:
+        """§6.5: the PodGroup, every pod and every Service of ServingGroup ``ordinal``."""
+        group = L.group_name(owner.name, ordinal)
+        selector = {L.MS_NAME: owner.name, L.MS_GROUP_NAME: group}
+        for podgroup in await self.kube.list("PodGroup", owner.namespace, selector):
+            if owned_by(podgroup, owner.uid):
+                await self.kube.delete("PodGroup", owner.namespace, name_of(podgroup))
+        await self.kube.delete_pods(owner.namespace, selector)
+        for service in await self.kube.list("Service", owner.namespace, selector):
+            if owned_by(service, owner.uid):
+                await self.kube.delete("Service", owner.namespace, name_of(service))
+
+    async def delete_instance(self, owner: OwnerKey, ordinal: int, role: str, role_ordinal: int) -> None:
+        """§6.5 DeleteRole: every pod and the Service of one role instance."""
+        selector = {
+            L.MS_NAME: owner.name,
+            L.MS_GROUP_NAME: L.group_name(owner.name, ordinal),
+            L.MS_ROLE: role,
+            L.MS_ROLE_ID: L.role_id(role, role_ordinal),
+        }
+        await self.kube.delete_pods(owner.namespace, selector)
+        for service in await self.kube.list("Service", owner.namespace, selector):
+            if owned_by(service, owner.uid):
+                await self.kube.delete("Service", owner.namespace, name_of(service))
+
+    async def _sync_group_objects(
+        self, owner: OwnerKey, groups: list[GroupState], workloads: dict[str, ServingWorkload], new: Revision
+    ) -> list[ChildResult]:
+        """Headless Services and PodGroups of live groups exist and match; the others are deleted."""
+        ns = owner.namespace
+        selector = {L.MS_NAME: owner.name}
+        existing: dict[tuple[str, str], Obj] = {}
+        for kind in ("Service", "PodGroup"):
+            for obj in await self.kube.list(kind, ns, selector):
+                if owned_by(obj, owner.uid):
+                    existing[(kind, name_of(obj))] = obj
+        desired: dict[tuple[str, str], Obj] = {}
+        for group in groups:
+            if group.deleting:
+                continue
+            workload = workloads.get(group.revision_against(new.name), workloads[new.name])
+            for obj in self.render(workload, owner, group.ordinal):
+                kind = str(obj.get("kind"))
+                if kind == "Service" or (
+                    kind == "PodGroup" and new.spec.scheduler_name == L.VOLCANO_SCHEDULER
+                ):
+                    desired[(kind, name_of(obj))] = obj
+        results: list[ChildResult] = []
+        for key, obj in desired.items():
+            current = existing.get(key)
+            body = {k: v for k, v in obj.items() if k != "status"}
+            body["metadata"] = {
+                k: v
+                for k, v in (obj.get("metadata") or {}).items()
+                if k in ("name", "labels", "annotations", "ownerReferences")
+            }
+            body["metadata"]["namespace"] = ns
+            if not body["metadata"].get("ownerReferences"):
+                body["metadata"]["ownerReferences"] = [owner.owner_reference()]
+            if current is not None and is_subset(body, current):
+                continue
+            await self.kube.apply(body)
+            results.append(
+                ChildResult(
+                    api_version=str(obj["apiVersion"]),
+                    kind=key[0],
+                    name=key[1],
+                    action="created" if current is None else "applied",
+                )
+            )
+        for key, obj in existing.items():
+            if key in desired:
+                continue
+            _, ordinal = L.parse_ordinal(labels_of(obj).get(L.MS_GROUP_NAME, ""))
+            if any(g.ordinal == ordinal and g.deleting for g in groups):
+                continue  # deleted with its group already
+            if await self.kube.delete(key[0], ns, key[1], uid=(obj.get("metadata") or {}).get("uid")):
+                results.append(
+                    ChildResult(
+                        api_version=str(obj.get("apiVersion")), kind=key[0], name=key[1], action="pruned"
+                    )
+                )
+        return results
+
+    async def _prune_snapshots(
+        self,
+        owner: OwnerKey,
+        snapshots: dict[str, tuple[Obj, ServingWorkload | None]],
+        groups: list[GroupState],
+        keep: set[str],
+    ) -> None:
+        """Drop template snapshots no pod and no partition needs any more."""
+        in_use = set(keep)
+        for group in groups:
+            in_use.update(pod.revision for pod in group.pods)
+            if group.planned:
+                in_use.add(group.planned_revision)
+        for revision, (obj, _) in snapshots.items():
+            if revision not in in_use:
+                await self.kube.delete("ControllerRevision", owner.namespace, name_of(obj))
+
+
+def _wanted(obj: Obj, taken: set[str]) -> bool:
+    return not (obj.get("kind") == "Pod" and name_of(obj) in taken)
+
+
+def _oldest_common_revision(groups: list[GroupState], new: str, workloads: dict[str, ServingWorkload]) -> str:
+    """The revision partition-protected groups keep: the most common old one still in use."""
+    counts = Counter(
+        g.revision_against(new) for g in groups if not g.deleting and g.revision_against(new) != new
+    )
+    candidates = [rev for rev, _ in counts.most_common() if rev in workloads]
+    return candidates[0] if candidates else new
