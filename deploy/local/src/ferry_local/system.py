@@ -60,9 +60,9 @@ def start_service(
     return process, ready_url
 
 
-def start_node(info: StackInfo, log_dir: Path) -> ManagedProcess:
-    """Start the local node (scheduler + kubelet running mock engines)."""
-    env = {**info.env(), "FERRY_NODE_LOG_DIR": str(log_dir / "pods"), "PYTHONUNBUFFERED": "1"}
+def start_node(kube_env: dict[str, str], log_dir: Path) -> ManagedProcess:
+    """Start the local node (scheduler + kubelet running mock engines) for the cluster in ``kube_env``."""
+    env = {**kube_env, "FERRY_NODE_LOG_DIR": str(log_dir / "pods"), "PYTHONUNBUFFERED": "1"}
     return spawn("ferry-local-node", [sys.executable, "-m", "ferry_local.node"], log_dir, env=env)
 
 
@@ -86,7 +86,7 @@ def start_system(
             probes[name] = ready_url
         if with_node:
             say("starting the local node (binds pods, runs mock engines)")
-            started.append(start_node(info, log_dir))
+            started.append(start_node(info.env(), log_dir))
         for process, (name, url) in zip(started, probes.items(), strict=False):
             wait_until_ready(f"ferry-{name}", process, lambda url=url: http_ok(url), 90)  # type: ignore[misc]
     except BaseException:
