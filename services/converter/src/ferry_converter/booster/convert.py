@@ -9,19 +9,18 @@ from typing import Any
 from ferry_schemas import labels as L
 from ferry_schemas.bus import ConversionError
 
+from ferry_converter.booster import validate
 from ferry_converter.booster.autoscaling import build_autoscaling
-from ferry_converter.booster.backends import SUPPORTED_TYPES, VLLM, VLLM_DISAGGREGATED, Backend, backends_of
+from ferry_converter.booster.backends import backends_of
 from ferry_converter.booster.meta import BoosterRef
 from ferry_converter.booster.options import RenderOptions
 from ferry_converter.booster.route import build_model_route
 from ferry_converter.booster.server import build_model_server
 from ferry_converter.booster.serving import build_model_serving
-from ferry_converter.booster.workers import worker_type
 from ferry_converter.errors import ConversionFailure
 from ferry_converter.serving.convert import name_errors
 
 MANAGED_KINDS = ["ModelServing", "ModelServer", "ModelRoute", "AutoscalingPolicy", "AutoscalingPolicyBinding"]
-PD_WORKER_TYPES = ("prefill", "decode")
 
 
 @dataclass
@@ -31,44 +30,6 @@ class BoosterConversion:
     ref: BoosterRef
     children: list[dict[str, Any]] = field(default_factory=list)
     errors: list[ConversionError] = field(default_factory=list)
-
-
-def _check_workers(backend: Backend) -> list[ConversionError]:
-    """Webhook rules the CRD's CEL may not enforce (``spec/booster.md`` §2.3 rule 3)."""
-    errors: list[ConversionError] = []
-    if backend.type not in SUPPORTED_TYPES:
-        errors.append(
-            ConversionError(
-                field=f"{backend.path}.type",
-                message=f"not support model backend type: {backend.type}; use vLLM or vLLMDisaggregated",
-            )
-        )
-    elif backend.type == VLLM:
-        if len(backend.workers) != 1:
-            errors.append(
-                ConversionError(
-                    field=f"{backend.path}.workers",
-                    message=f"If backend type is '{VLLM}', there must be exactly one worker",
-                )
-            )
-        elif worker_type(backend.workers[0]) != "server":
-            errors.append(
-                ConversionError(
-                    field=f"{backend.path}.workers[0].type",
-                    message=f"If backend type is '{VLLM}', the worker type must be 'server'",
-                )
-            )
-    elif backend.type == VLLM_DISAGGREGATED:
-        for index, worker in enumerate(backend.workers):
-            if worker_type(worker) not in PD_WORKER_TYPES:
-                errors.append(
-                    ConversionError(
-                        field=f"{backend.path}.workers[{index}].type",
-                        message=f"If backend type is '{VLLM_DISAGGREGATED}', all workers must be type "
-                        "'prefill' or 'decode'",
-                    )
-                )
-    return errors
 
 
 def _check_name(field_path: str, kind: str, name: str) -> list[ConversionError]:
@@ -120,7 +81,7 @@ def convert_booster(obj: dict[str, Any], options: RenderOptions | None = None) -
     errors += _check_name("metadata.name", "ModelRoute", ref.name)
     children: list[dict[str, Any]] = []
     for backend in backends:
-        backend_errors = _check_workers(backend)
+        backend_errors = validate.backend_errors(backend)
         ms_name = L.booster_child_name(ref.name, backend.name)
         backend_errors += _check_name(f"{backend.path}.name", "ModelServing/ModelServer", ms_name)
         if backend_errors:

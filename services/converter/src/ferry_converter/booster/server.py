@@ -14,7 +14,6 @@ from ferry_converter.booster.workers import served_model_name
 from ferry_converter.errors import ConversionFailure
 
 
-
 def build_model_server(ref: BoosterRef, backend: Backend) -> dict[str, Any]:
     if backend.type not in SUPPORTED_TYPES:
         raise ConversionFailure(
