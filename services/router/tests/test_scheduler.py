@@ -1,0 +1,239 @@
+"""Scheduler plugin and framework table tests (spec §18.3)."""
+
+from __future__ import annotations
+
+import math
+import random
+from collections import Counter
+
+import pytest
+import xxhash
+
+from ferry_router.scheduler import SchedulingContext, SchedulingError, build_scheduler
+from ferry_router.scheduler.config import DEFAULT_YAML, parse_config
+from ferry_router.scheduler.framework import Scheduler
+from ferry_router.scheduler.gpu_usage import GPUUsage
+from ferry_router.scheduler.least_latency import LeastLatency
+from ferry_router.scheduler.least_request import LeastRequest
+from ferry_router.scheduler.lora_affinity import LoraAffinity
+from ferry_router.scheduler.prefix_cache import PrefixCache, hash_prompt
+from ferry_router.scheduler.random_score import RandomScore
+from ferry_router.state.resources import Pod
+from ferry_router.state.table import Endpoint, EndpointMetrics, PDSets
+
+
+def ep(name: str, **metrics: float) -> Endpoint:
+    inflight = int(metrics.pop("inflight", 0))
+    models = metrics.pop("models", None)
+    e = Endpoint(pod=Pod("default", name, "127.0.0.1", {}, True), port=8000, engine="vllm")
+    e.metrics = EndpointMetrics(**metrics)  # type: ignore[arg-type]
+    e.metrics.models = models  # type: ignore[assignment]
+    e.inflight = inflight
+    return e
+
+
+CTX = SchedulingContext(model="m", upstream_model="served", prompt="hello world")
+
+
+@pytest.mark.parametrize(
+    ("pods", "expected"),
+    [
+        ([{}, {}, {}], [100, 100, 100]),  # all idle
+        ([{"inflight": 0}, {"inflight": 10}, {"inflight": 5}], [100, 0, 50]),
+        ([{"inflight": 1}, {"inflight": 2}, {"inflight": 3}], [66, 33, 0]),
+        ([{"inflight": 5, "running": 5}, {"inflight": 5}, {}], [99, 0, 100]),
+    ],
+)
+def test_least_request_score(pods: list[dict], expected: list[int]) -> None:
+    endpoints = [ep(f"p{i}", **p) for i, p in enumerate(pods)]
+    assert LeastRequest().score(CTX, endpoints) == expected
+
+
+@pytest.mark.parametrize(
+    ("args", "waiting", "kept"),
+    [
+        ({}, [0, 9, 10, 20], ["p0", "p1"]),
+        ({"maxWaitingRequests": 1}, [0, 1], ["p0"]),
+        ({"maxWaitingRequests": 0}, [9, 10], ["p0"]),  # 0 means default 10
+        ({"maxWaitingRequests": "x"}, [9, 10], ["p0"]),
+    ],
+)
+def test_least_request_filter(args: dict, waiting: list[int], kept: list[str]) -> None:
+    endpoints = [ep(f"p{i}", waiting=w) for i, w in enumerate(waiting)]
+    assert [e.name for e in LeastRequest(args).filter(CTX, endpoints)] == kept
+
+
+def test_gpu_usage() -> None:
+    assert GPUUsage().score(
+        CTX, [ep("a", kv_cache_usage=0), ep("b", kv_cache_usage=0.5), ep("c", kv_cache_usage=1)]
+    ) == [
+        100,
+        50,
+        0,
+    ]
+
+
+@pytest.mark.parametrize(
+    ("args", "pods", "expected"),
+    [
+        ({}, [], []),
+        ({}, [(0.1, 0.01)], [100]),
+        ({}, [(0.1, 0.01), (0.1, 0.01)], [100, 100]),
+        ({}, [(0.1, 0.01), (0.1, 0.02)], [100, 50]),  # only TPOT differs, a = 0.5
+        ({"TTFTTPOTWeightFactor": 1}, [(0.1, 0.01), (0.2, 0.01)], [100, 0]),
+        ({"TTFTTPOTWeightFactor": 0}, [(0.1, 0.01), (0.2, 0.01)], [100, 100]),
+        ({}, [(0, 0), (0.1, 0.01)], [50, 100]),  # unmeasured endpoints score 50
+    ],
+)
+def test_least_latency(args: dict, pods: list[tuple[float, float]], expected: list[int]) -> None:
+    endpoints = [ep(f"p{i}", ttft=f, tpot=p) for i, (f, p) in enumerate(pods)]
+    assert LeastLatency(args).score(CTX, endpoints) == expected
+
+
+@pytest.mark.parametrize("bad", [-0.1, 1.1, math.inf, -math.inf, math.nan, "x"])
+def test_least_latency_rejects_bad_factor(bad: object) -> None:
+    with pytest.raises(ValueError, match="TTFTTPOTWeightFactor"):
+        LeastLatency({"TTFTTPOTWeightFactor": bad})
+
+
+def test_lora_affinity_uses_upstream_name_and_skips_unscraped() -> None:
+    endpoints = [ep("has", models=frozenset({"served"})), ep("other", models=frozenset({"x"})), ep("unknown")]
+    assert [e.name for e in LoraAffinity().filter(CTX, endpoints)] == ["has"]
+
+
+def test_random_scores_in_range() -> None:
+    scores = RandomScore(rng=random.Random(1)).score(CTX, [ep(str(i)) for i in range(200)])
+    assert all(0 <= s <= 100 for s in scores) and len(set(scores)) > 20
+
+
+def test_hash_prompt_matches_kthena_form() -> None:
+    prev = xxhash.xxh64_intdigest(b"m")
+    expected = []
+    data = b"abcdefgh" * 3
+    for start in range(0, len(data), 8):
+        prev = xxhash.xxh64_intdigest(f"{prev}".encode() + data[start : start + 8])
+        expected.append(prev)
+    assert hash_prompt("m", "abcdefgh" * 3, 8, 128) == expected
+    assert hash_prompt("m", "", 8, 128) == []
+    assert len(hash_prompt("m", "x" * 100, 8, 4)) == 4  # maxBlocksToMatch caps
+    assert len(hash_prompt("m", "x" * 17, 8, 128)) == 3  # last block may be short
+
+
+def test_prefix_cache_scores_match_ratio_and_learns_after_serving() -> None:
+    plugin = PrefixCache({"blockSizeToHash": 4, "maxHashCacheSize": 100})
+    a, b = ep("a"), ep("b")
+    ctx = SchedulingContext(model="m", upstream_model="m", prompt="aaaabbbbcccc")
+    assert plugin.score(ctx, [a, b]) == [0, 0]
+    plugin.on_served(ctx, [a])
+    assert plugin.score(SchedulingContext("m", "m", "aaaabbbbcccc"), [a, b]) == [100, 0]
+    assert plugin.score(SchedulingContext("m", "m", "aaaabbbbdddd"), [a, b]) == [66, 0]
+    assert plugin.score(SchedulingContext("other", "m", "aaaabbbbcccc"), [a, b]) == [0, 0]  # keyed by model
+    plugin.forget(a)
+    assert plugin.score(SchedulingContext("m", "m", "aaaabbbbcccc"), [a, b]) == [0, 0]
+    assert len(plugin.store) == 0
+
+
+def test_prefix_cache_lru_evicts_oldest() -> None:
+    plugin = PrefixCache({"blockSizeToHash": 4, "maxHashCacheSize": 2})
+    a = ep("a")
+    plugin.on_served(SchedulingContext("m", "m", "aaaabbbbcccc"), [a])  # 3 blocks, capacity 2
+    assert len(plugin.store) == 2
+    assert plugin.score(SchedulingContext("m", "m", "aaaa"), [a]) == [0]  # first block evicted
+
+
+def test_framework_filters_then_scores_and_keeps_top_five() -> None:
+    sched = Scheduler([LeastRequest()], [(LeastRequest(), 1.0), (GPUUsage(), 2.0)], rng=random.Random(3))
+    endpoints = [ep(f"p{i}", kv_cache_usage=i / 10) for i in range(8)] + [ep("busy", waiting=50)]
+    ranked = sched.rank(CTX, endpoints)
+    assert [e.name for e in ranked] == ["p0", "p1", "p2", "p3", "p4"]
+
+
+def test_framework_all_filtered_names_the_plugin() -> None:
+    sched = Scheduler([LeastRequest()], [])
+    with pytest.raises(SchedulingError, match='filtered out by "least-request"'):
+        sched.rank(CTX, [ep("a", waiting=20)])
+
+
+def test_ties_are_broken_at_random() -> None:
+    sched = Scheduler([], [(GPUUsage(), 1.0)], rng=random.Random(5))
+    firsts = Counter(sched.rank(CTX, [ep("a"), ep("b"), ep("c")])[0].name for _ in range(300))
+    assert set(firsts) == {"a", "b", "c"}
+
+
+def test_pd_pairs_decode_with_same_group_prefill() -> None:
+    d0, d1, p0, p1 = ep("d0"), ep("d1", waiting=20), ep("p0"), ep("p1")
+    sets = PDSets(
+        decode=[d0, d1], prefill_by_group={"g0": [p0], "g1": [p1]}, group_of={"d0": "g0", "d1": "g1"}
+    )
+    sets.group_of = {"default/d0": "g0", "default/d1": "g1", "default/p0": "g0", "default/p1": "g1"}
+    sched = Scheduler([LeastRequest()], [(LeastRequest(), 1.0)])
+    pairs = sched.rank_pd(CTX, sets)
+    assert [(p.decode.name, p.prefill.name) for p in pairs] == [("d0", "p0")]  # d1 filtered (waiting 20)
+
+
+def test_pd_errors() -> None:
+    sched = Scheduler([], [])
+    with pytest.raises(SchedulingError, match="no decode"):
+        sched.rank_pd(CTX, PDSets())
+    lonely = PDSets(decode=[ep("d")], group_of={"default/d": "g"})
+    with pytest.raises(SchedulingError, match="no valid prefill-decode"):
+        sched.rank_pd(CTX, lonely)
+    only_decode_overloaded = PDSets(decode=[ep("d", waiting=20)], prefill_by_group={"g": [ep("p")]})
+    with pytest.raises(SchedulingError):
+        Scheduler([LeastRequest()], []).rank_pd(CTX, only_decode_overloaded)
+
+
+def test_config_parsing() -> None:
+    config = parse_config(
+        """
+scheduler:
+  pluginConfig:
+  - name: least-request
+    args: {maxWaitingRequests: 3}
+  plugins:
+    Filter: {enabled: [least-request, lora-affinity], disabled: [lora-affinity]}
+    Score:
+      enabled: [{name: least-request, weight: 2}, {name: gpu-usage, weight: -1}, {name: kvcache-aware}, nope]
+"""
+    )
+    assert config.filters == ["least-request"]
+    assert config.scorers == [
+        ("least-request", 2.0),
+        ("gpu-usage", 0.0),
+        ("kvcache-aware", 1.0),
+        ("nope", 1.0),
+    ]
+    sched = build_scheduler(config)
+    assert [p.name for p in sched.filters] == ["least-request"]
+    assert [(p.name, w) for p, w in sched.scorers] == [("least-request", 2.0), ("gpu-usage", 0.0)]
+    assert sched.filters[0] is sched.scorers[0][0]  # one instance per plugin name
+    assert sched.filters[0].max_waiting == 3  # type: ignore[attr-defined]
+
+
+def test_config_random_removed_when_combined_and_defaults() -> None:
+    config = parse_config("scheduler: {plugins: {Score: {enabled: [{name: random}, {name: gpu-usage}]}}}")
+    assert config.scorers == [("gpu-usage", 1.0)]
+    assert parse_config("scheduler: {plugins: {Score: {enabled: [random]}}}").scorers == [("random", 1.0)]
+    default = build_scheduler(parse_config(DEFAULT_YAML))
+    assert [p.name for p, _ in default.scorers] == [
+        "least-request",
+        "gpu-usage",
+        "least-latency",
+        "prefix-cache",
+    ]
+    assert len(default.post_hooks) == 1
+    assert parse_config("scheduler: {}").scorers == []
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("scheduler: {pluginConfig: [{name: least-latency, args: {TTFTTPOTWeightFactor: 2}}]}", "within"),
+        ("scheduler: {plugins: {Filter: {enabled: [[1]]}}}", "plugin entries"),
+        ("scheduler: [", "not valid YAML"),
+        ("scheduler: {plugins: {Score: {enabled: [{name: x, weight: heavy}]}}}", "not a number"),
+    ],
+)
+def test_config_errors(text: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        parse_config(text)
