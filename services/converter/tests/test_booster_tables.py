@@ -202,7 +202,8 @@ def test_skip_engine_dependency_install(connector: str) -> None:
     for role in roles(obj):
         command = " ".join(containers(role)["vllm"]["command"])
         assert "pip install" not in command
-        assert "mooncake-transfer-engine" not in command and "nixl &&" not in command
+        assert "mooncake-transfer-engine" not in command
+        assert "nixl &&" not in command
 
 
 def test_scheduler_name_serialisation() -> None:
@@ -655,5 +656,5 @@ def test_backends_superset_requires_exactly_one_form() -> None:
 
     with pytest.raises(ConversionFailure, match="not both"):
         backends_of({"backend": {}, "backends": [{}]})
-    with pytest.raises(ConversionFailure, match="needs spec.backend"):
+    with pytest.raises(ConversionFailure, match=r"needs spec\.backend"):
         backends_of({})
