@@ -13,7 +13,6 @@ import aiohttp
 import orjson
 import pytest
 from aiohttp import web
-
 from ferry_router.app import Router
 from ferry_router.observability import AccessLog
 from ferry_router.proxy import UpstreamClient, UpstreamSettings
@@ -99,22 +98,30 @@ async def test_aggregated_rewrites_model_and_relays_usage(harness: Harness) -> N
     engine = await harness.engine("127.0.0.2")
     setup_model(harness, "127.0.0.2")
     status, body = await harness.post("/v1/chat/completions", CHAT, headers={"x-request-id": "rid-1"})
-    assert status == 200 and isinstance(body, dict)
-    assert body["model"] == "served" and engine.seen[0]["model"] == "served"
+    assert status == 200
+    assert isinstance(body, dict)
+    assert body["model"] == "served"
+    assert engine.seen[0]["model"] == "served"
     assert "include_usage" not in engine.seen[0]  # no non-standard top-level field (Kthena adds one)
     assert engine.headers_seen[0]["x-request-id"] == "rid-1"
     entry = orjson.loads(harness.log.getvalue().splitlines()[-1])
-    assert entry["status_code"] == 200 and entry["output_tokens"] == 2 and entry["selected_pod"] == "p0"
-    assert entry["model_route"] == "default/r" and entry["upstream_model"] == "served"
+    assert entry["status_code"] == 200
+    assert entry["output_tokens"] == 2
+    assert entry["selected_pod"] == "p0"
+    assert entry["model_route"] == "default/r"
+    assert entry["upstream_model"] == "served"
 
 
 async def test_streaming_hides_the_usage_chunk_the_router_asked_for(harness: Harness) -> None:
     engine = await harness.engine("127.0.0.2")
     setup_model(harness, "127.0.0.2")
     status, text = await harness.post("/v1/chat/completions", {**CHAT, "stream": True})
-    assert status == 200 and isinstance(text, str)
+    assert status == 200
+    assert isinstance(text, str)
     assert engine.seen[0]["stream_options"] == {"include_usage": True}
-    assert '"usage"' not in text and "hel" in text and "data: [DONE]" in text
+    assert '"usage"' not in text
+    assert "hel" in text
+    assert "data: [DONE]" in text
     # when the client asked for usage itself, it gets it
     status, text = await harness.post(
         "/v1/chat/completions", {**CHAT, "stream": True, "stream_options": {"include_usage": True}}
@@ -137,7 +144,8 @@ async def test_client_errors_pass_through(harness: Harness) -> None:
     await harness.engine("127.0.0.2", status=400)
     setup_model(harness, "127.0.0.2")
     status, body = await harness.post("/v1/completions", {"model": "m", "prompt": "x"})
-    assert status == 400 and body == {"error": {"message": "engine says 400"}}
+    assert status == 400
+    assert body == {"error": {"message": "engine says 400"}}
 
 
 @pytest.mark.parametrize(
@@ -149,17 +157,20 @@ async def test_all_endpoints_failing_is_502(harness: Harness, status: int, code:
     await harness.engine("127.0.0.3", status=status)
     setup_model(harness, "127.0.0.2", "127.0.0.3")
     got, body = await harness.post("/v1/completions", {"model": "m", "prompt": "x"})
-    assert got == code and "all 2 endpoints failed" in body["error"]["message"]  # type: ignore[index]
+    assert got == code
+    assert "all 2 endpoints failed" in body["error"]["message"]
 
 
 async def test_timeout_is_504_and_connection_refused_is_502(harness: Harness) -> None:
     await harness.engine("127.0.0.2", delay=2.0)
     setup_model(harness, "127.0.0.2", srv=server("srv", {"app": "m"}, port=harness.port, timeout="200ms"))
     status, body = await harness.post("/v1/completions", {"model": "m", "prompt": "x"})
-    assert status == 504 and body["error"]["code"] == "upstream_timeout"  # type: ignore[index]
+    assert status == 504
+    assert body["error"]["code"] == "upstream_timeout"
     harness.table.apply_pod("default/p0", pod("p0", {"app": "m"}, "127.0.0.9"))  # nothing listens there
     status, body = await harness.post("/v1/completions", {"model": "m", "prompt": "x"})
-    assert status == 502 and body["error"]["type"] == "server_error"  # type: ignore[index]
+    assert status == 502
+    assert body["error"]["type"] == "server_error"
 
 
 @pytest.mark.parametrize(
@@ -193,20 +204,24 @@ async def test_client_error_table(
         body = await response.json()
     assert response.status == status
     assert set(body["error"]) == {"message", "type", "param", "code"}
-    assert body["error"]["code"] == code and body["error"]["message"]
+    assert body["error"]["code"] == code
+    assert body["error"]["message"]
 
 
 async def test_server_side_errors(harness: Harness) -> None:
     harness.table.apply_route("default/r", route("r", "m", server="missing"))
     status, body = await harness.post("/v1/completions", {"model": "m", "prompt": "x"})
-    assert status == 503 and body["error"]["code"] == "model_server_not_found"  # type: ignore[index]
+    assert status == 503
+    assert body["error"]["code"] == "model_server_not_found"
     setup_model(harness)  # server without pods
     status, body = await harness.post("/v1/completions", {"model": "m", "prompt": "x"})
-    assert status == 503 and body["error"]["code"] == "no_endpoints"  # type: ignore[index]
+    assert status == 503
+    assert body["error"]["code"] == "no_endpoints"
     harness.table.apply_pod("default/p0", pod("p0", {"app": "m"}, "127.0.0.2"))
     harness.table.endpoints["default/p0"].metrics.waiting = 99
     status, body = await harness.post("/v1/completions", {"model": "m", "prompt": "x"})
-    assert status == 503 and body["error"]["code"] == "no_capacity"  # type: ignore[index]
+    assert status == 503
+    assert body["error"]["code"] == "no_capacity"
     assert "least-request" in body["error"]["message"]  # type: ignore[index]
 
 
@@ -242,12 +257,20 @@ async def test_pd_http_connector(harness: Harness) -> None:
     harness.table.apply_pod("default/d", pod("d", {"app": "m", "group": "g", "role": "decode"}, "127.0.0.3"))
     request = {**CHAT, "stream": True, "max_tokens": 50, "max_completion_tokens": 50}
     status, text = await harness.post("/v1/chat/completions", request)
-    assert status == 200 and "hel" in str(text) and '"usage"' not in str(text)
-    assert len(prefill.seen) == 1 and len(decode.seen) == 1
+    assert status == 200
+    assert "hel" in str(text)
+    assert '"usage"' not in str(text)
+    assert len(prefill.seen) == 1
+    assert len(decode.seen) == 1
     p, d = prefill.seen[0], decode.seen[0]
-    assert "stream" not in p and "stream_options" not in p
-    assert p["max_tokens"] == 1 and p["max_completion_tokens"] == 1 and p["model"] == "served"
-    assert d["stream"] is True and d["max_tokens"] == 50 and d["stream_options"] == {"include_usage": True}
+    assert "stream" not in p
+    assert "stream_options" not in p
+    assert p["max_tokens"] == 1
+    assert p["max_completion_tokens"] == 1
+    assert p["model"] == "served"
+    assert d["stream"] is True
+    assert d["max_tokens"] == 50
+    assert d["stream_options"] == {"include_usage": True}
 
 
 async def test_pd_nixl_connector_passes_kv_transfer_params(harness: Harness) -> None:
@@ -275,7 +298,8 @@ async def test_pd_sglang_connector_bootstrap_fields_fresh_per_attempt(harness: H
         status, _ = await harness.post("/v1/completions", {"model": "m", "prompt": "x"})
         assert status == 200
     rooms = {p["bootstrap_room"] for p in prefill.seen}
-    assert len(rooms) == 2 and rooms == {d["bootstrap_room"] for d in decode.seen}
+    assert len(rooms) == 2
+    assert rooms == {d["bootstrap_room"] for d in decode.seen}
     assert all(d["bootstrap_host"] == "127.0.0.2" for d in decode.seen)
     assert all(0 <= r < 2**63 for r in rooms)
 
@@ -304,4 +328,5 @@ async def test_pd_failure_tries_next_pair_then_502(harness: Harness) -> None:
     assert len(good_prefill.seen) == 4
     harness.table.apply_pod("default/pb", None)
     status, body = await harness.post("/v1/completions", {"model": "m", "prompt": "x"})
-    assert status == 502 and "prefill/decode" in body["error"]["message"]  # type: ignore[index]
+    assert status == 502
+    assert "prefill/decode" in body["error"]["message"]

@@ -6,7 +6,6 @@ import random
 from collections import Counter
 
 import pytest
-
 from ferry_router.matching import match_route, pick_target
 from ferry_router.state.resources import StringMatch, parse_route
 from ferry_router.state.table import RoutingTable

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from ferry_router import errors
 from ferry_router.durations import parse_duration
 from ferry_router.metrics_scraper import apply_exposition, interval_mean, parse_exposition
@@ -56,7 +55,8 @@ def test_extract_prompt(body: dict, prompt: str) -> None:
 def test_extract_prompt_errors_are_400(body: dict) -> None:
     with pytest.raises(errors.RouterError) as caught:
         extract_prompt(body)
-    assert caught.value.status == 400 and caught.value.reason == "prompt_parsing"
+    assert caught.value.status == 400
+    assert caught.value.reason == "prompt_parsing"
 
 
 @pytest.mark.parametrize(

@@ -8,7 +8,6 @@ from collections import Counter
 
 import pytest
 import xxhash
-
 from ferry_router.scheduler import SchedulingContext, SchedulingError, build_scheduler
 from ferry_router.scheduler.config import DEFAULT_YAML, parse_config
 from ferry_router.scheduler.framework import Scheduler
@@ -103,7 +102,8 @@ def test_lora_affinity_uses_upstream_name_and_skips_unscraped() -> None:
 
 def test_random_scores_in_range() -> None:
     scores = RandomScore(rng=random.Random(1)).score(CTX, [ep(str(i)) for i in range(200)])
-    assert all(0 <= s <= 100 for s in scores) and len(set(scores)) > 20
+    assert all(0 <= s <= 100 for s in scores)
+    assert len(set(scores)) > 20
 
 
 def test_hash_prompt_matches_kthena_form() -> None:

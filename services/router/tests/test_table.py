@@ -5,7 +5,6 @@ from __future__ import annotations
 import itertools
 
 import pytest
-
 from ferry_router.state.table import RoutingTable
 
 from .objects import pod, server
@@ -67,10 +66,12 @@ def test_tombstone_and_unready_remove_at_once_and_metrics_survive_updates() -> N
     table.apply_pod("default/p", pod("p", {**APP, "extra": "x"}))  # label change keeps metrics
     assert table.endpoints["default/p"].metrics.waiting == 7
     table.apply_pod("default/p", pod("p", APP, ready=False))
-    assert names(table) == [] and removed == ["default/p"]
+    assert names(table) == []
+    assert removed == ["default/p"]
     table.apply_pod("default/p", pod("p", APP))
     table.apply_pod("default/p", None)
-    assert names(table) == [] and "default/p" not in table.endpoints
+    assert names(table) == []
+    assert "default/p" not in table.endpoints
 
 
 def test_pod_shared_by_two_servers_is_one_endpoint() -> None:
@@ -79,7 +80,8 @@ def test_pod_shared_by_two_servers_is_one_endpoint() -> None:
     table.apply_server("default/b", server("b", APP))
     table.apply_pod("default/p", pod("p", APP))
     ea, eb = table.server_endpoints("default/a")[0], table.server_endpoints("default/b")[0]
-    assert ea is eb and ea.servers == {"default/a", "default/b"}
+    assert ea is eb
+    assert ea.servers == {"default/a", "default/b"}
     table.apply_server("default/a", None)
     assert table.server_endpoints("default/b")[0].servers == {"default/b"}
     table.apply_server("default/b", None)
