@@ -134,15 +134,29 @@ class MetricSource(KubeModel):
     prometheus: PrometheusMetricSource | None = None
 
 
+class MetricEndpoint(KubeModel):
+    """Seed era: where the target's pods expose metrics."""
+
+    label_selector: dict[str, Any] | None = Field(None, json_schema_extra=replace_schema(LABEL_SELECTOR))
+    uri: str | None = Field(None, json_schema_extra=crd_default("/metrics"))
+    port: int | None = Field(None, ge=1, le=65535, json_schema_extra=crd_default(8100))
+
+
+class SubTarget(KubeModel):
+    """Seed era: a role inside the target."""
+
+    kind: str | None = None
+    name: str | None = None
+
+
 class ScalingTarget(KubeModel):
     """What is scaled and where its metrics come from (every generation's fields)."""
 
     target_ref: dict[str, Any] = Field(json_schema_extra=replace_schema(OBJECT_REFERENCE))
     metric_sources: dict[str, MetricSource] | None = None
-    metric_endpoint: dict[str, Any] | None = Field(None, json_schema_extra=replace_schema(FREE_FORM))
-    """Seed-era: where to scrape (``labelSelector``, ``uri``, ``port``)."""
-    sub_targets: dict[str, Any] | None = Field(None, json_schema_extra=replace_schema(FREE_FORM))
-    """Seed-era: a role inside the target (``kind``, ``name``)."""
+    metric_endpoint: MetricEndpoint | None = None
+    """Seed era: where to scrape."""
+    sub_targets: SubTarget | None = None
     additional_match_labels: dict[str, str] | None = None
     """Seed-era (v0.1.0): extra labels selecting the pods to scrape."""
 
@@ -278,7 +292,7 @@ class AutoscalingPolicy(KubeObject):
 
 
 class PolicyRef(KubeModel):
-    name: str = Field(min_length=1, max_length=253)
+    name: str = Field(max_length=253, json_schema_extra=crd_default(""))
 
 
 class AutoscalingPolicyBindingSpec(KubeModel):
@@ -295,7 +309,7 @@ class AutoscalingPolicyBindingSpec(KubeModel):
         )
     )
 
-    policy_ref: PolicyRef
+    policy_ref: PolicyRef = Field(json_schema_extra={"x-kubernetes-map-type": "atomic"})
     homogeneous_target: HomogeneousTarget | None = None
     heterogeneous_target: HeterogeneousTarget | None = None
     scaling_configuration: HomogeneousTarget | None = None

@@ -43,7 +43,8 @@ GO_DURATION = r"^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$"
 CONVERTER_CHECKS: tuple[str, ...] = (
     "spec.backend(s).workers[].config.port: every server/prefill/decode worker's port parses as 1..65535 "
     "and all agree (config is free-form JSON, invisible to CEL)",
-    "spec.backend(s).workers[].config.kv-transfer-config: JSON string with a supported kv_connector and a kv_role "
+    "spec.backend(s).workers[].config.kv-transfer-config: JSON string with a supported kv_connector "
+    "and a kv_role "
     "allowed for the worker type; prefill and decode configure the same connector (booster.md §3.7)",
     "spec.backend(s).modelURI with pvc://: the POSIX-cleaned source path is reachable via the cacheURI "
     "claim mount (booster.md §2.3 rule 5d; needs path cleaning)",
@@ -116,7 +117,7 @@ def _backend_rules() -> dict[str, Any]:
         cel(
             f"!(self.type in {single}) || size(self.workers) == 1",
             message_expression=(
-                "\"workers: if backend type is '\" + self.type + \"', there must be exactly one worker\""
+                '"workers: if backend type is \'" + self.type + "\', there must be exactly one worker"'
             ),
             field_path=".workers",
         ),
@@ -124,34 +125,40 @@ def _backend_rules() -> dict[str, Any]:
             f"!(self.type in {single}) || size(self.workers) != 1 || !has(self.workers[0].type) "
             "|| self.workers[0].type == 'server'",
             message_expression=(
-                "\"workers[0].type: if backend type is '\" + self.type + \"', the worker type must be 'server'\""
+                '"workers[0].type: if backend type is \'" + self.type + "\', the worker type must '
+                "be 'server'\""
             ),
             field_path=".workers",
         ),
         cel(
-            "self.type != 'vLLMDisaggregated' || self.workers.all(w, has(w.type) && w.type in ['prefill', 'decode'])",
+            "self.type != 'vLLMDisaggregated' || self.workers.all(w, has(w.type) && w.type in "
+            "['prefill', 'decode'])",
             "workers: if backend type is 'vLLMDisaggregated', all workers must be type 'prefill' or 'decode'",
             field_path=".workers",
         ),
         cel(
             "self.type != 'MindIEDisaggregated' || self.workers.all(w, has(w.type) && "
             "w.type in ['prefill', 'decode', 'controller', 'coordinator'])",
-            "workers: if backend type is 'MindIEDisaggregated', all workers must be type 'prefill', 'decode', "
+            "workers: if backend type is 'MindIEDisaggregated', all workers must be type 'prefill', "
+            "'decode', "
             "'controller', or 'coordinator' (not 'server')",
             field_path=".workers",
         ),
         cel(
             "self.workers.filter(w, has(w.type) && w.type == 'prefill').size() <= 1",
-            "workers: found more than one prefill worker, expected at most 1; duplicate prefill workers are not supported",
+            "workers: found more than one prefill worker, expected at most 1; duplicate prefill "
+            "workers are not supported",
             field_path=".workers",
         ),
         cel(
             "self.workers.filter(w, has(w.type) && w.type == 'decode').size() <= 1",
-            "workers: found more than one decode worker, expected at most 1; duplicate decode workers are not supported",
+            "workers: found more than one decode worker, expected at most 1; duplicate decode "
+            "workers are not supported",
             field_path=".workers",
         ),
         cel(
-            "!self.modelURI.startsWith('pvc://') || (has(self.cacheURI) && self.cacheURI.startsWith('pvc://'))",
+            "!self.modelURI.startsWith('pvc://') || (has(self.cacheURI) && "
+            "self.cacheURI.startsWith('pvc://'))",
             "cacheURI: when modelURI uses pvc://, cacheURI must also use pvc://",
             field_path=".cacheURI",
         ),
@@ -161,7 +168,8 @@ def _backend_rules() -> dict[str, Any]:
             field_path=".modelURI",
         ),
         cel(
-            "!has(self.cacheURI) || !self.cacheURI.startsWith('pvc://') || self.cacheURI.matches('^pvc:///*[^/]+/*$')",
+            "!has(self.cacheURI) || !self.cacheURI.startsWith('pvc://') || "
+            "self.cacheURI.matches('^pvc:///*[^/]+/*$')",
             "cacheURI: pvc:// cacheURI must contain a single PVC claim name with no path separator "
             "(claim names cannot contain '/')",
             field_path=".cacheURI",

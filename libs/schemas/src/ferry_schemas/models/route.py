@@ -137,7 +137,8 @@ class ModelRouteSpec(KubeModel):
             ),
             cel(
                 "!has(self.loraAdapters) || size(self.loraAdapters) == 0 || self.rules.all(r, "
-                "r.targetModels.all(t, !has(t.externalModelProviderName) || t.externalModelProviderName == ''))",
+                "r.targetModels.all(t, !has(t.externalModelProviderName) || "
+                "t.externalModelProviderName == ''))",
                 "rules: lora routes must target modelServerName, not externalModelProviderName",
                 field_path=".rules",
             ),

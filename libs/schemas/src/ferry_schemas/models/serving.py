@@ -1,6 +1,6 @@
 """ModelServing (``workload.serving.volcano.sh/v1alpha1``): groups of role pods, gang-scheduled.
 
-Shape: ``spec/serving.md`` §1.1–§1.7. The webhook rules of §1.8 that CEL can express are on the
+Shape: ``spec/serving.md`` §1.1 to §1.7. The webhook rules of §1.8 that CEL can express are on the
 types below; the rest are in :data:`CONVERTER_CHECKS`.
 """
 
@@ -170,7 +170,8 @@ def _template_rules() -> dict[str, Any]:
         cel(
             f"!({has_mrr}) || {mrr}.all(k, self.roles.exists(r, r.name == k))",
             message_expression=(
-                f"'gangPolicy.minRoleReplicas: role ' + {mrr}.filter(k, !self.roles.exists(r, r.name == k))[0]"
+                f"'gangPolicy.minRoleReplicas: role ' + {mrr}.filter(k, !self.roles.exists(r, r.name "
+                "== k))[0]"
                 " + ' does not exist in template.roles'"
             ),
             field_path=".gangPolicy.minRoleReplicas",
@@ -213,7 +214,8 @@ class RolloutStrategy(KubeModel):
         json_schema_extra=validations(
             cel(
                 "!has(self.rollingUpdateConfiguration) || self.type != 'RoleRollingUpdate'",
-                "rollingUpdateConfiguration is only valid when rolloutStrategy.type is ServingGroupRollingUpdate",
+                "rollingUpdateConfiguration is only valid when rolloutStrategy.type is "
+                "ServingGroupRollingUpdate",
                 field_path=".rollingUpdateConfiguration",
                 reason="FieldValueForbidden",
             )
@@ -249,13 +251,15 @@ def _spec_rules() -> dict[str, Any]:
             "!(has(self.recoveryPolicy) && self.recoveryPolicy == 'ServingGroupRecreate' && "
             + role_rolling
             + ")",
-            "rolloutStrategy.type: incompatible recoveryPolicy and rolloutStrategy.type after applying defaults: "
+            "rolloutStrategy.type: incompatible recoveryPolicy and rolloutStrategy.type after "
+            "applying defaults: "
             "recoveryPolicy ServingGroupRecreate cannot be used with rolloutStrategy.type RoleRollingUpdate",
             field_path=".rolloutStrategy.type",
         ),
         cel(
             f"({role_rolling}) || self.template.roles.all(r, !has(r.partition))",
-            "template.roles[].partition: partition is only valid when rolloutStrategy.type is RoleRollingUpdate",
+            "template.roles[].partition: partition is only valid when rolloutStrategy.type is "
+            "RoleRollingUpdate",
             field_path=".template.roles",
             reason="FieldValueForbidden",
         ),
@@ -314,7 +318,8 @@ class ModelServingStatus(KubeModel):
 
 def _root_rules() -> dict[str, Any]:
     generated_size = (
-        "size(self.metadata.name) + size(string(has(self.spec.replicas) ? self.spec.replicas : 1)) + size(r.name) "
+        "size(self.metadata.name) + size(string(has(self.spec.replicas) ? self.spec.replicas : 1)) + "
+        "size(r.name) "
         "+ size(string(has(r.replicas) ? r.replicas : 1)) + size(string(r.workerReplicas)) + 4"
     )
     return validations(
@@ -325,7 +330,8 @@ def _root_rules() -> dict[str, Any]:
         ),
         cel(
             "self.metadata.name.matches('^[a-z][-a-z0-9]*$')",
-            "metadata.name: invalid name: must start with a letter and contain only lower case alphanumerics or "
+            "metadata.name: invalid name: must start with a letter and contain only lower case "
+            "alphanumerics or "
             "'-', since the generated pod names must be DNS-1035 labels",
         ),
     )
