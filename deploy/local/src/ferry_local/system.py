@@ -13,7 +13,6 @@ from pathlib import Path
 
 from ferry_local.processes import ManagedProcess, spawn
 from ferry_local.readiness import free_port, http_ok, say, wait_until_ready
-from ferry_local.stack import StackInfo
 
 SERVICES = ("watcher", "converter", "applier", "status", "router")
 
@@ -29,9 +28,9 @@ class SystemInfo:
     processes: list[ManagedProcess] = field(default_factory=list)
 
 
-def service_env(info: StackInfo, trace_file: Path, probe_port: int) -> dict[str, str]:
+def service_env(base_env: dict[str, str], trace_file: Path, probe_port: int) -> dict[str, str]:
     return {
-        **info.env(),
+        **base_env,
         "FERRY_PROBE_HOST": "127.0.0.1",
         "FERRY_PROBE_PORT": str(probe_port),
         "FERRY_TRACE_FILE": str(trace_file),
@@ -41,11 +40,15 @@ def service_env(info: StackInfo, trace_file: Path, probe_port: int) -> dict[str,
 
 
 def start_service(
-    name: str, info: StackInfo, log_dir: Path, trace_file: Path, extra_env: dict[str, str] | None = None
+    name: str,
+    base_env: dict[str, str],
+    log_dir: Path,
+    trace_file: Path,
+    extra_env: dict[str, str] | None = None,
 ) -> tuple[ManagedProcess, str]:
     """Start one service; returns the process and the URL whose ``/readyz`` says it is ready."""
     probe_port = free_port()
-    env = service_env(info, trace_file, probe_port)
+    env = service_env(base_env, trace_file, probe_port)
     ready_url = f"http://127.0.0.1:{probe_port}/readyz"
     if name == "router":
         router_port = int((extra_env or {}).get("FERRY_ROUTER_PORT") or free_port())
@@ -67,26 +70,29 @@ def start_node(kube_env: dict[str, str], log_dir: Path) -> ManagedProcess:
 
 
 def start_system(
-    info: StackInfo,
+    base_env: dict[str, str],
     log_dir: Path,
     trace_file: Path,
     *,
     router_port: int | None = None,
     with_node: bool = True,
 ) -> SystemInfo:
-    """Start every service (and the node), wait until each is ready, and return where they answer."""
+    """Start every service (and the node), wait until each is ready, and return where they answer.
+
+    ``base_env`` says where the cluster and NATS are (``KUBECONFIG``, ``FERRY_NATS_URL``).
+    """
     started: list[ManagedProcess] = []
     probes: dict[str, str] = {}
     try:
         for name in SERVICES:
             extra = {"FERRY_ROUTER_PORT": str(router_port)} if name == "router" and router_port else None
             say(f"starting ferry-{name}")
-            process, ready_url = start_service(name, info, log_dir, trace_file, extra)
+            process, ready_url = start_service(name, base_env, log_dir, trace_file, extra)
             started.append(process)
             probes[name] = ready_url
         if with_node:
             say("starting the local node (binds pods, runs mock engines)")
-            started.append(start_node(info.env(), log_dir))
+            started.append(start_node(base_env, log_dir))
         for process, (name, url) in zip(started, probes.items(), strict=False):
             wait_until_ready(f"ferry-{name}", process, lambda url=url: http_ok(url), 90)  # type: ignore[misc]
     except BaseException:
