@@ -1,0 +1,106 @@
+"""End-to-end fixtures: every Ferry service as its own process on the real local stack.
+
+Each test module gets its own nats-server (restartable, so fault tests can kill it), its own
+namespace, and its own watcher/converter/applier/status processes, which only see that
+namespace (``FERRY_WATCH_NAMESPACE``) and write their spans to one trace file.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from ferry_local.binaries import find_binaries
+from ferry_local.natsd import NatsServer
+from ferry_local.paths import state_dir
+
+from tests.conftest import KubeEnv
+from tests.support.cluster import Cluster, FakeKubelet
+from tests.support.services import ServiceSet
+
+_RUNNING: dict[str, ServiceSet] = {}
+"""Service sets by module, so a failing test's report carries the services' logs."""
+
+
+@pytest.fixture(scope="module")
+def e2e_dir(request: pytest.FixtureRequest) -> Iterator[Path]:
+    path = Path(tempfile.mkdtemp(prefix="e2e-", dir=state_dir()))
+    yield path
+    if not getattr(request.session, "testsfailed", 0):
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def e2e_nats(e2e_dir: Path) -> Iterator[NatsServer]:
+    server = NatsServer(find_binaries().nats_server, e2e_dir / "nats-store", e2e_dir / "logs")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def e2e_namespace(kube: KubeEnv) -> Iterator[str]:
+    name = f"e2e-{uuid.uuid4().hex[:8]}"
+    kube.kubectl_run("create", "namespace", name)
+    try:
+        yield name
+    finally:
+        kube.kubectl_run("delete", "namespace", name, "--wait=false", check=False)
+
+
+@pytest.fixture(scope="module")
+def trace_file(e2e_dir: Path) -> Path:
+    return e2e_dir / "spans.jsonl"
+
+
+def pipeline_env(kube: KubeEnv, nats_url: str, namespace: str, trace_file: Path) -> dict[str, str]:
+    return {
+        **kube.env,
+        "FERRY_NATS_URL": nats_url,
+        "FERRY_WATCH_NAMESPACE": namespace,
+        "FERRY_TRACE_FILE": str(trace_file),
+        "FERRY_WATCH_BACKOFF_MAX": "2",
+        "FERRY_ACK_WAIT": "10",
+        "FERRY_LOG_LEVEL": "INFO",
+    }
+
+
+@pytest.fixture(scope="module")
+def pipeline(
+    request: pytest.FixtureRequest, kube: KubeEnv, e2e_nats: NatsServer, e2e_namespace: str,
+    e2e_dir: Path, trace_file: Path,
+) -> Iterator[ServiceSet]:  # fmt: skip
+    services = ServiceSet(e2e_dir / "logs", pipeline_env(kube, e2e_nats.url, e2e_namespace, trace_file))
+    _RUNNING[request.module.__name__] = services
+    try:
+        services.start()
+        yield services
+    finally:
+        services.stop()
+        _RUNNING.pop(request.module.__name__, None)
+
+
+@pytest.fixture(scope="module")
+def cluster(kube: KubeEnv, e2e_namespace: str) -> Cluster:
+    return Cluster(kube, e2e_namespace)
+
+
+@pytest.fixture(scope="module")
+def kubelet(cluster: Cluster) -> Iterator[FakeKubelet]:
+    with FakeKubelet(cluster, delay=0.5) as fake:
+        yield fake
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    report = yield
+    services = _RUNNING.get(getattr(item.module, "__name__", ""))
+    if services is not None and report.failed:
+        report.sections.append(("ferry service logs", services.logs(30)))
+    return report

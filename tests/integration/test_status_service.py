@@ -1,0 +1,247 @@
+"""The status service as a process (with the watcher feeding it) against the real stack.
+
+Pods and children are created by the test itself (no converter or applier), so these tests pin
+down what status computes from the cluster and from the desired sets and apply results on the bus.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import nats
+import pytest
+from ferry_schemas import labels as L
+from ferry_schemas.bus import (
+    DESIRED_STREAM,
+    MSG_ID_HEADER,
+    RESULTS_STREAM,
+    ApplyResult,
+    ConversionError,
+    DesiredSet,
+    OwnerKey,
+)
+from ferry_schemas.workload import serving_revision
+from nats.aio.client import Client
+
+from tests.conftest import KubeEnv
+from tests.support.cluster import Cluster, eventually
+from tests.support.services import ServiceSet
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+JSON = dict[str, Any]
+ROLES = [
+    {
+        "name": "leader",
+        "replicas": 1,
+        "workerReplicas": 1,
+        "entryTemplate": {"spec": {"containers": [{"name": "c", "image": "img:1"}]}},
+        "workerTemplate": {"spec": {"containers": [{"name": "c", "image": "img:1"}]}},
+    }
+]
+
+
+@pytest.fixture
+def services(kube: KubeEnv, nats_url: str, namespace: str, tmp_path: Path) -> Iterator[ServiceSet]:
+    env = {
+        **kube.env,
+        "FERRY_NATS_URL": nats_url,
+        "FERRY_WATCH_NAMESPACE": namespace,
+        "FERRY_TRACE_FILE": str(tmp_path / "spans.jsonl"),
+    }
+    started = ServiceSet(tmp_path / "logs", env)
+    started.start(["watcher", "status"])
+    try:
+        yield started
+    finally:
+        started.stop()
+
+
+@pytest.fixture
+async def nc(nats_url: str) -> AsyncIterator[Client]:
+    client = await nats.connect(nats_url)
+    try:
+        yield client
+    finally:
+        await client.close()
+
+
+def serving_manifest(name: str, namespace: str, replicas: int, owner: JSON | None = None) -> JSON:
+    meta: JSON = {"name": name, "namespace": namespace}
+    if owner is not None:
+        meta["labels"] = {
+            L.BOOSTER_MODEL_UID: owner["metadata"]["uid"],
+            L.BOOSTER_MODEL_NAME: owner["metadata"]["name"],
+        }
+        meta["ownerReferences"] = [
+            {
+                "apiVersion": L.WORKLOAD_API_VERSION,
+                "kind": "ModelBooster",
+                "controller": True,
+                "name": owner["metadata"]["name"],
+                "uid": owner["metadata"]["uid"],
+            }
+        ]
+    return {
+        "apiVersion": L.WORKLOAD_API_VERSION,
+        "kind": "ModelServing",
+        "metadata": meta,
+        "spec": {"replicas": replicas, "template": {"roles": ROLES}},
+    }
+
+
+def pods_for(serving: JSON, group: int) -> list[JSON]:
+    name = serving["metadata"]["name"]
+    revision = serving_revision(ROLES)
+    pods = []
+    for index in (0, 1):
+        labels = {
+            L.MS_NAME: name,
+            L.MS_GROUP_NAME: L.group_name(name, group),
+            L.MS_ROLE: "leader",
+            L.MS_ROLE_ID: "leader-0",
+            L.MS_REVISION: revision,
+        }
+        pods.append(
+            {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {
+                    "name": L.pod_name(L.group_name(name, group), "leader-0", index),
+                    "labels": labels,
+                    "ownerReferences": [
+                        {
+                            "apiVersion": L.WORKLOAD_API_VERSION,
+                            "kind": "ModelServing",
+                            "name": name,
+                            "uid": serving["metadata"]["uid"],
+                            "controller": True,
+                        }
+                    ],
+                },
+                "spec": {"containers": [{"name": "c", "image": "img:1"}]},
+            }
+        )
+    return pods
+
+
+def test_serving_status_follows_its_pods(services: ServiceSet, kube: KubeEnv, namespace: str) -> None:
+    cluster = Cluster(kube, namespace)
+    cluster.apply(serving_manifest("ms", namespace, replicas=2))
+    serving = eventually(lambda: cluster.get("ModelServing", "ms"), 30, "the ModelServing")
+    eventually(lambda: cluster.condition_is("ModelServing", "ms", "Progressing"), 30, "Progressing")
+    for group in (0, 1):
+        for pod in pods_for(serving, group):
+            cluster.apply(pod)
+
+    def counted() -> JSON | None:
+        status: JSON = (cluster.get("ModelServing", "ms") or {}).get("status") or {}
+        return status if status.get("replicas") == 2 else None
+
+    status = eventually(counted, 30, "two groups counted")
+    assert status["availableReplicas"] == 0
+    assert status["labelSelector"] == (
+        "modelserving.volcano.sh/entry=true,modelserving.volcano.sh/name=ms,"
+        "modelserving.volcano.sh/role=leader,modelserving.volcano.sh/role-id=leader-0"
+    )
+    progressing_since = eventually(
+        lambda: cluster.condition_with("ModelServing", "ms", "Progressing"), 5, "Progressing"
+    )["lastTransitionTime"]
+    for pod in cluster.list("Pod", f"{L.MS_NAME}=ms"):
+        cluster.mark_ready(pod)
+    eventually(lambda: cluster.condition_is("ModelServing", "ms", "Available"), 30, "Available")
+    final = cluster.get("ModelServing", "ms")
+    assert final is not None
+    status = final["status"]
+    assert status["availableReplicas"] == status["updatedReplicas"] == status["currentReplicas"] == 2
+    assert status["updateRevision"] == status["currentRevision"] == serving_revision(ROLES)
+    assert status["observedGeneration"] == final["metadata"]["generation"]
+    progressing = cluster.condition("ModelServing", "ms", "Progressing")
+    assert progressing is not None
+    assert progressing["status"] == "False"
+    # the scale subresource reads replicas and the selector from status
+    scale_path = f"/apis/{L.WORKLOAD_API_VERSION}/namespaces/{namespace}/modelservings/ms/scale"
+    scale = json.loads(kube.kubectl_run("get", "--raw", scale_path).stdout)
+    assert scale["status"]["replicas"] == 2
+    assert progressing["lastTransitionTime"] >= progressing_since
+
+
+def owner_key(booster: JSON, generation: int) -> OwnerKey:
+    return OwnerKey(
+        api_version=L.WORKLOAD_API_VERSION,
+        kind="ModelBooster",
+        resource="modelboosters",
+        namespace=booster["metadata"]["namespace"],
+        name=booster["metadata"]["name"],
+        uid=booster["metadata"]["uid"],
+        generation=generation,
+    )
+
+
+async def publish(nc: Client, stream: str, subject: str, data: bytes, msg_id: str) -> None:
+    await nc.jetstream().publish(subject, data, stream=stream, headers={MSG_ID_HEADER: msg_id})
+
+
+async def test_booster_status_from_bus_outcome_and_servings(
+    services: ServiceSet, kube: KubeEnv, namespace: str, nc: Client
+) -> None:
+    cluster = Cluster(kube, namespace)
+    cluster.apply(
+        {
+            "apiVersion": L.WORKLOAD_API_VERSION,
+            "kind": "ModelBooster",
+            "metadata": {"name": "mb", "namespace": namespace},
+            "spec": {
+                "backend": {
+                    "name": "b",
+                    "type": "vLLM",
+                    "modelURI": "hf://x/y",
+                    "replicas": 1,
+                    "workers": [{"type": "server", "image": "img", "pods": 1}],
+                }
+            },
+        }
+    )
+    booster = eventually(lambda: cluster.get("ModelBooster", "mb"), 30, "the booster")
+    generation = booster["metadata"]["generation"]
+
+    # the converter refuses it
+    refused = DesiredSet(
+        owner=owner_key(booster, generation),
+        errors=[ConversionError(field="spec.backend", message="no way to build this")],
+    )
+    await publish(nc, DESIRED_STREAM, refused.subject, refused.to_bytes(), refused.msg_id)
+    failed = await asyncio.to_thread(
+        eventually, lambda: cluster.condition_with("ModelBooster", "mb", "Failed"), 30, "Failed"
+    )
+    assert "no way to build this" in failed["message"]
+
+    # fixed: children desired and applied, the ModelServing exists but is not available yet
+    child = {"apiVersion": L.WORKLOAD_API_VERSION, "kind": "ModelServing", "metadata": {"name": "mb-b"}}
+    desired = DesiredSet(owner=owner_key(booster, generation), children=[child])
+    await publish(nc, DESIRED_STREAM, desired.subject, desired.to_bytes(), desired.msg_id)
+    applied = ApplyResult(owner=owner_key(booster, generation), ok=True)
+    await publish(nc, RESULTS_STREAM, applied.subject, applied.to_bytes(), applied.msg_id)
+    await asyncio.to_thread(cluster.apply, serving_manifest("mb-b", namespace, replicas=1, owner=booster))
+    await asyncio.to_thread(
+        eventually, lambda: cluster.condition_is("ModelBooster", "mb", "Initialized"), 30, "Init"
+    )
+    assert await asyncio.to_thread(cluster.condition_is, "ModelBooster", "mb", "Failed", "False")
+    assert await asyncio.to_thread(cluster.condition_is, "ModelBooster", "mb", "Active", "False")
+
+    serving = await asyncio.to_thread(cluster.get, "ModelServing", "mb-b")
+    assert serving is not None
+    for pod in pods_for(serving, 0):
+        await asyncio.to_thread(cluster.apply, pod)
+    for pod in await asyncio.to_thread(cluster.list, "Pod", f"{L.MS_NAME}=mb-b"):
+        await asyncio.to_thread(cluster.mark_ready, pod)
+    await asyncio.to_thread(
+        eventually, lambda: cluster.condition_is("ModelBooster", "mb", "Active"), 30, "Active"
+    )
+    final = await asyncio.to_thread(cluster.get, "ModelBooster", "mb")
+    assert final is not None
+    assert final["status"]["availableReplicas"] == 1
+    assert final["status"]["observedGeneration"] == generation

@@ -1,0 +1,171 @@
+"""Talking to the test cluster the way a user does (kubectl), plus a stand-in kubelet.
+
+The local stack has no kubelet, so :class:`FakeKubelet` does the one thing Ferry needs from
+one: it marks pods Running and Ready (by patching their status, as a kubelet would).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from tests.conftest import KubeEnv
+
+JSON = dict[str, Any]
+T = TypeVar("T")
+
+KIND_RESOURCES = {
+    "ModelBooster": "modelboosters.workload.serving.volcano.sh",
+    "ModelServing": "modelservings.workload.serving.volcano.sh",
+    "AutoscalingPolicy": "autoscalingpolicies.workload.serving.volcano.sh",
+    "AutoscalingPolicyBinding": "autoscalingpolicybindings.workload.serving.volcano.sh",
+    "ModelServer": "modelservers.networking.serving.volcano.sh",
+    "ModelRoute": "modelroutes.networking.serving.volcano.sh",
+    "PodGroup": "podgroups.scheduling.volcano.sh",
+    "Pod": "pods",
+    "Service": "services",
+}
+READY_STATUS = {"status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]}}
+
+
+def eventually(check: Callable[[], T | None], within: float, what: str, interval: float = 0.3) -> T:
+    """Poll ``check`` until it returns something truthy; fail with ``what`` and the last value."""
+    deadline = time.monotonic() + within
+    last: T | None = None
+    while True:
+        last = check()
+        if last:
+            return last
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {within:.0f}s waiting for {what} (last: {last!r})")
+        time.sleep(interval)
+
+
+def load_manifest(path: Path, namespace: str, name: str | None = None) -> JSON:
+    """A reference manifest, moved into the test namespace (and optionally renamed)."""
+    obj: JSON = yaml.safe_load(path.read_text())
+    obj["metadata"]["namespace"] = namespace
+    if name:
+        obj["metadata"]["name"] = name
+    return obj
+
+
+class Cluster:
+    """kubectl against one namespace, returning parsed JSON."""
+
+    def __init__(self, kube: KubeEnv, namespace: str) -> None:
+        self.kube = kube
+        self.namespace = namespace
+
+    def apply(self, obj: JSON) -> None:
+        self.kube.kubectl_run("apply", "-n", self.namespace, "-f", "-", input=json.dumps(obj))
+
+    def apply_text(self, text: str, check: bool = True) -> str:
+        done = self.kube.kubectl_run("apply", "-n", self.namespace, "-f", "-", input=text, check=check)
+        return done.stdout + done.stderr
+
+    def get(self, kind: str, name: str) -> JSON | None:
+        done = self.kube.kubectl_run(
+            "get", KIND_RESOURCES[kind], name, "-n", self.namespace, "-o", "json", check=False
+        )
+        if done.returncode != 0:
+            if "NotFound" in done.stderr or "not found" in done.stderr:
+                return None
+            raise AssertionError(done.stderr)
+        obj: JSON = json.loads(done.stdout)
+        return obj
+
+    def list(self, kind: str, selector: str | None = None) -> list[JSON]:
+        args = ["get", KIND_RESOURCES[kind], "-n", self.namespace, "-o", "json"]
+        if selector:
+            args += ["-l", selector]
+        items: list[JSON] = json.loads(self.kube.kubectl_run(*args).stdout)["items"]
+        return items
+
+    def names(self, kind: str, selector: str | None = None) -> set[str]:
+        return {o["metadata"]["name"] for o in self.list(kind, selector)}
+
+    def delete(self, kind: str, name: str, wait: bool = False) -> None:
+        self.kube.kubectl_run(
+            "delete", KIND_RESOURCES[kind], name, "-n", self.namespace, f"--wait={str(wait).lower()}"
+        )
+
+    def patch(self, kind: str, name: str, patch: JSON) -> None:
+        self.kube.kubectl_run(
+            "patch", KIND_RESOURCES[kind], name, "-n", self.namespace, "--type=merge", "-p", json.dumps(patch)
+        )
+
+    def condition(self, kind: str, name: str, type_: str) -> JSON | None:
+        obj = self.get(kind, name)
+        conditions = ((obj or {}).get("status") or {}).get("conditions") or []
+        return next((c for c in conditions if c.get("type") == type_), None)
+
+    def condition_with(self, kind: str, name: str, type_: str, status: str = "True") -> JSON | None:
+        """The condition when it has ``status``, else None (for :func:`eventually`)."""
+        found = self.condition(kind, name, type_)
+        return found if found is not None and found.get("status") == status else None
+
+    def condition_is(self, kind: str, name: str, type_: str, status: str = "True") -> bool:
+        found = self.condition(kind, name, type_)
+        return found is not None and found.get("status") == status
+
+    def mark_ready(self, pod: JSON) -> None:
+        self.kube.kubectl_run(
+            "patch", "pod", pod["metadata"]["name"], "-n", self.namespace, "--subresource=status",
+            "--type=merge", "-p", json.dumps(READY_STATUS), check=False,
+        )  # fmt: skip
+
+
+def is_ready(pod: JSON) -> bool:
+    status = pod.get("status") or {}
+    return status.get("phase") == "Running" and any(
+        c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or []
+    )
+
+
+class FakeKubelet:
+    """Marks every Ferry pod in the namespace Ready ``delay`` seconds after it first sees it."""
+
+    def __init__(
+        self, cluster: Cluster, delay: float = 0.5, selector: str = "modelserving.volcano.sh/name"
+    ) -> None:
+        self.cluster = cluster
+        self.delay = delay
+        self.selector = selector
+        self.paused = threading.Event()
+        self._stop = threading.Event()
+        self._seen: dict[str, float] = {}
+        self._thread = threading.Thread(target=self._run, name="fake-kubelet", daemon=True)
+
+    def __enter__(self) -> FakeKubelet:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            if not self.paused.is_set():
+                # the namespace may be going away; keep trying
+                with contextlib.suppress(Exception):
+                    self._tick()
+            self._stop.wait(0.2)
+
+    def _tick(self) -> None:
+        now = time.monotonic()
+        for pod in self.cluster.list("Pod", self.selector):
+            uid = pod["metadata"]["uid"]
+            if is_ready(pod) or pod["metadata"].get("deletionTimestamp"):
+                continue
+            first = self._seen.setdefault(uid, now)
+            if now - first >= self.delay:
+                self.cluster.mark_ready(pod)
