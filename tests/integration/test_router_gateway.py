@@ -1,0 +1,623 @@
+"""The router against a real nats-server and real mock engines, driven by the official ``openai`` client.
+
+Objects (ModelRoutes, ModelServers, Pods) are published on ``FERRY_OBJECTS`` exactly as the
+watcher publishes them; the router runs as its own process (``ferry_router.__main__``) and the
+engines are ``ferry-mock-engine`` processes on 127.0.x.y addresses. Each test uses its own
+namespace and model names, so tests do not see each other's routes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import sys
+import time
+import urllib.request
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import nats
+import openai
+import pytest
+from ferry_local.processes import ManagedProcess, spawn, tail
+from ferry_local.readiness import free_port
+from ferry_schemas.bus import MSG_ID_HEADER, ObjectEvent
+from ferry_schemas.runtime.jetstream import declare_streams
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
+
+_SUBNET = random.randint(20, 240)
+_NEXT_HOST = iter(range(2, 250))
+
+
+def next_ip() -> str:
+    return f"127.0.{_SUBNET}.{next(_NEXT_HOST)}"
+
+
+def http_json(url: str, timeout: float = 5.0) -> Any:
+    with urllib.request.urlopen(url, timeout=timeout) as response:
+        return json.loads(response.read())
+
+
+def http_ok(url: str) -> bool:
+    with urllib.request.urlopen(url, timeout=2) as response:
+        return int(response.status) == 200
+
+
+def wait_until(check: Any, what: str, timeout: float = 30.0, logs: Any = None) -> Any:
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            last = check()
+            if last:
+                return last
+        except OSError as exc:
+            last = exc
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what} (last: {last!r})\n{logs() if logs else ''}")
+
+
+@dataclass
+class Engine:
+    """One ``ferry-mock-engine`` process."""
+
+    name: str
+    host: str
+    port: int
+    process: ManagedProcess
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def requests(self) -> list[dict[str, Any]]:
+        return [r for r in http_json(f"{self.url}/mock/requests") if r["path"].startswith("/v1/")]
+
+    def wait_up(self) -> None:
+        wait_until(lambda: http_ok(f"{self.url}/health"), f"engine {self.name}", logs=self.log)
+
+    def log(self) -> str:
+        return tail(self.process.log)
+
+
+@dataclass
+class RouterProcess:
+    port: int
+    metrics_port: int
+    debug_port: int
+    access_log: Path
+    trace_file: Path
+    process: ManagedProcess
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def ready(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"{self.url}/readyz", timeout=2) as response:
+                return response.status == 200
+        except OSError:
+            return False
+
+    def log(self) -> str:
+        return tail(self.process.log, 60)
+
+    def server(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            return http_json(
+                f"http://127.0.0.1:{self.debug_port}/debug/config_dump/namespaces/{namespace}/modelservers/{name}"
+            )
+        except OSError:
+            return None
+
+    def wait_endpoints(self, namespace: str, name: str, count: int, key: str = "associatedPods") -> None:
+        def check() -> bool:
+            dump = self.server(namespace, name)
+            return dump is not None and len(dump[key]) == count
+
+        wait_until(check, f"{namespace}/{name} with {count} {key}", logs=self.log)
+
+    def wait_model(self, name: str) -> None:
+        def listed() -> bool:
+            return name in {m["id"] for m in http_json(f"{self.url}/v1/models")["data"]}
+
+        wait_until(listed, f"model {name} routable", logs=self.log)
+
+    def metrics(self) -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as response:
+            return str(response.read().decode())
+
+    def client(self) -> openai.AsyncOpenAI:
+        return openai.AsyncOpenAI(base_url=f"{self.url}/v1", api_key="unused", max_retries=0, timeout=30)
+
+
+@dataclass
+class World:
+    """Processes started for the module, and the bus they share."""
+
+    nats_url: str
+    log_dir: Path
+    js: Any = None
+    nc: Any = None
+    processes: list[ManagedProcess] = field(default_factory=list)
+
+    def engine(self, name: str, served: str, port: int, *extra: str, host: str | None = None) -> Engine:
+        host = host or next_ip()
+        argv = [
+            sys.executable, "-m", "ferry_mock_engine", "--host", host, "--port", str(port),
+            "--served-model-name", served, "--mock-id", name, *extra,
+        ]  # fmt: skip
+        engine = Engine(name, host, port, spawn(f"engine-{name}", argv, self.log_dir))
+        self.processes.append(engine.process)
+        return engine
+
+    def router(self, *, name: str = "router", env: dict[str, str] | None = None) -> RouterProcess:
+        port, metrics_port, debug_port = free_port(), free_port(), free_port()
+        access_log = self.log_dir / f"{name}-access.log"
+        trace_file = self.log_dir / f"{name}-spans.jsonl"
+        settings = {
+            "FERRY_NATS_URL": self.nats_url,
+            "FERRY_ROUTER_PORT": str(port),
+            "FERRY_ROUTER_METRICS_PORT": str(metrics_port),
+            "FERRY_ROUTER_DEBUG_PORT": str(debug_port),
+            "METRICS_SCRAPE_INTERVAL": "200ms",
+            "ACCESS_LOG_FORMAT": "json",
+            "ACCESS_LOG_OUTPUT": str(access_log),
+            "FERRY_TRACE_FILE": str(trace_file),
+            "FERRY_ROUTER_CONFIG": "",
+            **(env or {}),
+        }
+        argv = [sys.executable, "-c", "from ferry_router.__main__ import main; main()"]
+        process = spawn(name, argv, self.log_dir, settings)
+        self.processes.append(process)
+        router = RouterProcess(port, metrics_port, debug_port, access_log, trace_file, process)
+        wait_until(router.ready, f"{name} /readyz", timeout=60, logs=router.log)
+        return router
+
+    async def publish(self, resource: str, obj: dict[str, Any], event: str = "MODIFIED") -> None:
+        meta = obj.setdefault("metadata", {})
+        meta.setdefault("uid", str(uuid.uuid4()))
+        meta["resourceVersion"] = str(time.monotonic_ns())
+        meta.setdefault("creationTimestamp", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+        evt = ObjectEvent.from_object(event, resource, obj)  # type: ignore[arg-type]
+        await self.js.publish(evt.subject, evt.to_bytes(), headers={MSG_ID_HEADER: evt.msg_id})
+
+    async def pod(
+        self, namespace: str, name: str, labels: dict[str, str], ip: str, *, ready: bool = True
+    ) -> None:
+        await self.publish("pods", pod_object(namespace, name, labels, ip, ready=ready))
+
+
+def pod_object(
+    namespace: str, name: str, labels: dict[str, str], ip: str, *, ready: bool = True
+) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "labels": labels,
+            "uid": f"uid-{namespace}-{name}",
+        },
+        "status": {
+            "phase": "Running",
+            "podIP": ip,
+            "conditions": [{"type": "Ready", "status": "True" if ready else "False"}],
+        },
+    }
+
+
+def model_server(namespace: str, name: str, labels: dict[str, str], port: int, **spec: Any) -> dict[str, Any]:
+    selector: dict[str, Any] = {"matchLabels": labels}
+    if "pdGroup" in spec:
+        selector["pdGroup"] = spec.pop("pdGroup")
+    return {
+        "apiVersion": "networking.serving.volcano.sh/v1alpha1",
+        "kind": "ModelServer",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {
+            "workloadSelector": selector,
+            "workloadPort": {"port": port},
+            "inferenceEngine": "vLLM",
+            **spec,
+        },
+    }
+
+
+def model_route(namespace: str, name: str, spec: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "apiVersion": "networking.serving.volcano.sh/v1alpha1",
+        "kind": "ModelRoute",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": spec,
+    }
+
+
+@pytest.fixture(scope="module")
+def world(nats_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    w = World(nats_url, tmp_path_factory.mktemp("router-it"))
+    try:
+        yield w
+    finally:
+        for process in reversed(w.processes):
+            process.stop(timeout=5)
+
+
+@pytest.fixture(scope="module")
+async def bus(world: World) -> AsyncIterator[World]:
+    world.nc = await nats.connect(world.nats_url)
+    world.js = world.nc.jetstream()
+    await declare_streams(world.js)
+    try:
+        yield world
+    finally:
+        await world.nc.drain()
+
+
+@pytest.fixture(scope="module")
+def router(bus: World) -> RouterProcess:
+    return bus.router()
+
+
+def ns() -> str:
+    return f"rt-{uuid.uuid4().hex[:8]}"
+
+
+CHAT = [{"role": "user", "content": "Say hello to the router please"}]
+
+
+async def test_chat_and_completions_streaming_and_not(bus: World, router: RouterProcess) -> None:
+    namespace, port = ns(), free_port()
+    engines = [bus.engine(f"basic-{i}", "org/served-model", port) for i in range(2)]
+    for engine in engines:
+        engine.wait_up()
+    await bus.publish(
+        "modelservers", model_server(namespace, "srv", {"app": "basic"}, port, model="org/served-model")
+    )
+    await bus.publish(
+        "modelroutes",
+        model_route(
+            namespace,
+            "route",
+            {"modelName": f"basic-{namespace}", "rules": [{"targetModels": [{"modelServerName": "srv"}]}]},
+        ),
+    )
+    for i, engine in enumerate(engines):
+        await bus.pod(namespace, f"pod-{i}", {"app": "basic"}, engine.host)
+    router.wait_endpoints(namespace, "srv", 2)
+    router.wait_model(f"basic-{namespace}")
+    client = router.client()
+    model = f"basic-{namespace}"
+
+    chat = await client.chat.completions.create(model=model, messages=CHAT, max_tokens=8)  # type: ignore[arg-type]
+    assert chat.choices[0].message.content
+    assert chat.usage is not None
+    assert chat.usage.completion_tokens > 0
+
+    pieces = []
+    usage_chunks = 0
+    async for chunk in await client.chat.completions.create(
+        model=model, messages=CHAT, max_tokens=8, stream=True
+    ):  # type: ignore[arg-type]
+        usage_chunks += chunk.usage is not None
+        if chunk.choices and chunk.choices[0].delta.content:
+            pieces.append(chunk.choices[0].delta.content)
+    assert pieces
+    assert usage_chunks == 0  # the usage chunk the router asked for is not shown
+
+    completion = await client.completions.create(model=model, prompt="Once upon a time", max_tokens=5)
+    assert completion.choices[0].text
+    texts = [
+        c.choices[0].text
+        async for c in await client.completions.create(
+            model=model,
+            prompt="Once upon a time",
+            max_tokens=5,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+        if c.choices
+    ]
+    assert "".join(texts)
+
+    seen = [r for engine in engines for r in engine.requests()]
+    assert len(seen) == 4
+    assert {r["model"] for r in seen} == {"org/served-model"}  # rewritten to the ModelServer's model
+    assert all(r["headers"].get("X-Request-Id") or r["headers"].get("x-request-id") for r in seen)
+
+    # one trace: the router's server span and the engine request share the trace id
+    parents = {r["traceparent"].split("-")[1] for r in seen if r.get("traceparent")}
+    assert len(parents) == 4
+    wait_until(lambda: router.trace_file.exists() and router.trace_file.stat().st_size > 0, "spans")
+    spans = [json.loads(line) for line in router.trace_file.read_text().splitlines()]
+    server_spans = {s["traceId"] for s in spans if s["kind"] == "SERVER"}
+    assert parents <= server_spans
+    assert {"schedule", "upstream"} <= {s["name"] for s in spans}
+
+    with pytest.raises(openai.NotFoundError) as caught:
+        await client.chat.completions.create(model=f"nope-{namespace}", messages=CHAT)  # type: ignore[arg-type]
+    assert caught.value.body["code"] == "model_not_found"  # type: ignore[index]
+
+    models = [m.id async for m in client.models.list()]
+    assert model in models
+
+    entries = [json.loads(line) for line in router.access_log.read_text().splitlines()]
+    mine = [e for e in entries if e.get("model_name") == model]
+    assert len(mine) == 4
+    assert all(e["model_route"] == f"{namespace}/route" and e["status_code"] == 200 for e in mine)
+    assert "kthena_router_requests_total{" in router.metrics()
+    await client.close()
+
+
+async def test_lora_adapter_requests_reach_the_engine_that_has_it(bus: World, router: RouterProcess) -> None:
+    namespace, port = ns(), free_port()
+    with_lora = bus.engine(
+        "lora-yes", "base-model", port, "--enable-lora", "--lora-modules", "sql-lora=/adapters/sql"
+    )
+    without = bus.engine("lora-no", "base-model", port)
+    for engine in (with_lora, without):
+        engine.wait_up()
+    await bus.publish(
+        "modelservers", model_server(namespace, "srv", {"app": "lora"}, port, model="base-model")
+    )
+    await bus.publish(
+        "modelroutes",
+        model_route(
+            namespace,
+            "lora",
+            {
+                "modelName": f"base-{namespace}",
+                "loraAdapters": ["sql-lora"],
+                "rules": [{"targetModels": [{"modelServerName": "srv"}]}],
+            },
+        ),
+    )
+    await bus.pod(namespace, "with", {"app": "lora"}, with_lora.host)
+    await bus.pod(namespace, "without", {"app": "lora"}, without.host)
+    router.wait_endpoints(namespace, "srv", 2)
+    router.wait_model("sql-lora")
+    client = router.client()
+    for _ in range(6):
+        answer = await client.completions.create(model="sql-lora", prompt="select", max_tokens=4)
+        assert answer.choices[0].text
+    lora_requests = [r for r in with_lora.requests() if r.get("lora") == "sql-lora"]
+    assert len(lora_requests) == 6
+    assert all(r["model"] == "sql-lora" for r in lora_requests)  # LoRA names are not rewritten
+    base = await client.completions.create(model=f"base-{namespace}", prompt="x", max_tokens=2)
+    assert base.model == "base-model"
+    await client.close()
+
+
+async def test_weighted_split_over_1000_requests(bus: World, router: RouterProcess) -> None:
+    namespace, port = ns(), free_port()
+    heavy, light = bus.engine("heavy", "split-model", port), bus.engine("light", "split-model", port)
+    for engine in (heavy, light):
+        engine.wait_up()
+    for name, engine in (("heavy", heavy), ("light", light)):
+        await bus.publish(
+            "modelservers", model_server(namespace, name, {"app": name}, port, model="split-model")
+        )
+        await bus.pod(namespace, f"{name}-0", {"app": name}, engine.host)
+    targets = [{"modelServerName": "heavy", "weight": 70}, {"modelServerName": "light", "weight": 30}]
+    await bus.publish(
+        "modelroutes",
+        model_route(
+            namespace, "split", {"modelName": f"split-{namespace}", "rules": [{"targetModels": targets}]}
+        ),
+    )
+    router.wait_endpoints(namespace, "heavy", 1)
+    router.wait_endpoints(namespace, "light", 1)
+    router.wait_model(f"split-{namespace}")
+    client = router.client()
+    gate = asyncio.Semaphore(32)
+
+    async def one() -> None:
+        async with gate:
+            await client.completions.create(model=f"split-{namespace}", prompt="p", max_tokens=1)
+
+    await asyncio.gather(*(one() for _ in range(1000)))
+    counts = Counter({"heavy": len(heavy.requests()), "light": len(light.requests())})
+    assert counts.total() == 1000
+    # binomial(1000, 0.7): sd = 14.5 requests; 4.5 sd is 0.065
+    assert abs(counts["heavy"] / 1000 - 0.7) < 0.065, counts
+    await client.close()
+
+
+async def test_prefill_decode_route_sends_the_right_requests(bus: World, router: RouterProcess) -> None:
+    namespace, port = ns(), free_port()
+    prefill = bus.engine(
+        "prefill",
+        "pd-model",
+        port,
+        "--kv-transfer-config",
+        '{"kv_connector":"NixlConnector","kv_role":"kv_producer"}',
+    )
+    decode = bus.engine(
+        "decode",
+        "pd-model",
+        port,
+        "--kv-transfer-config",
+        '{"kv_connector":"NixlConnector","kv_role":"kv_consumer"}',
+    )
+    for engine in (prefill, decode):
+        engine.wait_up()
+    pd_group = {
+        "groupKey": "modelserving.volcano.sh/group-name",
+        "prefillLabels": {"modelserving.volcano.sh/rolename": "prefill"},
+        "decodeLabels": {"modelserving.volcano.sh/rolename": "decode"},
+    }
+    await bus.publish(
+        "modelservers",
+        model_server(
+            namespace,
+            "pd",
+            {"app": "pd"},
+            port,
+            pdGroup=pd_group,
+            kvConnector={"type": "nixl"},
+            model="pd-model",
+        ),
+    )
+    await bus.publish(
+        "modelroutes",
+        model_route(
+            namespace,
+            "pd",
+            {"modelName": f"pd-{namespace}", "rules": [{"targetModels": [{"modelServerName": "pd"}]}]},
+        ),
+    )
+    for name, engine, role in (("p0", prefill, "prefill"), ("d0", decode, "decode")):
+        labels = {
+            "app": "pd",
+            "modelserving.volcano.sh/group-name": "g0",
+            "modelserving.volcano.sh/rolename": role,
+        }
+        await bus.pod(namespace, name, labels, engine.host)
+    router.wait_endpoints(namespace, "pd", 1, key="decodePods")
+    router.wait_endpoints(namespace, "pd", 1, key="prefillPods")
+    router.wait_model(f"pd-{namespace}")
+    client = router.client()
+    chat = await client.chat.completions.create(model=f"pd-{namespace}", messages=CHAT, max_tokens=6)  # type: ignore[arg-type]
+    assert chat.choices[0].message.content
+    pieces = [
+        c.choices[0].delta.content or ""
+        async for c in await client.chat.completions.create(
+            model=f"pd-{namespace}", messages=CHAT, max_tokens=6, stream=True
+        )  # type: ignore[arg-type]
+        if c.choices
+    ]
+    assert "".join(pieces)
+    p_seen, d_seen = prefill.requests(), decode.requests()
+    assert [r["role"] for r in p_seen] == ["prefill", "prefill"]
+    assert [r["role"] for r in d_seen] == ["decode", "decode"]
+    assert all(r["status"] == 200 and r["error"] is None for r in p_seen + d_seen)
+    for r in p_seen:
+        assert r["body"]["max_tokens"] == 1
+        assert "stream" not in r["body"]
+        assert r["kv_transfer_params"] == {"do_remote_decode": True, "do_remote_prefill": False}
+    for r in d_seen:
+        assert r["kv_transfer_params"]["do_remote_prefill"] is True  # what the prefill answered
+        assert r["body"]["max_tokens"] == 6
+    assert d_seen[1]["body"]["stream"] is True
+    assert "kthena_router_request_prefill_duration_seconds_count" in router.metrics()
+    await client.close()
+
+
+async def test_rate_limit_is_429_and_global_limits_are_shared_by_replicas(
+    bus: World, router: RouterProcess
+) -> None:
+    namespace, port = ns(), free_port()
+    engine = bus.engine("limited", "limited-model", port)
+    engine.wait_up()
+    await bus.publish(
+        "modelservers", model_server(namespace, "srv", {"app": "limited"}, port, model="limited-model")
+    )
+    await bus.pod(namespace, "p", {"app": "limited"}, engine.host)
+    rule = [{"targetModels": [{"modelServerName": "srv"}]}]
+    # "hello world" as one chat message is 10 estimated tokens
+    hello = [{"role": "user", "content": "hello world"}]
+    local = {"inputTokensPerUnit": 30, "unit": "hour"}
+    shared = {"inputTokensPerUnit": 40, "unit": "hour", "global": {"redis": {"address": "ignored:6379"}}}
+    await bus.publish(
+        "modelroutes",
+        model_route(
+            namespace, "local", {"modelName": f"local-{namespace}", "rules": rule, "rateLimit": local}
+        ),
+    )
+    await bus.publish(
+        "modelroutes",
+        model_route(
+            namespace, "global", {"modelName": f"global-{namespace}", "rules": rule, "rateLimit": shared}
+        ),
+    )
+    router.wait_endpoints(namespace, "srv", 1)
+    router.wait_model(f"local-{namespace}")
+    router.wait_model(f"global-{namespace}")
+    client = router.client()
+    statuses = []
+    refusals: list[Any] = []
+    for _ in range(4):
+        try:
+            await client.chat.completions.create(model=f"local-{namespace}", messages=hello, max_tokens=2)  # type: ignore[arg-type]
+            statuses.append(200)
+        except openai.RateLimitError as exc:
+            statuses.append(429)
+            refusals.append(exc.body)
+    assert statuses == [200, 200, 200, 429]
+    assert refusals[0]["type"] == "rate_limit_error"
+    assert "rate limit" in refusals[0]["message"]
+    assert 'limit_type="input_tokens"' in router.metrics()
+
+    replica = bus.router(name="router-replica")  # starts late: reads the routes from the stream
+    replica.wait_endpoints(namespace, "srv", 1)
+    clients = [client, replica.client()]
+    outcomes = []
+    for i in range(6):  # alternate replicas: together they may spend 40 tokens, 4 requests
+        try:
+            await clients[i % 2].chat.completions.create(
+                model=f"global-{namespace}", messages=hello, max_tokens=2
+            )  # type: ignore[arg-type]
+            outcomes.append(200)
+        except openai.RateLimitError:
+            outcomes.append(429)
+    assert outcomes == [200, 200, 200, 200, 429, 429]
+    for c in clients:
+        await c.close()
+
+
+async def test_endpoint_removed_mid_run_gets_no_more_traffic(bus: World, router: RouterProcess) -> None:
+    namespace, port = ns(), free_port()
+    keep, drop = (
+        bus.engine("keep", "churn-model", port),
+        bus.engine("drop", "churn-model", port, "--inter-token-latency", "5ms"),
+    )
+    for engine in (keep, drop):
+        engine.wait_up()
+    await bus.publish(
+        "modelservers", model_server(namespace, "srv", {"app": "churn"}, port, model="churn-model")
+    )
+    await bus.publish(
+        "modelroutes",
+        model_route(
+            namespace,
+            "churn",
+            {"modelName": f"churn-{namespace}", "rules": [{"targetModels": [{"modelServerName": "srv"}]}]},
+        ),
+    )
+    await bus.pod(namespace, "keep", {"app": "churn"}, keep.host)
+    await bus.pod(namespace, "drop", {"app": "churn"}, drop.host)
+    router.wait_endpoints(namespace, "srv", 2)
+    router.wait_model(f"churn-{namespace}")
+    client = router.client()
+    errors: list[BaseException] = []
+    stop = asyncio.Event()
+
+    async def worker() -> None:
+        while not stop.is_set():
+            try:
+                await client.completions.create(model=f"churn-{namespace}", prompt="go", max_tokens=4)
+            except Exception as exc:  # pragma: no cover - reported below
+                errors.append(exc)
+
+    workers = [asyncio.create_task(worker()) for _ in range(8)]
+    await asyncio.sleep(1.0)
+    assert drop.requests(), "both endpoints should serve before the removal"
+    tombstone = pod_object(namespace, "drop", {"app": "churn"}, drop.host)
+    await bus.publish("pods", tombstone, event="DELETED")
+    await asyncio.to_thread(router.wait_endpoints, namespace, "srv", 1)
+    removed_at = len(drop.requests())
+    await asyncio.sleep(1.0)
+    stop.set()
+    await asyncio.gather(*workers)
+    assert errors == []
+    assert len(drop.requests()) == removed_at  # nothing new after the tombstone was applied
+    assert len(keep.requests()) > 20
+    await client.close()
