@@ -98,3 +98,12 @@ def test_disaggregated_condition_for_pd_backends() -> None:
     assert "Disaggregated" not in types(
         compute_booster_status(booster(), [serving(True)], desired(), ok, at=T0)
     )
+
+
+def test_a_stale_desired_set_never_moves_status_backwards() -> None:
+    current = compute_booster_status(
+        booster(3), [serving(True)], desired(3), ApplyResult(owner=owner(3), ok=True)
+    )
+    stale = compute_booster_status({**booster(3), "status": current}, [serving(True)], desired(2), None)
+    assert stale["observedGeneration"] == 3
+    assert types(stale)["Active"] == "True"

@@ -81,6 +81,9 @@ def compute_booster_status(
     meta = booster["metadata"]
     old: JSON = booster.get("status") or {}
     conditions: list[Condition] = list(old.get("conditions") or [])
+    seen = int(old.get("observedGeneration") or 0)
+    if desired is not None and desired.owner.uid == meta.get("uid") and desired.owner.generation < seen:
+        desired = None  # a stale replay (e.g. a slow watcher's old event) never moves status backwards
     outcome = pipeline_outcome(booster, desired, result)
     by_name = {s["metadata"]["name"]: s for s in servings}
     expected = expected_servings(booster, desired)
