@@ -272,3 +272,33 @@ async def test_health(start_engine: EngineFactory, http: aiohttp.ClientSession) 
     engine = await start_engine()
     async with http.get(f"{engine.url}/health") as resp:
         assert resp.status == 200
+
+
+async def test_tokenize_agrees_with_usage(start_engine: EngineFactory, http: aiohttp.ClientSession) -> None:
+    engine = await start_engine("--served-model-name", "m")
+    async with http.post(f"{engine.url}/tokenize", json={"model": "m", "prompt": "x" * 10}) as resp:
+        first = await resp.json()
+    async with http.post(f"{engine.url}/tokenize", json={"model": "m", "prompt": "x" * 10}) as resp:
+        assert (await resp.json())["tokens"] == first["tokens"]
+    async with http.post(f"{engine.url}/v1/completions", json={"model": "m", "prompt": "x" * 10}) as resp:
+        assert (await resp.json())["usage"]["prompt_tokens"] == first["count"] == 3
+    async with http.post(f"{engine.url}/tokenize", json={"model": "nope", "prompt": "x"}) as resp:
+        assert resp.status == 404
+
+
+async def test_client_disconnect_mid_stream_frees_the_slot(
+    start_engine: EngineFactory, http: aiohttp.ClientSession
+) -> None:
+    engine = await start_engine("--served-model-name", "m", "--inter-token-latency", "50ms")
+    body = {"model": "m", "prompt": "p", "max_tokens": 200, "stream": True}
+    async with http.post(f"{engine.url}/v1/completions", json=body) as resp:
+        assert (await resp.content.readline()).startswith(b"data: ")
+        assert engine.load.running  # generating
+        resp.close()  # hang up mid-stream
+    for _ in range(200):  # bounded: the engine notices at its next write (50 ms)
+        if not engine.load.running:
+            break
+        await asyncio.sleep(0.02)
+    assert not engine.load.running
+    assert engine.requests[-1].error == "client disconnected"
+    assert engine.requests[-1].output_tokens < 200

@@ -49,6 +49,12 @@ def count_tokens(text: str) -> int:
     return max(1, math.ceil(len(text) / 4))
 
 
+def token_ids(text: str) -> list[int]:
+    """Deterministic token ids, one per 4-character chunk (so ``len`` agrees with :func:`count_tokens`)."""
+    chunks = [text[i : i + 4] for i in range(0, len(text), 4)] or [""]
+    return [int.from_bytes(hashlib.sha256(c.encode("utf-8")).digest()[:4], "big") % 150_000 for c in chunks]
+
+
 def output_token_budget(body: dict[str, Any], default: int) -> int:
     """``max_completion_tokens`` or ``max_tokens`` if given (≥ 0), else ``default``."""
     for key in ("max_completion_tokens", "max_tokens"):

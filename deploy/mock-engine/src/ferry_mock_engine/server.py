@@ -2,7 +2,8 @@
 
 Inference: ``POST /v1/chat/completions`` and ``/v1/completions`` (streaming SSE and not).
 Models: ``GET /v1/models`` (served names and loaded LoRA adapters), ``POST /v1/load_lora_adapter``,
-``POST /v1/unload_lora_adapter``. Probes: ``GET /health``, ``/ping``, ``/version``, ``/metrics``.
+``POST /v1/unload_lora_adapter``, ``POST /tokenize``.
+Probes: ``GET /health``, ``/ping``, ``/version``, ``/metrics``.
 Inspection for tests: ``GET /mock/requests`` (``DELETE`` clears), ``GET /mock/info``,
 ``POST /mock/config`` (change ``ttft``/``itl`` seconds, or ``fail_status`` + ``fail_count`` to
 answer the next requests with an error).
@@ -31,6 +32,7 @@ from ferry_mock_engine.generation import (
     output_token_budget,
     prompt_hash,
     prompt_text,
+    token_ids,
 )
 from ferry_mock_engine.metrics import EngineMetrics, Load
 from ferry_mock_engine.openai_format import Completion, error_body, sse, usage
@@ -93,6 +95,7 @@ class MockEngine:
         for path in _INFERENCE_PATHS:
             app.router.add_post(path, self._inference)
         app.router.add_get("/v1/models", self._models)
+        app.router.add_post("/tokenize", self._tokenize)
         app.router.add_post("/v1/load_lora_adapter", self._load_lora)
         app.router.add_post("/v1/unload_lora_adapter", self._unload_lora)
         app.router.add_get("/health", self._health)
@@ -393,6 +396,21 @@ class MockEngine:
             return web.json_response(error_body(404, message), status=404)
         log.info("unloaded LoRA adapter %s", name)
         return web.Response(text=f"Success: LoRA adapter '{name}' removed successfully.")
+
+    async def _tokenize(self, request: web.Request) -> web.Response:
+        """vLLM's ``/tokenize``: ``{"prompt"}`` or ``{"messages"}`` → ``{count, max_model_len, tokens}``."""
+        try:
+            body = self._parse(await request.read())
+            self._resolve_model(body)
+            path = "/v1/chat/completions" if "messages" in body else "/v1/completions"
+            tokens = token_ids(prompt_text(path, body))
+        except HttpError as exc:
+            return web.json_response(error_body(exc.status, exc.message), status=exc.status)
+        except BadRequest as exc:
+            return web.json_response(error_body(400, str(exc)), status=400)
+        return web.json_response(
+            {"count": len(tokens), "max_model_len": self.config.max_model_len, "tokens": tokens}
+        )
 
     # ------------------------------------------------------------------ probes and metrics
     async def _health(self, _: web.Request) -> web.Response:
