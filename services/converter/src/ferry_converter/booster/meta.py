@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ferry_schemas import labels as L
-from ferry_schemas.bus import content_hash
+from ferry_schemas.bus import OwnerKey, Resource, content_hash
 
 
 @dataclass(frozen=True)
@@ -18,14 +18,15 @@ class BoosterRef:
     uid: str
 
     def owner_reference(self) -> dict[str, Any]:
-        return {
-            "apiVersion": L.WORKLOAD_API_VERSION,
-            "kind": "ModelBooster",
-            "name": self.name,
-            "uid": self.uid,
-            "controller": True,
-            "blockOwnerDeletion": True,
-        }
+        owner = OwnerKey(
+            api_version=L.WORKLOAD_API_VERSION,
+            kind="ModelBooster",
+            resource=Resource.MODEL_BOOSTERS,
+            namespace=self.namespace,
+            name=self.name,
+            uid=self.uid,
+        )
+        return owner.owner_reference()
 
     def labels(self, backend: str) -> dict[str, str]:
         """The four stable labels (``revision`` is added by :func:`stamp_revision`)."""

@@ -1,0 +1,27 @@
+"""Converter settings: the shared service settings plus the images it renders into pods."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ferry_schemas.runtime.settings import ServiceSettings, env_str
+
+from ferry_converter.booster.options import DEFAULT_DOWNLOADER_IMAGE, DEFAULT_RUNTIME_IMAGE, RenderOptions
+
+SERVICE = "converter"
+
+
+@dataclass(frozen=True)
+class ConverterSettings(ServiceSettings):
+    """``FERRY_DOWNLOADER_IMAGE`` / ``FERRY_RUNTIME_IMAGE`` override Kthena's default images."""
+
+    service: str = SERVICE
+    downloader_image: str = field(
+        default_factory=lambda: env_str("FERRY_DOWNLOADER_IMAGE", DEFAULT_DOWNLOADER_IMAGE)
+    )
+    runtime_image: str = field(default_factory=lambda: env_str("FERRY_RUNTIME_IMAGE", DEFAULT_RUNTIME_IMAGE))
+    durable_prefix: str = field(default_factory=lambda: env_str("FERRY_CONVERTER_DURABLE", "converter"))
+
+    @property
+    def render_options(self) -> RenderOptions:
+        return RenderOptions(downloader_image=self.downloader_image, runtime_image=self.runtime_image)

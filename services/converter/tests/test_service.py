@@ -1,0 +1,196 @@
+"""The converter service in memory (FastStream ``TestNatsBroker``): routing, headers, tombstones, traces."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from faststream.nats import JStream, NatsMessage, TestNatsBroker
+from ferry_converter.service import build_broker
+from ferry_converter.settings import ConverterSettings
+from ferry_local.paths import shared_dir
+from ferry_schemas.bus import (
+    DESIRED_STREAM,
+    MSG_ID_HEADER,
+    OBJECTS_STREAM,
+    DesiredSet,
+    ObjectEvent,
+    Resource,
+    desired_subject,
+)
+from opentelemetry import propagate
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from pydantic import ValidationError
+
+INPUT = shared_dir() / "reference" / "kthena" / "head" / "convert-testdata" / "input"
+TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
+TRACEPARENT = f"00-{TRACE_ID}-00f067aa0ba902b7-01"
+
+
+def booster_event(path: Path = INPUT / "model.yaml", kind: str = "ADDED", generation: int = 1) -> ObjectEvent:
+    obj: dict[str, Any] = yaml.safe_load(path.read_text())
+    obj["metadata"].update(uid="uid-1", resourceVersion=str(10 + generation), generation=generation)
+    return ObjectEvent.from_object(kind, Resource.MODEL_BOOSTERS, obj)  # type: ignore[arg-type]
+
+
+def serving_event(name: str = "ms-a") -> ObjectEvent:
+    obj = {
+        "apiVersion": "workload.serving.volcano.sh/v1alpha1",
+        "kind": "ModelServing",
+        "metadata": {
+            "name": name,
+            "namespace": "default",
+            "uid": "ms-uid",
+            "resourceVersion": "5",
+            "generation": 2,
+        },
+        "spec": {
+            "replicas": 2,
+            "template": {
+                "roles": [{"name": "leader", "replicas": 1, "workerReplicas": 0, "entryTemplate": {}}]
+            },
+        },
+    }
+    return ObjectEvent.from_object("ADDED", Resource.MODEL_SERVINGS, obj)
+
+
+class Harness:
+    def __init__(self, provider: TracerProvider | None = None) -> None:
+        self.broker, self.converter = build_broker(ConverterSettings(nats_url="nats://127.0.0.1:1"), provider)
+        self.received: list[tuple[str, dict[str, str], DesiredSet]] = []
+
+        @self.broker.subscriber("ferry.desired.>", stream=JStream(DESIRED_STREAM, declare=False))
+        async def capture(msg: NatsMessage) -> None:
+            self.received.append(
+                (msg.raw_message.subject, dict(msg.headers), DesiredSet.model_validate_json(msg.body))
+            )
+
+    async def send(self, event: ObjectEvent | bytes, headers: dict[str, str] | None = None) -> None:
+        body = event if isinstance(event, bytes) else event.to_bytes()
+        subject = event.subject if isinstance(event, ObjectEvent) else "ferry.obj.modelboosters.default.x"
+        await self.broker.publish(body, subject, headers=headers, stream=OBJECTS_STREAM)
+
+
+async def test_booster_event_publishes_its_desired_set() -> None:
+    h = Harness()
+    async with TestNatsBroker(h.broker):
+        event = booster_event()
+        await h.send(event)
+    (subject, headers, desired) = h.received[0]
+    assert len(h.received) == 1
+    assert subject == desired_subject("modelboosters", "default", "test-model")
+    assert headers[MSG_ID_HEADER] == desired.msg_id
+    assert desired.owner.generation == 1
+    assert desired.owner.uid == "uid-1"
+    assert sorted(c["kind"] for c in desired.children) == ["ModelRoute", "ModelServer", "ModelServing"]
+    assert desired.managed_kinds[:3] == ["ModelServing", "ModelServer", "ModelRoute"]
+    assert desired.owner_selector == {
+        "workload.serving.volcano.sh/managed-by": "workload.serving.volcano.sh",
+        "workload.serving.volcano.sh/model-uid": "uid-1",
+    }
+    for child in desired.children:
+        assert child["metadata"]["ownerReferences"] == [desired.owner.owner_reference()]
+
+
+async def test_serving_event_publishes_a_workload() -> None:
+    h = Harness()
+    async with TestNatsBroker(h.broker):
+        await h.send(serving_event())
+    (subject, _, desired) = h.received[0]
+    assert subject == "ferry.desired.modelservings.default.ms-a"
+    assert desired.children == []
+    assert desired.workload is not None
+    assert desired.workload.replicas == 2
+    assert desired.owner_selector == {"modelserving.volcano.sh/name": "ms-a"}
+    assert desired.managed_kinds == ["PodGroup", "Pod", "Service"]
+
+
+async def test_dotted_serving_name_is_an_error_on_an_encoded_subject() -> None:
+    h = Harness()
+    async with TestNatsBroker(h.broker):
+        await h.send(serving_event("ms.v1"))
+    (subject, _, desired) = h.received[0]
+    assert subject == "ferry.desired.modelservings.default.ms_v1"
+    assert desired.workload is None
+    assert desired.errors[0].field == "metadata.name"
+    assert "DNS-1035" in desired.errors[0].message
+
+
+async def test_deleted_owner_publishes_a_tombstone() -> None:
+    h = Harness()
+    async with TestNatsBroker(h.broker):
+        await h.send(booster_event(kind="DELETED"))
+    (_, _, desired) = h.received[0]
+    assert desired.deleted
+    assert desired.children == []
+    assert desired.owner_selector["workload.serving.volcano.sh/model-uid"] == "uid-1"
+
+
+async def test_unconvertible_booster_publishes_errors_not_children() -> None:
+    h = Harness()
+    event = booster_event(INPUT / "pd-disaggregated-model-with-runtimeclass.yaml")
+    event.object["spec"]["backend"]["workers"].pop()  # no decode worker
+    async with TestNatsBroker(h.broker):
+        await h.send(event)
+    (_, _, desired) = h.received[0]
+    assert desired.children == []
+    assert [e.field for e in desired.errors] == ["spec.backend.workers"]
+    assert "decode worker not found" in desired.errors[0].message
+
+
+async def test_schema_invalid_object_is_reported_with_its_path() -> None:
+    h = Harness()
+    event = booster_event()
+    event.object["spec"]["backend"]["workers"][0]["replicas"] = "many"
+    async with TestNatsBroker(h.broker):
+        await h.send(event)
+    (_, _, desired) = h.received[0]
+    assert desired.children == []
+    assert any(e.field.startswith("spec.backend.workers[0].replicas") for e in desired.errors)
+
+
+async def test_undecodable_message_fails_the_handler() -> None:
+    """The error reaches the broker (NACK_ON_ERROR → redelivery → dead letter), nothing is published."""
+    h = Harness()
+    async with TestNatsBroker(h.broker):
+        with pytest.raises(ValidationError):
+            await h.send(b'{"not": "an event"}')
+    assert h.received == []
+
+
+async def test_trace_continues_from_the_incoming_traceparent() -> None:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    h = Harness(provider)
+    # The in-memory publisher runs the telemetry middleware too: publish inside the watcher's trace.
+    parent = propagate.extract({"traceparent": TRACEPARENT})
+    async with TestNatsBroker(h.broker):
+        with provider.get_tracer("watcher").start_as_current_span("watch", context=parent):
+            await h.send(booster_event())
+    (_, headers, _) = h.received[0]
+    assert headers["traceparent"].split("-")[1] == TRACE_ID
+    spans = exporter.get_finished_spans()
+    assert spans
+    assert any(span.context.trace_id == int(TRACE_ID, 16) for span in spans)
+
+
+async def test_same_input_gives_the_same_msg_id() -> None:
+    h = Harness()
+    async with TestNatsBroker(h.broker):
+        event = booster_event()
+        await h.send(event)
+        await h.send(event)
+        await h.send(booster_event(generation=2))
+    ids = [headers[MSG_ID_HEADER] for _, headers, _ in h.received]
+    assert ids[0] == ids[1]
+    assert ids[2] != ids[0]
+    assert ids[2].startswith("uid-1/2/")
+    assert json.loads(h.received[0][2].to_bytes()) == json.loads(h.received[1][2].to_bytes()) | {
+        "producedAt": json.loads(h.received[0][2].to_bytes())["producedAt"]
+    }
