@@ -326,7 +326,10 @@ class MockEngine:
                 await response.write(sse(completion.usage_chunk(job.usage())))
             await response.write(sse("[DONE]"))
             await response.write_eof()
-        except (ConnectionResetError, asyncio.CancelledError):
+        except ConnectionResetError:  # the client hung up: stop generating, nothing left to answer
+            job.record.error = "client disconnected"
+            return response
+        except asyncio.CancelledError:
             job.record.error = "client disconnected"
             raise
         finally:
