@@ -78,8 +78,6 @@ def blueprint(serving: dict[str, Any]) -> dict[str, Any]:
         },
         "schedulerName": scheduler if isinstance(scheduler, str) else "",
         "queue": annotations.get(L.VOLCANO_QUEUE_ANNOTATION),
-        "rolloutStrategy": copy.deepcopy(spec.get("rolloutStrategy")),
-        "recoveryPolicy": spec.get("recoveryPolicy"),
         "plugins": copy.deepcopy(spec.get("plugins")),
         "template": template,
         "roleTemplateHashes": {role.get("name", ""): role_template_hash(role) for role in roles},

@@ -46,10 +46,11 @@ def name_errors(name: str, spec: dict[str, Any]) -> list[ConversionError]:
         generated = f"{name}-{replicas}-{role_name}-{role_replicas}-{workers}"
         if not L.is_dns1035_label(generated):
             detail = (
-                f"must be no more than {L.DNS1123_LABEL_MAX} characters; shorten the ModelServing or role name"
+                f"must be no more than {L.DNS1123_LABEL_MAX} characters; "
+                "shorten the ModelServing or role name"
                 if len(generated) > L.DNS1123_LABEL_MAX
-                else "must be a DNS-1035 label (start with a letter, only lower-case letters, digits and '-'); "
-                "rename the ModelServing"
+                else "must be a DNS-1035 label (start with a letter, only lower-case letters, "
+                "digits and '-'); rename the ModelServing"
             )
             errors.append(
                 ConversionError(
