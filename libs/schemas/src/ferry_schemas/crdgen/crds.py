@@ -137,7 +137,11 @@ def openapi_schema(kind: type[KubeObject]) -> JsonSchema:
         "type": "string",
         "description": "Kind is a string value representing the REST resource.",
     }
-    properties["metadata"] = {"type": "object"}
+    # Only name/generateName may be constrained here; the bound keeps CEL rules that read the name cheap.
+    properties["metadata"] = {
+        "type": "object",
+        "properties": {"name": {"type": "string", "maxLength": 253}},
+    }
     schema["description"] = KIND_INFO[kind].description
     schema.pop("x-kubernetes-preserve-unknown-fields", None)
     return dict(_tidy_descriptions(schema))

@@ -48,8 +48,8 @@ CONVERTER_CHECKS: tuple[str, ...] = (
     "allowed for the worker type; prefill and decode configure the same connector (booster.md §3.7)",
     "spec.backend(s).modelURI with pvc://: the POSIX-cleaned source path is reachable via the cacheURI "
     "claim mount (booster.md §2.3 rule 5d; needs path cleaning)",
-    "spec.backend(s).loraAdapters[].name must differ from the ModelBooster name when spec.name is used "
-    "(CEL checks metadata.name only)",
+    "spec.backend(s).loraAdapters[].name must differ from the model name (metadata.name): a rule on the "
+    "root reading metadata.name next to every adapter exceeds the API server's CEL cost budget",
 )
 """ModelBooster webhook rules CEL cannot express; the converter checks them and sets ``Failed``."""
 
