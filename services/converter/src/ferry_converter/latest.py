@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Awaitable, Callable
 
 from ferry_schemas.bus import DESIRED_STREAM, DesiredSet
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
-from ferry_converter.service import LatestGeneration
-
 log = logging.getLogger(__name__)
+
+LatestGeneration = Callable[[DesiredSet], Awaitable[int | None]]
+"""The owner generation of the desired set already stored for the same owner (uid), if any."""
 
 
 def stored_generation(js: JetStreamContext) -> LatestGeneration:

@@ -11,9 +11,10 @@ stream). ``NatsTelemetryMiddleware`` continues the incoming ``traceparent`` into
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from faststream import AckPolicy
@@ -22,16 +23,22 @@ from faststream.nats.opentelemetry import NatsTelemetryMiddleware
 from ferry_schemas.bus import (
     DESIRED_STREAM,
     MSG_ID_HEADER,
+    OBJECTS_PREFIX,
     OBJECTS_STREAM,
     DesiredSet,
     ObjectEvent,
     Resource,
+    encode_token,
     object_filter,
 )
+from ferry_schemas.runtime.jetstream import DeadLetterForwarder, connect
+from nats.aio.client import Client
 from nats.js.api import ConsumerConfig, DeliverPolicy
+from nats.js.errors import NotFoundError
 from opentelemetry.sdk.trace import TracerProvider
 
 from ferry_converter.desired import desired_set
+from ferry_converter.latest import LatestGeneration, stored_generation
 from ferry_converter.metrics import CONVERSION_SECONDS, CONVERSIONS, PUBLISH_DUPLICATES
 from ferry_converter.settings import ConverterSettings
 
@@ -39,12 +46,16 @@ log = logging.getLogger(__name__)
 
 RESOURCES = (Resource.MODEL_BOOSTERS, Resource.MODEL_SERVINGS)
 
-LatestGeneration = Callable[[DesiredSet], Awaitable[int | None]]
-"""The owner generation of the desired set already stored for the same owner (uid), if any."""
-
 
 def durable_name(settings: ConverterSettings, resource: str) -> str:
     return f"{settings.durable_prefix}-{resource}"
+
+
+def subject_filter(settings: ConverterSettings, resource: str) -> str:
+    """``ferry.obj.<resource>.>``, or only one namespace's owners when ``namespace`` is set."""
+    if settings.namespace:
+        return f"{OBJECTS_PREFIX}.{resource}.{encode_token(settings.namespace)}.*"
+    return object_filter(resource)
 
 
 @dataclass
@@ -112,7 +123,7 @@ def build_broker(
     for resource in RESOURCES:
         durable = durable_name(settings, resource)
         subscriber = broker.subscriber(
-            object_filter(resource),
+            subject_filter(settings, resource),
             stream=stream,
             durable=durable,
             pull_sub=PullSub(batch_size=1, timeout=1.0),
@@ -131,3 +142,63 @@ def build_broker(
         on_event.__name__ = on_event.__qualname__ = f"convert_{resource}"
         subscriber(on_event)
     return broker, converter
+
+
+class ConverterService:
+    """The running service: broker, dead-letter forwarders and the control connection.
+
+    ``start`` waits for the watcher to declare the streams, then binds the durable consumers.
+    """
+
+    def __init__(self, settings: ConverterSettings, tracer_provider: TracerProvider | None = None) -> None:
+        self.settings = settings
+        self._provider = tracer_provider
+        self._nc: Client | None = None
+        self._forwarders: list[DeadLetterForwarder] = []
+        self.broker: NatsBroker | None = None
+        self.converter: Converter | None = None
+        self.started = False
+
+    def ready(self) -> bool:
+        return self.started and self._nc is not None and self._nc.is_connected
+
+    async def start(self, stop: asyncio.Event | None = None) -> bool:
+        """Bind and start consuming; ``False`` when ``stop`` was set while waiting for the streams."""
+        stop = stop or asyncio.Event()
+        settings = self.settings
+        self._nc = await connect(settings.nats_url, f"ferry-{settings.service}-control")
+        js = self._nc.jetstream()
+        while not stop.is_set():
+            try:
+                for stream in (OBJECTS_STREAM, DESIRED_STREAM):
+                    await js.stream_info(stream)
+                break
+            except NotFoundError:
+                log.info("waiting for %s and %s to be declared", OBJECTS_STREAM, DESIRED_STREAM)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), 1.0)
+        if stop.is_set():
+            return False
+        self.broker, self.converter = build_broker(settings, self._provider, stored_generation(js))
+        for resource in RESOURCES:
+            forwarder = DeadLetterForwarder(
+                self._nc, js, settings.service, OBJECTS_STREAM, durable_name(settings, resource)
+            )
+            await forwarder.start()
+            self._forwarders.append(forwarder)
+        await self.broker.start()
+        self.started = True
+        log.info("converter consuming %s", ", ".join(subject_filter(settings, r) for r in RESOURCES))
+        return True
+
+    async def stop(self) -> None:
+        self.started = False
+        if self.broker is not None:
+            await self.broker.stop()
+        for forwarder in self._forwarders:
+            await forwarder.stop()
+        self._forwarders.clear()
+        if self._nc is not None:
+            with contextlib.suppress(Exception):
+                await self._nc.drain()
+            self._nc = None

@@ -21,6 +21,8 @@ class ConverterSettings(ServiceSettings):
     )
     runtime_image: str = field(default_factory=lambda: env_str("FERRY_RUNTIME_IMAGE", DEFAULT_RUNTIME_IMAGE))
     durable_prefix: str = field(default_factory=lambda: env_str("FERRY_CONVERTER_DURABLE", "converter"))
+    namespace: str = field(default_factory=lambda: env_str("FERRY_WATCH_NAMESPACE", ""))
+    """Only convert owners in this namespace (empty: every namespace)."""
 
     @property
     def render_options(self) -> RenderOptions:
