@@ -11,6 +11,7 @@ undecodable message ends on the dead-letter stream after ``max_deliver`` attempt
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -53,15 +54,15 @@ def duplicates() -> float:
     return PUBLISH_DUPLICATES.labels(Resource.MODEL_BOOSTERS)._value.get()
 
 
-async def eventually(check: Callable[[], Awaitable[Any]], timeout: float = 15.0) -> Any:
+async def eventually(check: Callable[[], Awaitable[Any]], within: float = 15.0) -> Any:
     """Poll ``check`` until it returns something truthy (bounded in time)."""
-    deadline = asyncio.get_running_loop().time() + timeout
+    deadline = asyncio.get_running_loop().time() + within
     while True:
         result = await check()
         if result:
             return result
         if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s")
+            raise AssertionError(f"condition not met within {within}s")
         await asyncio.sleep(0.1)
 
 
@@ -120,10 +121,8 @@ async def bus(nats_url: str) -> AsyncIterator[Bus]:
     finally:
         await service.stop()
         for resource in (Resource.MODEL_BOOSTERS, Resource.MODEL_SERVINGS):
-            try:
+            with contextlib.suppress(NotFoundError):
                 await js.delete_consumer(OBJECTS_STREAM, durable_name(settings, resource))
-            except NotFoundError:
-                pass
         await nc.drain()
 
 
@@ -189,7 +188,7 @@ async def test_duplicated_input_gives_one_desired_set(bus: Bus) -> None:
 
 
 async def test_redelivered_input_gives_one_desired_set(bus: Bus) -> None:
-    """The first attempt publishes and then fails before the ack: the redelivery publishes again, deduplicated."""
+    """The first attempt publishes, then fails before the ack; the redelivery's publish is deduplicated."""
     converter = bus.service.converter
     assert converter is not None
     calls = 0
@@ -205,7 +204,6 @@ async def test_redelivered_input_gives_one_desired_set(bus: Bus) -> None:
 
     converter.handle = fail_once_after_publishing  # type: ignore[method-assign]
     before = duplicates()
-    subject = f"ferry.desired.modelboosters.{bus.namespace}.test-model"
     await bus.publish(bus.booster())
     await eventually(lambda: asyncio.sleep(0, result=calls >= 2))
     await eventually(bus.drained)
