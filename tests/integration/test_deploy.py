@@ -3,10 +3,14 @@ by Docker Compose, and both naming only commands the workspace really installs."
 
 from __future__ import annotations
 
+import fnmatch
 import importlib.util
 import json
 import os
+import re
+import shutil
 import subprocess
+import sys
 import time
 import tomllib
 from collections.abc import Iterator
@@ -108,6 +112,90 @@ def test_otel_collector_config_pipelines_reference_defined_components() -> None:
     for pipeline in config["service"]["pipelines"].values():
         for section in ("receivers", "processors", "exporters"):
             assert set(pipeline.get(section, [])) <= set(config.get(section, {})), section
+
+
+def dockerfile_stage(text: str, stage: str) -> list[tuple[str, str]]:
+    """The (INSTRUCTION, arguments) of one stage, continuation lines joined, comments dropped."""
+    lines = [line for line in text.splitlines() if not line.lstrip().startswith("#")]
+    joined = re.sub(r"\\\n", " ", "\n".join(lines))
+    instructions, current = [], None
+    for line in joined.splitlines():
+        if not line.strip():
+            continue
+        keyword, _, args = line.strip().partition(" ")
+        if keyword.upper() == "FROM":
+            current = args.split()[-1] if " AS " in args.upper() else None
+            continue
+        if current == stage:
+            instructions.append((keyword.upper(), args.strip()))
+    return instructions
+
+
+def dockerignored(path: str, patterns: list[str]) -> bool:
+    parts = path.split("/")
+    for pattern in patterns:
+        if pattern.startswith("**/"):
+            tail = pattern[3:]
+            if any(fnmatch.fnmatch("/".join(parts[i:]), tail) or fnmatch.fnmatch(part, tail)
+                   for i, part in enumerate(parts)):  # fmt: skip
+                return True
+        elif path == pattern or path.startswith(pattern + "/") or fnmatch.fnmatch(path, pattern):
+            return True
+    return False
+
+
+@pytest.mark.slow
+def test_dockerfile_build_stage_installs_every_service(tmp_path: Path) -> None:
+    """No Docker engine here, so replay the build stage: its COPY lines against the context that
+    .dockerignore leaves, its RUN lines (the uv commands) in a scratch directory. Then every console
+    script the image promises must exist and import."""
+    patterns = [p.strip() for p in (REPO / ".dockerignore").read_text().splitlines()
+                if p.strip() and not p.startswith("#")]  # fmt: skip
+    listed = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+        cwd=REPO, capture_output=True, text=True, check=True, timeout=60,
+    ).stdout.split()  # fmt: skip
+    context = [p for p in listed if (REPO / p).is_file() and not dockerignored(p, patterns)]
+    assert "uv.lock" in context
+    assert not any(p.startswith(("tests/", ".git/", "bench/")) for p in context)
+    venv = tmp_path / "venv"
+    workdir = tmp_path / "src"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("UV_", "VIRTUAL_ENV"))}
+
+    def local(path: str) -> Path:
+        return venv if path == "/app/.venv" else workdir / path if not path.startswith("/") else Path(path)
+
+    for keyword, args in dockerfile_stage((REPO / "Dockerfile").read_text(), "build"):
+        if keyword == "ENV":
+            for key, value in re.findall(r"(\w+)=(\S+)", args):
+                env[key] = str(venv) if value == "/app/.venv" else value
+            env["UV_PYTHON"] = sys.executable
+        elif keyword == "WORKDIR":
+            workdir.mkdir(parents=True, exist_ok=True)
+        elif keyword == "COPY" and not args.startswith("--from"):
+            *sources, dest = args.split()
+            for source in sources:
+                matches = [p for p in context if p == source or p.startswith(source.rstrip("/") + "/")]
+                assert matches, f"COPY {source}: nothing in the build context"
+                for path in matches:
+                    relative = Path(path).name if path == source else path[len(source.rstrip("/")) + 1 :]
+                    target = local(dest) / relative if dest.endswith("/") or path != source else local(dest)
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copy2(REPO / path, target)
+        elif keyword == "RUN":
+            command = re.sub(r"--mount=\S+\s*", "", args).replace("/app/.venv", str(venv))
+            done = subprocess.run(
+                ["bash", "-c", command], cwd=workdir, env=env, capture_output=True, text=True, timeout=900
+            )
+            assert done.returncode == 0, f"RUN {command}\n{done.stdout}\n{done.stderr}"
+    scripts = {p.name for p in (venv / "bin").iterdir()}
+    assert FERRY_COMMANDS | {"ferry-mock-engine"} <= scripts
+    assert "pytest" not in scripts  # dev dependencies stay out of the image
+    help_text = subprocess.run(
+        [str(venv / "bin" / "ferry-mock-engine"), "--help"], capture_output=True, text=True, timeout=60
+    )
+    assert help_text.returncode == 0, help_text.stderr
+    assert "--served-model-name" in help_text.stdout
 
 
 def test_dockerfile_installs_the_workspace_and_runs_as_non_root() -> None:
