@@ -90,9 +90,10 @@ def convert_booster(obj: dict[str, Any], options: RenderOptions | None = None) -
         servings = _attempt(errors, lambda b=backend: [build_model_serving(ref, b, options)])  # type: ignore[misc]
         for serving in servings:
             for error in name_errors(ms_name, serving["spec"]):
-                errors.append(
-                    ConversionError(field=f"{backend.path}.name", message=error.message, reason=error.reason)
-                )
+                # The ModelServing name is generated: point at the name the user can change.
+                field = "metadata.name" if not ref.name[:1].isalpha() else f"{backend.path}.name"
+                message = error.message.replace("the ModelServing", "the ModelBooster or backend")
+                errors.append(ConversionError(field=field, message=message, reason=error.reason))
         children += servings
         children += _attempt(errors, lambda b=backend: [build_model_server(ref, b)])  # type: ignore[misc]
     children += _attempt(errors, lambda: [build_model_route(ref, spec, backends)])
