@@ -15,6 +15,7 @@ from .autoscaling import (
     AutoscalingPolicySpec,
     AutoscalingPolicyStatus,
     Behavior,
+    BoosterAutoscalingPolicy,
     DisaggregatedTarget,
     HeterogeneousParam,
     HeterogeneousTarget,
@@ -22,6 +23,7 @@ from .autoscaling import (
     MetricSource,
     PolicyRef,
     RoleScaling,
+    ScalingPolicy,
     ScalingTarget,
 )
 from .booster import (
@@ -93,6 +95,7 @@ __all__ = [
     "BackendStatus",
     "Behavior",
     "BodyMatch",
+    "BoosterAutoscalingPolicy",
     "Condition",
     "DisaggregatedTarget",
     "GangPolicy",
@@ -135,6 +138,7 @@ __all__ = [
     "RoleScaling",
     "RolloutStrategy",
     "Rule",
+    "ScalingPolicy",
     "ScalingTarget",
     "ServingGroup",
     "StringMatch",

@@ -13,7 +13,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import ConfigDict, Field
 
-from .autoscaling import WORKLOAD_GROUP, AutoscalingPolicySpec
+from .autoscaling import WORKLOAD_GROUP, BoosterAutoscalingPolicy
 from .meta import (
     CONDITIONS_LIST,
     DNS1123_LABEL,
@@ -203,7 +203,7 @@ class ModelBackend(KubeModel):
     workers: list[ModelWorker] = Field(min_length=1, max_length=MAX_WORKERS)
     scheduler_name: str | None = Field(None, max_length=253)
     runtime_class_name: str | None = Field(None, max_length=253)
-    autoscaling_policy: AutoscalingPolicySpec | None = None
+    autoscaling_policy: BoosterAutoscalingPolicy | None = None
     """Backend-level autoscaling (generates ``<booster>-<backend>`` policy and binding)."""
     route_weight: int | None = Field(None, ge=0, le=100, json_schema_extra=crd_default(100))
     """Share of the model's traffic for this backend."""
@@ -211,10 +211,13 @@ class ModelBackend(KubeModel):
     """Relative cost of one instance, for model-level (cost-optimised) autoscaling."""
     scale_to_zero_grace_period: str | None = Field(
         None,
+        max_length=32,
         pattern=GO_DURATION,
         json_schema_extra=validations(
             cel(
-                "duration(self) <= duration('1800s')",
+                "!self.matches('"
+                + GO_DURATION.replace("\\", "\\\\")
+                + "') || duration(self) <= duration('1800s')",
                 "scaleToZeroGracePeriod cannot exceed 1800s",
             )
         ),
@@ -287,7 +290,7 @@ class ModelBoosterSpec(KubeModel):
     """Several backends sharing the model's traffic by ``routeWeight`` (seed era)."""
     model_match: ModelMatch | None = None
     """Extra request conditions for the generated ModelRoute."""
-    autoscaling_policy: AutoscalingPolicySpec | None = None
+    autoscaling_policy: BoosterAutoscalingPolicy | None = None
     """Model-level autoscaling (generates a ``<booster>`` policy and binding)."""
     cost_expansion_rate_percent: int | None = Field(None, ge=0, le=1000)
 
