@@ -340,7 +340,7 @@ async def test_chat_and_completions_streaming_and_not(bus: World, router: Router
     spans = [json.loads(line) for line in router.trace_file.read_text().splitlines()]
     server_spans = {s["traceId"] for s in spans if s["kind"] == "SERVER"}
     assert parents <= server_spans
-    assert {"schedule", "upstream"} <= {s["name"] for s in spans}
+    assert "schedule" in {s["name"] for s in spans}
 
     with pytest.raises(openai.NotFoundError) as caught:
         await client.chat.completions.create(model=f"nope-{namespace}", messages=CHAT)  # type: ignore[arg-type]

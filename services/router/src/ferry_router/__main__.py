@@ -8,6 +8,7 @@ import sys
 
 from ferry_schemas.runtime import ServiceSettings, setup_tracing
 
+from ferry_router.observability import Tracing
 from ferry_router.service import run
 from ferry_router.settings import RouterSettings
 
@@ -24,6 +25,7 @@ def main() -> None:
     except ValueError as exc:
         sys.exit(f"ferry-router: {exc}")
     setup_tracing("ferry-router")
+    Tracing.enabled = Tracing.configured()
     try:
         import uvloop
 

@@ -23,7 +23,7 @@ from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from ferry_router import errors
-from ferry_router.observability import ACTIVE_UPSTREAM, RequestRecord
+from ferry_router.observability import RequestRecord, active_upstream
 from ferry_router.state.resources import Server
 from ferry_router.state.table import Endpoint
 
@@ -252,7 +252,7 @@ async def forward(
     if server.retry_attempts is not None:
         limit = max(1, min(limit, server.retry_attempts + 1))
     last: UpstreamError | None = None
-    active = ACTIVE_UPSTREAM.labels(*attempt.dest_labels)
+    active = active_upstream(*attempt.dest_labels)
     for index, endpoint in enumerate(candidates[:limit]):
         if index and server.retry_interval:
             await asyncio.sleep(server.retry_interval)

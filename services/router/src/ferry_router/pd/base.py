@@ -20,14 +20,16 @@ import aiohttp
 import orjson
 from aiohttp import web
 from multidict import CIMultiDict
+from opentelemetry.trace import SpanKind
 
 from ferry_router import errors
 from ferry_router.observability import (
-    ACTIVE_UPSTREAM,
     DECODE_DURATION,
     PREFILL_DURATION,
     RequestRecord,
-    tracer,
+    active_upstream,
+    child_span,
+    inject_context,
 )
 from ferry_router.proxy import UpstreamClient, UpstreamError, UsageCallback, endpoint_url, inject_usage, relay
 from ferry_router.scheduler.framework import PDPair
@@ -70,10 +72,10 @@ class PDCall:
         started = time.perf_counter()
         status = "500"
         endpoint.inflight += 1
-        active = ACTIVE_UPSTREAM.labels(*self.dest_labels)
+        active = active_upstream(*self.dest_labels)
         active.inc()
         try:
-            with tracer.start_as_current_span("prefill", attributes={"ferry.endpoint": endpoint.key}):
+            with child_span("prefill", {"ferry.endpoint": endpoint.key}, SpanKind.CLIENT):
                 headers = _traced(self.headers)
                 url = endpoint_url(self.server, endpoint, self.path_qs)
                 upstream = await self.client.send(url, orjson.dumps(body), headers, self.server.timeout)
@@ -100,10 +102,10 @@ class PDCall:
         started = time.perf_counter()
         status = "500"
         endpoint.inflight += 1
-        active = ACTIVE_UPSTREAM.labels(*self.dest_labels)
+        active = active_upstream(*self.dest_labels)
         active.inc()
         try:
-            with tracer.start_as_current_span("decode", attributes={"ferry.endpoint": endpoint.key}):
+            with child_span("decode", {"ferry.endpoint": endpoint.key}, SpanKind.CLIENT):
                 headers = _traced(self.headers)
                 url = endpoint_url(self.server, endpoint, self.path_qs)
                 upstream = await self.client.send(url, orjson.dumps(body), headers, self.server.timeout)
@@ -133,12 +135,8 @@ class PDCall:
 
 
 def _traced(headers: CIMultiDict[str]) -> CIMultiDict[str]:
-    from opentelemetry import propagate
-
     out = CIMultiDict(headers)
-    carrier: dict[str, str] = {}
-    propagate.inject(carrier)
-    out.update(carrier)
+    inject_context(out)
     return out
 
 

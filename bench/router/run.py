@@ -1,0 +1,261 @@
+"""Router benchmark: requests/s and p50/p99 through the router vs straight to the engine.
+
+    uv run python bench/router/run.py [--duration 5] [--engines 2] [--concurrency 1,16,64,256]
+
+Starts a private nats-server, mock engines and one router process (pinned with ``taskset``:
+router on CPU 0, engines and the load generator on CPU 1), publishes a ModelServer/ModelRoute/Pods
+on the bus like the watcher does, then runs ``wrk`` at each concurrency against the router and
+directly against one engine in the same run, and finally opens N concurrent streams through the
+router and counts errors. Prints a table; asserts nothing (a benchmark, not a test).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import nats
+import orjson
+from ferry_local.binaries import find_binaries
+from ferry_local.natsd import NatsServer
+from ferry_local.processes import ManagedProcess, spawn, tail
+from ferry_local.readiness import free_port
+from ferry_schemas.bus import MSG_ID_HEADER, ObjectEvent
+from ferry_schemas.runtime.jetstream import declare_streams
+
+HERE = Path(__file__).resolve().parent
+MODEL = "bench-model"
+NAMESPACE = "bench"
+
+
+def cpus() -> tuple[str, str]:
+    count = os.cpu_count() or 1
+    return ("0", "1") if count >= 2 else ("0", "0")
+
+
+def pinned(cpu: str, argv: list[str]) -> list[str]:
+    return ["taskset", "-c", cpu, *argv] if shutil.which("taskset") else argv
+
+
+def wait_http(url: str, what: str, process: ManagedProcess, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        if not process.alive():
+            break
+        time.sleep(0.1)
+    raise SystemExit(f"{what} did not come up:\n{tail(process.log)}")
+
+
+@dataclass
+class WrkResult:
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+    requests: int
+
+
+_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1000.0, "m": 60000.0}
+
+
+def _ms(text: str) -> float:
+    match = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text.strip())
+    if match is None:
+        raise ValueError(f"cannot read wrk latency {text!r}")
+    return float(match.group(1)) * _UNITS[match.group(2)]
+
+
+def run_wrk(url: str, concurrency: int, duration: float, cpu: str, body: str) -> WrkResult:
+    argv = pinned(
+        cpu,
+        [
+            "wrk", "-t1", f"-c{concurrency}", f"-d{max(int(duration), 1)}s", "--latency", "--timeout", "10s",
+            "-s", str(HERE / "post.lua"), url,
+        ],
+    )  # fmt: skip
+    out = subprocess.run(
+        argv, capture_output=True, text=True, env={**os.environ, "WRK_BODY": body}, check=True
+    ).stdout
+    percentiles = dict(re.findall(r"^\s+(50|99)(?:\.0+)?%\s+(\S+)$", out, re.M))
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    total = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    errors = 0
+    if match := re.search(r"Non-2xx or 3xx responses: (\d+)", out):
+        errors += int(match.group(1))
+    if match := re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out):
+        errors += sum(int(x) for x in match.groups())
+    return WrkResult(rps, _ms(percentiles["50"]), _ms(percentiles["99"]), errors, total)
+
+
+async def publish_world(nats_url: str, engine_hosts: list[str], port: int) -> None:
+    nc = await nats.connect(nats_url)
+    js = nc.jetstream()
+    await declare_streams(js)
+    objects: list[tuple[str, dict[str, Any]]] = [
+        (
+            "modelservers",
+            {
+                "metadata": {"name": "bench", "namespace": NAMESPACE},
+                "spec": {
+                    "workloadSelector": {"matchLabels": {"app": "bench"}},
+                    "workloadPort": {"port": port},
+                    "inferenceEngine": "vLLM",
+                    "model": MODEL,
+                },
+            },
+        ),
+        (
+            "modelroutes",
+            {
+                "metadata": {"name": "bench", "namespace": NAMESPACE},
+                "spec": {"modelName": MODEL, "rules": [{"targetModels": [{"modelServerName": "bench"}]}]},
+            },
+        ),
+    ]
+    for i, host in enumerate(engine_hosts):
+        pod = {
+            "metadata": {"name": f"engine-{i}", "namespace": NAMESPACE, "labels": {"app": "bench"}},
+            "status": {
+                "phase": "Running",
+                "podIP": host,
+                "conditions": [{"type": "Ready", "status": "True"}],
+            },
+        }
+        objects.append(("pods", pod))
+    for resource, obj in objects:
+        obj["metadata"]["uid"] = f"{resource}-{obj['metadata']['name']}"
+        obj["metadata"]["resourceVersion"] = str(time.time_ns())
+        event = ObjectEvent.from_object("ADDED", resource, obj)
+        await js.publish(event.subject, event.to_bytes(), headers={MSG_ID_HEADER: event.msg_id})
+    await nc.drain()
+
+
+async def concurrent_streams(url: str, count: int, tokens: int) -> tuple[int, int, float]:
+    """Open ``count`` streaming completions at once; returns (ok, errors, seconds)."""
+    body = orjson.dumps({"model": MODEL, "prompt": "stream please", "max_tokens": tokens, "stream": True})
+    connector = aiohttp.TCPConnector(limit=0)
+    ok = errors = 0
+    started = time.perf_counter()
+    async with aiohttp.ClientSession(
+        connector=connector, timeout=aiohttp.ClientTimeout(total=120)
+    ) as session:
+
+        async def one() -> bool:
+            try:
+                async with session.post(
+                    url, data=body, headers={"Content-Type": "application/json"}
+                ) as response:
+                    text = await response.text()
+                    return response.status == 200 and text.rstrip().endswith("data: [DONE]")
+            except (aiohttp.ClientError, TimeoutError):
+                return False
+
+        results = await asyncio.gather(*(one() for _ in range(count)))
+    ok = sum(results)
+    errors = count - ok
+    return ok, errors, time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--duration", type=float, default=5.0, help="seconds per wrk run")
+    parser.add_argument("--engines", type=int, default=2, help="mock engines behind the router")
+    parser.add_argument("--concurrency", default="1,16,64,256")
+    parser.add_argument("--streams", type=int, default=1000, help="concurrent streams in the last phase")
+    parser.add_argument("--access-log", choices=["file", "off"], default="file")
+    parser.add_argument("--keep", action="store_true", help="keep the work directory")
+    args = parser.parse_args()
+    router_cpu, load_cpu = cpus()
+    work = Path(tempfile.mkdtemp(prefix="ferry-router-bench-"))
+    processes: list[ManagedProcess] = []
+    nats_server = None
+    try:
+        nats_url = os.environ.get("NATS_URL")
+        if not nats_url:
+            nats_server = NatsServer(find_binaries().nats_server, work / "nats", work / "logs")
+            nats_server.start()
+            nats_url = nats_server.url
+        port = free_port()
+        hosts = [f"127.0.9.{i + 2}" for i in range(args.engines)]
+        for i, host in enumerate(hosts):
+            argv = pinned(load_cpu, [
+                sys.executable, "-m", "ferry_mock_engine", "--host", host, "--port", str(port),
+                "--served-model-name", MODEL, "--mock-id", f"engine-{i}",
+            ])  # fmt: skip
+            engine = spawn(f"engine-{i}", argv, work / "logs")
+            processes.append(engine)
+            wait_http(f"http://{host}:{port}/health", f"engine {i}", engine)
+        asyncio.run(publish_world(nats_url, hosts, port))
+        router_port, metrics_port = free_port(), free_port()
+        env = {
+            "FERRY_NATS_URL": nats_url,
+            "FERRY_ROUTER_PORT": str(router_port),
+            "FERRY_ROUTER_METRICS_PORT": str(metrics_port),
+            "FERRY_ROUTER_DEBUG_PORT": "-1",
+            "FERRY_ROUTER_CONFIG": "",
+            "ACCESS_LOG_ENABLED": "false" if args.access_log == "off" else "true",
+            "ACCESS_LOG_OUTPUT": str(work / "access.log"),
+            "FERRY_LOG_LEVEL": "WARNING",
+        }
+        router_argv = pinned(
+            router_cpu, [sys.executable, "-c", "from ferry_router.__main__ import main; main()"]
+        )
+        router = spawn("router", router_argv, work / "logs", env)
+        processes.append(router)
+        wait_http(f"http://127.0.0.1:{router_port}/readyz", "router", router)
+        body = orjson.dumps({"model": MODEL, "prompt": "hello router", "max_tokens": 4}).decode()
+        router_url = f"http://127.0.0.1:{router_port}/v1/completions"
+        engine_url = f"http://{hosts[0]}:{port}/v1/completions"
+        run_wrk(router_url, 16, 2, load_cpu, body)  # warm-up: connections, scraper, caches
+        print(f"router on CPU {router_cpu}; {args.engines} engine(s) and wrk on CPU {load_cpu}; "
+              f"{args.duration:.0f}s per run; access log {args.access_log}")  # fmt: skip
+        header = (
+            f"{'conc':>5} | {'router req/s':>12} {'p50 ms':>8} {'p99 ms':>8} {'err':>4} | "
+            f"{'engine req/s':>12} {'p50 ms':>8} {'p99 ms':>8} {'err':>4} | {'added p50':>9} {'added p99':>9}"
+        )
+        print(header)
+        print("-" * len(header))
+        for concurrency in (int(c) for c in args.concurrency.split(",")):
+            via = run_wrk(router_url, concurrency, args.duration, load_cpu, body)
+            direct = run_wrk(engine_url, concurrency, args.duration, load_cpu, body)
+            print(
+                f"{concurrency:>5} | {via.rps:>12.0f} {via.p50_ms:>8.2f} {via.p99_ms:>8.2f} {via.errors:>4} | "
+                f"{direct.rps:>12.0f} {direct.p50_ms:>8.2f} {direct.p99_ms:>8.2f} {direct.errors:>4} | "
+                f"{via.p50_ms - direct.p50_ms:>9.2f} {via.p99_ms - direct.p99_ms:>9.2f}"
+            )
+        if args.streams:
+            ok, errors, seconds = asyncio.run(concurrent_streams(router_url, args.streams, tokens=16))
+            print(
+                f"{args.streams} concurrent streams through the router: {ok} complete, {errors} errors, {seconds:.1f}s"
+            )
+    finally:
+        for process in reversed(processes):
+            process.stop(timeout=5)
+        if nats_server is not None:
+            nats_server.stop()
+        if args.keep:
+            print(f"work directory: {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
