@@ -191,9 +191,11 @@ class ModelBackend(KubeModel):
     cache_uri: str | None = Field(None, alias="cacheURI", max_length=2048, pattern=r"^(hostpath://|pvc://).+")
     """Where the model is cached."""
     env_from: list[dict[str, Any]] | None = Field(None, json_schema_extra=replace_schema(free_form_list()))
+    """Sources of environment variables for the downloader and engine containers."""
     env: list[dict[str, Any]] | None = Field(
         None, json_schema_extra=replace_schema(free_form_list(key="name"))
     )
+    """Environment of the engine containers; some names are interpreted (RUNTIME_PORT, …)."""
     replicas: int | None = Field(None, ge=0, le=MAX_REPLICAS)
     """Serving groups (current Kthena); exclusive with minReplicas/maxReplicas."""
     min_replicas: int | None = Field(None, ge=0, le=MAX_REPLICAS)
@@ -201,8 +203,11 @@ class ModelBackend(KubeModel):
     max_replicas: int | None = Field(None, ge=1, le=MAX_REPLICAS)
     """Upper bound of serving groups (seed era)."""
     workers: list[ModelWorker] = Field(min_length=1, max_length=MAX_WORKERS)
+    """The backend's workers (1 to 16)."""
     scheduler_name: str | None = Field(None, max_length=253)
+    """Scheduler of the generated pods."""
     runtime_class_name: str | None = Field(None, max_length=253)
+    """RuntimeClass of the generated pods."""
     autoscaling_policy: BoosterAutoscalingPolicy | None = None
     """Backend-level autoscaling (generates ``<booster>-<backend>`` policy and binding)."""
     route_weight: int | None = Field(None, ge=0, le=100, json_schema_extra=crd_default(100))
@@ -232,6 +237,7 @@ class ModelBackend(KubeModel):
             )
         ),
     )
+    """LoRA adapters loaded by this backend (seed era)."""
 
 
 def _spec_rules() -> dict[str, Any]:
@@ -279,6 +285,7 @@ class ModelBoosterSpec(KubeModel):
     name: str | None = Field(None, max_length=64, pattern=DNS1123_LABEL)
     """Model name clients request (defaults to ``metadata.name``)."""
     owner: str | None = None
+    """Free-text owner of the model."""
     backend: ModelBackend | None = None
     """The single backend (current Kthena); exclusive with ``backends``."""
     backends: list[ModelBackend] | None = Field(
@@ -293,24 +300,33 @@ class ModelBoosterSpec(KubeModel):
     autoscaling_policy: BoosterAutoscalingPolicy | None = None
     """Model-level autoscaling (generates a ``<booster>`` policy and binding)."""
     cost_expansion_rate_percent: int | None = Field(None, ge=0, le=1000)
+    """How far cost-optimised autoscaling may exceed the cheapest plan (percent)."""
 
 
 class BackendStatus(KubeModel):
     name: str
+    """The backend's ModelServing."""
     replicas: int
+    """Its serving groups."""
 
 
 class ModelBoosterStatus(KubeModel):
     conditions: list[Condition] | None = Field(None, json_schema_extra=CONDITIONS_LIST)
     """``Initialized``, ``Active``, ``Failed`` and, for prefill/decode backends, ``Disaggregated``."""
     observed_generation: int | None = None
+    """The `metadata.generation` this status describes."""
     replicas: int | None = None
+    """Serving groups over all backends."""
     available_replicas: int | None = None
+    """Ready serving groups over all backends."""
     updated_replicas: int | None = None
+    """Serving groups at the latest revision."""
     current_replicas: int | None = None
+    """Serving groups at the current revision."""
     backend_statuses: list[BackendStatus] | None = Field(
         None, json_schema_extra={"x-kubernetes-list-type": "atomic"}
     )
+    """Per-backend serving groups (seed era)."""
 
 
 class ModelBooster(KubeObject):

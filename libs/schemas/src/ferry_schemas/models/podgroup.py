@@ -26,23 +26,34 @@ RESOURCE_LIST: dict[str, Any] = {
 
 class SubGroupPolicy(KubeModel):
     name: str = Field(max_length=253)
+    """Sub-group (role) name."""
     sub_group_size: int | None = Field(None, ge=0)
+    """Pods per sub-group."""
     min_sub_groups: int | None = Field(None, ge=0)
+    """Sub-groups that must be schedulable together."""
     label_selector: dict[str, Any] | None = None
+    """Pods of the sub-group."""
     match_label_keys: list[str] | None = None
+    """Label keys whose values split pods into sub-groups."""
     network_topology: NetworkTopologySpec | None = None
+    """Network-topology constraint of each sub-group."""
 
 
 class PodGroupSpec(KubeModel):
     min_member: int | None = Field(None, ge=0)
     """Pods that must be schedulable together."""
     min_task_member: dict[str, int] | None = None
+    """Pods per task that must be schedulable together."""
     min_resources: dict[str, int | str] | None = Field(None, json_schema_extra=replace_schema(RESOURCE_LIST))
     """Resources the gang needs in total."""
     queue: str | None = None
+    """Volcano queue of the group."""
     priority_class_name: str | None = None
+    """Priority of the group."""
     network_topology: NetworkTopologySpec | None = None
+    """Network-topology constraint of the whole group."""
     sub_group_policy: list[SubGroupPolicy] | None = None
+    """Gang constraints per role (sub-groups)."""
 
 
 class PodGroupCondition(KubeModel):
@@ -56,6 +67,7 @@ class PodGroupCondition(KubeModel):
 
 class PodGroupStatus(KubeModel):
     phase: str | None = None
+    """Pending, Running, Unknown, Inqueue or Completed."""
     conditions: list[PodGroupCondition] | None = None
     running: int | None = None
     succeeded: int | None = None

@@ -23,7 +23,9 @@ class StringMatch(KubeModel):
     """How a string is matched; the first of ``exact``, ``prefix``, ``regex`` that is set is used."""
 
     exact: str | None = Field(None, max_length=1024)
+    """The whole string."""
     prefix: str | None = Field(None, max_length=1024)
+    """A prefix of the string."""
     regex: str | None = Field(None, max_length=1024)
     """A Go RE2 regular expression."""
 
@@ -39,8 +41,11 @@ class ModelMatch(KubeModel):
     headers: dict[str, StringMatch] | None = Field(
         None, json_schema_extra={"maxProperties": MAX_HEADER_MATCHES}
     )
+    """Request headers by name."""
     uri: StringMatch | None = None
+    """The request path."""
     body: BodyMatch | None = None
+    """Fields of the request body."""
 
 
 class TargetModel(KubeModel):
@@ -74,6 +79,7 @@ class Rule(KubeModel):
     )
 
     name: str | None = Field(None, max_length=253)
+    """Name of the rule (for logs)."""
     model_match: ModelMatch | None = None
     """Conditions a request must meet; absent matches every request."""
     target_models: list[TargetModel] = Field(min_length=1, max_length=MAX_TARGETS)
@@ -87,11 +93,14 @@ class RedisConfig(KubeModel):
 
 class GlobalRateLimit(KubeModel):
     redis: RedisConfig | None = None
+    """The Redis server holding the shared counters."""
 
 
 class RateLimit(KubeModel):
     input_tokens_per_unit: int | None = Field(None, ge=1, le=4294967295)
+    """Prompt tokens allowed per unit of time."""
     output_tokens_per_unit: int | None = Field(None, ge=1, le=4294967295)
+    """Completion tokens allowed per unit of time."""
     unit: Literal["second", "minute", "hour", "day", "month"] = Field(json_schema_extra=crd_default("second"))
     """The time unit of the token budgets."""
     global_: GlobalRateLimit | None = Field(None, alias="global")
@@ -107,6 +116,7 @@ class ParentReference(KubeModel):
         pattern=r"^$|^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$",
         json_schema_extra=crd_default("gateway.networking.k8s.io"),
     )
+    """API group of the parent."""
     kind: str | None = Field(
         None,
         min_length=1,
@@ -114,17 +124,22 @@ class ParentReference(KubeModel):
         pattern=r"^[a-zA-Z]([-a-zA-Z0-9]*[a-zA-Z0-9])?$",
         json_schema_extra=crd_default("Gateway"),
     )
+    """Kind of the parent."""
     namespace: str | None = Field(
         None, min_length=1, max_length=63, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
     )
+    """Namespace of the parent (defaults to the route's)."""
     name: str = Field(min_length=1, max_length=253)
+    """Name of the parent."""
     section_name: str | None = Field(
         None,
         min_length=1,
         max_length=253,
         pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$",
     )
+    """Listener of the parent."""
     port: int | None = Field(None, ge=1, le=65535)
+    """Port of the parent's listener."""
 
 
 class ModelRouteSpec(KubeModel):

@@ -56,9 +56,11 @@ class PDGroup(KubeModel):
     prefill_labels: dict[str, str] = Field(
         json_schema_extra=replace_schema(label_selector_schema("prefillLabels", required=True))
     )
+    """Labels of the prefill pods."""
     decode_labels: dict[str, str] = Field(
         json_schema_extra=replace_schema(label_selector_schema("decodeLabels", required=True))
     )
+    """Labels of the decode pods."""
 
 
 class WorkloadSelector(KubeModel):
@@ -72,24 +74,30 @@ class WorkloadSelector(KubeModel):
 
 class WorkloadPort(KubeModel):
     port: int = Field(ge=1, le=65535)
+    """Port of the engine (inference, `/metrics`, `/v1/models`)."""
     protocol: Literal["http", "https"] | None = Field(None, json_schema_extra=crd_default("http"))
+    """`http` or `https`."""
 
 
 class Retry(KubeModel):
     attempts: int | None = Field(None, ge=0, le=2147483647)
+    """Upstream attempts (kept for compatibility)."""
     retry_interval: str | None = Field(None, json_schema_extra=crd_default("100ms"))
+    """Pause between attempts (a Go duration)."""
 
 
 class TrafficPolicy(KubeModel):
     timeout: str | None = None
     """Bound on connect+send+response headers of an upstream call (a Go duration)."""
     retry: Retry | None = None
+    """Retries of upstream calls."""
 
 
 class KVConnector(KubeModel):
     type: Literal["http", "lmcache", "nixl", "mooncake"] | None = Field(
         None, json_schema_extra=crd_default("http")
     )
+    """How KV cache moves from prefill to decode pods."""
 
 
 class ModelServerSpec(KubeModel):
@@ -108,9 +116,13 @@ class ModelServerSpec(KubeModel):
             ]
         }
     )
+    """Which pods serve the model."""
     workload_port: WorkloadPort
+    """Where the pods listen."""
     traffic_policy: TrafficPolicy | None = None
+    """Timeouts and retries towards the pods."""
     kv_connector: KVConnector | None = None
+    """KV-cache transfer for prefill/decode serving."""
 
 
 class ModelServerStatus(KubeModel):

@@ -134,9 +134,11 @@ class Role(KubeModel):
     max_unavailable: IntOrString | None = Field(
         None, json_schema_extra=replace_schema({**_int_or_percent("maxUnavailable"), "default": 1})
     )
+    """Role instances that may be down during a role rolling update (int or percent)."""
     partition: IntOrString | None = Field(
         None, json_schema_extra=replace_schema(_int_or_percent("partition"))
     )
+    """Role instances (from ordinal 0) kept at the old revision during a role rolling update."""
 
 
 class GangPolicy(KubeModel):
@@ -153,13 +155,18 @@ class GangPolicy(KubeModel):
 
 class NetworkTopologySpec(KubeModel):
     mode: Literal["hard", "soft"] | None = Field(None, json_schema_extra=crd_default("hard"))
+    """`hard` requires the topology constraint, `soft` prefers it."""
     highest_tier_allowed: int | None = Field(None, ge=0)
+    """Highest network tier the pods may span."""
     highest_tier_name: str | None = Field(None, max_length=253)
+    """Name of the highest network tier the pods may span."""
 
 
 class NetworkTopology(KubeModel):
     group_policy: NetworkTopologySpec | None = None
+    """Topology of a whole serving group (copied into its PodGroup)."""
     role_policy: NetworkTopologySpec | None = None
+    """Topology of each role instance (PodGroup sub-groups)."""
 
 
 def _template_rules() -> dict[str, Any]:
@@ -189,8 +196,11 @@ class ServingGroup(KubeModel):
     model_config = ConfigDict(json_schema_extra=_template_rules())
 
     restart_grace_period_seconds: int | None = Field(None, ge=0, json_schema_extra=crd_default(0))
+    """How long a failed pod may recover before it is recreated."""
     gang_policy: GangPolicy | None = None
+    """Gang scheduling of the group's pods."""
     network_topology: NetworkTopology | None = None
+    """Volcano network-topology constraints."""
     roles: list[Role] = Field(
         min_length=1,
         max_length=MAX_ROLES,
@@ -198,15 +208,18 @@ class ServingGroup(KubeModel):
             cel("self.all(x, self.exists_one(y, y.name == x.name))", "roles name must be unique")
         ),
     )
+    """The roles of a serving group (1 to 4, unique names)."""
 
 
 class RollingUpdateConfiguration(KubeModel):
     max_unavailable: IntOrString | None = Field(
         None, json_schema_extra=replace_schema({**_int_or_percent("maxUnavailable"), "default": 1})
     )
+    """Serving groups that may be unavailable during the update (int or percent, rounded down)."""
     partition: IntOrString | None = Field(
         None, json_schema_extra=replace_schema(_int_or_percent("partition"))
     )
+    """Serving groups (from ordinal 0) kept at the old revision (int or percent, rounded up)."""
 
 
 class RolloutStrategy(KubeModel):
@@ -225,21 +238,29 @@ class RolloutStrategy(KubeModel):
     type: Literal["ServingGroupRollingUpdate", "RoleRollingUpdate"] = Field(
         json_schema_extra=crd_default("ServingGroupRollingUpdate")
     )
+    """Whether whole serving groups or single roles are rolled."""
     rolling_update_configuration: RollingUpdateConfiguration | None = None
+    """Bounds of a serving-group rolling update."""
 
 
 class PluginScope(KubeModel):
     roles: list[str] | None = Field(None, max_length=MAX_ROLES)
+    """Roles the plugin applies to; empty means all."""
     target: str | None = None
+    """`All`, `Entry` or `Worker` pods; empty means all."""
 
 
 class PluginSpec(KubeModel):
     name: str = Field(min_length=1, max_length=253)
+    """A built-in plugin (`demo-pod-tweaks`, `lws-standard-labels`)."""
     type: Literal["BuiltIn"] = Field(json_schema_extra=crd_default("BuiltIn"))
+    """Plugin kind; only `BuiltIn`."""
     config: Any = Field(
         None, json_schema_extra=replace_schema({"x-kubernetes-preserve-unknown-fields": True})
     )
+    """Plugin configuration (free-form JSON)."""
     scope: PluginScope | None = None
+    """Which pods the plugin mutates."""
 
 
 def _spec_rules() -> dict[str, Any]:
@@ -295,23 +316,34 @@ class ModelServingSpec(KubeModel):
     scheduler_name: str | None = Field(None, max_length=253, json_schema_extra=crd_default("volcano"))
     """Scheduler of every pod; PodGroups are created only for ``volcano``."""
     plugins: list[PluginSpec] | None = Field(None, max_length=16)
+    """Ordered chain of pod mutators."""
     template: ServingGroup
     """Template of every serving group."""
     rollout_strategy: RolloutStrategy | None = None
+    """How template changes roll out."""
     recovery_policy: Literal["ServingGroupRecreate", "RoleRecreate", "None"] | None = Field(
         None, json_schema_extra=crd_default("RoleRecreate")
     )
+    """What is recreated when a pod fails: the group, the role instance, or nothing."""
 
 
 class ModelServingStatus(KubeModel):
     observed_generation: int | None = None
+    """The `metadata.generation` this status describes."""
     replicas: int | None = None
+    """Serving groups, including those being deleted."""
     current_replicas: int | None = None
+    """Serving groups still at the current revision."""
     updated_replicas: int | None = None
+    """Serving groups at the update revision."""
     available_replicas: int | None = None
+    """Serving groups whose pods are all ready."""
     current_revision: str | None = None
+    """Revision of the groups not yet updated."""
     update_revision: str | None = None
+    """Revision of the current template."""
     conditions: list[Condition] | None = Field(None, json_schema_extra=CONDITIONS_LIST)
+    """`Available`, `Progressing`, `UpdateInProgress`."""
     label_selector: str | None = None
     """Selector of the entry pods, for the ``scale`` subresource."""
 
