@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from ferry_mock_engine import Connector, EngineKind, Role, argv_from_container, config_from_argv
+from ferry_mock_engine import Connector, EngineKind, Role, argv_from_container, config_from_argv, engine_argv
 from ferry_mock_engine.config import parse_duration
 
 
@@ -135,3 +135,29 @@ def test_argv_from_bash_wrapped_container_keeps_trailing_flags() -> None:
 def test_argv_from_plain_container() -> None:
     argv = argv_from_container(["python3", "-m", "sglang.launch_server"], ["--port", "$(P)"], {"P": "30001"})
     assert argv == ["python3", "-m", "sglang.launch_server", "--port", "30001"]
+
+
+def test_shell_unquoted_kv_transfer_config_is_read() -> None:
+    """``bash -c "… --kv-transfer-config {\\"k\\":\\"v\\"} …"`` reaches the engine without quotes."""
+    cfg = config_from_argv(
+        ["--kv-transfer-config", "{kv_connector:MooncakeConnector,kv_role:kv_consumer}"], env={}
+    )
+    assert (cfg.role, cfg.connector) == (Role.DECODE, Connector.MOONCAKE)
+
+
+def test_engine_argv_picks_engines_only() -> None:
+    sim = {"image": "ghcr.io/llm-d/llm-d-inference-sim:latest", "args": ["--model=m", "--port=8000"]}
+    argv = engine_argv(sim)
+    assert argv is not None
+    assert config_from_argv(argv, env={}).names == ["m"]
+    sglang = {"image": "lmsysorg/sglang:latest", "args": ["--model-path", "q"]}
+    argv = engine_argv(sglang)
+    assert argv is not None
+    assert config_from_argv(argv, env={}).engine is EngineKind.SGLANG
+    assert engine_argv({"image": "ferry:dev", "command": ["ferry-mock-engine", "vllm", "serve", "m"]})
+    assert engine_argv({"image": "kthena/runtime:latest", "args": ["--engine", "vllmdisaggregated"]}) is None
+    assert (
+        engine_argv({"image": "vllm-server:latest", "command": ["bash", "-c", "worker.sh --ray_address=x"]})
+        is None
+    )
+    assert engine_argv({"image": "nginx"}) is None

@@ -4,7 +4,7 @@ Use it in-process (``MockEngine(config_from_argv([...]))``) or as a process
 (``ferry-mock-engine vllm serve <model> --port 8000 …``).
 """
 
-from ferry_mock_engine.cli import argv_from_container, config_from_argv
+from ferry_mock_engine.cli import argv_from_container, config_from_argv, engine_argv
 from ferry_mock_engine.config import Connector, EngineConfig, EngineKind, Role
 from ferry_mock_engine.server import MockEngine
 
@@ -16,4 +16,5 @@ __all__ = [
     "Role",
     "argv_from_container",
     "config_from_argv",
+    "engine_argv",
 ]

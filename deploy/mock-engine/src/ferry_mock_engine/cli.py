@@ -15,6 +15,7 @@ import os
 import re
 import shlex
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 from ferry_mock_engine.config import (
     Connector,
@@ -52,7 +53,7 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--served-model-name", dest="served_model_name", nargs="+", default=None)
     p.add_argument("--host")
     p.add_argument("--port", type=int)
-    p.add_argument("--engine", choices=[k.value for k in EngineKind], help="metric names to expose")
+    p.add_argument("--engine", help="vllm or sglang: the metric names to expose")
     # engine shape
     p.add_argument("--tensor-parallel-size", "--tp-size", "--tp", dest="tp", type=int)
     p.add_argument("--max-model-len", "--context-length", dest="max_model_len", type=int)
@@ -153,12 +154,26 @@ _CONNECTOR_BY_NAME = (
 _ROLE_BY_KV_ROLE = {"kv_producer": Role.PREFILL, "kv_consumer": Role.DECODE, "kv_both": Role.BOTH}
 
 
+_BARE_WORD = re.compile(r"([{\[,:])\s*([A-Za-z_][\w.\-/]*)\s*(?=[,:}\]])")
+
+
+def _loads_lenient(text: str) -> Any:
+    """JSON, or the shell-unquoted form ``{kv_connector:X,kv_role:kv_producer}`` that a
+    ``bash -c "… {\"k\":\"v\"} …"`` command line leaves (Kthena's mooncake golden file does this)."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        try:
+            data = json.loads(_BARE_WORD.sub(r'\1"\2"', text))
+        except json.JSONDecodeError:
+            raise ValueError(f"--kv-transfer-config is not JSON: {exc}") from exc
+        log.warning("--kv-transfer-config %s is not JSON; read it as a shell-unquoted object", text)
+        return data
+
+
 def pd_from_kv_transfer_config(text: str) -> tuple[Role, Connector]:
     """vLLM ``--kv-transfer-config`` JSON → (role, the router connector that feeds it)."""
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"--kv-transfer-config is not JSON: {exc}") from exc
+    data = _loads_lenient(text)
     if not isinstance(data, dict):
         raise ValueError("--kv-transfer-config must be a JSON object")
     kv_role = str(data.get("kv_role", "kv_both"))
@@ -182,10 +197,14 @@ def config_from_argv(argv: Sequence[str], env: Mapping[str, str] | None = None) 
     for flag in cfg.ignored_flags:
         log.info("ignoring engine flag %s (not modelled by the mock engine)", flag)
 
-    if ns.engine:
-        cfg.engine = EngineKind(ns.engine)
-    elif launcher_kind is not None:
-        cfg.engine = launcher_kind
+    engine_flag = (ns.engine or "").lower()
+    if engine_flag.startswith(("vllm", "sglang")):
+        cfg.engine = EngineKind.SGLANG if engine_flag.startswith("sglang") else EngineKind.VLLM
+    else:
+        if ns.engine:
+            log.info("ignoring --engine %s (not vllm or sglang)", ns.engine)
+        if launcher_kind is not None:
+            cfg.engine = launcher_kind
     model = ns.model or positional_model or env.get("MODEL_NAME") or cfg.model
     cfg.model = model
     cfg.served_model_names = list(ns.served_model_name or [])
@@ -264,3 +283,37 @@ def argv_from_container(
         )
         return [*shlex.split(chosen), *words[3:]]
     return words
+
+
+_ENGINE_IMAGES = (
+    "inference-sim", "vllm-openai", "vllm/vllm", "vllm-ascend", "kthena-engine",
+    "lmsysorg/sglang", "dynamo-mocker",
+)  # fmt: skip
+
+
+def _launches_engine(argv: Sequence[str]) -> bool:
+    words = [os.path.basename(w) for w in argv[:6]]
+    for i, word in enumerate(words):
+        following = words[i + 1] if i + 1 < len(words) else ""
+        if word == "vllm" and following == "serve":
+            return True
+        if word == "-m" and following.startswith(("vllm.entrypoints", "sglang.", "ferry_mock_engine")):
+            return True
+        if word == "ferry-mock-engine":
+            return True
+    return False
+
+
+def engine_argv(container: Mapping[str, Any], env: Mapping[str, str] | None = None) -> list[str] | None:
+    """The engine command line of a pod container, or ``None`` when the container is not an engine
+    (Kthena's runtime sidecar, downloaders, Ray workers…). An engine either launches vLLM/SGLang/the
+    mock explicitly, or has no command and an engine image (llm-d-inference-sim, vllm-openai…) whose
+    entrypoint is the engine, in which case ``args`` are its flags."""
+    argv = argv_from_container(container.get("command"), container.get("args"), env)
+    if _launches_engine(argv):
+        return argv
+    image = str(container.get("image") or "")
+    if not container.get("command") and any(marker in image for marker in _ENGINE_IMAGES):
+        kind = ["python3", "-m", "sglang.launch_server"] if "sglang" in image else ["vllm", "serve"]
+        return [*kind, *argv]
+    return None
