@@ -7,6 +7,7 @@ core and apps APIs. Every call is a child span of the current reconcile span.
 
 from __future__ import annotations
 
+import json
 import os
 from typing import Any
 
@@ -51,9 +52,13 @@ class KubeClient:
     def _dict(self, value: Any) -> Obj:
         if isinstance(value, dict):
             return value
-        result = self.api.sanitize_for_serialization(value)
-        assert isinstance(result, dict)
-        return result
+        if isinstance(value, str | bytes):  # custom objects answer JSON text for some content types
+            parsed = json.loads(value)
+        else:
+            parsed = self.api.sanitize_for_serialization(value)
+        if not isinstance(parsed, dict):
+            raise TypeError(f"the API server answered {type(value).__name__}, not an object")
+        return parsed
 
     async def apply(self, obj: Obj, *, field_manager: str | None = None) -> Obj:
         """Server-side apply ``obj`` (forced: ferry owns these fields) and return the stored object."""
@@ -84,6 +89,13 @@ class KubeClient:
                 result = await self._apps.patch_namespaced_controller_revision(name, namespace, obj, **opts)
             else:  # pragma: no cover - the kinds table and this switch move together
                 raise NotImplementedError(info.kind)
+            if result is None:
+                # the generated custom-objects client only decodes 200, so a creating apply (201)
+                # answers None: read the stored object back
+                stored = await self.get(info, namespace, name)
+                if stored is None:
+                    raise RuntimeError(f"{info.kind} {namespace}/{name} vanished right after it was applied")
+                return stored
             return self._dict(result)
 
     async def list(self, kind: str | KindInfo, namespace: str, selector: dict[str, str] | str) -> list[Obj]:

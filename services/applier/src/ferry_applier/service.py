@@ -24,6 +24,7 @@ from ferry_schemas.bus import (
     DESIRED_PREFIX,
     DESIRED_STREAM,
     MSG_ID_HEADER,
+    OBJECTS_PREFIX,
     OBJECTS_STREAM,
     RESULTS_STREAM,
     ApplyResult,
@@ -33,6 +34,7 @@ from ferry_schemas.bus import (
     Resource,
     dead_letter_subject,
     desired_subject,
+    encode_token,
     object_filter,
 )
 from ferry_schemas.runtime import ProbeServer, setup_tracing
@@ -111,8 +113,9 @@ class Applier:
         await self._wait_for_streams()
         kv = await key_value(self._js, APPLIED_GENERATIONS_BUCKET)
         self._reconciler = Reconciler(self.kube, GenerationGuard(kv), self.engine)
-        desired = await self._bind(DESIRED_STREAM, s.desired_consumer, f"{DESIRED_PREFIX}.>")
-        pods = await self._bind(OBJECTS_STREAM, s.pods_consumer, object_filter(Resource.PODS))
+        desired_filter, pods_filter = subject_filters(s.namespace)
+        desired = await self._bind(DESIRED_STREAM, s.desired_consumer, desired_filter)
+        pods = await self._bind(OBJECTS_STREAM, s.pods_consumer, pods_filter)
         self._bound = True
         self._loops = [
             asyncio.create_task(self._consume(desired, self._on_desired, s.desired_consumer)),
@@ -132,8 +135,10 @@ class Applier:
         for forwarder in self._forwarders:
             await forwarder.stop()
         if self._nc is not None:
+            # every handler has finished (acked or nacked) by now; drain would wait out its
+            # 30 s timeout on the idle pull subscriptions
             with contextlib.suppress(Exception):
-                await self._nc.drain()
+                await self._nc.close()
         self._bound = False
 
     async def _wait_for_streams(self) -> None:
@@ -338,6 +343,14 @@ class Applier:
             },
         ) as span:
             yield span
+
+
+def subject_filters(namespace: str) -> tuple[str, str]:
+    """The desired-set and pod-event subjects to consume: everything, or one namespace's."""
+    if not namespace:
+        return f"{DESIRED_PREFIX}.>", object_filter(Resource.PODS)
+    token = encode_token(namespace)
+    return f"{DESIRED_PREFIX}.*.{token}.*", f"{OBJECTS_PREFIX}.{Resource.PODS}.{token}.*"
 
 
 def _deliveries(msg: Msg) -> int:

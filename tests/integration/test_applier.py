@@ -1,0 +1,527 @@
+"""The applier against the real local stack: real kube-apiserver (with the garbage collector), real
+JetStream. The test publishes desired sets and pod events the way the converter and the watcher do,
+and reads the cluster with kubectl and the outcome from FERRY_RESULTS.
+
+Pod readiness is simulated by patching pod status (the local stack has no kubelet).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import copy
+import json
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import nats
+import pytest
+from ferry_applier.kube import KubeClient, load_api_client
+from ferry_applier.metrics import MESSAGES
+from ferry_applier.service import Applier
+from ferry_applier.settings import ApplierSettings
+from ferry_schemas import labels as L
+from ferry_schemas.bus import (
+    DESIRED_STREAM,
+    MSG_ID_HEADER,
+    OBJECTS_STREAM,
+    RESULTS_STREAM,
+    ApplyResult,
+    ConversionError,
+    DesiredSet,
+    ObjectEvent,
+    OwnerKey,
+    ServingWorkload,
+    result_subject,
+)
+from ferry_schemas.runtime.jetstream import declare_streams
+from ferry_schemas.workload import blueprint, serving_revision
+from nats.aio.client import Client
+from nats.js import JetStreamContext
+from nats.js.errors import NotFoundError
+
+from tests.conftest import KubeEnv
+from tests.support.cluster import Cluster, is_ready
+
+pytestmark = pytest.mark.integration
+JSON = dict[str, Any]
+OWNER_LABEL = "ferry.test/owner"
+
+
+@dataclass
+class Harness:
+    """An in-process applier bound to one namespace, plus the bus and cluster around it."""
+
+    namespace: str
+    cluster: Cluster
+    js: JetStreamContext
+    applier: Applier
+    kube: KubeClient
+    seen_pods: dict[str, JSON] = field(default_factory=dict)
+
+    async def publish_desired(self, desired: DesiredSet) -> None:
+        await self.js.publish(
+            desired.subject,
+            desired.to_bytes(),
+            stream=DESIRED_STREAM,
+            headers={MSG_ID_HEADER: desired.msg_id},
+        )
+
+    async def idle(self, within: float = 60.0) -> None:
+        """Wait until both consumers have nothing pending or unacknowledged and no reconcile runs."""
+        s = self.applier.settings
+        deadline = time.monotonic() + within
+        while True:
+            busy = bool(self.applier._tasks)
+            for stream, durable in ((DESIRED_STREAM, s.desired_consumer), (OBJECTS_STREAM, s.pods_consumer)):
+                info = await self.js.consumer_info(stream, durable)
+                busy = busy or bool(info.num_pending) or bool(info.num_ack_pending)
+            if not busy:
+                return
+            assert time.monotonic() < deadline, "the applier did not settle"
+            await asyncio.sleep(0.1)
+
+    async def result(self, owner: OwnerKey) -> ApplyResult | None:
+        subject = result_subject(owner.resource, owner.namespace, owner.name)
+        try:
+            raw = await self.js.get_last_msg(RESULTS_STREAM, subject)
+        except NotFoundError:
+            return None
+        return ApplyResult.model_validate_json(raw.data or b"")
+
+    async def pod_events(self) -> int:
+        """Play the watcher for pods: one event per changed pod, a tombstone per vanished one."""
+        current = {p["metadata"]["name"]: p for p in self.cluster.list("Pod", L.MS_NAME)}
+        published = 0
+        for name, pod in current.items():
+            before = self.seen_pods.get(name)
+            if (
+                before is not None
+                and before["metadata"]["resourceVersion"] == pod["metadata"]["resourceVersion"]
+            ):
+                continue
+            await self._publish_pod("MODIFIED" if before else "ADDED", pod)
+            published += 1
+        for name, pod in self.seen_pods.items():
+            if name not in current or current[name]["metadata"]["uid"] != pod["metadata"]["uid"]:
+                await self._publish_pod("DELETED", pod)
+                published += 1
+        self.seen_pods = current
+        return published
+
+    async def _publish_pod(self, event_type: str, pod: JSON) -> None:
+        event = ObjectEvent.from_object(event_type, "pods", pod)  # type: ignore[arg-type]
+        await self.js.publish(
+            event.subject, event.to_bytes(), stream=OBJECTS_STREAM, headers={MSG_ID_HEADER: event.msg_id}
+        )
+
+    async def settle(self, rounds: int = 20) -> None:
+        """Feed pod events until the applier stops changing pods."""
+        for _ in range(rounds):
+            await self.idle()
+            if not await self.pod_events():
+                return
+        raise AssertionError("pods kept changing")
+
+    def pods(self, serving: str) -> dict[str, JSON]:
+        return {p["metadata"]["name"]: p for p in self.cluster.list("Pod", f"{L.MS_NAME}={serving}")}
+
+    def mark_ready(self, serving: str) -> int:
+        marked = 0
+        for pod in self.pods(serving).values():
+            if not is_ready(pod):
+                self.cluster.mark_ready(pod)
+                marked += 1
+        return marked
+
+
+@pytest.fixture
+async def harness(kube: KubeEnv, nats_url: str, namespace: str) -> AsyncIterator[Harness]:
+    nc: Client = await nats.connect(nats_url)
+    js = nc.jetstream()
+    await declare_streams(js)
+    settings = ApplierSettings(
+        nats_url=nats_url,
+        namespace=namespace,
+        desired_consumer=f"test-desired-{namespace}",
+        pods_consumer=f"test-pods-{namespace}",
+        max_deliver=4,
+        ack_wait=20.0,
+        backoff=0.2,
+        backoff_max=2.0,
+    )
+    api = await load_api_client(str(kube.kubeconfig))
+    kube_client = KubeClient(api, timeout=20.0)
+    applier = Applier(settings, kube_client)
+    await applier.start()
+    try:
+        yield Harness(namespace, Cluster(kube, namespace), js, applier, kube_client)
+    finally:
+        await applier.stop()
+        for stream, durable in (
+            (DESIRED_STREAM, settings.desired_consumer),
+            (OBJECTS_STREAM, settings.pods_consumer),
+        ):
+            with contextlib.suppress(NotFoundError):
+                await js.delete_consumer(stream, durable)
+        await api.close()
+        await nc.drain()
+
+
+# ------------------------------------------------------------------ plain children
+
+
+def configmap_owner(h: Harness, name: str) -> OwnerKey:
+    h.cluster.kube.kubectl_run("create", "configmap", name, "-n", h.namespace)
+    obj = h.cluster.kube.kubectl_run(
+        "get", "configmap", name, "-n", h.namespace, "-o", "jsonpath={.metadata.uid}"
+    )
+    return OwnerKey(
+        api_version="v1",
+        kind="ConfigMap",
+        resource="configmaps",
+        namespace=h.namespace,
+        name=name,
+        uid=obj.stdout,
+    )
+
+
+def route(owner: OwnerKey, name: str, weight: int = 100) -> JSON:
+    return {
+        "apiVersion": L.NETWORKING_API_VERSION,
+        "kind": "ModelRoute",
+        "metadata": {"name": name, "labels": {OWNER_LABEL: owner.name}},
+        "spec": {
+            "modelName": name,
+            "rules": [{"targetModels": [{"modelServerName": "srv", "weight": weight}]}],
+        },
+    }
+
+
+def desired_routes(owner: OwnerKey, generation: int, *routes: JSON) -> DesiredSet:
+    return DesiredSet(
+        owner=owner.model_copy(update={"generation": generation}),
+        children=list(routes),
+        managed_kinds=["ModelRoute"],
+        owner_selector={OWNER_LABEL: owner.name},
+    )
+
+
+def route_versions(h: Harness) -> dict[str, str]:
+    return {r["metadata"]["name"]: r["metadata"]["resourceVersion"] for r in h.cluster.list("ModelRoute")}
+
+
+async def test_children_are_applied_with_owner_references_and_a_second_identical_set_changes_nothing(
+    harness: Harness,
+) -> None:
+    h = harness
+    owner = configmap_owner(h, "owner-a")
+    await h.publish_desired(desired_routes(owner, 1, route(owner, "r1"), route(owner, "r2")))
+    await h.idle()
+    result = await h.result(owner)
+    assert result is not None
+    assert result.ok, result
+    assert sorted((c.name, c.action) for c in result.children) == [("r1", "created"), ("r2", "created")]
+    for obj in h.cluster.list("ModelRoute"):
+        (ref,) = obj["metadata"]["ownerReferences"]
+        assert (ref["kind"], ref["name"], ref["uid"], ref["controller"]) == (
+            "ConfigMap",
+            "owner-a",
+            owner.uid,
+            True,
+        )
+    shown = h.cluster.kube.kubectl_run(
+        "get",
+        "modelroutes.networking.serving.volcano.sh",
+        "-n",
+        h.namespace,
+        "-o",
+        "json",
+        "--show-managed-fields",
+    )
+    for obj in json.loads(shown.stdout)["items"]:
+        managers = {(m["manager"], m["operation"]) for m in obj["metadata"]["managedFields"]}
+        assert managers == {("ferry", "Apply")}, managers
+    versions = route_versions(h)
+
+    # the same desired set again (a redelivery or a converter restart): nothing changes
+    again = desired_routes(owner, 1, route(owner, "r1"), route(owner, "r2"))
+    await h.js.publish(again.subject, again.to_bytes(), stream=DESIRED_STREAM)  # no msg id: not deduplicated
+    await h.idle()
+    assert route_versions(h) == versions
+    result = await h.result(owner)
+    assert result is not None
+    assert [c.action for c in result.children] == ["unchanged", "unchanged"]
+
+
+async def test_an_older_generation_is_ignored_and_a_newer_one_prunes(harness: Harness) -> None:
+    h = harness
+    owner = configmap_owner(h, "owner-b")
+    await h.publish_desired(desired_routes(owner, 2, route(owner, "r1", 40), route(owner, "r2")))
+    await h.idle()
+    consumer = h.applier.settings.desired_consumer
+    stale_before = MESSAGES.labels(consumer, "stale")._value.get()
+
+    await h.publish_desired(desired_routes(owner, 1, route(owner, "r1", 90), route(owner, "old")))
+    await h.idle()
+    assert MESSAGES.labels(consumer, "stale")._value.get() == stale_before + 1
+    routes = {r["metadata"]["name"]: r for r in h.cluster.list("ModelRoute")}
+    assert set(routes) == {"r1", "r2"}
+    assert routes["r1"]["spec"]["rules"][0]["targetModels"][0]["weight"] == 40
+
+    # generation 3 drops r2: it is pruned; a same-labelled object of another owner is left alone
+    foreign = route(owner, "foreign") | {
+        "metadata": {"name": "foreign", "labels": {OWNER_LABEL: "someone-else"}}
+    }
+    h.cluster.apply(foreign)
+    await h.publish_desired(desired_routes(owner, 3, route(owner, "r1", 40)))
+    await h.idle()
+    assert {r["metadata"]["name"] for r in h.cluster.list("ModelRoute")} == {"r1", "foreign"}
+    result = await h.result(owner)
+    assert result is not None
+    assert result.ok
+    assert ("r2", "pruned") in {(c.name, c.action) for c in result.children}
+
+
+async def test_a_permanent_api_error_is_reported_once_and_not_retried(harness: Harness) -> None:
+    h = harness
+    owner = configmap_owner(h, "owner-c")
+    await h.publish_desired(desired_routes(owner, 1, route(owner, "fine"), route(owner, "bad", weight=500)))
+    await h.idle()
+    result = await h.result(owner)
+    assert result is not None
+    assert (result.ok, result.permanent, result.reason) == (False, True, "ApplyFailed")
+    assert "ModelRoute bad" in result.message, result.message
+    assert "weight" in result.message, result.message
+    assert "100" in result.message  # the API server's own words: "should be less than or equal to 100"
+    info = await h.js.consumer_info(DESIRED_STREAM, h.applier.settings.desired_consumer)
+    assert info.num_redelivered == 0
+    assert info.num_ack_pending == 0
+    assert h.cluster.get("ModelRoute", "bad") is None
+
+    # a conversion failure: nothing is applied, the reason is published
+    failed = desired_routes(owner, 2, route(owner, "never"))
+    failed.errors = [ConversionError(field="spec.backend", message="exactly one of backend or backends")]
+    await h.publish_desired(failed)
+    await h.idle()
+    result = await h.result(owner)
+    assert result is not None
+    assert (result.ok, result.reason) == (False, "ConversionFailed")
+    assert "spec.backend: exactly one of backend or backends" in result.message
+    assert h.cluster.get("ModelRoute", "never") is None
+
+
+# ------------------------------------------------------------------ ModelServing workload
+
+
+def serving_manifest(name: str, replicas: int, *, policy: str = "RoleRecreate", **spec: Any) -> JSON:
+    container = {"name": "engine", "image": "engine:1"}
+    return {
+        "apiVersion": L.WORKLOAD_API_VERSION,
+        "kind": "ModelServing",
+        "metadata": {"name": name},
+        "spec": {
+            "replicas": replicas,
+            "schedulerName": "volcano",
+            "recoveryPolicy": policy,
+            "template": {
+                "roles": [
+                    {
+                        "name": "prefill",
+                        "replicas": 1,
+                        "workerReplicas": 1,
+                        "entryTemplate": {"spec": {"containers": [container]}},
+                        "workerTemplate": {"spec": {"containers": [container]}},
+                    },
+                    {
+                        "name": "decode",
+                        "replicas": 1,
+                        "workerReplicas": 0,
+                        "entryTemplate": {"spec": {"containers": [container]}},
+                    },
+                ]
+            },
+            **spec,
+        },
+    }
+
+
+def desired_serving(obj: JSON) -> DesiredSet:
+    meta = obj["metadata"]
+    bp = blueprint(obj)
+    return DesiredSet(
+        owner=OwnerKey(
+            api_version=obj["apiVersion"],
+            kind="ModelServing",
+            resource="modelservings",
+            namespace=meta["namespace"],
+            name=meta["name"],
+            uid=meta["uid"],
+            generation=meta["generation"],
+        ),
+        managed_kinds=["PodGroup", "Pod", "Service"],
+        owner_selector={L.MS_NAME: meta["name"]},
+        workload=ServingWorkload(
+            replicas=obj["spec"]["replicas"], revision=serving_revision(bp["template"]["roles"]), blueprint=bp
+        ),
+    )
+
+
+async def apply_serving(h: Harness, manifest: JSON) -> JSON:
+    """kubectl apply the ModelServing, then publish what the converter would for it."""
+    h.cluster.apply(manifest)
+    obj = h.cluster.get("ModelServing", manifest["metadata"]["name"])
+    assert obj is not None
+    await h.publish_desired(desired_serving(obj))
+    await h.settle()
+    return obj
+
+
+def group_names(h: Harness, serving: str) -> set[str]:
+    return {p["metadata"]["labels"][L.MS_GROUP_NAME] for p in h.pods(serving).values()}
+
+
+async def test_serving_pods_by_ordinal_and_scaling_3_1_2(harness: Harness) -> None:
+    h = harness
+    obj = await apply_serving(h, serving_manifest("ms", 3))
+    pods = h.pods("ms")
+    expected = {f"ms-{g}-{role}" for g in range(3) for role in ("prefill-0-0", "prefill-0-1", "decode-0-0")}
+    assert set(pods) == expected
+    for pod in pods.values():
+        (ref,) = pod["metadata"]["ownerReferences"]
+        assert (ref["kind"], ref["uid"], ref["blockOwnerDeletion"]) == (
+            "ModelServing",
+            obj["metadata"]["uid"],
+            True,
+        )
+        assert pod["spec"]["schedulerName"] == "volcano"
+    assert h.cluster.names("Service") == {f"ms-{g}-prefill-0-0" for g in range(3)}  # only roles with workers
+    assert h.cluster.names("PodGroup") == {"ms-0", "ms-1", "ms-2"}
+    pg = h.cluster.get("PodGroup", "ms-1")
+    assert pg is not None
+    assert pg["spec"]["minMember"] == 3
+
+    await apply_serving(h, serving_manifest("ms", 1))
+    assert group_names(h, "ms") == {"ms-0"}
+    assert h.cluster.names("PodGroup") == {"ms-0"}
+    assert h.cluster.names("Service") == {"ms-0-prefill-0-0"}
+
+    await apply_serving(h, serving_manifest("ms", 2))
+    assert group_names(h, "ms") == {"ms-0", "ms-1"}
+    assert h.cluster.names("PodGroup") == {"ms-0", "ms-1"}
+
+
+async def test_no_podgroups_unless_the_scheduler_is_volcano(harness: Harness) -> None:
+    h = harness
+    manifest = serving_manifest("plain", 2)
+    manifest["spec"]["schedulerName"] = "default-scheduler"
+    await apply_serving(h, manifest)
+    assert len(h.pods("plain")) == 6
+    assert h.cluster.names("PodGroup") == set()
+
+
+def with_image(manifest: JSON, image: str) -> JSON:
+    changed = copy.deepcopy(manifest)
+    for role in changed["spec"]["template"]["roles"]:
+        for key in ("entryTemplate", "workerTemplate"):
+            if key in role:
+                role[key]["spec"]["containers"][0]["image"] = image
+    return changed
+
+
+def unavailable_groups(h: Harness, serving: str, replicas: int) -> int:
+    """Groups among ``0..replicas-1`` that are missing a pod or have one not Ready."""
+    by_group: dict[str, list[JSON]] = {}
+    for pod in h.pods(serving).values():
+        by_group.setdefault(pod["metadata"]["labels"][L.MS_GROUP_NAME], []).append(pod)
+    return sum(
+        1
+        for g in range(replicas)
+        if len(by_group.get(f"{serving}-{g}", [])) != 3
+        or not all(is_ready(p) for p in by_group[f"{serving}-{g}"])
+    )
+
+
+async def test_rolling_update_never_has_more_than_max_unavailable_groups_down(harness: Harness) -> None:
+    h = harness
+    manifest = serving_manifest(
+        "roll",
+        3,
+        rolloutStrategy={
+            "type": "ServingGroupRollingUpdate",
+            "rollingUpdateConfiguration": {"maxUnavailable": 1},
+        },
+    )
+    obj = await apply_serving(h, manifest)
+    h.mark_ready("roll")
+    await h.settle()
+    old_revision = desired_serving(obj).workload.revision  # type: ignore[union-attr]
+    assert unavailable_groups(h, "roll", 3) == 0
+
+    new = await apply_serving(h, with_image(manifest, "engine:2"))
+    new_revision = desired_serving(new).workload.revision  # type: ignore[union-attr]
+    assert new_revision != old_revision
+    worst = 0
+    for _ in range(30):
+        worst = max(worst, unavailable_groups(h, "roll", 3))
+        pods = h.pods("roll")
+        revisions = {p["metadata"]["labels"][L.MS_REVISION] for p in pods.values()}
+        if revisions == {new_revision} and len(pods) == 9 and all(is_ready(p) for p in pods.values()):
+            break
+        h.mark_ready("roll")  # the stand-in kubelet: new pods come up
+        await h.settle()
+    else:
+        raise AssertionError(f"the rollout did not finish: {sorted(revisions)}")
+    assert worst == 1, "a rollout with maxUnavailable 1 must take groups down one at a time"
+    assert {c["spec"]["containers"][0]["image"] for c in h.pods("roll").values()} == {"engine:2"}
+
+
+@pytest.mark.parametrize(
+    ("policy", "replaced"),
+    [
+        ("RoleRecreate", {"rec-0-prefill-0-0", "rec-0-prefill-0-1"}),
+        ("ServingGroupRecreate", {"rec-0-prefill-0-0", "rec-0-prefill-0-1", "rec-0-decode-0-0"}),
+        ("None", {"rec-0-prefill-0-1"}),
+    ],
+)
+async def test_a_deleted_pod_is_recovered_per_policy(
+    harness: Harness, policy: str, replaced: set[str]
+) -> None:
+    h = harness
+    await apply_serving(h, serving_manifest("rec", 1, policy=policy))
+    h.mark_ready("rec")
+    await h.settle()
+    before = {name: pod["metadata"]["uid"] for name, pod in h.pods("rec").items()}
+    assert len(before) == 3
+
+    h.cluster.delete("Pod", "rec-0-prefill-0-1")
+    await h.settle()
+    after = {name: pod["metadata"]["uid"] for name, pod in h.pods("rec").items()}
+    assert set(after) == set(before), "every pod is back under its own name"
+    assert {name for name in after if after[name] != before[name]} == replaced
+
+
+async def test_a_failed_pod_gets_its_grace_period_then_is_replaced(harness: Harness) -> None:
+    h = harness
+    manifest = serving_manifest("grace", 1)
+    manifest["spec"]["template"]["restartGracePeriodSeconds"] = 2
+    await apply_serving(h, manifest)
+    h.mark_ready("grace")
+    await h.settle()
+    pod = h.pods("grace")["grace-0-decode-0-0"]
+    failed = {"status": {"phase": "Failed", "conditions": [{"type": "Ready", "status": "False"}]}}
+    h.cluster.kube.kubectl_run(
+        "patch", "pod", "grace-0-decode-0-0", "-n", h.namespace, "--subresource=status", "--type=merge",
+        "-p", json.dumps(failed),
+    )  # fmt: skip
+    await h.pod_events()
+    await asyncio.sleep(0.5)
+    assert h.pods("grace")["grace-0-decode-0-0"]["metadata"]["uid"] == pod["metadata"]["uid"], (
+        "deleted too early"
+    )
+    await h.settle()  # the event comes back after the grace period
+    replacement = h.pods("grace")["grace-0-decode-0-0"]
+    assert replacement["metadata"]["uid"] != pod["metadata"]["uid"]
+    assert replacement["status"].get("phase") != "Failed"
