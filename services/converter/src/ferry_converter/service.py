@@ -48,7 +48,9 @@ RESOURCES = (Resource.MODEL_BOOSTERS, Resource.MODEL_SERVINGS)
 
 
 def durable_name(settings: ConverterSettings, resource: str) -> str:
-    return f"{settings.durable_prefix}-{resource}"
+    """``<prefix>-<resource>`` (``-<namespace>`` appended when filtering: a durable's filter is fixed)."""
+    base = f"{settings.durable_prefix}-{resource}"
+    return f"{base}-{encode_token(settings.namespace)}" if settings.namespace else base
 
 
 def subject_filter(settings: ConverterSettings, resource: str) -> str:
