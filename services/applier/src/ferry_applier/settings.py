@@ -14,11 +14,11 @@ class ApplierSettings(ServiceSettings):
     ``KUBECONFIG`` (else in-cluster), ``FERRY_APPLIER_DESIRED_CONSUMER`` / ``..._PODS_CONSUMER``
     (durable names shared by replicas), ``FERRY_APPLIER_CONCURRENCY`` (reconciles in flight),
     ``FERRY_APPLIER_BATCH``, ``FERRY_APPLIER_BACKOFF`` / ``..._BACKOFF_MAX`` (nack delays, seconds),
-    ``FERRY_APPLIER_KUBE_TIMEOUT`` (seconds per API call), ``FERRY_APPLIER_NAMESPACE`` (only
-    reconcile owners in this namespace; empty = every namespace).
+    ``FERRY_APPLIER_KUBE_TIMEOUT`` (seconds per API call), ``FERRY_APPLIER_NAMESPACE`` (else
+    ``FERRY_WATCH_NAMESPACE``: only reconcile owners in this namespace; empty = every namespace).
     """
 
-    service: str = "applier"
+    service: str = "ferry-applier"
     kubeconfig: str = field(default_factory=lambda: env_str("KUBECONFIG", ""))
     desired_consumer: str = field(
         default_factory=lambda: env_str("FERRY_APPLIER_DESIRED_CONSUMER", "applier-desired")
@@ -28,5 +28,7 @@ class ApplierSettings(ServiceSettings):
     batch: int = field(default_factory=lambda: env_int("FERRY_APPLIER_BATCH", 16))
     backoff: float = field(default_factory=lambda: env_float("FERRY_APPLIER_BACKOFF", 0.5))
     backoff_max: float = field(default_factory=lambda: env_float("FERRY_APPLIER_BACKOFF_MAX", 30.0))
-    namespace: str = field(default_factory=lambda: env_str("FERRY_APPLIER_NAMESPACE", ""))
+    namespace: str = field(
+        default_factory=lambda: env_str("FERRY_APPLIER_NAMESPACE", "") or env_str("FERRY_WATCH_NAMESPACE", "")
+    )
     kube_timeout: float = field(default_factory=lambda: env_float("FERRY_APPLIER_KUBE_TIMEOUT", 30.0))
