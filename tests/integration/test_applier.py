@@ -71,11 +71,13 @@ class Harness:
 
     async def idle(self, within: float = 60.0) -> None:
         """Wait until both consumers have nothing pending or unacknowledged and no reconcile runs."""
-        s = self.applier.settings
         deadline = time.monotonic() + within
         while True:
             busy = bool(self.applier._tasks)
-            for stream, durable in ((DESIRED_STREAM, s.desired_consumer), (OBJECTS_STREAM, s.pods_consumer)):
+            for stream, durable in (
+                (DESIRED_STREAM, self.applier.desired_durable),
+                (OBJECTS_STREAM, self.applier.pods_durable),
+            ):
                 info = await self.js.consumer_info(stream, durable)
                 busy = busy or bool(info.num_pending) or bool(info.num_ack_pending)
             if not busy:
@@ -145,8 +147,8 @@ async def harness(kube: KubeEnv, nats_url: str, namespace: str) -> AsyncIterator
     settings = ApplierSettings(
         nats_url=nats_url,
         namespace=namespace,
-        desired_consumer=f"test-desired-{namespace}",
-        pods_consumer=f"test-pods-{namespace}",
+        desired_consumer="test-desired",
+        pods_consumer="test-pods",
         max_deliver=4,
         ack_wait=20.0,
         backoff=0.2,
@@ -161,8 +163,8 @@ async def harness(kube: KubeEnv, nats_url: str, namespace: str) -> AsyncIterator
     finally:
         await applier.stop()
         for stream, durable in (
-            (DESIRED_STREAM, settings.desired_consumer),
-            (OBJECTS_STREAM, settings.pods_consumer),
+            (DESIRED_STREAM, applier.desired_durable),
+            (OBJECTS_STREAM, applier.pods_durable),
         ):
             with contextlib.suppress(NotFoundError):
                 await js.delete_consumer(stream, durable)
@@ -261,7 +263,7 @@ async def test_an_older_generation_is_ignored_and_a_newer_one_prunes(harness: Ha
     owner = configmap_owner(h, "owner-b")
     await h.publish_desired(desired_routes(owner, 2, route(owner, "r1", 40), route(owner, "r2")))
     await h.idle()
-    consumer = h.applier.settings.desired_consumer
+    consumer = h.applier.desired_durable
     stale_before = MESSAGES.labels(consumer, "stale")._value.get()
 
     await h.publish_desired(desired_routes(owner, 1, route(owner, "r1", 90), route(owner, "old")))
@@ -296,7 +298,7 @@ async def test_a_permanent_api_error_is_reported_once_and_not_retried(harness: H
     assert "ModelRoute bad" in result.message, result.message
     assert "weight" in result.message, result.message
     assert "100" in result.message  # the API server's own words: "should be less than or equal to 100"
-    info = await h.js.consumer_info(DESIRED_STREAM, h.applier.settings.desired_consumer)
+    info = await h.js.consumer_info(DESIRED_STREAM, h.applier.desired_durable)
     assert info.num_redelivered == 0
     assert info.num_ack_pending == 0
     assert h.cluster.get("ModelRoute", "bad") is None

@@ -103,6 +103,15 @@ class Applier:
 
     # ------------------------------------------------------------------ lifecycle
 
+    @property
+    def desired_durable(self) -> str:
+        """The durable name; it carries the namespace filter (a durable's filter cannot change on 2.9)."""
+        return durable_name(self.settings.desired_consumer, self.settings.namespace)
+
+    @property
+    def pods_durable(self) -> str:
+        return durable_name(self.settings.pods_consumer, self.settings.namespace)
+
     def ready(self) -> bool:
         return self._bound and self._nc is not None and self._nc.is_connected
 
@@ -114,12 +123,12 @@ class Applier:
         kv = await key_value(self._js, APPLIED_GENERATIONS_BUCKET)
         self._reconciler = Reconciler(self.kube, GenerationGuard(kv), self.engine)
         desired_filter, pods_filter = subject_filters(s.namespace)
-        desired = await self._bind(DESIRED_STREAM, s.desired_consumer, desired_filter)
-        pods = await self._bind(OBJECTS_STREAM, s.pods_consumer, pods_filter)
+        desired = await self._bind(DESIRED_STREAM, self.desired_durable, desired_filter)
+        pods = await self._bind(OBJECTS_STREAM, self.pods_durable, pods_filter)
         self._bound = True
         self._loops = [
-            asyncio.create_task(self._consume(desired, self._on_desired, s.desired_consumer)),
-            asyncio.create_task(self._consume(pods, self._on_pod, s.pods_consumer)),
+            asyncio.create_task(self._consume(desired, self._on_desired, self.desired_durable)),
+            asyncio.create_task(self._consume(pods, self._on_pod, self.pods_durable)),
         ]
         log.info("applier consuming %s and %s", DESIRED_STREAM, OBJECTS_STREAM)
 
@@ -226,7 +235,7 @@ class Applier:
     # ------------------------------------------------------------------ handlers
 
     async def _on_desired(self, msg: Msg) -> None:
-        consumer = self.settings.desired_consumer
+        consumer = self.desired_durable
         try:
             desired = DesiredSet.model_validate_json(msg.data)
         except ValidationError as exc:
@@ -240,7 +249,7 @@ class Applier:
             await self._finish(msg, consumer, outcome, span)
 
     async def _on_pod(self, msg: Msg) -> None:
-        consumer = self.settings.pods_consumer
+        consumer = self.pods_durable
         try:
             event = ObjectEvent.model_validate_json(msg.data)
         except ValidationError as exc:
@@ -343,6 +352,11 @@ class Applier:
             },
         ) as span:
             yield span
+
+
+def durable_name(base: str, namespace: str) -> str:
+    """``base`` for every namespace, ``base-<namespace>`` for a namespace-scoped applier."""
+    return f"{base}-{namespace}" if namespace else base
 
 
 def subject_filters(namespace: str) -> tuple[str, str]:
