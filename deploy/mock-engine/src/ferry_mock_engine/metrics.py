@@ -1,19 +1,22 @@
 """The engine's real load and the Prometheus metrics that expose it under vLLM (or SGLang) names.
 
 Gauges are computed at scrape time from :class:`Load`, so ``/metrics`` always shows what is
-running right now; histograms record every request's TTFT and inter-token latency. Each engine
-has its own registry, so several engines can live in one test process.
+running right now; histograms record every request's TTFT and every inter-token gap. Each engine
+has its own registry, so several engines can live in one test process. The instruments are plain
+lock-free objects: one event loop both updates and scrapes them, and a lock per token was the
+engine's largest cost.
 """
 
 from __future__ import annotations
 
+import bisect
 import math
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from ferry_mock_engine.config import EngineConfig, EngineKind
@@ -76,59 +79,82 @@ class _LoadCollector(Collector):
             yield info
 
 
-class EngineMetrics:
-    """Registry + instruments for one engine."""
+class _Histogram:
+    """A lock-free histogram: the engine updates and scrapes it from its one event-loop thread."""
+
+    def __init__(self, name: str, doc: str) -> None:
+        self.name = name
+        self.doc = doc
+        self.counts = [0] * (len(_LATENCY_BUCKETS) + 1)
+        self.sum = 0.0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect.bisect_left(_LATENCY_BUCKETS, value)] += 1  # buckets are "less or equal"
+        self.sum += value
+
+    def family(self, model: str) -> HistogramMetricFamily:
+        family = HistogramMetricFamily(self.name, self.doc, labels=["model_name"])
+        cumulative, buckets = 0, []
+        for bound, count in zip([*map(str, _LATENCY_BUCKETS), "+Inf"], self.counts, strict=True):
+            cumulative += count
+            buckets.append((bound, float(cumulative)))
+        family.add_metric([model], buckets, self.sum)
+        return family
+
+
+class _Counter:
+    def __init__(self, name: str, doc: str) -> None:
+        self.name = name
+        self.doc = doc
+        self.values: dict[tuple[str, ...], float] = {}
+
+    def inc(self, labels: tuple[str, ...], amount: float = 1.0) -> None:
+        self.values[labels] = self.values.get(labels, 0.0) + amount
+
+
+class EngineMetrics(Collector):
+    """Registry + instruments for one engine (histograms and counters kept in plain Python objects)."""
 
     def __init__(self, config: EngineConfig, load: Load) -> None:
-        self.registry = CollectorRegistry(auto_describe=True)
-        self.registry.register(_LoadCollector(config, load))
         prefix = "sglang" if config.engine is EngineKind.SGLANG else "vllm"
         self._model = config.names[0]
-        labels = ["model_name"]
-        self.ttft = Histogram(
-            f"{prefix}:time_to_first_token_seconds", "Time to first token.", labels,
-            buckets=_LATENCY_BUCKETS, registry=self.registry,
-        )  # fmt: skip
-        self.itl = Histogram(
-            f"{prefix}:inter_token_latency_seconds", "Inter-token latency.", labels,
-            buckets=_LATENCY_BUCKETS, registry=self.registry,
-        )  # fmt: skip
-        self.tpot: Histogram | None = None
+        self.ttft = _Histogram(f"{prefix}:time_to_first_token_seconds", "Time to first token.")
+        self._itl = [_Histogram(f"{prefix}:inter_token_latency_seconds", "Inter-token latency.")]
         if prefix == "vllm":
-            self.tpot = Histogram(
-                "vllm:time_per_output_token_seconds", "Time per output token.", labels,
-                buckets=_LATENCY_BUCKETS, registry=self.registry,
-            )  # fmt: skip
-        self.e2e = Histogram(
-            f"{prefix}:e2e_request_latency_seconds", "End-to-end request latency.", labels,
-            buckets=_LATENCY_BUCKETS, registry=self.registry,
-        )  # fmt: skip
-        self.prompt_tokens = Counter(
-            f"{prefix}:prompt_tokens", "Prefill tokens processed.", labels, registry=self.registry
-        )
-        self.generation_tokens = Counter(
-            f"{prefix}:generation_tokens", "Generation tokens processed.", labels, registry=self.registry
-        )
-        self.request_success = Counter(
-            f"{prefix}:request_success",
-            "Successfully finished requests.",
-            [*labels, "finished_reason"],
-            registry=self.registry,
-        )
+            self._itl.append(_Histogram("vllm:time_per_output_token_seconds", "Time per output token."))
+        self.e2e = _Histogram(f"{prefix}:e2e_request_latency_seconds", "End-to-end request latency.")
+        self.prompt_tokens = _Counter(f"{prefix}:prompt_tokens", "Prefill tokens processed.")
+        self.generation_tokens = _Counter(f"{prefix}:generation_tokens", "Generation tokens processed.")
+        self.request_success = _Counter(f"{prefix}:request_success", "Successfully finished requests.")
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(_LoadCollector(config, load))
+        self.registry.register(self)
+
+    def collect(self) -> Iterator[Metric]:
+        for histogram in (self.ttft, *self._itl, self.e2e):
+            yield histogram.family(self._model)
+        for counter, labels in (
+            (self.prompt_tokens, ["model_name"]),
+            (self.generation_tokens, ["model_name"]),
+            (self.request_success, ["model_name", "finished_reason"]),
+        ):
+            family = CounterMetricFamily(counter.name, counter.doc, labels=labels)
+            for values, amount in counter.values.items():
+                family.add_metric(list(values), amount)
+            yield family
 
     def observe_first_token(self, seconds: float) -> None:
-        self.ttft.labels(self._model).observe(seconds)
+        self.ttft.observe(seconds)
 
     def observe_inter_token(self, seconds: float) -> None:
-        self.itl.labels(self._model).observe(seconds)
-        if self.tpot is not None:
-            self.tpot.labels(self._model).observe(seconds)
+        for histogram in self._itl:
+            histogram.observe(seconds)
 
     def observe_finished(self, seconds: float, prompt_tokens: int, output_tokens: int, reason: str) -> None:
-        self.e2e.labels(self._model).observe(seconds)
-        self.prompt_tokens.labels(self._model).inc(prompt_tokens)
-        self.generation_tokens.labels(self._model).inc(output_tokens)
-        self.request_success.labels(self._model, reason).inc()
+        self.e2e.observe(seconds)
+        self.prompt_tokens.inc((self._model,), prompt_tokens)
+        self.generation_tokens.inc((self._model,), output_tokens)
+        self.request_success.inc((self._model, reason))
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

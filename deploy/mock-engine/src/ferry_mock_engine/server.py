@@ -268,12 +268,14 @@ class MockEngine:
         """Yield tokens with the configured delays, updating load and metrics."""
         record = job.record
         start = time.monotonic()
-        await asyncio.sleep(self._first_token_delay(job))
+        if (delay := self._first_token_delay(job)) > 0:
+            await asyncio.sleep(delay)
         last = time.monotonic()
         self.metrics.observe_first_token(last - start)
         for i, token in enumerate(job.tokens):
             if i:
-                await asyncio.sleep(self.config.itl)
+                if self.config.itl > 0:  # with no delay, tokens come as fast as the loop takes them
+                    await asyncio.sleep(self.config.itl)
                 now = time.monotonic()
                 self.metrics.observe_inter_token(now - last)
                 last = now
