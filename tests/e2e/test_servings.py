@@ -157,13 +157,15 @@ def test_deleted_pod_is_recreated_per_recovery_policy(
 
     def recreated() -> bool:
         now = {p["metadata"]["name"]: p["metadata"]["uid"] for p in pods_of(cluster, name)}
-        return (
-            victim in now
-            and now[victim] != uids[victim]
-            and (now.get(sibling) != uids[sibling]) == sibling_recreated
-        )
+        victim_new = victim in now and now[victim] != uids[victim]
+        sibling_new = sibling in now and now[sibling] != uids[sibling]
+        return victim_new and sibling_new == sibling_recreated
 
-    eventually(recreated, WITHIN, f"{victim} recreated ({policy}: sibling recreated={sibling_recreated})")
+    try:
+        eventually(recreated, WITHIN, f"{victim} recreated ({policy}: sibling recreated={sibling_recreated})")
+    except AssertionError as exc:
+        now = {p["metadata"]["name"]: p["metadata"]["uid"] for p in pods_of(cluster, name)}
+        raise AssertionError(f"{exc}; pod uids before {uids}, now {now}") from None
     wait_serving_available(cluster, manifest)
     final = {p["metadata"]["name"]: p["metadata"]["uid"] for p in pods_of(cluster, name)}
     assert (final[sibling] != uids[sibling]) == sibling_recreated
