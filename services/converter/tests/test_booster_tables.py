@@ -658,3 +658,25 @@ def test_backends_superset_requires_exactly_one_form() -> None:
         backends_of({"backend": {}, "backends": [{}]})
     with pytest.raises(ConversionFailure, match=r"needs spec\.backend"):
         backends_of({})
+
+
+@pytest.mark.parametrize(
+    ("backend", "bounds"),
+    [
+        ({"replicas": 0}, (0, 1)),
+        ({"replicas": 3}, (3, 3)),
+        ({"minReplicas": 1, "maxReplicas": 4}, (1, 4)),
+        ({"minReplicas": 2}, (2, 2)),
+    ],
+)
+def test_autoscaling_replica_bounds(backend: dict[str, int], bounds: tuple[int, int]) -> None:
+    """Found by the properties: ``replicas: 0`` with a policy must still give a valid ``maxReplicas``."""
+    obj = head("model.yaml")
+    obj["spec"]["backend"].pop("replicas")
+    obj["spec"]["backend"].update(backend)
+    obj["spec"]["autoscalingPolicy"] = {"metrics": [{"metricName": "m", "targetValue": 10}]}
+    binding = children(obj)["AutoscalingPolicyBinding"]
+    target = binding["spec"]["homogeneousTarget"]
+    assert (target["minReplicas"], target["maxReplicas"]) == bounds
+    assert binding["metadata"]["name"] == "test-model"
+    assert binding["spec"]["policyRef"] == {"name": "test-model"}

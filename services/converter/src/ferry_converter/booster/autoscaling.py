@@ -25,11 +25,11 @@ LEADER_ROLE = "leader"
 
 
 def _replica_bounds(backend: Backend) -> tuple[int, int]:
+    """(min, max) replicas: ``minReplicas``/``maxReplicas``, else ``replicas``; max is at least 1."""
     low = backend.min_replicas if backend.min_replicas is not None else backend.replicas
     high = backend.max_replicas if backend.max_replicas is not None else backend.replicas
     low = low if low is not None else 0
-    high = high if high is not None else max(low, 1)
-    return low, high
+    return low, max(high if high is not None else low, low, 1)
 
 
 def _target(ref: BoosterRef, backend: Backend, legacy: bool) -> dict[str, Any]:
