@@ -94,7 +94,9 @@ def run_wrk(url: str, concurrency: int, duration: float, cpu: str, body: str) ->
     out = subprocess.run(
         argv, capture_output=True, text=True, env={**os.environ, "WRK_BODY": body}, check=True
     ).stdout
-    percentiles = dict(re.findall(r"^\s+(50|99)(?:\.0+)?%\s+(\S+)$", out, re.M))
+    percentiles = dict(re.findall(r"^\s*(50|99)(?:\.\d+)?%\s+(\S+)\s*$", out, re.M))
+    if "50" not in percentiles or "99" not in percentiles:
+        raise SystemExit(f"cannot read wrk's latency distribution:\n{out}")
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     total = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
     errors = 0
@@ -174,6 +176,22 @@ async def concurrent_streams(url: str, count: int, tokens: int) -> tuple[int, in
     return ok, errors, time.perf_counter() - started
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process (from /proc), to separate cost from CPU contention."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def reference_loop_us() -> float:
+    """Time of a fixed pure-Python loop: ~8-10 us on an idle modern core; higher = slower/contended CPU."""
+    best = float("inf")
+    for _ in range(200):
+        start = time.perf_counter()
+        sum(range(1000))
+        best = min(best, time.perf_counter() - start)
+    return best * 1e6
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=float, default=5.0, help="seconds per wrk run")
@@ -227,24 +245,33 @@ def main() -> None:
         run_wrk(router_url, 16, 2, load_cpu, body)  # warm-up: connections, scraper, caches
         print(f"router on CPU {router_cpu}; {args.engines} engine(s) and wrk on CPU {load_cpu}; "
               f"{args.duration:.0f}s per run; access log {args.access_log}")  # fmt: skip
+        print(
+            f"reference loop: {reference_loop_us():.1f} us (about 9 on an idle core); "
+            f"load average {os.getloadavg()[0]:.1f}"
+        )
         header = (
             f"{'conc':>5} | {'router req/s':>12} {'p50 ms':>8} {'p99 ms':>8} {'err':>4} | "
-            f"{'engine req/s':>12} {'p50 ms':>8} {'p99 ms':>8} {'err':>4} | {'added p50':>9} {'added p99':>9}"
+            f"{'engine req/s':>12} {'p50 ms':>8} {'p99 ms':>8} {'err':>4} | "
+            f"{'added p50':>9} {'added p99':>9} | {'router CPU us/req':>17}"
         )
         print(header)
         print("-" * len(header))
         for concurrency in (int(c) for c in args.concurrency.split(",")):
+            cpu_before = cpu_seconds(router.pid)
             via = run_wrk(router_url, concurrency, args.duration, load_cpu, body)
+            cpu_us = (cpu_seconds(router.pid) - cpu_before) / max(via.requests, 1) * 1e6
             direct = run_wrk(engine_url, concurrency, args.duration, load_cpu, body)
             print(
-                f"{concurrency:>5} | {via.rps:>12.0f} {via.p50_ms:>8.2f} {via.p99_ms:>8.2f} {via.errors:>4} | "
+                f"{concurrency:>5} | {via.rps:>12.0f} {via.p50_ms:>8.2f} {via.p99_ms:>8.2f} "
+                f"{via.errors:>4} | "
                 f"{direct.rps:>12.0f} {direct.p50_ms:>8.2f} {direct.p99_ms:>8.2f} {direct.errors:>4} | "
-                f"{via.p50_ms - direct.p50_ms:>9.2f} {via.p99_ms - direct.p99_ms:>9.2f}"
+                f"{via.p50_ms - direct.p50_ms:>9.2f} {via.p99_ms - direct.p99_ms:>9.2f} | {cpu_us:>17.0f}"
             )
         if args.streams:
             ok, errors, seconds = asyncio.run(concurrent_streams(router_url, args.streams, tokens=16))
             print(
-                f"{args.streams} concurrent streams through the router: {ok} complete, {errors} errors, {seconds:.1f}s"
+                f"{args.streams} concurrent streams through the router: "
+                f"{ok} complete, {errors} errors, {seconds:.1f}s"
             )
     finally:
         for process in reversed(processes):
