@@ -90,3 +90,11 @@ def test_address_pool_reuses_released_addresses_and_is_stable_per_owner() -> Non
     assert b == "127.0.0.3"
     pool.release("a")
     assert pool.acquire("c") == a
+
+
+def test_address_pool_honours_a_restarted_pods_reported_ip() -> None:
+    pool = AddressPool()
+    assert pool.acquire("old", preferred="127.0.0.4") == "127.0.0.4"
+    assert pool.acquire("other", preferred="127.0.0.4") == "127.0.0.2"
+    assert pool.acquire("next") == "127.0.0.3"
+    assert pool.acquire("outside", preferred="10.1.2.3") == "127.0.0.5"

@@ -26,6 +26,7 @@ from ferry_local.traces import read_spans, reconcile_traces, render_tree
 
 NAMESPACE = "ferry-demo"
 BOOSTERS = {"qwen": "Qwen2.5-0.5B-Instruct", "deepseek-v2-lite": "deepseek-ai/DeepSeekV2"}
+"""Booster name (what clients ask for: the ModelRoute's modelName) → the engine's served model name."""
 
 
 class DemoFailed(RuntimeError):
@@ -72,13 +73,13 @@ def chat(router_url: str) -> None:
     models = [m.id for m in client.models.list().data]
     say(f"router serves models: {', '.join(sorted(models))}")
     answer = client.chat.completions.create(
-        model=BOOSTERS["qwen"], messages=[{"role": "user", "content": "What is Ferry?"}], max_tokens=24
+        model="qwen", messages=[{"role": "user", "content": "What is Ferry?"}], max_tokens=24
     )
-    print(f"\n[{BOOSTERS['qwen']}] {answer.choices[0].message.content}")
+    print(f"\n[qwen → engine model {answer.model}] {answer.choices[0].message.content}")
     print(f"    usage: {answer.usage.model_dump() if answer.usage else 'none'}")
-    print(f"\n[{BOOSTERS['deepseek-v2-lite']}, streamed via prefill → decode] ", end="", flush=True)
+    print("\n[deepseek-v2-lite, streamed via prefill → decode] ", end="", flush=True)
     stream = client.chat.completions.create(
-        model=BOOSTERS["deepseek-v2-lite"],
+        model="deepseek-v2-lite",
         messages=[{"role": "user", "content": "Where is the capital of China?"}],
         max_tokens=24,
         stream=True,

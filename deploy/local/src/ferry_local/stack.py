@@ -8,6 +8,8 @@ writes ``<state>/kubeconfig`` and ``<state>/stack.json`` and returns a :class:`S
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import ssl
 import subprocess
 import time
@@ -77,6 +79,9 @@ class LocalStack:
             return existing
         if existing:
             self.stop_recorded(self.state_dir)
+        if not os.environ.get("FERRY_KEEP_DATA"):  # a new stack starts empty, like a new cluster
+            for data in ("etcd", "nats"):
+                shutil.rmtree(self.state_dir / data, ignore_errors=True)
         bins = self._binaries or find_binaries()
         self.state_dir.mkdir(parents=True, exist_ok=True)
         logs = self.state_dir / "logs"

@@ -159,7 +159,7 @@ class LocalNode:
     async def _start(self, pod: Obj) -> None:
         meta = pod["metadata"]
         uid = meta["uid"]
-        ip = self._addresses.acquire(uid)
+        ip = self._addresses.acquire(uid, preferred=(pod.get("status") or {}).get("podIP"))
         plan = plan_for(pod, ip)
         run = PodRun(ip=ip, plan=plan)
         if plan.argv is not None:
@@ -220,7 +220,13 @@ class LocalNode:
             "containerStatuses": statuses,
         }
         try:
-            await self._core.patch_namespaced_pod_status(meta["name"], meta["namespace"], {"status": status})
+            # A merge patch replaces lists (podIPs, conditions) instead of merging them by key.
+            await self._core.patch_namespaced_pod_status(
+                meta["name"],
+                meta["namespace"],
+                {"status": status},
+                _content_type="application/merge-patch+json",
+            )
         except ApiException as exc:
             if exc.status != 404:
                 raise
