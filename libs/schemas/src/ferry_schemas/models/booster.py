@@ -3,8 +3,29 @@
 The superset of Kthena's generations (``spec/booster.md`` §1 and §8, design §1): ``backend`` or
 ``backends``, ``replicas`` or ``minReplicas``/``maxReplicas``, model- and backend-level
 ``autoscalingPolicy``, LoRA adapters, ``routeWeight``, ``modelMatch``; status with conditions and the
-aggregated counts of seed 004. The webhook rules that CEL can express are on the types below
-(``spec/booster.md`` §2.3, §8.1, §8.3); the rest are listed in :data:`CONVERTER_CHECKS`.
+aggregated counts of seed 004. The webhook rules that CEL can express are CEL rules on the types below
+(``spec/booster.md`` §2.3, §8.1, §8.3).
+
+Webhook rules the CRD does NOT check (the converter must, setting ``Failed`` with the message):
+
+* engine port (§2.3 rule 4): ``workers[].config.port`` of server/prefill/decode workers parses as an
+  integer 1..65535 and all agree (``config`` is free-form JSON, invisible to CEL);
+* KV connector (§2.3 rule 6, §3.7): ``kv-transfer-config`` is a JSON string with a supported
+  ``kv_connector`` and a ``kv_role`` allowed for the worker type; prefill and decode use the same one;
+* PVC reachability (§2.3 rule 5d): the POSIX-cleaned ``pvc://`` model path lies under the cacheURI claim
+  mount (needs path cleaning; rules 5a-5c are CEL);
+* LoRA (§8.3): an adapter name differs from the model name (a root rule reading ``metadata.name`` next to
+  every adapter exceeds the API server's CEL cost budget).
+
+Seed-era rules deliberately NOT enforced (examples Ferry must accept break them):
+
+* without ``autoscalingPolicy`` Gen B required ``minReplicas == maxReplicas`` (seed 000's example has
+  1 and 2): the converter serves ``minReplicas`` serving groups;
+* Gen A required ``minReplicas >= 1`` with a backend-level policy and ``sum(minReplicas) >= 1`` with a
+  model-level one (Kthena's own v0.1.0 converter inputs use 0: scale to zero);
+* Gen A's mutator defaulted ``scaleToZeroGracePeriod`` (30s) and ``costExpansionRatePercent`` (200) when a
+  model-level policy is set, then required them and ``scalingCost``: the converter applies those defaults
+  (and cost 0) instead.
 """
 
 from __future__ import annotations

@@ -1,6 +1,8 @@
 """ModelRoute (``networking.serving.volcano.sh/v1alpha1``): which ModelServers serve a model name.
 
 Shape and rules: ``spec/router.md`` §1.1 and §1.4. ``ModelMatch`` is shared with ModelBooster.
+The one webhook rule CEL cannot express: header/uri ``regex`` values must compile as Go RE2
+(:data:`ROUTER_CHECKS`; the router and the converter check it).
 """
 
 from __future__ import annotations
@@ -17,6 +19,11 @@ MAX_RULES = 16
 MAX_TARGETS = 16
 MAX_LORA_ADAPTERS = 10
 MAX_HEADER_MATCHES = 32
+
+ROUTER_CHECKS: tuple[str, ...] = (
+    "spec.rules[].modelMatch.headers{}.regex / uri.regex: must compile as a Go RE2 regular expression",
+)
+"""ModelRoute webhook rules CEL cannot express."""
 
 
 class StringMatch(KubeModel):
