@@ -240,6 +240,10 @@ async def test_inspection_records_headers_and_can_be_cleared(
     assert rec["headers"]["x-request-id"] == "r-1"
     assert rec["body"]["messages"] == CHAT
     assert rec["finished"] is True
+    async with http.get(f"{engine.url}/mock/requests", params={"role": "decode"}) as resp:
+        assert await resp.json() == []
+    async with http.get(f"{engine.url}/mock/requests", params={"path": "/v1/chat/completions"}) as resp:
+        assert len(await resp.json()) == 1
     async with http.delete(f"{engine.url}/mock/requests") as resp:
         assert resp.status == 204
     async with http.get(f"{engine.url}/mock/requests") as resp:

@@ -428,8 +428,11 @@ class MockEngine:
         return web.Response(body=self.metrics.exposition(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     # ------------------------------------------------------------------ inspection
-    async def _list_requests(self, _: web.Request) -> web.Response:
-        return web.json_response([r.to_json() for r in self.log.all()])
+    async def _list_requests(self, request: web.Request) -> web.Response:
+        """All records, or those whose ``path``/``model``/``role`` equal the query parameters."""
+        wanted = {k: v for k, v in request.query.items() if k in {"path", "model", "role"}}
+        records = [r for r in self.log.all() if all(getattr(r, k) == v for k, v in wanted.items())]
+        return web.json_response([r.to_json() for r in records])
 
     async def _clear_requests(self, _: web.Request) -> web.Response:
         self.log.clear()
