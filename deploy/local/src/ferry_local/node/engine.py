@@ -1,7 +1,7 @@
 """What to run for a pod: the mock engine with the engine container's own command line, or nothing.
 
-The engine container is the one whose command mentions vLLM or SGLang; the mock engine accepts
-those flags. Sidecars, init containers and Ray worker containers are treated as done (no process).
+The engine container is the one that launches vLLM or SGLang (``ferry_mock_engine.cli.engine_argv``
+tells it from Kthena's runtime sidecar); the mock engine accepts those flags. Sidecars, init containers and Ray worker containers are treated as done (no process).
 """
 
 from __future__ import annotations
@@ -10,9 +10,8 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any
 
-from ferry_mock_engine.cli import argv_from_container
+from ferry_mock_engine.cli import engine_argv
 
-ENGINE_MARKERS = ("vllm", "sglang", "api_server", "ferry-mock-engine", "ferry_mock_engine")
 DEFAULT_ENGINE_PORT = 8000
 
 
@@ -65,8 +64,8 @@ def plan_for(pod: dict[str, Any], ip: str) -> ProcessPlan:
     meta = pod.get("metadata") or {}
     for container in (pod.get("spec") or {}).get("containers") or []:
         env = container_env(pod, container, ip)
-        argv = argv_from_container(container.get("command"), container.get("args"), env)
-        if any(marker in word for word in argv for marker in ENGINE_MARKERS):
+        argv = engine_argv(container, env)
+        if argv is not None:
             port = _port_of(argv)
             env.update(
                 {"FERRY_MOCK_HOST": ip, "FERRY_MOCK_ID": f"{meta.get('namespace')}/{meta.get('name')}"}
