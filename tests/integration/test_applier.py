@@ -16,31 +16,40 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import aiohttp
 import nats
 import pytest
 from ferry_applier.kube import KubeClient, load_api_client
-from ferry_applier.metrics import MESSAGES
+from ferry_applier.metrics import FAILURES, MESSAGES
 from ferry_applier.service import Applier
 from ferry_applier.settings import ApplierSettings
 from ferry_schemas import labels as L
 from ferry_schemas.bus import (
+    DEAD_LETTER_STREAM,
     DESIRED_STREAM,
     MSG_ID_HEADER,
     OBJECTS_STREAM,
     RESULTS_STREAM,
     ApplyResult,
     ConversionError,
+    DeadLetter,
     DesiredSet,
     ObjectEvent,
     OwnerKey,
     ServingWorkload,
+    dead_letter_subject,
     result_subject,
 )
+from ferry_schemas.runtime import ProbeServer
 from ferry_schemas.runtime.jetstream import declare_streams
 from ferry_schemas.workload import blueprint, serving_revision
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
+from opentelemetry import propagate, trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from tests.conftest import KubeEnv
 from tests.support.cluster import Cluster, is_ready
@@ -527,3 +536,111 @@ async def test_a_failed_pod_gets_its_grace_period_then_is_replaced(harness: Harn
     replacement = h.pods("grace")["grace-0-decode-0-0"]
     assert replacement["metadata"]["uid"] != pod["metadata"]["uid"]
     assert replacement["status"].get("phase") != "Failed"
+
+
+# ------------------------------------------------------------------ dead letters, metrics, traces
+
+
+async def test_bad_input_and_exhausted_retries_land_in_the_dead_letter_stream(
+    harness: Harness, kube: KubeEnv, nats_url: str
+) -> None:
+    h = harness
+    dlq = dead_letter_subject(h.applier.settings.service, DESIRED_STREAM, h.applier.desired_durable)
+    await h.js.publish(f"ferry.desired.modelboosters.{h.namespace}.junk", b"{not json", stream=DESIRED_STREAM)
+    await h.idle()
+    letter = DeadLetter.model_validate_json((await h.js.get_last_msg(DEAD_LETTER_STREAM, dlq)).data or b"")
+    assert letter.subject.endswith(".junk")
+    assert "not a DesiredSet" in letter.error
+    assert letter.data == "{not json"
+
+    # an applier whose API server is unreachable: transient errors, back-off, then the DLQ
+    api = await load_api_client(str(kube.kubeconfig))
+    api.configuration.host = "https://127.0.0.1:9"
+    settings = ApplierSettings(
+        nats_url=nats_url,
+        namespace=h.namespace,
+        desired_consumer="test-broken",
+        pods_consumer="test-broken-pods",
+        max_deliver=3,
+        ack_wait=20.0,
+        backoff=0.1,
+        backoff_max=0.5,
+        kube_timeout=2.0,
+    )
+    broken = Applier(settings, KubeClient(api, timeout=2.0))
+    transient = FAILURES.labels(broken.desired_durable, "transient")
+    before = transient._value.get()
+    await broken.start()
+    probes = ProbeServer("127.0.0.1", 0, ready=broken.ready)
+    port = await probes.start()
+    try:
+        owner = configmap_owner(h, "owner-d")
+        await h.publish_desired(desired_routes(owner, 1, route(owner, "r1")))
+        broken_dlq = dead_letter_subject(broken.settings.service, DESIRED_STREAM, broken.desired_durable)
+
+        async def dead_letter() -> DeadLetter | None:
+            try:
+                raw = await h.js.get_last_msg(DEAD_LETTER_STREAM, broken_dlq)
+            except NotFoundError:
+                return None
+            letter = DeadLetter.model_validate_json(raw.data or b"")
+            return letter if letter.subject.endswith(".owner-d") else None  # after the junk one
+
+        deadline = time.monotonic() + 60
+        while (found := await dead_letter()) is None:
+            assert time.monotonic() < deadline, "no dead letter after max_deliver transient failures"
+            await asyncio.sleep(0.2)
+        assert found.deliveries == 3
+        assert DesiredSet.model_validate_json(found.data).owner.name == "owner-d"
+        assert transient._value.get() - before == 3
+        async with aiohttp.ClientSession() as session:
+            async with session.get(f"http://127.0.0.1:{port}/readyz") as ready:
+                assert ready.status == 200
+            async with session.get(f"http://127.0.0.1:{port}/metrics") as metrics:
+                text = await metrics.text()
+        for name in (
+            "ferry_applier_messages_total",
+            "ferry_applier_failures_total",
+            "ferry_applier_reconcile_seconds_bucket",
+            "ferry_dead_letters_total",
+        ):
+            assert name in text, name
+        assert f'ferry_dead_letters_total{{consumer="{broken.desired_durable}"' in text
+    finally:
+        await probes.stop()
+        await broken.stop()
+        for stream, durable in (
+            (DESIRED_STREAM, broken.desired_durable),
+            (OBJECTS_STREAM, broken.pods_durable),
+        ):
+            with contextlib.suppress(NotFoundError):
+                await h.js.delete_consumer(stream, durable)
+        await api.close()
+
+
+async def test_the_reconcile_continues_the_incoming_trace(harness: Harness) -> None:
+    h = harness
+    provider = trace.get_tracer_provider()
+    if not isinstance(provider, TracerProvider):
+        provider = TracerProvider()
+        trace.set_tracer_provider(provider)
+    exporter = InMemorySpanExporter()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    owner = configmap_owner(h, "owner-t")
+    desired = desired_routes(owner, 1, route(owner, "traced"))
+    with provider.get_tracer("test").start_as_current_span("watcher change") as parent:
+        headers = {MSG_ID_HEADER: desired.msg_id}
+        propagate.inject(headers)
+        await h.js.publish(desired.subject, desired.to_bytes(), stream=DESIRED_STREAM, headers=headers)
+    await h.idle()
+    parent_ctx = parent.get_span_context()
+    spans = [s for s in exporter.get_finished_spans() if s.context.trace_id == parent_ctx.trace_id]
+    (reconcile,) = [s for s in spans if s.name == "applier reconcile"]
+    assert reconcile.parent is not None
+    assert reconcile.parent.span_id == parent_ctx.span_id
+    calls = [s for s in spans if s.name.startswith("k8s ")]
+    assert {s.name for s in calls} >= {"k8s list ModelRoute", "k8s apply ModelRoute"}
+    direct = [s for s in calls if s.name in ("k8s list ModelRoute", "k8s apply ModelRoute")]
+    assert all(s.parent is not None and s.parent.span_id == reconcile.context.span_id for s in direct)
+    raw = await h.js.get_last_msg(RESULTS_STREAM, result_subject(owner.resource, owner.namespace, owner.name))
+    assert f"{parent_ctx.trace_id:032x}" in (raw.headers or {}).get("traceparent", "")
