@@ -36,21 +36,19 @@ def _as_applied(manifest: ReferenceManifest, namespace: str) -> dict[str, Any]:
     return obj
 
 
-def _is_subset(given: Any, stored: Any, path: str = "") -> list[str]:
+def _not_kept(given: Any, stored: Any, path: str = "") -> list[str]:
     """Paths of ``given`` that the API server did not keep as given (pruned or altered)."""
     if isinstance(given, dict):
         if not isinstance(stored, dict):
             return [path or "<root>"]
-        return [
-            p for key, value in given.items() for p in _is_subset(value, stored.get(key), f"{path}.{key}")
-        ]
+        return [p for key, value in given.items() for p in _not_kept(value, stored.get(key), f"{path}.{key}")]
     if isinstance(given, list):
         if not isinstance(stored, list) or len(given) != len(stored):
             return [path]
         return [
             p
             for i, (g, s) in enumerate(zip(given, stored, strict=True))
-            for p in _is_subset(g, s, f"{path}[{i}]")
+            for p in _not_kept(g, s, f"{path}[{i}]")
         ]
     if given is None:
         return []
@@ -68,7 +66,7 @@ def test_reference_manifest_is_accepted_and_read_back(
         kube.kubectl_run("get", resource, obj["metadata"]["name"], "-n", namespace, "-o", "json").stdout
     )
     assert stored["kind"] == manifest.kind
-    assert not _is_subset(obj["spec"], stored["spec"]), "the API server pruned or altered fields"
+    assert not _not_kept(obj["spec"], stored["spec"]), "the API server pruned or altered fields"
 
 
 @pytest.fixture(scope="module")
