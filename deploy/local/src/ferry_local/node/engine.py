@@ -1,7 +1,8 @@
 """What to run for a pod: the mock engine with the engine container's own command line, or nothing.
 
 The engine container is the one that launches vLLM or SGLang (``ferry_mock_engine.cli.engine_argv``
-tells it from Kthena's runtime sidecar); the mock engine accepts those flags. Sidecars, init containers and Ray worker containers are treated as done (no process).
+tells it from Kthena's runtime sidecar); the mock engine accepts those flags. Sidecars, init
+containers and Ray worker containers are treated as done (no process).
 """
 
 from __future__ import annotations

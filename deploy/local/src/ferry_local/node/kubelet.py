@@ -28,6 +28,7 @@ from ferry_local.processes import ManagedProcess, spawn
 
 log = logging.getLogger(__name__)
 Obj = dict[str, Any]
+MERGE_PATCH: dict[str, Any] = {"_content_type": "application/merge-patch+json"}
 
 
 @dataclass(frozen=True)
@@ -220,13 +221,10 @@ class LocalNode:
             "containerStatuses": statuses,
         }
         try:
-            # A merge patch replaces lists (podIPs, conditions) instead of merging them by key.
-            await self._core.patch_namespaced_pod_status(
-                meta["name"],
-                meta["namespace"],
-                {"status": status},
-                _content_type="application/merge-patch+json",
-            )
+            # A merge patch replaces lists (podIPs, conditions) instead of merging them by key; the
+            # stubs do not list _content_type, which the client takes through **kwargs.
+            patch = self._core.patch_namespaced_pod_status
+            await patch(meta["name"], meta["namespace"], {"status": status}, **MERGE_PATCH)
         except ApiException as exc:
             if exc.status != 404:
                 raise
