@@ -119,6 +119,14 @@ PAIRS = [
     ("v0.4.0", "model.yaml", "model-route.yaml", "ModelRoute"),
     ("v0.4.0", "model.yaml", "scaling-asp.yaml", "AutoscalingPolicy"),
     ("v0.4.0", "pd-disaggregated-model-npu.yaml", "pd-model-server.yaml", "ModelServer"),
+    ("v0.4.0", "pd-disaggregated-model-npu.yaml", "disaggregated-model-serving.yaml", "ModelServing"),
+    (
+        "v0.4.0",
+        "pd-disaggregated-model-mooncake.yaml",
+        "disaggregated-model-serving-mooncake.yaml",
+        "ModelServing",
+    ),
+    ("v0.1.0", "pd-disaggregated-model.yaml", "pd-model-server.yaml", "ModelServer"),
     ("v0.1.0", "model.yaml", "model-server.yaml", "ModelServer"),
     ("v0.1.0", "model.yaml", "model-route.yaml", "ModelRoute"),
     ("v0.1.0", "model.yaml", "scaling-asp.yaml", "AutoscalingPolicy"),
@@ -183,3 +191,69 @@ def test_not_in_api_fields_really_are_not_in_the_api() -> None:
                 candidates = [annotation, *typing.get_args(annotation)]
                 model = next(c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel))
             assert path[-1] not in _wire_fields(model), f"{kind} {'.'.join(path)} is in the API"
+
+
+def differences(actual: Any, expected: Any, path: str = "") -> set[str]:
+    """Paths (normalised keys) where two normalised objects differ."""
+    if isinstance(actual, dict) and isinstance(expected, dict):
+        found: set[str] = set()
+        for key in set(actual) | set(expected):
+            if key not in actual or key not in expected:
+                found.add(f"{path}.{key}")
+            else:
+                found |= differences(actual[key], expected[key], f"{path}.{key}")
+        return found
+    if isinstance(actual, list) and isinstance(expected, list) and len(actual) == len(expected):
+        return set().union(
+            *(
+                differences(a, e, f"{path}[{i}]")
+                for i, (a, e) in enumerate(zip(actual, expected, strict=True))
+            )
+        )
+    return set() if actual == expected else {path}
+
+
+_ENGINE = ".spec.template.roles[0].entrytemplate.spec.containers[1]"
+_PD_ENGINE = ".spec.template.roles[{}].entrytemplate.spec.containers[1]"
+# Older generations' ModelServings for inputs HEAD also renders: HEAD wins, and these are the
+# exact places the older golden file disagrees with HEAD's rendering (spec/booster.md §8.1, §8.3).
+HEAD_WINS: list[tuple[str, str, str, set[str]]] = [
+    # v0.4.0's preStop polled curl twice without a timeout and had no "metrics unavailable" exit.
+    ("v0.4.0", "model.yaml", "model-serving.yaml", {f"{_ENGINE}.lifecycle.prestop.exec.command[2]"}),
+    # v0.1.0: `python`, no `python3`; a fixed `--kv-events-config` appended; readiness/liveness 90s;
+    # no /dev/shm volume; affinity not rendered; no labels on pod templates.
+    (
+        "v0.1.0",
+        "pd-disaggregated-model.yaml",
+        "disaggregated-model-serving.yaml",
+        {
+            *(f"{_PD_ENGINE.format(i)}.command" for i in (0, 1)),
+            *(f"{_PD_ENGINE.format(i)}.livenessprobe.initialdelayseconds" for i in (0, 1)),
+            *(f".spec.template.roles[{i}].entrytemplate.metadata" for i in (0, 1)),
+            *(f".spec.template.roles[{i}].entrytemplate.spec.affinity" for i in (0, 1)),
+        },
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("generation", "source", "expected", "disagreements"), HEAD_WINS, ids=lambda v: str(v)
+)
+def test_older_generation_disagrees_and_head_wins(
+    generation: str, source: str, expected: str, disagreements: set[str]
+) -> None:
+    base = REFERENCE / generation / "convert-testdata"
+    result = convert_booster(load(base / "input" / source))
+    assert result.errors == []
+    want = load(base / "expected" / expected)
+    got = _child(result.children, "ModelServing", want["metadata"]["name"])
+    left = drop_not_in_api(normalise(got), "ModelServing")
+    right = drop_not_in_api(normalise(want), "ModelServing")
+    assert differences(left, right) == disagreements
+
+
+def test_v040_model_serving_equals_head_rendering() -> None:
+    """The v0.4.0 input (minReplicas/maxReplicas + autoscaling) renders HEAD's model-serving.yaml exactly."""
+    result = convert_booster(load(REFERENCE / "v0.4.0" / "convert-testdata" / "input" / "model.yaml"))
+    want = load(REFERENCE / "head" / "convert-testdata" / "expected" / "model-serving.yaml")
+    assert_same(_child(result.children, "ModelServing", "test-model-backend1"), want, "ModelServing")
