@@ -84,6 +84,17 @@ async def test_completions_stream_ends_with_usage_then_done(
     assert '"usage"' not in raw  # usage only when asked for
 
 
+async def test_context_length_is_enforced(start_engine: EngineFactory, http: aiohttp.ClientSession) -> None:
+    engine = await start_engine("--served-model-name", "m", "--max-model-len", "20")
+    body = {"model": "m", "prompt": "x" * 40, "max_tokens": 10}  # 10 prompt tokens + 10 = 20: fits
+    async with http.post(f"{engine.url}/v1/completions", json=body) as resp:
+        assert resp.status == 200
+    body["max_tokens"] = 11
+    async with http.post(f"{engine.url}/v1/completions", json=body) as resp:
+        assert resp.status == 400
+        assert "maximum context length is 20 tokens" in (await resp.json())["error"]["message"]
+
+
 @pytest.mark.parametrize(
     ("path", "payload", "status", "needle"),
     [

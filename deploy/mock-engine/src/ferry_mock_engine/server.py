@@ -207,6 +207,13 @@ class MockEngine:
         record.bootstrap_room, record.bootstrap_host = pd.bootstrap_room, pd.bootstrap_host
         record.prompt_hash = prompt_hash(prompt)
         record.prompt_tokens = count_tokens(prompt)
+        if record.prompt_tokens + budget > self.config.max_model_len:
+            raise HttpError(
+                400,
+                f"This model's maximum context length is {self.config.max_model_len} tokens. However, you "
+                f"requested {record.prompt_tokens + budget} tokens ({record.prompt_tokens} in the messages, "
+                f"{budget} in the completion). Please reduce the length of the messages or completion.",
+            )
         stream = body.get("stream") is True
         record.stream = stream
         if self.fault.remaining > 0 and self.fault.status is not None:
