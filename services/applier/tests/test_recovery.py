@@ -7,9 +7,11 @@ from typing import Any
 
 import pytest
 from ferry_applier.children import prune_candidates
+from ferry_applier.reconciler import replaced_alone, still_desired
 from ferry_applier.workload.plan import DeleteGroup, DeleteInstance
 from ferry_applier.workload.recovery import PodAddress, failed_since, grace_remaining, recovery_action
-from ferry_applier.workload.state import observe, pod_state
+from ferry_applier.workload.spec import RoleSpec, WorkloadSpec
+from ferry_applier.workload.state import GROUP_INCARNATION, INSTANCE_INCARNATION, observe, pod_state
 
 ADDRESS = PodAddress("ms", 1, "prefill", 2)
 
@@ -88,3 +90,39 @@ def test_prune_set_is_labelled_children_that_are_not_desired() -> None:
         ("ModelRoute", "gone"),
     ]
     assert prune_candidates(existing, set(), {}) == []  # no selector: never prune anything
+
+
+def _annotated(group: str, instance: str) -> dict[str, object]:
+    return {"metadata": {"annotations": {GROUP_INCARNATION: group, INSTANCE_INCARNATION: instance}}}
+
+
+@pytest.mark.parametrize(
+    ("policy", "replacement", "alone"),
+    [
+        ("RoleRecreate", _annotated("g1", "i1"), True),  # only the lost pod came back
+        ("RoleRecreate", _annotated("g1", "i2"), False),  # the instance was rebuilt
+        ("ServingGroupRecreate", _annotated("g1", "i2"), True),  # the instance, not the group
+        ("ServingGroupRecreate", _annotated("g2", "i3"), False),  # the group was rebuilt
+        ("None", _annotated("g1", "i1"), False),  # nothing to rebuild under None
+        ("RoleRecreate", {"metadata": {}}, False),  # unknown: never force a rebuild
+    ],
+)
+def test_a_late_tombstone_knows_whether_the_unit_was_rebuilt(
+    policy: str, replacement: dict[str, object], alone: bool
+) -> None:
+    assert replaced_alone(_annotated("g1", "i1"), replacement, policy) is alone
+
+
+@pytest.mark.parametrize(
+    ("address", "pod", "desired"),
+    [
+        (PodAddress("ms", 1, "prefill", 0), "ms-1-prefill-0-1", True),
+        (PodAddress("ms", 2, "prefill", 0), "ms-2-prefill-0-0", False),  # group scaled away
+        (PodAddress("ms", 0, "prefill", 2), "ms-0-prefill-2-0", False),  # role instance scaled away
+        (PodAddress("ms", 0, "prefill", 0), "ms-0-prefill-0-2", False),  # worker beyond workerReplicas
+        (PodAddress("ms", 0, "gone", 0), "ms-0-gone-0-0", False),  # role removed
+    ],
+)
+def test_only_pods_still_desired_trigger_recovery(address: PodAddress, pod: str, desired: bool) -> None:
+    spec = WorkloadSpec(replicas=2, roles=(RoleSpec("prefill", 2, 1),))
+    assert still_desired(spec, address, pod) is desired

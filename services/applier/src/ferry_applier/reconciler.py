@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from ferry_schemas import labels as L
 from ferry_schemas.bus import ApplyResult, ChildResult, DesiredSet, ObjectEvent
@@ -22,7 +23,8 @@ from ferry_applier.kube import KubeClient
 from ferry_applier.workload.engine import WorkloadEngine
 from ferry_applier.workload.plan import DeleteGroup, DeleteInstance
 from ferry_applier.workload.recovery import PodAddress, failed_since, grace_remaining, recovery_action
-from ferry_applier.workload.state import pod_state
+from ferry_applier.workload.spec import RECOVERY_NONE, SERVING_GROUP_RECREATE, WorkloadSpec
+from ferry_applier.workload.state import GROUP_INCARNATION, INSTANCE_INCARNATION, pod_state
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +124,9 @@ class Reconciler:
         current_uid = ((current or {}).get("metadata") or {}).get("uid")
         lost = False
         if event.deleted:
-            lost = current is None  # a pod with the same name and a new uid is its replacement
+            lost = current is None or (
+                current_uid != event.uid and replaced_alone(event.object, current, spec.recovery_policy)
+            )
         elif current is not None and current_uid == event.uid:
             state = pod_state(current)
             if state.failed and not state.terminating:
@@ -131,7 +135,7 @@ class Reconciler:
                 if remaining > 0:
                     return Outcome(retry_after=remaining)
                 lost = await self.kube.delete("Pod", event.namespace, event.name, uid=event.uid)
-        if lost:
+        if lost and still_desired(spec, address, event.name):
             action = recovery_action(spec.recovery_policy, address)
             if isinstance(action, DeleteGroup):
                 await self.engine.delete_group(owner, action.ordinal)
@@ -141,6 +145,32 @@ class Reconciler:
                 "pod %s/%s lost; recovery %s: %s", event.namespace, event.name, spec.recovery_policy, action
             )
         return await self.reconcile(desired)
+
+
+def still_desired(spec: WorkloadSpec, address: PodAddress, pod_name: str) -> bool:
+    """A pod that scale-down removed on purpose is not lost: its group, role and index are still wanted."""
+    role = spec.role(address.role)
+    _, index = L.parse_ordinal(pod_name)
+    return (
+        role is not None
+        and address.group < spec.replicas
+        and address.role_ordinal < role.replicas
+        and 0 <= index < role.pods_per_instance
+    )
+
+
+def replaced_alone(lost: dict[str, Any], replacement: dict[str, Any], policy: str) -> bool:
+    """True when ``replacement`` came back on its own (same group/instance incarnation as the lost pod).
+
+    Then the recovery policy has not rebuilt the unit yet (a reconcile recreated the missing pod
+    before the tombstone arrived) and must still apply; a rebuilt unit has a new incarnation.
+    """
+    key = {SERVING_GROUP_RECREATE: GROUP_INCARNATION, RECOVERY_NONE: ""}.get(policy, INSTANCE_INCARNATION)
+    if not key:
+        return False
+    before = ((lost.get("metadata") or {}).get("annotations") or {}).get(key)
+    after = ((replacement.get("metadata") or {}).get("annotations") or {}).get(key)
+    return bool(before) and before == after
 
 
 def serving_of(event: ObjectEvent) -> tuple[str, str] | None:

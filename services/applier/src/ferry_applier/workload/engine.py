@@ -8,6 +8,7 @@ server-side apply (creation) and deletes with label selectors (groups and role i
 from __future__ import annotations
 
 import logging
+import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -27,7 +28,7 @@ from ferry_applier.workload.plan import (
     plan_workload,
 )
 from ferry_applier.workload.spec import WorkloadSpec
-from ferry_applier.workload.state import GroupState, observe
+from ferry_applier.workload.state import GROUP_INCARNATION, INSTANCE_INCARNATION, GroupState, observe
 
 log = logging.getLogger(__name__)
 
@@ -181,6 +182,11 @@ class WorkloadEngine:
             objects = self.render(workloads.get(action.revision, workloads[new]), owner, action.ordinal)
             # the PodGroup and Services first, so gang scheduling sees the group before its pods
             ordered = sorted(objects, key=lambda obj: obj.get("kind") == "Pod")
+            group_id, instance_ids = new_incarnation(), dict[str, str]()
+            for obj in ordered:
+                if obj.get("kind") == "Pod":
+                    rid = labels_of(obj).get(L.MS_ROLE_ID, "")
+                    stamp(obj, group_id, instance_ids.setdefault(rid, new_incarnation()))
             return [await self._create(owner, obj, taken) for obj in ordered if _wanted(obj, taken)]
         if isinstance(action, CreatePods):
             workload = workloads.get(action.revision, workloads[new])
@@ -191,6 +197,9 @@ class WorkloadEngine:
                 for obj in self.render(workload, owner, action.group)
                 if obj.get("kind") == "Pod" and name_of(obj) in names
             ]
+            group_id, instance_id = incarnations_for(groups, action)
+            for obj in objects:
+                stamp(obj, group_id, instance_id)
             return [await self._create(owner, obj, taken) for obj in objects if name_of(obj) not in taken]
         if isinstance(action, DeleteGroup):
             await self.delete_group(owner, action.ordinal)
@@ -345,6 +354,29 @@ class WorkloadEngine:
         for revision, (obj, _) in snapshots.items():
             if revision not in in_use:
                 await self.kube.delete("ControllerRevision", owner.namespace, name_of(obj))
+
+
+def new_incarnation() -> str:
+    return uuid.uuid4().hex[:12]
+
+
+def stamp(pod: Obj, group_id: str, instance_id: str) -> None:
+    annotations = pod.setdefault("metadata", {}).setdefault("annotations", {})
+    annotations[GROUP_INCARNATION] = group_id
+    annotations[INSTANCE_INCARNATION] = instance_id
+
+
+def incarnations_for(groups: list[GroupState], action: CreatePods) -> tuple[str, str]:
+    """Pods added to an existing instance keep its ids; a new instance gets a new instance id."""
+    group = next((g for g in groups if g.ordinal == action.group), None)
+    if group is None:
+        return new_incarnation(), new_incarnation()
+    instance = next(
+        (i for i in group.instances.get(action.role, []) if i.ordinal == action.role_ordinal and i.live_pods),
+        None,
+    )
+    group_id = group.incarnation or new_incarnation()
+    return group_id, (instance.incarnation if instance is not None else "") or new_incarnation()
 
 
 def _wanted(obj: Obj, taken: set[str]) -> bool:

@@ -16,6 +16,16 @@ from ferry_schemas import labels as L
 
 from ferry_applier.workload.spec import RoleSpec, WorkloadSpec
 
+GROUP_INCARNATION = "applier.ferry/group-incarnation"
+"""Annotation: one id per creation of a ServingGroup, shared by all its pods."""
+INSTANCE_INCARNATION = "applier.ferry/instance-incarnation"
+"""Annotation: one id per creation of a role instance, shared by its entry and workers.
+
+A pod recreated alone (the missing-pods path) keeps its siblings' ids; a recreated group or
+instance gets new ones. That is how a late tombstone tells "the policy already rebuilt the unit"
+from "only the lost pod came back" (see ``Reconciler.pod_event``).
+"""
+
 
 @dataclass(frozen=True)
 class PodState:
@@ -28,6 +38,8 @@ class PodState:
     failed: bool
     terminating: bool
     deletion_cost: int
+    group_incarnation: str = ""
+    instance_incarnation: str = ""
 
 
 @dataclass
@@ -63,6 +75,10 @@ class InstanceState:
     @property
     def cost(self) -> int:
         return sum(pod.deletion_cost for pod in self.pods.values())
+
+    @property
+    def incarnation(self) -> str:
+        return _most_common(pod.instance_incarnation for pod in self.live_pods)
 
     def running(self, role: RoleSpec | None) -> bool:
         """Every one of the role's ``1 + workerReplicas`` pods exists and is Running and Ready."""
@@ -121,6 +137,10 @@ class GroupState:
     def cost(self) -> int:
         return sum(pod.deletion_cost for pod in self.pods)
 
+    @property
+    def incarnation(self) -> str:
+        return _most_common(pod.group_incarnation for pod in self.pods if not pod.terminating)
+
     def role_instances(self, role: str) -> list[InstanceState]:
         return self.instances.setdefault(role, [])
 
@@ -173,6 +193,8 @@ def pod_state(pod: dict[str, Any]) -> PodState:
         failed=failed,
         terminating=bool(meta.get("deletionTimestamp")),
         deletion_cost=cost,
+        group_incarnation=str(annotations.get(GROUP_INCARNATION, "")),
+        instance_incarnation=str(annotations.get(INSTANCE_INCARNATION, "")),
     )
 
 
