@@ -7,8 +7,9 @@ from collections import Counter
 
 import pytest
 from ferry_router.matching import match_route, pick_target
-from ferry_router.state.resources import StringMatch, parse_route
+from ferry_router.state.resources import compile_string_match, parse_route
 from ferry_router.state.table import RoutingTable
+from ferry_schemas.models import StringMatch
 
 from .objects import route
 
@@ -36,7 +37,7 @@ def table_with(*routes: dict) -> RoutingTable:
     ],
 )
 def test_string_match(matcher: dict, value: str | None, expected: bool) -> None:
-    assert StringMatch.parse(matcher, "m").matches(value) is expected
+    assert compile_string_match(StringMatch.model_validate(matcher), "m").matches(value) is expected
 
 
 def test_invalid_regex_is_refused_at_parse() -> None:
@@ -187,9 +188,16 @@ def test_missing_weights_default_to_100_and_weight_ratio_is_relative() -> None:
         ({"modelName": "", "loraAdapters": []}, "cannot both be empty"),
         ({"loraAdapters": [""]}, "cannot be an empty string"),
         ({"rules": []}, "at least one rule"),
-        ({"rules": [{"targetModels": []}]}, "at least one target"),
+        ({"rules": [{"targetModels": []}]}, "targetModels: List should have at least 1 item"),
         ({"rules": [{"targetModels": [{"weight": 1}]}]}, "exactly one of"),
-        ({"rules": [{"targetModels": [{"modelServerName": "a", "weight": 101}]}]}, "within 0..100"),
+        (
+            {"rules": [{"targetModels": [{"modelServerName": "a", "weight": 101}]}]},
+            "weight: Input should be less",
+        ),
+        (
+            {"rules": [{"targetModels": [{"modelServerName": 7}]}]},
+            "modelServerName: Input should be a valid string",
+        ),
         ({"rateLimit": {"inputTokensPerUnit": 5, "unit": "week"}}, "unit"),
     ],
 )

@@ -160,7 +160,7 @@ def test_server_fields() -> None:
             "s",
             APP,
             engine="SGLang",
-            port=0,
+            port=30000,
             timeout="1m30s",
             retry={"attempts": 2, "retryInterval": "250ms"},
         ),
@@ -176,3 +176,7 @@ def test_server_fields() -> None:
     )
     table.apply_server("default/n", server("n", APP, connector="nixl"))
     assert table.servers["default/n"].connector == "nixl"
+    table.apply_server("default/bad", server("bad", APP, port=0))
+    assert "workloadPort.port" in table.invalid["modelservers/default/bad"]
+    table.apply_server("default/bad", server("bad", APP, engine="TGI"))
+    assert "inferenceEngine" in table.invalid["modelservers/default/bad"]

@@ -1,17 +1,24 @@
 """Compiled, immutable views of ModelRoutes, ModelServers and Pods as the router uses them.
 
-Objects arrive as whole Kubernetes dicts (camelCase, design rule 1). They are turned once, on
-arrival, into these small frozen records (regexes compiled, durations parsed) so the request path
-never parses manifests. A manifest that cannot be compiled raises ``ValueError`` with the field.
+Objects arrive as whole Kubernetes dicts (camelCase, design rule 1). On arrival each one is
+validated by the shared ``ferry_schemas.models`` and compiled once into these small frozen records
+(regexes compiled, durations parsed), so the request path never parses manifests. An object that
+cannot be compiled raises ``ValueError`` naming the field.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
+
+from ferry_schemas import models
+from ferry_schemas.models import ModelRoute, ModelServer
+from pydantic import BaseModel, ValidationError
 
 from ferry_router.durations import parse_duration
+
+M = TypeVar("M", bound=BaseModel)
 
 ENGINE_DEFAULT_PORT = {"vllm": 8000, "sglang": 30000}
 
@@ -32,24 +39,6 @@ class StringMatch:
         if self.regex is not None:
             return value is not None and self.regex.search(value) is not None
         return True
-
-    @classmethod
-    def parse(cls, raw: Any, where: str) -> StringMatch:
-        if not isinstance(raw, dict):
-            raise ValueError(f"{where}: expected an object with exact, prefix or regex")
-        regex = raw.get("regex")
-        compiled = None
-        if regex is not None:
-            try:
-                compiled = re.compile(str(regex))
-            except re.error as exc:
-                raise ValueError(f"{where}.regex: invalid regular expression {regex!r}: {exc}") from exc
-        exact, prefix = raw.get("exact"), raw.get("prefix")
-        return cls(
-            exact=None if exact is None else str(exact),
-            prefix=None if prefix is None else str(prefix),
-            regex=compiled,
-        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,150 +164,140 @@ def _meta(obj: dict[str, Any]) -> tuple[str, str, dict[str, Any]]:
     return str(meta.get("namespace") or "default"), str(meta["name"]), meta
 
 
-def _labels(raw: Any, where: str) -> tuple[tuple[str, str], ...]:
-    if raw is None:
-        return ()
-    if not isinstance(raw, dict):
-        raise ValueError(f"{where}: expected a map of labels")
-    return tuple(sorted((str(k), str(v)) for k, v in raw.items()))
+def _validated(model: type[M], obj: dict[str, Any]) -> M:
+    """The typed object, or ``ValueError`` naming the first bad fields (pydantic's own detail)."""
+    try:
+        return model.model_validate(obj)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in error['loc'])}: {error['msg']}" for error in exc.errors()[:3]
+        )
+        raise ValueError(problems) from None
 
 
 def parse_route(obj: dict[str, Any]) -> Route:
     namespace, name, meta = _meta(obj)
-    spec = obj.get("spec") or {}
-    model_name = str(spec.get("modelName") or "")
-    loras = tuple(str(x) for x in (spec.get("loraAdapters") or []))
+    spec = _validated(ModelRoute, obj).spec
+    model_name = spec.model_name or ""
+    loras = tuple(spec.lora_adapters or ())
     if not model_name and not loras:
         raise ValueError("spec: modelName and loraAdapters cannot both be empty")
     if any(not x for x in loras):
         raise ValueError("spec.loraAdapters: lora adapter name cannot be an empty string")
-    raw_rules = spec.get("rules") or []
-    if not raw_rules:
+    if not spec.rules:
         raise ValueError("spec.rules: at least one rule is required")
-    rules = tuple(_parse_rule(r, f"spec.rules[{i}]") for i, r in enumerate(raw_rules))
+    rules = tuple(_compile_rule(r, f"spec.rules[{i}]") for i, r in enumerate(spec.rules))
     return Route(
         namespace=namespace,
         name=name,
         model_name=model_name,
         lora_adapters=loras,
         rules=rules,
-        rate_limit=_parse_rate_limit(spec.get("rateLimit")),
+        rate_limit=_compile_rate_limit(spec.rate_limit),
         created=str(meta.get("creationTimestamp") or ""),
-        spec=spec,
+        spec=obj.get("spec") or {},
     )
 
 
-def _parse_rule(raw: Any, where: str) -> Rule:
-    if not isinstance(raw, dict):
-        raise ValueError(f"{where}: expected an object")
-    match = raw.get("modelMatch")
+def compile_string_match(raw: models.StringMatch, where: str) -> StringMatch:
+    compiled = None
+    if raw.regex is not None:
+        try:
+            compiled = re.compile(raw.regex)
+        except re.error as exc:
+            raise ValueError(f"{where}.regex: invalid regular expression {raw.regex!r}: {exc}") from exc
+    return StringMatch(exact=raw.exact, prefix=raw.prefix, regex=compiled)
+
+
+def _compile_rule(raw: models.Rule, where: str) -> Rule:
+    match = raw.model_match
     headers: tuple[tuple[str, StringMatch], ...] = ()
     uri = None
     body_model = None
     if match is not None:
-        if not isinstance(match, dict):
-            raise ValueError(f"{where}.modelMatch: expected an object")
         headers = tuple(
-            (str(h).lower(), StringMatch.parse(m, f"{where}.modelMatch.headers.{h}"))
-            for h, m in (match.get("headers") or {}).items()
+            (h.lower(), compile_string_match(m, f"{where}.modelMatch.headers.{h}"))
+            for h, m in (match.headers or {}).items()
         )
-        if match.get("uri") is not None:
-            uri = StringMatch.parse(match["uri"], f"{where}.modelMatch.uri")
-        body = match.get("body") or {}
-        if body.get("model") is not None:
-            body_model = str(body["model"])
-    raw_targets = raw.get("targetModels") or []
-    if not raw_targets:
+        if match.uri is not None:
+            uri = compile_string_match(match.uri, f"{where}.modelMatch.uri")
+        if match.body is not None:
+            body_model = match.body.model
+    if not raw.target_models:
         raise ValueError(f"{where}.targetModels: at least one target is required")
     targets = []
-    for j, t in enumerate(raw_targets):
-        server, provider = t.get("modelServerName"), t.get("externalModelProviderName")
-        if bool(server) == bool(provider):
+    for j, t in enumerate(raw.target_models):
+        if bool(t.model_server_name) == bool(t.external_model_provider_name):
             raise ValueError(
                 f"{where}.targetModels[{j}]: exactly one of modelServerName and externalModelProviderName"
             )
-        weight = t.get("weight")
-        weight = 100 if weight is None else int(weight)
-        if not 0 <= weight <= 100:
-            raise ValueError(f"{where}.targetModels[{j}].weight: must be within 0..100, got {weight}")
-        targets.append(Target(server=server, provider=provider, weight=weight))
-    total = sum(t.weight for t in targets)
+        weight = 100 if t.weight is None else t.weight
+        targets.append(
+            Target(server=t.model_server_name, provider=t.external_model_provider_name, weight=weight)
+        )
     return Rule(
-        name=str(raw.get("name") or ""),
+        name=raw.name or "",
         headers=headers,
         uri=uri,
         body_model=body_model,
         has_match=match is not None,
         targets=tuple(targets),
-        total_weight=total,
+        total_weight=sum(t.weight for t in targets),
     )
 
 
-def _parse_rate_limit(raw: Any) -> RateLimitSpec | None:
-    if not raw:
-        return None
-    unit = str(raw.get("unit") or "second")
-    if unit not in UNIT_SECONDS:
-        raise ValueError(f"spec.rateLimit.unit: {unit!r} is not one of {sorted(UNIT_SECONDS)}")
-    inp, out = raw.get("inputTokensPerUnit"), raw.get("outputTokensPerUnit")
-    for label, value in (("inputTokensPerUnit", inp), ("outputTokensPerUnit", out)):
-        if value is not None and int(value) < 1:
-            raise ValueError(f"spec.rateLimit.{label}: must be at least 1")
-    if inp is None and out is None:
+def _compile_rate_limit(raw: models.RateLimit | None) -> RateLimitSpec | None:
+    if raw is None or (raw.input_tokens_per_unit is None and raw.output_tokens_per_unit is None):
         return None
     return RateLimitSpec(
-        input_per_unit=None if inp is None else int(inp),
-        output_per_unit=None if out is None else int(out),
-        unit_seconds=UNIT_SECONDS[unit],
-        unit=unit,
-        is_global=raw.get("global") is not None,
+        input_per_unit=raw.input_tokens_per_unit,
+        output_per_unit=raw.output_tokens_per_unit,
+        unit_seconds=UNIT_SECONDS[raw.unit],
+        unit=raw.unit,
+        is_global=raw.global_ is not None,
     )
 
 
 def parse_server(obj: dict[str, Any]) -> Server:
     namespace, name, _ = _meta(obj)
-    spec = obj.get("spec") or {}
-    engine = str(spec.get("inferenceEngine") or "vLLM").lower()
-    if engine not in ENGINE_DEFAULT_PORT:
-        raise ValueError(f"spec.inferenceEngine: {spec.get('inferenceEngine')!r} is not vLLM or SGLang")
-    selector = spec.get("workloadSelector") or {}
-    match_labels = _labels(selector.get("matchLabels"), "spec.workloadSelector.matchLabels")
+    spec = _validated(ModelServer, obj).spec
+    engine = spec.inference_engine.lower()
+    selector = spec.workload_selector
+    match_labels = tuple(sorted((selector.match_labels or {}).items()))
     if not match_labels:
         raise ValueError("spec.workloadSelector.matchLabels: at least one label is required")
-    pd = selector.get("pdGroup")
     pd_group = None
-    if pd:
+    if selector.pd_group is not None:
+        pd = selector.pd_group
         pd_group = PDGroup(
-            group_key=str(pd.get("groupKey") or ""),
-            prefill_labels=_labels(pd.get("prefillLabels"), "spec.workloadSelector.pdGroup.prefillLabels"),
-            decode_labels=_labels(pd.get("decodeLabels"), "spec.workloadSelector.pdGroup.decodeLabels"),
+            group_key=pd.group_key,
+            prefill_labels=tuple(sorted(pd.prefill_labels.items())),
+            decode_labels=tuple(sorted(pd.decode_labels.items())),
         )
         if not (pd_group.group_key and pd_group.prefill_labels and pd_group.decode_labels):
             raise ValueError(
                 "spec.workloadSelector.pdGroup: groupKey, prefillLabels and decodeLabels are required"
             )
-    port_spec = spec.get("workloadPort") or {}
-    port = int(port_spec.get("port") or 0) or ENGINE_DEFAULT_PORT[engine]
-    policy = spec.get("trafficPolicy") or {}
-    retry = policy.get("retry") or {}
-    timeout = parse_duration(str(policy["timeout"])) if policy.get("timeout") else None
-    connector = (spec.get("kvConnector") or {}).get("type")
-    if spec.get("kvConnector") is not None and not connector:
-        connector = "http"  # the CRD default whenever the object is present
+    policy = spec.traffic_policy
+    retry = policy.retry if policy is not None else None
+    timeout = parse_duration(policy.timeout) if policy is not None and policy.timeout else None
+    connector = None
+    if spec.kv_connector is not None:
+        connector = spec.kv_connector.type or "http"  # the CRD default whenever the object is present
     return Server(
         namespace=namespace,
         name=name,
-        model=spec.get("model") or None,
+        model=spec.model or None,
         engine=engine,
         match_labels=match_labels,
         pd_group=pd_group,
-        port=port,
-        scheme="https" if str(port_spec.get("protocol") or "http").lower() == "https" else "http",
+        port=spec.workload_port.port or ENGINE_DEFAULT_PORT[engine],
+        scheme="https" if spec.workload_port.protocol == "https" else "http",
         timeout=timeout or None,
-        retry_attempts=int(retry["attempts"]) if retry.get("attempts") is not None else None,
-        retry_interval=parse_duration(str(retry.get("retryInterval") or "0")) if retry else 0.0,
-        kv_connector=str(connector).lower() if connector else None,
-        spec=spec,
+        retry_attempts=retry.attempts if retry is not None else None,
+        retry_interval=parse_duration(retry.retry_interval or "0") if retry is not None else 0.0,
+        kv_connector=connector,
+        spec=obj.get("spec") or {},
     )
 
 
