@@ -12,9 +12,16 @@ RECONCILE_SERVICES = frozenset({"ferry-watcher", "ferry-converter", "ferry-appli
 
 
 def read_spans(path: Path) -> list[Span]:
+    """Every span in the file; a line still being written is skipped."""
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    spans = []
+    for line in path.read_text().splitlines():
+        try:
+            spans.append(json.loads(line))
+        except ValueError:
+            continue
+    return spans
 
 
 def traces(spans: list[Span]) -> dict[str, list[Span]]:
