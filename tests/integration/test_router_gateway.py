@@ -508,6 +508,17 @@ async def test_prefill_decode_route_sends_the_right_requests(bus: World, router:
         assert r["body"]["max_tokens"] == 6
     assert d_seen[1]["body"]["stream"] is True
     assert "kthena_router_request_prefill_duration_seconds_count" in router.metrics()
+    decode_parents = {r["traceparent"].split("-")[2] for r in d_seen}
+
+    def phase_spans() -> dict[str, str]:
+        spans = [json.loads(line) for line in router.trace_file.read_text().splitlines()]
+        found = {s["spanId"]: s["name"] for s in spans if s["name"] in ("prefill", "decode")}
+        return found if decode_parents <= set(found) else {}
+
+    # the decode engine's parent span is the router's "decode" span (written when the span ends)
+    spans = wait_until(phase_spans, "prefill/decode spans", timeout=10)
+    assert {spans[p] for p in decode_parents} == {"decode"}
+    assert "prefill" in spans.values()
     await client.close()
 
 
@@ -557,7 +568,9 @@ async def test_rate_limit_is_429_and_global_limits_are_shared_by_replicas(
     assert 'limit_type="input_tokens"' in router.metrics()
 
     replica = bus.router(name="router-replica")  # starts late: reads the routes from the stream
-    replica.wait_endpoints(namespace, "srv", 1)
+    # ready means the first snapshot is in: no waiting for routes or endpoints after /readyz
+    assert f"global-{namespace}" in {m["id"] for m in http_json(f"{replica.url}/v1/models")["data"]}
+    assert len(replica.server(namespace, "srv")["associatedPods"]) == 1  # type: ignore[index]
     clients = [client, replica.client()]
     outcomes = []
     for i in range(6):  # alternate replicas: together they may spend 40 tokens, 4 requests
