@@ -72,6 +72,9 @@ class BusFeed:
                 except (NotFoundError, TimeoutError) as exc:
                     log.warning("waiting for stream %s (%s): %r", self._stream, resource, exc)
                     await asyncio.sleep(1.0)
+                except Exception as exc:  # JetStream unavailable, NATS reconnecting...: keep trying
+                    log.error("cannot subscribe to %s (%s), retrying: %r", self._stream, resource, exc)
+                    await asyncio.sleep(2.0)
 
     async def _subscribe(self, resource: str) -> None:
         async def on_message(msg: Msg) -> None:
