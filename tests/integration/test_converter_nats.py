@@ -21,7 +21,7 @@ from typing import Any
 import nats
 import pytest
 import yaml
-from ferry_converter.metrics import PUBLISH_DUPLICATES
+from ferry_converter.metrics import CONVERSIONS, PUBLISH_DUPLICATES
 from ferry_converter.service import ConverterService, durable_name
 from ferry_converter.settings import ConverterSettings
 from ferry_local.paths import shared_dir
@@ -50,8 +50,10 @@ TRACE_ID = "0af7651916cd43dd8448eb211c80319c"
 
 
 def duplicates() -> float:
-    """Desired-set publishes the server acknowledged as duplicates (converter metric)."""
-    return PUBLISH_DUPLICATES.labels(Resource.MODEL_BOOSTERS)._value.get()
+    """Inputs whose desired set was already stored: skipped as unchanged or deduplicated by the server."""
+    unchanged = CONVERSIONS.labels(Resource.MODEL_BOOSTERS, "unchanged")._value.get()
+    deduplicated = PUBLISH_DUPLICATES.labels(Resource.MODEL_BOOSTERS)._value.get()
+    return float(unchanged + deduplicated)
 
 
 async def eventually(check: Callable[[], Awaitable[Any]], within: float = 15.0) -> Any:
@@ -208,11 +210,27 @@ async def test_redelivered_input_gives_one_desired_set(bus: Bus) -> None:
     await eventually(lambda: asyncio.sleep(0, result=calls >= 2))
     await eventually(bus.drained)
     assert calls == 2
-    assert duplicates() == before + 1, "the redelivery's publish was not deduplicated by the server"
+    assert duplicates() == before + 1, "the redelivery stored a second desired set"
     stats = await bus.js.consumer_info(
         OBJECTS_STREAM, durable_name(bus.service.settings, Resource.MODEL_BOOSTERS)
     )
     assert stats.delivered.stream_seq == stats.ack_floor.stream_seq  # acked on the second delivery
+
+
+async def test_status_only_change_publishes_nothing_new(bus: Bus) -> None:
+    """A new resourceVersion with the same spec (e.g. a status write) converts to the same content."""
+    subject = f"ferry.desired.modelboosters.{bus.namespace}.test-model"
+    event = bus.booster()
+    await bus.publish(event)
+    first_seq, _, _ = await eventually(lambda: bus.desired(subject))
+    before = duplicates()
+    event.object["metadata"]["resourceVersion"] = "77"
+    event.object["status"] = {"conditions": [{"type": "Active", "status": "False"}]}
+    changed = ObjectEvent.from_object("MODIFIED", Resource.MODEL_BOOSTERS, event.object)
+    await bus.publish(changed)
+    await eventually(lambda: asyncio.sleep(0, result=duplicates() == before + 1))
+    seq, _, _ = await eventually(lambda: bus.desired(subject))
+    assert seq == first_seq
 
 
 async def test_older_generation_never_overwrites_a_newer_one(bus: Bus) -> None:

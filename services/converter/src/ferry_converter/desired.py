@@ -31,7 +31,8 @@ def owner_key(event: ObjectEvent) -> OwnerKey:
         name=event.name,
         uid=event.uid or str(meta.get("uid") or ""),
         generation=int(generation or 0),
-        resource_version=event.resource_version,
+        # resource_version stays empty: it changes on every status write, and the msg id
+        # (content hash) must only change when the desired content does.
     )
 
 
@@ -71,8 +72,8 @@ def desired_set(event: ObjectEvent, options: RenderOptions | None = None) -> Des
     if event.deleted:
         return DesiredSet(owner=owner, deleted=True, **base)
     _, model = KINDS[event.resource]
-    try:
-        model.model_validate(event.object)
+    try:  # status is not the converter's business: a malformed status must not block conversion
+        model.model_validate({key: value for key, value in event.object.items() if key != "status"})
     except ValidationError as exc:
         return DesiredSet(owner=owner, errors=schema_errors(exc), **base)
     if owner.kind == "ModelBooster":

@@ -6,7 +6,8 @@ from prometheus_client import Counter, Histogram
 
 CONVERSIONS = Counter(
     "ferry_converter_conversions_total",
-    "Owner events converted into desired sets, by owner resource and outcome (ok, failed, deleted, stale).",
+    "Owner events converted into desired sets, by owner resource and outcome "
+    "(ok, failed, deleted, stale, unchanged).",
     ["resource", "outcome"],
 )
 CONVERSION_SECONDS = Histogram(

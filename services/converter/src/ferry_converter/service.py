@@ -38,7 +38,7 @@ from nats.js.errors import NotFoundError
 from opentelemetry.sdk.trace import TracerProvider
 
 from ferry_converter.desired import desired_set
-from ferry_converter.latest import LatestGeneration, stored_generation
+from ferry_converter.latest import LatestDesired, stored_desired
 from ferry_converter.metrics import CONVERSION_SECONDS, CONVERSIONS, PUBLISH_DUPLICATES
 from ferry_converter.settings import ConverterSettings
 
@@ -66,17 +66,28 @@ class Converter:
 
     broker: NatsBroker
     settings: ConverterSettings
-    latest_generation: LatestGeneration | None = None
+    latest_desired: LatestDesired | None = None
 
     async def handle(self, body: bytes) -> DesiredSet | None:
-        """Convert and publish; ``None`` when a newer generation is already stored (stale input)."""
+        """Convert and publish; ``None`` when a newer generation is already stored (stale input).
+
+        Nothing is published when the stream already holds this exact desired set (same msg id).
+        """
         event = ObjectEvent.model_validate_json(body)
         started = time.perf_counter()
         desired = desired_set(event, self.settings.render_options)
         CONVERSION_SECONDS.labels(event.resource).observe(time.perf_counter() - started)
-        if self.latest_generation is not None and not desired.deleted:
-            stored = await self.latest_generation(desired)
-            if stored is not None and stored > desired.owner.generation:
+        if self.latest_desired is not None:
+            stored = await self.latest_desired(desired)
+            if stored is not None and stored.msg_id == desired.msg_id:
+                CONVERSIONS.labels(event.resource, "unchanged").inc()
+                return desired  # already in the stream: a redelivery, a duplicate or a status-only change
+            if (
+                stored is not None
+                and not desired.deleted
+                and not stored.deleted
+                and stored.generation > desired.owner.generation
+            ):
                 CONVERSIONS.labels(event.resource, "stale").inc()
                 log.info(
                     "skip %s %s/%s generation %s: generation %s already desired",
@@ -84,7 +95,7 @@ class Converter:
                     event.namespace,
                     event.name,
                     desired.owner.generation,
-                    stored,
+                    stored.generation,
                 )
                 return None
         ack = await self.broker.publish(
@@ -111,7 +122,7 @@ class Converter:
 def build_broker(
     settings: ConverterSettings,
     tracer_provider: TracerProvider | None = None,
-    latest_generation: LatestGeneration | None = None,
+    latest_desired: LatestDesired | None = None,
 ) -> tuple[NatsBroker, Converter]:
     """The broker with both durable subscribers attached (not started)."""
     broker = NatsBroker(
@@ -120,7 +131,7 @@ def build_broker(
         max_reconnect_attempts=-1,
         reconnect_time_wait=1,
     )
-    converter = Converter(broker, settings, latest_generation)
+    converter = Converter(broker, settings, latest_desired)
     stream = JStream(OBJECTS_STREAM, declare=False)
     for resource in RESOURCES:
         durable = durable_name(settings, resource)
@@ -181,7 +192,7 @@ class ConverterService:
                     await asyncio.wait_for(stop.wait(), 1.0)
         if stop.is_set():
             return False
-        self.broker, self.converter = build_broker(settings, self._provider, stored_generation(js))
+        self.broker, self.converter = build_broker(settings, self._provider, stored_desired(js))
         for resource in RESOURCES:
             forwarder = DeadLetterForwarder(
                 self._nc, js, settings.service, OBJECTS_STREAM, durable_name(settings, resource)
