@@ -65,6 +65,7 @@ def test_kill_and_restart_everything_while_reconciling_fifty_boosters(
     second.wait_ready()
     wanted = [f"b{i:02d}" for i in range(BOOSTERS)]
     listing = {"apiVersion": "v1", "kind": "List", "items": [booster(n, cluster.namespace) for n in wanted]}
+    t0 = time.monotonic()
     cluster.apply(listing)
 
     for label in ("converter", "applier", "status", "watcher"):
@@ -77,12 +78,15 @@ def test_kill_and_restart_everything_while_reconciling_fifty_boosters(
     for proc in pipeline.services.values():
         proc.wait_ready(120)
 
+    print(f"faults injected after {time.monotonic() - t0:.1f}s", flush=True)
     eventually(lambda: converged(cluster, wanted), 240, f"exactly the children of {BOOSTERS} boosters")
+    print(f"converged after {time.monotonic() - t0:.1f}s", flush=True)
 
     def all_active() -> bool:
         return all(cluster.condition_is("ModelBooster", n, "Active") for n in wanted)
 
     eventually(all_active, 240, "every booster Active")
+    print(f"all Active after {time.monotonic() - t0:.1f}s", flush=True)
     pipeline.check_alive()
     assert converged(cluster, wanted), "children changed after convergence"
     assert asyncio.run(dead_letters(e2e_nats.url)) == 0, "messages were dead-lettered"

@@ -116,9 +116,13 @@ class Cluster:
         found = self.condition(kind, name, type_)
         return found is not None and found.get("status") == status
 
-    def mark_ready(self, pod: JSON) -> None:
+    def mark_ready(self, *pods: JSON) -> None:
+        """Patch the pods' status the way a kubelet reports a started, ready container (one kubectl call)."""
+        if not pods:
+            return
+        names = [p["metadata"]["name"] for p in pods]
         self.kube.kubectl_run(
-            "patch", "pod", pod["metadata"]["name"], "-n", self.namespace, "--subresource=status",
+            "patch", "pod", *names, "-n", self.namespace, "--subresource=status",
             "--type=merge", "-p", json.dumps(READY_STATUS), check=False,
         )  # fmt: skip
 
@@ -162,10 +166,12 @@ class FakeKubelet:
 
     def _tick(self) -> None:
         now = time.monotonic()
+        due = []
         for pod in self.cluster.list("Pod", self.selector):
             uid = pod["metadata"]["uid"]
             if is_ready(pod) or pod["metadata"].get("deletionTimestamp"):
                 continue
             first = self._seen.setdefault(uid, now)
             if now - first >= self.delay:
-                self.cluster.mark_ready(pod)
+                due.append(pod)
+        self.cluster.mark_ready(*due)
