@@ -13,6 +13,7 @@ import json
 import random
 import sys
 import time
+import urllib.error
 import urllib.request
 import uuid
 from collections import Counter
@@ -47,6 +48,14 @@ def http_json(url: str, timeout: float = 5.0) -> Any:
 def http_ok(url: str) -> bool:
     with urllib.request.urlopen(url, timeout=2) as response:
         return int(response.status) == 200
+
+
+def status_of(url: str) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as exc:
+        return exc.code
 
 
 def wait_until(check: Any, what: str, timeout: float = 30.0, logs: Any = None) -> Any:
@@ -634,3 +643,49 @@ async def test_endpoint_removed_mid_run_gets_no_more_traffic(bus: World, router:
     assert len(drop.requests()) == removed_at  # nothing new after the tombstone was applied
     assert len(keep.requests()) > 20
     await client.close()
+
+
+async def test_not_ready_until_the_stream_exists_and_its_snapshot_is_read(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    from ferry_local.binaries import find_binaries
+    from ferry_local.natsd import NatsServer
+
+    directory = tmp_path_factory.mktemp("router-fresh-nats")
+    server = NatsServer(find_binaries().nats_server, directory / "store", directory / "logs")
+    server.start()
+    world = World(server.url, directory / "logs")
+    try:
+        port, metrics_port = free_port(), free_port()
+        env = {
+            "FERRY_NATS_URL": server.url,
+            "FERRY_ROUTER_PORT": str(port),
+            "FERRY_ROUTER_METRICS_PORT": str(metrics_port),
+            "FERRY_ROUTER_DEBUG_PORT": "-1",
+            "FERRY_ROUTER_CONFIG": "",
+        }
+        argv = [sys.executable, "-c", "from ferry_router.__main__ import main; main()"]
+        process = spawn("router-fresh", argv, world.log_dir, env)
+        world.processes.append(process)
+        wait_until(
+            lambda: http_ok(f"http://127.0.0.1:{port}/healthz"),
+            "router alive",
+            logs=lambda: tail(process.log),
+        )
+        await asyncio.sleep(1.5)  # several subscribe attempts against a server without the stream
+        assert await asyncio.to_thread(status_of, f"http://127.0.0.1:{port}/readyz") == 503
+        world.nc = await nats.connect(server.url)
+        world.js = world.nc.jetstream()
+        await declare_streams(world.js)
+        spec = {"modelName": "fresh-model", "rules": [{"targetModels": [{"modelServerName": "s"}]}]}
+        await world.publish("modelroutes", model_route("fresh", "r", spec))
+        wait_until(
+            lambda: http_ok(f"http://127.0.0.1:{port}/readyz"), "ready", logs=lambda: tail(process.log)
+        )
+        listed = http_json(f"http://127.0.0.1:{port}/v1/models")["data"]
+        assert [m["id"] for m in listed] == ["fresh-model"]
+        await world.nc.drain()
+    finally:
+        for p in world.processes:
+            p.stop(timeout=5)
+        server.stop()

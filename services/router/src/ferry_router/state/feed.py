@@ -89,8 +89,11 @@ class BusFeed:
         )
         self._subs.append(sub)
         info = await sub.consumer_info()
-        if info.num_pending == 0 and (info.delivered is None or not info.delivered.stream_seq):
-            self._synced[resource].set()  # nothing stored for this resource yet
+        # Nothing pending and nothing delivered to this consumer: the resource has no objects yet.
+        # (delivered.stream_seq is not 0 then: it starts at the stream's last sequence.) When
+        # something was delivered, the message with num_pending == 0 marks the snapshot's end.
+        if info.num_pending == 0 and (info.delivered is None or not info.delivered.consumer_seq):
+            self._synced[resource].set()
 
     def _handle(self, resource: str, msg: Msg) -> None:
         try:
