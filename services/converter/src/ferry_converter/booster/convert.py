@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from ferry_schemas import labels as L
@@ -49,13 +50,15 @@ def _check_name(field_path: str, kind: str, name: str) -> list[ConversionError]:
 
 
 def _attempt(
-    errors: list[ConversionError], build: Callable[[], list[dict[str, Any]]]
+    errors: list[ConversionError], build: Callable[[], dict[str, Any] | list[dict[str, Any]]]
 ) -> list[dict[str, Any]]:
+    """Run one child builder; a failure becomes an error value and no children."""
     try:
-        return build()
+        made = build()
     except ConversionFailure as failure:
         errors.append(failure.to_error())
         return []
+    return made if isinstance(made, list) else [made]
 
 
 def convert_booster(obj: dict[str, Any], options: RenderOptions | None = None) -> BoosterConversion:
@@ -87,7 +90,7 @@ def convert_booster(obj: dict[str, Any], options: RenderOptions | None = None) -
         if backend_errors:
             errors += backend_errors
             continue
-        servings = _attempt(errors, lambda b=backend: [build_model_serving(ref, b, options)])  # type: ignore[misc]
+        servings = _attempt(errors, partial(build_model_serving, ref, backend, options))
         for serving in servings:
             for error in name_errors(ms_name, serving["spec"]):
                 # The ModelServing name is generated: point at the name the user can change.
@@ -95,9 +98,9 @@ def convert_booster(obj: dict[str, Any], options: RenderOptions | None = None) -
                 message = error.message.replace("the ModelServing", "the ModelBooster or backend")
                 errors.append(ConversionError(field=field, message=message, reason=error.reason))
         children += servings
-        children += _attempt(errors, lambda b=backend: [build_model_server(ref, b)])  # type: ignore[misc]
-    children += _attempt(errors, lambda: [build_model_route(ref, spec, backends)])
-    children += _attempt(errors, lambda: build_autoscaling(ref, spec, backends, legacy="backends" in spec))
+        children += _attempt(errors, partial(build_model_server, ref, backend))
+    children += _attempt(errors, partial(build_model_route, ref, spec, backends))
+    children += _attempt(errors, partial(build_autoscaling, ref, spec, backends, legacy="backends" in spec))
     if not errors:
         result.children = children
     return result

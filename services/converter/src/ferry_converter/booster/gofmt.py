@@ -62,11 +62,6 @@ def go_value(value: Any) -> str:
     return str(value)
 
 
-def go_printed(value: Any) -> str:
-    """How Kthena prints a raw JSON value in messages (``9000`` → ``9000``, null → ``<nil>``)."""
-    return go_value(value)
-
-
 def go_type_name(value: Any) -> str:
     """The Go dynamic type of a JSON value decoded into ``interface{}`` (for error messages)."""
     if value is None:

@@ -6,7 +6,7 @@ import json
 import re
 from typing import Any
 
-from ferry_converter.booster.gofmt import go_printed, go_value
+from ferry_converter.booster.gofmt import go_value
 
 DEFAULT_ENGINE_PORT = 8000
 PORT_WORKER_TYPES = ("server", "prefill", "decode")
@@ -57,7 +57,7 @@ def engine_port(workers: list[dict[str, Any]]) -> int:
         port = DEFAULT_ENGINE_PORT
         if "port" in config:
             raw = config["port"]
-            printed = go_printed(raw)
+            printed = go_value(raw)  # Kthena prints the raw JSON value the Go way: null → <nil>
             if not _INT.match(printed) or not 1 <= int(printed) <= 65535:
                 raise ConfigError(f'invalid port "{printed}" for worker {kind}', index, raw)
             port = int(printed)
