@@ -284,6 +284,43 @@ def test_kustomize_output_is_accepted_by_a_server_side_dry_run(
 
 
 @pytest.mark.integration
+def test_every_service_deployment_is_production_shaped(rendered: str) -> None:
+    docs = documents(rendered)
+    deployments = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Deployment"}
+    assert set(deployments) == {f"ferry-{c.removeprefix('ferry-')}" for c in FERRY_COMMANDS}
+    env_map = next(d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "ferry-env")[
+        "data"
+    ]
+    assert env_map["FERRY_NATS_URL"].startswith("nats://")
+    assert env_map["OTEL_EXPORTER_OTLP_ENDPOINT"]
+    for name, deployment in deployments.items():
+        pod = deployment["spec"]["template"]["spec"]
+        (container,) = pod["containers"]
+        assert container["command"] == [name]
+        assert container["image"] == "ferry:dev"
+        env = {e["name"]: e.get("value") for e in container.get("env", [])}
+        assert env["OTEL_SERVICE_NAME"] == name
+        ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+        assert int(env["FERRY_PROBE_PORT"]) == ports["metrics"]
+        assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
+        assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
+        assert {"requests", "limits"} <= set(container["resources"])
+        assert pod["serviceAccountName"] == name
+        assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    nats = next(d for d in docs if d["kind"] == "StatefulSet")
+    assert nats["spec"]["replicas"] == 3
+    config = next(d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "nats-config")
+    assert "jetstream" in config["data"]["nats.conf"]
+    assert config["data"]["nats.conf"].count("nats://nats-") == 3  # three cluster routes
+    hpa = next(d for d in docs if d["kind"] == "HorizontalPodAutoscaler")
+    pdbs = {d["metadata"]["name"] for d in docs if d["kind"] == "PodDisruptionBudget"}
+    services = {d["metadata"]["name"] for d in docs if d["kind"] == "Service"}
+    assert hpa["spec"]["scaleTargetRef"]["name"] == "ferry-router"
+    assert "ferry-router" in pdbs
+    assert "ferry-router" in services
+
+
+@pytest.mark.integration
 def test_service_accounts_get_least_privilege(kube: KubeEnv, rendered: str, ferry_namespace: bool) -> None:
     if not ferry_namespace:
         pytest.fail(f"namespace {NAMESPACE} already exists: this test must not touch a real installation")
