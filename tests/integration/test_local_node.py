@@ -28,7 +28,7 @@ def local_node(kube: KubeEnv, tmp_path_factory: pytest.TempPathFactory) -> Itera
         process.stop()
 
 
-def eventually(check: Callable[[], Any], what: str, timeout: float = 30) -> Any:
+def eventually(check: Callable[[], Any], what: str, timeout: float = 90) -> Any:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if value := check():
@@ -111,6 +111,6 @@ def test_gang_binding_readiness_failure_and_deletion(local_node: Path, kube: Kub
 
     # Deleting pod b stops its engine and the deletion completes (no kubelet would do it otherwise).
     kube.kubectl_run("-n", namespace, "delete", "pod", "b", "--wait=false")
-    eventually(lambda: get_pod(kube, namespace, "b") is None, "pod b gone", timeout=20)
+    eventually(lambda: get_pod(kube, namespace, "b") is None, "pod b gone", timeout=60)
     with pytest.raises(httpx.ConnectError):
         httpx.get(f"http://{ips['b']}:8000/health", timeout=2)
