@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ferry_converter.errors import ConversionFailure
+from ferry_converter.values import as_int
 
 VLLM = "vLLM"
 VLLM_DISAGGREGATED = "vLLMDisaggregated"
@@ -19,16 +20,6 @@ DEFAULT_ROUTE_WEIGHT = 100
 
 def _list(value: Any) -> list[Any]:
     return list(value) if isinstance(value, list) else []
-
-
-def _int(value: Any) -> int | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    return None
 
 
 @dataclass(frozen=True)
@@ -71,7 +62,7 @@ def _backend(path: str, raw: Any) -> Backend:
         raise ConversionFailure(path, "a backend must be an object")
     runtime_class = raw.get("runtimeClassName")
     policy = raw.get("autoscalingPolicy")
-    weight = _int(raw.get("routeWeight"))
+    weight = as_int(raw.get("routeWeight"))
     return Backend(
         path=path,
         raw=raw,
@@ -82,13 +73,13 @@ def _backend(path: str, raw: Any) -> Backend:
         env=[item for item in _list(raw.get("env")) if isinstance(item, dict)],
         env_from=[item for item in _list(raw.get("envFrom")) if isinstance(item, dict)],
         workers=[item if isinstance(item, dict) else {} for item in _list(raw.get("workers"))],
-        replicas=_int(raw.get("replicas")),
-        min_replicas=_int(raw.get("minReplicas")),
-        max_replicas=_int(raw.get("maxReplicas")),
+        replicas=as_int(raw.get("replicas")),
+        min_replicas=as_int(raw.get("minReplicas")),
+        max_replicas=as_int(raw.get("maxReplicas")),
         scheduler_name=str(raw.get("schedulerName") or ""),
         runtime_class_name=runtime_class if isinstance(runtime_class, str) else None,
         route_weight=DEFAULT_ROUTE_WEIGHT if weight is None else weight,
-        scaling_cost=_int(raw.get("scalingCost")) or 0,
+        scaling_cost=as_int(raw.get("scalingCost")) or 0,
         lora_adapters=[item for item in _list(raw.get("loraAdapters")) if isinstance(item, dict)],
         autoscaling_policy=policy if isinstance(policy, dict) else None,
     )

@@ -21,6 +21,7 @@ from ferry_converter.booster.storage import (
 )
 from ferry_converter.booster.workers import ConfigError, engine_port, worker_type
 from ferry_converter.errors import ConversionFailure
+from ferry_converter.values import int_or
 
 RESTART_GRACE_PERIOD_SECONDS = 60
 ENGINE_TERMINATION_GRACE_SECONDS = 300
@@ -52,16 +53,6 @@ def _last_of(backend: Backend, kind: str) -> tuple[int, dict[str, Any]] | None:
         if worker_type(worker) == kind:
             found = (index, worker)
     return found
-
-
-def _replicas(worker: dict[str, Any]) -> int:
-    value = worker.get("replicas")
-    return value if isinstance(value, int) and not isinstance(value, bool) else 0
-
-
-def _pods(worker: dict[str, Any]) -> int:
-    value = worker.get("pods")
-    return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
 def checked_engine_port(backend: Backend) -> int:
@@ -218,7 +209,7 @@ def _vllm_roles(ctx: _Context) -> tuple[list[dict[str, Any]], dict[str, int]]:
             "a vLLM backend needs one worker of type server",
         )
     index, server = found
-    pods = _pods(server)
+    pods = int_or(server.get("pods"), 0)
     ray = (pods, device_count(server)) if pods > 1 else None
     env = E.engine_env(backend.env)
     engine = {
@@ -265,7 +256,7 @@ def _vllm_roles(ctx: _Context) -> tuple[list[dict[str, Any]], dict[str, int]]:
     worker_spec = ctx.pod_spec(
         server, {"volumes": [ctx.volume, dict(DSHM_VOLUME)], "containers": [worker_container]}
     )
-    replicas = _replicas(server)
+    replicas = int_or(server.get("replicas"), 0)
     role = {
         "name": "leader",
         "replicas": replicas,
@@ -317,7 +308,7 @@ def _pd_roles(ctx: _Context) -> tuple[list[dict[str, Any]], dict[str, int]]:
             "volumeMounts": [dict(ctx.mount)],
         }
         entry = ctx.pod_spec(worker, {"volumes": [ctx.volume], "containers": [runtime, vllm]})
-        replicas = _replicas(worker)
+        replicas = int_or(worker.get("replicas"), 0)
         roles.append(
             {
                 "name": kind,

@@ -13,12 +13,9 @@ from ferry_schemas.bus import ConversionError, ServingWorkload
 from ferry_schemas.workload import blueprint, serving_revision
 
 from ferry_converter.errors import ConversionFailure
+from ferry_converter.values import int_or
 
 MANAGED_KINDS = ["PodGroup", "Pod", "Service"]
-
-
-def _count(value: Any, default: int) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) else default
 
 
 def name_errors(name: str, spec: dict[str, Any]) -> list[ConversionError]:
@@ -29,7 +26,7 @@ def name_errors(name: str, spec: dict[str, Any]) -> list[ConversionError]:
     """
     errors: list[ConversionError] = []
     roles = ((spec.get("template") or {}).get("roles")) or []
-    replicas = _count(spec.get("replicas"), 1)
+    replicas = int_or(spec.get("replicas"), 1)
     for index, role in enumerate(roles):
         role_name = str(role.get("name") or "")
         if not L.is_dns1035_label(role_name):
@@ -41,8 +38,8 @@ def name_errors(name: str, spec: dict[str, Any]) -> list[ConversionError]:
                 )
             )
             continue
-        role_replicas = _count(role.get("replicas"), 1)
-        workers = _count(role.get("workerReplicas"), 0)
+        role_replicas = int_or(role.get("replicas"), 1)
+        workers = int_or(role.get("workerReplicas"), 0)
         generated = f"{name}-{replicas}-{role_name}-{role_replicas}-{workers}"
         if not L.is_dns1035_label(generated):
             detail = (
@@ -75,7 +72,7 @@ def convert_serving(obj: dict[str, Any]) -> tuple[ServingWorkload | None, list[C
         return None, errors
     bp = blueprint(obj)
     return ServingWorkload(
-        replicas=_count(spec.get("replicas"), 1),
+        replicas=int_or(spec.get("replicas"), 1),
         revision=serving_revision(bp["template"].get("roles") or []),
         blueprint=bp,
     ), []
