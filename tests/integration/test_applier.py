@@ -12,7 +12,7 @@ import contextlib
 import copy
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -328,7 +328,10 @@ async def test_a_permanent_api_error_is_reported_once_and_not_retried(harness: H
 
 
 def serving_manifest(name: str, replicas: int, *, policy: str = "RoleRecreate", **spec: Any) -> JSON:
-    container = {"name": "engine", "image": "engine:1"}
+
+    def container() -> JSON:  # one dict per template: a deepcopy keeps shared references shared
+        return {"name": "engine", "image": "engine:1"}
+
     return {
         "apiVersion": L.WORKLOAD_API_VERSION,
         "kind": "ModelServing",
@@ -343,14 +346,14 @@ def serving_manifest(name: str, replicas: int, *, policy: str = "RoleRecreate", 
                         "name": "prefill",
                         "replicas": 1,
                         "workerReplicas": 1,
-                        "entryTemplate": {"spec": {"containers": [container]}},
-                        "workerTemplate": {"spec": {"containers": [container]}},
+                        "entryTemplate": {"spec": {"containers": [container()]}},
+                        "workerTemplate": {"spec": {"containers": [container()]}},
                     },
                     {
                         "name": "decode",
                         "replicas": 1,
                         "workerReplicas": 0,
-                        "entryTemplate": {"spec": {"containers": [container]}},
+                        "entryTemplate": {"spec": {"containers": [container()]}},
                     },
                 ]
             },
@@ -644,3 +647,86 @@ async def test_the_reconcile_continues_the_incoming_trace(harness: Harness) -> N
     assert all(s.parent is not None and s.parent.span_id == reconcile.context.span_id for s in direct)
     raw = await h.js.get_last_msg(RESULTS_STREAM, result_subject(owner.resource, owner.namespace, owner.name))
     assert f"{parent_ctx.trace_id:032x}" in (raw.headers or {}).get("traceparent", "")
+
+
+async def roll_until(
+    h: Harness, serving: str, done: Callable[[dict[str, JSON]], bool], rounds: int = 30
+) -> None:
+    """Stand-in kubelet and watcher: mark pods ready and feed events until ``done(pods)``."""
+    for _ in range(rounds):
+        pods = h.pods(serving)
+        if done(pods) and all(is_ready(p) for p in pods.values()):
+            return
+        h.mark_ready(serving)
+        await h.settle()
+    raise AssertionError(f"{serving} did not converge: {sorted(h.pods(serving))}")
+
+
+def image_of(pod: JSON) -> str:
+    return str(pod["spec"]["containers"][0]["image"])
+
+
+async def test_role_rolling_update_replaces_only_the_changed_role(harness: Harness) -> None:
+    h = harness
+    manifest = serving_manifest("rr", 1, rolloutStrategy={"type": "RoleRollingUpdate"})
+    roles = manifest["spec"]["template"]["roles"]
+    roles[0].update(replicas=2, workerReplicas=0, maxUnavailable=1)
+    del roles[0]["workerTemplate"]
+    await apply_serving(h, manifest)
+    await roll_until(h, "rr", lambda pods: len(pods) == 3)
+    decode_uid = h.pods("rr")["rr-0-decode-0-0"]["metadata"]["uid"]
+
+    changed = copy.deepcopy(manifest)
+    changed["spec"]["template"]["roles"][0]["entryTemplate"]["spec"]["containers"][0]["image"] = "engine:2"
+    obj = await apply_serving(h, changed)
+    new_revision = desired_serving(obj).workload.revision  # type: ignore[union-attr]
+    worst = 0
+
+    def updated(pods: dict[str, JSON]) -> bool:
+        nonlocal worst
+        prefill = [p for n, p in pods.items() if "-prefill-" in n]
+        worst = max(worst, 2 - sum(1 for p in prefill if is_ready(p)))
+        return len(prefill) == 2 and all(image_of(p) == "engine:2" for p in prefill)
+
+    await roll_until(h, "rr", updated)
+    await h.settle()  # the last reconcile moves the untouched decode pod's revision label
+    pods = h.pods("rr")
+    assert pods["rr-0-decode-0-0"]["metadata"]["uid"] == decode_uid, "an unchanged role is never restarted"
+    assert image_of(pods["rr-0-decode-0-0"]) == "engine:1"
+    assert {p["metadata"]["labels"][L.MS_REVISION] for p in pods.values()} == {new_revision}
+    assert worst <= 1, "role maxUnavailable 1: one prefill instance down at a time"
+
+
+async def test_partition_keeps_the_first_groups_on_the_old_template_even_when_rebuilt(
+    harness: Harness,
+) -> None:
+    h = harness
+    strategy = {
+        "type": "ServingGroupRollingUpdate",
+        "rollingUpdateConfiguration": {"maxUnavailable": 3, "partition": 1},
+    }
+    manifest = serving_manifest("part", 3, rolloutStrategy=strategy)
+    old = desired_serving(await apply_serving(h, manifest)).workload
+    await roll_until(h, "part", lambda pods: len(pods) == 9)
+    new = desired_serving(await apply_serving(h, with_image(manifest, "engine:2"))).workload
+    assert old is not None
+    assert new is not None
+
+    def split(pods: dict[str, JSON]) -> bool:
+        return len(pods) == 9 and all(
+            image_of(p) == ("engine:1" if n.startswith("part-0-") else "engine:2") for n, p in pods.items()
+        )
+
+    await roll_until(h, "part", split)
+    # losing a pod of the protected group rebuilds it from the old template snapshot
+    h.cluster.delete("Pod", "part-0-decode-0-0")
+    await roll_until(h, "part", split)
+    revisions = {
+        p["metadata"]["labels"][L.MS_REVISION] for n, p in h.pods("part").items() if n.startswith("part-0-")
+    }
+    assert revisions == {old.revision}
+    snapshots = h.cluster.kube.kubectl_run("get", "controllerrevisions", "-n", h.namespace, "-o", "name")
+    assert set(snapshots.stdout.split()) == {
+        f"controllerrevision.apps/part-{old.revision}",
+        f"controllerrevision.apps/part-{new.revision}",
+    }

@@ -160,6 +160,7 @@ class WorkloadEngine:
         plan = plan_workload(new, observed, revisions=revisions, current_revision=current_revision)
 
         for action in plan.actions:
+            log.info("%s/%s: %s", owner.namespace, owner.name, action)
             results += await self._execute(owner, action, workloads, new.name, plan.groups, taken_names)
 
         results += await self._sync_group_objects(owner, plan.groups, workloads, new)
