@@ -27,6 +27,7 @@ class FakeEngine:
     port: int
     status: int = 200
     delay: float = 0.0
+    stream_delay: float = 0.0
     kv_params: Any = None
     seen: list[dict[str, Any]] = field(default_factory=list)
     headers_seen: list[dict[str, str]] = field(default_factory=list)
@@ -51,6 +52,8 @@ class FakeEngine:
                     "choices": [{"index": 0, "delta": {"content": word}}],
                 }
                 await response.write(b"data: " + orjson.dumps(chunk) + b"\n\n")
+                if self.stream_delay:
+                    await asyncio.sleep(self.stream_delay)
             if (body.get("stream_options") or {}).get("include_usage"):
                 await response.write(
                     b"data: " + orjson.dumps({"id": "x", "choices": [], "usage": usage}) + b"\n\n"

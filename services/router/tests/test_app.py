@@ -5,6 +5,7 @@ The router app runs in-process against scripted upstreams on 127.0.0.x (see ``fa
 
 from __future__ import annotations
 
+import asyncio
 import io
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -330,3 +331,21 @@ async def test_pd_failure_tries_next_pair_then_502(harness: Harness) -> None:
     status, body = await harness.post("/v1/completions", {"model": "m", "prompt": "x"})
     assert status == 502
     assert "prefill/decode" in body["error"]["message"]
+
+
+async def test_client_leaving_mid_stream_frees_the_endpoint(harness: Harness) -> None:
+    slow = await harness.engine("127.0.0.2", stream_delay=0.3)
+    setup_model(harness, "127.0.0.2")
+    body = orjson.dumps({**CHAT, "stream": True})
+    async with harness.session.post(harness.url + "/v1/chat/completions", data=body) as response:
+        assert response.status == 200
+        await response.content.readline()  # first chunk, then hang up
+    endpoint = harness.table.endpoints["default/p0"]
+    for _ in range(50):
+        if endpoint.inflight == 0:
+            break
+        await asyncio.sleep(0.05)
+    assert endpoint.inflight == 0
+    slow.stream_delay = 0.0
+    status, _ = await harness.post("/v1/chat/completions", CHAT)
+    assert status == 200

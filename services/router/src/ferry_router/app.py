@@ -35,7 +35,14 @@ from ferry_router.observability import (
 )
 from ferry_router.pd import PDCall, connector_for, run_pairs
 from ferry_router.prompt import estimate_tokens, extract_prompt
-from ferry_router.proxy import Attempt, UpstreamClient, forward, inject_usage, upstream_headers
+from ferry_router.proxy import (
+    STARTED_RESPONSE,
+    Attempt,
+    UpstreamClient,
+    forward,
+    inject_usage,
+    upstream_headers,
+)
 from ferry_router.ratelimit import RateLimiter
 from ferry_router.scheduler import Scheduler, SchedulingContext, SchedulingError
 from ferry_router.scheduler.framework import PDPair
@@ -66,6 +73,12 @@ def end_server_span(span: Span, record: RequestRecord) -> None:
     if record.status >= 500:
         span.set_status(Status(StatusCode.ERROR, record.error_message))
     span.end()
+
+
+def started_or(request: web.Request, fallback: web.StreamResponse) -> web.StreamResponse:
+    """The response already streaming to the client, if any (a second one cannot be sent)."""
+    started = request.get(STARTED_RESPONSE)
+    return fallback if started is None else started
 
 
 def json_response(payload: Any, status: int = 200) -> web.Response:
@@ -146,16 +159,15 @@ class Router:
                         response = await handler(request, record)
             except errors.RouterError as exc:
                 record.error_type, record.error_message = exc.reason, exc.message
-                response = error_response(exc)
+                response = started_or(request, error_response(exc))
             except ConnectionError as exc:  # the client went away mid-answer
                 record.error_type, record.error_message = "client_disconnected", repr(exc)
-                response = web.Response(status=499)
+                response = started_or(request, web.Response(status=499))
             except Exception as exc:
                 log.exception("request %s failed", request_id)
                 record.error_type, record.error_message = "internal", repr(exc)
-                response = error_response(
-                    errors.RouterError(500, "internal router error", type="server_error")
-                )
+                internal = errors.RouterError(500, "internal router error", type="server_error")
+                response = started_or(request, error_response(internal))
             finally:
                 ACTIVE.dec()
             record.status = response.status

@@ -44,6 +44,8 @@ HOP_BY_HOP = frozenset(
     }
 )
 STREAM_TYPES = ("text/event-stream", "application/x-ndjson")
+STARTED_RESPONSE = web.RequestKey("ferry.started_response", web.StreamResponse)
+"""Request-scoped key of a response whose status line already reached the client."""
 
 
 class UpstreamError(Exception):
@@ -184,6 +186,7 @@ async def relay(
         return web.Response(body=body, status=upstream.status, headers=response_headers(upstream.headers))
     response = web.StreamResponse(status=upstream.status, headers=response_headers(upstream.headers))
     await response.prepare(request)
+    request[STARTED_RESPONSE] = response  # once bytes are out, this is the only answer there can be
     carry = b""
     try:
         async for chunk in upstream.content.iter_any():
