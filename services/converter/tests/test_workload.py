@@ -449,3 +449,87 @@ def test_every_example_renders(name: str) -> None:
         assert w.blueprint == bp
         names = [o["metadata"]["name"] for o in render_group(w, 0)]
         assert all(L.is_dns1123_label(n) for n in names), names
+
+
+# --------------------------------------------------------------------------- plugins (§6.9, §7.5)
+
+
+def _with_plugins(plugins: list[dict[str, Any]], owner: dict[str, Any] | None = None) -> ServingWorkload:
+    obj = serving([role("r", 1, 1, container("e"), container("w"))], plugins=plugins)
+    obj["spec"]["template"]["roles"][0]["entryTemplate"]["spec"]["initContainers"] = [container("init")]
+    if owner is not None:
+        obj["metadata"]["ownerReferences"] = [owner]
+    return workload(obj)
+
+
+def test_demo_plugin_on_pod_create() -> None:
+    tweaks = {
+        "name": "demo-pod-tweaks",
+        "type": "BuiltIn",
+        "config": {
+            "runtimeClassName": "nvidia",
+            "annotations": {"a": "b"},
+            "env": [{"name": "EXTRA", "value": "1"}],
+        },
+    }
+    entry, worker = by_kind(render_group(_with_plugins([tweaks]), 0), "Pod")
+    for pod in (entry, worker):
+        assert pod["spec"]["runtimeClassName"] == "nvidia"
+        assert pod["metadata"]["annotations"]["a"] == "b"
+        for c in pod["spec"]["containers"] + pod["spec"].get("initContainers", []):
+            assert c["env"][-1] == {"name": "EXTRA", "value": "1"}
+            assert [e["name"] for e in c["env"]][:3] == ["GROUP_SIZE", "ENTRY_ADDRESS", "WORKER_INDEX"]
+
+
+def test_chain_ordering_and_scope() -> None:
+    p1 = {"name": "demo-pod-tweaks", "config": {"env": [{"name": "P1", "value": "1"}]}}
+    p2 = {
+        "name": "demo-pod-tweaks",
+        "config": {"env": [{"name": "P2", "value": "2"}]},
+        "scope": {"target": "Worker"},
+    }
+    p3 = {
+        "name": "demo-pod-tweaks",
+        "config": {"env": [{"name": "P3", "value": "3"}]},
+        "scope": {"roles": ["other"]},
+    }
+    entry, worker = by_kind(render_group(_with_plugins([p1, p2, p3]), 0), "Pod")
+    assert [e["name"] for e in entry["spec"]["containers"][0]["env"]][3:] == ["P1"]
+    assert [e["name"] for e in worker["spec"]["containers"][0]["env"]][3:] == ["P1", "P2"]
+
+
+@pytest.mark.parametrize(
+    ("plugin", "field", "message"),
+    [
+        (
+            {"name": "demo-pod-tweaks", "type": "Unsupported"},
+            "spec.plugins[0].type",
+            "has unsupported type Unsupported",
+        ),
+        ({"name": "nope", "type": "BuiltIn"}, "spec.plugins[0].name", "plugin nope not registered"),
+    ],
+)
+def test_plugin_chain_errors(plugin: dict[str, Any], field: str, message: str) -> None:
+    _, errors = convert_serving(serving([role("r", 1, 0, container("e"), None)], plugins=[plugin]))
+    assert [(e.field, message in e.message) for e in errors] == [(field, True)]
+
+
+def test_lws_standard_labels() -> None:
+    import hashlib
+
+    lws = {
+        "apiVersion": "leaderworkerset.x-k8s.io/v1",
+        "kind": "LeaderWorkerSet",
+        "name": "my-lws",
+        "uid": "l",
+    }
+    w = _with_plugins([{"name": "lws-standard-labels"}], owner=lws)
+    entry, worker = by_kind(render_group(w, 2), "Pod")
+    assert entry["metadata"]["labels"]["leaderworkerset.sigs.k8s.io/name"] == "my-lws"
+    assert entry["metadata"]["labels"]["leaderworkerset.sigs.k8s.io/group-index"] == "2"
+    assert entry["metadata"]["labels"]["leaderworkerset.sigs.k8s.io/worker-index"] == "0"
+    assert worker["metadata"]["labels"]["leaderworkerset.sigs.k8s.io/worker-index"] == "1"
+    key = hashlib.sha1(b"my-lws-2").hexdigest()
+    assert worker["metadata"]["labels"]["leaderworkerset.sigs.k8s.io/group-key"] == key
+    plain = by_kind(render_group(_with_plugins([{"name": "lws-standard-labels"}]), 0), "Pod")[0]
+    assert "leaderworkerset.sigs.k8s.io/name" not in plain["metadata"]["labels"]

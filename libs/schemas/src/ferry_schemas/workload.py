@@ -20,6 +20,7 @@ the worker Pods.
 from __future__ import annotations
 
 import copy
+import hashlib
 import math
 from decimal import Decimal
 from typing import Any
@@ -79,12 +80,24 @@ def blueprint(serving: dict[str, Any]) -> dict[str, Any]:
         "schedulerName": scheduler if isinstance(scheduler, str) else "",
         "queue": annotations.get(L.VOLCANO_QUEUE_ANNOTATION),
         "plugins": copy.deepcopy(spec.get("plugins")),
+        "lwsOwner": next(
+            (ref.get("name") for ref in meta.get("ownerReferences") or [] if ref.get("kind") == LWS_KIND),
+            None,
+        ),
         "template": template,
         "roleTemplateHashes": {role.get("name", ""): role_template_hash(role) for role in roles},
         # read by the applier's rollout and recovery decisions (spec/serving.md §6.4, §6.6)
         "rolloutStrategy": copy.deepcopy(spec.get("rolloutStrategy")),
         "recoveryPolicy": spec.get("recoveryPolicy"),
     }
+
+
+def _lws_owner(meta: dict[str, Any]) -> str | None:
+    """The LeaderWorkerSet owning the ModelServing, if any (read by ``lws-standard-labels``)."""
+    for ref in meta.get("ownerReferences") or []:
+        if ref.get("kind") == LWS_KIND:
+            return str(ref.get("name") or "")
+    return None
 
 
 def uses_pod_groups(bp: dict[str, Any]) -> bool:
@@ -300,9 +313,76 @@ def render_pod(
         "labels": labels,
         "ownerReferences": [_owner_reference(owner)],
     }
-    if annotations:
-        metadata["annotations"] = annotations
-    return {"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": spec}
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": spec}
+    metadata["annotations"] = annotations
+    apply_plugins(bp, pod, role_name, ordinal, index)
+    if not metadata["annotations"]:
+        del metadata["annotations"]
+    return pod
+
+
+# --------------------------------------------------------------------------- plugins (§6.9)
+
+BUILT_IN = "BuiltIn"
+DEMO_POD_TWEAKS = "demo-pod-tweaks"
+LWS_STANDARD_LABELS = "lws-standard-labels"
+LWS_KIND = "LeaderWorkerSet"
+LWS_NAME = "leaderworkerset.sigs.k8s.io/name"
+LWS_GROUP_INDEX = "leaderworkerset.sigs.k8s.io/group-index"
+LWS_WORKER_INDEX = "leaderworkerset.sigs.k8s.io/worker-index"
+LWS_GROUP_KEY = "leaderworkerset.sigs.k8s.io/group-key"
+
+
+def plugin_errors(plugins: Any) -> list[tuple[str, str]]:
+    """(field path, message) for every plugin entry the chain cannot be built from."""
+    errors: list[tuple[str, str]] = []
+    for index, plugin in enumerate(plugins or []):
+        name = (plugin or {}).get("name", "")
+        kind = (plugin or {}).get("type") or BUILT_IN
+        if kind != BUILT_IN:
+            errors.append((f"spec.plugins[{index}].type", f"plugin {name} has unsupported type {kind}"))
+        elif name not in (DEMO_POD_TWEAKS, LWS_STANDARD_LABELS):
+            errors.append((f"spec.plugins[{index}].name", f"plugin {name} not registered"))
+    return errors
+
+
+def _in_scope(plugin: dict[str, Any], role_name: str, entry: bool) -> bool:
+    scope = plugin.get("scope")
+    if not scope:
+        return True
+    roles = scope.get("roles") or []
+    if roles and role_name not in roles:
+        return False
+    target = scope.get("target") or ""
+    return target in ("", "All", "Entry" if entry else "Worker")
+
+
+def apply_plugins(bp: dict[str, Any], pod: dict[str, Any], role_name: str, ordinal: int, index: int) -> None:
+    """Run the ModelServing's built-in plugins on one pod, in list order (``spec/serving.md`` §6.9)."""
+    for plugin in bp.get("plugins") or []:
+        if not _in_scope(plugin, role_name, index == 0):
+            continue
+        name = plugin.get("name")
+        if name == DEMO_POD_TWEAKS:
+            config = plugin.get("config") or {}
+            if config.get("runtimeClassName"):
+                pod["spec"]["runtimeClassName"] = config["runtimeClassName"]
+            pod["metadata"]["annotations"].update(config.get("annotations") or {})
+            extra = [dict(item) for item in config.get("env") or []]
+            for container in (pod["spec"].get("containers") or []) + (
+                pod["spec"].get("initContainers") or []
+            ):
+                container["env"] = [*(container.get("env") or []), *copy.deepcopy(extra)]
+        elif name == LWS_STANDARD_LABELS and bp.get("lwsOwner"):
+            lws = bp["lwsOwner"]
+            pod["metadata"]["labels"].update(
+                {
+                    LWS_NAME: lws,
+                    LWS_GROUP_INDEX: str(ordinal),
+                    LWS_WORKER_INDEX: str(index),
+                    LWS_GROUP_KEY: hashlib.sha1(f"{lws}-{ordinal}".encode()).hexdigest(),
+                }
+            )
 
 
 def render_service(bp: dict[str, Any], ordinal: int, role_name: str, role_ordinal: int) -> dict[str, Any]:

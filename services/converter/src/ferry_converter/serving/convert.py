@@ -10,7 +10,7 @@ from typing import Any
 
 from ferry_schemas import labels as L
 from ferry_schemas.bus import ConversionError, ServingWorkload
-from ferry_schemas.workload import blueprint, serving_revision
+from ferry_schemas.workload import blueprint, plugin_errors, serving_revision
 
 from ferry_converter.errors import ConversionFailure
 from ferry_converter.values import int_or
@@ -68,6 +68,9 @@ def convert_serving(obj: dict[str, Any]) -> tuple[ServingWorkload | None, list[C
     if not isinstance(roles, list) or not roles:
         return None, [ConversionFailure("spec.template.roles", "roles must be specified").to_error()]
     errors = name_errors(str(meta.get("name") or ""), spec)
+    errors += [
+        ConversionError(field=field, message=message) for field, message in plugin_errors(spec.get("plugins"))
+    ]
     if errors:
         return None, errors
     bp = blueprint(obj)
