@@ -689,3 +689,53 @@ async def test_not_ready_until_the_stream_exists_and_its_snapshot_is_read(
         for p in world.processes:
             p.stop(timeout=5)
         server.stop()
+
+
+@pytest.mark.parametrize("connector", ["http", "lmcache", "mooncake", "sglang"])
+async def test_prefill_decode_connectors(bus: World, router: RouterProcess, connector: str) -> None:
+    namespace, port = ns(), free_port()
+    flags = ["--mock-connector", connector] + (["--engine", "sglang"] if connector == "sglang" else [])
+    prefill = bus.engine(f"{connector}-p", "pd-model", port, "--mock-role", "prefill", *flags)
+    decode = bus.engine(f"{connector}-d", "pd-model", port, "--mock-role", "decode", *flags)
+    for engine in (prefill, decode):
+        engine.wait_up()
+    pd_group = {"groupKey": "group", "prefillLabels": {"role": "p"}, "decodeLabels": {"role": "d"}}
+    spec: dict[str, Any] = {"pdGroup": pd_group, "model": "pd-model"}
+    if connector == "sglang":
+        spec["inferenceEngine"] = "SGLang"  # no kvConnector: SGLang engines get the sglang connector
+    else:
+        spec["kvConnector"] = {"type": connector}
+    await bus.publish("modelservers", model_server(namespace, "pd", {"app": "pd"}, port, **spec))
+    route_spec = {"modelName": f"pd-{namespace}", "rules": [{"targetModels": [{"modelServerName": "pd"}]}]}
+    await bus.publish("modelroutes", model_route(namespace, "pd", route_spec))
+    await bus.pod(namespace, "p0", {"app": "pd", "group": "g", "role": "p"}, prefill.host)
+    await bus.pod(namespace, "d0", {"app": "pd", "group": "g", "role": "d"}, decode.host)
+    router.wait_endpoints(namespace, "pd", 1, key="decodePods")
+    router.wait_endpoints(namespace, "pd", 1, key="prefillPods")
+    router.wait_model(f"pd-{namespace}")
+    client = router.client()
+    text = "".join(
+        [
+            c.choices[0].text
+            async for c in await client.completions.create(
+                model=f"pd-{namespace}", prompt="tell me", max_tokens=5, stream=True
+            )
+            if c.choices
+        ]
+    )
+    assert text
+    answer = await client.completions.create(model=f"pd-{namespace}", prompt="tell me", max_tokens=5)
+    assert answer.choices[0].text
+    p_seen, d_seen = prefill.requests(), decode.requests()
+    assert [(r["role"], r["status"], r["error"]) for r in p_seen] == [("prefill", 200, None)] * 2
+    assert [(r["role"], r["status"], r["error"]) for r in d_seen] == [("decode", 200, None)] * 2
+    assert all(r["body"]["max_tokens"] == 1 for r in p_seen)
+    if connector == "sglang":
+        assert [r["bootstrap_room"] for r in p_seen] == [r["bootstrap_room"] for r in d_seen]
+        assert {r["bootstrap_host"] for r in d_seen} == {prefill.host}
+    elif connector == "mooncake":  # NIXL's exchange of kv_transfer_params
+        assert all(r["kv_transfer_params"]["do_remote_decode"] is True for r in p_seen)
+        assert all(r["kv_transfer_params"]["do_remote_prefill"] is True for r in d_seen)
+    else:
+        assert all(r["kv_transfer_params"] is None for r in p_seen + d_seen)  # KV moves out of band
+    await client.close()
