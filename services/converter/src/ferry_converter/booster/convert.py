@@ -64,7 +64,8 @@ def _attempt(
 def convert_booster(obj: dict[str, Any], options: RenderOptions | None = None) -> BoosterConversion:
     """Every child of one ModelBooster (wire-form dict), or every reason it cannot be converted."""
     options = options or RenderOptions()
-    meta = obj.get("metadata") or {}
+    meta = obj.get("metadata")
+    meta = meta if isinstance(meta, dict) else {}
     ref = BoosterRef(
         name=str(meta.get("name") or ""),
         namespace=str(meta.get("namespace") or ""),

@@ -60,7 +60,8 @@ def name_errors(name: str, spec: dict[str, Any]) -> list[ConversionError]:
 
 def convert_serving(obj: dict[str, Any]) -> tuple[ServingWorkload | None, list[ConversionError]]:
     """The workload of one ModelServing, or the reasons it cannot be rendered."""
-    meta = obj.get("metadata") or {}
+    meta = obj.get("metadata")
+    meta = meta if isinstance(meta, dict) else {}
     spec = obj.get("spec")
     if not isinstance(spec, dict) or not isinstance(spec.get("template"), dict):
         return None, [ConversionFailure("spec.template", "a ModelServing needs spec.template").to_error()]
