@@ -8,11 +8,15 @@ is a DNS-1123 label -- or the conversion reports a ConversionError instead of pr
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
+import pytest
+import yaml
 from ferry_converter.booster.convert import convert_booster
 from ferry_converter.desired import desired_set
 from ferry_converter.serving.convert import convert_serving
+from ferry_local.paths import shared_dir
 from ferry_schemas import labels as L
 from ferry_schemas.bus import ObjectEvent, Resource, canonical_json
 from ferry_schemas.models import (
@@ -297,3 +301,43 @@ def test_serving_names_are_valid_or_reported(
         for rendered in render_group(workload, ordinal):
             assert L.is_dns1123_label(rendered["metadata"]["name"])
     assert canonical_json(render_group(workload, 0)) == canonical_json(render_group(workload, 0))
+
+
+JUNK: list[Any] = [None, 0, -1, 1.5, "", "x", True, [], {}, [1], {"a": 1}, "${x}", 10**12]
+
+
+def _leaf_paths(value: Any, path: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    found = [path] if path else []
+    if isinstance(value, dict):
+        for key, item in value.items():
+            found += _leaf_paths(item, (*path, key))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            found += _leaf_paths(item, (*path, index))
+    return found
+
+
+@pytest.mark.parametrize("source", ["model.yaml", "pd-disaggregated-model-npu.yaml"])
+def test_never_raises_on_mutated_reference_inputs(source: str) -> None:
+    """Every field of a reference input replaced by every junk value: errors, never exceptions.
+
+    This goes beyond schema-valid input on purpose (the pure function must not trust its caller).
+    """
+    base = yaml.safe_load(
+        (shared_dir() / "reference/kthena/head/convert-testdata/input" / source).read_text()
+    )
+    checked = 0
+    for path in _leaf_paths(base):
+        for junk in JUNK:
+            obj = copy.deepcopy(base)
+            node = obj
+            for part in path[:-1]:
+                node = node[part]
+            node[path[-1]] = junk
+            result = convert_booster(obj)
+            assert bool(result.children) != bool(result.errors)
+            for child in result.children:
+                if child["kind"] == "ModelServing":
+                    convert_serving(child)
+            checked += 1
+    assert checked > 500
