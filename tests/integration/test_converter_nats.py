@@ -21,8 +21,9 @@ from typing import Any
 import nats
 import pytest
 import yaml
+from ferry_converter.latest import StoredDesired
 from ferry_converter.metrics import CONVERSIONS, PUBLISH_DUPLICATES
-from ferry_converter.service import ConverterService, durable_name
+from ferry_converter.service import Converter, ConverterService, durable_name
 from ferry_converter.settings import ConverterSettings
 from ferry_local.paths import shared_dir
 from ferry_schemas.bus import (
@@ -281,3 +282,20 @@ async def test_undecodable_message_becomes_a_dead_letter(bus: Bus) -> None:
     stored = await bus.js.get_last_msg(DEAD_LETTER_STREAM, msg.subject)
     assert stored.data == msg.data
     assert await bus.desired(f"ferry.desired.modelboosters.{bus.namespace}.broken") is None
+
+
+async def test_a_racing_replica_cannot_reorder_generations(bus: Bus) -> None:
+    """A replica that read the subject before another replica published is rejected by the server."""
+    subject = f"ferry.desired.modelboosters.{bus.namespace}.test-model"
+    await bus.publish(bus.booster(generation=3))
+    seq, _, _ = await eventually(lambda: bus.desired(subject))
+    assert bus.service.broker is not None
+
+    async def read_before_the_other_replica_published(desired: DesiredSet) -> StoredDesired:
+        return StoredDesired()  # "no message yet": what a replica saw just before generation 3 landed
+
+    racer = Converter(bus.service.broker, bus.service.settings, read_before_the_other_replica_published)
+    with pytest.raises(Exception, match="wrong last sequence"):
+        await racer.handle(bus.booster(generation=2).to_bytes())
+    after, desired, _ = await eventually(lambda: bus.desired(subject))
+    assert (after, desired.owner.generation) == (seq, 3)

@@ -2,7 +2,9 @@
 
 Read before publishing so that a redelivered older generation never overwrites a newer desired
 set, and an unchanged one is not published again (a status-only change of the owner converts
-to the same content).
+to the same content). The publish then expects that same last sequence on the subject
+(``Nats-Expected-Last-Subject-Sequence``), so two replicas racing on one owner cannot reorder
+generations: the loser is rejected, nacked, and re-reads on redelivery.
 """
 
 from __future__ import annotations
@@ -19,38 +21,47 @@ from nats.js.errors import NotFoundError
 log = logging.getLogger(__name__)
 
 
+EXPECTED_LAST_SUBJECT_SEQUENCE = "Nats-Expected-Last-Subject-Sequence"
+
+
 @dataclass(frozen=True)
 class StoredDesired:
-    """The last desired set stored for the same owner (same uid)."""
+    """The last message on an owner's desired subject (``sequence`` 0: there is none)."""
 
-    generation: int
-    msg_id: str
-    deleted: bool
+    sequence: int = 0
+    uid: str = ""
+    generation: int = 0
+    msg_id: str = ""
+    deleted: bool = False
+
+    def same_owner(self, desired: DesiredSet) -> bool:
+        return self.sequence > 0 and self.uid == desired.owner.uid
 
 
-LatestDesired = Callable[[DesiredSet], Awaitable[StoredDesired | None]]
+LatestDesired = Callable[[DesiredSet], Awaitable[StoredDesired]]
 
 
 def stored_desired(js: JetStreamContext) -> LatestDesired:
     """A ``LatestDesired`` reading the last message on the owner's desired subject."""
 
-    async def latest(desired: DesiredSet) -> StoredDesired | None:
+    async def latest(desired: DesiredSet) -> StoredDesired:
         try:
             raw = await js.get_last_msg(DESIRED_STREAM, desired.subject)
         except NotFoundError:
-            return None
+            return StoredDesired()
+        sequence = int(raw.seq or 0)
         try:
             stored = json.loads(raw.data or b"{}")
             owner = stored.get("owner") or {}
-            if owner.get("uid") != desired.owner.uid:
-                return None
             return StoredDesired(
+                sequence=sequence,
+                uid=str(owner.get("uid") or ""),
                 generation=int(owner.get("generation") or 0),
                 msg_id=(raw.headers or {}).get(MSG_ID_HEADER, ""),
                 deleted=bool(stored.get("deleted")),
             )
         except (ValueError, TypeError, AttributeError):
             log.warning("unreadable desired set on %s; publishing over it", desired.subject)
-            return None
+            return StoredDesired(sequence=sequence)
 
     return latest

@@ -38,7 +38,7 @@ from nats.js.errors import NotFoundError
 from opentelemetry.sdk.trace import TracerProvider
 
 from ferry_converter.desired import desired_set
-from ferry_converter.latest import LatestDesired, stored_desired
+from ferry_converter.latest import EXPECTED_LAST_SUBJECT_SEQUENCE, LatestDesired, stored_desired
 from ferry_converter.metrics import CONVERSION_SECONDS, CONVERSIONS, PUBLISH_DUPLICATES
 from ferry_converter.settings import ConverterSettings
 
@@ -77,13 +77,14 @@ class Converter:
         started = time.perf_counter()
         desired = desired_set(event, self.settings.render_options)
         CONVERSION_SECONDS.labels(event.resource).observe(time.perf_counter() - started)
+        headers = {MSG_ID_HEADER: desired.msg_id}
         if self.latest_desired is not None:
             stored = await self.latest_desired(desired)
-            if stored is not None and stored.msg_id == desired.msg_id:
+            if stored.same_owner(desired) and stored.msg_id == desired.msg_id:
                 CONVERSIONS.labels(event.resource, "unchanged").inc()
                 return desired  # already in the stream: a redelivery, a duplicate or a status-only change
             if (
-                stored is not None
+                stored.same_owner(desired)
                 and not desired.deleted
                 and not stored.deleted
                 and stored.generation > desired.owner.generation
@@ -98,11 +99,9 @@ class Converter:
                     stored.generation,
                 )
                 return None
+            headers[EXPECTED_LAST_SUBJECT_SEQUENCE] = str(stored.sequence)
         ack = await self.broker.publish(
-            desired.to_bytes(),
-            desired.subject,
-            headers={MSG_ID_HEADER: desired.msg_id},
-            stream=DESIRED_STREAM,
+            desired.to_bytes(), desired.subject, headers=headers, stream=DESIRED_STREAM
         )
         if ack is not None and ack.duplicate:
             PUBLISH_DUPLICATES.labels(event.resource).inc()
