@@ -278,7 +278,7 @@ class Applier:
             await msg.nak(delay=outcome.retry_after)
             return
         if outcome.result is not None:
-            await self._publish(outcome.result)
+            await self._publish(outcome.result, f"{msg.metadata.stream}/{msg.metadata.sequence.stream}")
             ok = outcome.result.ok
             if not ok:
                 FAILURES.labels(consumer, "permanent").inc()
@@ -289,9 +289,15 @@ class Applier:
             MESSAGES.labels(consumer, "stale" if outcome.stale else "skipped").inc()
         await msg.ack()
 
-    async def _publish(self, result: ApplyResult) -> None:
+    async def _publish(self, result: ApplyResult, source: str) -> None:
+        """Publish a result, deduplicated per input message.
+
+        The id is ``result.msg_id`` plus the input's stream position: a redelivered input publishes
+        once, while ok → failed → ok for the same generation is three messages (a content-only id
+        would drop the last one as a duplicate and leave the stale failure as the subject's last).
+        """
         assert self._js is not None
-        headers: dict[str, str] = {MSG_ID_HEADER: result.msg_id}
+        headers: dict[str, str] = {MSG_ID_HEADER: f"{result.msg_id}/{source}"}
         propagate.inject(headers)
         await self._js.publish(result.subject, result.to_bytes(), stream=RESULTS_STREAM, headers=headers)
 
