@@ -363,6 +363,15 @@ async def test_chat_and_completions_streaming_and_not(bus: World, router: Router
     assert len(mine) == 4
     assert all(e["model_route"] == f"{namespace}/route" and e["status_code"] == 200 for e in mine)
     assert "kthena_router_requests_total{" in router.metrics()
+
+    def scraped() -> list[dict[str, Any]]:
+        dump = http_json(f"http://127.0.0.1:{router.debug_port}/debug/config_dump/pods")["pods"]
+        mine = [p for p in dump if p["namespace"] == namespace]
+        return mine if len(mine) == 2 and all(p["metrics"]["scraped"] for p in mine) else []
+
+    for item in wait_until(scraped, "engine metrics scraped"):  # /metrics and /v1/models of each engine
+        assert "org/served-model" in item["models"]
+        assert item["engine"] == "vllm"
     await client.close()
 
 
