@@ -239,9 +239,8 @@ class Router:
             )
         try:
             await self.limiter.admit(match.route.key, model, record.input_tokens)
-        except errors.RouterError as exc:
-            kind = "input_tokens" if "input" in exc.message else "output_tokens"
-            RATE_LIMITED.labels(record.metrics_model, kind, path_label(request.path)).inc()
+        except errors.RateLimited as exc:
+            RATE_LIMITED.labels(record.metrics_model, exc.limit_type, path_label(request.path)).inc()
             raise
         server_key = match.server_key
         server = self.table.servers.get(server_key)

@@ -102,14 +102,22 @@ def method_not_allowed(method: str, path: str) -> RouterError:
     )
 
 
-def rate_limited(kind: str, model: str) -> RouterError:
-    return RouterError(
-        429,
-        f"{kind} token rate limit exceeded for model {model!r}; retry later",
-        type="rate_limit_error",
-        code="rate_limit_exceeded",
-        reason="rate_limit",
-    )
+class RateLimited(RouterError):
+    """429 from a token bucket; ``limit_type`` is the metric label (``input_tokens``/``output_tokens``)."""
+
+    def __init__(self, kind: str, model: str) -> None:
+        super().__init__(
+            429,
+            f"{kind} token rate limit exceeded for model {model!r}; retry later",
+            type="rate_limit_error",
+            code="rate_limit_exceeded",
+            reason="rate_limit",
+        )
+        self.limit_type = f"{kind}_tokens"
+
+
+def rate_limited(kind: str, model: str) -> RateLimited:
+    return RateLimited(kind, model)
 
 
 # --- server side (5xx) --------------------------------------------------------------------------
