@@ -172,7 +172,8 @@ async def run_pairs(
             last = exc
             log.info("PD pair %s/%s failed: %s", pair.prefill.key, pair.decode.key, exc)
             if call.response is not None and call.response.prepared:
-                raise  # bytes already reached the client: a retry would concatenate two answers
+                # bytes already reached the client: a retry would concatenate two answers
+                raise errors.upstream_failed(f"after the answer started: {exc}") from exc
     detail = str(last) if last is not None else "no pair"
     if last is not None and last.timeout:
         raise errors.upstream_timeout(f"every prefill/decode pair timed out; last: {detail}")
