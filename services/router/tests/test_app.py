@@ -349,3 +349,11 @@ async def test_client_leaving_mid_stream_frees_the_endpoint(harness: Harness) ->
     slow.stream_delay = 0.0
     status, _ = await harness.post("/v1/chat/completions", CHAT)
     assert status == 200
+
+
+async def test_timeout_bounds_headers_not_a_slow_stream(harness: Harness) -> None:
+    await harness.engine("127.0.0.2", stream_delay=0.3)  # 2 chunks, 0.3 s apart: longer than the timeout
+    setup_model(harness, "127.0.0.2", srv=server("srv", {"app": "m"}, port=harness.port, timeout="200ms"))
+    status, text = await harness.post("/v1/chat/completions", {**CHAT, "stream": True})
+    assert status == 200
+    assert "data: [DONE]" in str(text)
