@@ -12,6 +12,7 @@ import contextlib
 import copy
 import json
 import time
+import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,6 +21,7 @@ import aiohttp
 import nats
 import pytest
 from ferry_applier.kube import KubeClient, load_api_client
+from ferry_applier.lease import LEASES_BUCKET, LeaseBusy, OwnerLeases
 from ferry_applier.metrics import FAILURES, MESSAGES
 from ferry_applier.service import Applier
 from ferry_applier.settings import ApplierSettings
@@ -41,7 +43,7 @@ from ferry_schemas.bus import (
     result_subject,
 )
 from ferry_schemas.runtime import ProbeServer
-from ferry_schemas.runtime.jetstream import declare_streams
+from ferry_schemas.runtime.jetstream import declare_streams, key_value
 from ferry_schemas.workload import blueprint, serving_revision
 from nats.aio.client import Client
 from nats.js import JetStreamContext
@@ -149,7 +151,10 @@ class Harness:
 
 
 @pytest.fixture
-async def harness(kube: KubeEnv, nats_url: str, namespace: str) -> AsyncIterator[Harness]:
+async def harness(
+    request: pytest.FixtureRequest, kube: KubeEnv, nats_url: str, namespace: str
+) -> AsyncIterator[Harness]:
+    """An applier for ``namespace``; indirect parametrisation gives the number of replicas."""
     nc: Client = await nats.connect(nats_url)
     js = nc.jetstream()
     await declare_streams(js)
@@ -167,9 +172,14 @@ async def harness(kube: KubeEnv, nats_url: str, namespace: str) -> AsyncIterator
     kube_client = KubeClient(api, timeout=20.0)
     applier = Applier(settings, kube_client)
     await applier.start()
+    replicas = [Applier(settings, kube_client) for _ in range(getattr(request, "param", 1) - 1)]
+    for replica in replicas:  # more replicas share the same durable consumers and leases
+        await replica.start()
     try:
         yield Harness(namespace, Cluster(kube, namespace), js, applier, kube_client)
     finally:
+        for replica in replicas:
+            await replica.stop()
         await applier.stop()
         for stream, durable in (
             (DESIRED_STREAM, applier.desired_durable),
@@ -458,6 +468,7 @@ def unavailable_groups(h: Harness, serving: str, replicas: int) -> int:
     )
 
 
+@pytest.mark.parametrize("harness", [1, 2], indirect=True, ids=["one-replica", "two-replicas"])
 async def test_rolling_update_never_has_more_than_max_unavailable_groups_down(harness: Harness) -> None:
     h = harness
     manifest = serving_manifest(
@@ -730,3 +741,27 @@ async def test_partition_keeps_the_first_groups_on_the_old_template_even_when_re
         f"controllerrevision.apps/part-{old.revision}",
         f"controllerrevision.apps/part-{new.revision}",
     }
+
+
+async def test_owner_leases_serialise_replicas_and_expire(nats_url: str) -> None:
+    nc = await nats.connect(nats_url)
+    try:
+        kv = await key_value(nc.jetstream(), LEASES_BUCKET)
+        key = f"test.{uuid.uuid4().hex[:8]}.owner"
+        first, second = OwnerLeases(kv, "first", ttl=30.0), OwnerLeases(kv, "second", ttl=0.5)
+        revision = await first.acquire(key, wait=1.0)
+        with pytest.raises(LeaseBusy):
+            await second.acquire(key, wait=0.3)
+        await first.release(key, revision)
+        abandoned = await second.acquire(key, wait=1.0)  # free again at once
+        assert abandoned > revision
+        # "second" dies holding it: once its ttl passes, "first" takes it over
+        started = time.monotonic()
+        taken = await first.acquire(key, wait=5.0)
+        assert 0.2 < time.monotonic() - started < 5.0
+        await second.release(key, abandoned)  # a late release by the old holder changes nothing
+        with pytest.raises(LeaseBusy):
+            await second.acquire(key, wait=0.2)
+        await first.release(key, taken)
+    finally:
+        await nc.close()

@@ -14,6 +14,10 @@ PERMANENT_STATUSES = frozenset({400, 404, 405, 406, 413, 415, 422})
 """API answers that the same request will get again: bad or invalid objects, missing kinds."""
 
 
+class TransientError(Exception):
+    """Worth retrying later (with back-off) even though no API call failed."""
+
+
 class PermanentApplyError(Exception):
     """The API server refused a child for a reason a retry cannot fix."""
 
@@ -69,7 +73,9 @@ def is_transient(exc: BaseException) -> bool:
     """Network trouble and retryable API answers."""
     if isinstance(exc, ApiException):
         return exc.status not in PERMANENT_STATUSES
-    return isinstance(exc, aiohttp.ClientError | asyncio.TimeoutError | ConnectionError | OSError)
+    return isinstance(
+        exc, TransientError | aiohttp.ClientError | asyncio.TimeoutError | ConnectionError | OSError
+    )
 
 
 def backoff_delay(deliveries: int, *, base: float, cap: float) -> float:

@@ -12,8 +12,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
+import socket
 import time
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -31,10 +34,12 @@ from ferry_schemas.bus import (
     DeadLetter,
     DesiredSet,
     ObjectEvent,
+    OwnerKey,
     Resource,
     dead_letter_subject,
     desired_subject,
     encode_token,
+    kv_key,
     object_filter,
 )
 from ferry_schemas.runtime import ProbeServer, setup_tracing
@@ -50,6 +55,7 @@ from pydantic import ValidationError
 from ferry_applier.errors import backoff_delay, is_transient
 from ferry_applier.generations import GenerationGuard
 from ferry_applier.kube import KubeClient, load_api_client
+from ferry_applier.lease import LEASES_BUCKET, OwnerLeases
 from ferry_applier.metrics import FAILURES, MESSAGES, RECONCILE_SECONDS
 from ferry_applier.reconciler import Outcome, Reconciler, owner_uid_of, serving_of
 from ferry_applier.settings import ApplierSettings
@@ -98,6 +104,7 @@ class Applier:
         self._loops: list[asyncio.Task[None]] = []
         self._slots = asyncio.Semaphore(max(1, settings.concurrency))
         self._locks = OwnerLocks()
+        self._leases: OwnerLeases | None = None
         self._stopping = asyncio.Event()
         self._bound = False
 
@@ -121,6 +128,8 @@ class Applier:
         self._js = self._nc.jetstream()
         await self._wait_for_streams()
         kv = await key_value(self._js, APPLIED_GENERATIONS_BUCKET)
+        holder = f"{socket.gethostname()}/{os.getpid()}/{uuid.uuid4().hex[:6]}"
+        self._leases = OwnerLeases(await key_value(self._js, LEASES_BUCKET), holder, ttl=s.ack_wait)
         self._reconciler = Reconciler(self.kube, GenerationGuard(kv), self.engine)
         desired_filter, pods_filter = subject_filters(s.namespace)
         desired = await self._bind(DESIRED_STREAM, self.desired_durable, desired_filter)
@@ -243,7 +252,7 @@ class Applier:
             return
         owner = desired.owner
         with self._span("applier reconcile", msg, desired) as span:
-            async with self._locks.hold((owner.resource, owner.namespace, owner.name)):
+            async with self._serialised(owner):
                 assert self._reconciler is not None
                 outcome = await self._reconciler.reconcile(desired)
             await self._finish(msg, consumer, outcome, span)
@@ -266,10 +275,19 @@ class Applier:
         with self._span("applier pod event", msg, desired) as span:
             span.set_attribute("k8s.pod", event.name)
             span.set_attribute("k8s.event", event.type)
-            async with self._locks.hold((owner.resource, owner.namespace, owner.name)):
+            async with self._serialised(owner):
                 assert self._reconciler is not None
                 outcome = await self._reconciler.pod_event(event, desired)
             await self._finish(msg, consumer, outcome, span)
+
+    @contextlib.asynccontextmanager
+    async def _serialised(self, owner: OwnerKey) -> AsyncIterator[None]:
+        """One reconcile per owner: in this process (a lock), across replicas (a KV lease)."""
+        assert self._leases is not None
+        async with self._locks.hold((owner.resource, owner.namespace, owner.name)):
+            key = kv_key(owner.resource, owner.namespace, owner.name)
+            async with self._leases.hold(key, wait=self.settings.ack_wait / 2):
+                yield
 
     async def _finish(self, msg: Msg, consumer: str, outcome: Outcome, span: trace.Span) -> None:
         if outcome.retry_after is not None:
