@@ -85,10 +85,7 @@ class Harness:
         deadline = time.monotonic() + within
         while True:
             busy = bool(self.applier._tasks)
-            for stream, durable in (
-                (DESIRED_STREAM, self.applier.desired_durable),
-                (OBJECTS_STREAM, self.applier.pods_durable),
-            ):
+            for stream, durable in self.applier.durables:
                 info = await self.js.consumer_info(stream, durable)
                 busy = busy or bool(info.num_pending) or bool(info.num_ack_pending)
             if not busy:
@@ -181,10 +178,7 @@ async def harness(
         for replica in replicas:
             await replica.stop()
         await applier.stop()
-        for stream, durable in (
-            (DESIRED_STREAM, applier.desired_durable),
-            (OBJECTS_STREAM, applier.pods_durable),
-        ):
+        for stream, durable in applier.durables:
             with contextlib.suppress(NotFoundError):
                 await js.delete_consumer(stream, durable)
         await api.close()
@@ -436,6 +430,17 @@ async def test_serving_pods_by_ordinal_and_scaling_3_1_2(harness: Harness) -> No
     assert group_names(h, "ms") == {"ms-0", "ms-1"}
     assert h.cluster.names("PodGroup") == {"ms-0", "ms-1"}
 
+    # a PodGroup deleted behind Ferry's back comes back with the tombstone the watcher publishes
+    podgroup = h.cluster.get("PodGroup", "ms-1")
+    assert podgroup is not None
+    h.cluster.delete("PodGroup", "ms-1", wait=True)
+    tombstone = ObjectEvent.from_object("DELETED", "podgroups", podgroup)
+    await h.js.publish(tombstone.subject, tombstone.to_bytes(), stream=OBJECTS_STREAM)
+    await h.idle()
+    recreated = h.cluster.get("PodGroup", "ms-1")
+    assert recreated is not None
+    assert recreated["metadata"]["uid"] != podgroup["metadata"]["uid"]
+
 
 async def test_no_podgroups_unless_the_scheduler_is_volcano(harness: Harness) -> None:
     h = harness
@@ -623,10 +628,7 @@ async def test_bad_input_and_exhausted_retries_land_in_the_dead_letter_stream(
     finally:
         await probes.stop()
         await broken.stop()
-        for stream, durable in (
-            (DESIRED_STREAM, broken.desired_durable),
-            (OBJECTS_STREAM, broken.pods_durable),
-        ):
+        for stream, durable in broken.durables:
             with contextlib.suppress(NotFoundError):
                 await h.js.delete_consumer(stream, durable)
         await api.close()

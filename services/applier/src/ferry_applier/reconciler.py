@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ferry_schemas import labels as L
-from ferry_schemas.bus import ApplyResult, ChildResult, DesiredSet, ObjectEvent
+from ferry_schemas.bus import ApplyResult, ChildResult, DesiredSet, ObjectEvent, Resource
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from ferry_applier.children import apply_children
@@ -103,19 +103,22 @@ class Reconciler:
         await self.guard.record(owner)
         return Outcome(ApplyResult(owner=owner, ok=True, reason="Applied", children=children))
 
-    async def pod_event(
+    async def child_event(
         self, event: ObjectEvent, desired: DesiredSet, *, now: datetime | None = None
     ) -> Outcome:
-        """A pod of ``desired``'s ModelServing changed: recover it if it failed or vanished, then reconcile.
+        """A pod or PodGroup of ``desired``'s ModelServing changed: recover, then reconcile.
 
-        A failed pod gets ``restartGracePeriodSeconds`` to recover (the message comes back after the
-        remaining time); then it is deleted (uid precondition) and the recovery policy applies.
+        A PodGroup event only reconciles (so a deleted PodGroup comes back). A failed pod gets
+        ``restartGracePeriodSeconds`` to recover (the message comes back after the remaining time);
+        then it is deleted (uid precondition) and the recovery policy applies.
         """
         now = now or datetime.now(UTC)
         workload = desired.workload
         if workload is None or desired.deleted or desired.errors:
             return Outcome()
         owner = desired.owner
+        if event.resource != Resource.PODS:
+            return await self.reconcile(desired)
         address = PodAddress.of(event.object)
         if address is None:
             return Outcome()

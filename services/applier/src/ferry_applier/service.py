@@ -1,7 +1,8 @@
 """The applier service: durable pull consumers on desired sets and pod events, one reconcile each.
 
-Replicas share the durable consumers (``applier-desired`` on ``ferry.desired.>``, ``applier-pods``
-on ``ferry.obj.pods.>``). Messages are acked after the work is done, nacked with exponential
+Replicas share the durable consumers (``applier-desired`` on ``ferry.desired.>``,
+``applier-pods`` on ``ferry.obj.pods.>``, ``applier-podgroups`` on ``ferry.obj.podgroups.>``).
+Messages are acked after the work is done, nacked with exponential
 back-off on a transient error (the equivalent of FastStream's ``NACK_ON_ERROR``), and land on the
 dead-letter stream after ``max_deliver`` attempts. Within a process, reconciles of one owner are
 serialised (kopf's per-object queues); different owners run concurrently.
@@ -119,6 +120,19 @@ class Applier:
     def pods_durable(self) -> str:
         return durable_name(self.settings.pods_consumer, self.settings.namespace)
 
+    @property
+    def podgroups_durable(self) -> str:
+        return durable_name(self.settings.podgroups_consumer, self.settings.namespace)
+
+    @property
+    def durables(self) -> list[tuple[str, str]]:
+        """(stream, durable consumer) of every consumer this applier reads."""
+        return [
+            (DESIRED_STREAM, self.desired_durable),
+            (OBJECTS_STREAM, self.pods_durable),
+            (OBJECTS_STREAM, self.podgroups_durable),
+        ]
+
     def ready(self) -> bool:
         return self._bound and self._nc is not None and self._nc.is_connected
 
@@ -131,13 +145,15 @@ class Applier:
         holder = f"{socket.gethostname()}/{os.getpid()}/{uuid.uuid4().hex[:6]}"
         self._leases = OwnerLeases(await key_value(self._js, LEASES_BUCKET), holder, ttl=s.ack_wait)
         self._reconciler = Reconciler(self.kube, GenerationGuard(kv), self.engine)
-        desired_filter, pods_filter = subject_filters(s.namespace)
+        desired_filter, pods_filter, podgroups_filter = subject_filters(s.namespace)
         desired = await self._bind(DESIRED_STREAM, self.desired_durable, desired_filter)
         pods = await self._bind(OBJECTS_STREAM, self.pods_durable, pods_filter)
+        podgroups = await self._bind(OBJECTS_STREAM, self.podgroups_durable, podgroups_filter)
         self._bound = True
         self._loops = [
             asyncio.create_task(self._consume(desired, self._on_desired, self.desired_durable)),
-            asyncio.create_task(self._consume(pods, self._on_pod, self.pods_durable)),
+            asyncio.create_task(self._consume(pods, self._on_child, self.pods_durable)),
+            asyncio.create_task(self._consume(podgroups, self._on_child, self.podgroups_durable)),
         ]
         log.info("applier consuming %s and %s", DESIRED_STREAM, OBJECTS_STREAM)
 
@@ -257,8 +273,9 @@ class Applier:
                 outcome = await self._reconciler.reconcile(desired)
             await self._finish(msg, consumer, outcome, span)
 
-    async def _on_pod(self, msg: Msg) -> None:
-        consumer = self.pods_durable
+    async def _on_child(self, msg: Msg) -> None:
+        """A pod or PodGroup of a ModelServing changed: recover and reconcile that ModelServing."""
+        consumer = self.pods_durable if ".pods." in msg.subject else self.podgroups_durable
         try:
             event = ObjectEvent.model_validate_json(msg.data)
         except ValidationError as exc:
@@ -272,12 +289,12 @@ class Applier:
             await msg.ack()
             return
         owner = desired.owner
-        with self._span("applier pod event", msg, desired) as span:
-            span.set_attribute("k8s.pod", event.name)
+        with self._span(f"applier {event.resource} event", msg, desired) as span:
+            span.set_attribute("k8s.name", event.name)
             span.set_attribute("k8s.event", event.type)
             async with self._serialised(owner):
                 assert self._reconciler is not None
-                outcome = await self._reconciler.pod_event(event, desired)
+                outcome = await self._reconciler.child_event(event, desired)
             await self._finish(msg, consumer, outcome, span)
 
     @contextlib.asynccontextmanager
@@ -383,12 +400,16 @@ def durable_name(base: str, namespace: str) -> str:
     return f"{base}-{namespace}" if namespace else base
 
 
-def subject_filters(namespace: str) -> tuple[str, str]:
-    """The desired-set and pod-event subjects to consume: everything, or one namespace's."""
+def subject_filters(namespace: str) -> tuple[str, str, str]:
+    """Desired-set, pod and PodGroup subjects to consume: everything, or one namespace's."""
     if not namespace:
-        return f"{DESIRED_PREFIX}.>", object_filter(Resource.PODS)
+        return f"{DESIRED_PREFIX}.>", object_filter(Resource.PODS), object_filter(Resource.POD_GROUPS)
     token = encode_token(namespace)
-    return f"{DESIRED_PREFIX}.*.{token}.*", f"{OBJECTS_PREFIX}.{Resource.PODS}.{token}.*"
+    return (
+        f"{DESIRED_PREFIX}.*.{token}.*",
+        f"{OBJECTS_PREFIX}.{Resource.PODS}.{token}.*",
+        f"{OBJECTS_PREFIX}.{Resource.POD_GROUPS}.{token}.*",
+    )
 
 
 def _deliveries(msg: Msg) -> int:
