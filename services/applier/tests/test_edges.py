@@ -1,0 +1,122 @@
+"""Edges of the applier: error classes, back-off, child preparation, subject filters."""
+
+from __future__ import annotations
+
+import json
+
+import aiohttp
+import pytest
+from ferry_applier.children import prepare_child
+from ferry_applier.errors import api_message, api_reason, backoff_delay, is_permanent, is_transient
+from ferry_applier.kinds import UnknownKindError, kind_info
+from ferry_applier.lease import LeaseBusy
+from ferry_applier.service import durable_name, subject_filters
+from ferry_schemas.bus import OwnerKey
+from kubernetes_asyncio.client.exceptions import ApiException
+
+OWNER = OwnerKey(
+    api_version="workload.serving.volcano.sh/v1alpha1",
+    kind="ModelBooster",
+    resource="modelboosters",
+    namespace="ns",
+    name="b",
+    uid="u-1",
+    generation=3,
+)
+
+
+def api_error(status: int, reason: str = "", message: str = "") -> ApiException:
+    exc = ApiException(status=status, reason=reason)
+    exc.body = json.dumps({"kind": "Status", "reason": reason, "message": message}).encode()
+    return exc
+
+
+@pytest.mark.parametrize(
+    ("status", "permanent"),
+    [
+        (400, True),
+        (404, True),
+        (422, True),
+        (409, False),
+        (429, False),
+        (500, False),
+        (503, False),
+        (403, False),
+    ],
+)
+def test_api_errors_are_permanent_or_transient(status: int, permanent: bool) -> None:
+    exc = api_error(status)
+    assert is_permanent(exc) is permanent
+    assert is_transient(exc) is not permanent
+
+
+def test_network_trouble_and_busy_leases_are_transient() -> None:
+    assert is_transient(aiohttp.ClientConnectionError("refused"))
+    assert is_transient(TimeoutError())
+    assert is_transient(LeaseBusy("held"))
+    assert not is_transient(ValueError("a bug"))
+
+
+def test_the_api_servers_own_words_are_kept() -> None:
+    exc = api_error(422, "Invalid", 'ModelRoute.networking "bad" is invalid: spec.rules[0]: Too many')
+    assert api_reason(exc) == "Invalid"
+    assert api_message(exc).endswith("Too many")
+    raw = ApiException(status=502, reason="Bad Gateway")
+    raw.body = b"upstream down"
+    assert api_message(raw) == "upstream down"
+
+
+@pytest.mark.parametrize(
+    ("deliveries", "delay"), [(1, 0.5), (2, 1.0), (3, 2.0), (6, 16.0), (7, 30.0), (50, 30.0)]
+)
+def test_backoff_doubles_up_to_its_cap(deliveries: int, delay: float) -> None:
+    assert backoff_delay(deliveries, base=0.5, cap=30.0) == delay
+
+
+def test_prepare_child_places_it_in_the_owners_namespace_with_a_controller_reference() -> None:
+    child = {
+        "apiVersion": "networking.serving.volcano.sh/v1alpha1",
+        "kind": "ModelRoute",
+        "metadata": {"name": "r", "namespace": "elsewhere"},
+        "spec": {},
+        "status": {"stale": True},
+    }
+    body = prepare_child(OWNER, child)
+    assert body["metadata"]["namespace"] == "ns"
+    assert body["metadata"]["ownerReferences"] == [OWNER.owner_reference()]
+    assert "status" not in body
+    assert child["metadata"]["namespace"] == "elsewhere"  # the input is not mutated
+    assert prepare_child(OWNER, body)["metadata"]["ownerReferences"] == [OWNER.owner_reference()]  # once
+
+
+@pytest.mark.parametrize(
+    ("child", "message"),
+    [
+        (
+            {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x"}},
+            "cannot manage kind 'ConfigMap'",
+        ),
+        ({"apiVersion": "v2", "kind": "ModelRoute", "metadata": {"name": "x"}}, "must have apiVersion"),
+    ],
+)
+def test_unknown_kinds_are_refused_clearly(child: dict[str, object], message: str) -> None:
+    with pytest.raises(UnknownKindError, match=message):
+        prepare_child(OWNER, child)
+
+
+def test_kinds_by_kind_or_plural() -> None:
+    assert kind_info("modelroutes") is kind_info("ModelRoute")
+    assert kind_info("PodGroup").api_version == "scheduling.volcano.sh/v1beta1"
+    assert not kind_info("Pod").is_custom
+    assert kind_info("ModelServing").is_custom
+
+
+def test_subject_filters_and_durables_per_namespace() -> None:
+    assert subject_filters("") == ("ferry.desired.>", "ferry.obj.pods.>", "ferry.obj.podgroups.>")
+    assert subject_filters("team.a") == (
+        "ferry.desired.*.team_a.*",
+        "ferry.obj.pods.team_a.*",
+        "ferry.obj.podgroups.team_a.*",
+    )
+    assert durable_name("applier-desired", "") == "applier-desired"
+    assert durable_name("applier-desired", "ns") == "applier-desired-ns"
