@@ -131,6 +131,21 @@ class KubeClient:
                 item.setdefault("kind", info.kind)
             return list(items)
 
+    async def served(self, kind: str | KindInfo, namespace: str) -> bool:
+        """Whether the API server serves ``kind`` at all (a custom resource's CRD is installed)."""
+        info = kind if isinstance(kind, KindInfo) else kind_info(kind)
+        if not info.is_custom:
+            return True
+        try:
+            await self._custom.list_namespaced_custom_object(
+                info.group, info.version, namespace, info.plural, limit=1, _request_timeout=self.timeout
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                return False
+            raise
+        return True
+
     async def get(self, kind: str | KindInfo, namespace: str, name: str) -> Obj | None:
         """The object, or None when it does not exist."""
         info = kind if isinstance(kind, KindInfo) else kind_info(kind)

@@ -15,6 +15,7 @@ from typing import Any
 
 from ferry_schemas import labels as L
 from ferry_schemas.bus import ChildResult, OwnerKey, ServingWorkload
+from kubernetes_asyncio.client.exceptions import ApiException
 
 from ferry_applier.kube import KubeClient, Obj
 from ferry_applier.workload.plan import (
@@ -188,7 +189,8 @@ class WorkloadEngine:
                 if obj.get("kind") == "Pod":
                     rid = labels_of(obj).get(L.MS_ROLE_ID, "")
                     stamp(obj, group_id, instance_ids.setdefault(rid, new_incarnation()))
-            return [await self._create(owner, obj, taken) for obj in ordered if _wanted(obj, taken)]
+            created = [await self._create(owner, obj, taken) for obj in ordered if _wanted(obj, taken)]
+            return [result for result in created if result is not None]
         if isinstance(action, CreatePods):
             workload = workloads.get(action.revision, workloads[new])
             rid = L.role_id(action.role, action.role_ordinal)
@@ -201,7 +203,8 @@ class WorkloadEngine:
             group_id, instance_id = incarnations_for(groups, action)
             for obj in objects:
                 stamp(obj, group_id, instance_id)
-            return [await self._create(owner, obj, taken) for obj in objects if name_of(obj) not in taken]
+            created = [await self._create(owner, obj, taken) for obj in objects if name_of(obj) not in taken]
+            return [result for result in created if result is not None]
         if isinstance(action, DeleteGroup):
             await self.delete_group(owner, action.ordinal)
             return [
@@ -243,17 +246,37 @@ class WorkloadEngine:
             )
         return changed
 
-    async def _create(self, owner: OwnerKey, obj: Obj, taken: set[str]) -> ChildResult:
+    async def _create(self, owner: OwnerKey, obj: Obj, taken: set[str]) -> ChildResult | None:
         meta = obj.setdefault("metadata", {})
         meta["namespace"] = owner.namespace
         if not meta.get("ownerReferences"):
             meta["ownerReferences"] = [owner.owner_reference()]
-        stored = await self.kube.apply(obj)
+        if not await self._apply(obj):
+            return None
         if obj.get("kind") == "Pod":
-            taken.add(name_of(stored))
+            taken.add(name_of(obj))
         return ChildResult(
             api_version=str(obj["apiVersion"]), kind=str(obj["kind"]), name=name_of(obj), action="created"
         )
+
+    async def _apply(self, obj: Obj) -> bool:
+        """SSA one object; False when it is a PodGroup and the cluster has no PodGroup CRD.
+
+        Like Kthena, gang scheduling is simply off without the CRD (Ferry ships it in deploy/crds).
+        """
+        try:
+            await self.kube.apply(obj)
+        except ApiException as exc:
+            namespace = str(obj["metadata"]["namespace"])
+            if (
+                obj.get("kind") == "PodGroup"
+                and exc.status == 404
+                and not await self.kube.served("PodGroup", namespace)
+            ):
+                log.warning("no PodGroup CRD in the cluster: PodGroup %s skipped", name_of(obj))
+                return False
+            raise
+        return True
 
     async def delete_group(self, owner: OwnerKey, ordinal: int) -> None:
         """§6.5: the PodGroup, every pod and every Service of ServingGroup ``ordinal``."""
@@ -316,7 +339,8 @@ class WorkloadEngine:
                 body["metadata"]["ownerReferences"] = [owner.owner_reference()]
             if current is not None and is_subset(body, current):
                 continue
-            await self.kube.apply(body)
+            if not await self._apply(body):
+                continue
             results.append(
                 ChildResult(
                     api_version=str(obj["apiVersion"]),
