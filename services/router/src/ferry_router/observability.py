@@ -19,8 +19,10 @@ from typing import IO, Any, Generic, TypeVar
 import orjson
 from opentelemetry import propagate, trace
 from opentelemetry.trace import Span, SpanKind
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import Counter, Gauge
 from prometheus_client.metrics import MetricWrapperBase
+
+from ferry_router.loop_metrics import LoopHistogram
 
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 DEST = ["model_route", "backend_type", "backend_name", "upstream_model"]
@@ -38,19 +40,19 @@ KNOWN_PATHS = frozenset(
 REQUESTS = Counter(
     "kthena_router_requests_total", "Requests handled.", ["model", "path", "status_code", "error_type", *DEST]
 )
-DURATION = Histogram(
+DURATION = LoopHistogram(
     "kthena_router_request_duration_seconds",
     "Request duration.",
     ["model", "path", "status_code", *DEST],
     buckets=DURATION_BUCKETS,
 )
-PREFILL_DURATION = Histogram(
+PREFILL_DURATION = LoopHistogram(
     "kthena_router_request_prefill_duration_seconds",
     "Prefill phase duration (PD).",
     ["model", "path", "status_code"],
     buckets=DURATION_BUCKETS,
 )
-DECODE_DURATION = Histogram(
+DECODE_DURATION = LoopHistogram(
     "kthena_router_request_decode_duration_seconds",
     "Decode phase duration (PD).",
     ["model", "path", "status_code"],
@@ -90,7 +92,6 @@ class Labelled(Generic[M]):
 
 
 requests_total = Labelled(REQUESTS)
-request_duration = Labelled(DURATION)
 tokens_total = Labelled(TOKENS)
 active_downstream = Labelled(ACTIVE_DOWNSTREAM)
 active_upstream = Labelled(ACTIVE_UPSTREAM)
@@ -189,7 +190,7 @@ class RequestRecord:
         dest = self.labels()
         status = str(self.status)
         requests_total(self.metrics_model, path, status, self.finish_reason(), *dest).inc()
-        request_duration(self.metrics_model, path, status, *dest).observe(time.perf_counter() - self.started)
+        DURATION.labels(self.metrics_model, path, status, *dest).observe(time.perf_counter() - self.started)
         if self.input_tokens:
             tokens_total(self.metrics_model, path, "input", *dest).inc(self.input_tokens)
         if self.output_tokens:

@@ -15,20 +15,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
-from prometheus_client import Histogram
-
-from ferry_router.observability import Labelled
+from ferry_router.loop_metrics import LoopHistogram
 from ferry_router.state.table import Endpoint, PDSets
 
 TOP_N = 5
 
-PLUGIN_DURATION = Histogram(
+PLUGIN_DURATION = LoopHistogram(
     "kthena_router_scheduler_plugin_duration_seconds",
     "Time spent in one scheduler plugin.",
     ["model", "plugin", "type"],
     buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.5),
 )
-plugin_duration = Labelled(PLUGIN_DURATION)
 
 
 class SchedulingError(Exception):
@@ -89,7 +86,7 @@ class Scheduler:
         for flt in self.filters:
             start = time.perf_counter()
             candidates = flt.filter(ctx, candidates)
-            plugin_duration(ctx.metrics_model, flt.name, "filter").observe(time.perf_counter() - start)
+            PLUGIN_DURATION.labels(ctx.metrics_model, flt.name, "filter").observe(time.perf_counter() - start)
             if not candidates:
                 raise SchedulingError(f'endpoints have all been filtered out by "{flt.name}"')
         if len(candidates) == 1:
@@ -101,7 +98,9 @@ class Scheduler:
         for plugin, weight in self.scorers:
             start = time.perf_counter()
             scores = plugin.score(ctx, candidates)
-            plugin_duration(ctx.metrics_model, plugin.name, "score").observe(time.perf_counter() - start)
+            PLUGIN_DURATION.labels(ctx.metrics_model, plugin.name, "score").observe(
+                time.perf_counter() - start
+            )
             if weight:
                 for i, value in enumerate(scores):
                     totals[i] += weight * value

@@ -13,12 +13,13 @@ from collections.abc import Sequence
 from typing import Any
 
 import xxhash
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import Counter, Gauge
 
+from ferry_router.loop_metrics import LoopHistogram
 from ferry_router.scheduler.framework import SchedulingContext
 from ferry_router.state.table import Endpoint
 
-MATCH_RATIO = Histogram(
+MATCH_RATIO = LoopHistogram(
     "kthena_router_prefix_cache_match_ratio",
     "Best prefix match ratio per scheduled request.",
     ["model"],
