@@ -74,7 +74,10 @@ class RouterService:
         await self.probes.start()
         self.port = await self._serve(self.router.build_app(), s.host, s.port)
         if s.debug_port >= 0:
-            await self._serve(build_debug_app(self.table), "127.0.0.1", s.debug_port)
+            try:
+                await self._serve(build_debug_app(self.table), "127.0.0.1", s.debug_port)
+            except OSError as exc:  # optional: a second replica on the same host must still start
+                log.warning("debug listener on 127.0.0.1:%s not started: %s", s.debug_port, exc)
         log.info("router listening on %s:%s (metrics :%s)", s.host, self.port, self.probes.port)
 
     async def _serve(self, app: web.Application, host: str, port: int) -> int:
