@@ -83,9 +83,9 @@ class RouterService:
     async def _serve(self, app: web.Application, host: str, port: int) -> int:
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=self.settings.drain_timeout)
         await runner.setup()
+        self._runners.append(runner)
         site = web.TCPSite(runner, host, port, backlog=4096, reuse_address=True)
         await site.start()
-        self._runners.append(runner)
         server = site._server
         sockets = getattr(server, "sockets", None) or []
         return int(sockets[0].getsockname()[1]) if sockets else port
