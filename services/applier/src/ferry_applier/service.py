@@ -332,9 +332,20 @@ class Applier:
         would drop the last one as a duplicate and leave the stale failure as the subject's last).
         """
         assert self._js is not None
+        if await self._same_as_last(result):
+            return  # the subject already says exactly this: a pod event that changed nothing
         headers: dict[str, str] = {MSG_ID_HEADER: f"{result.msg_id}/{source}"}
         propagate.inject(headers)
         await self._js.publish(result.subject, result.to_bytes(), stream=RESULTS_STREAM, headers=headers)
+
+    async def _same_as_last(self, result: ApplyResult) -> bool:
+        assert self._js is not None
+        try:
+            raw = await self._js.get_last_msg(RESULTS_STREAM, result.subject)
+            last = ApplyResult.model_validate_json(raw.data or b"")
+        except (NotFoundError, ValidationError):
+            return False
+        return _comparable(last) == _comparable(result)
 
     async def _last_desired(self, namespace: str, name: str) -> DesiredSet | None:
         """The current desired set of a ModelServing: the last message on its FERRY_DESIRED subject."""
@@ -410,6 +421,10 @@ def subject_filters(namespace: str) -> tuple[str, str, str]:
         f"{OBJECTS_PREFIX}.{Resource.PODS}.{token}.*",
         f"{OBJECTS_PREFIX}.{Resource.POD_GROUPS}.{token}.*",
     )
+
+
+def _comparable(result: ApplyResult) -> dict[str, Any]:
+    return result.model_dump(mode="json", exclude={"finished_at"}, exclude_none=True)
 
 
 def _deliveries(msg: Msg) -> int:
