@@ -233,8 +233,12 @@ async def test_rate_limit_is_429(harness: Harness) -> None:
         (await harness.post("/v1/completions", {"model": "m", "prompt": "x" * 12}))[0] for _ in range(4)
     ]
     assert statuses == [200, 200, 200, 429]
-    _, body = await harness.post("/v1/completions", {"model": "m", "prompt": "x" * 12})
-    assert body["error"]["type"] == "rate_limit_error"  # type: ignore[index]
+    data = orjson.dumps({"model": "m", "prompt": "x" * 12})
+    async with harness.session.post(harness.url + "/v1/completions", data=data) as response:
+        body = await response.json()
+    assert response.status == 429
+    assert body["error"]["type"] == "rate_limit_error"
+    assert 1 <= int(response.headers["Retry-After"]) <= 18  # 3 tokens at 10 per minute
 
 
 async def test_models_health_and_readiness(harness: Harness) -> None:

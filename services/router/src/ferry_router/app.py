@@ -86,7 +86,7 @@ def json_response(payload: Any, status: int = 200) -> web.Response:
 
 
 def error_response(error: errors.RouterError) -> web.Response:
-    return web.Response(body=error.body(), status=error.status, content_type=JSON)
+    return web.Response(body=error.body(), status=error.status, content_type=JSON, headers=error.headers)
 
 
 class Router:

@@ -7,6 +7,7 @@ the access log (spec §4.1 names). Client mistakes are 4xx; upstream trouble is 
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import orjson
@@ -32,6 +33,7 @@ class RouterError(Exception):
         self.param = param
         self.code = code
         self.reason = reason
+        self.headers: dict[str, str] = {}
 
     def body(self) -> bytes:
         return error_body(self.message, type=self.type, param=self.param, code=self.code)
@@ -105,7 +107,7 @@ def method_not_allowed(method: str, path: str) -> RouterError:
 class RateLimited(RouterError):
     """429 from a token bucket; ``limit_type`` is the metric label (``input_tokens``/``output_tokens``)."""
 
-    def __init__(self, kind: str, model: str) -> None:
+    def __init__(self, kind: str, model: str, retry_after: float | None = None) -> None:
         super().__init__(
             429,
             f"{kind} token rate limit exceeded for model {model!r}; retry later",
@@ -114,10 +116,12 @@ class RateLimited(RouterError):
             reason="rate_limit",
         )
         self.limit_type = f"{kind}_tokens"
+        if retry_after is not None:
+            self.headers["Retry-After"] = str(max(math.ceil(retry_after), 1))
 
 
-def rate_limited(kind: str, model: str) -> RateLimited:
-    return RateLimited(kind, model)
+def rate_limited(kind: str, model: str, retry_after: float | None = None) -> RateLimited:
+    return RateLimited(kind, model, retry_after)
 
 
 # --- server side (5xx) --------------------------------------------------------------------------

@@ -168,9 +168,9 @@ class RateLimiter:
             return
         try:
             if limit.input is not None and not await _maybe(limit.input.take(input_tokens)):
-                raise errors.rate_limited("input", model)
+                raise errors.rate_limited("input", model, _wait_for(limit.input, input_tokens))
             if limit.output is not None and not await _has_tokens(limit.output):
-                raise errors.rate_limited("output", model)
+                raise errors.rate_limited("output", model, _wait_for(limit.output, 1))
         except errors.RouterError:
             raise
         except Exception as exc:
@@ -192,6 +192,13 @@ async def _maybe(value: object) -> object:
     if asyncio.iscoroutine(value):
         return await value
     return value
+
+
+def _wait_for(bucket: Bucket, tokens: float) -> float | None:
+    """Seconds until a local bucket holds ``tokens`` (None: never, or not known for shared ones)."""
+    if isinstance(bucket, SharedBucket) or tokens > bucket.capacity:
+        return None
+    return max(tokens - bucket.available(), 0.0) / bucket.rate
 
 
 async def _has_tokens(bucket: Bucket) -> bool:
