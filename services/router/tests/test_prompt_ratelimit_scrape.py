@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from ferry_router import errors
 from ferry_router.durations import parse_duration
@@ -160,3 +162,62 @@ def test_durations(text: str, seconds: float) -> None:
 def test_bad_duration() -> None:
     with pytest.raises(ValueError, match="invalid duration"):
         parse_duration("10 parsecs")
+
+
+class MemoryKV:
+    """Just enough of ``nats.js.kv.KeyValue`` for SharedBucket: get/create/update with revisions."""
+
+    def __init__(self, fail: bool = False, conflicts: int = 0) -> None:
+        self.data: dict[str, tuple[bytes, int]] = {}
+        self.fail = fail
+        self.conflicts = conflicts  # updates to refuse as if another replica wrote first
+
+    async def get(self, key: str) -> Any:
+        from nats.js.errors import KeyNotFoundError
+
+        if self.fail:
+            raise ConnectionError("kv down")
+        if key not in self.data:
+            raise KeyNotFoundError
+        value, revision = self.data[key]
+        return type("Entry", (), {"value": value, "revision": revision})()
+
+    async def create(self, key: str, value: bytes) -> int:
+        self.data[key] = (value, 1)
+        return 1
+
+    async def update(self, key: str, value: bytes, last: int) -> int:
+        from nats.js.errors import KeyWrongLastSequenceError
+
+        if self.conflicts:
+            self.conflicts -= 1
+            raise KeyWrongLastSequenceError
+        assert self.data[key][1] == last
+        self.data[key] = (value, last + 1)
+        return last + 1
+
+
+GLOBAL = {"inputTokensPerUnit": 10, "unit": "hour", "global": {"redis": {"address": "ignored:6379"}}}
+
+
+async def test_global_limit_shares_one_bucket_and_retries_on_conflicts() -> None:
+    kv = MemoryKV(conflicts=2)
+    a, b = RateLimiter(kv), RateLimiter(kv)  # type: ignore[arg-type]
+    for limiter in (a, b):
+        limiter.on_route("default/g", parse_route(route("g", "m", rate_limit=GLOBAL)))
+    await a.admit("default/g", "m", 4)
+    await b.admit("default/g", "m", 4)  # the second replica sees what the first spent
+    with pytest.raises(errors.RateLimited):
+        await a.admit("default/g", "m", 4)
+    assert list(kv.data) == ["default.g.input"]
+
+
+async def test_global_limit_fails_open_when_the_store_is_down() -> None:
+    from ferry_router.ratelimit import STORE_ERRORS
+
+    before = STORE_ERRORS._value.get()
+    limiter = RateLimiter(MemoryKV(fail=True))  # type: ignore[arg-type]
+    limiter.on_route("default/g", parse_route(route("g", "m", rate_limit=GLOBAL)))
+    for _ in range(5):
+        await limiter.admit("default/g", "m", 4)
+    assert STORE_ERRORS._value.get() == before + 5
