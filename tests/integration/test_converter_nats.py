@@ -135,7 +135,7 @@ async def test_booster_round_trip(bus: Bus) -> None:
     subject = f"ferry.desired.modelboosters.{bus.namespace}.test-model"
     seq, desired, headers = await eventually(lambda: bus.desired(subject))
     assert seq > 0
-    assert headers[MSG_ID_HEADER] == desired.msg_id
+    assert headers[MSG_ID_HEADER] == f"{desired.msg_id}/0"  # the first message on its subject
     assert desired.owner.generation == 1
     assert sorted(c["kind"] for c in desired.children) == ["ModelRoute", "ModelServer", "ModelServing"]
     assert all(c["metadata"]["namespace"] == bus.namespace for c in desired.children)
@@ -187,6 +187,32 @@ async def test_duplicated_input_gives_one_desired_set(bus: Bus) -> None:
     seq, again, _ = await eventually(lambda: bus.desired(subject))
     assert seq == first_seq, "the duplicated input was stored as a second desired set"
     assert duplicates() == before + 1
+    assert again.msg_id == first.msg_id
+
+
+async def test_content_that_comes_back_is_stored_again(bus: Bus) -> None:
+    """A, B, A within the duplicate window: the last A must not be dropped as a duplicate of the first.
+
+    (E.g. a watcher's relist publishes a spurious tombstone, then the object is seen again.)
+    """
+    subject = f"ferry.desired.modelboosters.{bus.namespace}.test-model"
+    live = bus.booster()
+    await bus.publish(live)
+    _, first, _ = await eventually(lambda: bus.desired(subject))
+    await bus.publish(bus.booster(kind="DELETED"))
+
+    async def deleted() -> bool:
+        found = await bus.desired(subject)
+        return found is not None and found[1].deleted
+
+    await eventually(deleted)
+    await bus.publish(live, msg_id=f"{live.msg_id}/seen-again")
+
+    async def live_again() -> DesiredSet | None:
+        found = await bus.desired(subject)
+        return found[1] if found is not None and not found[1].deleted else None
+
+    again = await eventually(live_again)
     assert again.msg_id == first.msg_id
 
 
@@ -299,3 +325,16 @@ async def test_a_racing_replica_cannot_reorder_generations(bus: Bus) -> None:
         await racer.handle(bus.booster(generation=2).to_bytes())
     after, desired, _ = await eventually(lambda: bus.desired(subject))
     assert (after, desired.owner.generation) == (seq, 3)
+
+
+async def test_stale_events_and_skips_are_counted(bus: Bus) -> None:
+    stale = CONVERSIONS.labels(Resource.MODEL_BOOSTERS, "stale")._value.get()
+    subject = f"ferry.desired.modelboosters.{bus.namespace}.test-model"
+    await bus.publish(bus.booster(generation=5))
+    await eventually(lambda: bus.desired(subject))
+    await bus.publish(bus.booster(generation=4))
+    await eventually(
+        lambda: asyncio.sleep(
+            0, result=CONVERSIONS.labels(Resource.MODEL_BOOSTERS, "stale")._value.get() == stale + 1
+        )
+    )

@@ -3,7 +3,8 @@
 Durable pull consumers ``<prefix>-modelboosters`` and ``<prefix>-modelservings`` on
 FERRY_OBJECTS, shared by every converter replica. Each message is converted by the pure
 :func:`~ferry_converter.desired.desired_set` and published to FERRY_DESIRED with
-``Nats-Msg-Id = desired.msg_id`` (so a redelivered or duplicated input is stored once); the
+``Nats-Msg-Id = <desired.msg_id>/<last sequence on the subject>`` (so a redelivered or duplicated
+input is stored once, and content that comes back after a different set is stored again); the
 input is acked only after the publish was acknowledged (``NACK_ON_ERROR``: a failure means
 redelivery, and after ``max_deliver`` the DeadLetterForwarder moves it to the dead-letter
 stream). ``NatsTelemetryMiddleware`` continues the incoming ``traceparent`` into the publish.
@@ -80,7 +81,7 @@ class Converter:
         headers = {MSG_ID_HEADER: desired.msg_id}
         if self.latest_desired is not None:
             stored = await self.latest_desired(desired)
-            if stored.same_owner(desired) and stored.msg_id == desired.msg_id:
+            if stored.same_owner(desired) and stored.holds(desired):
                 CONVERSIONS.labels(event.resource, "unchanged").inc()
                 return desired  # already in the stream: a redelivery, a duplicate or a status-only change
             if (
@@ -99,6 +100,9 @@ class Converter:
                     stored.generation,
                 )
                 return None
+            # The id carries the sequence it follows: content that returns after a different set
+            # (A, B, A within the duplicate window) is stored again instead of being dropped.
+            headers[MSG_ID_HEADER] = f"{desired.msg_id}/{stored.sequence}"
             headers[EXPECTED_LAST_SUBJECT_SEQUENCE] = str(stored.sequence)
         ack = await self.broker.publish(
             desired.to_bytes(), desired.subject, headers=headers, stream=DESIRED_STREAM
