@@ -8,6 +8,7 @@ import aiohttp
 import pytest
 from ferry_applier.children import prepare_child
 from ferry_applier.errors import api_message, api_reason, backoff_delay, is_permanent, is_transient
+from ferry_applier.generations import AppliedGeneration, is_stale
 from ferry_applier.kinds import UnknownKindError, kind_info
 from ferry_applier.lease import LeaseBusy
 from ferry_applier.service import durable_name, subject_filters
@@ -120,3 +121,17 @@ def test_subject_filters_and_durables_per_namespace() -> None:
     )
     assert durable_name("applier-desired", "") == "applier-desired"
     assert durable_name("applier-desired", "ns") == "applier-desired-ns"
+
+
+@pytest.mark.parametrize(
+    ("applied", "stale"),
+    [
+        (None, False),  # nothing applied yet
+        (AppliedGeneration("u-1", 2, 1), False),  # newer arrives
+        (AppliedGeneration("u-1", 3, 1), False),  # the same generation again: level-triggered, re-applied
+        (AppliedGeneration("u-1", 4, 1), True),  # older than what was applied: dropped
+        (AppliedGeneration("u-0", 9, 1), False),  # another object of the same name (recreated owner)
+    ],
+)
+def test_generation_guard(applied: AppliedGeneration | None, stale: bool) -> None:
+    assert is_stale(OWNER, applied) is stale
