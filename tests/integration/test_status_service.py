@@ -53,7 +53,9 @@ def services(kube: KubeEnv, nats_url: str, namespace: str, tmp_path: Path) -> It
         "FERRY_TRACE_FILE": str(tmp_path / "spans.jsonl"),
     }
     started = ServiceSet(tmp_path / "logs", env)
-    started.start(["watcher", "status"])
+    started.add("status", instance=1)
+    started.add("status", instance=2)  # two replicas share the durable consumers
+    started.start(["watcher", "status-1", "status-2"])
     try:
         yield started
     finally:

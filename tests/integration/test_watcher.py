@@ -149,3 +149,37 @@ async def test_ready_only_after_first_list_and_spans_written(
     assert mine
     assert mine[0]["service"] == "ferry-watcher"
     assert mine[0]["parentSpanId"] == "", "the watcher's span is the root of the reconcile trace"
+
+
+async def test_gone_watch_is_relisted_with_tombstones(kube, nc: Client, namespace: str) -> None:
+    """In process: a watch from an expired resourceVersion fails with 410; the relist that follows
+    publishes a tombstone for the object deleted while nobody watched."""
+    from ferry_watcher.informer import Informer
+    from ferry_watcher.kube import watch_events
+    from ferry_watcher.publisher import EventPublisher
+    from ferry_watcher.resources import WATCHED
+    from ferry_watcher.service import declare_bus
+    from kubernetes_asyncio import client, config
+    from kubernetes_asyncio.client.exceptions import ApiException
+
+    js = nc.jetstream()
+    await declare_bus(js)
+    configuration = client.Configuration()
+    await config.load_kube_config(config_file=str(kube.kubeconfig), client_configuration=configuration)
+    pods = next(w for w in WATCHED if w.plural == "pods")
+    async with client.ApiClient(configuration) as api:
+        informer = Informer(api, js, EventPublisher(js), pods, namespace=namespace)
+        await asyncio.to_thread(kube.kubectl_run, "apply", "-f", "-", input=pod_manifest("old", namespace))
+        await informer.relist()
+        subject = object_subject("pods", namespace, "old")
+        await wait_event(nc, subject, "LIVE")
+        await asyncio.to_thread(kube.kubectl_run, "delete", "pod", "old", "-n", namespace, "--wait=true")
+
+        with pytest.raises(ApiException) as gone:
+            async for _ in watch_events(api, pods.path(namespace), pods.label_selector, "1", 5):
+                pass
+        assert gone.value.status == 410
+
+        await informer.relist()
+        tombstone, _ = await wait_event(nc, subject, "DELETED", within=5)
+        assert tombstone.name == "old"

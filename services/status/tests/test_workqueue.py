@@ -36,3 +36,18 @@ async def test_errors_reach_every_waiter() -> None:
     queue: KeyedQueue[str] = KeyedQueue(reconcile)
     with pytest.raises(RuntimeError, match="boom k"):
         await queue.submit("k")
+
+
+async def test_settle_turns_a_burst_into_one_reconcile() -> None:
+    calls: list[str] = []
+
+    async def reconcile(key: str, _ctx: object) -> None:
+        calls.append(key)
+
+    queue: KeyedQueue[str] = KeyedQueue(reconcile, settle=0.05)
+    burst = []
+    for _ in range(5):
+        burst.append(asyncio.create_task(queue.submit("ms")))
+        await asyncio.sleep(0.005)
+    await asyncio.gather(*burst)
+    assert calls == ["ms"]

@@ -73,10 +73,10 @@ def keys_for_owner_subject(subject: str) -> list[Key]:
 
 
 class StatusReconciler:
-    def __init__(self, kube: StatusApi, js: JetStreamContext, workers: int = 8) -> None:
+    def __init__(self, kube: StatusApi, js: JetStreamContext, workers: int = 8, settle: float = 0.0) -> None:
         self._kube = kube
         self._js = js
-        self.queue: KeyedQueue[Key] = KeyedQueue(self.reconcile, workers)
+        self.queue: KeyedQueue[Key] = KeyedQueue(self.reconcile, workers, settle)
         self._written: dict[str, tuple[str, str]] = {}
         """uid → (hash of the status we computed, hash of what the server stored): avoids writing
         again when the server stores something slightly different (e.g. a pruned field)."""

@@ -57,7 +57,7 @@ async def run(settings: StatusSettings, stop: asyncio.Event) -> None:
     nc = await connect(settings.nats_url, settings.service)
     js = nc.jetstream()
     api = await load_api_client()
-    reconciler = StatusReconciler(StatusApi(api), js, workers=settings.workers)
+    reconciler = StatusReconciler(StatusApi(api), js, workers=settings.workers, settle=settings.settle)
     consumers = [
         PullConsumer(
             nc,

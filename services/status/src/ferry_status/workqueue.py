@@ -2,7 +2,9 @@
 
 ``submit(key)`` returns once a reconcile of ``key`` that started *after* the call has finished
 (or raises its error), so a message is acked only after its effect is in the cluster. Reconciles
-of one key never overlap; at most ``workers`` keys reconcile at once.
+of one key never overlap; at most ``workers`` keys reconcile at once. ``settle`` waits briefly
+before each reconcile so that a burst of changes (pods of one ServingGroup appearing one by one)
+becomes one status write instead of several.
 """
 
 from __future__ import annotations
@@ -26,8 +28,9 @@ class _KeyState:
 
 
 class KeyedQueue(Generic[K]):
-    def __init__(self, reconcile: Reconcile[K], workers: int = 8) -> None:
+    def __init__(self, reconcile: Reconcile[K], workers: int = 8, settle: float = 0.0) -> None:
         self._reconcile = reconcile
+        self._settle = settle
         self._slots = asyncio.Semaphore(workers)
         self._states: dict[K, _KeyState] = {}
 
@@ -47,6 +50,8 @@ class KeyedQueue(Generic[K]):
     async def _drain(self, key: K, state: _KeyState) -> None:
         try:
             while state.pending is not None:
+                if self._settle:
+                    await asyncio.sleep(self._settle)  # let a burst of changes join this reconcile
                 future, context = state.pending, state.context
                 state.pending, state.context = None, None
                 async with self._slots:
