@@ -148,13 +148,14 @@ def test_golden_pair(generation: str, source: str, expected: str, kind: str) -> 
     assert_same(got, want, kind)
 
 
-def test_v040_scaling_binding_disagrees_only_in_name() -> None:
+def test_v040_scaling_binding_disagrees_only_in_its_name() -> None:
     """v0.4.0's golden binding was built with an empty backend name for the policy but not the binding.
 
     Its ``scaling-asp.yaml`` is the model-level policy ``test-model`` while ``scaling-asp-binding.yaml``
-    is ``test-model-backend1`` pointing at a policy ``test-model-backend1`` the same test never builds.
-    Ferry follows the seed naming (model level → ``<booster>`` for both, binding pointing at the
-    policy that exists); apart from those two names the binding must match exactly.
+    is ``test-model-backend1`` (backend-name label ``backend1``) pointing at a policy
+    ``test-model-backend1`` the same test never builds. Ferry follows the seed naming (model level →
+    ``<booster>`` for both, backend-name ``""``, binding pointing at the policy that exists); apart
+    from name, policyRef and that label the binding must match exactly.
     """
     base = REFERENCE / "v0.4.0" / "convert-testdata"
     result = convert_booster(load(base / "input" / "model.yaml"))
@@ -163,6 +164,7 @@ def test_v040_scaling_binding_disagrees_only_in_name() -> None:
     got = _child(result.children, "AutoscalingPolicyBinding", "test-model")
     assert want["metadata"]["name"] == "test-model-backend1"
     assert want["spec"]["policyRef"]["name"] == "test-model-backend1"
+    assert want["metadata"]["labels"][L.BOOSTER_BACKEND_NAME] == "backend1"
     want["metadata"]["name"] = "test-model"
     want["spec"]["policyRef"]["name"] = "test-model"
     want["metadata"]["labels"][L.BOOSTER_BACKEND_NAME] = ""  # model level, as its policy says
