@@ -126,12 +126,14 @@ class DeadLetterForwarder:
                 deliveries=deliveries,
                 data=data,
             )
-            await self._js.publish(
+            ack = await self._js.publish(
                 dead_letter_subject(self.service, self.stream, self.consumer),
                 letter.to_bytes(),
                 stream=DEAD_LETTER_STREAM,
                 headers={MSG_ID_HEADER: f"{self.stream}/{self.consumer}/{seq}/{deliveries}"},
             )
+            if ack.duplicate:  # every replica sees the advisory; the one whose publish landed counts it
+                return
             DEAD_LETTERS.labels(self.service, self.stream, self.consumer).inc()
             log.error(
                 "dead letter: %s seq %s on %s failed %s deliveries", self.consumer, seq, subject, deliveries
