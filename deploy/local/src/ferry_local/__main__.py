@@ -23,7 +23,9 @@ def bring_up(directory: Path, *, with_services: bool) -> StackInfo:
     info = LocalStack(directory).start()
     install_crds(info)
     if with_services and not info.router_url:
-        system = start_system(info.env(), directory / "logs", directory / "traces.jsonl")
+        traces = directory / "traces.jsonl"
+        traces.unlink(missing_ok=True)  # spans of this run only
+        system = start_system(info.env(), directory / "logs", traces)
         info.processes.extend(system.processes)
         info.router_url, info.trace_file = system.router_url, system.trace_file
         info.save()

@@ -105,7 +105,7 @@ def show_trace(info: StackInfo) -> None:
     found = reconcile_traces(spans, contains="qwen")
     say(f"traces: {len(spans)} spans in {path} (set OTEL_EXPORTER_OTLP_ENDPOINT to send them to a collector)")
     if found:
-        trace = max(found, key=len)
+        trace = max(found, key=lambda spans: min(span.get("start") or 0 for span in spans))  # the newest
         print(
             f"one reconcile trace ({trace[0]['traceId']}), kubectl apply → children applied → status written:"
         )
