@@ -37,9 +37,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--state", help="state directory (default: <repo>/.state/stack)")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("build", help="build (once) and print the Kubernetes binaries directory")
-    sub.add_parser(
-        "up", help="start etcd, kube-apiserver, kube-controller-manager, nats-server; install CRDs"
-    )
+    up = sub.add_parser("up", help="start the stack, install CRDs, start the services and the local node")
+    up.add_argument("--stack-only", action="store_true", help="only etcd, apiserver, kcm and nats-server")
     sub.add_parser("down", help="stop exactly the processes 'up' started")
     sub.add_parser("status", help="say whether the stack is running and where")
     sub.add_parser("env", help='print shell exports (eval "$(ferry-local env)")')

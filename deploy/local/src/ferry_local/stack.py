@@ -126,6 +126,8 @@ class LocalStack:
                 "--disable-admission-plugins", "ServiceAccount",
                 "--enable-priority-and-fairness=false", "--profiling=false",
                 "--endpoint-reconciler-type", "none",
+                # compact etcd often so watches really expire (410 Gone) and relists get exercised
+                "--etcd-compaction-interval", "20s",
             ], logs)  # fmt: skip
             started.append(apiserver)
             kubeconfig = write_kubeconfig(self.state_dir / "kubeconfig", server, pki)

@@ -93,14 +93,17 @@ class Informer:
     async def relist(self) -> str:
         """List everything, publish what the stream lacks and tombstones for what vanished."""
         path = self.watched.path(self._namespace)
-        items, resource_version = await list_objects(self._api, path, self.watched.label_selector)
         if not self._seeded:
+            # Read the stream BEFORE listing: everything it holds was then published before the list
+            # began, so an entry the list lacks really vanished. Read after the list, an object created
+            # in between (published by another watcher) would look vanished and get a false tombstone.
             stored = await stored_entries(self._js, self.resource, self._namespace)
             self._known = {s: e.msg_id for s, e in stored.items() if not e.tombstone}
             self._seeded = True
+        items, resource_version = await list_objects(self._api, path, self.watched.label_selector)
         fresh = {self._subject(obj): obj for obj in items}
         for subject in sorted(self._known.keys() - fresh.keys()):
-            await self._tombstone(subject)
+            await self._tombstone(subject, resource_version)
         for subject, obj in fresh.items():
             event = ObjectEvent.from_object("SYNC", self.resource, obj)
             if self._known.get(subject) == event.msg_id:
@@ -136,11 +139,15 @@ class Informer:
             resource_version = new_rv or resource_version
         return resource_version
 
-    async def _tombstone(self, subject: str) -> None:
-        """Publish DELETED for an object the stream holds but the API server no longer has."""
+    async def _tombstone(self, subject: str, listed_at: str) -> None:
+        """Publish DELETED for an object the stream holds but the API server no longer has.
+
+        An entry newer than the list (``listed_at``) was published after the list was taken, so its
+        absence from the list proves nothing; it is left alone.
+        """
         last = await stored_object(self._js, subject)
         self._known.pop(subject, None)
-        if last is None or last.deleted:
+        if last is None or last.deleted or _newer(last.resource_version, listed_at):
             return
         tombstone = last.model_copy(update={"type": "DELETED", "observed_at": utcnow()})
         log.info("%s: %s/%s vanished while unwatched; tombstone", self.resource, last.namespace, last.name)
@@ -149,3 +156,11 @@ class Informer:
     def _subject(self, obj: JSON) -> str:
         meta = obj.get("metadata") or {}
         return object_subject(self.resource, meta.get("namespace") or "", meta["name"])
+
+
+def _newer(resource_version: str, than: str) -> bool:
+    """Whether ``resource_version`` is later than ``than`` (etcd revisions; opaque ones never are)."""
+    try:
+        return int(resource_version) > int(than)
+    except ValueError:
+        return False
