@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 from ferry_local.paths import shared_dir
+from ferry_local.traces import read_spans, traces_by_id
 
 from tests.e2e.expectations import (
     assert_booster_child_labels,
@@ -18,7 +19,6 @@ from tests.e2e.expectations import (
 )
 from tests.support.cluster import Cluster, FakeKubelet, eventually, load_manifest
 from tests.support.services import ServiceSet
-from tests.support.traces import read_spans, traces_by_id
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration, pytest.mark.slow]
 

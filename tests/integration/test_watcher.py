@@ -11,13 +11,13 @@ from pathlib import Path
 
 import nats
 import pytest
+from ferry_local.traces import read_spans
 from ferry_schemas.bus import MSG_ID_HEADER, OBJECTS_STREAM, ObjectEvent, object_subject
 from nats.aio.client import Client
 from nats.js.api import DeliverPolicy
 from nats.js.errors import NotFoundError
 
 from tests.support.services import ServiceSet
-from tests.support.traces import read_spans
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

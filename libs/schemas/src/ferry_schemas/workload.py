@@ -21,12 +21,12 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import math
 from decimal import Decimal
 from typing import Any
 
 from ferry_schemas import labels as L
 from ferry_schemas.bus import ServingWorkload, content_hash
+from ferry_schemas.quantity import format_quantity, parse_quantity_with_unit
 
 BLUEPRINT_VERSION = 1
 _ROLLING_FIELDS = ("replicas", "maxUnavailable", "partition")
@@ -108,68 +108,13 @@ def uses_pod_groups(bp: dict[str, Any]) -> bool:
 # --------------------------------------------------------------------------- quantities
 
 
-_SUFFIX = {
-    "": Decimal(1),
-    "n": Decimal("1e-9"),
-    "u": Decimal("1e-6"),
-    "m": Decimal("1e-3"),
-    "k": Decimal("1e3"),
-    "M": Decimal("1e6"),
-    "G": Decimal("1e9"),
-    "T": Decimal("1e12"),
-    "P": Decimal("1e15"),
-    "E": Decimal("1e18"),
-    "Ki": Decimal(2**10),
-    "Mi": Decimal(2**20),
-    "Gi": Decimal(2**30),
-    "Ti": Decimal(2**40),
-    "Pi": Decimal(2**50),
-    "Ei": Decimal(2**60),
-}
-_BINARY = ("Ei", "Pi", "Ti", "Gi", "Mi", "Ki")
-
-
-def _parse_quantity(value: Any) -> tuple[Decimal, bool] | None:
-    """(amount, binary suffix?) of a Kubernetes quantity; ``None`` when it is not one."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int | float):
-        return Decimal(str(value)), False
-    if not isinstance(value, str) or not value:
-        return None
-    text = value.strip()
-    for suffix in sorted(_SUFFIX, key=len, reverse=True):
-        if suffix and text.endswith(suffix):
-            number = text[: -len(suffix)]
-            break
-    else:
-        suffix, number = "", text
-    try:
-        return Decimal(number) * _SUFFIX[suffix], suffix in _BINARY
-    except ArithmeticError:
-        return None
-
-
-def format_quantity(amount: Decimal, binary: bool) -> str:
-    """Canonical text for a summed quantity (``17``, ``33Gi``, ``500m``)."""
-    if amount == amount.to_integral_value():
-        whole = int(amount)
-        if binary and whole:
-            for suffix in _BINARY:
-                unit = int(_SUFFIX[suffix])
-                if whole % unit == 0:
-                    return f"{whole // unit}{suffix}"
-        return str(whole)
-    return f"{math.ceil(amount * 1000)}m"
-
-
 def _add_requests(total: dict[str, tuple[Decimal, bool]], spec: dict[str, Any] | None, times: int) -> None:
     if not spec or times <= 0:
         return
     for container in spec.get("containers") or []:
         requests = ((container or {}).get("resources") or {}).get("requests") or {}
         for name, value in requests.items():
-            parsed = _parse_quantity(value)
+            parsed = parse_quantity_with_unit(value)
             if parsed is None:
                 continue
             amount, binary = parsed

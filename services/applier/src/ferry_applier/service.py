@@ -14,7 +14,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import signal
 import socket
 import time
 import uuid
@@ -43,8 +42,9 @@ from ferry_schemas.bus import (
     kv_key,
     object_filter,
 )
-from ferry_schemas.runtime import ProbeServer, setup_tracing
+from ferry_schemas.runtime import ProbeServer
 from ferry_schemas.runtime.jetstream import DEAD_LETTERS, DeadLetterForwarder, connect, key_value
+from ferry_schemas.runtime.lifecycle import serve
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
@@ -452,16 +452,4 @@ async def run(settings: ApplierSettings, stop: asyncio.Event) -> None:
 
 
 async def amain() -> None:
-    settings = ApplierSettings()
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
-    )
-    provider = setup_tracing(settings.service)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    try:
-        await run(settings, stop)
-    finally:
-        provider.shutdown()
+    await serve(ApplierSettings(), run)

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import signal
 
 from ferry_schemas.runtime import ProbeServer, setup_tracing
+from ferry_schemas.runtime.lifecycle import configure_logging, stop_on_signals
 
 from ferry_converter.service import ConverterService
 from ferry_converter.settings import ConverterSettings
@@ -18,15 +17,10 @@ log = logging.getLogger("ferry_converter")
 async def amain(settings: ConverterSettings | None = None, stop: asyncio.Event | None = None) -> None:
     """Run until SIGTERM/SIGINT (or ``stop``): probes first, then the consumers once the streams exist."""
     settings = settings or ConverterSettings()
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
-    )
+    configure_logging(settings.log_level)
     provider = setup_tracing("ferry-converter")
     stop = stop or asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stop.set)
+    stop_on_signals(stop)
     service = ConverterService(settings, provider)
     probes = ProbeServer(settings.probe_host, settings.probe_port, ready=service.ready)
     port = await probes.start()

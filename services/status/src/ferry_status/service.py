@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
 
 from ferry_schemas.bus import (
     DESIRED_PREFIX,
@@ -15,8 +14,9 @@ from ferry_schemas.bus import (
     Resource,
     object_filter,
 )
-from ferry_schemas.runtime import ProbeServer, setup_tracing
+from ferry_schemas.runtime import ProbeServer
 from ferry_schemas.runtime.jetstream import connect
+from ferry_schemas.runtime.lifecycle import serve
 
 from ferry_status.consumer import Handler, PullConsumer
 from ferry_status.kube import StatusApi, load_api_client
@@ -93,16 +93,4 @@ async def run(settings: StatusSettings, stop: asyncio.Event) -> None:
 
 
 async def amain() -> None:
-    settings = StatusSettings()
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
-    )
-    provider = setup_tracing(settings.service)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    try:
-        await run(settings, stop)
-    finally:
-        provider.shutdown()
+    await serve(StatusSettings(), run)

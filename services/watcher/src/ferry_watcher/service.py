@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
 
 from ferry_schemas.bus import APPLIED_GENERATIONS_BUCKET, RATE_LIMIT_BUCKET
-from ferry_schemas.runtime import ProbeServer, setup_tracing
+from ferry_schemas.runtime import ProbeServer
 from ferry_schemas.runtime.jetstream import connect, declare_streams, key_value
+from ferry_schemas.runtime.lifecycle import serve
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 
@@ -82,16 +82,4 @@ async def run(settings: WatcherSettings, stop: asyncio.Event) -> None:
 
 
 async def amain() -> None:
-    settings = WatcherSettings()
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
-    )
-    provider = setup_tracing(settings.service)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    try:
-        await run(settings, stop)
-    finally:
-        provider.shutdown()
+    await serve(WatcherSettings(), run)

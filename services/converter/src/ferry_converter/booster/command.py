@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ferry_converter.booster.quantity import parse_quantity, quantity_ceil
+from ferry_schemas.quantity import parse_quantity, quantity_ceil
+
 from ferry_converter.booster.workers import engine_args, kv_connector_name
 
 RAY_SCRIPT = "examples/online_serving/multi-node-serving.sh"
