@@ -24,7 +24,7 @@ def read_spans(path: Path) -> list[Span]:
     return spans
 
 
-def traces(spans: list[Span]) -> dict[str, list[Span]]:
+def traces_by_id(spans: list[Span]) -> dict[str, list[Span]]:
     grouped: dict[str, list[Span]] = defaultdict(list)
     for span in spans:
         grouped[span["traceId"]].append(span)
@@ -38,7 +38,7 @@ def services_of(trace: list[Span]) -> set[str]:
 def reconcile_traces(spans: list[Span], *, contains: str = "") -> list[list[Span]]:
     """Traces holding spans of all four reconcile services (optionally mentioning ``contains``)."""
     found = []
-    for trace in traces(spans).values():
+    for trace in traces_by_id(spans).values():
         if services_of(trace) >= RECONCILE_SERVICES and (not contains or contains in json.dumps(trace)):
             found.append(trace)
     return found
