@@ -13,15 +13,17 @@ import shutil
 import subprocess
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import nats
 import pytest
 from ferry_local.binaries import find_binaries, kubernetes_bin_dir
 from ferry_local.natsd import NatsServer
 from ferry_local.paths import repo_root, state_dir
 from ferry_local.stack import LocalStack, StackInfo, install_crds
+from nats.aio.client import Client as NatsClient
 
 
 def docker_engine_available() -> bool:
@@ -134,6 +136,16 @@ def nats_url(nats_server: NatsServer | None) -> Iterator[str]:
 
         with NatsContainer("nats:2.10", jetstream=True) as container:
             yield container.nats_uri()
+
+
+@pytest.fixture
+async def nc(nats_url: str) -> AsyncIterator[NatsClient]:
+    """A NATS connection for one test."""
+    client = await nats.connect(nats_url)
+    try:
+        yield client
+    finally:
+        await client.close()
 
 
 @pytest.fixture

@@ -35,7 +35,7 @@ from ferry_watcher.kube import list_objects, load_api_client, watch_events
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from tests.conftest import KubeEnv
-from tests.support.cluster import Cluster
+from tests.support.cluster import Cluster, booster
 from tests.support.services import PIPELINE, ServiceSet
 
 JSON = dict[str, Any]
@@ -47,24 +47,6 @@ CHILD_PATHS = {
     "Pod": "/api/v1/namespaces/{ns}/pods",
 }
 BOOSTERS_PATH = f"/apis/{L.WORKLOAD_API_VERSION}/namespaces/{{ns}}/modelboosters"
-
-
-def booster(name: str, namespace: str) -> JSON:
-    return {
-        "apiVersion": L.WORKLOAD_API_VERSION,
-        "kind": "ModelBooster",
-        "metadata": {"name": name, "namespace": namespace},
-        "spec": {
-            "backend": {
-                "name": "main",
-                "type": "vLLM",
-                "modelURI": "hf://Qwen/Qwen2.5-0.5B-Instruct",
-                "cacheURI": "hostpath://tmp/cache",
-                "replicas": 1,
-                "workers": [{"type": "server", "image": "vllm/vllm-openai:latest", "replicas": 1, "pods": 1}],
-            }
-        },
-    }
 
 
 def expected_children(name: str) -> set[str]:

@@ -16,30 +16,12 @@ from ferry_local.natsd import NatsServer
 from ferry_schemas import labels as L
 from ferry_schemas.bus import DEAD_LETTER_STREAM, MSG_ID_HEADER, OBJECTS_STREAM, ObjectEvent, object_subject
 
-from tests.support.cluster import Cluster, FakeKubelet, eventually
+from tests.support.cluster import Cluster, FakeKubelet, booster, eventually
 from tests.support.services import ServiceSet
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration, pytest.mark.slow]
 JSON = dict[str, Any]
 BOOSTERS = 50
-
-
-def booster(name: str, namespace: str, replicas: int = 1) -> JSON:
-    return {
-        "apiVersion": L.WORKLOAD_API_VERSION,
-        "kind": "ModelBooster",
-        "metadata": {"name": name, "namespace": namespace},
-        "spec": {
-            "backend": {
-                "name": "main",
-                "type": "vLLM",
-                "modelURI": "hf://Qwen/Qwen2.5-0.5B-Instruct",
-                "cacheURI": "hostpath://tmp/cache",
-                "replicas": replicas,
-                "workers": [{"type": "server", "image": "vllm/vllm-openai:latest", "replicas": 1, "pods": 1}],
-            }
-        },
-    }
 
 
 def names(cluster: Cluster, kind: str, selector: str | None = None) -> set[str]:

@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import nats
 import pytest
 from ferry_schemas import labels as L
 from ferry_schemas.bus import (
@@ -60,15 +59,6 @@ def services(kube: KubeEnv, nats_url: str, namespace: str, tmp_path: Path) -> It
         yield started
     finally:
         started.stop()
-
-
-@pytest.fixture
-async def nc(nats_url: str) -> AsyncIterator[Client]:
-    client = await nats.connect(nats_url)
-    try:
-        yield client
-    finally:
-        await client.close()
 
 
 def serving_manifest(name: str, namespace: str, replicas: int, owner: JSON | None = None) -> JSON:

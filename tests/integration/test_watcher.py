@@ -6,10 +6,9 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
-import nats
 import pytest
 from ferry_local.traces import read_spans
 from ferry_schemas.bus import MSG_ID_HEADER, OBJECTS_STREAM, ObjectEvent, object_subject
@@ -41,15 +40,6 @@ def watchers(kube, nats_url: str, namespace: str, tmp_path: Path) -> Iterator[Se
         yield services
     finally:
         services.stop()
-
-
-@pytest.fixture
-async def nc(nats_url: str) -> AsyncIterator[Client]:
-    client = await nats.connect(nats_url)
-    try:
-        yield client
-    finally:
-        await client.close()
 
 
 async def last_event(nc: Client, subject: str) -> tuple[ObjectEvent, int] | None:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
+from ferry_schemas import labels as L
 
 from tests.conftest import KubeEnv
 
@@ -175,3 +176,22 @@ class FakeKubelet:
             if now - first >= self.delay:
                 due.append(pod)
         self.cluster.mark_ready(*due)
+
+
+def booster(name: str, namespace: str, replicas: int = 1) -> JSON:
+    """A minimal one-backend vLLM ModelBooster (the restart tests and the reconcile benchmark)."""
+    return {
+        "apiVersion": L.WORKLOAD_API_VERSION,
+        "kind": "ModelBooster",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {
+            "backend": {
+                "name": "main",
+                "type": "vLLM",
+                "modelURI": "hf://Qwen/Qwen2.5-0.5B-Instruct",
+                "cacheURI": "hostpath://tmp/cache",
+                "replicas": replicas,
+                "workers": [{"type": "server", "image": "vllm/vllm-openai:latest", "replicas": 1, "pods": 1}],
+            }
+        },
+    }
