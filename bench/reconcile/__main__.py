@@ -248,6 +248,7 @@ def main() -> None:
         kube = KubeEnv(
             Path(info.kubeconfig), Path(info.kubectl), info.server, {"KUBECONFIG": info.kubeconfig}
         )
+        os.environ["KUBECONFIG"] = info.kubeconfig  # the in-process watch client reads it too
     info_for_crds = StackInfo(state_dir="", kubeconfig=str(kube.kubeconfig), kubectl=str(kube.kubectl),
                               server="", nats_url="", nats_monitor="", etcd_url="")  # fmt: skip
     install_crds(info_for_crds)
