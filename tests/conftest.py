@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import uuid
@@ -24,6 +25,16 @@ from ferry_local.natsd import NatsServer
 from ferry_local.paths import repo_root, state_dir
 from ferry_local.stack import LocalStack, StackInfo, install_crds
 from nats.aio.client import Client as NatsClient
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Turn SIGTERM (a CI time limit, ``timeout``) into KeyboardInterrupt so the fixtures' teardown
+    still stops every process they started instead of leaking a stack."""
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, interrupt)
 
 
 def docker_engine_available() -> bool:
