@@ -105,7 +105,12 @@ def show_trace(info: StackInfo) -> None:
     found = reconcile_traces(spans, contains="qwen")
     say(f"traces: {len(spans)} spans in {path} (set OTEL_EXPORTER_OTLP_ENDPOINT to send them to a collector)")
     if found:
-        trace = max(found, key=lambda spans: min(span.get("start") or 0 for span in spans))  # the newest
+
+        def rank(spans: list[dict[str, Any]]) -> tuple[bool, int]:  # the booster's own apply, newest first
+            booster = any(s["name"].startswith("watch modelboosters") for s in spans)
+            return booster, min(span.get("start") or 0 for span in spans)
+
+        trace = max(found, key=rank)
         print(
             f"one reconcile trace ({trace[0]['traceId']}), kubectl apply → children applied → status written:"
         )
