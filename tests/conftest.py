@@ -15,6 +15,7 @@ import subprocess
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -159,15 +160,22 @@ async def nc(nats_url: str) -> AsyncIterator[NatsClient]:
         await client.close()
 
 
-@pytest.fixture
-def namespace(kube: KubeEnv) -> Iterator[str]:
-    """A fresh namespace for one test, deleted afterwards (without waiting for finalisation)."""
-    name = f"t-{uuid.uuid4().hex[:10]}"
+@contextmanager
+def fresh_namespace(kube: KubeEnv, prefix: str = "t") -> Iterator[str]:
+    """Create a uniquely named namespace; delete it afterwards without waiting for finalisation."""
+    name = f"{prefix}-{uuid.uuid4().hex[:10]}"
     kube.kubectl_run("create", "namespace", name)
     try:
         yield name
     finally:
         kube.kubectl_run("delete", "namespace", name, "--wait=false", check=False)
+
+
+@pytest.fixture
+def namespace(kube: KubeEnv) -> Iterator[str]:
+    """A fresh namespace for one test."""
+    with fresh_namespace(kube) as name:
+        yield name
 
 
 @pytest.fixture(scope="session")

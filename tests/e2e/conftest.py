@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,7 +17,7 @@ from ferry_local.binaries import find_binaries
 from ferry_local.natsd import NatsServer
 from ferry_local.paths import state_dir
 
-from tests.conftest import KubeEnv
+from tests.conftest import KubeEnv, fresh_namespace
 from tests.support.cluster import Cluster, FakeKubelet
 from tests.support.services import ServiceSet
 
@@ -46,12 +45,8 @@ def e2e_nats(e2e_dir: Path) -> Iterator[NatsServer]:
 
 @pytest.fixture(scope="module")
 def e2e_namespace(kube: KubeEnv) -> Iterator[str]:
-    name = f"e2e-{uuid.uuid4().hex[:8]}"
-    kube.kubectl_run("create", "namespace", name)
-    try:
+    with fresh_namespace(kube, "e2e") as name:
         yield name
-    finally:
-        kube.kubectl_run("delete", "namespace", name, "--wait=false", check=False)
 
 
 @pytest.fixture(scope="module")

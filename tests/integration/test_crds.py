@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import json
 import time
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from ferry_schemas.models.reference import ReferenceManifest, converter_inputs, head_examples, seed_examples
 
-from tests.conftest import KubeEnv
+from tests.conftest import KubeEnv, fresh_namespace
 from tests.integration.invalid_manifests import CASES, PLURALS, InvalidCase
 
 pytestmark = pytest.mark.integration
@@ -72,12 +71,8 @@ def test_reference_manifest_is_accepted_and_read_back(
 @pytest.fixture(scope="module")
 def invalid_namespace(kube: KubeEnv) -> Iterator[str]:
     """One namespace for the whole table: nothing is ever stored in it."""
-    name = f"t-invalid-{uuid.uuid4().hex[:8]}"
-    kube.kubectl_run("create", "namespace", name)
-    try:
+    with fresh_namespace(kube, "t-invalid") as name:
         yield name
-    finally:
-        kube.kubectl_run("delete", "namespace", name, "--wait=false", check=False)
 
 
 def test_the_table_covers_at_least_forty_rules() -> None:
