@@ -12,7 +12,8 @@ from __future__ import annotations
 import copy
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -23,6 +24,7 @@ from multidict import CIMultiDict
 from opentelemetry.trace import SpanKind
 
 from ferry_router import errors
+from ferry_router.loop_metrics import LoopHistogram
 from ferry_router.observability import (
     DECODE_DURATION,
     PREFILL_DURATION,
@@ -67,71 +69,66 @@ class PDCall:
         injected = inject_usage(body)
         return body, injected
 
-    async def prefill(self, endpoint: Endpoint, body: dict[str, Any]) -> bytes:
-        """Run the prefill phase; returns the (2xx) response body."""
+    @asynccontextmanager
+    async def _upstream(
+        self, phase: str, endpoint: Endpoint, body: dict[str, Any], duration: LoopHistogram
+    ) -> AsyncIterator[tuple[aiohttp.ClientResponse, _Outcome]]:
+        """One phase's upstream call: in-flight and active counts, a child span, the response
+        released afterwards, connection errors as :class:`UpstreamError`, the phase's duration."""
         started = time.perf_counter()
-        status = "500"
+        outcome = _Outcome()
         endpoint.inflight += 1
         active = active_upstream(*self.dest_labels)
         active.inc()
         try:
-            with child_span("prefill", {"ferry.endpoint": endpoint.key}, SpanKind.CLIENT):
-                headers = _traced(self.headers)
+            with child_span(phase, {"ferry.endpoint": endpoint.key}, SpanKind.CLIENT):
                 url = endpoint_url(self.server, endpoint, self.path_qs)
-                upstream = await self.client.send(url, orjson.dumps(body), headers, self.server.timeout)
+                upstream = await self.client.send(
+                    url, orjson.dumps(body), _traced(self.headers), self.server.timeout
+                )
                 try:
-                    data = await upstream.read()
+                    yield upstream, outcome
                 finally:
                     upstream.release()
-                if not 200 <= upstream.status < 300:
-                    raise UpstreamError(
-                        f"prefill on {endpoint.key} answered {upstream.status}", status=upstream.status
-                    )
-                status = "200"
-                return data
         except aiohttp.ClientError as exc:
-            raise UpstreamError(f"prefill on {endpoint.key}: {exc!r}") from exc
+            raise UpstreamError(f"{phase} on {endpoint.key}: {exc!r}") from exc
         finally:
             endpoint.inflight -= 1
             active.dec()
-            PREFILL_DURATION.labels(self.record.metrics_model, self.path_label, status).observe(
+            duration.labels(self.record.metrics_model, self.path_label, outcome.status).observe(
                 time.perf_counter() - started
             )
 
+    async def prefill(self, endpoint: Endpoint, body: dict[str, Any]) -> bytes:
+        """Run the prefill phase; returns the (2xx) response body."""
+        async with self._upstream("prefill", endpoint, body, PREFILL_DURATION) as (upstream, outcome):
+            data = await upstream.read()
+            if not 200 <= upstream.status < 300:
+                raise UpstreamError(
+                    f"prefill on {endpoint.key} answered {upstream.status}", status=upstream.status
+                )
+            outcome.status = "200"
+            return data
+
     async def decode(self, endpoint: Endpoint, body: dict[str, Any], injected: bool) -> web.StreamResponse:
-        started = time.perf_counter()
-        status = "500"
-        endpoint.inflight += 1
-        active = active_upstream(*self.dest_labels)
-        active.inc()
-        try:
-            with child_span("decode", {"ferry.endpoint": endpoint.key}, SpanKind.CLIENT):
-                headers = _traced(self.headers)
-                url = endpoint_url(self.server, endpoint, self.path_qs)
-                upstream = await self.client.send(url, orjson.dumps(body), headers, self.server.timeout)
-                try:
-                    self.record.upstream_status = upstream.status
-                    if not 200 <= upstream.status < 300:
-                        raise UpstreamError(
-                            f"decode on {endpoint.key} answered {upstream.status}", status=upstream.status
-                        )
-                    self.record.selected_pod = endpoint.name
-                    response = await relay(
-                        self.request, upstream, hide_usage_chunks=injected, on_usage=self.on_usage
-                    )
-                    self.response = response
-                    status = "200"
-                    return response
-                finally:
-                    upstream.release()
-        except aiohttp.ClientError as exc:
-            raise UpstreamError(f"decode on {endpoint.key}: {exc!r}") from exc
-        finally:
-            endpoint.inflight -= 1
-            active.dec()
-            DECODE_DURATION.labels(self.record.metrics_model, self.path_label, status).observe(
-                time.perf_counter() - started
-            )
+        async with self._upstream("decode", endpoint, body, DECODE_DURATION) as (upstream, outcome):
+            self.record.upstream_status = upstream.status
+            if not 200 <= upstream.status < 300:
+                raise UpstreamError(
+                    f"decode on {endpoint.key} answered {upstream.status}", status=upstream.status
+                )
+            self.record.selected_pod = endpoint.name
+            response = await relay(self.request, upstream, hide_usage_chunks=injected, on_usage=self.on_usage)
+            self.response = response
+            outcome.status = "200"
+            return response
+
+
+@dataclass
+class _Outcome:
+    """The status label a phase's duration is recorded with (``500`` unless it succeeded)."""
+
+    status: str = "500"
 
 
 def _traced(headers: CIMultiDict[str]) -> CIMultiDict[str]:
