@@ -8,6 +8,8 @@ MAX_DELIVERIES advisory; :class:`DeadLetterForwarder` turns each advisory into a
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
 
@@ -16,7 +18,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext
-from nats.js.api import DiscardPolicy, KeyValueConfig, StorageType, StreamConfig
+from nats.js.api import DeliverPolicy, DiscardPolicy, KeyValueConfig, StorageType, StreamConfig
 from nats.js.errors import BadRequestError, NotFoundError
 from nats.js.kv import KeyValue
 from prometheus_client import Counter
@@ -140,3 +142,49 @@ class DeadLetterForwarder:
             )
         except Exception:
             log.exception("could not forward a dead letter advisory")
+
+
+async def wait_for_streams(js: JetStreamContext, streams: tuple[str, ...], stop: asyncio.Event) -> bool:
+    """Wait until the watcher declared ``streams``; False when ``stop`` was set first."""
+    while not stop.is_set():
+        try:
+            for stream in streams:
+                await js.stream_info(stream)
+            return True
+        except NotFoundError:
+            log.info("waiting for the streams %s to be declared", ", ".join(streams))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 1.0)
+    return False
+
+
+async def last_subjects(js: JetStreamContext, stream: str, filter_subject: str) -> list[str]:
+    """Every subject under ``filter_subject`` whose last message is still in ``stream``.
+
+    Read with an ephemeral ordered consumer delivering the last message per subject (the snapshot),
+    headers only; used by resyncs to re-drive every owner.
+    """
+    subjects: list[str] = []
+    done = asyncio.Event()
+
+    async def on_message(msg: Msg) -> None:
+        subjects.append(msg.subject)
+        if msg.metadata.num_pending == 0:
+            done.set()
+
+    sub = await js.subscribe(
+        filter_subject,
+        stream=stream,
+        cb=on_message,
+        ordered_consumer=True,
+        deliver_policy=DeliverPolicy.LAST_PER_SUBJECT,
+        headers_only=True,
+    )
+    try:
+        info = await sub.consumer_info()
+        if info.num_pending or (info.delivered is not None and info.delivered.consumer_seq):
+            await asyncio.wait_for(done.wait(), timeout=60.0)
+    finally:
+        with contextlib.suppress(Exception):
+            await sub.unsubscribe()
+    return subjects

@@ -1,0 +1,255 @@
+"""An in-process, indexed view of ``FERRY_OBJECTS``: the informer cache, with the bus as its source.
+
+Each resource is read by one ordered push consumer starting at the last message per subject, so
+the view first loads the current state of the world (the *snapshot*) and then follows changes —
+exactly what the router's feed does. Every replica reads everything (nothing durable, nothing
+acked): the view is rebuilt from the stream on start.
+
+Reads never touch the API server:
+
+* :meth:`ObjectView.get` — one object by resource, namespace and name;
+* :meth:`ObjectView.list` — a resource's objects in a namespace, optionally by label selector;
+* :meth:`ObjectView.owned` — the objects whose ownerReferences name a uid (by owner uid index).
+
+:meth:`ObjectView.on_change` registers ``callback(event)`` for every change after it was applied,
+snapshot included (that is how owners are re-queued when a child changes). ``synced`` turns true once
+every resource delivered its snapshot; a service's ``/readyz`` waits for it.
+
+Objects are stored as the API server sent them minus ``metadata.managedFields`` (kept small).
+A view may lag the API server by a moment; writers stay safe because deletes carry uid
+preconditions and creates are server-side applies on fixed names.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import logging
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+from nats.js import JetStreamContext
+from nats.js.api import DeliverPolicy
+from prometheus_client import Counter, Gauge
+from pydantic import ValidationError
+
+from ferry_schemas.bus import OBJECTS_PREFIX, OBJECTS_STREAM, ObjectEvent, encode_token, object_filter
+
+log = logging.getLogger(__name__)
+
+Obj = dict[str, Any]
+ObjKey = tuple[str, str, str]
+"""(resource, namespace, name)."""
+ChangeCallback = Callable[[ObjectEvent], None]
+
+VIEW_EVENTS = Counter("ferry_view_events_total", "Object events applied to the view.", ["resource", "type"])
+VIEW_BAD_EVENTS = Counter(
+    "ferry_view_bad_events_total", "Bus messages that could not be decoded.", ["resource"]
+)
+VIEW_OBJECTS = Gauge("ferry_view_objects", "Objects held in the view.", ["resource"])
+
+
+def labels_of(obj: Mapping[str, Any]) -> dict[str, str]:
+    return dict((obj.get("metadata") or {}).get("labels") or {})
+
+
+def owner_uids(obj: Mapping[str, Any]) -> list[str]:
+    return [str(ref.get("uid")) for ref in (obj.get("metadata") or {}).get("ownerReferences") or []]
+
+
+def matches(obj: Mapping[str, Any], selector: Mapping[str, str] | None) -> bool:
+    """Equality-based label selection (what Ferry's selectors use)."""
+    if not selector:
+        return True
+    labels = (obj.get("metadata") or {}).get("labels") or {}
+    return all(labels.get(k) == v for k, v in selector.items())
+
+
+class ObjectView:
+    """See the module docstring. ``namespace`` limits the view to one namespace's subjects."""
+
+    def __init__(
+        self,
+        js: JetStreamContext,
+        resources: Iterable[str],
+        *,
+        namespace: str = "",
+        stream: str = OBJECTS_STREAM,
+    ) -> None:
+        self._js = js
+        self.resources = tuple(str(r) for r in resources)
+        self._namespace = namespace
+        self._stream = stream
+        self._objects: dict[ObjKey, Obj] = {}
+        self._by_namespace: dict[tuple[str, str], set[str]] = defaultdict(set)
+        self._by_owner: dict[str, set[ObjKey]] = defaultdict(set)
+        self._counts: dict[str, int] = defaultdict(int)
+        self._seen: dict[str, int] = {r: 0 for r in self.resources}
+        self._advanced: dict[str, asyncio.Event] = {r: asyncio.Event() for r in self.resources}
+        self._callbacks: list[ChangeCallback] = []
+        self._synced: dict[str, asyncio.Event] = {r: asyncio.Event() for r in self.resources}
+        self._subs: list[Subscription] = []
+        self._task: asyncio.Task[None] | None = None
+
+    # ------------------------------------------------------------------ reads
+
+    @property
+    def synced(self) -> bool:
+        return all(event.is_set() for event in self._synced.values())
+
+    async def wait_synced(self) -> None:
+        await asyncio.gather(*(e.wait() for e in self._synced.values()))
+
+    def get(self, resource: str, namespace: str, name: str) -> Obj | None:
+        return self._objects.get((str(resource), namespace, name))
+
+    def list(
+        self, resource: str, namespace: str, selector: Mapping[str, str] | None = None
+    ) -> builtins.list[Obj]:
+        resource = str(resource)
+        names = self._by_namespace.get((resource, namespace), set())
+        found = (self._objects[(resource, namespace, name)] for name in sorted(names))
+        return [obj for obj in found if matches(obj, selector)]
+
+    def owned(self, uid: str, resource: str | None = None) -> builtins.list[Obj]:
+        """Objects that list ``uid`` among their ownerReferences (of one resource, or all)."""
+        keys = sorted(self._by_owner.get(uid, set()))
+        return [self._objects[k] for k in keys if resource is None or k[0] == str(resource)]
+
+    def __len__(self) -> int:
+        return len(self._objects)
+
+    def seen(self, resource: str) -> int:
+        """The stream sequence of the last message of ``resource`` applied to the view."""
+        return self._seen.get(str(resource), 0)
+
+    async def wait_for(self, resource: str, sequence: int, limit: float = 5.0) -> bool:
+        """Wait until the view applied ``resource``'s message ``sequence`` (or a later one).
+
+        The read-your-trigger barrier: a durable consumer delivers message *S*; the reconcile it
+        causes must read a view that already contains *S*. False after ``limit`` seconds (the reconcile
+        then reads what the view has; the view's own change re-queues nothing, so callers log it).
+        """
+        resource = str(resource)
+        if resource not in self._advanced:
+            return True
+        deadline = asyncio.get_running_loop().time() + limit
+        while not (self._synced[resource].is_set() and self._seen[resource] >= sequence):
+            remaining = deadline - asyncio.get_running_loop().time()
+            if remaining <= 0:
+                return False
+            event = self._advanced[resource]
+            try:
+                await asyncio.wait_for(event.wait(), timeout=remaining)
+            except TimeoutError:
+                return False
+        return True
+
+    def on_change(self, callback: ChangeCallback) -> None:
+        self._callbacks.append(callback)
+
+    # ------------------------------------------------------------------ feeding
+
+    def apply(self, event: ObjectEvent) -> None:
+        """Apply one change (also how tests feed a view without a bus)."""
+        key = (event.resource, event.namespace, event.name)
+        old = self._objects.pop(key, None)
+        if old is not None:
+            for uid in owner_uids(old):
+                self._by_owner[uid].discard(key)
+                if not self._by_owner[uid]:
+                    del self._by_owner[uid]
+            self._by_namespace[(event.resource, event.namespace)].discard(event.name)
+        if not event.deleted:
+            obj = event.object
+            meta = obj.get("metadata")
+            if isinstance(meta, dict) and "managedFields" in meta:
+                obj = {**obj, "metadata": {k: v for k, v in meta.items() if k != "managedFields"}}
+            self._objects[key] = obj
+            self._by_namespace[(event.resource, event.namespace)].add(event.name)
+            for uid in owner_uids(obj):
+                self._by_owner[uid].add(key)
+        VIEW_EVENTS.labels(event.resource, event.type).inc()
+        if old is None and not event.deleted:
+            self._counts[event.resource] += 1
+        elif old is not None and event.deleted:
+            self._counts[event.resource] -= 1
+        VIEW_OBJECTS.labels(event.resource).set(self._counts[event.resource])
+        for callback in self._callbacks:
+            try:
+                callback(event)
+            except Exception:
+                log.exception("view change callback failed for %s", event.subject)
+
+    async def start(self) -> None:
+        """Subscribe (retrying until the stream exists) without blocking the caller."""
+        self._task = asyncio.create_task(self._subscribe_all(), name="object-view")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+        for sub in self._subs:
+            try:
+                await sub.unsubscribe()
+            except Exception as exc:
+                log.debug("unsubscribe failed: %r", exc)
+        self._subs.clear()
+
+    def filter_subject(self, resource: str) -> str:
+        if self._namespace:
+            return f"{OBJECTS_PREFIX}.{resource}.{encode_token(self._namespace)}.*"
+        return object_filter(resource)
+
+    async def _subscribe_all(self) -> None:
+        for resource in self.resources:
+            while True:
+                try:
+                    await self._subscribe(resource)
+                    break
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # stream not declared yet, NATS reconnecting...: keep trying
+                    log.warning(
+                        "view: cannot subscribe to %s (%s), retrying: %r", self._stream, resource, exc
+                    )
+                    await asyncio.sleep(1.0)
+
+    async def _subscribe(self, resource: str) -> None:
+        async def on_message(msg: Msg) -> None:
+            self._handle(resource, msg)
+
+        sub = await self._js.subscribe(
+            self.filter_subject(resource),
+            stream=self._stream,
+            cb=on_message,
+            ordered_consumer=True,
+            deliver_policy=DeliverPolicy.LAST_PER_SUBJECT,
+        )
+        self._subs.append(sub)
+        info = await sub.consumer_info()
+        # Nothing pending and nothing delivered yet: the resource has no objects, the snapshot is
+        # empty. Otherwise the message with num_pending == 0 marks the snapshot's end.
+        if info.num_pending == 0 and (info.delivered is None or not info.delivered.consumer_seq):
+            self._synced[resource].set()
+
+    def _handle(self, resource: str, msg: Msg) -> None:
+        try:
+            event = ObjectEvent.model_validate_json(msg.data)
+        except ValidationError as exc:
+            VIEW_BAD_EVENTS.labels(resource).inc()
+            log.error("view: undecodable %s event on %s: %s", resource, msg.subject, exc)
+        else:
+            self.apply(event)
+        try:
+            pending = msg.metadata.num_pending
+            self._seen[resource] = max(self._seen[resource], int(msg.metadata.sequence.stream))
+        except Exception:
+            pending = 0
+        if pending == 0:
+            self._synced[resource].set()
+        advanced = self._advanced[resource]
+        self._advanced[resource] = asyncio.Event()
+        advanced.set()

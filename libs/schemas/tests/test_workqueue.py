@@ -1,0 +1,124 @@
+"""The shared keyed work queue: coalescing, no overlap per key, retry forever with back-off."""
+
+import asyncio
+import itertools
+
+from ferry_schemas.runtime.workqueue import Backoff, WorkQueue
+
+
+async def test_requests_for_one_key_coalesce_and_never_overlap() -> None:
+    running = 0
+    calls: list[str] = []
+    gate = asyncio.Event()
+
+    async def reconcile(key: str, _ctx: object) -> None:
+        nonlocal running
+        running += 1
+        assert running == 1
+        calls.append(key)
+        await gate.wait()
+        running -= 1
+
+    queue: WorkQueue[str] = WorkQueue("t", reconcile, workers=4)
+    first = asyncio.create_task(queue.submit("a"))
+    await asyncio.sleep(0)
+    # these arrive while "a" is running: they share one follow-up reconcile
+    later = [asyncio.create_task(queue.submit("a")) for _ in range(5)]
+    for _ in range(3):
+        queue.add("a")
+    await asyncio.sleep(0.01)
+    gate.set()
+    await asyncio.gather(first, *later)
+    assert calls == ["a", "a"]
+    assert len(queue) == 0
+
+
+async def test_different_keys_run_concurrently_up_to_workers() -> None:
+    running, peak = 0, 0
+    release = asyncio.Event()
+
+    async def reconcile(key: str, _ctx: object) -> None:
+        nonlocal running, peak
+        running += 1
+        peak = max(peak, running)
+        await release.wait()
+        running -= 1
+
+    queue: WorkQueue[str] = WorkQueue("t", reconcile, workers=2)
+    tasks = [asyncio.create_task(queue.submit(k)) for k in "abcd"]
+    await asyncio.sleep(0.02)
+    assert peak == 2
+    release.set()
+    await asyncio.gather(*tasks)
+
+
+async def test_failures_are_retried_until_success_and_waiters_see_only_success() -> None:
+    attempts: list[float] = []
+
+    async def reconcile(key: str, _ctx: object) -> None:
+        attempts.append(asyncio.get_running_loop().time())
+        if len(attempts) < 4:
+            raise ConnectionError("API server away")
+
+    queue: WorkQueue[str] = WorkQueue("t", reconcile, backoff=Backoff(base=0.05, cap=0.4, jitter=0.0))
+    await asyncio.wait_for(queue.submit("k"), timeout=3)
+    assert len(attempts) == 4
+    gaps = [b - a for a, b in itertools.pairwise(attempts)]
+    assert gaps[0] >= 0.045
+    assert gaps[2] >= 0.19  # 0.05, 0.1, 0.2: the back-off doubles
+    assert queue.failures("k") == 0
+    assert len(queue) == 0
+
+
+async def test_an_add_during_back_off_does_not_shorten_it() -> None:
+    attempts = 0
+
+    async def reconcile(key: str, _ctx: object) -> None:
+        nonlocal attempts
+        attempts += 1
+        if attempts == 1:
+            raise ConnectionError("away")
+
+    queue: WorkQueue[str] = WorkQueue("t", reconcile, backoff=Backoff(base=0.2, cap=0.2, jitter=0.0))
+    waiter = asyncio.create_task(queue.submit("k"))
+    await asyncio.sleep(0.02)
+    assert queue.failures("k") == 1
+    queue.add("k")
+    await asyncio.sleep(0.05)
+    assert attempts == 1
+    await asyncio.wait_for(waiter, timeout=1)
+    assert attempts == 2
+
+
+async def test_settle_turns_a_burst_into_one_reconcile() -> None:
+    calls: list[str] = []
+
+    async def reconcile(key: str, _ctx: object) -> None:
+        calls.append(key)
+
+    queue: WorkQueue[str] = WorkQueue("t", reconcile, settle=0.05)
+    burst = []
+    for _ in range(5):
+        burst.append(asyncio.create_task(queue.submit("ms")))
+        await asyncio.sleep(0.005)
+    await asyncio.gather(*burst)
+    assert calls == ["ms"]
+
+
+async def test_add_after_queues_later() -> None:
+    done = asyncio.Event()
+
+    async def reconcile(key: str, _ctx: object) -> None:
+        done.set()
+
+    queue: WorkQueue[str] = WorkQueue("t", reconcile)
+    queue.add_after("k", 0.05)
+    await asyncio.sleep(0.02)
+    assert not done.is_set()
+    await asyncio.wait_for(done.wait(), timeout=1)
+
+
+def test_backoff_is_capped_and_jittered_downwards() -> None:
+    backoff = Backoff(base=0.5, cap=30.0, jitter=0.2)
+    assert backoff.delay(1) <= 0.5
+    assert 24.0 <= backoff.delay(20) <= 30.0
