@@ -25,6 +25,8 @@ from ferry_mock_engine.config import (
     Role,
     parse_duration,
 )
+from ferry_mock_engine.kv_events import KVEventsConfig
+from ferry_mock_engine.profiles import DEFAULT_PROFILE, profile_named
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +42,8 @@ ENV_ITL = "FERRY_MOCK_ITL"
 ENV_ID = "FERRY_MOCK_ID"
 ENV_HOST = "FERRY_MOCK_HOST"
 ENV_PORT = "FERRY_MOCK_PORT"
+ENV_PROFILE = "FERRY_MOCK_PROFILE"
+ENV_TIME_SCALE = "FERRY_MOCK_TIME_SCALE"
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -61,6 +65,13 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--block-size", "--page-size", dest="block_size", type=int)
     p.add_argument("--kv-cache-size", dest="kv_cache_size", type=int, help="KV cache size in blocks")
     p.add_argument("--enable-kvcache", dest="enable_kvcache", nargs="?", const="true")
+    p.add_argument("--max-num-batched-tokens", dest="max_num_batched_tokens", type=int)
+    p.add_argument("--enable-prefix-caching", dest="prefix_caching", action="store_true", default=None)
+    p.add_argument("--no-enable-prefix-caching", dest="prefix_caching", action="store_false")
+    p.add_argument("--kv-events-config", dest="kv_events_config")
+    # the simulator
+    p.add_argument("--sim-profile", dest="sim_profile", help="performance profile (turns the simulator on)")
+    p.add_argument("--time-scale", dest="time_scale", type=float, help="wall seconds per simulated second")
     # LoRA
     p.add_argument("--enable-lora", dest="enable_lora", nargs="?", const="true")
     p.add_argument("--lora-modules", "--lora-paths", dest="lora_modules", nargs="+", default=None)
@@ -220,6 +231,7 @@ def config_from_argv(argv: Sequence[str], env: Mapping[str, str] | None = None) 
         cfg.block_size = ns.block_size
     if ns.kv_cache_size:
         cfg.kv_cache_blocks = ns.kv_cache_size
+    _simulator_settings(cfg, ns, env)
     cfg.enable_lora = _truthy(ns.enable_lora) or bool(ns.lora_modules)
     cfg.lora_modules = parse_lora_modules(ns.lora_modules or [])
     if ns.max_loras:
@@ -251,6 +263,36 @@ def config_from_argv(argv: Sequence[str], env: Mapping[str, str] | None = None) 
         cfg.default_output_tokens = ns.mock_output_tokens
     cfg.engine_id = env.get(ENV_ID) or ns.mock_id or ""
     return cfg
+
+
+def _simulator_settings(cfg: EngineConfig, ns: argparse.Namespace, env: Mapping[str, str]) -> None:
+    """Profile, time scale, prefix caching and KV events; profile defaults for unset shape flags."""
+    if ns.kv_events_config:
+        KVEventsConfig.parse(ns.kv_events_config)  # refuse a bad config at start, like vLLM
+        cfg.kv_events_config = ns.kv_events_config
+    if ns.prefix_caching is not None:
+        cfg.enable_prefix_caching = ns.prefix_caching
+    if ns.max_num_batched_tokens:
+        cfg.max_num_batched_tokens = ns.max_num_batched_tokens
+    cfg.profile = env.get(ENV_PROFILE) or ns.sim_profile
+    if cfg.profile is None and cfg.kv_events_config and KVEventsConfig.parse(cfg.kv_events_config).enable:
+        cfg.profile = DEFAULT_PROFILE
+    scale = env.get(ENV_TIME_SCALE) or ns.time_scale
+    if scale is not None:
+        cfg.time_scale = float(scale)
+        if not cfg.time_scale > 0:
+            raise ValueError(f"--time-scale must be positive, got {scale}")
+    if cfg.profile is None:
+        return
+    profile = profile_named(cfg.profile)
+    if not ns.max_num_seqs:
+        cfg.max_num_seqs = profile.max_num_seqs
+    if not ns.block_size:
+        cfg.block_size = profile.block_size
+    if not ns.kv_cache_size:
+        cfg.kv_cache_blocks = profile.kv_cache_blocks
+    if not ns.max_num_batched_tokens:
+        cfg.max_num_batched_tokens = profile.max_num_batched_tokens
 
 
 _SHELL_SPLIT = re.compile(r"\s*(?:&&|\|\||;|\n)\s*")

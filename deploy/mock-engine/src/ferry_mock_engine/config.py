@@ -74,6 +74,12 @@ class EngineConfig:
     lora_modules: list[LoraModule] = field(default_factory=list)
     ignored_flags: list[str] = field(default_factory=list)
     max_recorded_requests: int = 10000
+    # the simulator (ferry_mock_engine.simulator): on when a profile is named or KV events are enabled
+    profile: str | None = None
+    time_scale: float = 1.0  # wall seconds per simulated second
+    max_num_batched_tokens: int = 8192
+    enable_prefix_caching: bool = True
+    kv_events_config: str | None = None  # vLLM's --kv-events-config JSON
 
     @property
     def names(self) -> list[str]:

@@ -20,6 +20,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 
 from ferry_mock_engine.config import EngineConfig, EngineKind
+from ferry_mock_engine.simulator import Simulator
 
 _LATENCY_BUCKETS = (
     0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75,
@@ -41,25 +42,36 @@ class Load:
 
 
 class _LoadCollector(Collector):
-    def __init__(self, config: EngineConfig, load: Load) -> None:
+    """Gauges read at scrape time: from the simulator when there is one, else from :class:`Load`."""
+
+    def __init__(self, config: EngineConfig, load: Load, sim: Simulator | None) -> None:
         self._config = config
         self._load = load
+        self._sim = sim
+
+    def _now(self) -> tuple[int, int, float]:
+        if self._sim is not None:
+            sim = self._sim
+            return len(sim.running), len(sim.waiting), sim.pool.usage
+        cfg, load = self._config, self._load
+        usage = min(1.0, load.blocks(cfg.block_size) / max(1, cfg.kv_cache_blocks))
+        return len(load.running), load.waiting, usage
 
     def collect(self) -> Iterator[Metric]:
         cfg, load = self._config, self._load
         model = cfg.names[0]
-        usage = min(1.0, load.blocks(cfg.block_size) / max(1, cfg.kv_cache_blocks))
+        running, waiting, usage = self._now()
         gauges: list[tuple[str, str, float]]
         if cfg.engine is EngineKind.SGLANG:
             gauges = [
-                ("sglang:num_running_reqs", "Running requests.", len(load.running)),
-                ("sglang:num_queue_reqs", "Queued requests.", load.waiting),
+                ("sglang:num_running_reqs", "Running requests.", running),
+                ("sglang:num_queue_reqs", "Queued requests.", waiting),
                 ("sglang:token_usage", "KV cache token usage (0..1).", usage),
             ]
         else:
             gauges = [
-                ("vllm:num_requests_running", "Requests in model execution batches.", len(load.running)),
-                ("vllm:num_requests_waiting", "Requests waiting to be processed.", load.waiting),
+                ("vllm:num_requests_running", "Requests in model execution batches.", running),
+                ("vllm:num_requests_waiting", "Requests waiting to be processed.", waiting),
                 ("vllm:kv_cache_usage_perc", "KV-cache usage. 1 means 100 percent usage.", usage),
                 ("vllm:gpu_cache_usage_perc", "GPU KV-cache usage (pre-v0.10 name).", usage),
             ]
@@ -73,9 +85,9 @@ class _LoadCollector(Collector):
                 "Running stats on lora requests.",
                 labels=["max_lora", "running_lora_adapters", "waiting_lora_adapters"],
             )
-            running = ",".join(sorted(set(load.running_loras.values())))
-            waiting = ",".join(sorted(name for name, n in load.waiting_loras.items() if n > 0))
-            info.add_metric([str(cfg.max_loras), running, waiting], time.time())
+            running_loras = ",".join(sorted(set(load.running_loras.values())))
+            waiting_loras = ",".join(sorted(name for name, n in load.waiting_loras.items() if n > 0))
+            info.add_metric([str(cfg.max_loras), running_loras, waiting_loras], time.time())
             yield info
 
 
@@ -115,8 +127,9 @@ class _Counter:
 class EngineMetrics(Collector):
     """Registry + instruments for one engine (histograms and counters kept in plain Python objects)."""
 
-    def __init__(self, config: EngineConfig, load: Load) -> None:
+    def __init__(self, config: EngineConfig, load: Load, sim: Simulator | None = None) -> None:
         prefix = "sglang" if config.engine is EngineKind.SGLANG else "vllm"
+        self._sim = sim
         self._model = config.names[0]
         self.ttft = _Histogram(f"{prefix}:time_to_first_token_seconds", "Time to first token.")
         self._itl = [_Histogram(f"{prefix}:inter_token_latency_seconds", "Inter-token latency.")]
@@ -127,7 +140,7 @@ class EngineMetrics(Collector):
         self.generation_tokens = _Counter(f"{prefix}:generation_tokens", "Generation tokens processed.")
         self.request_success = _Counter(f"{prefix}:request_success", "Successfully finished requests.")
         self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(_LoadCollector(config, load))
+        self.registry.register(_LoadCollector(config, load, sim))
         self.registry.register(self)
 
     def collect(self) -> Iterator[Metric]:
@@ -142,6 +155,16 @@ class EngineMetrics(Collector):
             for values, amount in counter.values.items():
                 family.add_metric(list(values), amount)
             yield family
+        if self._sim is not None:  # vLLM v1's prefix-cache counters (tokens) and preemptions
+            stats = self._sim.stats
+            for name, doc, value in (
+                ("vllm:prefix_cache_queries", "Prefix-cache queries, in tokens.", stats.prefix_queries),
+                ("vllm:prefix_cache_hits", "Prefix-cache hits, in tokens.", stats.prefix_hits),
+                ("vllm:num_preemptions", "Cumulative number of preemptions.", stats.preemptions),
+            ):
+                family = CounterMetricFamily(name, doc, labels=["model_name"])
+                family.add_metric([self._model], float(value))
+                yield family
 
     def observe_first_token(self, seconds: float) -> None:
         self.ttft.observe(seconds)

@@ -12,12 +12,13 @@ answer the next requests with an error).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import socket
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,10 +35,14 @@ from ferry_mock_engine.generation import (
     prompt_text,
     token_ids,
 )
+from ferry_mock_engine.kv_events import KVEvent, KVEventsConfig, ZmqPublisher
+from ferry_mock_engine.kvcache import BlockPool
 from ferry_mock_engine.metrics import EngineMetrics, Load
 from ferry_mock_engine.openai_format import Completion, error_body, sse, usage
 from ferry_mock_engine.pd import PdRequest, classify, prefill_transfer_params
+from ferry_mock_engine.profiles import profile_named
 from ferry_mock_engine.records import RequestLog, RequestRecord
+from ferry_mock_engine.simulator import END, Simulator
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +68,7 @@ class Job:
     finish_reason: str
     headers: dict[str, str]
     include_usage: bool = False
+    prompt_ids: list[int] | None = None  # the prompt's token ids (simulator only)
 
     def usage(self) -> dict[str, int]:
         return usage(self.record.prompt_tokens, len(self.tokens))
@@ -80,7 +86,18 @@ class MockEngine:
     def __init__(self, config: EngineConfig) -> None:
         self.config = config
         self.load = Load()
-        self.metrics = EngineMetrics(config, self.load)
+        self.publisher: ZmqPublisher | None = None
+        self.sim: Simulator | None = None
+        if config.profile is not None:
+            self.sim = Simulator(
+                profile_named(config.profile),
+                BlockPool(config.kv_cache_blocks, config.block_size, config.enable_prefix_caching),
+                max_num_seqs=config.max_num_seqs,
+                max_num_batched_tokens=config.max_num_batched_tokens,
+                time_scale=config.time_scale,
+                publish=self._publish,
+            )
+        self.metrics = EngineMetrics(config, self.load, self.sim)
         self.log = RequestLog(limit=config.max_recorded_requests)
         self.loras: dict[str, LoraModule] = {m.name: m for m in config.lora_modules}
         self.fault = FaultInjection()
@@ -120,6 +137,16 @@ class MockEngine:
             self.port = int(sockets[0].getsockname()[1])
         if not self.config.engine_id:
             self.config.engine_id = f"{self._advertised_host()}:{self.port}"
+        events = KVEventsConfig.parse(self.config.kv_events_config or "{}")
+        if events.enable and self.sim is not None:
+            self.publisher = ZmqPublisher(events, self.config.host)
+        if self.sim is not None:
+            self.sim.start()
+            log.info(
+                "simulating profile %s: %d KV blocks of %d tokens, max %d seqs, time scale %g",
+                self.config.profile, self.config.kv_cache_blocks, self.config.block_size,
+                self.config.max_num_seqs, self.config.time_scale,
+            )  # fmt: skip
         log.info(
             "mock engine %s serving %s on %s (role %s, connector %s)",
             self.config.engine_id, self.config.names, self.url, self.config.role.value,
@@ -131,6 +158,15 @@ class MockEngine:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+        if self.sim is not None:
+            await self.sim.stop()
+        if self.publisher is not None:
+            self.publisher.close()
+            self.publisher = None
+
+    def _publish(self, events: list[KVEvent]) -> None:
+        if self.publisher is not None:
+            self.publisher.publish(events)
 
     def _advertised_host(self) -> str:
         host = self.config.host
@@ -242,6 +278,7 @@ class MockEngine:
             finish_reason="length" if ("max_tokens" in body or "max_completion_tokens" in body) else "stop",
             headers=headers,
             include_usage=isinstance(options, dict) and options.get("include_usage") is True,
+            prompt_ids=token_ids(prompt) if self.sim is not None else None,
         )
         return await (self._stream(request, job) if stream else self._complete(job))
 
@@ -290,18 +327,53 @@ class MockEngine:
             self.load.running[record.id] = record.prompt_tokens + record.output_tokens
             yield token
 
+    async def _simulate(self, job: Job) -> AsyncIterator[str]:
+        """Tokens as the simulator's steps produce them (it counts running and waiting itself)."""
+        assert self.sim is not None
+        sim = self.sim
+        decode = job.pd.role is Role.DECODE
+        if decode and self.config.kv_transfer_latency > 0:
+            await asyncio.sleep(self.config.kv_transfer_latency * sim.time_scale)
+        req = sim.request(job.record.id, job.prompt_ids or [], len(job.tokens), precomputed=decode)
+        sim.submit(req)
+        try:
+            last = req.arrival
+            while (index := await req.tokens.get()) != END:
+                now = req.token_times[index]
+                if index == 0:
+                    self.metrics.observe_first_token(now - req.arrival)
+                else:
+                    self.metrics.observe_inter_token(now - last)
+                last = now
+                job.record.output_tokens += 1
+                yield job.tokens[index]
+        finally:
+            sim.cancel(req)
+
+    async def _answer_tokens(self, job: Job) -> AsyncGenerator[str]:
+        """The simulator's tokens, or the fixed-delay ones between admission and release."""
+        if self.sim is not None:
+            async for token in self._simulate(job):
+                yield token
+            return
+        try:
+            async for token in self._generate(job):
+                yield token
+        finally:
+            self._release(job.record)
+
     def _finished(self, job: Job, started: float) -> None:
+        scale = self.sim.time_scale if self.sim is not None else 1.0
         self.metrics.observe_finished(
-            time.monotonic() - started, job.record.prompt_tokens, len(job.tokens), job.finish_reason
+            (time.monotonic() - started) / scale, job.record.prompt_tokens, len(job.tokens), job.finish_reason
         )
 
     async def _complete(self, job: Job) -> web.StreamResponse:
         started = time.monotonic()
-        await self._admit(job.record)
-        try:
-            text = "".join([t async for t in self._generate(job)])
-        finally:
-            self._release(job.record)
+        if self.sim is None:
+            await self._admit(job.record)
+        async with contextlib.aclosing(self._answer_tokens(job)) as tokens:
+            text = "".join([t async for t in tokens])
         extra: dict[str, Any] = {}
         if job.pd.role is Role.PREFILL:
             params = prefill_transfer_params(
@@ -323,13 +395,15 @@ class MockEngine:
             headers={**job.headers, "Content-Type": "text/event-stream", "Cache-Control": "no-cache"},
         )
         job.record.status = 200
-        await self._admit(job.record)
+        if self.sim is None:
+            await self._admit(job.record)
         try:
             await response.prepare(request)
             first = True
-            async for token in self._generate(job):
-                await response.write(sse(completion.chunk(token, first=first)))
-                first = False
+            async with contextlib.aclosing(self._answer_tokens(job)) as tokens:
+                async for token in tokens:
+                    await response.write(sse(completion.chunk(token, first=first)))
+                    first = False
             await response.write(sse(completion.chunk(None if completion.chat else "", job.finish_reason)))
             if job.include_usage:
                 await response.write(sse(completion.usage_chunk(job.usage())))
