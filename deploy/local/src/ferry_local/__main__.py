@@ -67,6 +67,10 @@ def main(argv: list[str] | None = None) -> int:
                 for proc in info.processes:
                     print(f"{proc.name:26} pid {proc.pid:<8} log {proc.log}")
                 print(f"KUBECONFIG={info.kubeconfig}\nNATS_URL={info.nats_url}")
+                if info.router_url:
+                    print(f"ROUTER_URL={info.router_url}\nTRACES={info.trace_file}")
+                else:
+                    print("ROUTER_URL= (not started: ferry-local up --stack-only)")
             elif args.command == "env":
                 for key, value in info.env().items():
                     print(f"export {key}={value}")
