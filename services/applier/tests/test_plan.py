@@ -152,3 +152,39 @@ def test_role_rolling_update_recreates_deleted_instances_with_the_new_template(
     plan = plan_workload(new, observe(pods))
     # the missing instance comes back new; the old one waits: the new one is not ready yet
     assert plan.actions == [CreatePods(0, "prefill", 1, (0,), "new")]
+
+
+def _role_partitioned(partition: int, replicas: int = 3) -> tuple[Revision, dict[str, Revision]]:
+    def rev(name: str) -> Revision:
+        role = RoleSpec("prefill", replicas, 0, max_unavailable=replicas, partition=partition)
+        return Revision(name, WorkloadSpec(1, (role,), rollout_type=ROLE_ROLLING_UPDATE), {"prefill": name})
+
+    return rev("new"), {"old": rev("old")}
+
+
+def test_a_lost_instance_below_the_role_partition_comes_back_at_its_old_revision(make_pod: Any) -> None:
+    """Kthena's RolePartitionScaleUp: prefill x3, partition 1; instance 0 is lost after the rollout."""
+    new, old = _role_partitioned(partition=1)
+    rolled = [make_pod(MS, 0, "prefill", r, revision="new", role_hash="new") for r in (1, 2)]
+    # no pod of the old revision is left in the group: the protected revision comes from the
+    # ModelServing's current revision (the engine's oldest kept snapshot), not from the group
+    plan = plan_workload(new, observe(rolled), revisions=old, current_revision="old")
+    assert plan.actions == [CreatePods(0, "prefill", 0, (0,), "old")]
+    # an ordinal beyond the partition comes back new
+    survivors = [make_pod(MS, 0, "prefill", 0, revision="old", role_hash="old"), rolled[1]]
+    plan = plan_workload(new, observe(survivors), revisions=old, current_revision="old")
+    assert plan.actions == [CreatePods(0, "prefill", 1, (0,), "new")]
+
+
+def test_surviving_protected_instances_name_the_role_revision(make_pod: Any) -> None:
+    new, old = _role_partitioned(partition=2)
+    pods = [
+        make_pod(MS, 0, "prefill", 1, revision="old", role_hash="old"),
+        make_pod(MS, 0, "prefill", 2, revision="new", role_hash="new"),
+    ]
+    # the caller's current revision says new, but instance 1 shows the role is protected at old
+    plan = plan_workload(new, observe(pods), revisions=old, current_revision="new")
+    assert plan.actions == [CreatePods(0, "prefill", 0, (0,), "old")]
+    # without a snapshot of the old revision the instance can only be rebuilt new
+    plan = plan_workload(new, observe(pods), revisions={}, current_revision="new")
+    assert plan.actions == [CreatePods(0, "prefill", 0, (0,), "new")]

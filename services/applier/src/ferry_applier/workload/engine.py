@@ -37,6 +37,8 @@ Renderer = Callable[[ServingWorkload, OwnerKey, int], list[Obj]]
 """Renders every object of one ServingGroup ordinal (pods, headless Services, PodGroup)."""
 
 SpecReader = Callable[[ServingWorkload], WorkloadSpec]
+Snapshots = dict[str, tuple[Obj, ServingWorkload | None]]
+"""Template snapshots (ControllerRevisions) by revision, with the workload each holds."""
 
 SNAPSHOT_FIELD_MANAGER = "ferry"
 _APPLIED_METADATA = ("name", "labels", "annotations", "ownerReferences")
@@ -100,8 +102,8 @@ class WorkloadEngine:
         spec = self.read_spec(workload)
         return Revision(workload.revision, spec, role_hashes(self.render(workload, owner, 0)))
 
-    async def _snapshots(self, owner: OwnerKey) -> dict[str, tuple[Obj, ServingWorkload | None]]:
-        found: dict[str, tuple[Obj, ServingWorkload | None]] = {}
+    async def _snapshots(self, owner: OwnerKey) -> Snapshots:
+        found: Snapshots = {}
         for obj in await self.kube.list("ControllerRevision", owner.namespace, {L.MS_NAME: owner.name}):
             if not owned_by(obj, owner.uid):
                 continue
@@ -114,10 +116,14 @@ class WorkloadEngine:
             found[revision] = (obj, workload)
         return found
 
-    async def _ensure_snapshot(self, owner: OwnerKey, workload: ServingWorkload, existing: set[str]) -> None:
-        """Keep the template of every revision in a ControllerRevision (created once, never rewritten)."""
+    async def _ensure_snapshot(self, owner: OwnerKey, workload: ServingWorkload, existing: Snapshots) -> None:
+        """Keep the template of every revision in a ControllerRevision (created once, never rewritten).
+
+        Its ``revision`` number counts up, so the oldest kept snapshot is known (:func:`_oldest_snapshot`).
+        """
         if workload.revision in existing:
             return
+        number = 1 + max((int(obj.get("revision") or 0) for obj, _ in existing.values()), default=0)
         await self.kube.apply(
             {
                 "apiVersion": "apps/v1",
@@ -128,7 +134,7 @@ class WorkloadEngine:
                     "labels": {L.MS_NAME: owner.name, L.MS_REVISION: workload.revision},
                     "ownerReferences": [owner.owner_reference()],
                 },
-                "revision": 1,
+                "revision": number,
                 "data": {"workload": workload.model_dump(mode="json", by_alias=True, exclude_none=True)},
             },
             field_manager=SNAPSHOT_FIELD_MANAGER,
@@ -143,7 +149,7 @@ class WorkloadEngine:
         ns = owner.namespace
         results: list[ChildResult] = []
         snapshots = await self._snapshots(owner)
-        await self._ensure_snapshot(owner, workload, set(snapshots))
+        await self._ensure_snapshot(owner, workload, snapshots)
         new = self.revision(workload, owner)
         workloads: dict[str, ServingWorkload] = {workload.revision: workload}
         revisions: dict[str, Revision] = {}
@@ -158,6 +164,10 @@ class WorkloadEngine:
         observed = observe(pods)
         if not current_revision or current_revision not in workloads:
             current_revision = _oldest_common_revision(observed, new.name, workloads)
+            if current_revision == new.name and new.spec.has_partition:
+                # every pod of the old revision is gone (a protected instance was lost): the
+                # partition still protects it, so rebuild it from the oldest kept snapshot
+                current_revision = _oldest_snapshot(snapshots, new.name) or new.name
         plan = plan_workload(new, observed, revisions=revisions, current_revision=current_revision)
 
         for action in plan.actions:
@@ -366,7 +376,7 @@ class WorkloadEngine:
     async def _prune_snapshots(
         self,
         owner: OwnerKey,
-        snapshots: dict[str, tuple[Obj, ServingWorkload | None]],
+        snapshots: Snapshots,
         groups: list[GroupState],
         keep: set[str],
     ) -> None:
@@ -415,3 +425,13 @@ def _oldest_common_revision(groups: list[GroupState], new: str, workloads: dict[
     )
     candidates = [rev for rev, _ in counts.most_common() if rev in workloads]
     return candidates[0] if candidates else new
+
+
+def _oldest_snapshot(snapshots: Snapshots, new: str) -> str:
+    """The oldest template snapshot other than ``new`` (Kthena: the first ControllerRevision that differs)."""
+    old = [
+        (int(obj.get("revision") or 0), str((obj.get("metadata") or {}).get("creationTimestamp") or ""), rev)
+        for rev, (obj, workload) in snapshots.items()
+        if rev != new and workload is not None
+    ]
+    return min(old)[2] if old else ""

@@ -326,14 +326,14 @@ def _sync_role(
             revision = own.name if own is not None and own.spec.role(role.name) is not None else template.name
             plan.actions.append(CreatePods(group.ordinal, role.name, inst.ordinal, tuple(missing), revision))
     if len(instances) < role.replicas:
+        role_protected = _role_protected_revision(
+            instances, role, role_partition, new, known, protected_revision
+        )
         for ordinal in missing_ordinals(
             (i.ordinal for i in instances), role.replicas, role.replicas - len(instances)
         ):
-            revision = template.name
-            if role_partition > 0 and ordinal < role_partition and protected_revision != new.name:
-                old = known.get(protected_revision)
-                if old is not None and old.spec.role(role.name) is not None:
-                    revision = protected_revision
+            protected = role_partition > 0 and ordinal < role_partition and role_protected != new.name
+            revision = role_protected if protected else template.name
             plan.actions.append(
                 CreatePods(group.ordinal, role.name, ordinal, tuple(range(role.pods_per_instance)), revision)
             )
@@ -349,6 +349,42 @@ def _sync_role(
             if victim is not None:
                 plan.actions.append(DeleteInstance(group.ordinal, role.name, ordinal, "ScaleDown"))
                 victim.deleting_planned = True
+
+
+def _role_protected_revision(
+    instances: list[InstanceState],
+    role: RoleSpec,
+    role_partition: int,
+    new: Revision,
+    known: Mapping[str, Revision],
+    protected_revision: str,
+) -> str:
+    """The revision a role instance below the role-level partition is (re)built at (spec §6.2 step 3).
+
+    The revision of the role's surviving protected instances when they are on an old one; else the
+    ModelServing's protected revision (the old revision still in use, or the oldest kept snapshot).
+    A revision without a snapshot of this role falls back to the new one.
+    """
+    if role_partition <= 0:
+        return new.name
+    survivors = [
+        inst.revision
+        for inst in instances
+        if inst.ordinal < role_partition and not inst.deleting and not inst.planned and inst.revision
+    ]
+    for revision in [*_by_count(survivors), protected_revision]:
+        old = known.get(revision)
+        if revision != new.name and old is not None and old.spec.role(role.name) is not None:
+            return revision
+    return new.name
+
+
+def _by_count(values: list[str]) -> list[str]:
+    """Distinct values, most common first (ties by value, so the choice is deterministic)."""
+    counts: dict[str, int] = {}
+    for value in values:
+        counts[value] = counts.get(value, 0) + 1
+    return sorted(counts, key=lambda value: (-counts[value], value))
 
 
 def _role_rolling_update(plan: WorkloadPlan, groups: list[GroupState], new: Revision, partition: int) -> None:

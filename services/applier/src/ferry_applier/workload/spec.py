@@ -89,6 +89,11 @@ class WorkloadSpec:
         return resolve_partition(role.partition, role.replicas)
 
     @property
+    def has_partition(self) -> bool:
+        """Some groups or role instances are partition-protected (they keep an old revision)."""
+        return self.group_partition > 0 or any(self.role_partition(role) > 0 for role in self.roles)
+
+    @property
     def group_max_unavailable(self) -> int:
         """ServingGroup maxUnavailable, a percentage of replicas rounded down, at least 1.
 

@@ -1,0 +1,85 @@
+"""Behaviours Kthena's own end-to-end suite checks on a ModelServing (issue 11), on the real stack.
+
+Each test applies the manifest Kthena's scenario uses (spec/serving.md §8) with kubectl and waits
+for the effect the scenario asserts; every service runs as its own process.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+from ferry_schemas import labels as L
+
+from tests.e2e.test_servings import WITHIN, pods_of, serving, wait_serving_available
+from tests.support.cluster import Cluster, FakeKubelet, eventually, is_ready
+from tests.support.services import ServiceSet
+
+pytestmark = [pytest.mark.e2e, pytest.mark.integration, pytest.mark.slow]
+JSON = dict[str, Any]
+
+
+def image_of(pod: JSON) -> str:
+    return str(pod["spec"]["containers"][0]["image"])
+
+
+def live(cluster: Cluster, name: str) -> dict[str, JSON]:
+    return {
+        p["metadata"]["name"]: p for p in pods_of(cluster, name) if not p["metadata"].get("deletionTimestamp")
+    }
+
+
+def test_role_partition_protects_a_lost_replica_at_the_old_revision(
+    pipeline: ServiceSet, cluster: Cluster, kubelet: FakeKubelet
+) -> None:
+    """Kthena's RolePartitionScaleUp: prefill x3, role partition 1, then the protected pod is deleted."""
+    name = "role-partition"
+    manifest = serving(name, cluster.namespace, 1, roles=("prefill",), image="engine:1")
+    manifest["spec"]["rolloutStrategy"] = {"type": "RoleRollingUpdate"}
+    manifest["spec"]["template"]["roles"][0].update(replicas=3, partition=1, maxUnavailable=3)
+    cluster.apply(manifest)
+    initial = wait_serving_available(cluster, manifest)["status"]["updateRevision"]
+    pods = [f"{name}-0-prefill-{r}-0" for r in range(3)]
+
+    updated = copy.deepcopy(manifest)
+    updated["spec"]["template"]["roles"][0]["entryTemplate"]["spec"]["containers"][0]["image"] = "engine:2"
+    cluster.apply(updated)
+
+    def rolled() -> dict[str, str] | None:
+        now = live(cluster, name)
+        images = {pod: image_of(now[pod]) for pod in pods if pod in now and is_ready(now[pod])}
+        return images if images == dict(zip(pods, ["engine:1", "engine:2", "engine:2"], strict=True)) else None
+
+    eventually(rolled, WITHIN, "prefill-0 kept engine:1 (protected), prefill-1 and -2 rolled to engine:2")
+    victim = pods[0]
+    before = live(cluster, name)[victim]["metadata"]["uid"]
+    cluster.delete("Pod", victim, wait=True)
+
+    def back() -> JSON | None:
+        pod = live(cluster, name).get(victim)
+        return pod if pod is not None and pod["metadata"]["uid"] != before and is_ready(pod) else None
+
+    recreated = eventually(back, WITHIN, f"{victim} recreated")
+    assert image_of(recreated) == "engine:1", "the partition-protected replica must come back at the old image"
+    assert recreated["metadata"]["labels"][L.MS_REVISION] == initial
+    assert rolled() is not None, "the replicas beyond the partition stay on the new image"
+
+
+def test_a_template_cannot_override_ferrys_labels_and_status_counts_right(
+    pipeline: ServiceSet, cluster: Cluster, kubelet: FakeKubelet
+) -> None:
+    name = "label-override"
+    manifest = serving(name, cluster.namespace, 2)
+    manifest["spec"]["template"]["roles"][0]["entryTemplate"]["metadata"] = {
+        "labels": {L.MS_GROUP_NAME: "user-group", L.MS_ROLE_ID: "user-role", L.MS_REVISION: "x", "team": "a"}
+    }
+    cluster.apply(manifest)
+    status = wait_serving_available(cluster, manifest)["status"]
+    assert status["availableReplicas"] == status["replicas"] == 2
+    for ordinal, pod in enumerate(sorted(live(cluster, name).values(), key=lambda p: p["metadata"]["name"])):
+        labels = pod["metadata"]["labels"]
+        assert labels[L.MS_GROUP_NAME] == L.group_name(name, ordinal)
+        assert labels[L.MS_ROLE_ID] == "leader-0"
+        assert labels[L.MS_REVISION] == status["updateRevision"]
+        assert labels["team"] == "a"
