@@ -101,6 +101,38 @@ def test_other_ordinals() -> None:
 
 
 @pytest.mark.parametrize(
+    ("pod", "ordinal"),
+    [
+        ("ms-0-prefill-0-0", 0),
+        ("ms-12-prefill-2-1-3", 12),
+        ("ms-x-0-prefill-0-0", -1),
+        ("ms-01-prefill-0-0", -1),
+        ("other-0-prefill-0-0", -1),
+        ("ms-3", -1),
+    ],
+)
+def test_group_ordinal_of_pod_reads_the_name(pod: str, ordinal: int) -> None:
+    assert L.group_ordinal_of_pod("ms", pod) == ordinal
+
+
+def test_every_managed_label_keeps_ferrys_value_on_entry_and_worker_pods() -> None:
+    obj = serving([role("prefill", 1, 1, container("engine"), container("worker"))])
+    hijack = {key: "user" for key in L.MANAGED_POD_LABELS} | {"team": "a"}
+    for template in ("entryTemplate", "workerTemplate"):
+        obj["spec"]["template"]["roles"][0][template]["metadata"] = {"labels": dict(hijack)}
+    entry, worker = by_kind(render_group(workload(obj), 0), "Pod")
+    for pod in (entry, worker):
+        labels = pod["metadata"]["labels"]
+        assert labels["team"] == "a"
+        assert labels[L.MS_NAME] == "ms"
+        assert labels[L.MS_GROUP_NAME] == "ms-0"
+        assert labels[L.MS_ROLE_ID] == "prefill-0"
+        assert "user" not in {labels[key] for key in L.MANAGED_POD_LABELS if key in labels}
+    assert entry["metadata"]["labels"][L.MS_ENTRY] == "true"
+    assert L.MS_ENTRY not in worker["metadata"]["labels"]  # a worker never claims to be the entry
+
+
+@pytest.mark.parametrize(
     ("name", "parsed"),
     [
         ("ms-0", ("ms", 0)),
@@ -143,7 +175,7 @@ def test_entry_pod_labels_annotations_and_owner() -> None:
     assert meta["labels"] == {
         L.MS_NAME: "ms",
         L.MS_GROUP_NAME: "ms-1",
-        L.MS_ROLE: "overridden",  # template labels override the controller's
+        L.MS_ROLE: "prefill",  # Ferry's labels win over the template's (Kthena: the template's)
         L.MS_ROLE_ID: "prefill-0",
         L.MS_REVISION: w.revision,
         L.MS_ROLE_TEMPLATE_HASH: role_template_hash(_two_role()["spec"]["template"]["roles"][0]),

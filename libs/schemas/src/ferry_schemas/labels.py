@@ -44,6 +44,10 @@ MS_ENTRY = f"{_SERVING_PREFIX}entry"
 MS_REVISION = f"{_SERVING_PREFIX}revision"
 MS_ROLE_TEMPLATE_HASH = f"{_SERVING_PREFIX}role-template-hash"
 ENTRY_VALUE = "true"
+MANAGED_POD_LABELS = frozenset(
+    {MS_NAME, MS_GROUP_NAME, MS_ROLE, MS_ROLE_ID, MS_ENTRY, MS_REVISION, MS_ROLE_TEMPLATE_HASH}
+)
+"""The pod labels Ferry sets and reads back: a pod template cannot override them."""
 
 # Annotations
 VOLCANO_GROUP_NAME_ANNOTATION = "scheduling.k8s.io/group-name"
@@ -103,6 +107,20 @@ def pod_name(group: str, role_instance: str, index: int) -> str:
 def entry_pod_name(group: str, role_instance: str) -> str:
     """The entry pod's name, which is also the headless Service's name."""
     return pod_name(group, role_instance, 0)
+
+
+def group_ordinal_of_pod(serving: str, pod: str) -> int:
+    """The ServingGroup ordinal in a pod name ``<ms>-<g>-<role>-<r>-<p>``; -1 when it has no such shape.
+
+    Read from the name (which nobody can change after creation) rather than from a label.
+    """
+    prefix = f"{serving}-"
+    if not pod.startswith(prefix):
+        return -1
+    digits, _, rest = pod[len(prefix) :].partition("-")
+    if not digits.isdigit() or (len(digits) > 1 and digits[0] == "0") or not rest:
+        return -1
+    return int(digits)
 
 
 def parse_ordinal(name: str) -> tuple[str, int]:

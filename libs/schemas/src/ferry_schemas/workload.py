@@ -224,7 +224,11 @@ def render_pod(
     entry = index == 0
     template = (role.get("entryTemplate") if entry else role.get("workerTemplate")) or {}
     template_meta = template.get("metadata") or {}
-    labels = {
+    # the template's labels first: the keys Ferry manages always carry Ferry's values (Kthena lets
+    # the template override them; Ferry reads them back, so they must be its own)
+    template_labels = template_meta.get("labels") or {}
+    labels = {key: value for key, value in template_labels.items() if key not in L.MANAGED_POD_LABELS}
+    labels |= {
         L.MS_NAME: owner["name"],
         L.MS_GROUP_NAME: group,
         L.MS_ROLE: role_name,
@@ -234,7 +238,6 @@ def render_pod(
     }
     if entry:
         labels[L.MS_ENTRY] = L.ENTRY_VALUE
-    labels.update(template_meta.get("labels") or {})
     annotations = dict(template_meta.get("annotations") or {})
     spec = copy.deepcopy(template.get("spec") or {})
     if bp.get("schedulerName"):

@@ -16,12 +16,11 @@ from typing import Any
 from ferry_schemas.labels import (
     ENTRY_VALUE,
     MS_ENTRY,
-    MS_GROUP_NAME,
     MS_NAME,
     MS_REVISION,
     MS_ROLE,
     MS_ROLE_ID,
-    parse_ordinal,
+    group_ordinal_of_pod,
 )
 
 from ferry_status.conditions import Condition, condition, merge_serving_condition
@@ -102,13 +101,16 @@ class Group:
 
 
 def groups_of(name: str, pods: list[JSON]) -> list[Group]:
-    """Pods grouped by ServingGroup ordinal, sorted numerically."""
+    """Pods grouped by ServingGroup ordinal, sorted numerically.
+
+    The ordinal comes from the pod's name, which Ferry chose and nobody can change afterwards,
+    not from the group-name label (a user-writable copy of it); the caller keeps only pods whose
+    ownerReference names the ModelServing.
+    """
     groups: dict[int, Group] = {}
     for pod in pods:
-        labels = (pod.get("metadata") or {}).get("labels") or {}
-        group = labels.get(MS_GROUP_NAME, "")
-        parent, ordinal = parse_ordinal(group)
-        if parent != name or ordinal < 0:
+        ordinal = group_ordinal_of_pod(name, str((pod.get("metadata") or {}).get("name") or ""))
+        if ordinal < 0:
             continue
         groups.setdefault(ordinal, Group(ordinal)).pods.append(pod)
     return [groups[o] for o in sorted(groups)]
