@@ -49,7 +49,8 @@ def test_role_partition_protects_a_lost_replica_at_the_old_revision(
     def rolled() -> dict[str, str] | None:
         now = live(cluster, name)
         images = {pod: image_of(now[pod]) for pod in pods if pod in now and is_ready(now[pod])}
-        return images if images == dict(zip(pods, ["engine:1", "engine:2", "engine:2"], strict=True)) else None
+        want = dict(zip(pods, ["engine:1", "engine:2", "engine:2"], strict=True))
+        return images if images == want else None
 
     eventually(rolled, WITHIN, "prefill-0 kept engine:1 (protected), prefill-1 and -2 rolled to engine:2")
     victim = pods[0]
@@ -61,7 +62,7 @@ def test_role_partition_protects_a_lost_replica_at_the_old_revision(
         return pod if pod is not None and pod["metadata"]["uid"] != before and is_ready(pod) else None
 
     recreated = eventually(back, WITHIN, f"{victim} recreated")
-    assert image_of(recreated) == "engine:1", "the partition-protected replica must come back at the old image"
+    assert image_of(recreated) == "engine:1", "the protected replica must come back at the old image"
     assert recreated["metadata"]["labels"][L.MS_REVISION] == initial
     assert rolled() is not None, "the replicas beyond the partition stay on the new image"
 
