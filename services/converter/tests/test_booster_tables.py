@@ -636,6 +636,17 @@ def test_default_images_and_overrides() -> None:
     spec = ms["spec"]["template"]["roles"][0]["entryTemplate"]["spec"]
     assert spec["initContainers"][0]["image"] == "d:1"
     assert spec["containers"][0]["image"] == "r:1"
+    assert "command" not in spec["containers"][0]  # Kthena's container: the image's entrypoint
+
+
+def test_ferry_runtime_sidecar_takes_kthenas_place_and_flags() -> None:
+    ferry = RenderOptions(runtime_image="ferry:1", runtime_command=("ferry-runtime",))
+    ms = next(c for c in convert_booster(head("model.yaml"), ferry).children if c["kind"] == "ModelServing")
+    runtime = ms["spec"]["template"]["roles"][0]["entryTemplate"]["spec"]["containers"][0]
+    assert (runtime["image"], runtime["command"]) == ("ferry:1", ["ferry-runtime"])
+    kthena = next(c for c in convert_booster(head("model.yaml")).children if c["kind"] == "ModelServing")
+    kthena_runtime = kthena["spec"]["template"]["roles"][0]["entryTemplate"]["spec"]["containers"][0]
+    assert runtime["args"] == kthena_runtime["args"]  # the same flags: ferry-runtime reads Kthena's
 
 
 def test_user_placeholders_are_not_templated() -> None:

@@ -205,7 +205,12 @@ scheduler:
     ]
     sched = build_scheduler(config)
     assert [p.name for p in sched.filters] == ["least-request"]
-    assert [(p.name, w) for p, w in sched.scorers] == [("least-request", 2.0), ("gpu-usage", 0.0)]
+    assert [(p.name, w) for p, w in sched.scorers] == [
+        ("least-request", 2.0),
+        ("gpu-usage", 0.0),
+        ("kvcache-aware", 1.0),
+    ]
+    assert [p.name for p in sched.preparers] == ["kvcache-aware"]  # type: ignore[attr-defined]
     assert sched.filters[0] is sched.scorers[0][0]  # one instance per plugin name
     assert sched.filters[0].max_waiting == 3  # type: ignore[attr-defined]
 

@@ -31,6 +31,12 @@ OBJECTS_PREFIX = "ferry.obj"
 DESIRED_PREFIX = "ferry.desired"
 RESULTS_PREFIX = "ferry.applied"
 DEAD_LETTER_PREFIX = "ferry.dlq"
+KV_STREAM = "FERRY_KV"
+"""KV-cache block events of every engine pod (``ferry_schemas.kv``), kept for ``KV_MAX_AGE_SECONDS``."""
+KV_PREFIX = "ferry.kv"
+KV_SNAPSHOT_SECONDS = 30.0
+KV_MAX_AGE_SECONDS = 3 * KV_SNAPSHOT_SECONDS
+"""Long enough that the stream always holds each live pod's latest snapshot."""
 
 APPLIED_GENERATIONS_BUCKET = "ferry_applied_generations"
 """KV: ``<resource>.<ns>.<name>`` → the last owner generation the applier applied (generation guard)."""
@@ -62,6 +68,7 @@ class StreamSpec(BaseModel):
     subjects: list[str]
     max_msgs_per_subject: int
     duplicate_window: float = DUPLICATE_WINDOW_SECONDS
+    max_age: float | None = None  # seconds a message is kept (None: until replaced per subject)
 
 
 STREAMS: tuple[StreamSpec, ...] = (
@@ -69,6 +76,13 @@ STREAMS: tuple[StreamSpec, ...] = (
     StreamSpec(name=DESIRED_STREAM, subjects=[f"{DESIRED_PREFIX}.>"], max_msgs_per_subject=1),
     StreamSpec(name=RESULTS_STREAM, subjects=[f"{RESULTS_PREFIX}.>"], max_msgs_per_subject=1),
     StreamSpec(name=DEAD_LETTER_STREAM, subjects=[f"{DEAD_LETTER_PREFIX}.>"], max_msgs_per_subject=-1),
+    StreamSpec(
+        name=KV_STREAM,
+        subjects=[f"{KV_PREFIX}.>"],
+        max_msgs_per_subject=-1,
+        max_age=KV_MAX_AGE_SECONDS,
+        duplicate_window=KV_SNAPSHOT_SECONDS,  # must not exceed max_age
+    ),
 )
 
 # --------------------------------------------------------------------------- subjects

@@ -46,6 +46,7 @@ from ferry_router.proxy import (
 from ferry_router.ratelimit import RateLimiter
 from ferry_router.scheduler import Scheduler, SchedulingContext, SchedulingError
 from ferry_router.scheduler.framework import PDPair
+from ferry_router.scheduler.kvcache_aware import KVCacheAware
 from ferry_router.scheduler.prefix_cache import PrefixCache
 from ferry_router.state.table import RoutingTable
 
@@ -110,7 +111,7 @@ class Router:
         self._ready = ready or (lambda: True)
         table.route_listeners.append(limiter.on_route)
         for plugin, _ in scheduler.scorers:
-            if isinstance(plugin, PrefixCache):
+            if isinstance(plugin, PrefixCache | KVCacheAware):
                 table.endpoint_removed.append(plugin.forget)
 
     # ------------------------------------------------------------------ application
@@ -251,7 +252,11 @@ class Router:
         record.upstream_model = upstream_model
         body["model"] = upstream_model
         ctx = SchedulingContext(
-            model=model, upstream_model=upstream_model, prompt=prompt, metrics_model=record.metrics_model
+            model=model,
+            upstream_model=upstream_model,
+            prompt=prompt,
+            metrics_model=record.metrics_model,
+            body=body,
         )
         route_key = match.route.key
         dest = record.labels()
@@ -270,6 +275,8 @@ class Router:
             if sets is None or not sets.decode:
                 raise errors.no_endpoints(server_key)
             with child_span("schedule"):
+                if self.scheduler.preparers:
+                    await self.scheduler.prepare(ctx, [*sets.decode, *sets.prefill])
                 try:
                     pairs = self.scheduler.rank_pd(ctx, sets)
                 except SchedulingError as exc:
@@ -300,6 +307,8 @@ class Router:
         if not endpoints:
             raise errors.no_endpoints(server_key)
         with child_span("schedule"):
+            if self.scheduler.preparers:
+                await self.scheduler.prepare(ctx, endpoints)
             try:
                 ranked = self.scheduler.rank(ctx, endpoints)
             except SchedulingError as exc:

@@ -18,8 +18,10 @@ from ferry_router.observability import AccessLog
 from ferry_router.proxy import UpstreamClient, UpstreamSettings
 from ferry_router.ratelimit import RateLimiter
 from ferry_router.scheduler import build_scheduler, load_config
+from ferry_router.scheduler.kvcache_aware import KVCacheAware
 from ferry_router.settings import RouterSettings
 from ferry_router.state.feed import BusFeed
+from ferry_router.state.kv_index import KvFeed
 from ferry_router.state.table import RoutingTable
 
 log = logging.getLogger(__name__)
@@ -43,6 +45,7 @@ class RouterService:
         )
         self.nc: Client | None = None
         self.feed: BusFeed | None = None
+        self.kv_feeds: list[KvFeed] = []
         self.router: Router | None = None
         self._runners: list[web.AppRunner] = []
         self.probes: ProbeServer | None = None
@@ -70,6 +73,11 @@ class RouterService:
         await self.client.start()
         await self.scraper.start()
         await self.feed.start()
+        for plugin, _ in self.scheduler.scorers:  # only when kvcache-aware is configured
+            if isinstance(plugin, KVCacheAware):
+                kv_feed = KvFeed(js, plugin.index)
+                await kv_feed.start()
+                self.kv_feeds.append(kv_feed)
         self.probes = ProbeServer(s.metrics_host, s.metrics_port, ready=self.ready)
         await self.probes.start()
         self.port = await self._serve(self.router.build_app(), s.host, s.port)
@@ -95,6 +103,9 @@ class RouterService:
             await runner.cleanup()
         if self.feed is not None:
             await self.feed.stop()
+        for kv_feed in self.kv_feeds:
+            await kv_feed.stop()
+        await self.scheduler.close()
         await self.scraper.stop()
         await self.client.close()
         if self.probes is not None:

@@ -59,6 +59,7 @@ def stream_config(spec: StreamSpec) -> StreamConfig:
         subjects=spec.subjects,
         max_msgs_per_subject=spec.max_msgs_per_subject,
         duplicate_window=spec.duplicate_window,
+        max_age=spec.max_age,
         storage=StorageType.FILE,
         discard=DiscardPolicy.OLD,
     )

@@ -45,6 +45,7 @@ class ProbeServer:
         """Start serving; returns the bound port (useful when ``port`` is 0)."""
         app = web.Application()
         app.router.add_get("/healthz", self._healthz)
+        app.router.add_get("/health", self._healthz)  # the path Kthena's runtime sidecar probes
         app.router.add_get("/readyz", self._readyz)
         app.router.add_get("/metrics", self._metrics)
         self._runner = web.AppRunner(app, access_log=None)

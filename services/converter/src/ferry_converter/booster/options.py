@@ -10,5 +10,9 @@ DEFAULT_RUNTIME_IMAGE = "kthena/runtime:latest"
 
 @dataclass(frozen=True)
 class RenderOptions:
+    """``runtime_command`` empty keeps Kthena's runtime container byte for byte (golden parity);
+    set (with a Ferry ``runtime_image``) it runs Ferry's sidecar, which takes the same flags."""
+
     downloader_image: str = DEFAULT_DOWNLOADER_IMAGE
     runtime_image: str = DEFAULT_RUNTIME_IMAGE
+    runtime_command: tuple[str, ...] = ()

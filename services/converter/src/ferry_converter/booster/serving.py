@@ -175,6 +175,8 @@ class _Context:
         }
         if with_env_from and self.backend.env_from:
             container["envFrom"] = [dict(item) for item in self.backend.env_from]
+        if self.options.runtime_command:
+            container["command"] = list(self.options.runtime_command)
         return container
 
     def pod_spec(self, worker: dict[str, Any], body: dict[str, Any]) -> dict[str, Any]:

@@ -9,8 +9,8 @@ scheduler:
 ```
 
 Differences from Kthena, on purpose: names in ``disabled`` are removed from ``enabled``; a missing
-file means the shipped Helm defaults (Kthena exits); ``kvcache-aware`` (Redis and the Kthena
-runtime sidecar) is not available and is skipped with a warning like any unknown name.
+file means the shipped Helm defaults (Kthena exits). ``kvcache-aware`` reads its block index
+from the bus (Ferry's runtime sidecar), not from Redis.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ import yaml
 
 from ferry_router.scheduler.framework import FilterPlugin, Scheduler, ScorePlugin
 from ferry_router.scheduler.gpu_usage import GPUUsage
+from ferry_router.scheduler.kvcache_aware import KVCacheAware
 from ferry_router.scheduler.least_latency import LeastLatency, validate_factor
 from ferry_router.scheduler.least_request import LeastRequest
 from ferry_router.scheduler.lora_affinity import LoraAffinity
@@ -40,6 +41,7 @@ SCORERS: dict[str, PluginFactory] = {
     "gpu-usage": GPUUsage,
     "least-latency": LeastLatency,
     "prefix-cache": PrefixCache,
+    "kvcache-aware": KVCacheAware,
     "random": RandomScore,
 }
 

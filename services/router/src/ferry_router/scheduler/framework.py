@@ -13,7 +13,7 @@ import random
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from ferry_router.loop_metrics import LoopHistogram
 from ferry_router.state.table import Endpoint, PDSets
@@ -39,6 +39,7 @@ class SchedulingContext:
     prompt: str
     metrics_model: str = "unknown"
     scratch: dict[str, object] = field(default_factory=dict)  # per-request plugin cache
+    body: dict[str, Any] | None = None  # the parsed request (kvcache-aware tokenizes its messages)
 
 
 @runtime_checkable
@@ -53,6 +54,13 @@ class ScorePlugin(Protocol):
     name: str
 
     def score(self, ctx: SchedulingContext, endpoints: Sequence[Endpoint]) -> list[float]: ...
+
+
+@runtime_checkable
+class PreparePlugin(Protocol):
+    """A scorer that needs I/O before scoring (tokenization); runs once per request, before ``rank``."""
+
+    async def prepare(self, ctx: SchedulingContext, endpoints: Sequence[Endpoint]) -> None: ...
 
 
 @runtime_checkable
@@ -76,7 +84,18 @@ class Scheduler:
         self.filters = list(filters)
         self.scorers = list(scorers)
         self.post_hooks = [p for p, _ in scorers if isinstance(p, PostSchedulePlugin)]
+        self.preparers = [p for p, _ in scorers if isinstance(p, PreparePlugin)]
         self._rng = rng or random.Random()
+
+    async def prepare(self, ctx: SchedulingContext, endpoints: Sequence[Endpoint]) -> None:
+        for plugin in self.preparers:
+            await plugin.prepare(ctx, endpoints)
+
+    async def close(self) -> None:
+        for plugin, _ in self.scorers:
+            close = getattr(plugin, "close", None)
+            if close is not None:
+                await close()
 
     def rank(self, ctx: SchedulingContext, endpoints: Sequence[Endpoint], top: int = TOP_N) -> list[Endpoint]:
         """Filter, score and rank; raises :class:`SchedulingError` when nothing is left."""

@@ -1,0 +1,175 @@
+"""``kvcache-aware``: prefer the endpoint whose engine already holds the prompt's leading KV blocks.
+
+Kthena's plugin (spec/router.md §7.7) with the KV index fed from the bus instead of Redis: the
+prompt is tokenized by one candidate engine's ``/tokenize`` (vLLM or SGLang body), its tokens are
+cut into blocks of ``blockSizeToHash`` (at most ``maxBlocksToMatch``) and hashed as the runtime
+sidecar hashes what the engines cache (:func:`ferry_schemas.kv.token_block_hashes`, chained, so a
+match is a real prefix match). An endpoint holding the first k of n blocks scores
+``int(100*k/n)``; one without block 0 scores 0.
+
+Tokenization is asynchronous, so it runs in :meth:`prepare` before the (synchronous) scoring.
+A failed tokenization scores every endpoint 0 and counts ``..._errors_total{stage="tokenize"}``.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import aiohttp
+from ferry_schemas.kv import token_block_hashes
+from prometheus_client import Counter
+
+from ferry_router.loop_metrics import LoopHistogram
+from ferry_router.scheduler.framework import SchedulingContext
+from ferry_router.state.kv_index import KvIndex
+from ferry_router.state.table import Endpoint
+
+log = logging.getLogger(__name__)
+
+_RATIO_BUCKETS = (0, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99, 1)
+_LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5)
+MATCH_RATIO = LoopHistogram(
+    "kthena_router_kvcache_aware_match_ratio",
+    "Best KV-cache prefix match ratio per scheduled request.",
+    ["model"],
+    buckets=_RATIO_BUCKETS,
+)
+TOKENIZE_DURATION = LoopHistogram(
+    "kthena_router_kvcache_aware_tokenize_duration_seconds",
+    "Time to tokenize a prompt through an engine's /tokenize.",
+    ["model"],
+    buckets=_LATENCY_BUCKETS,
+)
+INDEX_DURATION = LoopHistogram(
+    "kthena_router_kvcache_aware_index_duration_seconds",
+    "Time to look a prompt's blocks up in the KV index (Kthena: ..._redis_duration_seconds).",
+    ["model"],
+    buckets=_LATENCY_BUCKETS,
+)
+ERRORS = Counter("kthena_router_kvcache_aware_errors_total", "kvcache-aware failures.", ["model", "stage"])
+UNSUPPORTED_ENGINE = Counter(
+    "kthena_router_tokenizer_unsupported_engine_total",
+    "Requests whose candidates had no engine with a /tokenize this router can call.",
+    ["model", "engine"],
+)
+
+_DEFAULTS = {"blockSizeToHash": 16, "maxBlocksToMatch": 128}
+_ENGINES = ("vllm", "sglang")
+TOKENS_KEY = "kvcache_hashes"
+
+
+def _positive(args: dict[str, Any], key: str, default: int) -> int:
+    try:
+        value = int(args.get(key, default))
+    except (TypeError, ValueError):
+        return default
+    return value if value > 0 else default
+
+
+def _port(args: dict[str, Any], key: str) -> int | None:
+    """An explicit tokenizer port (1..65535), else ``None``: the endpoint's own workload port."""
+    if key not in args:
+        return None
+    try:
+        value = int(args[key])
+    except (TypeError, ValueError):
+        return None
+    return value if 0 < value < 65536 else None
+
+
+def tokenize_body(engine: str, model: str, body: dict[str, Any] | None, prompt: str) -> dict[str, Any]:
+    """vLLM's or SGLang's ``/tokenize`` body for a chat or a completion request (spec §7.7)."""
+    messages = body.get("messages") if body else None
+    vllm = engine == "vllm"
+    if isinstance(messages, list):
+        out: dict[str, Any] = {"model": model, "messages": messages, "add_special_tokens": False}
+        if vllm:
+            out |= {"add_generation_prompt": True, "return_token_strs": False}
+        return out
+    out = {"model": model, "prompt": prompt, "add_special_tokens": True}
+    if vllm:
+        out["return_token_strs"] = False
+    return out
+
+
+class KVCacheAware:
+    name = "kvcache-aware"
+
+    def __init__(self, args: dict[str, Any] | None = None) -> None:
+        args = args or {}
+        self.block_size = _positive(args, "blockSizeToHash", _DEFAULTS["blockSizeToHash"])
+        self.max_blocks = _positive(args, "maxBlocksToMatch", _DEFAULTS["maxBlocksToMatch"])
+        self.ports = {"vllm": _port(args, "vllmTokenizerPort"), "sglang": _port(args, "sglangTokenizerPort")}
+        self.timeout = aiohttp.ClientTimeout(total=5.0)
+        self.index = KvIndex()
+        self._session: aiohttp.ClientSession | None = None
+        self._rng = random.Random()
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def _tokenizers(self, endpoints: Sequence[Endpoint]) -> list[tuple[Endpoint, str, int]]:
+        """Candidates with an engine this router can tokenize with, from a random start."""
+        if not endpoints:
+            return []
+        start = self._rng.randrange(len(endpoints))
+        ordered = [*endpoints[start:], *endpoints[:start]]
+        usable: list[tuple[Endpoint, str, int]] = []
+        for endpoint in ordered:
+            engine = endpoint.engine.lower()
+            if engine in _ENGINES:
+                usable.append((endpoint, engine, self.ports[engine] or endpoint.port))
+        return usable
+
+    async def prepare(self, ctx: SchedulingContext, endpoints: Sequence[Endpoint]) -> None:
+        """Tokenize the prompt (one engine, one retry on another) and hash its blocks into ``ctx``."""
+        if TOKENS_KEY in ctx.scratch:
+            return
+        ctx.scratch[TOKENS_KEY] = []
+        tokenizers = self._tokenizers(endpoints)
+        if not tokenizers:
+            engine = endpoints[0].engine if endpoints else "none"
+            UNSUPPORTED_ENGINE.labels(ctx.metrics_model, engine).inc()
+            return
+        if self._session is None:
+            self._session = aiohttp.ClientSession(timeout=self.timeout)
+        start = time.perf_counter()
+        for endpoint, engine, port in tokenizers[:2]:
+            host = f"[{endpoint.pod.ip}]" if ":" in endpoint.pod.ip else endpoint.pod.ip
+            body = tokenize_body(engine, ctx.upstream_model, ctx.body, ctx.prompt)
+            try:
+                async with self._session.post(f"http://{host}:{port}/tokenize", json=body) as resp:
+                    if resp.status != 200:
+                        raise ValueError(f"/tokenize answered {resp.status}: {(await resp.text())[:200]}")
+                    answer = await resp.json(content_type=None)
+                tokens = answer["tokens"]
+                if not isinstance(tokens, list):
+                    raise ValueError("/tokenize answered no token list")
+            except (aiohttp.ClientError, TimeoutError, ValueError, KeyError, TypeError) as exc:
+                ERRORS.labels(ctx.metrics_model, "tokenize").inc()
+                log.warning("tokenize via %s failed: %r", endpoint.key, exc)
+                continue
+            TOKENIZE_DURATION.labels(ctx.metrics_model).observe(time.perf_counter() - start)
+            ctx.scratch[TOKENS_KEY] = token_block_hashes(tokens, self.block_size, self.max_blocks)
+            return
+
+    def score(self, ctx: SchedulingContext, endpoints: Sequence[Endpoint]) -> list[float]:
+        hashes: list[int] = ctx.scratch.get(TOKENS_KEY) or []  # type: ignore[assignment]
+        if not hashes:
+            MATCH_RATIO.labels(ctx.metrics_model).observe(0.0)
+            return [0.0] * len(endpoints)
+        start = time.perf_counter()
+        found = self.index.match(hashes, {e.key for e in endpoints})
+        INDEX_DURATION.labels(ctx.metrics_model).observe(time.perf_counter() - start)
+        n = len(hashes)
+        MATCH_RATIO.labels(ctx.metrics_model).observe(max(found.values(), default=0) / n)
+        return [float(int(found.get(e.key, 0) / n * 100)) for e in endpoints]
+
+    def forget(self, endpoint: Endpoint) -> None:
+        self.index.drop_pod(endpoint.key)

@@ -1,0 +1,89 @@
+"""The KV block index and the kvcache-aware plugin (tokenizing through a real simulated engine)."""
+
+from __future__ import annotations
+
+import aiohttp
+from ferry_mock_engine import MockEngine, config_from_argv
+from ferry_router.scheduler.framework import SchedulingContext
+from ferry_router.scheduler.kvcache_aware import TOKENS_KEY, KVCacheAware, tokenize_body
+from ferry_router.state.kv_index import KvIndex
+from ferry_router.state.resources import Pod
+from ferry_router.state.table import Endpoint
+from ferry_schemas.kv import KvBlockEvents, token_block_hashes
+
+H = token_block_hashes(list(range(64)), 16)  # 4 chained blocks
+
+
+def msg(pod: str, seq: int, *, epoch: str = "e1", snapshot: bool = False, **kw: object) -> KvBlockEvents:
+    return KvBlockEvents(
+        namespace="ns", pod=pod, model="m", epoch=epoch, seq=seq, block_size=16, snapshot=snapshot, **kw
+    )
+
+
+def endpoint(name: str, ip: str = "127.0.0.1", port: int = 8000) -> Endpoint:
+    return Endpoint(pod=Pod("ns", name, ip, {}, True), port=port, engine="vLLM")
+
+
+def test_index_applies_changes_and_snapshots_once_each() -> None:
+    index = KvIndex()
+    assert index.apply(msg("a", 1, snapshot=True, stored=H[:1]))
+    assert index.apply(msg("a", 2, stored=H[1:3]))
+    assert not index.apply(msg("a", 2, removed=H[:3]))  # a redelivered message changes nothing
+    assert index.match(H, {"ns/a"}) == {"ns/a": 3}
+    assert index.apply(msg("a", 3, removed=[H[1]]))
+    assert index.match(H, {"ns/a"}) == {"ns/a": 1}  # only a contiguous prefix counts
+    assert index.apply(msg("a", 4, snapshot=True, stored=H))  # a snapshot replaces what was known
+    assert index.match(H, {"ns/a"}) == {"ns/a": 4}
+    assert index.apply(msg("a", 1, epoch="e2", snapshot=True))  # a new sidecar starts empty
+    assert index.match(H, {"ns/a"}) == {}
+
+
+def test_index_drops_a_pod_that_is_gone_and_honours_candidates() -> None:
+    index = KvIndex()
+    index.apply(msg("a", 1, stored=H))
+    index.apply(msg("b", 1, stored=H[:2]))
+    assert index.match(H, {"ns/a", "ns/b"}) == {"ns/a": 4, "ns/b": 2}
+    assert index.match(H, {"ns/b"}) == {"ns/b": 2}
+    index.drop_pod("ns/a")
+    assert index.match(H, {"ns/a", "ns/b"}) == {"ns/b": 2}
+    assert index.owners.keys() == set(H[:2])
+
+
+def test_tokenize_bodies_follow_vllm_and_sglang() -> None:
+    chat = {"messages": [{"role": "user", "content": "hi"}]}
+    assert tokenize_body("vllm", "m", chat, "user: hi") == {
+        "model": "m", "messages": chat["messages"], "add_special_tokens": False,
+        "add_generation_prompt": True, "return_token_strs": False,
+    }  # fmt: skip
+    assert tokenize_body("sglang", "m", {"prompt": "p"}, "p") == {
+        "model": "m", "prompt": "p", "add_special_tokens": True,
+    }  # fmt: skip
+
+
+async def test_plugin_tokenizes_through_the_engine_and_scores_the_prefix_holder() -> None:
+    engine = MockEngine(config_from_argv(["--served-model-name", "m", "--host", "127.0.0.1", "--port", "0"]))
+    await engine.start()
+    plugin = KVCacheAware({"blockSizeToHash": 16, "maxBlocksToMatch": 3})
+    try:
+        a, b = endpoint("a", port=engine.port), endpoint("b", port=engine.port)
+        prompt = "x" * 400  # 100 tokens: 6 full blocks, 3 matched at most
+        ctx = SchedulingContext(model="alias", upstream_model="m", prompt=prompt, body={"prompt": prompt})
+        await plugin.prepare(ctx, [a, b])
+        async with (
+            aiohttp.ClientSession() as http,
+            http.post(f"{engine.url}/tokenize", json={"model": "m", "prompt": prompt}) as resp,
+        ):
+            tokens = (await resp.json())["tokens"]
+        hashes = token_block_hashes(tokens, 16, 3)
+        assert ctx.scratch[TOKENS_KEY] == hashes
+        plugin.index.apply(msg("a", 1, stored=hashes[:2]))
+        plugin.index.apply(msg("b", 1, stored=hashes[1:]))  # no block 0: no score
+        assert plugin.score(ctx, [a, b]) == [66.0, 0.0]
+        plugin.forget(a)
+        assert plugin.score(ctx, [a, b]) == [0.0, 0.0]
+        unreachable = SchedulingContext(model="m", upstream_model="m", prompt="p")
+        await plugin.prepare(unreachable, [endpoint("c", ip="127.0.0.1", port=1)])
+        assert plugin.score(unreachable, [a]) == [0.0]  # tokenization failed: nobody is preferred
+    finally:
+        await plugin.close()
+        await engine.stop()

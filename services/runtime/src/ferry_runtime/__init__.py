@@ -1,0 +1,1 @@
+"""Ferry's runtime sidecar: engine KV-cache events (vLLM wire format) → ``ferry.kv.<ns>.<model>.<pod>``."""
