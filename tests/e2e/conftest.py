@@ -16,6 +16,7 @@ import pytest
 from ferry_local.binaries import find_binaries
 from ferry_local.natsd import NatsServer
 from ferry_local.paths import state_dir
+from ferry_local.system import SystemInfo, start_system
 
 from tests.conftest import KubeEnv, fresh_namespace
 from tests.support.cluster import Cluster, FakeKubelet
@@ -79,6 +80,18 @@ def pipeline(
     finally:
         services.stop()
         _RUNNING.pop(request.module.__name__, None)
+
+
+@pytest.fixture(scope="module")
+def ferry(kube: KubeEnv, e2e_nats: NatsServer, e2e_namespace: str, e2e_dir: Path) -> Iterator[SystemInfo]:
+    """Every service and the local node, as ``make up`` runs them, watching the module's namespace."""
+    env = {**kube.env, "FERRY_NATS_URL": e2e_nats.url, "FERRY_WATCH_NAMESPACE": e2e_namespace}
+    system = start_system(env, e2e_dir / "logs", e2e_dir / "spans.jsonl")
+    try:
+        yield system
+    finally:
+        for process in reversed(system.processes):
+            process.stop()
 
 
 @pytest.fixture(scope="module")

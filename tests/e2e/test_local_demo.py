@@ -6,16 +6,14 @@ from __future__ import annotations
 import json
 import subprocess
 import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import httpx
 import pytest
 import yaml
-from ferry_local.natsd import NatsServer
 from ferry_local.paths import repo_root
-from ferry_local.system import SystemInfo, start_system
+from ferry_local.system import SystemInfo
 from openai import OpenAI
 
 from tests.conftest import KubeEnv
@@ -25,17 +23,6 @@ pytestmark = pytest.mark.e2e
 QWEN, DEEPSEEK = "qwen", "deepseek-v2-lite"
 """Clients ask for the booster's name (the ModelRoute's modelName), as with Kthena."""
 QWEN_SERVED = "Qwen2.5-0.5B-Instruct"
-
-
-@pytest.fixture(scope="module")
-def ferry(kube: KubeEnv, e2e_nats: NatsServer, e2e_namespace: str, e2e_dir: Path) -> Iterator[SystemInfo]:
-    env = {**kube.env, "FERRY_NATS_URL": e2e_nats.url, "FERRY_WATCH_NAMESPACE": e2e_namespace}
-    system = start_system(env, e2e_dir / "logs", e2e_dir / "spans.jsonl")
-    try:
-        yield system
-    finally:
-        for process in reversed(system.processes):
-            process.stop()
 
 
 def eventually(check: Callable[[], Any], what: str, timeout: float = 120) -> Any:

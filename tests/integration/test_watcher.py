@@ -191,3 +191,50 @@ async def test_gone_watch_is_relisted_with_tombstones(kube, nc: Client, namespac
             running.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await running
+
+
+def plain_pod(name: str, namespace: str, labels: dict[str, str]) -> str:
+    return json.dumps({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "namespace": namespace, "labels": labels},
+        "spec": {"containers": [{"name": "c", "image": "busybox"}]},
+    })  # fmt: skip
+
+
+def model_server(name: str, namespace: str, labels: dict[str, str]) -> str:
+    return json.dumps({
+        "apiVersion": "networking.serving.volcano.sh/v1alpha1", "kind": "ModelServer",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {"workloadSelector": {"matchLabels": labels}, "workloadPort": {"port": 8000},
+                 "inferenceEngine": "vLLM"},
+    })  # fmt: skip
+
+
+async def test_pods_a_model_server_selects_are_published_and_the_rest_are_not(
+    kube, watchers: ServiceSet, nc: Client, namespace: str
+) -> None:
+    """Pods of any owner join the bus once a ModelServer selects them (Kthena's rule) and leave it
+    when nothing does; unrelated pods never appear."""
+    # selected before the watcher starts (found by the first list), and afterwards (by a filtered list)
+    kube.kubectl_run("apply", "-f", "-", input=model_server("early", namespace, {"app": "early"}))
+    for name, labels in (("e1", {"app": "early"}), ("late1", {"app": "late"}), ("other", {"app": "none"})):
+        kube.kubectl_run("apply", "-f", "-", input=plain_pod(name, namespace, labels))
+    watchers.start(["watcher"])
+    subject = lambda name: object_subject("pods", namespace, name)  # noqa: E731
+    await wait_event(nc, subject("e1"), "LIVE")
+
+    kube.kubectl_run("apply", "-f", "-", input=model_server("late", namespace, {"app": "late"}))
+    await wait_event(nc, subject("late1"), "LIVE")
+    kube.kubectl_run("apply", "-f", "-", input=plain_pod("late2", namespace, {"app": "late"}))
+    await wait_event(nc, subject("late2"), "LIVE")
+
+    # relabelled out of every selector: a tombstone; the ModelServer deleted: its pods' tombstones
+    kube.kubectl_run("label", "pod", "e1", "-n", namespace, "app=moved", "--overwrite")
+    await wait_event(nc, subject("e1"), "DELETED")
+    kube.kubectl_run("delete", "modelserver", "late", "-n", namespace)
+    await wait_event(nc, subject("late1"), "DELETED")
+    await wait_event(nc, subject("late2"), "DELETED")
+    assert await last_event(nc, subject("other")) is None
+    metrics = watchers["watcher"].metrics()
+    assert 'ferry_watcher_events_filtered_total{resource="pods"}' in metrics
+    assert "ferry_watcher_pod_reselects_total" in metrics

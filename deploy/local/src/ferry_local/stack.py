@@ -23,7 +23,8 @@ from ferry_local.pki import ensure_pki, write_kubeconfig
 from ferry_local.processes import ManagedProcess, spawn, tail
 from ferry_local.readiness import StackError, free_port, http_ok, say, wait_until_ready
 
-GC_CONTROLLERS = "garbagecollector,namespace,serviceaccount"
+# deployment and replicaset: ModelServers select pods of any owner, tested with a Deployment
+GC_CONTROLLERS = "garbagecollector,namespace,serviceaccount,deployment,replicaset"
 
 
 @dataclass

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
@@ -20,7 +21,7 @@ from nats.js import JetStreamContext
 
 from ferry_watcher.backoff import Backoff
 from ferry_watcher.kube import list_objects, watch_events
-from ferry_watcher.metrics import EVENTS_SKIPPED, OBJECTS, RELISTS, WATCH_ERRORS
+from ferry_watcher.metrics import EVENTS_FILTERED, EVENTS_SKIPPED, OBJECTS, RELISTS, WATCH_ERRORS
 from ferry_watcher.publisher import EventPublisher
 from ferry_watcher.resources import WatchedResource
 from ferry_watcher.snapshot import stored_entries, stored_object
@@ -29,6 +30,8 @@ log = logging.getLogger(__name__)
 
 JSON = dict[str, Any]
 LIVE_EVENTS = ("ADDED", "MODIFIED")
+Observer = Callable[[ObjectEvent], None]
+"""Told of every object the informer holds after each list and change (tombstones included)."""
 
 
 class Informer:
@@ -44,6 +47,7 @@ class Informer:
         namespace: str | None = None,
         watch_timeout: int = 300,
         backoff: Backoff | None = None,
+        observer: Observer | None = None,
     ) -> None:
         self._api = api
         self._js = js
@@ -52,6 +56,7 @@ class Informer:
         self._namespace = namespace
         self._watch_timeout = watch_timeout
         self._backoff = backoff or Backoff()
+        self._observer = observer
         self._known: dict[str, str] = {}
         """subject → msg id of the last event the stream holds for it (tombstones excluded)."""
         self._seeded = False
@@ -101,16 +106,19 @@ class Informer:
             self._known = {s: e.msg_id for s, e in stored.items() if not e.tombstone}
             self._seeded = True
         items, resource_version = await list_objects(self._api, path, self.watched.label_selector)
-        fresh = {self._subject(obj): obj for obj in items}
+        fresh = {self._subject(obj): obj for obj in items if self.wants(obj)}
+        if len(fresh) < len(items):
+            EVENTS_FILTERED.labels(self.resource).inc(len(items) - len(fresh))
         for subject in sorted(self._known.keys() - fresh.keys()):
             await self._tombstone(subject, resource_version)
         for subject, obj in fresh.items():
             event = ObjectEvent.from_object("SYNC", self.resource, obj)
+            self._observe(event)
             if self._known.get(subject) == event.msg_id:
                 EVENTS_SKIPPED.labels(self.resource).inc()
                 continue
             await self._publisher.publish(event)
-            self._known[subject] = event.msg_id
+            self._remember(event)
         OBJECTS.labels(self.resource).set(len(self._known))
         log.info("%s: listed %d objects at rv %s", self.resource, len(items), resource_version)
         return resource_version
@@ -129,15 +137,40 @@ class Informer:
                 continue
             if kind not in (*LIVE_EVENTS, "DELETED"):
                 continue
-            event = ObjectEvent.from_object(kind, self.resource, obj)
-            await self._publisher.publish(event)
-            if event.deleted:
-                self._known.pop(event.subject, None)
-            else:
-                self._known[event.subject] = event.msg_id
-            OBJECTS.labels(self.resource).set(len(self._known))
             resource_version = new_rv or resource_version
+            event = ObjectEvent.from_object(kind, self.resource, obj)
+            if not self.wants(obj):
+                EVENTS_FILTERED.labels(self.resource).inc()
+                if event.subject not in self._known:
+                    continue
+                # it was published and is no longer wanted: consumers must forget it
+                event = ObjectEvent.from_object("DELETED", self.resource, obj)
+            await self.publish(event)
         return resource_version
+
+    async def publish(self, event: ObjectEvent) -> None:
+        """Publish one change and keep the informer's record of what the stream holds."""
+        await self._publisher.publish(event)
+        self._observe(event)
+        if event.deleted:
+            self._forget(event.subject)
+        else:
+            self._remember(event)
+        OBJECTS.labels(self.resource).set(len(self._known))
+
+    def wants(self, obj: JSON) -> bool:
+        """Whether ``obj`` belongs on the stream (every object, unless a subclass filters)."""
+        return True
+
+    def _remember(self, event: ObjectEvent) -> None:
+        self._known[event.subject] = event.msg_id
+
+    def _forget(self, subject: str) -> None:
+        self._known.pop(subject, None)
+
+    def _observe(self, event: ObjectEvent) -> None:
+        if self._observer is not None:
+            self._observer(event)
 
     async def _tombstone(self, subject: str, listed_at: str) -> None:
         """Publish DELETED for an object the stream holds but the API server no longer has.
@@ -146,12 +179,13 @@ class Informer:
         absence from the list proves nothing; it is left alone.
         """
         last = await stored_object(self._js, subject)
-        self._known.pop(subject, None)
+        self._forget(subject)
         if last is None or last.deleted or _newer(last.resource_version, listed_at):
             return
         tombstone = last.model_copy(update={"type": "DELETED", "observed_at": utcnow()})
         log.info("%s: %s/%s vanished while unwatched; tombstone", self.resource, last.namespace, last.name)
         await self._publisher.publish(tombstone)
+        self._observe(tombstone)
 
     def _subject(self, obj: JSON) -> str:
         meta = obj.get("metadata") or {}

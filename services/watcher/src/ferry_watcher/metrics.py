@@ -19,6 +19,15 @@ EVENTS_SKIPPED = Counter(
     "Relisted objects not re-published because the stream already holds that resourceVersion.",
     ["resource"],
 )
+EVENTS_FILTERED = Counter(
+    "ferry_watcher_events_filtered_total",
+    "Listed or watched objects not published because nothing in Ferry selects them (pods).",
+    ["resource"],
+)
+RESELECTS = Counter(
+    "ferry_watcher_pod_reselects_total",
+    "Filtered pod lists run because a ModelServer's selector appeared, changed or went away.",
+)
 PUBLISH_FAILURES = Counter(
     "ferry_watcher_publish_failures_total", "Publishes that failed and were retried.", ["resource"]
 )

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ferry_schemas.bus import Resource
-from ferry_schemas.labels import MS_NAME, NETWORKING_GROUP, WORKLOAD_GROUP
+from ferry_schemas.labels import NETWORKING_GROUP, WORKLOAD_GROUP
 
 
 @dataclass(frozen=True)
@@ -41,5 +41,6 @@ WATCHED: tuple[WatchedResource, ...] = (
     WatchedResource(Resource.MODEL_SERVERS, NETWORKING_GROUP, "v1alpha1"),
     WatchedResource(Resource.MODEL_ROUTES, NETWORKING_GROUP, "v1alpha1"),
     WatchedResource(Resource.POD_GROUPS, "scheduling.volcano.sh", "v1beta1"),
-    WatchedResource(Resource.PODS, "", "v1", label_selector=MS_NAME),
+    # every pod; ferry_watcher.pods publishes only the ones Ferry selects
+    WatchedResource(Resource.PODS, "", "v1"),
 )

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any
 
-from ferry_schemas.bus import APPLIED_GENERATIONS_BUCKET, RATE_LIMIT_BUCKET
+from ferry_schemas.bus import APPLIED_GENERATIONS_BUCKET, RATE_LIMIT_BUCKET, Resource
 from ferry_schemas.runtime import ProbeServer
 from ferry_schemas.runtime.jetstream import connect, declare_streams, key_value
 from ferry_schemas.runtime.lifecycle import serve
@@ -15,6 +16,7 @@ from nats.js import JetStreamContext
 from ferry_watcher.backoff import Backoff
 from ferry_watcher.informer import Informer
 from ferry_watcher.kube import load_api_client
+from ferry_watcher.pods import PodInformer, PodSelection
 from ferry_watcher.publisher import EventPublisher
 from ferry_watcher.resources import WATCHED
 from ferry_watcher.settings import WatcherSettings
@@ -46,26 +48,30 @@ async def run(settings: WatcherSettings, stop: asyncio.Event) -> None:
     nc, js = await _connect_and_declare(settings)
     api = await load_api_client()
     publisher = EventPublisher(js)
-    informers = [
-        Informer(
-            api,
-            js,
-            publisher,
-            watched,
-            namespace=settings.namespace,
-            watch_timeout=settings.watch_timeout,
-            backoff=Backoff(maximum=settings.backoff_max),
-        )
-        for watched in WATCHED
-    ]
+    selection = PodSelection()
+    common: dict[str, Any] = {"namespace": settings.namespace, "watch_timeout": settings.watch_timeout}
+    informers: dict[Resource, Informer] = {}
+    for watched in WATCHED:  # ModelServers before pods: the pod informer waits for their selectors
+        backoff = Backoff(maximum=settings.backoff_max)
+        if watched.resource == Resource.PODS:
+            servers_synced = informers[Resource.MODEL_SERVERS].synced
+            informers[watched.resource] = PodInformer(
+                api, js, publisher, watched, selection=selection, servers_synced=servers_synced,
+                backoff=backoff, **common,
+            )  # fmt: skip
+        else:
+            observer = selection.on_server if watched.resource == Resource.MODEL_SERVERS else None
+            informers[watched.resource] = Informer(
+                api, js, publisher, watched, backoff=backoff, observer=observer, **common
+            )
 
     def ready() -> bool:
-        return nc.is_connected and all(i.synced.is_set() for i in informers)
+        return nc.is_connected and all(i.synced.is_set() for i in informers.values())
 
     probes = ProbeServer(settings.probe_host, settings.probe_port, ready=ready)
     port = await probes.start()
     log.info("watcher probes on %s:%d, watching %s", settings.probe_host, port, settings.namespace or "all")
-    tasks = [asyncio.create_task(i.run(), name=f"informer-{i.resource}") for i in informers]
+    tasks = [asyncio.create_task(i.run(), name=f"informer-{i.resource}") for i in informers.values()]
     stopper = asyncio.create_task(stop.wait())
     try:
         done, _ = await asyncio.wait([*tasks, stopper], return_when=asyncio.FIRST_COMPLETED)

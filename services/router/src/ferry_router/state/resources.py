@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 
 from ferry_schemas import models
 from ferry_schemas.models import ModelRoute, ModelServer
+from ferry_schemas.selection import selects
 from pydantic import BaseModel, ValidationError
 
 from ferry_router.durations import parse_duration
@@ -130,7 +131,7 @@ class Server:
         return f"{self.namespace}/{self.name}"
 
     def selects(self, labels: dict[str, str]) -> bool:
-        return bool(self.match_labels) and all(labels.get(k) == v for k, v in self.match_labels)
+        return selects(self.match_labels, labels)
 
     @property
     def connector(self) -> str:

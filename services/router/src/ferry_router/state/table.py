@@ -12,6 +12,8 @@ import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
+from ferry_schemas.selection import SelectorIndex
+
 from ferry_router.state.resources import Pod, Route, Server, parse_pod, parse_route, parse_server
 
 log = logging.getLogger(__name__)
@@ -82,6 +84,7 @@ class RoutingTable:
         self.by_model: dict[str, list[Route]] = {}
         self.by_lora: dict[str, list[Route]] = {}
         self.servers: dict[str, Server] = {}
+        self.selectors: SelectorIndex[None] = SelectorIndex()  # the servers' matchLabels, by pod labels
         self.pods: dict[str, Pod] = {}
         self.pods_by_ns: dict[str, dict[str, Pod]] = {}
         self.endpoints: dict[str, Endpoint] = {}  # pod key -> endpoint
@@ -153,11 +156,13 @@ class RoutingTable:
                 log.warning("ModelServer %s refused: %s", key, exc)
         if server is None:
             self.servers.pop(key, None)
+            self.selectors.remove(key)
             for endpoint in list(self.members.pop(key, {}).values()):
                 self._detach(endpoint, key)
             self.pd.pop(key, None)
             return
         self.servers[key] = server
+        self.selectors.put(key, server.namespace, dict(server.match_labels), None)
         wanted = {
             pod.key: pod
             for pod in self.pods_by_ns.get(server.namespace, {}).values()
@@ -186,10 +191,17 @@ class RoutingTable:
         if pod is not None:
             self.pods[key] = pod
             self.pods_by_ns.setdefault(pod.namespace, {})[key] = pod
-        namespace = pod.namespace if pod is not None else (old.namespace if old is not None else "")
+        # the servers that select the pod now, and those that held it before (which may not any more)
+        candidates = (
+            set() if pod is None else {k for k, _ in self.selectors.matching(pod.namespace, pod.labels)}
+        )
+        held = self.endpoints.get(key)
+        if held is not None:
+            candidates |= held.servers
         touched: list[Server] = []
-        for server in self.servers.values():
-            if server.namespace != namespace:
+        for server_key in sorted(candidates):
+            server = self.servers.get(server_key)
+            if server is None:
                 continue
             members = self.members.setdefault(server.key, {})
             belongs = pod is not None and pod.ready and server.selects(pod.labels)

@@ -1,0 +1,137 @@
+"""Which pods the watcher publishes: ModelServing pods and pods that some ModelServer selects.
+
+Kthena's ModelServer selects pods of any owner (a Deployment, a StatefulSet, a bare pod) by
+``workloadSelector.matchLabels``; publishing every pod of the cluster would put each of, say,
+10,000 unrelated pods on the bus and in every router. So the pod informer watches all pods but
+publishes only the wanted ones, decided per event by :class:`~ferry_schemas.selection.SelectorIndex`
+(one dict look-up per pod label, independent of the number of pods and ModelServers). The index is
+fed by the ModelServer informer; when a selector appears or changes, the pods it now selects are
+fetched with one server-side filtered list (``labelSelector``) of that namespace, and published pods
+that nothing wants any more get a tombstone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import aiohttp
+from ferry_schemas.bus import ObjectEvent
+from ferry_schemas.labels import MS_NAME
+from ferry_schemas.selection import Pair, SelectorIndex, label_selector_query, server_match_labels
+from kubernetes_asyncio.client.exceptions import ApiException
+
+from ferry_watcher.informer import JSON, Informer
+from ferry_watcher.kube import list_objects
+from ferry_watcher.metrics import RESELECTS
+
+log = logging.getLogger(__name__)
+
+Selector = tuple[Pair, ...]
+
+
+class PodSelection:
+    """The ModelServer selectors the watcher knows, and the selector changes still to act on."""
+
+    def __init__(self) -> None:
+        self.index: SelectorIndex[None] = SelectorIndex()
+        self.changes: asyncio.Queue[tuple[int, str, Selector]] = asyncio.Queue()
+        """(sequence, namespace, new selector — empty when it went away)."""
+        self.sequence = 0
+
+    def on_server(self, event: ObjectEvent) -> None:
+        """Observer of the ModelServer informer: file the selector, queue a reselect when it changed."""
+        key = f"{event.namespace}/{event.name}"
+        labels = {} if event.deleted else server_match_labels(event.object)
+        new: Selector = tuple(sorted(labels.items()))
+        old = self.index.selector(key)
+        if (old[1] if old is not None else ()) == new:
+            return
+        self.index.put(key, event.namespace, labels, None)
+        self.sequence += 1
+        self.changes.put_nowait((self.sequence, event.namespace, new))
+
+    def wants_labels(self, namespace: str, labels: dict[str, str]) -> bool:
+        return MS_NAME in labels or self.index.selects_any(namespace, labels)
+
+    def wants(self, obj: JSON) -> bool:
+        meta = obj.get("metadata") or {}
+        return self.wants_labels(str(meta.get("namespace") or ""), meta.get("labels") or {})
+
+
+class PodInformer(Informer):
+    """The pod informer: publishes the pods :class:`PodSelection` wants and follows selector changes."""
+
+    def __init__(
+        self, *args: Any, selection: PodSelection, servers_synced: asyncio.Event, **kwargs: Any
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self._selection = selection
+        self._servers_synced = servers_synced
+        self._labels: dict[str, dict[str, dict[str, str]]] = {}
+        """namespace → subject → labels of every published pod (small: only wanted pods)."""
+        self._covered = 0
+        """Selector changes up to this sequence are covered by the last full list."""
+
+    async def run(self) -> None:
+        # the first list must know every selector, or it would tombstone pods that are wanted
+        await self._servers_synced.wait()
+        worker = asyncio.create_task(self._follow_selectors(), name="pod-reselect")
+        try:
+            await super().run()
+        finally:
+            worker.cancel()
+
+    async def relist(self) -> str:
+        self._covered = self._selection.sequence
+        return await super().relist()
+
+    def wants(self, obj: JSON) -> bool:
+        return self._selection.wants(obj)
+
+    def _remember(self, event: ObjectEvent) -> None:
+        super()._remember(event)
+        labels = (event.object.get("metadata") or {}).get("labels") or {}
+        self._labels.setdefault(event.namespace, {})[event.subject] = labels
+
+    def _forget(self, subject: str) -> None:
+        super()._forget(subject)
+        for published in self._labels.values():
+            if published.pop(subject, None) is not None:
+                break
+
+    async def _follow_selectors(self) -> None:
+        await self.synced.wait()
+        while True:
+            sequence, namespace, selector = await self._selection.changes.get()
+            if sequence <= self._covered:
+                continue  # the full list ran after this change and saw its pods
+            while True:
+                try:
+                    await self.reselect(namespace, selector)
+                    break
+                except (ApiException, aiohttp.ClientError, TimeoutError, OSError) as exc:
+                    log.warning("pods: reselect in %s failed (%s); retrying", namespace, exc)
+                    await self._backoff.sleep()
+
+    async def reselect(self, namespace: str, selector: Selector) -> None:
+        """Tombstone published pods of ``namespace`` nothing wants; publish those ``selector`` now selects."""
+        RESELECTS.inc()
+        published = self._labels.get(namespace, {})
+        for subject, labels in list(published.items()):
+            if not self._selection.wants_labels(namespace, labels):
+                await self._tombstone(subject, "")
+        if not selector or (self._namespace and namespace != self._namespace):
+            return
+        items, _ = await list_objects(self._api, self.watched.path(namespace), label_selector_query(selector))
+        added = 0
+        for obj in items:
+            event = ObjectEvent.from_object("SYNC", self.resource, obj)
+            # a pod the watch already published is newer there than in this list: leave it
+            if event.subject not in self._known and self.wants(obj):
+                await self.publish(event)
+                added += 1
+        log.info(
+            "pods: selector %s in %s selects %d more pods", label_selector_query(selector), namespace, added
+        )
