@@ -84,3 +84,41 @@ def test_a_template_cannot_override_ferrys_labels_and_status_counts_right(
         assert labels[L.MS_ROLE_ID] == "leader-0"
         assert labels[L.MS_REVISION] == status["updateRevision"]
         assert labels["team"] == "a"
+
+
+def test_a_template_server_side_apply_cannot_express_is_served(
+    pipeline: ServiceSet, cluster: Cluster, kubelet: FakeKubelet
+) -> None:
+    """Kthena's WithDuplicateHostAliases: two hostAliases with one IP pass through unchanged."""
+    name = "host-aliases"
+    manifest = serving(name, cluster.namespace, 1)
+    aliases = [{"ip": "10.1.2.3", "hostnames": ["model-a"]}, {"ip": "10.1.2.3", "hostnames": ["model-b"]}]
+    manifest["spec"]["template"]["roles"][0]["entryTemplate"]["spec"]["hostAliases"] = aliases
+    cluster.apply(manifest)
+    wait_serving_available(cluster, manifest)
+    (pod,) = live(cluster, name).values()
+    assert pod["spec"]["hostAliases"] == aliases
+
+
+def test_a_pod_the_api_server_refuses_fails_the_serving_with_its_message_until_fixed(
+    pipeline: ServiceSet, cluster: Cluster, kubelet: FakeKubelet
+) -> None:
+    name = "refused-pod"
+    manifest = serving(name, cluster.namespace, 1)
+    container = manifest["spec"]["template"]["roles"][0]["entryTemplate"]["spec"]["containers"][0]
+    container["name"] = "Not_A_DNS_Label"  # the CRD takes any string; pod validation does not
+    cluster.apply(manifest)
+    failed = eventually(
+        lambda: cluster.condition_with("ModelServing", name, "Failed"), WITHIN, "Failed=True on the serving"
+    )
+    assert failed["reason"] == "Invalid"
+    assert "Not_A_DNS_Label" in failed["message"]
+    assert f"{name}-0-leader-0-0" in failed["message"]  # the API server's own words
+    assert not live(cluster, name)
+
+    container["name"] = "engine"
+    cluster.apply(manifest)
+    wait_serving_available(cluster, manifest)
+    eventually(
+        lambda: cluster.condition_with("ModelServing", name, "Failed", "False"), WITHIN, "Failed cleared"
+    )

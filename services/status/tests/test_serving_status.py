@@ -1,5 +1,6 @@
 from typing import Any
 
+from ferry_status.outcome import Outcome
 from ferry_status.serving_status import compute_serving_status, label_selector, resolve_int_or_percent
 
 T0 = "2026-01-01T00:00:00Z"
@@ -87,3 +88,18 @@ def test_the_group_comes_from_the_pod_name_not_a_relabelled_group_name() -> None
         p["metadata"]["labels"]["modelserving.volcano.sh/group-name"] = "user-value"
     status = compute_serving_status(serving(), relabelled, "r1", at=T0)
     assert status["replicas"] == status["availableReplicas"] == 2
+
+
+def test_a_refused_pod_shows_as_failed_with_the_api_servers_message_until_fixed() -> None:
+    refused = Outcome(True, 'Pod "ms-0-prefill-0-0" is invalid: spec.containers[0].name', False, "Invalid")
+    status = compute_serving_status(serving(), [], "r1", outcome=refused, at=T0)
+    failed = next(c for c in status["conditions"] if c["type"] == "Failed")
+    assert failed["status"] == "True"
+    assert failed["reason"] == "Invalid"
+    assert "is invalid" in failed["message"]
+    fixed = {**serving(), "status": status}
+    ready = [pod(0, ready=True), pod(1, ready=True)]
+    status = compute_serving_status(fixed, ready, "r1", outcome=Outcome(False, "", True), at=T0)
+    by_type = {c["type"]: c for c in status["conditions"]}
+    assert by_type["Failed"]["status"] == "False"
+    assert by_type["Available"]["status"] == "True"

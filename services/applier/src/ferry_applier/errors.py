@@ -65,14 +65,20 @@ def is_permanent(exc: BaseException) -> bool:
     if isinstance(exc, PermanentApplyError | UnknownKindError):
         return True
     if isinstance(exc, ApiException):
-        return exc.status in PERMANENT_STATUSES
+        return exc.status in PERMANENT_STATUSES or _unapplicable(exc)
     return False
+
+
+def _unapplicable(exc: ApiException) -> bool:
+    """Server-side apply cannot express the object (e.g. duplicate keys of a list map): the API
+    server answers 500, but the same request fails the same way every time."""
+    return exc.status == 500 and api_message(exc).startswith("failed to create typed patch object")
 
 
 def is_transient(exc: BaseException) -> bool:
     """Network trouble and retryable API answers."""
     if isinstance(exc, ApiException):
-        return exc.status not in PERMANENT_STATUSES
+        return not is_permanent(exc)
     return isinstance(
         exc, TransientError | aiohttp.ClientError | asyncio.TimeoutError | ConnectionError | OSError
     )

@@ -98,6 +98,32 @@ class KubeClient:
                 return stored
             return self._dict(result)
 
+    async def create_pod(self, obj: Obj) -> Obj | None:
+        """POST a pod; None when one of that name exists already.
+
+        Pods are created, never applied: server-side apply refuses templates the API server
+        itself accepts (two ``hostAliases`` with one IP: "duplicate entries for key [ip=…]"), and a
+        pod's spec cannot change after creation anyway; Ferry replaces pods by revision instead.
+        """
+        meta = obj["metadata"]
+        with tracer.start_as_current_span(
+            "k8s create Pod",
+            kind=trace.SpanKind.CLIENT,
+            attributes={"k8s.kind": "Pod", "k8s.namespace": meta["namespace"], "k8s.name": meta["name"]},
+        ):
+            try:
+                created = await self._core.create_namespaced_pod(
+                    meta["namespace"],
+                    obj,  # type: ignore[arg-type]  # a plain dict is sent as it is
+                    field_manager=self.field_manager,
+                    _request_timeout=self.timeout,
+                )
+            except ApiException as exc:
+                if exc.status == 409:
+                    return None
+                raise
+            return self._dict(created)
+
     async def list(self, kind: str | KindInfo, namespace: str, selector: dict[str, str] | str) -> list[Obj]:
         """Every object of ``kind`` in ``namespace`` matching the label selector, read fresh."""
         info = kind if isinstance(kind, KindInfo) else kind_info(kind)

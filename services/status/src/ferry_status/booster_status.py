@@ -9,45 +9,18 @@ ModelServings.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 from ferry_schemas.bus import ApplyResult, DesiredSet
 from ferry_schemas.labels import booster_child_name
 
 from ferry_status.conditions import Condition, condition, is_true, merge_condition
+from ferry_status.outcome import pipeline_outcome
 
 JSON = dict[str, Any]
 
 DISAGGREGATED_TYPE = "vLLMDisaggregated"
 COUNTS = ("replicas", "availableReplicas", "updatedReplicas", "currentReplicas")
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """What the pipeline last said about this booster's current generation."""
-
-    failed: bool
-    message: str
-    applied: bool
-
-
-def pipeline_outcome(booster: JSON, desired: DesiredSet | None, result: ApplyResult | None) -> Outcome:
-    """Failed/applied from the last desired set and apply result that belong to this booster."""
-    uid = (booster.get("metadata") or {}).get("uid")
-    if desired is not None and desired.owner.uid != uid:
-        desired = None
-    if result is not None and result.owner.uid != uid:
-        result = None
-    if desired is not None and desired.errors:
-        return Outcome(True, "; ".join(str(e) for e in desired.errors), False)
-    # an apply result older than the desired set says nothing about the current children
-    if result is not None and desired is not None and result.owner.generation < desired.owner.generation:
-        result = None
-    if result is not None and not result.ok:
-        message = result.message or result.reason or "applying the children failed"
-        return Outcome(True, message, False)
-    return Outcome(False, "", result is not None and result.ok)
 
 
 def backends(booster: JSON) -> list[JSON]:

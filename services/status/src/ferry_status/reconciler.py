@@ -33,6 +33,7 @@ from ferry_status.booster_status import compute_booster_status
 from ferry_status.bus_state import last_desired, last_result
 from ferry_status.kube import StatusApi
 from ferry_status.metrics import RECONCILE_LATENCY, STATUS_UNCHANGED, STATUS_WRITES
+from ferry_status.outcome import pipeline_outcome
 from ferry_status.serving_status import compute_serving_status
 from ferry_status.workqueue import KeyedQueue
 
@@ -114,7 +115,9 @@ class StatusReconciler:
         uid = serving["metadata"].get("uid")
         pods = [p for p in pods if _owned_by(p, uid)]
         roles = ((serving.get("spec") or {}).get("template") or {}).get("roles") or []
-        status = compute_serving_status(serving, pods, serving_revision(roles))
+        desired = await last_desired(self._js, SERVINGS, namespace, name)
+        outcome = pipeline_outcome(serving, desired, await last_result(self._js, SERVINGS, namespace, name))
+        status = compute_serving_status(serving, pods, serving_revision(roles), outcome=outcome)
         return await self._write(SERVINGS, serving, status)
 
     async def _reconcile_booster(self, namespace: str, name: str) -> bool:

@@ -23,7 +23,8 @@ from ferry_schemas.labels import (
     group_ordinal_of_pod,
 )
 
-from ferry_status.conditions import Condition, condition, merge_serving_condition
+from ferry_status.conditions import Condition, condition, merge_condition, merge_serving_condition
+from ferry_status.outcome import Outcome
 
 JSON = dict[str, Any]
 
@@ -117,9 +118,19 @@ def groups_of(name: str, pods: list[JSON]) -> list[Group]:
 
 
 def compute_serving_status(
-    serving: JSON, pods: list[JSON], update_revision: str | None, *, at: str | None = None
+    serving: JSON,
+    pods: list[JSON],
+    update_revision: str | None,
+    *,
+    outcome: Outcome | None = None,
+    at: str | None = None,
 ) -> JSON:
-    """The complete ``status`` a ModelServing should have, given its pods and current revision."""
+    """The complete ``status`` a ModelServing should have, given its pods and current revision.
+
+    ``outcome`` is what the pipeline said: a refusal (a plugin the converter cannot build, a pod the
+    API server rejects) shows as ``Failed`` with the reason and message, and is cleared once the
+    cause is gone (Kthena only logs it).
+    """
     meta = serving.get("metadata") or {}
     spec = serving.get("spec") or {}
     old: JSON = serving.get("status") or {}
@@ -173,6 +184,12 @@ def compute_serving_status(
         else:
             new = condition("Progressing", True, REASON_PROGRESSING, message)
     conditions = merge_serving_condition(conditions, new, at=at)
+    if outcome is not None and outcome.failed:
+        failed = condition("Failed", True, outcome.reason or "ApplyFailed", outcome.message)
+        conditions = merge_condition(conditions, failed, at=at)
+    elif any(c.get("type") == "Failed" and c.get("status") == "True" for c in conditions):
+        recovered = condition("Failed", False, "Recovered", "the cause of the failure is gone")
+        conditions = merge_condition(conditions, recovered, at=at)
 
     current_revision = str(old.get("currentRevision") or "")
     if groups and updated == len(groups):

@@ -261,10 +261,12 @@ class WorkloadEngine:
         meta["namespace"] = owner.namespace
         if not meta.get("ownerReferences"):
             meta["ownerReferences"] = [owner.owner_reference()]
-        if not await self._apply(obj):
-            return None
         if obj.get("kind") == "Pod":
             taken.add(name_of(obj))
+            if await self.kube.create_pod(obj) is None:
+                return None  # it exists already (a concurrent reconcile made it): nothing to do
+        elif not await self._apply(obj):
+            return None
         return ChildResult(
             api_version=str(obj["apiVersion"]), kind=str(obj["kind"]), name=name_of(obj), action="created"
         )
