@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from ferry_local.node.addresses import AddressPool
 from ferry_local.node.gang import bindable
 
 
@@ -79,22 +78,3 @@ def test_bindable(
     pods: list[dict[str, Any]], groups: dict[tuple[str, str], Any], expected: list[str]
 ) -> None:
     assert names(bindable(pods, groups)) == expected
-
-
-def test_address_pool_reuses_released_addresses_and_is_stable_per_owner() -> None:
-    pool = AddressPool()
-    a = pool.acquire("a")
-    assert a == "127.0.0.2"
-    assert pool.acquire("a") == a
-    b = pool.acquire("b")
-    assert b == "127.0.0.3"
-    pool.release("a")
-    assert pool.acquire("c") == a
-
-
-def test_address_pool_honours_a_restarted_pods_reported_ip() -> None:
-    pool = AddressPool()
-    assert pool.acquire("old", preferred="127.0.0.4") == "127.0.0.4"
-    assert pool.acquire("other", preferred="127.0.0.4") == "127.0.0.2"
-    assert pool.acquire("next") == "127.0.0.3"
-    assert pool.acquire("outside", preferred="10.1.2.3") == "127.0.0.5"

@@ -11,6 +11,7 @@ import openai
 import pytest
 from ferry_mock_engine import MockEngine
 from ferry_mock_engine.generation import prompt_hash
+from ferry_mock_engine.identity import CHALLENGE_HEADER, ENV_TOKEN, PROOF_HEADER, verify
 
 EngineFactory = Callable[..., Awaitable[MockEngine]]
 
@@ -287,6 +288,22 @@ async def test_health(start_engine: EngineFactory, http: aiohttp.ClientSession) 
     engine = await start_engine()
     async with http.get(f"{engine.url}/health") as resp:
         assert resp.status == 200
+
+
+async def test_health_proves_the_engine_holds_its_pods_token(
+    start_engine: EngineFactory, http: aiohttp.ClientSession
+) -> None:
+    mine = await start_engine(env={ENV_TOKEN: "pod-a"})
+    other = await start_engine(env={ENV_TOKEN: "pod-b"})
+    tokenless = await start_engine()
+    challenge = {CHALLENGE_HEADER: "nonce-1"}
+    async with http.get(f"{mine.url}/health", headers=challenge) as resp:
+        assert verify("pod-a", "nonce-1", resp.headers.get(PROOF_HEADER))
+    async with http.get(f"{other.url}/health", headers=challenge) as resp:
+        assert not verify("pod-a", "nonce-1", resp.headers.get(PROOF_HEADER))
+    async with http.get(f"{tokenless.url}/health", headers=challenge) as resp:
+        assert resp.status == 200
+        assert not verify("pod-a", "nonce-1", resp.headers.get(PROOF_HEADER))
 
 
 async def test_tokenize_agrees_with_usage(start_engine: EngineFactory, http: aiohttp.ClientSession) -> None:

@@ -39,6 +39,11 @@ class ManagedProcess:
             pass
         return bool(cmdline) and cmdline[0].decode(errors="replace") == self.argv[0]
 
+    def exit_code(self) -> int | None:
+        """The exit status of a process this interpreter started and that has ended, else None."""
+        child = _CHILDREN.get(self.pid)
+        return None if child is None else child.poll()
+
     def stop(self, timeout: float = 15.0) -> None:
         """SIGTERM, then SIGKILL after ``timeout`` seconds; never touches a reused pid."""
         if not self.alive():

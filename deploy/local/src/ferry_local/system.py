@@ -63,9 +63,12 @@ def start_service(
     return process, ready_url
 
 
-def start_node(kube_env: dict[str, str], log_dir: Path) -> ManagedProcess:
+def start_node(
+    kube_env: dict[str, str], log_dir: Path, extra_env: dict[str, str] | None = None
+) -> ManagedProcess:
     """Start the local node (scheduler + kubelet running mock engines) for the cluster in ``kube_env``."""
     env = {**kube_env, "FERRY_NODE_LOG_DIR": str(log_dir / "pods"), "PYTHONUNBUFFERED": "1"}
+    env.update(extra_env or {})
     return spawn("ferry-local-node", [sys.executable, "-m", "ferry_local.node"], log_dir, env=env)
 
 

@@ -25,6 +25,7 @@ from ferry_mock_engine.config import (
     Role,
     parse_duration,
 )
+from ferry_mock_engine.identity import ENV_TOKEN
 from ferry_mock_engine.kv_events import KVEventsConfig
 from ferry_mock_engine.profiles import DEFAULT_PROFILE, profile_named
 
@@ -262,6 +263,7 @@ def config_from_argv(argv: Sequence[str], env: Mapping[str, str] | None = None) 
     if ns.mock_output_tokens is not None:
         cfg.default_output_tokens = ns.mock_output_tokens
     cfg.engine_id = env.get(ENV_ID) or ns.mock_id or ""
+    cfg.identity_token = env.get(ENV_TOKEN, "")
     return cfg
 
 

@@ -58,6 +58,7 @@ class EngineConfig:
     role: Role = Role.AGGREGATED
     connector: Connector = Connector.HTTP
     engine_id: str = ""
+    identity_token: str = ""  # set by a local node: /health proves the engine is that pod's (identity.py)
     ttft: float = 0.0
     itl: float = 0.0
     prefill_per_token: float = 0.0

@@ -35,6 +35,7 @@ from ferry_mock_engine.generation import (
     prompt_text,
     token_ids,
 )
+from ferry_mock_engine.identity import CHALLENGE_HEADER, PROOF_HEADER, proof
 from ferry_mock_engine.kv_events import KVEvent, KVEventsConfig, ZmqPublisher
 from ferry_mock_engine.kvcache import BlockPool
 from ferry_mock_engine.metrics import EngineMetrics, Load
@@ -499,7 +500,10 @@ class MockEngine:
         )
 
     # ------------------------------------------------------------------ probes and metrics
-    async def _health(self, _: web.Request) -> web.Response:
+    async def _health(self, request: web.Request) -> web.Response:
+        challenge = request.headers.get(CHALLENGE_HEADER)
+        if challenge and (token := self.config.identity_token):
+            return web.Response(status=200, headers={PROOF_HEADER: proof(token, challenge)})
         return web.Response(status=200)
 
     async def _version(self, _: web.Request) -> web.Response:

@@ -1,4 +1,10 @@
-"""``python -m ferry_local.node``: run the local node against ``$KUBECONFIG`` until SIGTERM."""
+"""``python -m ferry_local.node``: run the local node against ``$KUBECONFIG`` until SIGTERM.
+
+Settings: ``FERRY_NODE_LOG_DIR`` (engine logs), ``FERRY_NODE_NAME``, ``FERRY_NODE_IMAGES`` (the image
+catalogue, default ``deploy/local/images.yaml``), ``FERRY_NODE_RESTART_BACKOFF`` (seconds before the
+first restart of an exited engine, doubled per restart up to 5 minutes; default 10 as a kubelet),
+``FERRY_NODE_ADDRESS_LOCKS`` (the machine-wide directory of pod-address locks).
+"""
 
 from __future__ import annotations
 
@@ -32,7 +38,9 @@ def main() -> None:
     )
     log_dir = Path(os.environ.get("FERRY_NODE_LOG_DIR", "node-logs"))
     node_name = os.environ.get("FERRY_NODE_NAME", "ferry-local")
-    asyncio.run(serve(NodeSettings(log_dir=log_dir, node_name=node_name)))
+    backoff = float(os.environ.get("FERRY_NODE_RESTART_BACKOFF", "10"))
+    settings = NodeSettings(log_dir=log_dir, node_name=node_name, restart_backoff=backoff)
+    asyncio.run(serve(settings))
 
 
 if __name__ == "__main__":

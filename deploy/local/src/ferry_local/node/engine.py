@@ -11,7 +11,8 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any
 
-from ferry_mock_engine.cli import engine_argv
+from ferry_mock_engine.cli import ENV_HOST, ENV_ID, engine_argv
+from ferry_mock_engine.identity import ENV_TOKEN, new_secret
 
 DEFAULT_ENGINE_PORT = 8000
 
@@ -24,6 +25,7 @@ class ProcessPlan:
     port: int | None = None
     env: dict[str, str] = field(default_factory=dict)
     container: str = ""
+    token: str = ""
 
 
 def _field_value(pod: dict[str, Any], path: str, ip: str) -> str | None:
@@ -60,21 +62,44 @@ def _port_of(argv: list[str]) -> int:
     return DEFAULT_ENGINE_PORT
 
 
-def plan_for(pod: dict[str, Any], ip: str) -> ProcessPlan:
-    """The process a kubelet would run for ``pod`` here, on address ``ip``."""
-    meta = pod.get("metadata") or {}
+Engine = tuple[dict[str, Any], dict[str, str], list[str]]  # container, its env, its engine argv
+
+
+def _engine_container(pod: dict[str, Any], ip: str) -> Engine | None:
     for container in (pod.get("spec") or {}).get("containers") or []:
         env = container_env(pod, container, ip)
         argv = engine_argv(container, env)
         if argv is not None:
-            port = _port_of(argv)
-            env.update(
-                {"FERRY_MOCK_HOST": ip, "FERRY_MOCK_ID": f"{meta.get('namespace')}/{meta.get('name')}"}
-            )
-            return ProcessPlan(
-                argv=[sys.executable, "-m", "ferry_mock_engine", *argv],
-                port=port,
-                env=env,
-                container=str(container.get("name", "")),
-            )
-    return ProcessPlan(argv=None)
+            return container, env, argv
+    return None
+
+
+def engine_port(pod: dict[str, Any]) -> int | None:
+    """The port the pod's engine will listen on, or None when the pod runs no engine here."""
+    found = _engine_container(pod, "")
+    return None if found is None else _port_of(found[2])
+
+
+def plan_for(pod: dict[str, Any], ip: str) -> ProcessPlan:
+    """The process a kubelet would run for ``pod`` here, on address ``ip``, with a fresh identity
+    token the engine must prove it holds before the pod counts as Ready (``ferry_mock_engine.identity``)."""
+    meta = pod.get("metadata") or {}
+    found = _engine_container(pod, ip)
+    if found is None:
+        return ProcessPlan(argv=None)
+    container, env, argv = found
+    token = new_secret()
+    env.update(
+        {
+            ENV_HOST: ip,
+            ENV_ID: f"{meta.get('namespace')}/{meta.get('name')}",
+            ENV_TOKEN: token,
+        }
+    )
+    return ProcessPlan(
+        argv=[sys.executable, "-m", "ferry_mock_engine", *argv],
+        port=_port_of(argv),
+        env=env,
+        container=str(container.get("name", "")),
+        token=token,
+    )

@@ -11,18 +11,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
+from ferry_mock_engine.identity import CHALLENGE_HEADER, PROOF_HEADER, new_secret, verify
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from ferry_local.node.addresses import AddressPool
-from ferry_local.node.engine import ProcessPlan, plan_for
+from ferry_local.node.engine import ProcessPlan, engine_port, plan_for
 from ferry_local.node.gang import bindable
+from ferry_local.node.images import ImageCatalogue
 from ferry_local.node.informer import informer
 from ferry_local.processes import ManagedProcess, spawn
 
@@ -37,26 +40,54 @@ class NodeSettings:
     node_name: str = "ferry-local"
     resync_seconds: float = 1.0
     health_timeout: float = 1.0
+    images: ImageCatalogue = field(default_factory=ImageCatalogue.load)
+    restart_backoff: float = 10.0  # the kubelet's: 10 s, doubled per restart, capped at 5 min
+    restart_backoff_max: float = 300.0
 
 
 @dataclass
 class PodRun:
-    """What the node runs for one pod."""
+    """What the node runs for one pod, and what it last reported about it."""
 
     ip: str
     plan: ProcessPlan
     process: ManagedProcess | None = None
-    ready: bool = False
-    failed: bool = False
-    started_at: str = field(default_factory=lambda: datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"))
+    proven: bool = False  # the engine answered /health with this pod's identity proof
+    unpullable: list[str] = field(default_factory=list)  # containers whose image is not in the catalogue
+    pull_attempts: int = 0
+    restarts: int = 0
+    last_exit: Obj | None = None  # the engine container's lastState.terminated
+    restart_at: float | None = None  # monotonic time of the next start (back-off), None = running
+    terminated: Obj | None = None  # set when restartPolicy says the container stays down
+    reported: tuple[Any, ...] = ()
+    started_at: str = field(default_factory=lambda: _now())
 
 
 def _now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _condition(kind: str, status: bool) -> Obj:
-    return {"type": kind, "status": "True" if status else "False", "lastTransitionTime": _now()}
+OWN_CONDITIONS = ("PodScheduled", "Initialized", "ContainersReady", "Ready")
+
+
+def gates_met(pod: Obj) -> bool:
+    """Whether every ``spec.readinessGates`` condition is True in the pod's status."""
+    gates = [g.get("conditionType") for g in (pod.get("spec") or {}).get("readinessGates") or []]
+    have = {c.get("type"): c.get("status") for c in (pod.get("status") or {}).get("conditions") or []}
+    return all(have.get(gate) == "True" for gate in gates)
+
+
+def merged_conditions(pod: Obj, wanted: dict[str, bool]) -> list[Obj]:
+    """The node's conditions (keeping a transition time while the status stays) plus every other
+    writer's conditions (readiness gates) as they are: a merge patch replaces the whole list."""
+    current = {c.get("type"): c for c in (pod.get("status") or {}).get("conditions") or []}
+    out = [c for t, c in current.items() if t not in wanted]
+    for kind, status in wanted.items():
+        value = "True" if status else "False"
+        old = current.get(kind) or {}
+        since = old.get("lastTransitionTime") if old.get("status") == value else None
+        out.append({"type": kind, "status": value, "lastTransitionTime": since or _now()})
+    return out
 
 
 class LocalNode:
@@ -102,7 +133,13 @@ class LocalNode:
         name = self.settings.node_name
         with contextlib.suppress(ApiException):
             await self._core.create_node(client.V1Node(metadata=client.V1ObjectMeta(name=name)))
-        ready = {**_condition("Ready", True), "reason": "FerryLocalNode", "lastHeartbeatTime": _now()}
+        ready = {
+            "type": "Ready",
+            "status": "True",
+            "reason": "FerryLocalNode",
+            "lastTransitionTime": _now(),
+            "lastHeartbeatTime": _now(),
+        }
         capacity = {"cpu": "64", "memory": "256Gi", "pods": "1000", "nvidia.com/gpu": "64"}
         status = {
             "status": {
@@ -158,75 +195,139 @@ class LocalNode:
                 log.warning("binding %s/%s failed: %s", meta["namespace"], meta["name"], exc.reason)
 
     async def _start(self, pod: Obj) -> None:
-        meta = pod["metadata"]
+        meta, spec = pod["metadata"], pod.get("spec") or {}
         uid = meta["uid"]
-        ip = self._addresses.acquire(uid, preferred=(pod.get("status") or {}).get("podIP"))
-        plan = plan_for(pod, ip)
-        run = PodRun(ip=ip, plan=plan)
-        if plan.argv is not None:
-            log_name = f"{meta['namespace']}_{meta['name']}"
-            run.process = spawn(log_name, plan.argv, self.settings.log_dir, env=plan.env)
-            log.info("started engine for %s/%s on %s:%s", meta["namespace"], meta["name"], ip, plan.port)
+        containers = [*(spec.get("initContainers") or []), *(spec.get("containers") or [])]
+        if unpullable := self.settings.images.missing(containers):
+            # no sandbox worth an address: the pod waits on its images, as a kubelet's would
+            run = PodRun(ip="", plan=ProcessPlan(argv=None), unpullable=unpullable, pull_attempts=1)
+            log.warning("%s/%s: images not in the catalogue: %s", meta["namespace"], meta["name"], unpullable)
         else:
-            run.ready = True
+            reported_ip = (pod.get("status") or {}).get("podIP")
+            ip = self._addresses.acquire(uid, port=engine_port(pod), preferred=reported_ip)
+            run = PodRun(ip=ip, plan=plan_for(pod, ip))
+            self._spawn(pod, run)
         self._runs[uid] = run
-        await self._patch_status(pod, run)
+        await self._report(pod, run)
+
+    def _spawn(self, pod: Obj, run: PodRun) -> None:
+        meta = pod["metadata"]
+        run.proven, run.restart_at = False, None
+        if run.restarts:
+            run.plan = plan_for(pod, run.ip)  # a fresh identity token for every start
+        if (argv := run.plan.argv) is None:
+            return
+        log_name = f"{meta['namespace']}_{meta['name']}"
+        run.process = spawn(log_name, argv, self.settings.log_dir, env=run.plan.env)
+        log.info("started engine for %s/%s on %s:%s", meta["namespace"], meta["name"], run.ip, run.plan.port)
 
     async def _check(self, pod: Obj, run: PodRun) -> None:
-        if run.failed:
-            return
-        if run.process is not None and not run.process.alive():
-            run.failed = True
-            run.ready = False
-            log.warning("engine of %s/%s exited", pod["metadata"]["namespace"], pod["metadata"]["name"])
-            await self._patch_status(pod, run)
-            return
-        if not run.ready and run.plan.port is not None:
-            try:
-                answer = await self._http.get(f"http://{run.ip}:{run.plan.port}/health")
-                run.ready = answer.status_code == 200
-            except httpx.HTTPError:
-                return
-            if run.ready:
-                await self._patch_status(pod, run)
-        elif run.ready and not _reported_ready(pod):
-            await self._patch_status(pod, run)
+        if run.unpullable:
+            run.pull_attempts += 1  # ErrImagePull once, then ImagePullBackOff: nothing more to do
+        elif run.terminated is None:
+            if run.process is not None and not run.process.alive():
+                self._exited(pod, run)
+            if run.restart_at is not None and time.monotonic() >= run.restart_at:
+                self._spawn(pod, run)
+            if run.process is not None and not run.proven and run.plan.port is not None:
+                with contextlib.suppress(httpx.HTTPError):
+                    run.proven = await self._is_own_engine(run)
+        await self._report(pod, run)
 
-    async def _patch_status(self, pod: Obj, run: PodRun) -> None:
+    def _exited(self, pod: Obj, run: PodRun) -> None:
+        """The engine's process ended: restart it after a back-off, or leave it down, per restartPolicy."""
+        assert run.process is not None
+        code = run.process.exit_code()
+        code = 1 if code is None else code
+        name = f"{pod['metadata']['namespace']}/{pod['metadata']['name']}"
+        reason = "Completed" if code == 0 else "Error"
+        finished = {"exitCode": code, "reason": reason, "startedAt": run.started_at, "finishedAt": _now()}
+        run.process, run.proven, run.last_exit = None, False, finished
+        policy = (pod.get("spec") or {}).get("restartPolicy") or "Always"
+        if policy == "Never" or (policy == "OnFailure" and code == 0):
+            run.terminated = finished
+            log.warning("engine of %s exited (%s); restartPolicy %s", name, code, policy)
+            return
+        delay = min(self.settings.restart_backoff * 2**run.restarts, self.settings.restart_backoff_max)
+        run.restarts += 1
+        run.restart_at = time.monotonic() + delay
+        log.warning("engine of %s exited (%s); restart %d in %.0fs", name, code, run.restarts, delay)
+
+    async def _is_own_engine(self, run: PodRun) -> bool:
+        """A 200 from ``/health`` counts only with the proof that the engine holds this pod's token:
+        another stack's engine answering on the same address is not this pod's engine."""
+        challenge = new_secret()
+        answer = await self._http.get(
+            f"http://{run.ip}:{run.plan.port}/health", headers={CHALLENGE_HEADER: challenge}
+        )
+        if answer.status_code != 200:
+            return False
+        if not verify(run.plan.token, challenge, answer.headers.get(PROOF_HEADER)):
+            log.warning("%s:%s answers /health but is not this pod's engine", run.ip, run.plan.port)
+            return False
+        return True
+
+    def _container_state(self, run: PodRun, container: Obj, engine: bool) -> tuple[Obj, bool]:
+        """``(state, ready)`` of one container as a kubelet would report it."""
+        name, image = container.get("name", ""), container.get("image", "")
+        if name in run.unpullable:
+            if run.pull_attempts <= 1:
+                return _waiting("ErrImagePull", f"{image!r} is not in the local node's catalogue"), False
+            return _waiting("ImagePullBackOff", f'Back-off pulling image "{image}"'), False
+        if run.unpullable:
+            return _waiting("ContainerCreating", ""), False
+        if not engine:
+            return {"running": {"startedAt": run.started_at}}, True
+        if run.terminated is not None:
+            return {"terminated": run.terminated}, False
+        if run.process is None and run.plan.argv is not None:
+            return _waiting("CrashLoopBackOff", "back-off restarting the engine"), False
+        return {"running": {"startedAt": run.started_at}}, run.proven or run.plan.argv is None
+
+    async def _report(self, pod: Obj, run: PodRun) -> None:
+        """Patch the pod's status when what the node would report differs from what it reported."""
         meta, spec = pod["metadata"], pod.get("spec") or {}
-        containers = spec.get("containers") or []
-        if run.failed:
-            state: Obj = {"terminated": {"exitCode": 1, "reason": "Error", "finishedAt": _now()}}
+        statuses: list[Obj] = []
+        for container in spec.get("containers") or []:
+            engine = container.get("name") == run.plan.container and run.plan.argv is not None
+            state, ready = self._container_state(run, container, engine)
+            status: Obj = {"name": container["name"], "image": container.get("image", ""), "imageID": "",
+                           "ready": ready, "restartCount": run.restarts if engine else 0,
+                           "started": "running" in state, "state": state}  # fmt: skip
+            if engine and run.last_exit is not None:
+                status["lastState"] = {"terminated": run.last_exit}
+            statuses.append(status)
+        containers_ready = bool(statuses) and all(s["ready"] for s in statuses)
+        ready = containers_ready and gates_met(pod)
+        if run.terminated is not None:
+            phase = "Succeeded" if run.terminated["exitCode"] == 0 and len(statuses) == 1 else "Failed"
         else:
-            state = {"running": {"startedAt": run.started_at}}
-        ready = run.ready and not run.failed
-        statuses = [
-            {"name": c["name"], "image": c.get("image", ""), "imageID": "", "ready": ready, "restartCount": 0,
-             "started": not run.failed, "state": state}
-            for c in containers
-        ]  # fmt: skip
-        status: Obj = {
-            "phase": "Failed" if run.failed else "Running",
-            "podIP": run.ip,
-            "podIPs": [{"ip": run.ip}],
+            phase = "Pending" if run.unpullable else "Running"
+        fingerprint = (phase, ready, *(str(s) for s in statuses))
+        if fingerprint == run.reported and _reported_ready(pod) == ready:
+            return
+        status_patch: Obj = {
+            "phase": phase,
             "hostIP": "127.0.0.1",
             "hostIPs": [{"ip": "127.0.0.1"}],
             "startTime": run.started_at,
-            "conditions": [
-                _condition("PodScheduled", True),
-                _condition("Initialized", True),
-                _condition("ContainersReady", ready),
-                _condition("Ready", ready),
-            ],
+            "conditions": merged_conditions(pod, {"PodScheduled": True, "Initialized": not run.unpullable,
+                                                  "ContainersReady": containers_ready, "Ready": ready}),
             "containerStatuses": statuses,
-        }
+        }  # fmt: skip
+        if run.ip:
+            status_patch.update(podIP=run.ip, podIPs=[{"ip": run.ip}])
         try:
             # A merge patch replaces lists (podIPs, conditions) instead of merging them by key; the
             # stubs do not list _content_type, which the client takes through **kwargs.
+            # The resourceVersion makes it conditional: conditions another writer (a readiness gate's
+            # controller) set since our view was taken are never overwritten; 409 → next pass.
             patch = self._core.patch_namespaced_pod_status
-            await patch(meta["name"], meta["namespace"], {"status": status}, **MERGE_PATCH)
+            body = {"metadata": {"resourceVersion": meta.get("resourceVersion")}, "status": status_patch}
+            await patch(meta["name"], meta["namespace"], body, **MERGE_PATCH)
+            run.reported = fingerprint
         except ApiException as exc:
-            if exc.status != 404:
+            if exc.status not in (404, 409):
                 raise
 
     async def _finish_deletion(self, pod: Obj) -> None:
@@ -251,6 +352,11 @@ class LocalNode:
     def stop_all(self) -> None:
         for uid in list(self._runs):
             self._stop(uid)
+        self._addresses.close()
+
+
+def _waiting(reason: str, message: str) -> Obj:
+    return {"waiting": {"reason": reason, **({"message": message} if message else {})}}
 
 
 def _reported_ready(pod: Obj) -> bool:
