@@ -17,7 +17,7 @@ log = logging.getLogger("ferry_converter")
 async def amain(settings: ConverterSettings | None = None, stop: asyncio.Event | None = None) -> None:
     """Run until SIGTERM/SIGINT (or ``stop``): probes first, then the consumers once the streams exist."""
     settings = settings or ConverterSettings()
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, "ferry-converter")
     provider = setup_tracing("ferry-converter")
     stop = stop or asyncio.Event()
     stop_on_signals(stop)

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import sys
 
 from ferry_schemas.runtime import ServiceSettings, setup_tracing
+from ferry_schemas.runtime.logs import configure_logging
 
 from ferry_router.observability import Tracing
 from ferry_router.service import run
@@ -15,11 +15,7 @@ from ferry_router.settings import RouterSettings
 
 def main() -> None:
     common = ServiceSettings(service="router")
-    logging.basicConfig(
-        level=common.log_level.upper(),
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-    )
+    configure_logging(common.log_level, "ferry-router")
     try:
         settings = RouterSettings()
     except ValueError as exc:

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import os
 import signal
 from pathlib import Path
 
+from ferry_schemas.runtime.logs import configure_logging
 from kubernetes_asyncio import client, config
 
 from ferry_local.node.kubelet import LocalNode, NodeSettings
@@ -32,10 +32,7 @@ async def serve(settings: NodeSettings) -> None:
 
 
 def main() -> None:
-    logging.basicConfig(
-        level=os.environ.get("FERRY_LOG_LEVEL", "INFO").upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    configure_logging(os.environ.get("FERRY_LOG_LEVEL", "INFO"), "ferry-local-node")
     log_dir = Path(os.environ.get("FERRY_NODE_LOG_DIR", "node-logs"))
     node_name = os.environ.get("FERRY_NODE_NAME", "ferry-local")
     backoff = float(os.environ.get("FERRY_NODE_RESTART_BACKOFF", "10"))

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import signal
 from collections.abc import Awaitable, Callable
 from typing import Protocol, TypeVar
 
+from ferry_schemas.runtime.logs import configure_logging
 from ferry_schemas.runtime.tracing import setup_tracing
 
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
+__all__ = ["configure_logging", "serve", "stop_on_signals"]
 
 
 class _Named(Protocol):
@@ -25,10 +25,6 @@ class _Named(Protocol):
 S = TypeVar("S", bound=_Named)
 
 
-def configure_logging(level: str) -> None:
-    logging.basicConfig(level=level.upper(), format=LOG_FORMAT)
-
-
 def stop_on_signals(stop: asyncio.Event) -> None:
     """Set ``stop`` on SIGTERM or SIGINT (where the loop supports signal handlers)."""
     loop = asyncio.get_running_loop()
@@ -39,7 +35,7 @@ def stop_on_signals(stop: asyncio.Event) -> None:
 
 async def serve(settings: S, run: Callable[[S, asyncio.Event], Awaitable[None]]) -> None:
     """Configure logging and tracing for ``settings.service``, then ``run`` until a stop signal."""
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.service)
     provider = setup_tracing(settings.service)
     stop = asyncio.Event()
     stop_on_signals(stop)
