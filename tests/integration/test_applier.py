@@ -47,6 +47,7 @@ from ferry_schemas.runtime.jetstream import declare_streams, key_value
 from ferry_schemas.workload import blueprint, serving_revision
 from nats.aio.client import Client
 from nats.js import JetStreamContext
+from nats.js.api import ConsumerConfig
 from nats.js.errors import NotFoundError
 from opentelemetry import propagate, trace
 from opentelemetry.sdk.trace import TracerProvider
@@ -766,4 +767,43 @@ async def test_owner_leases_serialise_replicas_and_expire(nats_url: str) -> None
             await second.acquire(key, wait=0.2)
         await first.release(key, taken)
     finally:
+        await nc.close()
+
+
+async def test_a_reconcile_slower_than_the_lease_ttl_keeps_its_lease_and_its_message(nats_url: str) -> None:
+    """The lease is heart-beaten and the message kept in progress while the reconcile runs: another
+    replica cannot enter the same owner and JetStream does not redeliver the message meanwhile."""
+    nc = await nats.connect(nats_url)
+    js = nc.jetstream()
+    stream = f"LEASE_TEST_{uuid.uuid4().hex[:8].upper()}"
+    try:
+        await js.add_stream(name=stream, subjects=[f"{stream.lower()}.>"])
+        await js.add_consumer(stream, ConsumerConfig(durable_name="work", ack_wait=1.0, max_deliver=5))
+        sub = await js.pull_subscribe_bind("work", stream=stream)
+        await js.publish(f"{stream.lower()}.owner", b"reconcile me")
+        (msg,) = await sub.fetch(1, timeout=5)
+        kv = await key_value(js, LEASES_BUCKET)
+        key = f"test.{uuid.uuid4().hex[:8]}.owner"
+        first, second = OwnerLeases(kv, "first", ttl=0.9), OwnerLeases(kv, "second", ttl=0.9)
+        beats = 0
+
+        async def keepalive() -> None:
+            nonlocal beats
+            beats += 1
+            await msg.in_progress()
+
+        async with first.hold(key, wait=1.0, keepalive=keepalive):
+            started = time.monotonic()
+            with pytest.raises(LeaseBusy):  # three TTLs and more: the lease never lapses
+                await second.acquire(key, wait=3.0)
+            with pytest.raises(nats.errors.TimeoutError):  # nor does the message's ack wait
+                await sub.fetch(1, timeout=0.5)
+            assert time.monotonic() - started > 3 * first.ttl
+        await msg.ack()
+        assert beats >= 3
+        released = await second.acquire(key, wait=1.0)  # given back at the end of the reconcile
+        await second.release(key, released)
+    finally:
+        with contextlib.suppress(Exception):
+            await js.delete_stream(stream)
         await nc.close()

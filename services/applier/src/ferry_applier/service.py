@@ -268,7 +268,7 @@ class Applier:
             return
         owner = desired.owner
         with self._span("applier reconcile", msg, desired) as span:
-            async with self._serialised(owner):
+            async with self._serialised(owner, msg):
                 assert self._reconciler is not None
                 outcome = await self._reconciler.reconcile(desired)
             await self._finish(msg, consumer, outcome, span)
@@ -292,18 +292,19 @@ class Applier:
         with self._span(f"applier {event.resource} event", msg, desired) as span:
             span.set_attribute("k8s.name", event.name)
             span.set_attribute("k8s.event", event.type)
-            async with self._serialised(owner):
+            async with self._serialised(owner, msg):
                 assert self._reconciler is not None
                 outcome = await self._reconciler.child_event(event, desired)
             await self._finish(msg, consumer, outcome, span)
 
     @contextlib.asynccontextmanager
-    async def _serialised(self, owner: OwnerKey) -> AsyncIterator[None]:
-        """One reconcile per owner: in this process (a lock), across replicas (a KV lease)."""
+    async def _serialised(self, owner: OwnerKey, msg: Msg) -> AsyncIterator[None]:
+        """One reconcile per owner: in this process (a lock), across replicas (a KV lease that is
+        renewed while the reconcile runs, with ``msg`` kept in progress so it is not redelivered)."""
         assert self._leases is not None
         async with self._locks.hold((owner.resource, owner.namespace, owner.name)):
             key = kv_key(owner.resource, owner.namespace, owner.name)
-            async with self._leases.hold(key, wait=self.settings.ack_wait / 2):
+            async with self._leases.hold(key, wait=self.settings.ack_wait / 2, keepalive=msg.in_progress):
                 yield
 
     async def _finish(self, msg: Msg, consumer: str, outcome: Outcome, span: trace.Span) -> None:
