@@ -123,18 +123,18 @@ def test_gang_binding_readiness_restart_failure_and_deletion(
 
     # restartPolicy Always (the default): the engine of pod a dies, is restarted after a back-off and
     # counted, and the pod comes back Ready on the same address.
-    subprocess.run(["pkill", "-f", f"model-a-{namespace}"], check=True)
+    subprocess.run(["pkill", "-KILL", "-f", f"model-a-{namespace}"], check=True)
     restarted = eventually(
         lambda: (p := get_pod(kube, namespace, "a")) and engine_status(p).get("restartCount") == 1 and p,
         "a's engine restarted once",
     )
-    assert engine_status(restarted)["lastState"]["terminated"]["exitCode"] != 0
+    assert engine_status(restarted)["lastState"]["terminated"]["exitCode"] == 137  # SIGKILL
     again = wait_ready(kube, namespace, "a")
     assert again["status"]["phase"] == "Running"
     assert again["status"]["podIP"] == ips["a"]
 
     # restartPolicy Never: the engine of pod b dies and the pod is Failed, never restarted.
-    subprocess.run(["pkill", "-f", f"model-b-{namespace}"], check=True)
+    subprocess.run(["pkill", "-KILL", "-f", f"model-b-{namespace}"], check=True)
     failed = eventually(
         lambda: (p := get_pod(kube, namespace, "b")) and p["status"].get("phase") == "Failed" and p,
         "b Failed",

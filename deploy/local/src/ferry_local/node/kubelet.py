@@ -237,8 +237,8 @@ class LocalNode:
     def _exited(self, pod: Obj, run: PodRun) -> None:
         """The engine's process ended: restart it after a back-off, or leave it down, per restartPolicy."""
         assert run.process is not None
-        code = run.process.exit_code()
-        code = 1 if code is None else code
+        status = run.process.exit_code()
+        code = 1 if status is None else 128 - status if status < 0 else status  # killed by N: 128+N
         name = f"{pod['metadata']['namespace']}/{pod['metadata']['name']}"
         reason = "Completed" if code == 0 else "Error"
         finished = {"exitCode": code, "reason": reason, "startedAt": run.started_at, "finishedAt": _now()}
