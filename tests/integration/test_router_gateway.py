@@ -181,6 +181,7 @@ class World:
             "ACCESS_LOG_OUTPUT": str(access_log),
             "FERRY_TRACE_FILE": str(trace_file),
             "FERRY_ROUTER_CONFIG": "",
+            "FERRY_ROUTER_DRAIN_PERIOD": "0s",
             **(env or {}),
         }
         argv = [sys.executable, "-c", "from ferry_router.__main__ import main; main()"]

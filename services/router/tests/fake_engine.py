@@ -75,10 +75,14 @@ class FakeEngine:
     async def models(self, _: web.Request) -> web.Response:
         return web.json_response({"data": [{"id": "served"}]})
 
+    async def metrics(self, _: web.Request) -> web.Response:
+        return web.Response(text="# TYPE vllm:num_requests_waiting gauge\nvllm:num_requests_waiting 7\n")
+
     async def start(self) -> None:
         app = web.Application()
         app.router.add_post("/{tail:.*}", self.handle)
         app.router.add_get("/v1/models", self.models)
+        app.router.add_get("/metrics", self.metrics)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         await web.TCPSite(self._runner, self.host, self.port).start()

@@ -56,6 +56,7 @@ def start_service(
             FERRY_ROUTER_PORT=str(router_port),
             FERRY_ROUTER_METRICS_PORT=str(probe_port),
             FERRY_ROUTER_DEBUG_PORT=str(free_port()),
+            FERRY_ROUTER_DRAIN_PERIOD="0s",  # no load balancer in front of a local router
         )
         ready_url = f"http://127.0.0.1:{router_port}/readyz"
     env.update(extra_env or {})

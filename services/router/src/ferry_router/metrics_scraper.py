@@ -1,17 +1,23 @@
 """Engine metrics, scraped off the request path (spec §2.3).
 
-Every ``interval`` all endpoints are scraped concurrently (at most ``concurrency`` at a time, each
-call bounded by ``timeout``): ``GET /metrics`` (Prometheus text) and ``GET /v1/models``. A new
-endpoint is scraped as soon as it appears. Gauges take the last series of their family (0 when
-the family is absent); TTFT/TPOT are the mean over the last interval computed from histogram
-``_sum``/``_count`` deltas, and an interval without samples keeps the previous mean.
+The scraper runs on its own thread with its own event loop and HTTP session, so neither the
+scrape I/O nor parsing the Prometheus text ever holds up the request loop (the loop only reads the
+numbers it writes; each field is one atomic store). Every ``interval`` all endpoints are
+scraped concurrently (at most ``concurrency`` at a time, each call bounded by ``timeout``):
+``GET /metrics`` (Prometheus text) and ``GET /v1/models``. A new endpoint is scraped as soon
+as it appears. Gauges take the last series of their family (0 when the family is absent);
+TTFT/TPOT are the mean over the last interval computed from histogram ``_sum``/``_count``
+deltas, and an interval without samples keeps the previous mean.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
+from collections.abc import Coroutine
+from typing import Any
 
 import aiohttp
 import orjson
@@ -106,6 +112,8 @@ def apply_exposition(metrics: EndpointMetrics, text: str) -> None:
 
 
 class MetricsScraper:
+    """Scrapes every endpoint of ``table`` each ``interval`` on a thread of its own."""
+
     def __init__(
         self,
         table: RoutingTable,
@@ -117,26 +125,38 @@ class MetricsScraper:
         self._table = table
         self.interval = interval
         self._timeout = aiohttp.ClientTimeout(total=timeout)
-        self._gate = asyncio.Semaphore(concurrency)
+        self._concurrency = concurrency
+        self._gate: asyncio.Semaphore | None = None
         self._session: aiohttp.ClientSession | None = None
-        self._task: asyncio.Task[None] | None = None
-        self._pending: set[asyncio.Task[None]] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.thread: threading.Thread | None = None
         table.endpoint_added.append(self._on_added)
 
     async def start(self) -> None:
+        self._loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self._loop.run_forever, name="router-scraper", daemon=True)
+        self.thread.start()
+        await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(self._open(), self._loop))
+
+    async def _open(self) -> None:
+        """On the scraper's loop: its session, its gate and the periodic cycle."""
+        self._gate = asyncio.Semaphore(self._concurrency)
         self._session = aiohttp.ClientSession(
             timeout=self._timeout, connector=aiohttp.TCPConnector(limit=200, keepalive_timeout=30)
         )
-        self._task = asyncio.create_task(self._loop(), name="router-scraper")
+        asyncio.get_running_loop().create_task(self._cycle(), name="router-scraper")
+
+    def _submit(self, coro: Coroutine[Any, Any, None]) -> None:
+        if self._loop is None or not self._loop.is_running():
+            coro.close()
+            return
+        asyncio.run_coroutine_threadsafe(coro, self._loop)
 
     def _on_added(self, endpoint: Endpoint) -> None:
-        if self._session is None:
-            return
-        task = asyncio.get_running_loop().create_task(self.scrape(endpoint))
-        self._pending.add(task)
-        task.add_done_callback(self._pending.discard)
+        """A new endpoint is scraped at once (Kthena does the same), on the scraper's thread."""
+        self._submit(self.scrape(endpoint))
 
-    async def _loop(self) -> None:
+    async def _cycle(self) -> None:
         while True:
             started = time.perf_counter()
             try:
@@ -147,13 +167,22 @@ class MetricsScraper:
             CYCLE.observe(elapsed)
             await asyncio.sleep(max(self.interval - elapsed, 0.05))
 
+    def _endpoints(self) -> list[Endpoint]:
+        """A copy of the table's endpoints, taken from this thread while the request loop may mutate it."""
+        while True:
+            try:
+                return list(self._table.all_endpoints())
+            except RuntimeError:  # the dict changed size during the copy: take it again
+                continue
+
     async def scrape_all(self) -> None:
-        endpoints = list(self._table.all_endpoints())
+        endpoints = self._endpoints()
         if endpoints:
             await asyncio.gather(*(self.scrape(e) for e in endpoints))
 
     async def scrape(self, endpoint: Endpoint) -> None:
         assert self._session is not None
+        assert self._gate is not None
         base = f"http://{endpoint.pod.ip}:{endpoint.port}"
         async with self._gate:
             metrics_text, models = await asyncio.gather(
@@ -182,9 +211,19 @@ class MetricsScraper:
             return await response.text()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-        for task in list(self._pending):
-            task.cancel()
+        loop, self._loop = self._loop, None
+        if loop is None:
+            return
+        await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(self._close(), loop))
+        loop.call_soon_threadsafe(loop.stop)
+        if self.thread is not None:
+            await asyncio.to_thread(self.thread.join, 5)
+        loop.close()
+
+    async def _close(self) -> None:
+        current = asyncio.current_task()
+        for task in asyncio.all_tasks():
+            if task is not current:
+                task.cancel()
         if self._session is not None:
             await self._session.close()

@@ -71,6 +71,14 @@ ACTIVE_UPSTREAM = Gauge(
     "Upstream requests in flight.",
     ["model_server", "model_route", "backend_type", "backend_name", "upstream_model"],
 )
+STREAM_ERRORS = Counter(
+    "ferry_router_upstream_stream_errors_total",
+    "Upstream bodies cut after the answer began: idle_timeout (nothing for FERRY_ROUTER_IDLE_TIMEOUT), "
+    "broken (the engine closed the connection) or shutdown (still going at the drain deadline).",
+    ["reason"],
+)
+POOL_IN_USE = Gauge("ferry_router_upstream_connections_in_use", "Upstream connections carrying a request.")
+POOL_IDLE = Gauge("ferry_router_upstream_connections_idle", "Idle keep-alive upstream connections.")
 
 tracer = trace.get_tracer("ferry_router")
 

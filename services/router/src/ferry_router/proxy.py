@@ -2,7 +2,9 @@
 
 The client is aiohttp's (measured faster than httpx on this path; see ``bench/router``) with
 explicit limits: a connect timeout, a bound on the wait for response headers
-(``trafficPolicy.timeout`` or the router default) and no bound on a body that is streaming.
+(``trafficPolicy.timeout`` or the router default), an idle bound on every body read (a stream
+that delivers nothing for ``idle_timeout`` seconds is cut and ends with an error event) and a
+bounded connection pool (total and per engine; a request waits for a free connection).
 Candidates are tried best first; a connection error, a timeout or a 5xx moves to the next one
 (after ``trafficPolicy.retry.retryInterval`` when set). A 4xx is the client's problem and is
 passed through with the engine's body (Kthena masks it as 503), except a 404 for a LoRA request,
@@ -12,6 +14,7 @@ which means the adapter is not loaded there, so the next endpoint is tried.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -23,7 +26,7 @@ from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from ferry_router import errors
-from ferry_router.observability import RequestRecord, active_upstream
+from ferry_router.observability import STREAM_ERRORS, RequestRecord, active_upstream
 from ferry_router.state.resources import Server
 from ferry_router.state.table import Endpoint
 
@@ -62,8 +65,9 @@ class UpstreamError(Exception):
 class UpstreamSettings:
     connect_timeout: float = 5.0
     header_timeout: float = 600.0  # used when the ModelServer sets no trafficPolicy.timeout
-    max_connections: int = 0  # 0 = no limit
-    max_per_host: int = 0
+    idle_timeout: float = 120.0  # longest silence of an upstream body (between two chunks)
+    max_connections: int = 4096  # 0 = no limit
+    max_per_host: int = 1024
     keepalive: float = 60.0
 
 
@@ -95,6 +99,15 @@ class UpstreamClient:
         if self._session is not None:
             await self._session.close()
             self._session = None
+
+    def pool(self) -> tuple[int, int]:
+        """(connections in use, idle keep-alive connections) of the upstream pool."""
+        if self._session is None:
+            return 0, 0
+        connector = self._session.connector
+        acquired = len(getattr(connector, "_acquired", ()))
+        idle = sum(len(c) for c in getattr(connector, "_conns", {}).values())
+        return acquired, idle
 
     async def send(
         self, url: str, body: bytes, headers: Mapping[str, str], limit: float | None, method: str = "POST"
@@ -165,16 +178,76 @@ def is_streaming(response: aiohttp.ClientResponse) -> bool:
     return response.content_type in STREAM_TYPES
 
 
+class StallWatch:
+    """Closes an upstream response that delivers nothing for ``idle`` seconds.
+
+    The reader calls :meth:`touch` per chunk (one clock read); the timer fires once per idle
+    period and re-arms itself from the last touch, so a busy stream costs no timer per chunk.
+    """
+
+    __slots__ = ("_handle", "_loop", "_upstream", "idle", "last", "stalled")
+
+    def __init__(self, upstream: aiohttp.ClientResponse, idle: float) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._upstream = upstream
+        self.idle = idle
+        self.last = self._loop.time()
+        self.stalled = False
+        self._handle = self._loop.call_at(self.last + idle, self._check)
+
+    def touch(self) -> None:
+        self.last = self._loop.time()
+
+    def _check(self) -> None:
+        if self._loop.time() - self.last >= self.idle:
+            self.stalled = True
+            self._upstream.close()  # the pending read fails; the connection is not reused
+        else:
+            self._handle = self._loop.call_at(self.last + self.idle, self._check)
+
+    def cancel(self) -> None:
+        self._handle.cancel()
+
+
+def stream_error_event(upstream: aiohttp.ClientResponse, message: str, code: str) -> bytes:
+    """An OpenAI-style error as the stream's own framing (an SSE event or an NDJSON line)."""
+    error = orjson.dumps({"error": {"message": message, "type": "server_error", "param": None, "code": code}})
+    if upstream.content_type == "text/event-stream":
+        return b"data: " + error + b"\n\n"
+    return error + b"\n"
+
+
 async def relay(
     request: web.Request,
     upstream: aiohttp.ClientResponse,
     *,
     hide_usage_chunks: bool,
     on_usage: UsageCallback,
+    idle_timeout: float,
 ) -> web.StreamResponse:
     """Copy an upstream answer to the client; report usage; hide the usage chunk the router asked for."""
+    watch = StallWatch(upstream, idle_timeout)
+    try:
+        return await _relay(request, upstream, watch, hide_usage_chunks, on_usage)
+    finally:
+        watch.cancel()
+
+
+async def _relay(
+    request: web.Request,
+    upstream: aiohttp.ClientResponse,
+    watch: StallWatch,
+    hide_usage_chunks: bool,
+    on_usage: UsageCallback,
+) -> web.StreamResponse:
     if not is_streaming(upstream):
-        body = await upstream.read()
+        try:
+            body = await upstream.read()
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            if watch.stalled:
+                STREAM_ERRORS.labels("idle_timeout").inc()
+                raise UpstreamError(f"no body data for {watch.idle:g}s", timeout=True) from exc
+            raise UpstreamError(f"body read failed: {exc!r}") from exc
         usage = None
         if body[:1] == b"{" and b'"usage"' in body:
             try:
@@ -190,6 +263,7 @@ async def relay(
     carry = b""
     try:
         async for chunk in upstream.content.iter_any():
+            watch.touch()
             data = carry + chunk
             cut = data.rfind(b"\n") + 1
             if cut == 0:
@@ -200,9 +274,26 @@ async def relay(
                 complete = await _scan_usage(complete, hide_usage_chunks, on_usage)
             if complete:
                 await response.write(complete)
-    except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError, TimeoutError) as exc:
-        # the engine broke the stream after the status line went out: nothing better to send
-        log.warning("upstream stream ended abnormally: %r", exc)
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        # the status line already went out: the stream itself must say that it failed
+        if carry:
+            await response.write(carry + b"\n")
+            carry = b""
+        if watch.stalled:
+            STREAM_ERRORS.labels("idle_timeout").inc()
+            message, code = f"the upstream engine sent nothing for {watch.idle:g}s", "upstream_stream_timeout"
+        else:
+            STREAM_ERRORS.labels("broken").inc()
+            message, code = f"the upstream engine broke the stream: {exc!r}", "upstream_stream_broken"
+        log.warning("upstream stream cut: %s", message)
+        await response.write(stream_error_event(upstream, message, code))
+    except asyncio.CancelledError:
+        # the drain deadline passed while this stream was still going: say so before the cut
+        STREAM_ERRORS.labels("shutdown").inc()
+        event = stream_error_event(upstream, "the router is shutting down", "router_shutdown")
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(response.write(event), 1.0)
+        raise
     if carry:
         await response.write(carry)
     await response.write_eof()
@@ -276,7 +367,11 @@ async def forward(
                     continue
                 record.selected_pod = endpoint.name
                 response = await relay(
-                    request, upstream, hide_usage_chunks=attempt.hide_usage, on_usage=on_usage
+                    request,
+                    upstream,
+                    hide_usage_chunks=attempt.hide_usage,
+                    on_usage=on_usage,
+                    idle_timeout=attempt.client.settings.idle_timeout,
                 )
                 return response, endpoint
             finally:

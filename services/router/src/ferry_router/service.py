@@ -14,7 +14,7 @@ from nats.aio.client import Client
 from ferry_router.app import Router
 from ferry_router.debug import build_debug_app
 from ferry_router.metrics_scraper import MetricsScraper
-from ferry_router.observability import AccessLog
+from ferry_router.observability import POOL_IDLE, POOL_IN_USE, AccessLog
 from ferry_router.proxy import UpstreamClient, UpstreamSettings
 from ferry_router.ratelimit import RateLimiter
 from ferry_router.scheduler import build_scheduler, load_config
@@ -37,7 +37,9 @@ class RouterService:
             UpstreamSettings(
                 connect_timeout=settings.connect_timeout,
                 header_timeout=settings.upstream_timeout,
+                idle_timeout=settings.idle_timeout,
                 max_connections=settings.max_connections,
+                max_per_host=settings.max_connections_per_host,
             )
         )
         self.scraper = MetricsScraper(
@@ -50,9 +52,22 @@ class RouterService:
         self._runners: list[web.AppRunner] = []
         self.probes: ProbeServer | None = None
         self.port = settings.port
+        self.draining = False
+        POOL_IN_USE.set_function(lambda: self.client.pool()[0])
+        POOL_IDLE.set_function(lambda: self.client.pool()[1])
 
     def ready(self) -> bool:
-        return self.feed is not None and self.feed.synced
+        return not self.draining and self.feed is not None and self.feed.synced
+
+    async def drain(self) -> None:
+        """Graceful stop: unready at once, keep serving for the drain period, then close the
+        listeners and give in-flight requests (streams included) until the drain timeout."""
+        s = self.settings
+        self.draining = True
+        log.info("draining: /readyz unready, still serving for %.1fs", s.drain_period)
+        await asyncio.sleep(s.drain_period)
+        log.info("draining: listeners closed; in-flight requests have up to %.0fs", s.drain_timeout)
+        await self.stop()
 
     async def start(self) -> None:
         s = self.settings
@@ -124,5 +139,5 @@ async def run(settings: RouterSettings, nats_url: str) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
-    log.info("stopping: draining requests for up to %.0fs", settings.drain_timeout)
-    await service.stop()
+    await service.drain()
+    log.info("stopped")

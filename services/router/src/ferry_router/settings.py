@@ -14,7 +14,7 @@ from ferry_router.durations import parse_duration
 KTHENA_CONFIG_PATH = "/etc/config/routerConfiguration.yaml"
 
 
-def _duration_env(name: str, default: float) -> float:
+def _duration_env(name: str, default: float, *, zero_ok: bool = False) -> float:
     raw = os.environ.get(name)
     if not raw:
         return default
@@ -22,7 +22,7 @@ def _duration_env(name: str, default: float) -> float:
         value = parse_duration(raw)
     except ValueError as exc:
         raise ValueError(f"environment variable {name}: {exc}") from exc
-    if value <= 0:
+    if value < 0 or (value == 0 and not zero_ok):
         raise ValueError(f"environment variable {name} must be positive, got {raw!r}")
     return value
 
@@ -52,5 +52,14 @@ class RouterSettings:
     )
     connect_timeout: float = field(default_factory=lambda: env_float("FERRY_ROUTER_CONNECT_TIMEOUT", 5.0))
     upstream_timeout: float = field(default_factory=lambda: env_float("FERRY_ROUTER_UPSTREAM_TIMEOUT", 600.0))
-    max_connections: int = field(default_factory=lambda: env_int("FERRY_ROUTER_MAX_CONNECTIONS", 0))
+    idle_timeout: float = field(default_factory=lambda: _duration_env("FERRY_ROUTER_IDLE_TIMEOUT", 120.0))
+    max_connections: int = field(default_factory=lambda: env_int("FERRY_ROUTER_MAX_CONNECTIONS", 4096))
+    max_connections_per_host: int = field(
+        default_factory=lambda: env_int("FERRY_ROUTER_MAX_CONNECTIONS_PER_HOST", 1024)
+    )
+    drain_period: float = field(
+        default_factory=lambda: _duration_env("FERRY_ROUTER_DRAIN_PERIOD", 5.0, zero_ok=True)
+    )
+    """After SIGTERM: unready but still serving, so load balancers stop sending first."""
     drain_timeout: float = field(default_factory=lambda: _duration_env("DRAIN_TIMEOUT", 300.0))
+    """Then: listeners closed, in-flight requests get this long to finish before they are cut."""

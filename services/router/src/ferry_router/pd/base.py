@@ -118,7 +118,13 @@ class PDCall:
                     f"decode on {endpoint.key} answered {upstream.status}", status=upstream.status
                 )
             self.record.selected_pod = endpoint.name
-            response = await relay(self.request, upstream, hide_usage_chunks=injected, on_usage=self.on_usage)
+            response = await relay(
+                self.request,
+                upstream,
+                hide_usage_chunks=injected,
+                on_usage=self.on_usage,
+                idle_timeout=self.client.settings.idle_timeout,
+            )
             self.response = response
             outcome.status = "200"
             return response
