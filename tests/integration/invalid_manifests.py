@@ -134,6 +134,26 @@ PLURALS = {
 }
 
 
+_HOMOGENEOUS: dict[str, Any] = {"minReplicas": 1, "maxReplicas": 2, "target": {"targetRef": {"name": "ms"}}}
+_SOURCES: dict[str, Any] = {"rps": {"pod": {"name": "rps"}}}
+
+
+def _role_scaling(low: int, high: int, **extra: Any) -> dict[str, Any]:
+    return {"minReplicas": low, "maxReplicas": high, "metricSources": _SOURCES, **extra}
+
+
+def _ratio(num: str, den: str, low: str, high: str) -> dict[str, Any]:
+    return {"numeratorRole": num, "denominatorRole": den, "minRatio": low, "maxRatio": high}
+
+
+def _pd(roles: dict[str, Any], ratio: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A policy patch with a disaggregated target over ``roles`` (the base's spec.metrics inherited)."""
+    target: dict[str, Any] = {"targetRef": {"name": "ms"}, "roles": roles}
+    if ratio:
+        target["ratioConstraint"] = ratio
+    return {"spec": {"disaggregatedTarget": target}}
+
+
 @dataclass(frozen=True)
 class InvalidCase:
     id: str
@@ -823,6 +843,140 @@ CASES: tuple[InvalidCase, ...] = (
             }
         },
         ("spec.homogeneousTarget.minReplicas", "minReplicas cannot be greater than maxReplicas"),
+    ),
+    # Kthena's AutoscalingPolicy webhook (spec/autoscaler.md §1.4), as CEL
+    InvalidCase(
+        "asp-target-value-zero",
+        "AutoscalingPolicy",
+        {"spec": {"metrics": [{"name": "rps", "targetValue": 0}]}},
+        ("spec.metrics[0].targetValue", "targetValue must be greater than 0"),
+    ),
+    InvalidCase(
+        "asp-target-value-negative",
+        "AutoscalingPolicy",
+        {"spec": {"metrics": [{"name": "rps", "targetValue": "-1"}]}},
+        ("spec.metrics[0].targetValue", "targetValue must be greater than 0"),
+    ),
+    InvalidCase(
+        "asp-duplicate-metric",
+        "AutoscalingPolicy",
+        {"spec": {"metrics": [{"name": "rps", "targetValue": 1}, {"name": "rps", "targetValue": 2}]}},
+        ("spec.metrics", "duplicate metric name"),
+    ),
+    InvalidCase(
+        "asp-target-kind",
+        "AutoscalingPolicy",
+        {
+            "spec": {
+                "homogeneousTarget": {
+                    **_HOMOGENEOUS,
+                    "target": {"targetRef": {"kind": "Deployment", "name": "ms"}},
+                }
+            }
+        },
+        ("spec.homogeneousTarget.target.targetRef.kind", "targetRef.kind must be empty or ModelServing"),
+    ),
+    InvalidCase(
+        "asp-target-name",
+        "AutoscalingPolicy",
+        {"spec": {"homogeneousTarget": {**_HOMOGENEOUS, "target": {"targetRef": {"kind": "ModelServing"}}}}},
+        ("spec.homogeneousTarget.target.targetRef.name", "targetRef.name must be set"),
+    ),
+    InvalidCase(
+        "asp-homogeneous-needs-metrics",
+        "AutoscalingPolicy",
+        {"spec": {"metrics": None, "homogeneousTarget": _HOMOGENEOUS}},
+        ("spec.metrics", "metrics must be set for homogeneousTarget and heterogeneousTarget"),
+    ),
+    InvalidCase(
+        "asp-period-negative",
+        "AutoscalingPolicy",
+        {"spec": {"behavior": {"scaleDown": {"period": "-1m"}}}},
+        ("spec.behavior.scaleDown.period", "should match"),
+    ),
+    InvalidCase(
+        "asp-window-too-long",
+        "AutoscalingPolicy",
+        {"spec": {"behavior": {"scaleUp": {"stablePolicy": {"stabilizationWindow": "35m"}}}}},
+        ("spec.behavior.scaleUp.stablePolicy.stabilizationWindow", "between 0s and 30m"),
+    ),
+    InvalidCase(
+        "asp-panic-period-too-long",
+        "AutoscalingPolicy",
+        {"spec": {"behavior": {"scaleUp": {"panicPolicy": {"period": "35m"}}}}},
+        ("spec.behavior.scaleUp.panicPolicy.period", "between 0s and 30m"),
+    ),
+    InvalidCase(
+        "asp-role-min-greater-than-max",
+        "AutoscalingPolicy",
+        _pd({"p": _role_scaling(9, 8)}),
+        ("spec.disaggregatedTarget.roles[p].minReplicas", "minReplicas cannot be greater than maxReplicas"),
+    ),
+    InvalidCase(
+        "asp-role-needs-metrics",
+        "AutoscalingPolicy",
+        {"spec": {**_pd({"p": _role_scaling(1, 4)})["spec"], "metrics": None}},
+        ("spec.disaggregatedTarget.roles", "metrics must be set on every non-fixed role"),
+    ),
+    InvalidCase(
+        "asp-role-needs-sources",
+        "AutoscalingPolicy",
+        _pd({"p": {"minReplicas": 1, "maxReplicas": 4}}),
+        ("spec.disaggregatedTarget.roles", "metricSources must be set on every non-fixed role"),
+    ),
+    InvalidCase(
+        "asp-role-source-key",
+        "AutoscalingPolicy",
+        _pd(
+            {
+                "p": {
+                    "minReplicas": 1,
+                    "maxReplicas": 4,
+                    "metrics": [{"name": "rps", "targetValue": 1}],
+                    "metricSources": {"other": _SOURCES["rps"]},
+                }
+            }
+        ),
+        (
+            "spec.disaggregatedTarget.roles[p].metricSources",
+            "metricSources key must match an effective metric",
+        ),
+    ),
+    InvalidCase(
+        "asp-role-duplicate-metric",
+        "AutoscalingPolicy",
+        _pd({"p": _role_scaling(1, 4, metrics=[{"name": "rps", "targetValue": 1}] * 2)}),
+        ("spec.disaggregatedTarget.roles[p].metrics", "duplicate metric name"),
+    ),
+    InvalidCase(
+        "asp-ratio-role-missing",
+        "AutoscalingPolicy",
+        _pd({"p": _role_scaling(1, 4), "d": _role_scaling(1, 4)}, _ratio("p", "x", "1", "2")),
+        ("spec.disaggregatedTarget.ratioConstraint.denominatorRole", "denominatorRole must exist in roles"),
+    ),
+    InvalidCase(
+        "asp-ratio-min-above-max",
+        "AutoscalingPolicy",
+        _pd({"p": _role_scaling(1, 4), "d": _role_scaling(1, 4)}, _ratio("p", "d", "2", "1")),
+        ("spec.disaggregatedTarget.ratioConstraint.minRatio", "minRatio must be <= maxRatio"),
+    ),
+    InvalidCase(
+        "asp-ratio-max-zero",
+        "AutoscalingPolicy",
+        _pd({"p": _role_scaling(1, 4), "d": _role_scaling(1, 4)}, _ratio("p", "d", "0", "0")),
+        ("spec.disaggregatedTarget.ratioConstraint.maxRatio", "maxRatio must be > 0"),
+    ),
+    InvalidCase(
+        "asp-ratio-zero-together",
+        "AutoscalingPolicy",
+        _pd({"p": _role_scaling(0, 4), "d": _role_scaling(1, 4)}, _ratio("p", "d", "250m", "4")),
+        ("spec.disaggregatedTarget.ratioConstraint", "must both allow scale to zero"),
+    ),
+    InvalidCase(
+        "asp-ratio-infeasible",
+        "AutoscalingPolicy",
+        _pd({"p": _role_scaling(4, 8), "d": _role_scaling(1, 2)}, _ratio("p", "d", "250m", "1")),
+        ("spec.disaggregatedTarget.ratioConstraint.maxRatio", "ratioConstraint is infeasible"),
     ),
     InvalidCase(
         "aspb-no-target",

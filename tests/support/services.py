@@ -24,6 +24,7 @@ ENTRY_POINTS: dict[str, str] = {
     "converter": "ferry_converter",
     "applier": "ferry_applier",
     "status": "ferry_status",
+    "autoscaler": "ferry_autoscaler",
 }
 PIPELINE = ("watcher", "converter", "applier", "status")
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 from collections.abc import Awaitable, Callable
 
 import aiohttp
@@ -334,3 +335,36 @@ async def test_client_disconnect_mid_stream_frees_the_slot(
     assert not engine.load.running
     assert engine.requests[-1].error == "client disconnected"
     assert engine.requests[-1].output_tokens < 200
+
+
+async def test_runtime_sidecar_port_serves_kthena_names_under_load(
+    start_engine: EngineFactory, http: aiohttp.ClientSession
+) -> None:
+    """Kthena's runtime sidecar (port 8100 in a booster's pods) renames engine metrics to ``kthena:*``;
+    the booster's generated autoscaling binding scrapes it, so the mock serves it too."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        runtime_port = probe.getsockname()[1]
+    engine = await start_engine(
+        "--served-model-name", "m", "--max-num-seqs", "1", "--time-to-first-token", "1s",
+        env={"FERRY_MOCK_RUNTIME_PORT": str(runtime_port)},
+    )  # fmt: skip
+    runtime_url = f"http://127.0.0.1:{runtime_port}/metrics"
+    body = {"model": "m", "prompt": "hello", "max_tokens": 1}
+    tasks = [asyncio.create_task(http.post(f"{engine.url}/v1/completions", json=body)) for _ in range(3)]
+    waiting = []
+    for _ in range(100):  # bounded poll while the first request holds the only slot
+        async with http.get(runtime_url) as resp:
+            text = await resp.text()
+        waiting.append(_metric(text, "kthena:num_requests_waiting"))
+        if waiting[-1] == 2:
+            assert _metric(text, "vllm:num_requests_waiting") == 2  # the raw names are kept
+            break
+        await asyncio.sleep(0.02)
+    for response in await asyncio.gather(*tasks):
+        response.release()
+    assert waiting[-1] == 2, waiting
+    async with http.get(runtime_url) as resp:
+        done = await resp.text()
+    assert _metric(done, "kthena:generation_tokens_total") == 3
+    assert _metric(done, "kthena:time_to_first_token_seconds_count") == 3

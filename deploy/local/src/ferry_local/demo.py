@@ -1,6 +1,6 @@
 """``make demo``: the whole user story on the local stack, with progress, in a few minutes.
 
-Starts (or reuses) the local stack, the five services and the local node; applies the quick-start
+Starts (or reuses) the local stack, the six services and the local node; applies the quick-start
 booster and a prefill/decode booster; waits until both are Active; chats with both through the
 router using the official ``openai`` client (one answer streamed); prints the ``kubectl get``
 view and one reconcile trace; tears everything down unless ``--keep``. Exits non-zero, saying

@@ -1,4 +1,4 @@
-"""Ferry's own processes on the local stack: the five services and the local node.
+"""Ferry's own processes on the local stack: the six services and the local node.
 
 Each service runs as ``python -m ferry_<name>`` with the stack's ``KUBECONFIG`` and NATS URL, its
 probes on a free port, and spans appended to one JSON-lines trace file (``FERRY_TRACE_FILE``).
@@ -14,7 +14,7 @@ from pathlib import Path
 from ferry_local.processes import ManagedProcess, spawn
 from ferry_local.readiness import free_port, http_ok, say, wait_until_ready
 
-SERVICES = ("watcher", "converter", "applier", "status", "router")
+SERVICES = ("watcher", "converter", "applier", "status", "router", "autoscaler")
 
 
 @dataclass

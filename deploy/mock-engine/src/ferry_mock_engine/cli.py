@@ -45,6 +45,7 @@ ENV_HOST = "FERRY_MOCK_HOST"
 ENV_PORT = "FERRY_MOCK_PORT"
 ENV_PROFILE = "FERRY_MOCK_PROFILE"
 ENV_TIME_SCALE = "FERRY_MOCK_TIME_SCALE"
+ENV_RUNTIME_PORT = "FERRY_MOCK_RUNTIME_PORT"
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -264,6 +265,8 @@ def config_from_argv(argv: Sequence[str], env: Mapping[str, str] | None = None) 
         cfg.default_output_tokens = ns.mock_output_tokens
     cfg.engine_id = env.get(ENV_ID) or ns.mock_id or ""
     cfg.identity_token = env.get(ENV_TOKEN, "")
+    runtime_port = env.get(ENV_RUNTIME_PORT)
+    cfg.runtime_port = int(runtime_port) if runtime_port else None
     return cfg
 
 

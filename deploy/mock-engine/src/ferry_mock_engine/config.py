@@ -59,6 +59,8 @@ class EngineConfig:
     connector: Connector = Connector.HTTP
     engine_id: str = ""
     identity_token: str = ""  # set by a local node: /health proves the engine is that pod's (identity.py)
+    runtime_port: int | None = None
+    """Also serve Kthena's runtime sidecar ``/metrics`` (raw + ``kthena:*`` names) on this port."""
     ttft: float = 0.0
     itl: float = 0.0
     prefill_per_token: float = 0.0

@@ -181,3 +181,40 @@ class EngineMetrics(Collector):
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
+
+    def runtime_exposition(self) -> bytes:
+        """What Kthena's runtime sidecar serves: every engine metric plus the ``kthena:*`` renames."""
+        return generate_latest(_Standardised(self.registry))
+
+
+KTHENA_NAMES = {
+    "vllm:num_requests_waiting": "kthena:num_requests_waiting",
+    "vllm:generation_tokens": "kthena:generation_tokens",
+    "vllm:time_to_first_token_seconds": "kthena:time_to_first_token_seconds",
+    "vllm:time_per_output_token_seconds": "kthena:time_per_output_token_seconds",
+    "vllm:e2e_request_latency_seconds": "kthena:e2e_request_latency_seconds",
+    "sglang:num_queue_reqs": "kthena:num_requests_waiting",
+    "sglang:generation_tokens": "kthena:generation_tokens",
+    "sglang:time_to_first_token_seconds": "kthena:time_to_first_token_seconds",
+    "sglang:inter_token_latency_seconds": "kthena:time_per_output_token_seconds",
+    "sglang:e2e_request_latency_seconds": "kthena:e2e_request_latency_seconds",
+}
+"""Kthena runtime's metric standardisation (docs: user-guide/runtime, "Metric Standardization")."""
+
+
+class _Standardised:
+    """A registry view adding a ``kthena:*`` copy of each family the runtime renames."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self._registry = registry
+
+    def collect(self) -> Iterator[Metric]:
+        for family in self._registry.collect():
+            yield family
+            standard = KTHENA_NAMES.get(family.name)
+            if standard is not None:
+                renamed = Metric(standard, family.documentation, family.type, family.unit)
+                renamed.samples = [
+                    s._replace(name=standard + s.name[len(family.name) :]) for s in family.samples
+                ]
+                yield renamed

@@ -104,6 +104,8 @@ class MockEngine:
         self.fault = FaultInjection()
         self._slots = asyncio.Semaphore(max(1, config.max_num_seqs))
         self._runner: web.AppRunner | None = None
+        self._runtime_runner: web.AppRunner | None = None
+        """Kthena's runtime sidecar, emulated: its ``/metrics`` on ``config.runtime_port``."""
         self.port = config.bind_port
         self.started = time.time()
 
@@ -148,6 +150,16 @@ class MockEngine:
                 self.config.profile, self.config.kv_cache_blocks, self.config.block_size,
                 self.config.max_num_seqs, self.config.time_scale,
             )  # fmt: skip
+        if self.config.runtime_port is not None:
+            runtime = web.Application()
+            runtime.router.add_get("/metrics", self._runtime_metrics)
+            runtime.router.add_get("/health", self._health)
+            self._runtime_runner = web.AppRunner(runtime, access_log=None, shutdown_timeout=1.0)
+            await self._runtime_runner.setup()
+            runtime_site = web.TCPSite(
+                self._runtime_runner, self.config.host, self.config.runtime_port, reuse_address=True
+            )
+            await runtime_site.start()
         log.info(
             "mock engine %s serving %s on %s (role %s, connector %s)",
             self.config.engine_id, self.config.names, self.url, self.config.role.value,
@@ -156,6 +168,9 @@ class MockEngine:
         return self.url
 
     async def stop(self) -> None:
+        if self._runtime_runner is not None:
+            await self._runtime_runner.cleanup()
+            self._runtime_runner = None
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -511,6 +526,10 @@ class MockEngine:
 
     async def _metrics(self, _: web.Request) -> web.Response:
         return web.Response(body=self.metrics.exposition(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def _runtime_metrics(self, _: web.Request) -> web.Response:
+        body = self.metrics.runtime_exposition()
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     # ------------------------------------------------------------------ inspection
     async def _list_requests(self, request: web.Request) -> web.Response:

@@ -6,12 +6,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from ferry_schemas.autoscaling import autoscaled_in
 from ferry_schemas.bus import ChildResult, DesiredSet, OwnerKey
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from ferry_applier.errors import PermanentApplyError, api_message, is_permanent
 from ferry_applier.kinds import KindInfo, kind_info, kind_of
 from ferry_applier.kube import KubeClient, Obj
+from ferry_applier.replicas import apply_autoscaled
 
 WORKLOAD_KINDS = frozenset({"Pod", "Service", "PodGroup", "ControllerRevision"})
 """Kinds a ModelServing workload manages itself (by ordinal), never pruned by the generic pass."""
@@ -89,10 +91,14 @@ async def apply_children(kube: KubeClient, desired: DesiredSet) -> ChildrenOutco
         for info in listed_kinds.values():
             for obj in await kube.list(info, owner.namespace, desired.owner_selector):
                 before[_key(obj)] = obj
+    autoscaled = autoscaled_in(desired.children)
     for body in bodies:
         kind, name = _key(body)
         try:
-            stored = await kube.apply(body)
+            if kind == "ModelServing" and name in autoscaled:
+                stored = await apply_autoscaled(kube, body, before.get((kind, name)))
+            else:
+                stored = await kube.apply(body)
         except ApiException as exc:
             if not is_permanent(exc):
                 raise

@@ -20,6 +20,7 @@ from opentelemetry import propagate, trace
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 from ferry_router import errors
+from ferry_router.cold_start import ColdStartHold
 from ferry_router.matching import match_route
 from ferry_router.observability import (
     ACTIVE,
@@ -101,6 +102,7 @@ class Router:
         *,
         max_body_bytes: int = 8 * 1024 * 1024,
         ready: Any = None,
+        cold_start: ColdStartHold | None = None,
     ) -> None:
         self.table = table
         self.scheduler = scheduler
@@ -109,6 +111,7 @@ class Router:
         self.access_log = access_log
         self.max_body_bytes = max_body_bytes
         self._ready = ready or (lambda: True)
+        self.cold_start = cold_start
         table.route_listeners.append(limiter.on_route)
         for plugin, _ in scheduler.scorers:
             if isinstance(plugin, PrefixCache | KVCacheAware):
@@ -270,6 +273,8 @@ class Router:
         path_qs = request.path_qs
         record.t_processed = time.perf_counter()
 
+        if self.cold_start is not None and not self.cold_start.ready(server):
+            await self.cold_start.hold(server, model)
         if server.pd_group is not None:
             sets = self.table.pd.get(server_key)
             if sets is None or not sets.decode:

@@ -12,6 +12,7 @@ from ferry_schemas.runtime.jetstream import connect, key_value
 from nats.aio.client import Client
 
 from ferry_router.app import Router
+from ferry_router.cold_start import ColdStartHold
 from ferry_router.debug import build_debug_app
 from ferry_router.metrics_scraper import MetricsScraper
 from ferry_router.observability import POOL_IDLE, POOL_IN_USE, AccessLog
@@ -75,6 +76,9 @@ class RouterService:
         js = self.nc.jetstream()
         kv = await key_value(js, RATE_LIMIT_BUCKET)
         limiter = RateLimiter(kv)
+        cold_start = ColdStartHold(
+            self.table, self.nc.publish, max_waiting=s.hold_queue, timeout=s.hold_timeout
+        )
         self.router = Router(
             self.table,
             self.scheduler,
@@ -83,6 +87,7 @@ class RouterService:
             AccessLog.from_env(),
             max_body_bytes=s.max_body_bytes,
             ready=self.ready,
+            cold_start=cold_start,
         )
         self.feed = BusFeed(js, self.table, stream=s.objects_stream)
         await self.client.start()

@@ -63,3 +63,9 @@ class RouterSettings:
     """After SIGTERM: unready but still serving, so load balancers stop sending first."""
     drain_timeout: float = field(default_factory=lambda: _duration_env("DRAIN_TIMEOUT", 300.0))
     """Then: listeners closed, in-flight requests get this long to finish before they are cut."""
+    hold_timeout: float = field(
+        default_factory=lambda: parse_duration(os.environ.get("FERRY_ROUTER_HOLD_TIMEOUT") or "30s")
+    )
+    """Scale from zero: how long a request waits for a model server with no ready endpoint (0: never)."""
+    hold_queue: int = field(default_factory=lambda: env_int("FERRY_ROUTER_HOLD_QUEUE", 256))
+    """Scale from zero: requests held per model server at most (more get 503 + Retry-After at once)."""

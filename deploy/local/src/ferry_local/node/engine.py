@@ -11,7 +11,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any
 
-from ferry_mock_engine.cli import ENV_HOST, ENV_ID, engine_argv
+from ferry_mock_engine.cli import ENV_HOST, ENV_ID, ENV_RUNTIME_PORT, engine_argv
 from ferry_mock_engine.identity import ENV_TOKEN, new_secret
 
 DEFAULT_ENGINE_PORT = 8000
@@ -80,9 +80,21 @@ def engine_port(pod: dict[str, Any]) -> int | None:
     return None if found is None else _port_of(found[2])
 
 
+def runtime_port(pod: dict[str, Any]) -> int | None:
+    """The port of Kthena's runtime sidecar (the container that proxies ``--engine-base-url``)."""
+    for container in (pod.get("spec") or {}).get("containers") or []:
+        args = [str(a) for a in container.get("args") or []]
+        if "--engine-base-url" in args or any(a.startswith("--engine-base-url=") for a in args):
+            return _port_of(args) if "--port" in args or any(a.startswith("--port=") for a in args) else None
+    return None
+
+
 def plan_for(pod: dict[str, Any], ip: str) -> ProcessPlan:
     """The process a kubelet would run for ``pod`` here, on address ``ip``, with a fresh identity
-    token the engine must prove it holds before the pod counts as Ready (``ferry_mock_engine.identity``)."""
+    token the engine must prove it holds before the pod counts as Ready (``ferry_mock_engine.identity``).
+
+    A pod with Kthena's runtime sidecar gets the sidecar's ``/metrics`` (engine metrics plus the
+    ``kthena:*`` names autoscaling policies use) served by the mock engine on the sidecar's port."""
     meta = pod.get("metadata") or {}
     found = _engine_container(pod, ip)
     if found is None:
@@ -96,6 +108,9 @@ def plan_for(pod: dict[str, Any], ip: str) -> ProcessPlan:
             ENV_TOKEN: token,
         }
     )
+    sidecar = runtime_port(pod)
+    if sidecar is not None and sidecar != _port_of(argv):
+        env[ENV_RUNTIME_PORT] = str(sidecar)
     return ProcessPlan(
         argv=[sys.executable, "-m", "ferry_mock_engine", *argv],
         port=_port_of(argv),

@@ -1,0 +1,382 @@
+"""The autoscaler end to end on the local node: real engines, real router, the official openai client.
+
+* a booster with an autoscaling policy (min 1, max 4) scales to >= 3 under load sent through the
+  router and back to 1 when the load stops; a booster edit meanwhile does not reset the replicas;
+* a disaggregated policy scales prefill and decode of a ModelServing within its ratio;
+* a ``minReplicas: 0`` booster sits at zero; a chat sent then is held by the router, the autoscaler
+  scales 0 -> 1 on the router's demand, and the chat is answered (cold start printed);
+* ``kubectl scale`` works on a ModelServing no policy governs.
+
+Policy windows are shortened (seconds instead of minutes) and the autoscaler syncs every second.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+from ferry_local.natsd import NatsServer
+from ferry_local.system import SystemInfo, start_system
+from openai import OpenAI
+
+from tests.conftest import KubeEnv
+from tests.support.polling import eventually, get_json, has_condition
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+WORKLOAD = "workload.serving.volcano.sh/v1alpha1"
+FAST_BEHAVIOR = {
+    "scaleUp": {
+        "stablePolicy": {"instances": 4, "percent": 100, "period": "1s", "stabilizationWindow": "0s"}
+    },
+    "scaleDown": {"instances": 4, "percent": 100, "period": "1s", "stabilizationWindow": "4s"},
+}
+CHAT = [{"role": "user", "content": "tell me a story"}]
+
+
+@pytest.fixture(scope="module")
+def ferry(kube: KubeEnv, e2e_nats: NatsServer, e2e_namespace: str, e2e_dir: Path) -> Iterator[SystemInfo]:
+    env = {
+        **kube.env,
+        "FERRY_NATS_URL": e2e_nats.url,
+        "FERRY_WATCH_NAMESPACE": e2e_namespace,
+        "FERRY_AUTOSCALER_SYNC_PERIOD": "1",
+        "FERRY_ROUTER_HOLD_TIMEOUT": "90s",
+    }
+    system = start_system(env, e2e_dir / "logs", e2e_dir / "spans.jsonl")
+    try:
+        yield system
+    finally:
+        for process in reversed(system.processes):
+            process.stop()
+
+
+def booster(
+    name: str, low: int, high: int, metric: str, target: int, *, itl: str = "100ms"
+) -> dict[str, Any]:
+    return {
+        "apiVersion": WORKLOAD,
+        "kind": "ModelBooster",
+        "metadata": {"name": name},
+        "spec": {
+            "autoscalingPolicy": {
+                "metrics": [{"metricName": metric, "targetValue": target}],
+                "tolerancePercent": 0,
+                "behavior": FAST_BEHAVIOR,
+            },
+            "backend": {
+                "name": "cpu",
+                "type": "vLLM",
+                "modelURI": "hf://Qwen/Qwen2.5-0.5B-Instruct",
+                "cacheURI": "hostpath://tmp/cache",
+                "minReplicas": low,
+                "maxReplicas": high,
+                "workers": [
+                    {
+                        "type": "server",
+                        "image": "vllm/vllm-openai:latest",
+                        "replicas": 1,
+                        "pods": 1,
+                        "config": {
+                            "served-model-name": name,
+                            "inter-token-latency": itl,
+                            "max-model-len": 2048,
+                        },
+                    }
+                ],
+            },
+        },
+    }
+
+
+def apply(kube: KubeEnv, namespace: str, obj: dict[str, Any]) -> None:
+    obj = {**obj, "metadata": {**obj["metadata"], "namespace": namespace}}
+    kube.kubectl_run("apply", "-f", "-", input=json.dumps(obj))
+
+
+def replicas(kube: KubeEnv, namespace: str, serving: str) -> int:
+    return int(get_json(kube, namespace, "modelservings", serving)["spec"].get("replicas", 1))
+
+
+def ready_groups(kube: KubeEnv, namespace: str, serving: str) -> int:
+    status = get_json(kube, namespace, "modelservings", serving).get("status") or {}
+    return int(status.get("availableReplicas") or 0)
+
+
+class Load:
+    """``clients`` threads each sending chats through the router with the official client until stopped."""
+
+    def __init__(self, router_url: str, model: str, clients: int, max_tokens: int = 30) -> None:
+        self.client = OpenAI(base_url=f"{router_url}/v1", api_key="test", timeout=60, max_retries=0)
+        self.model = model
+        self.clients = clients
+        self.max_tokens = max_tokens
+        self.stop = threading.Event()
+        self.answered = 0
+        self.failed: list[str] = []
+        self._pool = ThreadPoolExecutor(clients)
+
+    def _loop(self) -> None:
+        while not self.stop.is_set():
+            try:
+                self.client.chat.completions.create(
+                    model=self.model, messages=CHAT, max_tokens=self.max_tokens
+                )
+                self.answered += 1
+            except Exception as exc:
+                self.failed.append(repr(exc))
+
+    def __enter__(self) -> Load:
+        for _ in range(self.clients):
+            self._pool.submit(self._loop)
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stop.set()
+        self._pool.shutdown(wait=True)
+
+
+def events_for(kube: KubeEnv, namespace: str, name: str) -> list[dict[str, Any]]:
+    items = get_json(kube, namespace, "events", "--field-selector", f"involvedObject.name={name}")["items"]
+    return list(items)
+
+
+def test_booster_scales_up_under_load_and_back_down(
+    ferry: SystemInfo, kube: KubeEnv, e2e_namespace: str
+) -> None:
+    ns, serving = e2e_namespace, "busy-cpu"
+    apply(kube, ns, booster("busy", 1, 4, "vllm:num_requests_running", 2))
+    eventually(lambda: ready_groups(kube, ns, serving) == 1, "the first serving group Ready", timeout=120)
+    started = time.monotonic()
+    with Load(ferry.router_url, "busy", clients=8) as load:
+        scaled = eventually(
+            lambda: replicas(kube, ns, serving) >= 3 and replicas(kube, ns, serving), "scale up to >= 3", 90
+        )
+        decided = time.monotonic() - started
+        eventually(lambda: ready_groups(kube, ns, serving) >= 3, ">= 3 serving groups Ready", 120)
+        serving_after = time.monotonic() - started
+        print(
+            f"\nscale-up: {scaled} replicas decided after {decided:.1f}s, serving after {serving_after:.1f}s"
+        )
+
+        # A booster edit that leaves min/max/policy alone keeps the autoscaler's replicas.
+        before = replicas(kube, ns, serving)
+        edit = [{"op": "replace", "path": "/spec/backend/workers/0/config/max-model-len", "value": 4096}]
+        kube.kubectl_run("-n", ns, "patch", "modelbooster", "busy", "--type=json", "-p", json.dumps(edit))
+        eventually(
+            lambda: "4096" in json.dumps(get_json(kube, ns, "modelservings", serving)["spec"]["template"]),
+            "the edit applied to the ModelServing",
+            60,
+        )
+        assert replicas(kube, ns, serving) >= min(before, 3), "the booster edit reset the replicas"
+        managers = {
+            entry["manager"]
+            for entry in get_json(kube, ns, "modelservings", serving, "--show-managed-fields")["metadata"][
+                "managedFields"
+            ]
+            if "f:replicas" in (entry.get("fieldsV1") or {}).get("f:spec", {})
+        }
+        assert managers == {"ferry-autoscaler"}, managers
+    assert load.answered > 0
+    stopped = time.monotonic()
+    eventually(lambda: replicas(kube, ns, serving) == 1, "scale back down to 1", 90)
+    print(f"scale-down to 1: {time.monotonic() - stopped:.1f}s after the load stopped")
+
+    binding = get_json(kube, ns, "autoscalingpolicybindings", "busy")
+    status = binding["status"]["homogeneousStatus"]
+    assert status["name"] == f"{ns}/{serving}"
+    assert {m["name"] for m in status["metrics"]} == {"vllm:num_requests_running"}
+    assert has_condition(binding, "Ready")
+    assert has_condition(binding, "ScalingActive")
+    reasons = [
+        e["reason"]
+        for e in events_for(kube, ns, "busy")
+        if e["involvedObject"]["kind"] == "AutoscalingPolicyBinding"
+    ]
+    assert "SuccessfulRescale" in reasons
+
+
+def test_kubectl_scale_works_without_a_policy(ferry: SystemInfo, kube: KubeEnv, e2e_namespace: str) -> None:
+    ns = e2e_namespace
+    serving = {
+        "apiVersion": WORKLOAD,
+        "kind": "ModelServing",
+        "metadata": {"name": "manual"},
+        "spec": {
+            "replicas": 1,
+            "template": {
+                "roles": [
+                    {
+                        "name": "leader",
+                        "replicas": 1,
+                        "workerReplicas": 0,
+                        "entryTemplate": {
+                            "metadata": {"labels": {"app": "manual"}},
+                            "spec": {
+                                "containers": [
+                                    {
+                                        "name": "engine",
+                                        "image": "vllm/vllm-openai:latest",
+                                        "command": ["vllm", "serve", "m", "--served-model-name", "manual"],
+                                    }
+                                ]
+                            },
+                        },
+                    }
+                ]
+            },
+        },
+    }
+    apply(kube, ns, serving)
+    eventually(lambda: ready_groups(kube, ns, "manual") == 1, "one group Ready", 90)
+    kube.kubectl_run("-n", ns, "scale", "modelserving", "manual", "--replicas=3")
+    eventually(lambda: ready_groups(kube, ns, "manual") == 3, "three groups Ready after kubectl scale", 90)
+    scale = json.loads(
+        kube.kubectl_run(
+            "-n", ns, "get", "--raw", f"/apis/{WORKLOAD}/namespaces/{ns}/modelservings/manual/scale"
+        ).stdout
+    )
+    assert scale["spec"]["replicas"] == 3
+    eventually(
+        lambda: (
+            json.loads(
+                kube.kubectl_run(
+                    "-n", ns, "get", "--raw", f"/apis/{WORKLOAD}/namespaces/{ns}/modelservings/manual/scale"
+                ).stdout
+            )["status"].get("replicas")
+            == 3
+        ),
+        "status.replicas through /scale",
+        30,
+    )
+    kube.kubectl_run("-n", ns, "scale", "modelserving", "manual", "--replicas=1")
+    eventually(
+        lambda: (
+            ready_groups(kube, ns, "manual") == 1
+            and len(get_json(kube, ns, "pods", "-l", "modelserving.volcano.sh/name=manual")["items"]) == 1
+        ),
+        "back to one group",
+        90,
+    )
+    kube.kubectl_run("-n", ns, "delete", "modelserving", "manual")
+
+
+def pd_serving(name: str) -> dict[str, Any]:
+    def role(role_name: str) -> dict[str, Any]:
+        return {
+            "name": role_name,
+            "replicas": 1,
+            "workerReplicas": 0,
+            "entryTemplate": {
+                "spec": {
+                    "containers": [
+                        {
+                            "name": "engine",
+                            "image": "vllm/vllm-openai:latest",
+                            "command": [
+                                "vllm",
+                                "serve",
+                                "m",
+                                "--served-model-name",
+                                name,
+                                "--inter-token-latency",
+                                "100ms",
+                            ],
+                        }
+                    ]
+                }
+            },
+        }
+
+    return {
+        "apiVersion": WORKLOAD,
+        "kind": "ModelServing",
+        "metadata": {"name": name},
+        "spec": {"replicas": 1, "template": {"roles": [role("prefill"), role("decode")]}},
+    }
+
+
+def test_disaggregated_roles_scale_within_the_ratio(
+    ferry: SystemInfo, kube: KubeEnv, e2e_namespace: str
+) -> None:
+    ns, name = e2e_namespace, "pd"
+    apply(kube, ns, pd_serving(name))
+    eventually(lambda: ready_groups(kube, ns, name) == 1, "the PD group Ready", 90)
+    running = "vllm:num_requests_running"
+    sources = {running: {"pod": {"port": 8000}}}
+    ratio = {"numeratorRole": "prefill", "denominatorRole": "decode", "minRatio": "500m", "maxRatio": "1"}
+    policy = {
+        "apiVersion": WORKLOAD,
+        "kind": "AutoscalingPolicy",
+        "metadata": {"name": "pd-policy"},
+        "spec": {
+            "tolerancePercent": 0,
+            "behavior": FAST_BEHAVIOR,
+            "metrics": [{"name": running, "targetValue": 1}],
+            "disaggregatedTarget": {
+                "targetRef": {"name": name},
+                "roles": {
+                    "prefill": {
+                        "minReplicas": 1, "maxReplicas": 4,
+                        "metrics": [{"name": running, "targetValue": 100}],
+                        "metricSources": sources,
+                    },
+                    "decode": {"minReplicas": 1, "maxReplicas": 6, "metricSources": sources},
+                },
+                "ratioConstraint": ratio,
+            },
+        },
+    }  # fmt: skip
+    apply(kube, ns, policy)
+    decode_pods = get_json(
+        kube, ns, "pods", "-l", f"modelserving.volcano.sh/name={name},modelserving.volcano.sh/role=decode"
+    )["items"]
+    decode_url = f"http://{decode_pods[0]['status']['podIP']}:8000/v1"
+    with Load(decode_url.removesuffix("/v1"), name, clients=4, max_tokens=40):
+
+        def roles() -> dict[str, int]:
+            template = get_json(kube, ns, "modelservings", name)["spec"]["template"]["roles"]
+            return {r["name"]: int(r.get("replicas", 1)) for r in template}
+
+        scaled = eventually(lambda: roles()["decode"] >= 3 and roles(), "decode scaled up", 90)
+        print(f"\nPD scaled to {scaled}")
+        assert 0.5 <= scaled["prefill"] / scaled["decode"] <= 1, scaled
+        assert scaled["prefill"] >= 2  # raised by the ratio, its own metric never asks for more
+    status = get_json(kube, ns, "autoscalingpolicies", "pd-policy")["status"]
+    ratio = status["disaggregatedStatus"]["ratioStatus"]
+    assert ratio["numeratorRole"] == "prefill"
+    assert 0.5 <= float(ratio["currentRatio"]) <= 1
+    assert status["disaggregatedStatus"]["ratioAdjusted"] is True or float(ratio["currentRatio"]) >= 0.5
+
+
+def test_scale_to_zero_and_cold_start_through_the_router(
+    ferry: SystemInfo, kube: KubeEnv, e2e_namespace: str
+) -> None:
+    ns, serving = e2e_namespace, "idle-cpu"
+    apply(kube, ns, booster("idle", 0, 2, "vllm:num_requests_running", 2, itl="1ms"))
+    eventually(
+        lambda: has_condition(get_json(kube, ns, "modelboosters", "idle"), "Initialized"),
+        "booster converted",
+        60,
+    )
+    assert replicas(kube, ns, serving) == 0
+    client = OpenAI(base_url=f"{ferry.router_url}/v1", api_key="test", timeout=120, max_retries=0)
+    eventually(
+        lambda: "idle" in {m.id for m in client.models.list().data}, "the route known to the router", 60
+    )
+    for attempt in ("first", "after idling back to zero"):
+        assert replicas(kube, ns, serving) == 0
+        sent = time.monotonic()
+        answer = client.chat.completions.create(model="idle", messages=CHAT, max_tokens=4)
+        cold = time.monotonic() - sent
+        assert answer.choices[0].message.content
+        print(f"\ncold start ({attempt}): answered after {cold:.2f}s")
+        eventually(lambda: replicas(kube, ns, serving) == 0, "back to zero when idle", 90)
+    reasons = {e["reason"] for e in events_for(kube, ns, "idle")}
+    assert "ScaledFromZero" in reasons
