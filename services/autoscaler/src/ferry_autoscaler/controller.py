@@ -16,7 +16,9 @@ from typing import Any
 
 from ferry_schemas.autoscaling import Demand
 from ferry_schemas.bus import ObjectEvent, Resource
-from ferry_schemas.labels import MS_NAME
+from ferry_schemas.labels import MS_NAME, WORKLOAD_API_VERSION
+from ferry_schemas.runtime.events import EventRecorder, EventType
+from ferry_schemas.runtime.view import ObjectView
 from kubernetes_asyncio.client.exceptions import ApiException
 from nats.aio.msg import Msg
 from pydantic import ValidationError
@@ -24,24 +26,24 @@ from pydantic import ValidationError
 from ferry_autoscaler.kube import AutoscalerApi, now_rfc3339
 from ferry_autoscaler.leases import DeciderLeases
 from ferry_autoscaler.metrics import CYCLE_SECONDS, CYCLES, DEMAND, LEASES_HELD, SCALE_WRITES, SKIPPED
-from ferry_autoscaler.policies import Broken, Plan, ServingRef, plan_for_binding, plan_for_policy
+from ferry_autoscaler.policies import Broken, Owner, Plan, ServingRef, plan_for_binding, plan_for_policy
 from ferry_autoscaler.scaler import Outcome, Scaler, Write
 from ferry_autoscaler.status import compose_status, decision_text, same_status
-from ferry_autoscaler.view import ObjectView
 
 log = logging.getLogger(__name__)
 
+SCALE_REASONS = ("SuccessfulRescale", "ScaledFromZero", "FailedRescale")
 POLICY_RESOURCES = (Resource.AUTOSCALING_POLICIES.value, Resource.AUTOSCALING_POLICY_BINDINGS.value)
 
 
 def read_plans(view: ObjectView) -> list[Plan | Broken]:
     """Every current-API policy and every binding, as plans (or why they cannot be acted on)."""
     plans: list[Plan | Broken] = []
-    for policy in view.list(Resource.AUTOSCALING_POLICIES):
+    for policy in view.all(Resource.AUTOSCALING_POLICIES):
         plan = plan_for_policy(policy)
         if plan is not None:
             plans.append(plan)
-    for binding in view.list(Resource.AUTOSCALING_POLICY_BINDINGS):
+    for binding in view.all(Resource.AUTOSCALING_POLICY_BINDINGS):
         meta = binding.get("metadata") or {}
         ref = ((binding.get("spec") or {}).get("policyRef") or {}).get("name") or ""
         named = view.get(Resource.AUTOSCALING_POLICIES, str(meta.get("namespace") or ""), str(ref))
@@ -62,9 +64,16 @@ def serving_labels(serving: Mapping[str, Any]) -> list[dict[str, str]]:
 
 class Controller:
     def __init__(
-        self, view: ObjectView, scaler: Scaler, api: AutoscalerApi, leases: DeciderLeases, workers: int = 8
+        self,
+        view: ObjectView,
+        scaler: Scaler,
+        api: AutoscalerApi,
+        leases: DeciderLeases,
+        events: EventRecorder,
+        workers: int = 8,
     ) -> None:
         self._view = view
+        self._events = events
         self._scaler = scaler
         self._api = api
         self._leases = leases
@@ -166,7 +175,7 @@ class Controller:
                     "ScaleFailed",
                     f"writing replicas of {write.ref} failed: {exc.status} {exc.reason}",
                 )
-                await self._event(owner, "Warning", "FailedRescale", failure[1])
+                self._event(owner, "Warning", "FailedRescale", failure[1])
                 continue
             self.decisions.append((time.monotonic(), outcome.plan.key, write))
             del self.decisions[:-1000]
@@ -182,7 +191,7 @@ class Controller:
             message = f"{write.ref}: " + ", ".join(
                 f"{name} {write.previous.get(name)} -> {value}" for name, value in changes.items()
             )
-            await self._event(owner, "Normal", reason, f"{message}; {why or details}")
+            self._event(owner, "Normal", reason, f"{message}; {why or details}")
             log.info("%s %s (%s)", owner.key, message, why or details)
         await self._write_status(outcome, failure, scaled)
 
@@ -200,7 +209,7 @@ class Controller:
         status = compose_status(broken.owner, None, current, now_rfc3339(), error=error)
         if same_status(current, status):
             return
-        await self._event(broken.owner, "Warning", broken.error.reason, str(broken.error))
+        self._event(broken.owner, "Warning", broken.error.reason, str(broken.error))
         await self._apply_status(broken.owner, status)
 
     def _status(self, resource: str, namespace: str, name: str) -> dict[str, Any]:
@@ -218,18 +227,25 @@ class Controller:
         if outcome.error and not same_status(
             {"conditions": current.get("conditions")}, {"conditions": status["conditions"]}
         ):
-            await self._event(owner, "Warning", outcome.error.reason, str(outcome.error))
+            self._event(owner, "Warning", outcome.error.reason, str(outcome.error))
         await self._apply_status(owner, status)
 
-    async def _apply_status(self, owner: Any, status: dict[str, Any]) -> None:
+    async def _apply_status(self, owner: Owner, status: dict[str, Any]) -> None:
         try:
             await self._api.apply_status(owner, status)
         except ApiException as exc:
             if exc.status != 404:
                 log.warning("status of %s not written: %s %s", owner.key, exc.status, exc.reason)
 
-    async def _event(self, owner: Any, event_type: str, reason: str, message: str) -> None:
-        try:
-            await self._api.event(owner, event_type, reason, message)
-        except ApiException as exc:
-            log.warning("event for %s not recorded: %s %s", owner.key, exc.status, exc.reason)
+    def _event(self, owner: Owner, event_type: EventType, reason: str, message: str) -> None:
+        regarding = {
+            "apiVersion": WORKLOAD_API_VERSION,
+            "kind": owner.kind,
+            "namespace": owner.namespace,
+            "name": owner.name,
+            "uid": owner.uid,
+        }
+        action = (
+            "Scale" if reason in ("SuccessfulRescale", "ScaledFromZero", "FailedRescale") else "Reconcile"
+        )
+        self._events.record(regarding, reason=reason, action=action, note=message, type=event_type)

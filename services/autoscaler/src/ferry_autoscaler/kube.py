@@ -109,29 +109,3 @@ class AutoscalerApi:
             WORKLOAD_GROUP, VERSION, owner.namespace, owner.resource, owner.name, body,
             field_manager=COMPONENT, force=True, **self._options(APPLY_PATCH),
         )  # fmt: skip
-
-    async def event(self, owner: Owner, event_type: str, reason: str, message: str) -> None:
-        """A core/v1 Event on the policy (or binding), as HPA records its rescales."""
-        stamp = now_rfc3339()
-        body: Any = {
-            "apiVersion": "v1",
-            "kind": "Event",
-            "metadata": {"generateName": f"{owner.name}.", "namespace": owner.namespace},
-            "involvedObject": {
-                "apiVersion": f"{WORKLOAD_GROUP}/{VERSION}",
-                "kind": owner.kind,
-                "name": owner.name,
-                "namespace": owner.namespace,
-                "uid": owner.uid,
-            },
-            "reason": reason,
-            "message": message[:1024],
-            "type": event_type,
-            "source": {"component": COMPONENT},
-            "reportingComponent": COMPONENT,
-            "reportingInstance": os.environ.get("HOSTNAME", COMPONENT),
-            "firstTimestamp": stamp,
-            "lastTimestamp": stamp,
-            "count": 1,
-        }
-        await self._core.create_namespaced_event(owner.namespace, body, _request_timeout=self._timeout)

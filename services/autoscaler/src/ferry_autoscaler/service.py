@@ -12,8 +12,10 @@ import aiohttp
 from ferry_schemas.autoscaling import DEMAND_PREFIX
 from ferry_schemas.bus import Resource
 from ferry_schemas.runtime import ProbeServer
+from ferry_schemas.runtime.events import EventRecorder
 from ferry_schemas.runtime.jetstream import connect, key_value
 from ferry_schemas.runtime.lifecycle import serve
+from ferry_schemas.runtime.view import ObjectView
 
 from ferry_autoscaler.collector import MetricCollector
 from ferry_autoscaler.controller import Controller
@@ -21,7 +23,6 @@ from ferry_autoscaler.kube import AutoscalerApi, load_api_client
 from ferry_autoscaler.leases import LEASES_BUCKET, DeciderLeases
 from ferry_autoscaler.scaler import Scaler
 from ferry_autoscaler.settings import AutoscalerSettings
-from ferry_autoscaler.view import ObjectView
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +47,10 @@ async def run(settings: AutoscalerSettings, stop: asyncio.Event) -> None:
     nc = await connect(settings.nats_url, settings.service)
     js = nc.jetstream()
     view = ObjectView(js, VIEWED)
-    api = AutoscalerApi(await load_api_client())
+    api_client = await load_api_client()
+    api = AutoscalerApi(api_client)
+    events = EventRecorder(api_client, "ferry/autoscaler")
+    events.start()
     session = aiohttp.ClientSession()
     kv = await key_value(js, LEASES_BUCKET)
     holder = f"{os.environ.get('HOSTNAME') or 'autoscaler'}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
@@ -56,7 +60,7 @@ async def run(settings: AutoscalerSettings, stop: asyncio.Event) -> None:
         view.get,
         lambda namespace: view.list(Resource.PODS, namespace),
     )
-    controller = Controller(view, scaler, api, leases, settings.workers)
+    controller = Controller(view, scaler, api, leases, events, settings.workers)
     view.on_change(controller.on_change)
     await view.start()
     demand = await nc.subscribe(f"{DEMAND_PREFIX}.>", cb=controller.on_demand)
@@ -83,6 +87,7 @@ async def run(settings: AutoscalerSettings, stop: asyncio.Event) -> None:
         await asyncio.gather(loop, return_exceptions=True)
         await demand.unsubscribe()
         await leases.release_all()
+        await events.stop()
         await view.stop()
         await probes.stop()
         await session.close()

@@ -114,6 +114,11 @@ class ObjectView:
         found = (self._objects[(resource, namespace, name)] for name in sorted(names))
         return [obj for obj in found if matches(obj, selector)]
 
+    def all(self, resource: str) -> builtins.list[Obj]:
+        """Every object of ``resource`` in the view, in (namespace, name) order."""
+        resource = str(resource)
+        return [self._objects[k] for k in sorted(k for k in self._objects if k[0] == resource)]
+
     def owned(self, uid: str, resource: str | None = None) -> builtins.list[Obj]:
         """Objects that list ``uid`` among their ownerReferences (of one resource, or all)."""
         keys = sorted(self._by_owner.get(uid, set()))
