@@ -100,12 +100,18 @@ def apply(kube: KubeEnv, namespace: str, obj: dict[str, Any]) -> None:
     kube.kubectl_run("apply", "-f", "-", input=json.dumps(obj))
 
 
+def serving_of(kube: KubeEnv, namespace: str, name: str) -> dict[str, Any]:
+    """The ModelServing, or ``{}`` while it does not exist yet."""
+    done = kube.kubectl_run("-n", namespace, "get", "modelservings", name, "-o", "json", check=False)
+    return dict(json.loads(done.stdout)) if done.returncode == 0 else {}
+
+
 def replicas(kube: KubeEnv, namespace: str, serving: str) -> int:
-    return int(get_json(kube, namespace, "modelservings", serving)["spec"].get("replicas", 1))
+    return int((serving_of(kube, namespace, serving).get("spec") or {}).get("replicas", 1))
 
 
 def ready_groups(kube: KubeEnv, namespace: str, serving: str) -> int:
-    status = get_json(kube, namespace, "modelservings", serving).get("status") or {}
+    status = serving_of(kube, namespace, serving).get("status") or {}
     return int(status.get("availableReplicas") or 0)
 
 
@@ -140,6 +146,10 @@ class Load:
     def __exit__(self, *_: object) -> None:
         self.stop.set()
         self._pool.shutdown(wait=True)
+
+
+def pods_of(kube: KubeEnv, namespace: str, serving: str) -> list[dict[str, Any]]:
+    return list(get_json(kube, namespace, "pods", "-l", f"modelserving.volcano.sh/name={serving}")["items"])
 
 
 def events_for(kube: KubeEnv, namespace: str, name: str) -> list[dict[str, Any]]:
@@ -257,10 +267,7 @@ def test_kubectl_scale_works_without_a_policy(ferry: SystemInfo, kube: KubeEnv, 
     )
     kube.kubectl_run("-n", ns, "scale", "modelserving", "manual", "--replicas=1")
     eventually(
-        lambda: (
-            ready_groups(kube, ns, "manual") == 1
-            and len(get_json(kube, ns, "pods", "-l", "modelserving.volcano.sh/name=manual")["items"]) == 1
-        ),
+        lambda: ready_groups(kube, ns, "manual") == 1 and len(pods_of(kube, ns, "manual")) == 1,
         "back to one group",
         90,
     )
@@ -378,5 +385,6 @@ def test_scale_to_zero_and_cold_start_through_the_router(
         assert answer.choices[0].message.content
         print(f"\ncold start ({attempt}): answered after {cold:.2f}s")
         eventually(lambda: replicas(kube, ns, serving) == 0, "back to zero when idle", 90)
+        eventually(lambda: not pods_of(kube, ns, serving), "the last engine gone", 60)
     reasons = {e["reason"] for e in events_for(kube, ns, "idle")}
     assert "ScaledFromZero" in reasons
