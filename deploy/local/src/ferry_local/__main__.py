@@ -74,7 +74,11 @@ def main(argv: list[str] | None = None) -> int:
             elif args.command == "env":
                 for key, value in info.env().items():
                     print(f"export {key}={value}")
-                print(f"export PATH={Path(info.kubectl).parent}:$PATH")
+                if info.router_url:  # for `ferry chat` and `ferry describe` (its last reconcile trace)
+                    print(f"export FERRY_ROUTER_URL={info.router_url}")
+                    print(f"export FERRY_TRACE_FILE={info.trace_file}")
+                # kubectl, and the workspace's scripts (`ferry`, `ferry-local`)
+                print(f"export PATH={Path(info.kubectl).parent}:{Path(sys.executable).parent}:$PATH")
             else:
                 os.execv(info.kubectl, [info.kubectl, "--kubeconfig", info.kubeconfig, *args.args])
     except (StackError, MissingBinary) as exc:

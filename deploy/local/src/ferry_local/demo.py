@@ -2,8 +2,9 @@
 
 Starts (or reuses) the local stack, the six services and the local node; applies the quick-start
 booster and a prefill/decode booster; waits until both are Active; chats with both through the
-router using the official ``openai`` client (one answer streamed); prints the ``kubectl get``
-view and one reconcile trace; tears everything down unless ``--keep``. Exits non-zero, saying
+router using the official ``openai`` client (one answer streamed); shows them with the ``ferry`` CLI
+(``get models``, ``get servings``, ``describe model qwen`` with its last reconcile trace); tears
+everything down unless ``--keep``, and ends pointing at the CLI. Exits non-zero, saying
 which step failed, when anything goes wrong.
 """
 
@@ -11,18 +12,20 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
+from ferry_schemas.runtime.spans import read_spans
 from openai import OpenAI
 
 from ferry_local.__main__ import bring_up
 from ferry_local.paths import repo_root, state_dir
 from ferry_local.readiness import StackError, say
 from ferry_local.stack import LocalStack, StackInfo, kubectl
-from ferry_local.traces import read_spans, reconcile_traces, render_tree
 
 NAMESPACE = "ferry-demo"
 BOOSTERS = {"qwen": "Qwen2.5-0.5B-Instruct", "deepseek-v2-lite": "deepseek-ai/DeepSeekV2"}
@@ -94,29 +97,23 @@ def chat(router_url: str) -> None:
         raise DemoFailed("the streamed answer was empty")
 
 
+def ferry(info: StackInfo, *args: str) -> None:
+    """Run the ``ferry`` CLI against the stack, as a user would after ``eval "$(ferry-local env)"``."""
+    say(f"ferry {' '.join(args)}")
+    env = {**os.environ, **info.env(), "FERRY_TRACE_FILE": info.trace_file, "COLUMNS": "130"}
+    done = subprocess.run([sys.executable, "-m", "ferry_cli", *args], env=env, text=True, capture_output=True)
+    print(done.stdout.rstrip() + "\n")
+    if done.returncode != 0:
+        raise DemoFailed(f"ferry {' '.join(args)} failed: {done.stderr.strip()}")
+
+
 def show(info: StackInfo) -> None:
-    kinds = "modelboosters,modelservings,modelservers,modelroutes,podgroups,pods,services"
-    print(kubectl(info, "-n", NAMESPACE, "get", kinds, "-o", "wide"))
-
-
-def show_trace(info: StackInfo) -> None:
-    path = Path(info.trace_file)
-    spans = read_spans(path)
-    found = reconcile_traces(spans, contains="qwen")
-    say(f"traces: {len(spans)} spans in {path} (set OTEL_EXPORTER_OTLP_ENDPOINT to send them to a collector)")
-    if found:
-
-        def rank(spans: list[dict[str, Any]]) -> tuple[bool, int]:  # the booster's own apply, newest first
-            booster = any(s["name"].startswith("watch modelboosters") for s in spans)
-            return booster, min(span.get("start") or 0 for span in spans)
-
-        trace = max(found, key=rank)
-        print(
-            f"one reconcile trace ({trace[0]['traceId']}), kubectl apply → children applied → status written:"
-        )
-        print(render_tree(trace))
-    else:
-        say("no trace with all four reconcile services was found")
+    """The CLI's view: both models, their servings, and one model in detail (with its last trace)."""
+    ferry(info, "-n", NAMESPACE, "get", "models")
+    ferry(info, "-n", NAMESPACE, "get", "servings")
+    ferry(info, "-n", NAMESPACE, "describe", "model", "qwen")
+    spans = read_spans(Path(info.trace_file))
+    say(f"traces: {len(spans)} spans in {info.trace_file} (OTEL_EXPORTER_OTLP_ENDPOINT sends them elsewhere)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -142,7 +139,6 @@ def main(argv: list[str] | None = None) -> int:
         chat(info.router_url)
         step = "showing the cluster"
         show(info)
-        show_trace(info)
     except (DemoFailed, StackError, Exception) as exc:
         print(f"\nerror: the demo failed while {step}: {exc}", file=sys.stderr)
         print(f"logs: {directory / 'logs'}", file=sys.stderr)
@@ -151,11 +147,15 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     if args.keep or was_running:
         say(f"left running: KUBECONFIG={info.kubeconfig}, router {info.router_url} (make down stops it)")
+        say(f'next: eval "$(uv run ferry-local env)"; ferry describe model qwen -n {NAMESPACE}')
     else:
         say("tearing down (make up keeps everything running)")
         kubectl(info, "delete", "namespace", NAMESPACE, "--wait=true", "--timeout=60s")
         LocalStack.stop_recorded(directory)
     say(f"demo finished in {time.monotonic() - started:.0f}s")
+    if not (args.keep or was_running):
+        say('explore it: make up; eval "$(uv run ferry-local env)"; kubectl apply -f deploy/local/demo/')
+        say(f"  then: ferry describe model qwen -n {NAMESPACE}; ferry chat qwen 'Hello'")
     return 0
 
 

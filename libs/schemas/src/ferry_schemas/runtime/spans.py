@@ -1,4 +1,7 @@
-"""Reading the JSON-lines span file the services write (``FERRY_TRACE_FILE``): traces and their trees."""
+"""Reading the JSON-lines span file the services write (``FERRY_TRACE_FILE``): traces and their trees.
+
+Used by the demo, the tests and ``ferry describe model`` (the last reconcile trace).
+"""
 
 from __future__ import annotations
 
