@@ -83,9 +83,17 @@ def pipeline(
 
 
 @pytest.fixture(scope="module")
-def ferry(kube: KubeEnv, e2e_nats: NatsServer, e2e_namespace: str, e2e_dir: Path) -> Iterator[SystemInfo]:
-    """Every service and the local node, as ``make up`` runs them, watching the module's namespace."""
-    env = {**kube.env, "FERRY_NATS_URL": e2e_nats.url, "FERRY_WATCH_NAMESPACE": e2e_namespace}
+def ferry(
+    request: pytest.FixtureRequest, kube: KubeEnv, e2e_nats: NatsServer, e2e_namespace: str, e2e_dir: Path
+) -> Iterator[SystemInfo]:
+    """Every service and the local node, as ``make up`` runs them, watching the module's namespace
+    (plus the module's ``FERRY_ENV`` settings, e.g. shorter autoscaling periods)."""
+    env = {
+        **kube.env,
+        "FERRY_NATS_URL": e2e_nats.url,
+        "FERRY_WATCH_NAMESPACE": e2e_namespace,
+        **getattr(request.module, "FERRY_ENV", {}),
+    }
     system = start_system(env, e2e_dir / "logs", e2e_dir / "spans.jsonl")
     try:
         yield system

@@ -15,14 +15,11 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import pytest
-from ferry_local.natsd import NatsServer
-from ferry_local.system import SystemInfo, start_system
+from ferry_local.system import SystemInfo
 from openai import OpenAI
 
 from tests.conftest import KubeEnv
@@ -38,23 +35,8 @@ FAST_BEHAVIOR = {
     "scaleDown": {"instances": 4, "percent": 100, "period": "1s", "stabilizationWindow": "4s"},
 }
 CHAT = [{"role": "user", "content": "tell me a story"}]
-
-
-@pytest.fixture(scope="module")
-def ferry(kube: KubeEnv, e2e_nats: NatsServer, e2e_namespace: str, e2e_dir: Path) -> Iterator[SystemInfo]:
-    env = {
-        **kube.env,
-        "FERRY_NATS_URL": e2e_nats.url,
-        "FERRY_WATCH_NAMESPACE": e2e_namespace,
-        "FERRY_AUTOSCALER_SYNC_PERIOD": "1",
-        "FERRY_ROUTER_HOLD_TIMEOUT": "90s",
-    }
-    system = start_system(env, e2e_dir / "logs", e2e_dir / "spans.jsonl")
-    try:
-        yield system
-    finally:
-        for process in reversed(system.processes):
-            process.stop()
+FERRY_ENV = {"FERRY_AUTOSCALER_SYNC_PERIOD": "1", "FERRY_ROUTER_HOLD_TIMEOUT": "90s"}
+"""Read by the ``ferry`` fixture: a cycle every second, cold starts may take up to 90 s."""
 
 
 def booster(

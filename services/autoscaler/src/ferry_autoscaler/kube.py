@@ -9,14 +9,13 @@ role's name at its index before ``add``ing its replicas (Kthena's patch, spec §
 
 from __future__ import annotations
 
-import os
 from datetime import UTC, datetime
 from typing import Any
 
 from ferry_schemas.autoscaling import REPLICAS_MANAGER
 from ferry_schemas.bus import Resource
 from ferry_schemas.labels import WORKLOAD_GROUP
-from kubernetes_asyncio import client, config
+from kubernetes_asyncio import client
 
 from ferry_autoscaler.policies import Owner, ServingRef
 
@@ -26,15 +25,6 @@ COMPONENT = "ferry-autoscaler"
 MERGE_PATCH = "application/merge-patch+json"
 JSON_PATCH = "application/json-patch+json"
 APPLY_PATCH = "application/apply-patch+yaml"
-
-
-async def load_api_client() -> client.ApiClient:
-    """In-cluster config when running in a pod, otherwise ``$KUBECONFIG`` / ``~/.kube/config``."""
-    if os.environ.get("KUBERNETES_SERVICE_HOST") and not os.environ.get("KUBECONFIG"):
-        config.load_incluster_config()  # type: ignore[no-untyped-call]
-    else:
-        await config.load_kube_config(config_file=os.environ.get("KUBECONFIG") or None)
-    return client.ApiClient()
 
 
 def role_patch(serving: JSON, roles: dict[str, int]) -> list[JSON]:

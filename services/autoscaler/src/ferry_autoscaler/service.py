@@ -14,12 +14,13 @@ from ferry_schemas.bus import Resource
 from ferry_schemas.runtime import ProbeServer
 from ferry_schemas.runtime.events import EventRecorder
 from ferry_schemas.runtime.jetstream import connect, key_value
+from ferry_schemas.runtime.kube import load_api_client
 from ferry_schemas.runtime.lifecycle import serve
 from ferry_schemas.runtime.view import ObjectView
 
 from ferry_autoscaler.collector import MetricCollector
 from ferry_autoscaler.controller import Controller
-from ferry_autoscaler.kube import AutoscalerApi, load_api_client
+from ferry_autoscaler.kube import AutoscalerApi
 from ferry_autoscaler.leases import LEASES_BUCKET, DeciderLeases
 from ferry_autoscaler.scaler import Scaler
 from ferry_autoscaler.settings import AutoscalerSettings

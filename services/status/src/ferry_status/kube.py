@@ -2,27 +2,17 @@
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 from ferry_schemas.bus import Resource
 from ferry_schemas.labels import WORKLOAD_GROUP
-from kubernetes_asyncio import client, config
+from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
 JSON = dict[str, Any]
 FIELD_MANAGER = "ferry-status"
 VERSION = "v1alpha1"
 KINDS = {Resource.MODEL_SERVINGS.value: "ModelServing", Resource.MODEL_BOOSTERS.value: "ModelBooster"}
-
-
-async def load_api_client() -> client.ApiClient:
-    """In-cluster config when running in a pod, otherwise ``$KUBECONFIG`` / ``~/.kube/config``."""
-    if os.environ.get("KUBERNETES_SERVICE_HOST") and not os.environ.get("KUBECONFIG"):
-        config.load_incluster_config()  # type: ignore[no-untyped-call]
-    else:
-        await config.load_kube_config(config_file=os.environ.get("KUBECONFIG") or None)
-    return client.ApiClient()
 
 
 class StatusApi:

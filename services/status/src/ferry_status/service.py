@@ -16,10 +16,11 @@ from ferry_schemas.bus import (
 )
 from ferry_schemas.runtime import ProbeServer
 from ferry_schemas.runtime.jetstream import connect
+from ferry_schemas.runtime.kube import load_api_client
 from ferry_schemas.runtime.lifecycle import serve
 
 from ferry_status.consumer import Handler, PullConsumer
-from ferry_status.kube import StatusApi, load_api_client
+from ferry_status.kube import StatusApi
 from ferry_status.reconciler import StatusReconciler
 from ferry_status.settings import StatusSettings
 

@@ -7,24 +7,14 @@ per event; Ferry needs the object exactly as the API server sent it, so response
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
-from kubernetes_asyncio import client, config
+from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
 JSON = dict[str, Any]
-
-
-async def load_api_client() -> client.ApiClient:
-    """In-cluster config when running in a pod, otherwise ``$KUBECONFIG`` / ``~/.kube/config``."""
-    if os.environ.get("KUBERNETES_SERVICE_HOST") and not os.environ.get("KUBECONFIG"):
-        config.load_incluster_config()  # type: ignore[no-untyped-call]
-    else:
-        await config.load_kube_config(config_file=os.environ.get("KUBECONFIG") or None)
-    return client.ApiClient()
 
 
 async def _request(

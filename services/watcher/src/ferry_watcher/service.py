@@ -9,13 +9,13 @@ from typing import Any
 from ferry_schemas.bus import APPLIED_GENERATIONS_BUCKET, RATE_LIMIT_BUCKET, Resource
 from ferry_schemas.runtime import ProbeServer
 from ferry_schemas.runtime.jetstream import connect, declare_streams, key_value
+from ferry_schemas.runtime.kube import load_api_client
 from ferry_schemas.runtime.lifecycle import serve
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 
 from ferry_watcher.backoff import Backoff
 from ferry_watcher.informer import Informer
-from ferry_watcher.kube import load_api_client
 from ferry_watcher.pods import PodInformer, PodSelection
 from ferry_watcher.publisher import EventPublisher
 from ferry_watcher.resources import WATCHED
