@@ -5,7 +5,7 @@ export PATH := $(HOME)/.local/bin:$(PATH)
 UV := uv
 PYTEST_ARGS ?=
 
-.PHONY: help deps sync lint fmt crds crds-check test test-unit test-integration demo up down status bench
+.PHONY: help deps sync lint fmt crds crds-check chart test test-unit test-integration demo up down status bench
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -30,6 +30,9 @@ crds: sync ## regenerate deploy/crds from the schemas
 
 crds-check: sync
 	$(UV) run python -m ferry_schemas.crdgen deploy/crds --check
+
+chart: sync ## regenerate the Helm chart (deploy/helm/ferry) from deploy/ (kustomize)
+	$(UV) run python -m ferry_local.chart
 
 test: deps lint ## the whole suite: lint, unit, integration and end-to-end on the real local stack
 	$(UV) run pytest $(PYTEST_ARGS)

@@ -20,7 +20,7 @@ say() { printf '==> %s\n' "$*" >&2; }
 # build NAME PACKAGE VERSION LDFLAGS: go install PACKAGE@VERSION into $TOOLS/NAME-VERSION, link into $BIN.
 build() {
   local name=$1 pkg=$2 version=$3 ldflags=$4
-  local dir="$TOOLS/$name-$version"
+  local dir="$TOOLS/$name-$version-$(printf '%s' "$ldflags" | sha256sum | cut -c1-8)"  # flags change → rebuild
   if [[ ! -x "$dir/$name" ]]; then
     command -v go >/dev/null || { echo "error: Go is required to build $name $version (not found on PATH)" >&2; exit 1; }
     say "building $name $version from the Go module proxy ($pkg) — first run only, takes a few minutes"
@@ -35,8 +35,13 @@ build() {
   ln -sfn "$dir/$name" "$BIN/$name"
 }
 
+# The Kubernetes version `helm template`/`lint` assume without a cluster: the client-go minor helm
+# builds with (its Makefile sets the same variables).
+HELM_K8S_MINOR="${HELM_K8S_MINOR:-37}"
 build helm helm.sh/helm/v3/cmd/helm "$HELM_VERSION" \
-  "-X helm.sh/helm/v3/internal/version.version=$HELM_VERSION"
+  "-X helm.sh/helm/v3/internal/version.version=$HELM_VERSION \
+   -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=$HELM_K8S_MINOR \
+   -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMinor=$HELM_K8S_MINOR"
 build promtool github.com/prometheus/prometheus/cmd/promtool "$PROMETHEUS_VERSION" \
   "-X github.com/prometheus/common/version.Version=$PROMETHEUS_RELEASE"
 echo "$BIN"

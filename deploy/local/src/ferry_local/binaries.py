@@ -27,19 +27,27 @@ class Binaries:
     nats_server: Path
 
 
-def kubernetes_bin_dir() -> Path:
-    """Build (first run only) and return the directory with kube-apiserver, kcm and kubectl."""
-    script = repo_root() / "deploy" / "local" / "build-k8s.sh"
+def _built(script: str, what: str) -> Path:
+    """Run a build script of ``deploy/local`` (it builds once, then only answers) for its bin dir."""
     env = dict(os.environ, K8S_VERSION=K8S_VERSION, FERRY_CACHE=str(cache_dir()))
     # The script prints progress on stderr (passed through) and the bin dir on stdout.
     done = subprocess.run(
-        ["bash", str(script)], env=env, stdout=subprocess.PIPE, stderr=sys.stderr, text=True
-    )
+        ["bash", str(repo_root() / "deploy" / "local" / script)],
+        env=env, stdout=subprocess.PIPE, stderr=sys.stderr, text=True,
+    )  # fmt: skip
     if done.returncode != 0:
-        raise MissingBinary(
-            f"building Kubernetes {K8S_VERSION} failed (exit {done.returncode}); see the output above"
-        )
+        raise MissingBinary(f"building {what} failed (exit {done.returncode}); see the output above")
     return Path(done.stdout.strip().splitlines()[-1])
+
+
+def kubernetes_bin_dir() -> Path:
+    """Build (first run only) and return the directory with kube-apiserver, kcm and kubectl."""
+    return _built("build-k8s.sh", f"Kubernetes {K8S_VERSION}")
+
+
+def go_tools_bin_dir() -> Path:
+    """Build (first run only) and return the directory with helm and promtool."""
+    return _built("build-go-tools.sh", "helm and promtool")
 
 
 def _which(name: str, *extra_dirs: str, package: str) -> Path:
