@@ -1,12 +1,16 @@
 """Router benchmark: requests/s and p50/p99 through the router vs straight to the engine.
 
     uv run python bench/router/run.py [--duration 5] [--engines 2] [--concurrency 1,16,64,256]
+        [--workers 1,2] [--profile]
 
 Starts a private nats-server, mock engines and one router process (pinned with ``taskset``:
 router on CPU 0, engines and the load generator on CPU 1), publishes a ModelServer/ModelRoute/Pods
 on the bus like the watcher does, then runs ``wrk`` at each concurrency against the router and
 directly against one engine in the same run, and finally opens N concurrent streams through the
-router and counts errors. Prints a table; asserts nothing (a benchmark, not a test).
+router and counts errors. ``--workers`` then restarts the router with each number of worker
+processes (``FERRY_ROUTER_WORKERS``, SO_REUSEPORT) and prints the scaling at concurrency 64;
+``--profile`` records the router with py-spy during the concurrency-16 run and prints where the CPU
+went (``pyspy_summary.py``). Prints tables; asserts nothing (a benchmark, not a test).
 """
 
 from __future__ import annotations
@@ -34,6 +38,9 @@ from ferry_local.processes import ManagedProcess, spawn, tail
 from ferry_local.readiness import free_port
 from ferry_schemas.bus import MSG_ID_HEADER, ObjectEvent
 from ferry_schemas.runtime.jetstream import declare_streams
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import pyspy_summary  # beside this file
 
 HERE = Path(__file__).resolve().parent
 MODEL = "bench-model"
@@ -177,9 +184,28 @@ async def concurrent_streams(url: str, count: int, tokens: int) -> tuple[int, in
 
 
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU of a process (from /proc), to separate cost from CPU contention."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """User + system CPU of a process and its live worker processes (from /proc), to separate cost
+    from CPU contention."""
+    total = 0.0
+    for each in [pid, *children_of(pid)]:
+        try:
+            fields = Path(f"/proc/{each}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+def children_of(pid: int) -> list[int]:
+    """Every descendant of ``pid`` (the router's worker processes)."""
+    found: list[int] = []
+    try:
+        direct = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        return found
+    for child in (int(c) for c in direct):
+        found += [child, *children_of(child)]
+    return found
 
 
 def reference_loop_us() -> float:
@@ -200,6 +226,8 @@ def main() -> None:
     parser.add_argument("--streams", type=int, default=1000, help="concurrent streams in the last phase")
     parser.add_argument("--access-log", choices=["file", "off"], default="file")
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
+    parser.add_argument("--workers", default="", help="worker counts for the scaling table, e.g. 1,2")
+    parser.add_argument("--profile", action="store_true", help="py-spy the router at concurrency 16")
     args = parser.parse_args()
     router_cpu, load_cpu = cpus()
     work = Path(tempfile.mkdtemp(prefix="ferry-router-bench-"))
@@ -223,7 +251,7 @@ def main() -> None:
             wait_http(f"http://{host}:{port}/health", f"engine {i}", engine)
         asyncio.run(publish_world(nats_url, hosts, port))
         router_port, metrics_port = free_port(), free_port()
-        env = {
+        base_env = {
             "FERRY_NATS_URL": nats_url,
             "FERRY_ROUTER_PORT": str(router_port),
             "FERRY_ROUTER_METRICS_PORT": str(metrics_port),
@@ -232,13 +260,18 @@ def main() -> None:
             "ACCESS_LOG_ENABLED": "false" if args.access_log == "off" else "true",
             "ACCESS_LOG_OUTPUT": str(work / "access.log"),
             "FERRY_LOG_LEVEL": "WARNING",
+            "FERRY_ROUTER_DRAIN_PERIOD": "0s",
         }
-        router_argv = pinned(
-            router_cpu, [sys.executable, "-c", "from ferry_router.__main__ import main; main()"]
-        )
-        router = spawn("router", router_argv, work / "logs", env)
-        processes.append(router)
-        wait_http(f"http://127.0.0.1:{router_port}/readyz", "router", router)
+
+        def start_router(workers: int, cpu: str) -> ManagedProcess:
+            argv = pinned(cpu, [sys.executable, "-c", "from ferry_router.__main__ import main; main()"])
+            env = {**base_env, "FERRY_ROUTER_WORKERS": str(workers)}
+            process = spawn(f"router-{workers}", argv, work / "logs", env)
+            processes.append(process)
+            wait_http(f"http://127.0.0.1:{router_port}/readyz", "router", process)
+            return process
+
+        router = start_router(1, router_cpu)
         body = orjson.dumps({"model": MODEL, "prompt": "hello router", "max_tokens": 4}).decode()
         router_url = f"http://127.0.0.1:{router_port}/v1/completions"
         engine_url = f"http://{hosts[0]}:{port}/v1/completions"
@@ -252,27 +285,53 @@ def main() -> None:
         header = (
             f"{'conc':>5} | {'router req/s':>12} {'p50 ms':>8} {'p99 ms':>8} {'err':>4} | "
             f"{'engine req/s':>12} {'p50 ms':>8} {'p99 ms':>8} {'err':>4} | "
-            f"{'added p50':>9} {'added p99':>9} | {'router CPU us/req':>17}"
+            f"{'added p50':>9} {'added p99':>9} | {'router CPU us/req':>17} {'req/s per core':>14}"
         )
         print(header)
         print("-" * len(header))
         for concurrency in (int(c) for c in args.concurrency.split(",")):
             cpu_before = cpu_seconds(router.pid)
+            spy = None
+            if args.profile and concurrency == 16:
+                spy = pyspy_summary.record(router.pid, args.duration, work / "profile.raw")
             via = run_wrk(router_url, concurrency, args.duration, load_cpu, body)
             cpu_us = (cpu_seconds(router.pid) - cpu_before) / max(via.requests, 1) * 1e6
+            if spy is not None:
+                spy.wait()
             direct = run_wrk(engine_url, concurrency, args.duration, load_cpu, body)
             print(
                 f"{concurrency:>5} | {via.rps:>12.0f} {via.p50_ms:>8.2f} {via.p99_ms:>8.2f} "
                 f"{via.errors:>4} | "
                 f"{direct.rps:>12.0f} {direct.p50_ms:>8.2f} {direct.p99_ms:>8.2f} {direct.errors:>4} | "
-                f"{via.p50_ms - direct.p50_ms:>9.2f} {via.p99_ms - direct.p99_ms:>9.2f} | {cpu_us:>17.0f}"
+                f"{via.p50_ms - direct.p50_ms:>9.2f} {via.p99_ms - direct.p99_ms:>9.2f} | {cpu_us:>17.0f} "
+                f"{1e6 / max(cpu_us, 1):>14.0f}"
             )
+        if args.profile and (work / "profile.raw").exists():
+            print("py-spy at concurrency 16 (share of the router's samples, by the innermost known frame):")
+            pyspy_summary.print_summary(work / "profile.raw")
         if args.streams:
             ok, errors, seconds = asyncio.run(concurrent_streams(router_url, args.streams, tokens=16))
             print(
                 f"{args.streams} concurrent streams through the router: "
                 f"{ok} complete, {errors} errors, {seconds:.1f}s"
             )
+        if args.workers:
+            router.stop(timeout=10)
+            print("scaling with worker processes (SO_REUSEPORT), concurrency 64, router on every CPU:")
+            print(f"{'workers':>7} | {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'err':>4} | "
+                  f"{'CPU us/req':>10} {'req/s per core':>14} {'cores used':>10}")  # fmt: skip
+            for workers in (int(w) for w in args.workers.split(",")):
+                scaled = start_router(workers, "0-1" if router_cpu != load_cpu else router_cpu)
+                run_wrk(router_url, 16, 2, load_cpu, body)  # warm-up of every worker
+                cpu_before, started = cpu_seconds(scaled.pid), time.perf_counter()
+                via = run_wrk(router_url, 64, args.duration, load_cpu, body)
+                used = cpu_seconds(scaled.pid) - cpu_before
+                cpu_us = used / max(via.requests, 1) * 1e6
+                cores = used / (time.perf_counter() - started)
+                per_core = 1e6 / max(cpu_us, 1)
+                print(f"{workers:>7} | {via.rps:>8.0f} {via.p50_ms:>8.2f} {via.p99_ms:>8.2f} "
+                      f"{via.errors:>4} | {cpu_us:>10.0f} {per_core:>14.0f} {cores:>10.2f}")  # fmt: skip
+                scaled.stop(timeout=10)
     finally:
         for process in reversed(processes):
             process.stop(timeout=5)

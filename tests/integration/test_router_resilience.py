@@ -8,6 +8,7 @@ the behaviour observable: a huge inter-token latency is a stall, a small one a l
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import signal
@@ -157,3 +158,34 @@ async def test_a_stream_still_going_at_the_drain_deadline_is_cut_with_an_error_e
         await asyncio.wait_for(stream, 20)
     assert len(received) < 50, "the stream ran to its end instead of being cut at the deadline"
     await asyncio.to_thread(wait_until, lambda: not router.process.alive(), "the router to exit", 10)
+
+
+def post_completion(url: str, model: str) -> int:
+    """One request on a fresh connection (so the kernel spreads them over the workers)."""
+    body = json.dumps({"model": model, "prompt": "hi", "max_tokens": 2}).encode()
+    request = urllib.request.Request(f"{url}/v1/completions", body, {"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return int(response.status)
+
+
+def requests_counted(metrics_port: int) -> float:
+    with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    return sum(
+        float(v) for v in re.findall(r"^kthena_router_requests_total\{[^}]*\} ([0-9.e+]+)$", text, re.M)
+    )
+
+
+async def test_worker_processes_share_the_port_and_each_serves(bus: World) -> None:
+    router = bus.router(name="router-workers", env={"FERRY_ROUTER_WORKERS": "2"})
+    engine = bus.engine("workers", "m", free_port())
+    model = await serve(bus, router, [engine])
+    for _ in range(40):
+        assert await asyncio.to_thread(post_completion, router.url, model) == 200
+    per_worker = [requests_counted(router.metrics_port + i) for i in range(2)]
+    assert sum(per_worker) == 40
+    assert min(per_worker) > 0, f"one worker served everything: {per_worker}"
+    os.kill(router.process.pid, signal.SIGTERM)
+    await asyncio.to_thread(wait_until, lambda: not router.process.alive(), "the supervisor to exit", 20)
+    with pytest.raises(urllib.error.URLError):
+        await asyncio.to_thread(post_completion, router.url, model)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 
 from ferry_schemas.runtime import ServiceSettings, setup_tracing
@@ -11,6 +12,7 @@ from ferry_schemas.runtime.logs import configure_logging
 from ferry_router.observability import Tracing
 from ferry_router.service import run
 from ferry_router.settings import RouterSettings
+from ferry_router.workers import supervise
 
 
 def main() -> None:
@@ -20,6 +22,8 @@ def main() -> None:
         settings = RouterSettings()
     except ValueError as exc:
         sys.exit(f"ferry-router: {exc}")
+    if settings.workers > 1 and "FERRY_ROUTER_WORKER_INDEX" not in os.environ:
+        sys.exit(supervise(settings))
     setup_tracing("ferry-router")
     Tracing.enabled = Tracing.configured()
     try:

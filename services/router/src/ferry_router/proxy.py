@@ -1,6 +1,6 @@
 """Upstream calls and response relay for the aggregated (non-PD) path (spec §6.2-6.4).
 
-The client is aiohttp's (measured faster than httpx on this path; see ``bench/router``) with
+The client is the router's own lean HTTP/1.1 client (:mod:`ferry_router.upstream`) with
 explicit limits: a connect timeout, a bound on the wait for response headers
 (``trafficPolicy.timeout`` or the router default), an idle bound on every body read (a stream
 that delivers nothing for ``idle_timeout`` seconds is cut and ends with an error event) and a
@@ -20,7 +20,6 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import aiohttp
 import orjson
 from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
@@ -29,6 +28,7 @@ from ferry_router import errors
 from ferry_router.observability import STREAM_ERRORS, RequestRecord, active_upstream
 from ferry_router.state.resources import Server
 from ferry_router.state.table import Endpoint
+from ferry_router.upstream import Pool, UpstreamResponse, send_request
 
 log = logging.getLogger(__name__)
 
@@ -72,54 +72,43 @@ class UpstreamSettings:
 
 
 class UpstreamClient:
-    """One pooled HTTP client for every upstream call of the process."""
+    """One pooled HTTP/1.1 client for every upstream call of the process (:mod:`ferry_router.upstream`)."""
 
     def __init__(self, settings: UpstreamSettings | None = None) -> None:
         self.settings = settings or UpstreamSettings()
-        self._session: aiohttp.ClientSession | None = None
+        self._pool: Pool | None = None
 
     async def start(self) -> None:
         s = self.settings
-        connector = aiohttp.TCPConnector(
-            limit=s.max_connections,
-            limit_per_host=s.max_per_host,
-            keepalive_timeout=s.keepalive,
-            ttl_dns_cache=300,
-        )
-        self._session = aiohttp.ClientSession(
-            connector=connector,
-            timeout=aiohttp.ClientTimeout(
-                total=None, sock_connect=s.connect_timeout, connect=s.connect_timeout
-            ),
-            auto_decompress=False,
-            skip_auto_headers=("User-Agent", "Accept-Encoding", "Content-Type"),
+        self._pool = Pool(
+            connect_timeout=s.connect_timeout,
+            max_connections=s.max_connections,
+            max_per_host=s.max_per_host,
+            keepalive=s.keepalive,
         )
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
 
     def pool(self) -> tuple[int, int]:
         """(connections in use, idle keep-alive connections) of the upstream pool."""
-        if self._session is None:
+        if self._pool is None:
             return 0, 0
-        connector = self._session.connector
-        acquired = len(getattr(connector, "_acquired", ()))
-        idle = sum(len(c) for c in getattr(connector, "_conns", {}).values())
-        return acquired, idle
+        return self._pool.in_use, self._pool.idle_count()
 
     async def send(
         self, url: str, body: bytes, headers: Mapping[str, str], limit: float | None, method: str = "POST"
-    ) -> aiohttp.ClientResponse:
+    ) -> UpstreamResponse:
         """Send and wait for the response headers (bounded by ``limit`` seconds); the body is not read."""
-        assert self._session is not None, "UpstreamClient.start() was not called"
+        assert self._pool is not None, "UpstreamClient.start() was not called"
         try:
-            async with asyncio.timeout(limit or self.settings.header_timeout):
-                return await self._session.request(method, url, data=body, headers=headers)
+            limit = limit or self.settings.header_timeout
+            return await send_request(self._pool, method, url, body, headers, limit)
         except TimeoutError as exc:
             raise UpstreamError(f"{url}: no response within the timeout", timeout=True) from exc
-        except (aiohttp.ClientError, OSError) as exc:
+        except OSError as exc:
             raise UpstreamError(f"{url}: {exc.__class__.__name__}: {exc}") from exc
 
 
@@ -134,7 +123,7 @@ def upstream_headers(headers: CIMultiDictProxy[str], request_id: str) -> CIMulti
     return out
 
 
-def response_headers(headers: CIMultiDictProxy[str]) -> CIMultiDict[str]:
+def response_headers(headers: CIMultiDict[str]) -> CIMultiDict[str]:
     out: CIMultiDict[str] = CIMultiDict()
     for name, value in headers.items():
         if name.lower() not in HOP_BY_HOP and name.lower() != "content-encoding":
@@ -174,7 +163,7 @@ def _usage_of(chunk: dict[str, Any]) -> tuple[int, int] | None:
     return prompt, completion
 
 
-def is_streaming(response: aiohttp.ClientResponse) -> bool:
+def is_streaming(response: UpstreamResponse) -> bool:
     return response.content_type in STREAM_TYPES
 
 
@@ -187,7 +176,7 @@ class StallWatch:
 
     __slots__ = ("_handle", "_loop", "_upstream", "idle", "last", "stalled")
 
-    def __init__(self, upstream: aiohttp.ClientResponse, idle: float) -> None:
+    def __init__(self, upstream: UpstreamResponse, idle: float) -> None:
         self._loop = asyncio.get_running_loop()
         self._upstream = upstream
         self.idle = idle
@@ -209,7 +198,7 @@ class StallWatch:
         self._handle.cancel()
 
 
-def stream_error_event(upstream: aiohttp.ClientResponse, message: str, code: str) -> bytes:
+def stream_error_event(upstream: UpstreamResponse, message: str, code: str) -> bytes:
     """An OpenAI-style error as the stream's own framing (an SSE event or an NDJSON line)."""
     error = orjson.dumps({"error": {"message": message, "type": "server_error", "param": None, "code": code}})
     if upstream.content_type == "text/event-stream":
@@ -219,7 +208,7 @@ def stream_error_event(upstream: aiohttp.ClientResponse, message: str, code: str
 
 async def relay(
     request: web.Request,
-    upstream: aiohttp.ClientResponse,
+    upstream: UpstreamResponse,
     *,
     hide_usage_chunks: bool,
     on_usage: UsageCallback,
@@ -235,7 +224,7 @@ async def relay(
 
 async def _relay(
     request: web.Request,
-    upstream: aiohttp.ClientResponse,
+    upstream: UpstreamResponse,
     watch: StallWatch,
     hide_usage_chunks: bool,
     on_usage: UsageCallback,
@@ -243,7 +232,7 @@ async def _relay(
     if not is_streaming(upstream):
         try:
             body = await upstream.read()
-        except (aiohttp.ClientError, TimeoutError) as exc:
+        except (OSError, TimeoutError) as exc:
             if watch.stalled:
                 STREAM_ERRORS.labels("idle_timeout").inc()
                 raise UpstreamError(f"no body data for {watch.idle:g}s", timeout=True) from exc
@@ -274,7 +263,7 @@ async def _relay(
                 complete = await _scan_usage(complete, hide_usage_chunks, on_usage)
             if complete:
                 await response.write(complete)
-    except (aiohttp.ClientError, TimeoutError) as exc:
+    except (OSError, TimeoutError) as exc:
         # the status line already went out: the stream itself must say that it failed
         if carry:
             await response.write(carry + b"\n")

@@ -112,7 +112,9 @@ class RouterService:
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=self.settings.drain_timeout)
         await runner.setup()
         self._runners.append(runner)
-        site = web.TCPSite(runner, host, port, backlog=4096, reuse_address=True)
+        site = web.TCPSite(
+            runner, host, port, backlog=4096, reuse_address=True, reuse_port=self.settings.workers > 1
+        )
         await site.start()
         server = site._server
         sockets = getattr(server, "sockets", None) or []

@@ -57,6 +57,9 @@ class RouterSettings:
     max_connections_per_host: int = field(
         default_factory=lambda: env_int("FERRY_ROUTER_MAX_CONNECTIONS_PER_HOST", 1024)
     )
+    workers: int = field(default_factory=lambda: env_int("FERRY_ROUTER_WORKERS", 1))
+    """Processes sharing the inference port (SO_REUSEPORT), each reading the bus itself."""
+    worker_index: int = field(default_factory=lambda: env_int("FERRY_ROUTER_WORKER_INDEX", 0))
     drain_period: float = field(
         default_factory=lambda: _duration_env("FERRY_ROUTER_DRAIN_PERIOD", 5.0, zero_ok=True)
     )

@@ -17,7 +17,6 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-import aiohttp
 import orjson
 from aiohttp import web
 from multidict import CIMultiDict
@@ -37,6 +36,7 @@ from ferry_router.proxy import UpstreamClient, UpstreamError, UsageCallback, end
 from ferry_router.scheduler.framework import PDPair
 from ferry_router.state.resources import Server
 from ferry_router.state.table import Endpoint
+from ferry_router.upstream import UpstreamResponse
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +72,7 @@ class PDCall:
     @asynccontextmanager
     async def _upstream(
         self, phase: str, endpoint: Endpoint, body: dict[str, Any], duration: LoopHistogram
-    ) -> AsyncIterator[tuple[aiohttp.ClientResponse, _Outcome]]:
+    ) -> AsyncIterator[tuple[UpstreamResponse, _Outcome]]:
         """One phase's upstream call: in-flight and active counts, a child span, the response
         released afterwards, connection errors as :class:`UpstreamError`, the phase's duration."""
         started = time.perf_counter()
@@ -90,7 +90,7 @@ class PDCall:
                     yield upstream, outcome
                 finally:
                     upstream.release()
-        except aiohttp.ClientError as exc:
+        except OSError as exc:
             raise UpstreamError(f"{phase} on {endpoint.key}: {exc!r}") from exc
         finally:
             endpoint.inflight -= 1
