@@ -7,6 +7,7 @@ for the effect the scenario asserts; every service runs as its own process.
 from __future__ import annotations
 
 import copy
+import hashlib
 from typing import Any
 
 import pytest
@@ -122,3 +123,50 @@ def test_a_pod_the_api_server_refuses_fails_the_serving_with_its_message_until_f
     eventually(
         lambda: cluster.condition_with("ModelServing", name, "Failed", "False"), WITHIN, "Failed cleared"
     )
+
+
+def test_a_leaderworkerset_is_served_as_a_modelserving_and_deleted_with_it(
+    pipeline: ServiceSet, cluster: Cluster, kubelet: FakeKubelet
+) -> None:
+    """Kthena's LWSAPIBasic: an LWS with replicas 1 and size 2."""
+    name = "lws-basic"
+    worker = {"spec": {"containers": [{"name": "engine", "image": "engine:1"}]}}
+    cluster.apply(
+        {
+            "apiVersion": L.LWS_API_VERSION,
+            "kind": "LeaderWorkerSet",
+            "metadata": {"name": name, "namespace": cluster.namespace},
+            "spec": {"replicas": 1, "leaderWorkerTemplate": {"size": 2, "workerTemplate": worker}},
+        }
+    )
+    lws = cluster.get("LeaderWorkerSet", name)
+    assert lws is not None
+    serving_obj = eventually(lambda: cluster.get("ModelServing", name), WITHIN, "the ModelServing of the LWS")
+    (ref,) = serving_obj["metadata"]["ownerReferences"]
+    assert ref["kind"] == "LeaderWorkerSet"
+    assert ref["uid"] == lws["metadata"]["uid"]
+    assert ref["controller"] is True
+    assert ref["blockOwnerDeletion"] is True
+
+    def ready_pods() -> list[JSON] | None:
+        pods = [p for p in live(cluster, name).values() if is_ready(p)]
+        return pods if len(pods) == 2 else None
+
+    pods = eventually(ready_pods, WITHIN, "2 ready pods (leader and worker)")
+    group_key = hashlib.sha1(f"{name}-0".encode()).hexdigest()
+    labels = [p["metadata"]["labels"] for p in pods]
+    assert {lbl["leaderworkerset.sigs.k8s.io/worker-index"] for lbl in labels} == {"0", "1"}
+    for lbl in labels:
+        assert lbl["leaderworkerset.sigs.k8s.io/name"] == name
+        assert lbl["leaderworkerset.sigs.k8s.io/group-index"] == "0"
+        assert lbl["leaderworkerset.sigs.k8s.io/group-key"] == group_key
+
+    def lws_ready() -> JSON | None:
+        status = (cluster.get("LeaderWorkerSet", name) or {}).get("status") or {}
+        return status if status.get("readyReplicas") == 1 and status.get("replicas") == 1 else None
+
+    eventually(lws_ready, WITHIN, "the LWS status shows 1 ready replica")
+
+    cluster.delete("LeaderWorkerSet", name)
+    eventually(lambda: cluster.get("ModelServing", name) is None, WITHIN, "the ModelServing deleted with it")
+    eventually(lambda: not pods_of(cluster, name), WITHIN, "its pods deleted with it")

@@ -32,6 +32,7 @@ KIND_RESOURCES = {
     "PodGroup": "podgroups.scheduling.volcano.sh",
     "Pod": "pods",
     "Service": "services",
+    "LeaderWorkerSet": "leaderworkersets.leaderworkerset.x-k8s.io",
 }
 READY_STATUS = {"status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]}}
 

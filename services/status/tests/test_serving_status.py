@@ -1,5 +1,6 @@
 from typing import Any
 
+from ferry_status.lws_status import compute_lws_status, serving_of
 from ferry_status.outcome import Outcome
 from ferry_status.serving_status import compute_serving_status, label_selector, resolve_int_or_percent
 
@@ -103,3 +104,16 @@ def test_a_refused_pod_shows_as_failed_with_the_api_servers_message_until_fixed(
     by_type = {c["type"]: c for c in status["conditions"]}
     assert by_type["Failed"]["status"] == "False"
     assert by_type["Available"]["status"] == "True"
+
+
+def test_a_leaderworkerset_reports_its_servings_groups() -> None:
+    lws = {"metadata": {"name": "ms", "uid": "lws-uid"}}
+    owned = {
+        "metadata": {"name": "ms", "ownerReferences": [{"uid": "lws-uid", "controller": True}]},
+        "status": {"replicas": 2, "availableReplicas": 1, "updatedReplicas": 2},
+    }
+    stranger = {"metadata": {"name": "ms", "ownerReferences": [{"uid": "other", "controller": True}]}}
+    assert serving_of(lws, [stranger]) is None
+    assert serving_of(lws, [stranger, owned]) is owned
+    assert compute_lws_status(owned) == {"replicas": 2, "readyReplicas": 1, "updatedReplicas": 2}
+    assert compute_lws_status(None) == {"replicas": 0, "readyReplicas": 0, "updatedReplicas": 0}

@@ -10,9 +10,11 @@ def test_paths_cover_every_kind_and_namespace_restriction() -> None:
     assert paths["pods"].label_selector is None  # filtered by ferry_watcher.pods, not by the API server
     assert paths["modelroutes"].path(None) == "/apis/networking.serving.volcano.sh/v1alpha1/modelroutes"
     assert paths["podgroups"].path("a") == "/apis/scheduling.volcano.sh/v1beta1/namespaces/a/podgroups"
+    lws = "/apis/leaderworkerset.x-k8s.io/v1/namespaces/a/leaderworkersets"
+    assert paths["leaderworkersets"].path("a") == lws
     assert set(paths) == {
         "modelboosters", "modelservings", "autoscalingpolicies", "autoscalingpolicybindings",
-        "modelservers", "modelroutes", "podgroups", "pods",
+        "modelservers", "modelroutes", "podgroups", "pods", "leaderworkersets",
     }  # fmt: skip
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from ferry_local.paths import cache_dir, repo_root
 
 K8S_VERSION = os.environ.get("K8S_VERSION", "v1.35.4")
+LWS_VERSION = os.environ.get("LWS_VERSION", "v0.7.0")
 
 
 class MissingBinary(RuntimeError):
@@ -29,7 +30,7 @@ class Binaries:
 
 def _built(script: str, what: str) -> Path:
     """Run a build script of ``deploy/local`` (it builds once, then only answers) for its bin dir."""
-    env = dict(os.environ, K8S_VERSION=K8S_VERSION, FERRY_CACHE=str(cache_dir()))
+    env = dict(os.environ, K8S_VERSION=K8S_VERSION, LWS_VERSION=LWS_VERSION, FERRY_CACHE=str(cache_dir()))
     # The script prints progress on stderr (passed through) and the bin dir on stdout.
     done = subprocess.run(
         ["bash", str(repo_root() / "deploy" / "local" / script)],
@@ -48,6 +49,11 @@ def kubernetes_bin_dir() -> Path:
 def go_tools_bin_dir() -> Path:
     """Build (first run only) and return the directory with helm and promtool."""
     return _built("build-go-tools.sh", "helm and promtool")
+
+
+def lws_crd_dir() -> Path:
+    """Fetch (first run only) and return the directory holding the LeaderWorkerSet CRD."""
+    return _built("fetch-lws-crd.sh", f"the LeaderWorkerSet CRD {LWS_VERSION} (Go module sigs.k8s.io/lws)")
 
 
 def _which(name: str, *extra_dirs: str, package: str) -> Path:

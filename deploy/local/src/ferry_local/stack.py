@@ -16,7 +16,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from ferry_local.binaries import Binaries, find_binaries
+from ferry_local.binaries import Binaries, find_binaries, lws_crd_dir
 from ferry_local.natsd import NatsServer
 from ferry_local.paths import repo_root
 from ferry_local.pki import ensure_pki, write_kubeconfig
@@ -200,11 +200,27 @@ def kubectl(info: StackInfo, *args: str, input: str | None = None, timeout: floa
 
 
 def install_crds(info: StackInfo, crd_dir: Path | None = None) -> None:
-    crd_dir = crd_dir or repo_root() / "deploy" / "crds"
+    """The CRDs of ``crd_dir``; by default Ferry's (``deploy/crds``) and LeaderWorkerSet's.
+
+    The local stack serves LeaderWorkerSets like a cluster with LWS installed (Kthena's e2e setup),
+    so Ferry's LWS support is enabled there; the CRD comes from the Go module (``fetch-lws-crd.sh``).
+    """
+    if crd_dir is None:
+        install_crds(info, repo_root() / "deploy" / "crds")
+        crd_dir = lws_crd_dir()
     files = sorted(crd_dir.glob("*.yaml"))
     if not files:
         say(f"no CRDs in {crd_dir} yet (make crds)")
         return
     say(f"installing {len(files)} CRDs from {crd_dir}")
     kubectl(info, "apply", "--server-side", "--force-conflicts", "-f", str(crd_dir))
-    kubectl(info, "wait", "--for", "condition=Established", "--timeout", "60s", "-f", str(crd_dir))
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            kubectl(info, "wait", "--for", "condition=Established", "--timeout", "60s", "-f", str(crd_dir))
+            return
+        except StackError as exc:
+            # a just-created CRD may have no status.conditions yet, which kubectl wait refuses
+            if "accessor error" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)

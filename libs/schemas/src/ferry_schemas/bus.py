@@ -59,6 +59,8 @@ class Resource(StrEnum):
     POD_GROUPS = "podgroups"
     PODS = "pods"
     SERVICES = "services"
+    LEADER_WORKER_SETS = "leaderworkersets"
+    """``leaderworkerset.x-k8s.io/v1``: served as ModelServings when the API server has the kind."""
 
 
 class StreamSpec(BaseModel):

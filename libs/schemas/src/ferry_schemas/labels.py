@@ -15,6 +15,9 @@ NETWORKING_GROUP = "networking.serving.volcano.sh"
 WORKLOAD_API_VERSION = f"{WORKLOAD_GROUP}/v1alpha1"
 NETWORKING_API_VERSION = f"{NETWORKING_GROUP}/v1alpha1"
 PODGROUP_API_VERSION = "scheduling.volcano.sh/v1beta1"
+LWS_GROUP = "leaderworkerset.x-k8s.io"
+LWS_VERSION = "v1"
+LWS_API_VERSION = f"{LWS_GROUP}/{LWS_VERSION}"
 
 # --------------------------------------------------------------------------- ModelBooster children
 

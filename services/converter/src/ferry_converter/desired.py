@@ -9,6 +9,7 @@ from ferry_schemas.bus import ConversionError, DesiredSet, ObjectEvent, OwnerKey
 from ferry_schemas.models import ModelBooster, ModelServing
 from pydantic import ValidationError
 
+from ferry_converter import lws
 from ferry_converter.booster import convert as booster
 from ferry_converter.booster.options import RenderOptions
 from ferry_converter.serving import convert as serving
@@ -20,11 +21,14 @@ KINDS: dict[str, tuple[str, type[ModelBooster] | type[ModelServing]]] = {
 
 
 def owner_key(event: ObjectEvent) -> OwnerKey:
-    kind, _ = KINDS[event.resource]
+    if event.resource == Resource.LEADER_WORKER_SETS:
+        kind, default_api_version = "LeaderWorkerSet", L.LWS_API_VERSION
+    else:
+        kind, default_api_version = KINDS[event.resource][0], L.WORKLOAD_API_VERSION
     meta = event.object.get("metadata") or {}
     generation = event.generation if event.generation is not None else meta.get("generation")
     return OwnerKey(
-        api_version=str(event.object.get("apiVersion") or L.WORKLOAD_API_VERSION),
+        api_version=str(event.object.get("apiVersion") or default_api_version),
         kind=kind,
         resource=event.resource,
         namespace=event.namespace,
@@ -48,6 +52,9 @@ def schema_errors(exc: ValidationError) -> list[ConversionError]:
 
 
 def _base(owner: OwnerKey) -> dict[str, Any]:
+    if owner.kind == "LeaderWorkerSet":
+        # one child named like the owner: nothing to prune, deletion cascades by ownerReference
+        return {"managed_kinds": list(lws.MANAGED_KINDS)}
     if owner.kind == "ModelBooster":
         return {
             "managed_kinds": list(booster.MANAGED_KINDS),
@@ -71,6 +78,9 @@ def desired_set(event: ObjectEvent, options: RenderOptions | None = None) -> Des
     base = _base(owner)
     if event.deleted:
         return DesiredSet(owner=owner, deleted=True, **base)
+    if owner.kind == "LeaderWorkerSet":
+        children, errors = lws.convert_lws(event.object)
+        return DesiredSet(owner=owner, children=children, errors=errors, **base)
     _, model = KINDS[event.resource]
     try:  # status is not the converter's business: a malformed status must not block conversion
         model.model_validate({key: value for key, value in event.object.items() if key != "status"})

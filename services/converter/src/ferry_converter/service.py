@@ -45,7 +45,8 @@ from ferry_converter.settings import ConverterSettings
 
 log = logging.getLogger(__name__)
 
-RESOURCES = (Resource.MODEL_BOOSTERS, Resource.MODEL_SERVINGS)
+RESOURCES = (Resource.MODEL_BOOSTERS, Resource.MODEL_SERVINGS, Resource.LEADER_WORKER_SETS)
+"""Owners the converter turns into desired sets (LeaderWorkerSets only arrive where the kind is served)."""
 
 
 def durable_name(settings: ConverterSettings, resource: str) -> str:

@@ -5,14 +5,24 @@ from __future__ import annotations
 from typing import Any
 
 from ferry_schemas.bus import Resource
-from ferry_schemas.labels import WORKLOAD_GROUP
+from ferry_schemas.labels import LWS_GROUP, LWS_VERSION, WORKLOAD_GROUP
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
 JSON = dict[str, Any]
 FIELD_MANAGER = "ferry-status"
 VERSION = "v1alpha1"
-KINDS = {Resource.MODEL_SERVINGS.value: "ModelServing", Resource.MODEL_BOOSTERS.value: "ModelBooster"}
+KINDS = {
+    Resource.MODEL_SERVINGS.value: "ModelServing",
+    Resource.MODEL_BOOSTERS.value: "ModelBooster",
+    Resource.LEADER_WORKER_SETS.value: "LeaderWorkerSet",
+}
+GROUP_VERSIONS = {Resource.LEADER_WORKER_SETS.value: (LWS_GROUP, LWS_VERSION)}
+"""Kinds outside Ferry's workload group whose status Ferry writes: plural → (group, version)."""
+
+
+def group_version(plural: str) -> tuple[str, str]:
+    return GROUP_VERSIONS.get(plural, (WORKLOAD_GROUP, VERSION))
 
 
 class StatusApi:
@@ -25,9 +35,10 @@ class StatusApi:
         self._timeout = request_timeout
 
     async def get(self, plural: str, namespace: str, name: str) -> JSON | None:
+        group, version = group_version(plural)
         try:
             obj: JSON = await self._custom.get_namespaced_custom_object(
-                WORKLOAD_GROUP, VERSION, namespace, plural, name, _request_timeout=self._timeout
+                group, version, namespace, plural, name, _request_timeout=self._timeout
             )
         except ApiException as exc:
             if exc.status == 404:
@@ -50,8 +61,9 @@ class StatusApi:
         return items
 
     async def apply_status(self, plural: str, namespace: str, name: str, status: JSON) -> JSON:
+        group, version = group_version(plural)
         body = {
-            "apiVersion": f"{WORKLOAD_GROUP}/{VERSION}",
+            "apiVersion": f"{group}/{version}",
             "kind": KINDS[plural],
             "metadata": {"name": name, "namespace": namespace},
             "status": status,
@@ -60,7 +72,7 @@ class StatusApi:
         # body is sent as a JSON patch (ecosystem notes §3.4)
         options: JSON = {"_content_type": "application/apply-patch+yaml", "_request_timeout": self._timeout}
         obj: JSON = await self._custom.patch_namespaced_custom_object_status(
-            WORKLOAD_GROUP, VERSION, namespace, plural, name, body,
+            group, version, namespace, plural, name, body,
             field_manager=FIELD_MANAGER, force=True, **options,
         )  # fmt: skip
         return obj

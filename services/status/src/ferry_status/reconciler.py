@@ -22,7 +22,7 @@ from ferry_schemas.bus import (
     parse_subject,
 )
 from ferry_schemas.labels import BOOSTER_MODEL_UID, MS_NAME
-from ferry_schemas.workload import serving_revision
+from ferry_schemas.workload import LWS_KIND, serving_revision
 from kubernetes_asyncio.client.exceptions import ApiException
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
@@ -32,6 +32,7 @@ from opentelemetry.context import Context
 from ferry_status.booster_status import compute_booster_status
 from ferry_status.bus_state import last_desired, last_result
 from ferry_status.kube import StatusApi
+from ferry_status.lws_status import compute_lws_status, serving_of
 from ferry_status.metrics import RECONCILE_LATENCY, STATUS_UNCHANGED, STATUS_WRITES
 from ferry_status.outcome import pipeline_outcome
 from ferry_status.serving_status import compute_serving_status
@@ -41,10 +42,11 @@ log = logging.getLogger(__name__)
 tracer = trace.get_tracer("ferry_status")
 
 JSON = dict[str, Any]
-Kind = Literal["modelservings", "modelboosters"]
+Kind = Literal["modelservings", "modelboosters", "leaderworkersets"]
 Key = tuple[Kind, str, str]
 SERVINGS: Kind = "modelservings"
 BOOSTERS: Kind = "modelboosters"
+LWS: Kind = "leaderworkersets"
 IGNORED_STATUS_KEYS = ("lastTransitionTime",)
 
 
@@ -59,6 +61,8 @@ def keys_for_event(event: ObjectEvent) -> list[Key]:
         for ref in meta.get("ownerReferences") or []:
             if ref.get("kind") == "ModelBooster" and ref.get("controller"):
                 keys.append((BOOSTERS, event.namespace, ref["name"]))
+            elif ref.get("kind") == LWS_KIND and ref.get("controller"):
+                keys.append((LWS, event.namespace, ref["name"]))
         return keys
     if event.resource == Resource.MODEL_BOOSTERS:
         return [(BOOSTERS, event.namespace, event.name)]
@@ -102,6 +106,8 @@ class StatusReconciler:
         ) as span:
             if kind == SERVINGS:
                 wrote = await self._reconcile_serving(namespace, name)
+            elif kind == LWS:
+                wrote = await self._reconcile_lws(namespace, name)
             else:
                 wrote = await self._reconcile_booster(namespace, name)
             span.set_attribute("ferry.status.written", wrote)
@@ -119,6 +125,13 @@ class StatusReconciler:
         outcome = pipeline_outcome(serving, desired, await last_result(self._js, SERVINGS, namespace, name))
         status = compute_serving_status(serving, pods, serving_revision(roles), outcome=outcome)
         return await self._write(SERVINGS, serving, status)
+
+    async def _reconcile_lws(self, namespace: str, name: str) -> bool:
+        lws = await self._kube.get(LWS, namespace, name)
+        if lws is None:
+            return False
+        serving = await self._kube.get(SERVINGS, namespace, name)
+        return await self._write(LWS, lws, compute_lws_status(serving_of(lws, [serving] if serving else [])))
 
     async def _reconcile_booster(self, namespace: str, name: str) -> bool:
         booster = await self._kube.get(BOOSTERS, namespace, name)

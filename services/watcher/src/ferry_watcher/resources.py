@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ferry_schemas.bus import Resource
-from ferry_schemas.labels import NETWORKING_GROUP, WORKLOAD_GROUP
+from ferry_schemas.labels import LWS_GROUP, LWS_VERSION, NETWORKING_GROUP, WORKLOAD_GROUP
 
 
 @dataclass(frozen=True)
@@ -41,6 +41,8 @@ WATCHED: tuple[WatchedResource, ...] = (
     WatchedResource(Resource.MODEL_SERVERS, NETWORKING_GROUP, "v1alpha1"),
     WatchedResource(Resource.MODEL_ROUTES, NETWORKING_GROUP, "v1alpha1"),
     WatchedResource(Resource.POD_GROUPS, "scheduling.volcano.sh", "v1beta1"),
+    # only where the LeaderWorkerSet CRD is installed (404 otherwise: nothing to publish)
+    WatchedResource(Resource.LEADER_WORKER_SETS, LWS_GROUP, LWS_VERSION),
     # every pod; ferry_watcher.pods publishes only the ones Ferry selects
     WatchedResource(Resource.PODS, "", "v1"),
 )

@@ -1,0 +1,31 @@
+"""LeaderWorkerSet status from the ModelServing it is served as (``spec/serving.md`` §6.10)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+JSON = dict[str, Any]
+
+
+def serving_of(lws: JSON, servings: list[JSON]) -> JSON | None:
+    """The ModelServing named like ``lws`` whose controller reference is ``lws`` (by uid)."""
+    meta = lws.get("metadata") or {}
+    for serving in servings:
+        serving_meta = serving.get("metadata") or {}
+        if serving_meta.get("name") != meta.get("name"):
+            continue
+        refs = serving_meta.get("ownerReferences") or []
+        if any(ref.get("uid") == meta.get("uid") and ref.get("controller") for ref in refs):
+            return serving
+    return None
+
+
+def compute_lws_status(serving: JSON | None) -> JSON:
+    """Kthena's mapping: ``replicas`` and ``readyReplicas`` (the ModelServing's available groups),
+    plus ``updatedReplicas``, which the LWS API has and Kthena leaves unset."""
+    status = (serving or {}).get("status") or {}
+    return {
+        "replicas": int(status.get("replicas") or 0),
+        "readyReplicas": int(status.get("availableReplicas") or 0),
+        "updatedReplicas": int(status.get("updatedReplicas") or 0),
+    }
