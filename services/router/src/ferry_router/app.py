@@ -49,7 +49,9 @@ from ferry_router.scheduler import Scheduler, SchedulingContext, SchedulingError
 from ferry_router.scheduler.framework import PDPair
 from ferry_router.scheduler.kvcache_aware import KVCacheAware
 from ferry_router.scheduler.prefix_cache import PrefixCache
-from ferry_router.state.table import RoutingTable
+from ferry_router.served import engine_model
+from ferry_router.state.resources import Server
+from ferry_router.state.table import Endpoint, RoutingTable
 
 log = logging.getLogger(__name__)
 
@@ -231,6 +233,13 @@ class Router:
             raise errors.not_an_object()
         return body
 
+    def _candidates(self, server_key: str, server: Server) -> list[Endpoint]:
+        """The endpoints a request for ``server`` may go to (decode and prefill ones for PD)."""
+        if server.pd_group is not None:
+            sets = self.table.pd.get(server_key)
+            return [*sets.decode, *sets.prefill] if sets is not None else []
+        return list(self.table.server_endpoints(server_key))
+
     async def _route(
         self, request: web.Request, record: RequestRecord, body: dict[str, Any], model: str
     ) -> web.StreamResponse:
@@ -256,6 +265,8 @@ class Router:
             raise errors.server_missing(server_key)
         record.model_server = server_key
         upstream_model = model if match.is_lora or not server.model else server.model
+        if not match.is_lora:
+            upstream_model = engine_model(upstream_model, self._candidates(server_key, server))
         record.upstream_model = upstream_model
         body["model"] = upstream_model
         ctx = SchedulingContext(

@@ -200,6 +200,9 @@ class MetricsScraper:
             try:
                 data = orjson.loads(models).get("data") or []
                 endpoint.metrics.models = frozenset(str(m["id"]) for m in data if "id" in m)
+                endpoint.metrics.base_models = tuple(
+                    str(m["id"]) for m in data if "id" in m and not m.get("parent")
+                )
             except (orjson.JSONDecodeError, AttributeError, TypeError, KeyError):
                 log.debug("bad /v1/models from %s", endpoint.key)
 

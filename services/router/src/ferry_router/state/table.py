@@ -31,6 +31,7 @@ class EndpointMetrics:
     ttft_hist: tuple[float, float] | None = None  # (sum, count) at the previous scrape
     tpot_hist: tuple[float, float] | None = None
     models: frozenset[str] | None = None  # ids from /v1/models; None = not scraped yet
+    base_models: tuple[str, ...] = ()  # the ids that are not LoRA adapters (no ``parent``), in order
     scraped: bool = False
     failures: int = 0
 
