@@ -76,7 +76,7 @@ def missing_prompt(detail: str) -> RouterError:
 def unknown_model(model: str) -> RouterError:
     return RouterError(
         404,
-        f"the model {model!r} does not exist or no route matches this request",
+        f"route not found: the model {model!r} does not exist or no route matches this request",
         param="model",
         code="model_not_found",
         reason="route_not_found",
