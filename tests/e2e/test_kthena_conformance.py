@@ -161,11 +161,21 @@ def test_a_leaderworkerset_is_served_as_a_modelserving_and_deleted_with_it(
         assert lbl["leaderworkerset.sigs.k8s.io/group-index"] == "0"
         assert lbl["leaderworkerset.sigs.k8s.io/group-key"] == group_key
 
-    def lws_ready() -> JSON | None:
+    def lws_ready(replicas: int) -> JSON | None:
         status = (cluster.get("LeaderWorkerSet", name) or {}).get("status") or {}
-        return status if status.get("readyReplicas") == 1 and status.get("replicas") == 1 else None
+        ready = status.get("readyReplicas") == status.get("replicas") == replicas
+        return status if ready else None
 
-    eventually(lws_ready, WITHIN, "the LWS status shows 1 ready replica")
+    status = eventually(lambda: lws_ready(1), WITHIN, "the LWS status shows 1 ready replica")
+    assert (
+        status["hpaPodSelector"]
+        == f"leaderworkerset.sigs.k8s.io/name={name},leaderworkerset.sigs.k8s.io/worker-index=0"
+    )
+
+    # the LWS scale subresource (an HPA's way in) reaches the ModelServing
+    cluster.kube.kubectl_run("scale", "leaderworkerset", name, "-n", cluster.namespace, "--replicas=2")
+    eventually(lambda: lws_ready(2), WITHIN, "the LWS status shows 2 ready replicas after kubectl scale")
+    assert len([p for p in live(cluster, name).values() if is_ready(p)]) == 4
 
     cluster.delete("LeaderWorkerSet", name)
     eventually(lambda: cluster.get("ModelServing", name) is None, WITHIN, "the ModelServing deleted with it")

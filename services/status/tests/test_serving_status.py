@@ -115,5 +115,11 @@ def test_a_leaderworkerset_reports_its_servings_groups() -> None:
     stranger = {"metadata": {"name": "ms", "ownerReferences": [{"uid": "other", "controller": True}]}}
     assert serving_of(lws, [stranger]) is None
     assert serving_of(lws, [stranger, owned]) is owned
-    assert compute_lws_status(owned) == {"replicas": 2, "readyReplicas": 1, "updatedReplicas": 2}
-    assert compute_lws_status(None) == {"replicas": 0, "readyReplicas": 0, "updatedReplicas": 0}
+    leaders = "leaderworkerset.sigs.k8s.io/name=ms,leaderworkerset.sigs.k8s.io/worker-index=0"
+    assert compute_lws_status(lws, owned) == {
+        "replicas": 2,
+        "readyReplicas": 1,
+        "updatedReplicas": 2,
+        "hpaPodSelector": leaders,
+    }
+    assert compute_lws_status(lws, None)["readyReplicas"] == 0

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from ferry_schemas.workload import LWS_NAME, LWS_WORKER_INDEX
+
 JSON = dict[str, Any]
 
 
@@ -20,12 +22,15 @@ def serving_of(lws: JSON, servings: list[JSON]) -> JSON | None:
     return None
 
 
-def compute_lws_status(serving: JSON | None) -> JSON:
+def compute_lws_status(lws: JSON, serving: JSON | None) -> JSON:
     """Kthena's mapping: ``replicas`` and ``readyReplicas`` (the ModelServing's available groups),
-    plus ``updatedReplicas``, which the LWS API has and Kthena leaves unset."""
+    plus what the LWS API has and Kthena leaves unset: ``updatedReplicas`` and ``hpaPodSelector``
+    (the leaders, as the LWS controller sets it), so the LWS scale subresource works."""
     status = (serving or {}).get("status") or {}
+    name = (lws.get("metadata") or {}).get("name") or ""
     return {
         "replicas": int(status.get("replicas") or 0),
         "readyReplicas": int(status.get("availableReplicas") or 0),
         "updatedReplicas": int(status.get("updatedReplicas") or 0),
+        "hpaPodSelector": f"{LWS_NAME}={name},{LWS_WORKER_INDEX}=0",
     }

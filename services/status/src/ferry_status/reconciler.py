@@ -131,7 +131,9 @@ class StatusReconciler:
         if lws is None:
             return False
         serving = await self._kube.get(SERVINGS, namespace, name)
-        return await self._write(LWS, lws, compute_lws_status(serving_of(lws, [serving] if serving else [])))
+        return await self._write(
+            LWS, lws, compute_lws_status(lws, serving_of(lws, [serving] if serving else []))
+        )
 
     async def _reconcile_booster(self, namespace: str, name: str) -> bool:
         booster = await self._kube.get(BOOSTERS, namespace, name)
