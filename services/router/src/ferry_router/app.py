@@ -20,6 +20,7 @@ from opentelemetry import propagate, trace
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 from ferry_router import errors
+from ferry_router.auth import AUTH_FAILURES, AuthError, JWTAuthenticator
 from ferry_router.cold_start import ColdStartHold
 from ferry_router.matching import match_route
 from ferry_router.observability import (
@@ -109,6 +110,7 @@ class Router:
         max_body_bytes: int = 8 * 1024 * 1024,
         ready: Any = None,
         cold_start: ColdStartHold | None = None,
+        authenticator: JWTAuthenticator | None = None,
     ) -> None:
         self.table = table
         self.scheduler = scheduler
@@ -117,6 +119,7 @@ class Router:
         self.access_log = access_log
         self.max_body_bytes = max_body_bytes
         self._ready = ready or (lambda: True)
+        self.authenticator = authenticator
         self.cold_start = cold_start
         table.route_listeners.append(limiter.on_route)
         for plugin, _ in scheduler.scorers:
@@ -162,6 +165,8 @@ class Router:
                 )
             response: web.StreamResponse
             try:
+                if self.authenticator is not None and request.path.startswith("/v1/"):
+                    await self._authenticate(request, record)
                 if span is None:
                     response = await handler(request, record)
                 else:
@@ -190,6 +195,16 @@ class Router:
             return response
 
         return serve
+
+    async def _authenticate(self, request: web.Request, record: RequestRecord) -> None:
+        """JWT check (spec §9): the subject becomes the request's user, or the request gets 401."""
+        assert self.authenticator is not None
+        try:
+            identity = await self.authenticator.authenticate(request.headers.get("Authorization"))
+        except AuthError as exc:
+            AUTH_FAILURES.labels(exc.reason).inc()
+            raise errors.unauthorized(str(exc)) from None
+        record.user = identity.user
 
     async def list_models(self, request: web.Request, record: RequestRecord) -> web.Response:
         data = [

@@ -47,6 +47,12 @@ def error_body(message: str, *, type: str, param: str | None = None, code: str |
 # --- client errors (4xx) ------------------------------------------------------------------------
 
 
+def unauthorized(detail: str) -> RouterError:
+    error = RouterError(401, f"Unauthorized: {detail}", code="invalid_api_key", reason="authentication")
+    error.headers["WWW-Authenticate"] = 'Bearer error="invalid_token"'
+    return error
+
+
 def invalid_json(detail: str) -> RouterError:
     return RouterError(
         400, f"request body is not valid JSON: {detail}", code="invalid_json", reason="request_parsing"

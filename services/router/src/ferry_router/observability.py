@@ -175,6 +175,7 @@ class RequestRecord:
     upstream_attempts: int = 0
     input_tokens: int = 0
     output_tokens: int = 0
+    user: str = ""  # the JWT subject when authentication is on (rate limits, fairness)
     t_processed: float | None = None  # request processing done (parse, route, estimate)
     t_upstream_start: float | None = None
     t_upstream_end: float | None = None
@@ -235,6 +236,7 @@ class RequestRecord:
             "upstream_attempts": self.upstream_attempts,
             "input_tokens": self.input_tokens,
             "output_tokens": self.output_tokens,
+            "user": self.user,
         }
         entry.update({k: v for k, v in optional.items() if v})
         entry.update(
@@ -262,6 +264,7 @@ class RequestRecord:
             ("upstream_model", self.upstream_model),
             ("upstream_status_code", self.upstream_status or ""),
             ("upstream_attempts", self.upstream_attempts or ""),
+            ("user", self.user),
         ):
             if value:
                 parts.append(f"{key}={value}")

@@ -12,6 +12,7 @@ from ferry_schemas.runtime.jetstream import connect, key_value
 from nats.aio.client import Client
 
 from ferry_router.app import Router
+from ferry_router.auth import JWTAuthenticator, load_auth
 from ferry_router.cold_start import ColdStartHold
 from ferry_router.debug import build_debug_app
 from ferry_router.metrics_scraper import MetricsScraper
@@ -34,6 +35,8 @@ class RouterService:
         self.nats_url = nats_url
         self.table = RoutingTable()
         self.scheduler = build_scheduler(load_config(settings.config_path))
+        auth = load_auth(settings.config_path)
+        self.authenticator = JWTAuthenticator(auth) if auth.enabled else None
         self.client = UpstreamClient(
             UpstreamSettings(
                 connect_timeout=settings.connect_timeout,
@@ -88,8 +91,11 @@ class RouterService:
             max_body_bytes=s.max_body_bytes,
             ready=self.ready,
             cold_start=cold_start,
+            authenticator=self.authenticator,
         )
         self.feed = BusFeed(js, self.table, stream=s.objects_stream)
+        if self.authenticator is not None:
+            await self.authenticator.start()
         await self.client.start()
         await self.scraper.start()
         await self.feed.start()
@@ -129,6 +135,8 @@ class RouterService:
             await kv_feed.stop()
         await self.scheduler.close()
         await self.scraper.stop()
+        if self.authenticator is not None:
+            await self.authenticator.stop()
         await self.client.close()
         if self.probes is not None:
             await self.probes.stop()
