@@ -1,4 +1,4 @@
-"""``ferry dead-letters``: the CLI face of :mod:`ferry_schemas.runtime.deadletters`."""
+"""``ferry dead-letters``: the CLI face of :mod:`ferry_schemas.runtime.redrive` (one mechanism)."""
 
 from __future__ import annotations
 
@@ -8,12 +8,8 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import nats
-from ferry_schemas.runtime.deadletters import (
-    RedriveError,
-    StoredDeadLetter,
-    list_dead_letters,
-    redrive,
-)
+from ferry_schemas.bus import DeadLetter
+from ferry_schemas.runtime.redrive import dead_letters, redrive
 from nats.errors import NoServersError
 from nats.js import JetStreamContext
 from rich.table import Table
@@ -21,6 +17,7 @@ from rich.table import Table
 from ferry_cli.errors import CliError
 
 CONNECT_DEADLINE = 5.0
+Letter = tuple[int, DeadLetter | None]
 
 
 def nats_url(explicit: str | None) -> str:
@@ -55,33 +52,39 @@ async def connect(explicit: str | None) -> AsyncIterator[JetStreamContext]:
         await nc.close()
 
 
-async def list_letters(js: JetStreamContext, limit: int) -> list[StoredDeadLetter]:
-    return await list_dead_letters(js, limit=limit)
+async def list_letters(js: JetStreamContext, limit: int) -> list[Letter]:
+    """The newest ``limit`` dead letters, oldest first."""
+    return (await dead_letters(js))[-limit:]
 
 
 async def redrive_letters(js: JetStreamContext, sequences: list[int], *, every: bool) -> list[str]:
-    if every:
-        sequences = [stored.sequence for stored in await list_dead_letters(js, limit=10_000)]
-        if not sequences:
-            return ["No dead letters."]
+    wanted = None if every else set(sequences)
+    done = await redrive(js, sequences=wanted)
+    if wanted is not None and (missing := wanted - {d.letter_sequence for d in done}):
+        raise CliError(
+            f"no dead letter with sequence {', '.join(map(str, sorted(missing)))} "
+            "(already re-driven, or never existed; `ferry dead-letters list`)"
+        )
+    if not done:
+        return ["No dead letters."]
     lines = []
-    for sequence in sequences:
-        try:
-            stored_at = await redrive(js, sequence)
-        except RedriveError as exc:
-            raise CliError(str(exc)) from exc
-        lines.append(f"re-drove dead letter {sequence} (re-published as stream sequence {stored_at})")
+    for item in done:
+        what = "re-drove" if item.outcome == "redriven" else f"dropped ({item.outcome})"
+        subject = item.letter.subject if item.letter else "?"
+        lines.append(f"{what} dead letter {item.letter_sequence}: {subject}")
     return lines
 
 
-def table(found: list[StoredDeadLetter]) -> Table:
+def table(found: list[Letter]) -> Table:
     view = Table(box=None, header_style="bold", pad_edge=False)
     for column in ("SEQ", "SERVICE", "CONSUMER", "SUBJECT", "DELIVERIES", "ERROR"):
         view.add_column(column, no_wrap=column != "ERROR")
-    for stored in found:
-        letter = stored.letter
+    for sequence, letter in found:
+        if letter is None:
+            view.add_row(str(sequence), "?", "?", "(unreadable)", "?", "-")
+            continue
         view.add_row(
-            str(stored.sequence),
+            str(sequence),
             letter.service,
             f"{letter.stream}/{letter.consumer}",
             letter.subject or "?",

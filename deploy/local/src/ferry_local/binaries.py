@@ -56,6 +56,11 @@ def lws_crd_dir() -> Path:
     return _built("fetch-lws-crd.sh", f"the LeaderWorkerSet CRD {LWS_VERSION} (Go module sigs.k8s.io/lws)")
 
 
+def prometheus_operator_crds() -> Path:
+    """The ServiceMonitor, PodMonitor and PrometheusRule CRDs (fetched with helm and promtool)."""
+    return (go_tools_bin_dir().parent / "prometheus-operator-crds").resolve()
+
+
 def _which(name: str, *extra_dirs: str, package: str) -> Path:
     found = shutil.which(name) or next(
         (str(Path(d) / name) for d in extra_dirs if (Path(d) / name).is_file()), None

@@ -256,6 +256,8 @@ monitoring:
     enabled: false   # every control service's /metrics on its probe port
     interval: 15s
     labels: {}
+    services:
+{pod_monitor_services}
   prometheusRule:
     enabled: false
     labels: {}
@@ -304,7 +306,12 @@ def render_values(values: dict[str, Obj], sources: list[Obj]) -> str:
                 + "\n".join(f"    {line}" for line in configuration.splitlines())
                 + "\n"
             )
-    return text + "\n" + MONITORING
+    control = sorted(
+        o["metadata"]["name"]
+        for o in sources
+        if o["kind"] == "Deployment" and o["metadata"]["name"] != "ferry-router"
+    )
+    return text + "\n" + MONITORING.replace("{pod_monitor_services}", _indent(control, 6))
 
 
 def kustomize(deploy: Path) -> list[Obj]:

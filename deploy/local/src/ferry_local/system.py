@@ -23,9 +23,12 @@ class SystemInfo:
 
     router_url: str
     router_metrics: str
+    """The router's Prometheus ``/metrics`` URL."""
     probes: dict[str, str] = field(default_factory=dict)
     trace_file: str = ""
     processes: list[ManagedProcess] = field(default_factory=list)
+    metrics: dict[str, str] = field(default_factory=dict)
+    """Each service's Prometheus ``/metrics`` URL."""
 
 
 def service_env(base_env: dict[str, str], trace_file: Path, probe_port: int) -> dict[str, str]:
@@ -45,8 +48,9 @@ def start_service(
     log_dir: Path,
     trace_file: Path,
     extra_env: dict[str, str] | None = None,
-) -> tuple[ManagedProcess, str]:
-    """Start one service; returns the process and the URL whose ``/readyz`` says it is ready."""
+) -> tuple[ManagedProcess, str, str]:
+    """Start one service; returns the process, the URL whose ``/readyz`` says it is ready and its
+    ``/metrics`` URL."""
     probe_port = free_port()
     env = service_env(base_env, trace_file, probe_port)
     ready_url = f"http://127.0.0.1:{probe_port}/readyz"
@@ -61,7 +65,7 @@ def start_service(
         ready_url = f"http://127.0.0.1:{router_port}/readyz"
     env.update(extra_env or {})
     process = spawn(f"ferry-{name}", [sys.executable, "-m", f"ferry_{name}"], log_dir, env=env)
-    return process, ready_url
+    return process, ready_url, f"http://127.0.0.1:{probe_port}/metrics"
 
 
 def start_node(
@@ -87,11 +91,12 @@ def start_system(
     """
     started: list[ManagedProcess] = []
     probes: dict[str, str] = {}
+    metrics: dict[str, str] = {}
     try:
         for name in SERVICES:
             extra = {"FERRY_ROUTER_PORT": str(router_port)} if name == "router" and router_port else None
             say(f"starting ferry-{name}")
-            process, ready_url = start_service(name, base_env, log_dir, trace_file, extra)
+            process, ready_url, metrics[name] = start_service(name, base_env, log_dir, trace_file, extra)
             started.append(process)
             probes[name] = ready_url
         if with_node:
@@ -106,7 +111,8 @@ def start_system(
     router_url = probes["router"].removesuffix("/readyz")
     return SystemInfo(
         router_url=router_url,
-        router_metrics=probes["router"],
+        router_metrics=metrics["router"],
+        metrics=metrics,
         probes=probes,
         trace_file=str(trace_file),
         processes=started,

@@ -43,7 +43,13 @@ from ferry_schemas.bus import (
     object_filter,
 )
 from ferry_schemas.runtime import ProbeServer
-from ferry_schemas.runtime.jetstream import DEAD_LETTERS, DeadLetterForwarder, connect, key_value
+from ferry_schemas.runtime.jetstream import (
+    DEAD_LETTERS,
+    DeadLetterForwarder,
+    connect,
+    key_value,
+    record_pending,
+)
 from ferry_schemas.runtime.lifecycle import serve
 from nats.aio.client import Client
 from nats.aio.msg import Msg
@@ -230,6 +236,7 @@ class Applier:
 
     async def _handle(self, handler: Callable[[Msg], Awaitable[None]], msg: Msg, consumer: str) -> None:
         started = time.perf_counter()
+        record_pending(consumer, msg)
         try:
             await handler(msg)
         except Exception as exc:

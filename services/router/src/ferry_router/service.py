@@ -11,6 +11,7 @@ from ferry_schemas.runtime import ProbeServer
 from ferry_schemas.runtime.jetstream import connect, key_value
 from nats.aio.client import Client
 
+from ferry_router import table_metrics
 from ferry_router.app import Router
 from ferry_router.auth import JWTAuthenticator, load_auth
 from ferry_router.cold_start import ColdStartHold
@@ -57,6 +58,7 @@ class RouterService:
         self.probes: ProbeServer | None = None
         self.port = settings.port
         self.draining = False
+        table_metrics.expose(self.table)
         POOL_IN_USE.set_function(lambda: self.client.pool()[0])
         POOL_IDLE.set_function(lambda: self.client.pool()[1])
 

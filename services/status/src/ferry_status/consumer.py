@@ -13,7 +13,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 
-from ferry_schemas.runtime.jetstream import DeadLetterForwarder
+from ferry_schemas.runtime.jetstream import DeadLetterForwarder, record_pending
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.errors import Error as NatsError
@@ -110,6 +110,7 @@ class PullConsumer:
 
     async def _handle(self, msg: Msg) -> None:
         started = time.monotonic()
+        record_pending(self.durable, msg)
         parent = propagate.extract(dict(msg.headers or {}))
         with tracer.start_as_current_span(
             f"{self.service} process {msg.subject}",

@@ -45,7 +45,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from prometheus_client import Counter, Histogram
 
 from ferry_schemas.bus import DEAD_LETTER_STREAM, MSG_ID_HEADER, DeadLetter, dead_letter_subject
-from ferry_schemas.runtime.jetstream import DEAD_LETTERS, DeadLetterForwarder
+from ferry_schemas.runtime.jetstream import DEAD_LETTERS, DeadLetterForwarder, record_pending
 from ferry_schemas.runtime.workqueue import Backoff, WorkQueue
 
 log = logging.getLogger(__name__)
@@ -156,6 +156,7 @@ class DurableConsumer:
 
     async def _handle(self, msg: Msg) -> None:
         started = time.monotonic()
+        record_pending(self.durable, msg)
         parent = propagate.extract(dict(msg.headers or {}))
         heartbeat = asyncio.create_task(self._keep_in_progress(msg))
         try:

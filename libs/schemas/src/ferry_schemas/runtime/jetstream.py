@@ -21,7 +21,7 @@ from nats.js import JetStreamContext
 from nats.js.api import DeliverPolicy, DiscardPolicy, KeyValueConfig, StorageType, StreamConfig
 from nats.js.errors import BadRequestError, NotFoundError
 from nats.js.kv import KeyValue
-from prometheus_client import Counter
+from prometheus_client import Counter, Gauge
 
 from ferry_schemas.bus import (
     DEAD_LETTER_STREAM,
@@ -39,6 +39,19 @@ DEAD_LETTERS = Counter(
     "Messages that exhausted max_deliver and were moved to the dead-letter stream.",
     ["service", "stream", "consumer"],
 )
+
+
+PENDING = Gauge(
+    "ferry_consumer_pending_messages",
+    "Messages on the stream not yet delivered to this durable consumer, as of the last one fetched (lag).",
+    ["consumer"],
+)
+
+
+def record_pending(consumer: str, msg: Msg) -> None:
+    """Report the consumer's lag from a fetched message's JetStream metadata (cheap: no API call)."""
+    with contextlib.suppress(Exception):  # a message without JetStream metadata has no lag to report
+        PENDING.labels(consumer).set(msg.metadata.num_pending)
 
 
 async def connect(url: str, name: str) -> Client:

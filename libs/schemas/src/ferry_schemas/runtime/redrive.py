@@ -2,6 +2,7 @@
 
     uv run python -m ferry_schemas.runtime.redrive              # every dead letter
     uv run python -m ferry_schemas.runtime.redrive --service ferry-applier --dry-run
+    uv run ferry dead-letters list / uv run ferry dead-letters redrive SEQ... | --all   (the same, in the CLI)
 
 For each :class:`~ferry_schemas.bus.DeadLetter` on ``FERRY_DEAD_LETTERS`` it reads the last message
 its subject holds *now* on the original stream (not the possibly outdated copy in the letter) and
@@ -64,9 +65,14 @@ async def dead_letters(js: JetStreamContext, service: str = "") -> list[tuple[in
     return letters
 
 
-async def redrive(js: JetStreamContext, *, service: str = "", dry_run: bool = False) -> list[Redriven]:
+async def redrive(
+    js: JetStreamContext, *, service: str = "", dry_run: bool = False, sequences: set[int] | None = None
+) -> list[Redriven]:
+    """Re-drive every letter (of ``service``; only those at ``sequences`` when given)."""
     done: list[Redriven] = []
     for sequence, letter in await dead_letters(js, service):
+        if sequences is not None and sequence not in sequences:
+            continue
         if letter is None:
             done.append(Redriven(sequence, None, "unreadable"))
             continue

@@ -1,0 +1,89 @@
+"""The routing table as Prometheus gauges, read at scrape time (nothing is kept up to date in between).
+
+* ``ferry_router_model_ready_endpoints{namespace, model}``: ready endpoints behind each model name
+  (the ModelRoute's targets' members); 0 means requests for it fail — the alert rule's input.
+* ``ferry_router_endpoint_*{namespace, pod, model_server}``: per-endpoint load as the router sees it
+  (requests it has in flight there, and the engine's waiting/running requests, KV-cache usage and
+  TTFT from the last scrape) — the dashboard's per-endpoint panels.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import REGISTRY, Collector
+
+from ferry_router.state.table import RoutingTable
+
+ENDPOINT_LABELS = ["namespace", "pod", "model_server"]
+ENDPOINT_FAMILIES = {
+    "inflight": ("inflight_requests", "Requests the router has in flight there."),
+    "waiting": ("waiting_requests", "The engine's waiting requests (scraped)."),
+    "running": ("running_requests", "The engine's running requests (scraped)."),
+    "kv": ("kv_cache_usage_ratio", "The engine's KV-cache usage, 0-1 (scraped)."),
+    "ttft": ("ttft_seconds", "The engine's mean time to first token over the last interval (scraped)."),
+}
+
+
+class TableCollector(Collector):
+    def __init__(self, table: RoutingTable | None = None) -> None:
+        self.table = table
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        if self.table is None:
+            return
+        yield from self._collect(self.table)
+
+    def _collect(self, table: RoutingTable) -> Iterator[GaugeMetricFamily]:
+        ready = GaugeMetricFamily(
+            "ferry_router_model_ready_endpoints",
+            "Ready endpoints the router can send a model's requests to (0: its requests fail).",
+            labels=["namespace", "model"],
+        )
+        for route in list(table.routes.values()):
+            servers = {t.server for rule in route.rules for t in rule.targets if t.server and t.weight > 0}
+            count = sum(len(table.members.get(f"{route.namespace}/{s}", {})) for s in servers)
+            for model in {route.model_name, *route.lora_adapters} - {""}:
+                ready.add_metric([route.namespace, model], count)
+        yield ready
+
+        families = {
+            "inflight": (
+                "ferry_router_endpoint_inflight_requests",
+                "Requests the router has in flight there.",
+            ),
+            "waiting": ("ferry_router_endpoint_waiting_requests", "The engine's waiting requests (scraped)."),
+            "running": ("ferry_router_endpoint_running_requests", "The engine's running requests (scraped)."),
+            "kv": (
+                "ferry_router_endpoint_kv_cache_usage_ratio",
+                "The engine's KV-cache usage, 0-1 (scraped).",
+            ),
+            "ttft": (
+                "ferry_router_endpoint_ttft_seconds",
+                "The engine's mean time to first token (scraped).",
+            ),
+        }
+        gauges = {
+            k: GaugeMetricFamily(name, doc, labels=ENDPOINT_LABELS) for k, (name, doc) in families.items()
+        }
+        for key, members in list(table.members.items()):
+            server = key.split("/", 1)[1]
+            for endpoint in list(members.values()):
+                labels = [endpoint.pod.namespace, endpoint.pod.name, server]
+                m = endpoint.metrics
+                gauges["inflight"].add_metric(labels, endpoint.inflight)
+                gauges["waiting"].add_metric(labels, m.waiting)
+                gauges["running"].add_metric(labels, m.running)
+                gauges["kv"].add_metric(labels, m.kv_cache_usage)
+                gauges["ttft"].add_metric(labels, m.ttft)
+        yield from gauges.values()
+
+
+_COLLECTOR = TableCollector()
+REGISTRY.register(_COLLECTOR)
+
+
+def expose(table: RoutingTable) -> None:
+    """Report ``table`` (the process's router; a later call, e.g. in a test, replaces it)."""
+    _COLLECTOR.table = table
