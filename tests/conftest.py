@@ -108,8 +108,8 @@ def kube() -> Iterator[KubeEnv]:
         state_dir="", kubeconfig=str(kubeconfig), kubectl=str(kubectl_bin), server=server,
         nats_url="", nats_monitor="", etcd_url="",
     )  # fmt: skip
-    install_crds(info)
     try:
+        install_crds(info)  # inside the try: a failed install must not leak the stack
         yield KubeEnv(
             kubeconfig=kubeconfig, kubectl=kubectl_bin, server=server, env={"KUBECONFIG": str(kubeconfig)}
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -31,6 +32,7 @@ def stack_state() -> Iterator[Path]:
         yield state
     finally:
         down = ferry_local(state, "down", timeout=120)
+        shutil.rmtree(state, ignore_errors=True)
         assert down.returncode == 0, down.stderr
 
 
