@@ -107,3 +107,19 @@ def test_a_stale_desired_set_never_moves_status_backwards() -> None:
     stale = compute_booster_status({**booster(3), "status": current}, [serving(True)], desired(2), None)
     assert stale["observedGeneration"] == 3
     assert types(stale)["Active"] == "True"
+
+
+def test_a_failed_modelserving_fails_its_booster_until_it_recovers() -> None:
+    refused = serving(False)
+    refused["status"]["conditions"].append(
+        {"type": "Failed", "status": "True", "reason": "Invalid", "message": 'Pod "m-b-0-x-0-0" is invalid'}
+    )
+    ok = ApplyResult(owner=owner(), ok=True)
+    status = compute_booster_status(booster(), [refused], desired(), ok, at=T0)
+    failed = next(c for c in status["conditions"] if c["type"] == "Failed")
+    assert failed["status"] == "True"
+    assert failed["message"] == 'ModelServing m-b: Pod "m-b-0-x-0-0" is invalid'
+    status = compute_booster_status({**booster(), "status": status}, [serving(True)], desired(), ok, at=T1)
+    by_type = {c["type"]: c["status"] for c in status["conditions"]}
+    assert by_type["Failed"] == "False"
+    assert by_type["Active"] == "True"

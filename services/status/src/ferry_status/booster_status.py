@@ -14,8 +14,8 @@ from typing import Any
 from ferry_schemas.bus import ApplyResult, DesiredSet
 from ferry_schemas.labels import booster_child_name
 
-from ferry_status.conditions import Condition, condition, is_true, merge_condition
-from ferry_status.outcome import pipeline_outcome
+from ferry_status.conditions import Condition, condition, find, is_true, merge_condition
+from ferry_status.outcome import Outcome, pipeline_outcome
 
 JSON = dict[str, Any]
 
@@ -42,6 +42,18 @@ def serving_available(serving: JSON | None) -> bool:
     return serving is not None and is_true((serving.get("status") or {}).get("conditions") or [], "Available")
 
 
+def serving_failure(by_name: dict[str, JSON], expected: set[str]) -> Outcome | None:
+    """A ModelServing of the booster that is ``Failed`` (e.g. a pod the API server refuses) fails it too."""
+    for name in sorted(expected):
+        conditions = ((by_name.get(name) or {}).get("status") or {}).get("conditions") or []
+        failed = find(conditions, "Failed")
+        if failed is not None and failed.get("status") == "True":
+            return Outcome(
+                True, f"ModelServing {name}: {failed.get('message') or failed.get('reason')}", False
+            )
+    return None
+
+
 def compute_booster_status(
     booster: JSON,
     servings: list[JSON],
@@ -60,6 +72,8 @@ def compute_booster_status(
     outcome = pipeline_outcome(booster, desired, result)
     by_name = {s["metadata"]["name"]: s for s in servings}
     expected = expected_servings(booster, desired)
+    if not outcome.failed:
+        outcome = serving_failure(by_name, expected) or outcome
 
     if outcome.applied or is_true(conditions, "Initialized"):
         conditions = merge_condition(
