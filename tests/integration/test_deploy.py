@@ -28,7 +28,9 @@ REPO = repo_root()
 DEPLOY = REPO / "deploy"
 COMPOSE_FILE = REPO / "docker-compose.yml"
 NAMESPACE = "ferry-system"
-FERRY_COMMANDS = {"ferry-watcher", "ferry-converter", "ferry-applier", "ferry-status", "ferry-router"}
+FERRY_COMMANDS = {
+    "ferry-watcher", "ferry-converter", "ferry-applier", "ferry-status", "ferry-router", "ferry-autoscaler",
+}  # fmt: skip
 
 
 def console_scripts() -> set[str]:
@@ -352,6 +354,11 @@ def test_service_accounts_get_least_privilege(kube: KubeEnv, rendered: str, ferr
         assert can("status", "patch", "modelservings.workload.serving.volcano.sh/status")
         assert not can("status", "patch", "modelboosters.workload.serving.volcano.sh")
         assert not can("status", "list", "pods")
+        assert can("autoscaler", "patch", "modelservings.workload.serving.volcano.sh/scale")
+        assert can("autoscaler", "patch", "autoscalingpolicies.workload.serving.volcano.sh/status")
+        assert can("autoscaler", "create", "events.events.k8s.io")
+        assert not can("autoscaler", "patch", "modelboosters.workload.serving.volcano.sh")
+        assert not can("autoscaler", "list", "pods")
         for service in ("converter", "router"):
             assert not can(service, "list", "pods")
             assert not can(service, "get", "modelroutes.networking.serving.volcano.sh")

@@ -13,7 +13,7 @@ from kubernetes_asyncio.client.exceptions import ApiException
 from ferry_applier.errors import PermanentApplyError, api_message, is_permanent
 from ferry_applier.kinds import KindInfo, kind_info, kind_of
 from ferry_applier.kube import KubeClient, Obj
-from ferry_applier.replicas import apply_autoscaled
+from ferry_applier.replicas import apply_serving
 
 WORKLOAD_KINDS = frozenset({"Pod", "Service", "PodGroup", "ControllerRevision"})
 """Kinds a ModelServing workload manages itself (by ordinal), never pruned by the generic pass."""
@@ -95,8 +95,8 @@ async def apply_children(kube: KubeClient, desired: DesiredSet) -> ChildrenOutco
     for body in bodies:
         kind, name = _key(body)
         try:
-            if kind == "ModelServing" and name in autoscaled:
-                stored = await apply_autoscaled(kube, body, before.get((kind, name)))
+            if kind == "ModelServing":
+                stored = await apply_serving(kube, body, before.get((kind, name)), name in autoscaled)
             else:
                 stored = await kube.apply(body)
         except ApiException as exc:

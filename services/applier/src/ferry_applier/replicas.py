@@ -1,4 +1,4 @@
-"""Autoscaled ModelServings: ``spec.replicas`` belongs to the autoscaler, not to the applier.
+"""Autoscaled ModelServings: their replicas belong to the autoscaler, not to the applier.
 
 A ModelServing whose desired set also holds an AutoscalingPolicy(+Binding) scaling it is applied
 like HPA-managed Deployments should be: without ``spec.replicas``. The first apply creates it with
@@ -6,10 +6,16 @@ the initial replicas; then the field is handed over once — an apply of just ``
 value) by field manager ``ferry-autoscaler`` makes that manager a co-owner, so the applier's next
 apply without the field releases it instead of deleting it. From then on only the autoscaler's
 ``/scale`` writes change replicas, and a booster edit never resets them.
+
+Whatever the desired set says, a field the autoscaler has written (``spec.replicas`` or one role's
+``replicas``, per ``managedFields``) is left to it too: a user's own policy on a booster's ModelServing
+(e.g. a disaggregated policy scaling its roles) is not fought either, as HPA is not by ``kubectl apply``
+of a manifest without ``replicas``.
 """
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from ferry_schemas.autoscaling import REPLICAS_MANAGER
@@ -29,9 +35,46 @@ def owns_replicas(obj: Obj, manager: str) -> bool:
     return False
 
 
-def without_replicas(body: Obj) -> Obj:
-    spec = {k: v for k, v in (body.get("spec") or {}).items() if k != "replicas"}
+def autoscaler_fields(obj: Obj | None) -> tuple[bool, set[str]]:
+    """Whether :data:`REPLICAS_MANAGER` owns ``spec.replicas``, and the roles whose ``replicas`` it owns."""
+    owns_total, roles = False, set()
+    for entry in ((obj or {}).get("metadata") or {}).get("managedFields") or ():
+        if entry.get("manager") != REPLICAS_MANAGER:
+            continue
+        spec = (entry.get("fieldsV1") or {}).get("f:spec") or {}
+        owns_total = owns_total or "f:replicas" in spec
+        for key, fields in ((spec.get("f:template") or {}).get("f:roles") or {}).items():
+            if key.startswith("k:") and isinstance(fields, dict) and "f:replicas" in fields:
+                try:
+                    roles.add(str(json.loads(key[2:]).get("name")))
+                except ValueError:
+                    continue
+    return owns_total, roles
+
+
+def without_replicas(body: Obj, *, total: bool = True, roles: set[str] | frozenset[str] = frozenset()) -> Obj:
+    """``body`` without ``spec.replicas`` (when ``total``) and without the named roles' ``replicas``."""
+    spec = {k: v for k, v in (body.get("spec") or {}).items() if not (total and k == "replicas")}
+    template = spec.get("template")
+    if roles and isinstance(template, dict):
+        spec["template"] = {
+            **template,
+            "roles": [
+                {k: v for k, v in role.items() if k != "replicas"} if role.get("name") in roles else role
+                for role in template.get("roles") or []
+            ],
+        }
     return {**body, "spec": spec}
+
+
+async def apply_serving(kube: KubeClient, body: Obj, previous: Obj | None, autoscaled: bool) -> Obj:
+    """Apply a ModelServing, leaving to the autoscaler what it owns (or is about to own)."""
+    if autoscaled:
+        return await apply_autoscaled(kube, body, previous)
+    total, roles = autoscaler_fields(previous)
+    if not total and not roles:
+        return await kube.apply(body)
+    return await kube.apply(without_replicas(body, total=total, roles=roles))
 
 
 def replicas_only(body: Obj, replicas: Any) -> Obj:
@@ -53,4 +96,5 @@ async def apply_autoscaled(kube: KubeClient, body: Obj, previous: Obj | None) ->
     if owns_replicas(previous, kube.field_manager):
         current = (previous.get("spec") or {}).get("replicas", (body.get("spec") or {}).get("replicas"))
         await kube.apply(replicas_only(body, current), field_manager=REPLICAS_MANAGER)
-    return await kube.apply(without_replicas(body))
+    _, roles = autoscaler_fields(previous)
+    return await kube.apply(without_replicas(body, roles=roles))

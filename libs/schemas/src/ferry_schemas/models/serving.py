@@ -202,10 +202,12 @@ class ServingGroup(KubeModel):
         min_length=1,
         max_length=MAX_ROLES,
         json_schema_extra=validations(
-            cel("self.all(x, self.exists_one(y, y.name == x.name))", "roles name must be unique")
+            cel("self.all(x, self.exists_one(y, y.name == x.name))", "roles name must be unique"),
+            **{"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
         ),
     )
-    """The roles of a serving group (1 to 4, unique names)."""
+    """The roles of a serving group (1 to 4, unique names). A map-list keyed by name, so server-side
+    apply tracks each role's fields apart: the autoscaler can own one role's ``replicas``."""
 
 
 class RollingUpdateConfiguration(KubeModel):
