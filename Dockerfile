@@ -25,8 +25,11 @@ COPY services/converter/pyproject.toml services/converter/
 COPY services/applier/pyproject.toml services/applier/
 COPY services/status/pyproject.toml services/status/
 COPY services/router/pyproject.toml services/router/
+COPY services/autoscaler/pyproject.toml services/autoscaler/
+COPY services/runtime/pyproject.toml services/runtime/
 COPY deploy/mock-engine/pyproject.toml deploy/mock-engine/
 COPY deploy/local/pyproject.toml deploy/local/
+COPY cli/pyproject.toml cli/
 RUN --mount=type=cache,target=/root/.cache/uv \
     uv sync --frozen --no-dev --no-install-workspace
 
@@ -35,9 +38,10 @@ COPY libs/schemas libs/schemas
 COPY services services
 COPY deploy/mock-engine deploy/mock-engine
 COPY deploy/local deploy/local
+COPY cli cli
 RUN --mount=type=cache,target=/root/.cache/uv \
     uv sync --frozen --no-dev --no-editable --no-install-package ferry-local \
- && /app/.venv/bin/python -c "import ferry_watcher, ferry_converter, ferry_applier, ferry_status, ferry_router, ferry_mock_engine"
+ && /app/.venv/bin/python -c "import ferry_watcher, ferry_converter, ferry_applier, ferry_status, ferry_router, ferry_autoscaler, ferry_mock_engine"
 
 # ---------------------------------------------------------------- runtime: the venv and nothing else
 FROM ${PYTHON_IMAGE} AS runtime
