@@ -101,18 +101,19 @@ def test_other_ordinals() -> None:
 
 
 @pytest.mark.parametrize(
-    ("pod", "ordinal"),
+    ("pod", "slot"),
     [
-        ("ms-0-prefill-0-0", 0),
-        ("ms-12-prefill-2-1-3", 12),
-        ("ms-x-0-prefill-0-0", -1),
-        ("ms-01-prefill-0-0", -1),
-        ("other-0-prefill-0-0", -1),
-        ("ms-3", -1),
+        ("ms-0-prefill-0-0", (0, "prefill", 0, 0)),
+        ("ms-12-prefill-2-1-3", (12, "prefill-2", 1, 3)),
+        ("ms-x-0-prefill-0-0", None),
+        ("ms-01-prefill-0-0", None),
+        ("other-0-prefill-0-0", None),
+        ("ms-3", None),
+        ("ms-3-0-0", None),
     ],
 )
-def test_group_ordinal_of_pod_reads_the_name(pod: str, ordinal: int) -> None:
-    assert L.group_ordinal_of_pod("ms", pod) == ordinal
+def test_pod_slot_reads_the_name(pod: str, slot: tuple[int, str, int, int] | None) -> None:
+    assert L.pod_slot("ms", pod) == slot
 
 
 def test_every_managed_label_keeps_ferrys_value_on_entry_and_worker_pods() -> None:

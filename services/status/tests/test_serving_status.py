@@ -83,10 +83,12 @@ def test_partition_resolution() -> None:
     assert resolve_int_or_percent(2, 3, round_up=True) == 2
 
 
-def test_the_group_comes_from_the_pod_name_not_a_relabelled_group_name() -> None:
+def test_the_group_and_role_come_from_the_pod_name_not_relabelled_labels() -> None:
     relabelled = [pod(0, ready=True), pod(1, ready=True)]
     for p in relabelled:
-        p["metadata"]["labels"]["modelserving.volcano.sh/group-name"] = "user-value"
+        labels = p["metadata"]["labels"]
+        for key in ("group-name", "role", "role-id"):
+            labels[f"modelserving.volcano.sh/{key}"] = "user-value"
     status = compute_serving_status(serving(), relabelled, "r1", at=T0)
     assert status["replicas"] == status["availableReplicas"] == 2
 

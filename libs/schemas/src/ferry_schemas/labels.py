@@ -7,6 +7,7 @@ the watcher, converter, applier, status and router import them from here and now
 from __future__ import annotations
 
 import re
+from typing import NamedTuple
 
 # --------------------------------------------------------------------------- API groups
 
@@ -112,18 +113,35 @@ def entry_pod_name(group: str, role_instance: str) -> str:
     return pod_name(group, role_instance, 0)
 
 
-def group_ordinal_of_pod(serving: str, pod: str) -> int:
-    """The ServingGroup ordinal in a pod name ``<ms>-<g>-<role>-<r>-<p>``; -1 when it has no such shape.
+class PodSlot(NamedTuple):
+    """Where a pod sits in its ModelServing, read from its name ``<ms>-<g>-<role>-<r>-<p>``."""
 
-    Read from the name (which nobody can change after creation) rather than from a label.
+    group: int
+    role: str
+    role_ordinal: int
+    pod_index: int
+
+    @property
+    def role_id(self) -> str:
+        return role_id(self.role, self.role_ordinal)
+
+
+def pod_slot(serving: str, pod: str) -> PodSlot | None:
+    """The slot in a pod name Ferry gave it; None when the name has no such shape.
+
+    Read from the name, which nobody can change after creation, rather than from labels.
     """
     prefix = f"{serving}-"
     if not pod.startswith(prefix):
-        return -1
+        return None
     digits, _, rest = pod[len(prefix) :].partition("-")
-    if not digits.isdigit() or (len(digits) > 1 and digits[0] == "0") or not rest:
-        return -1
-    return int(digits)
+    if not digits.isdigit() or (len(digits) > 1 and digits[0] == "0"):
+        return None
+    instance, index = parse_ordinal(rest)
+    role, role_ordinal = parse_ordinal(instance)
+    if index < 0 or role_ordinal < 0 or not is_dns1035_label(role):
+        return None
+    return PodSlot(int(digits), role, role_ordinal, index)
 
 
 def parse_ordinal(name: str) -> tuple[str, int]:

@@ -20,7 +20,7 @@ from ferry_schemas.labels import (
     MS_REVISION,
     MS_ROLE,
     MS_ROLE_ID,
-    group_ordinal_of_pod,
+    pod_slot,
 )
 
 from ferry_status.conditions import Condition, condition, merge_condition, merge_serving_condition
@@ -84,11 +84,12 @@ class Group:
         others = [(n, r) for r, n in revisions.items() if r != update_revision]
         return max(others)[1] if others else update_revision
 
-    def running(self, roles: list[JSON]) -> bool:
+    def running(self, name: str, roles: list[JSON]) -> bool:
         instances: dict[str, dict[str, list[JSON]]] = defaultdict(lambda: defaultdict(list))
         for pod in self.live:
-            labels = pod["metadata"].get("labels") or {}
-            instances[labels.get(MS_ROLE, "")][labels.get(MS_ROLE_ID, "")].append(pod)
+            slot = pod_slot(name, str(pod["metadata"].get("name") or ""))
+            if slot is not None:
+                instances[slot.role][slot.role_id].append(pod)
         for role in roles:
             want = int(role.get("replicas", 1) if role.get("replicas") is not None else 1)
             per_instance = 1 + int(role.get("workerReplicas") or 0)
@@ -104,16 +105,16 @@ class Group:
 def groups_of(name: str, pods: list[JSON]) -> list[Group]:
     """Pods grouped by ServingGroup ordinal, sorted numerically.
 
-    The ordinal comes from the pod's name, which Ferry chose and nobody can change afterwards,
-    not from the group-name label (a user-writable copy of it); the caller keeps only pods whose
-    ownerReference names the ModelServing.
+    Group, role and role instance come from the pod's name, which Ferry chose and nobody can
+    change afterwards, not from labels (user-writable copies of it); the caller keeps only pods
+    whose ownerReference names the ModelServing.
     """
     groups: dict[int, Group] = {}
     for pod in pods:
-        ordinal = group_ordinal_of_pod(name, str((pod.get("metadata") or {}).get("name") or ""))
-        if ordinal < 0:
+        slot = pod_slot(name, str((pod.get("metadata") or {}).get("name") or ""))
+        if slot is None:
             continue
-        groups.setdefault(ordinal, Group(ordinal)).pods.append(pod)
+        groups.setdefault(slot.group, Group(slot.group)).pods.append(pod)
     return [groups[o] for o in sorted(groups)]
 
 
@@ -149,7 +150,7 @@ def compute_serving_status(
         if group.deleting:
             progressing.append(index)
             continue
-        if group.running(roles):
+        if group.running(name, roles):
             available += 1
         else:
             progressing.append(index)
