@@ -22,7 +22,8 @@ from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from ferry_router import errors
 from ferry_router.auth import AUTH_FAILURES, AuthError, JWTAuthenticator
 from ferry_router.cold_start import ColdStartHold
-from ferry_router.matching import match_route
+from ferry_router.fairness import Fairness
+from ferry_router.matching import Match, match_route
 from ferry_router.observability import (
     ACTIVE,
     RATE_LIMITED,
@@ -84,6 +85,11 @@ def end_server_span(span: Span, record: RequestRecord) -> None:
     span.end()
 
 
+def client_gone(request: web.Request) -> bool:
+    transport = request.transport
+    return transport is None or transport.is_closing()
+
+
 def started_or(request: web.Request, fallback: web.StreamResponse) -> web.StreamResponse:
     """The response already streaming to the client, if any (a second one cannot be sent)."""
     started = request.get(STARTED_RESPONSE)
@@ -111,6 +117,7 @@ class Router:
         ready: Any = None,
         cold_start: ColdStartHold | None = None,
         authenticator: JWTAuthenticator | None = None,
+        fairness: Fairness | None = None,
     ) -> None:
         self.table = table
         self.scheduler = scheduler
@@ -120,6 +127,9 @@ class Router:
         self.max_body_bytes = max_body_bytes
         self._ready = ready or (lambda: True)
         self.authenticator = authenticator
+        self.fairness = fairness
+        if fairness is not None:
+            table.route_listeners.append(self._forget_queue)
         self.cold_start = cold_start
         table.route_listeners.append(limiter.on_route)
         for plugin, _ in scheduler.scorers:
@@ -195,6 +205,13 @@ class Router:
             return response
 
         return serve
+
+    def _forget_queue(self, key: str, route: Any) -> None:
+        """A model's queue goes away with its last route (its waiters are cancelled)."""
+        assert self.fairness is not None
+        for model in self.fairness.models():
+            if model not in self.table.by_model:
+                self.fairness.forget_model(model)
 
     async def _authenticate(self, request: web.Request, record: RequestRecord) -> None:
         """JWT check (spec §9): the subject becomes the request's user, or the request gets 401."""
@@ -274,6 +291,25 @@ class Router:
         except errors.RateLimited as exc:
             RATE_LIMITED.labels(record.metrics_model, exc.limit_type, path_label(request.path)).inc()
             raise
+        queue = None
+        if self.fairness is not None:  # spec §10: after the rate limit, before scheduling
+            queue = self.fairness.queue(model)
+            await queue.admit(record.user, lambda: client_gone(request))
+        try:
+            return await self._serve_route(request, record, body, model, prompt, match)
+        finally:
+            if queue is not None:
+                queue.release()
+
+    async def _serve_route(
+        self,
+        request: web.Request,
+        record: RequestRecord,
+        body: dict[str, Any],
+        model: str,
+        prompt: str,
+        match: Match,
+    ) -> web.StreamResponse:
         server_key = match.server_key
         server = self.table.servers.get(server_key)
         if server is None:
@@ -298,6 +334,8 @@ class Router:
         async def on_usage(prompt_tokens: int, completion_tokens: int) -> None:
             record.output_tokens = completion_tokens
             await self.limiter.record_output(route_key, completion_tokens)
+            if self.fairness is not None:
+                await self.fairness.record(record.user, model, prompt_tokens, completion_tokens)
 
         headers = upstream_headers(request.headers, record.request_id)
         path_qs = request.path_qs

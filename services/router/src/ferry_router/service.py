@@ -10,12 +10,14 @@ from ferry_schemas.bus import RATE_LIMIT_BUCKET
 from ferry_schemas.runtime import ProbeServer
 from ferry_schemas.runtime.jetstream import connect, key_value
 from nats.aio.client import Client
+from nats.aio.msg import Msg
 
 from ferry_router import table_metrics
 from ferry_router.app import Router
 from ferry_router.auth import JWTAuthenticator, load_auth
 from ferry_router.cold_start import ColdStartHold
 from ferry_router.debug import build_debug_app
+from ferry_router.fairness import USAGE_SUBJECT, Fairness, FairnessSettings
 from ferry_router.metrics_scraper import MetricsScraper
 from ferry_router.observability import POOL_IDLE, POOL_IN_USE, AccessLog
 from ferry_router.proxy import UpstreamClient, UpstreamSettings
@@ -36,6 +38,7 @@ class RouterService:
         self.nats_url = nats_url
         self.table = RoutingTable()
         self.scheduler = build_scheduler(load_config(settings.config_path))
+        self.fairness: Fairness | None = None
         auth = load_auth(settings.config_path)
         self.authenticator = JWTAuthenticator(auth) if auth.enabled else None
         self.client = UpstreamClient(
@@ -79,6 +82,9 @@ class RouterService:
         s = self.settings
         self.nc = await connect(self.nats_url, "ferry-router")
         js = self.nc.jetstream()
+        fairness_settings = FairnessSettings.from_env()
+        if fairness_settings.enabled:
+            self.fairness = Fairness(fairness_settings, publish=self.nc.publish)
         kv = await key_value(js, RATE_LIMIT_BUCKET)
         limiter = RateLimiter(kv)
         cold_start = ColdStartHold(
@@ -94,8 +100,16 @@ class RouterService:
             ready=self.ready,
             cold_start=cold_start,
             authenticator=self.authenticator,
+            fairness=self.fairness,
         )
         self.feed = BusFeed(js, self.table, stream=s.objects_stream)
+        if self.fairness is not None:
+            fairness = self.fairness
+
+            async def on_usage(msg: Msg) -> None:
+                fairness.on_usage_message(msg.data)
+
+            await self.nc.subscribe(USAGE_SUBJECT, cb=on_usage)
         if self.authenticator is not None:
             await self.authenticator.start()
         await self.client.start()
@@ -137,6 +151,8 @@ class RouterService:
             await kv_feed.stop()
         await self.scheduler.close()
         await self.scraper.stop()
+        if self.fairness is not None:
+            self.fairness.close()
         if self.authenticator is not None:
             await self.authenticator.stop()
         await self.client.close()
