@@ -29,6 +29,16 @@ def server_match_labels(server: Mapping[str, Any]) -> dict[str, str]:
     return {str(k): str(v) for k, v in labels.items()}
 
 
+def pool_match_labels(pool: Mapping[str, Any]) -> dict[str, str]:
+    """``spec.selector.matchLabels`` of an InferencePool object (``{}`` when absent or malformed)."""
+    spec = pool.get("spec") or {}
+    selector = spec.get("selector") if isinstance(spec, Mapping) else None
+    labels = selector.get("matchLabels") if isinstance(selector, Mapping) else None
+    if not isinstance(labels, Mapping):
+        return {}
+    return {str(k): str(v) for k, v in labels.items()}
+
+
 def selects(selector: tuple[Pair, ...], labels: Labels) -> bool:
     """Every pair of a non-empty ``selector`` is among ``labels``."""
     return bool(selector) and all(labels.get(k) == v for k, v in selector)

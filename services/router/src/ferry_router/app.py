@@ -12,10 +12,13 @@ from __future__ import annotations
 import logging
 import random
 import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
 from aiohttp import web
+from multidict import CIMultiDict
 from opentelemetry import propagate, trace
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
@@ -41,7 +44,9 @@ from ferry_router.prompt import estimate_tokens, extract_prompt
 from ferry_router.proxy import (
     STARTED_RESPONSE,
     Attempt,
+    HeaderEdit,
     UpstreamClient,
+    UsageCallback,
     forward,
     inject_usage,
     upstream_headers,
@@ -52,16 +57,36 @@ from ferry_router.scheduler.framework import PDPair
 from ferry_router.scheduler.kvcache_aware import KVCacheAware
 from ferry_router.scheduler.prefix_cache import PrefixCache
 from ferry_router.served import engine_model
-from ferry_router.state.resources import Server
+from ferry_router.state.resources import Route, Server
 from ferry_router.state.table import Endpoint, RoutingTable
 
 log = logging.getLogger(__name__)
+RouteFilter = Callable[[Route], bool]
+Fallback = Callable[[], Awaitable[web.StreamResponse]]
+Handler = Callable[[web.Request, RequestRecord], Awaitable[web.StreamResponse]]
 
 INFERENCE_PATHS = frozenset({"/v1/chat/completions", "/v1/completions", "/v1/embeddings"})
 JSON = "application/json"
 
 
 _ids = random.Random()
+
+
+@dataclass(slots=True)
+class Upstream:
+    """Where a routed request goes: an endpoint group (a ModelServer, or an InferencePool in
+    gateway mode) and what to send. ``pd`` overrides the group's own prefill/decode setting;
+    ``path_qs``/``headers`` override the client's (HTTPRoute rewrites and header filters)."""
+
+    server_key: str
+    server: Server
+    body: dict[str, Any]
+    ctx: SchedulingContext
+    retry_on_404: bool = False
+    pd: bool | None = None
+    path_qs: str | None = None
+    headers: CIMultiDict[str] | None = None
+    edit_headers: HeaderEdit | None = None
 
 
 def new_request_id() -> str:
@@ -138,13 +163,25 @@ class Router:
 
     # ------------------------------------------------------------------ application
 
-    def build_app(self) -> web.Application:
+    def build_app(self, catch_all: Handler | None = None, *, management: bool = True) -> web.Application:
+        """The listener's application: probes (``management``), then the model list and inference,
+        or ``catch_all`` for every other path (a Gateway listener)."""
         app = web.Application(client_max_size=self.max_body_bytes, handler_args={"access_log": None})
-        app.router.add_get("/healthz", self.healthz)
-        app.router.add_get("/readyz", self.readyz)
+        if management:
+            app.router.add_get("/healthz", self.healthz)
+            app.router.add_get("/readyz", self.readyz)
+        if catch_all is not None:
+            app.router.add_route("*", "/{tail:.*}", self.wrapped(catch_all))
+            return app
         app.router.add_get("/v1/models", self.wrapped(self.list_models))
         app.router.add_route("*", "/{tail:.*}", self.wrapped(self.inference))
         return app
+
+    async def serve_plain(self, request: web.Request, record: RequestRecord) -> web.StreamResponse:
+        """What the router's own port does without a Gateway listener for the request."""
+        if request.method == "GET" and request.path == "/v1/models":
+            return await self.list_models(request, record)
+        return await self.inference(request, record)
 
     async def healthz(self, _: web.Request) -> web.Response:
         return json_response({"message": "ok"})
@@ -236,21 +273,35 @@ class Router:
             raise errors.unsupported_path(request.method, request.path)
         if request.method != "POST":
             raise errors.method_not_allowed(request.method, request.path)
-        body = await self._read_json(request)
+        body = await self.read_json(request)
         model = body.get("model")
         if not isinstance(model, str) or not model.strip():
             raise errors.missing_model()
         record.model = model
         known = self.table.known_model(model)
         record.metrics_model = model if known else "unknown"
+        return await self.route_model(request, record, body, model)
+
+    async def route_model(
+        self,
+        request: web.Request,
+        record: RequestRecord,
+        body: dict[str, Any],
+        model: str,
+        allowed: RouteFilter | None = None,
+        fallback: Fallback | None = None,
+    ) -> web.StreamResponse:
+        """Serve a parsed inference request by ModelRoute. Gateway mode passes ``allowed`` (the routes
+        bound to the listener the request came in on) and ``fallback`` (HTTPRoutes, tried when no
+        ModelRoute matches)."""
         downstream = active_downstream(record.metrics_model)
         downstream.inc()
         try:
-            return await self._route(request, record, body, model)
+            return await self._route(request, record, body, model, allowed, fallback)
         finally:
             downstream.dec()
 
-    async def _read_json(self, request: web.Request) -> dict[str, Any]:
+    async def read_json(self, request: web.Request) -> dict[str, Any]:
         if request.content_length is not None and request.content_length > self.max_body_bytes:
             raise errors.body_too_large(self.max_body_bytes)
         try:
@@ -273,12 +324,20 @@ class Router:
         return list(self.table.server_endpoints(server_key))
 
     async def _route(
-        self, request: web.Request, record: RequestRecord, body: dict[str, Any], model: str
+        self,
+        request: web.Request,
+        record: RequestRecord,
+        body: dict[str, Any],
+        model: str,
+        allowed: RouteFilter | None,
+        fallback: Fallback | None,
     ) -> web.StreamResponse:
         prompt = extract_prompt(body)
         record.input_tokens = estimate_tokens(prompt)
-        match = match_route(self.table, model, request.path, request.headers)
+        match = match_route(self.table, model, request.path, request.headers, allowed=allowed)
         if match is None:
+            if fallback is not None:
+                return await fallback()
             raise errors.unknown_model(model)
         record.model_route = match.route.key
         if match.target.server is None:
@@ -328,8 +387,6 @@ class Router:
             body=body,
         )
         route_key = match.route.key
-        dest = record.labels()
-        dest_labels = (server_key, *dest)
 
         async def on_usage(prompt_tokens: int, completion_tokens: int) -> None:
             record.output_tokens = completion_tokens
@@ -337,13 +394,30 @@ class Router:
             if self.fairness is not None:
                 await self.fairness.record(record.user, model, prompt_tokens, completion_tokens)
 
-        headers = upstream_headers(request.headers, record.request_id)
-        path_qs = request.path_qs
+        return await self.dispatch(
+            request,
+            record,
+            Upstream(server_key, server, body, ctx, retry_on_404=match.is_lora),
+            on_usage,
+        )
+
+    async def dispatch(
+        self, request: web.Request, record: RequestRecord, up: Upstream, on_usage: UsageCallback
+    ) -> web.StreamResponse:
+        """Schedule among the endpoints of ``up.server`` (prefill/decode pairs when it is PD) and
+        proxy, trying the ranked candidates in order."""
+        server_key, server, body, ctx = up.server_key, up.server, up.body, up.ctx
+        dest = record.labels()
+        dest_labels = (server_key, *dest)
+        headers = (
+            up.headers if up.headers is not None else upstream_headers(request.headers, record.request_id)
+        )
+        path_qs = up.path_qs if up.path_qs is not None else request.path_qs
         record.t_processed = time.perf_counter()
 
         if self.cold_start is not None and not self.cold_start.ready(server):
-            await self.cold_start.hold(server, model)
-        if server.pd_group is not None:
+            await self.cold_start.hold(server, ctx.model)
+        if up.pd if up.pd is not None else server.pd_group is not None:
             sets = self.table.pd.get(server_key)
             if sets is None or not sets.decode:
                 raise errors.no_endpoints(server_key)
@@ -396,8 +470,9 @@ class Router:
             body=orjson.dumps(body),
             headers=headers,
             hide_usage=hide_usage,
-            retry_on_404=match.is_lora,
+            retry_on_404=up.retry_on_404,
             dest_labels=dest_labels,
+            edit_headers=up.edit_headers,
         )
         try:
             response, endpoint = await forward(request, attempt, ranked, record, on_usage)

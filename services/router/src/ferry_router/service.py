@@ -18,6 +18,7 @@ from ferry_router.auth import JWTAuthenticator, load_auth
 from ferry_router.cold_start import ColdStartHold
 from ferry_router.debug import build_debug_app
 from ferry_router.fairness import USAGE_SUBJECT, Fairness, FairnessSettings
+from ferry_router.gateway.mode import GatewayMode
 from ferry_router.metrics_scraper import MetricsScraper
 from ferry_router.observability import POOL_IDLE, POOL_IN_USE, AccessLog
 from ferry_router.proxy import UpstreamClient, UpstreamSettings
@@ -57,6 +58,7 @@ class RouterService:
         self.feed: BusFeed | None = None
         self.kv_feeds: list[KvFeed] = []
         self.router: Router | None = None
+        self.gateway: GatewayMode | None = None
         self._runners: list[web.AppRunner] = []
         self.probes: ProbeServer | None = None
         self.port = settings.port
@@ -102,7 +104,15 @@ class RouterService:
             authenticator=self.authenticator,
             fairness=self.fairness,
         )
-        self.feed = BusFeed(js, self.table, stream=s.objects_stream)
+        extra = None
+        if s.gateway_mode:
+            address = s.advertise_address or ("127.0.0.1" if s.host in ("0.0.0.0", "", "::") else s.host)
+            self.gateway = GatewayMode(
+                self.router, controller_name=s.gateway_controller, host=s.host, main_port=s.port,
+                address=address, drain=min(s.drain_timeout, 5.0),
+            )  # fmt: skip
+            extra = self.gateway.appliers()
+        self.feed = BusFeed(js, self.table, stream=s.objects_stream, extra=extra)
         if self.fairness is not None:
             fairness = self.fairness
 
@@ -122,7 +132,15 @@ class RouterService:
                 self.kv_feeds.append(kv_feed)
         self.probes = ProbeServer(s.metrics_host, s.metrics_port, ready=self.ready)
         await self.probes.start()
-        self.port = await self._serve(self.router.build_app(), s.host, s.port)
+        main_app = (
+            self.router.build_app(catch_all=self.gateway.main_handler())
+            if self.gateway is not None
+            else self.router.build_app()
+        )
+        self.port = await self._serve(main_app, s.host, s.port)
+        if self.gateway is not None:
+            self.gateway.manager.main_port = self.gateway.handler.main_port = self.port
+            await self.gateway.start(js)
         if s.debug_port >= 0:
             try:
                 await self._serve(build_debug_app(self.table), "127.0.0.1", s.debug_port)
@@ -143,6 +161,8 @@ class RouterService:
         return int(sockets[0].getsockname()[1]) if sockets else port
 
     async def stop(self) -> None:
+        if self.gateway is not None:
+            await self.gateway.stop()
         for runner in reversed(self._runners):
             await runner.cleanup()
         if self.feed is not None:

@@ -53,7 +53,7 @@ class Informer:
         self._js = js
         self._publisher = publisher
         self.watched = watched
-        self._namespace = namespace
+        self._namespace = namespace if watched.namespaced else None
         self._watch_timeout = watch_timeout
         self._backoff = backoff or Backoff()
         self._observer = observer
