@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 import urllib.request
 import uuid
 from collections import Counter
@@ -21,6 +20,7 @@ from typing import Any
 import httpx
 import pytest
 from ferry_local.natsd import NatsServer
+from ferry_local.paths import shared_dir
 from ferry_local.readiness import free_port
 from ferry_local.system import SystemInfo, start_service, start_system
 from openai import OpenAI
@@ -90,7 +90,7 @@ def get(kube: KubeEnv, resource: str, namespace: str, name: str) -> JSON | None:
 def deployment(
     namespace: str, name: str, model: str, replicas: int = 1, args: list[str] | None = None
 ) -> JSON:
-    labels = {"app": name, "modelserving.volcano.sh/name": name}
+    labels = {"app": name}
     container: JSON = {
         "name": "llm-engine",
         "image": "ghcr.io/faust-benchou/dynamo-mocker-vllm:latest",
@@ -151,37 +151,19 @@ def gateway(namespace: str, name: str, port: int) -> JSON:
     }
 
 
-def own_engine(pod: JSON) -> bool:
-    """The engine at the pod's address is the pod's own. (Until the local node stops reusing the
-    address of a pod still shutting down, a new pod can briefly answer with the old engine.)"""
-    key = f"{pod['metadata']['namespace']}/{pod['metadata']['name']}"
-    try:
-        info = httpx.get(f"http://{pod['status']['podIP']}:8000/mock/info", timeout=2).json()
-    except (httpx.HTTPError, KeyError, ValueError):
-        return False
-    return bool(info.get("engine_id") == key)
-
-
 def ready_pods(kube: KubeEnv, namespace: str, app: str, count: int) -> list[JSON]:
-    """``count`` Ready pods of ``app`` whose engines are their own; a pod whose address still
-    answers for another engine is deleted (its Deployment makes a new one)."""
-    impostors: dict[str, float] = {}
-
     def ready() -> list[JSON] | None:
         done = kube.kubectl_run("get", "pods", "-n", namespace, "-l", f"app={app}", "-o", "json")
-        pods = []
-        for pod in json.loads(done.stdout)["items"]:
-            conditions = pod.get("status", {}).get("conditions", [])
-            if not any(c["type"] == "Ready" and c["status"] == "True" for c in conditions):
-                continue
-            name = pod["metadata"]["name"]
-            if own_engine(pod):
-                pods.append(pod)
-            elif time.monotonic() - impostors.setdefault(name, time.monotonic()) > 10:
-                kube.kubectl_run("delete", "pod", name, "-n", namespace, "--wait=false")
+        pods = [
+            pod
+            for pod in json.loads(done.stdout)["items"]
+            if any(
+                c["type"] == "Ready" and c["status"] == "True" for c in pod["status"].get("conditions", [])
+            )
+        ]
         return pods if len(pods) >= count else None
 
-    return eventually(ready, 120, f"{count} ready pods of {app} serving their own engines")
+    return eventually(ready, 120, f"{count} ready pods of {app}")
 
 
 def chat(base_url: str, model: str, text: str = "hello") -> Any:
@@ -494,3 +476,50 @@ def _ok(url: str) -> bool:
             return int(response.status) == 200
     except OSError:
         return False
+
+
+def test_kthena_router_gateway_examples_work_unchanged(ferry: SystemInfo, kube: KubeEnv) -> None:
+    """Kthena's Gateway.yaml, HTTPRoute.yaml, InferencePool.yaml and ModelRoute-binding-gateway.yaml,
+    with the LLM-Mock Deployment and ModelServer there as backends, applied as they are."""
+    examples = shared_dir() / "reference" / "kthena" / "head" / "examples" / "kthena-router"
+    in_default = ["LLM-Mock-ds1.5b.yaml", "ModelServer-ds1.5b.yaml", "ModelRoute-binding-gateway.yaml",
+                  "InferencePool.yaml", "HTTPRoute.yaml"]  # fmt: skip
+    try:
+        for name in in_default:
+            kube.kubectl_run("apply", "-n", "default", "-f", str(examples / name))
+        kube.kubectl_run("apply", "-f", str(examples / "Gateway.yaml"))
+        ready_pods(kube, "default", "deepseek-r1-1-5b", 3)
+        served = "deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B"
+        # the ModelRoute bound to Kthena's default Gateway (the router's own port)
+        bound = eventually(
+            lambda: try_chat(ferry.router_url, "deepseek-binding-gateway"), 60, "the bound route"
+        )
+        assert bound.model == served
+        assert answered_by(bound).startswith("default/deepseek-r1-1-5b-")
+        # the HTTPRoute to the InferencePool (no ModelRoute serves the engine's own model name)
+        pooled = eventually(lambda: try_chat(ferry.router_url, served), 60, "the HTTPRoute to the pool")
+        assert answered_by(pooled).startswith("default/deepseek-r1-1-5b-")
+
+        def accepted() -> JSON | None:
+            status = (get(kube, "gateways", GATEWAY_NS, "kthena-gateway") or {}).get("status") or {}
+            return (
+                status
+                if condition(status.get("conditions") or [], "Accepted").get("status") == "True"
+                else None
+            )
+
+        status = eventually(accepted, 30, "Kthena's example Gateway Accepted")
+        assert [x["name"] for x in status["listeners"]] == ["http"]
+        route = eventually(
+            lambda: our_parent(get(kube, "httproutes", "default", "llm-route")), 30, "route status"
+        )
+        assert {c["type"]: c["status"] for c in route["conditions"]} == {
+            "Accepted": "True",
+            "ResolvedRefs": "True",
+        }
+    finally:
+        for name in reversed(in_default):
+            kube.kubectl_run(
+                "delete", "-n", "default", "-f", str(examples / name), "--wait=false", check=False
+            )
+        kube.kubectl_run("delete", "-f", str(examples / "Gateway.yaml"), "--wait=false", check=False)

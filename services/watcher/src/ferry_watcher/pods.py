@@ -17,7 +17,7 @@ import logging
 from typing import Any
 
 import aiohttp
-from ferry_schemas.bus import ObjectEvent
+from ferry_schemas.bus import OBJECTS_STREAM, ObjectEvent
 from ferry_schemas.labels import MS_NAME
 from ferry_schemas.selection import (
     Pair,
@@ -149,8 +149,20 @@ class PodInformer(Informer):
             event = ObjectEvent.from_object("SYNC", self.resource, obj)
             # a pod the watch already published is newer there than in this list: leave it
             if event.subject not in self._known and self.wants(obj):
-                await self.publish(event)
+                await self.publish(event, await self._republish_id(event))
                 added += 1
         log.info(
             "pods: selector %s in %s selects %d more pods", label_selector_query(selector), namespace, added
         )
+
+    async def _republish_id(self, event: ObjectEvent) -> str | None:
+        """A pod selected again after its tombstone (a selector went away and came back) is the same
+        ``uid/resourceVersion`` as before: its id names the tombstone's stream sequence, or the
+        stream would drop it as a duplicate of the first publication (every watcher replica derives
+        the same id, so high availability still publishes it once)."""
+        try:
+            last = await self._js.get_last_msg(OBJECTS_STREAM, event.subject)
+            deleted = ObjectEvent.model_validate_json(last.data or b"{}").deleted
+        except Exception:  # nothing stored for the subject (or unreadable): the plain id is right
+            return None
+        return f"{event.msg_id}/after/{last.seq}" if deleted else None

@@ -192,25 +192,13 @@ class GatewayStatusController:
         at = now_rfc3339()
         desired: list[tuple[str, str, JSON]] = []
         for name, verdict in resolution.classes.items():
-            obj = self._object(Resource.GATEWAY_CLASSES, name)
-            if obj is not None:
-                desired.append(
-                    (
-                        Resource.GATEWAY_CLASSES,
-                        name,
-                        gateway_class_status(obj.get("status") or {}, verdict, _gen(obj), at),
-                    )
-                )
+            if (obj := self._object(Resource.GATEWAY_CLASSES, name)) is not None:
+                status = gateway_class_status(obj.get("status") or {}, verdict, _gen(obj), at)
+                desired.append((Resource.GATEWAY_CLASSES, name, status))
         for key, state in resolution.gateways.items():
-            obj = self._object(Resource.GATEWAYS, key)
-            if obj is not None:
-                desired.append(
-                    (
-                        Resource.GATEWAYS,
-                        key,
-                        gateway_status(obj.get("status") or {}, state, self.served, _gen(obj), at),
-                    )
-                )
+            if (obj := self._object(Resource.GATEWAYS, key)) is not None:
+                status = gateway_status(obj.get("status") or {}, state, self.served, _gen(obj), at)
+                desired.append((Resource.GATEWAYS, key, status))
         for key, obj in self._objects(Resource.HTTP_ROUTES).items():
             route_state = resolution.routes.get(key)
             current = obj.get("status") or {}
