@@ -415,9 +415,10 @@ class Router:
         path_qs = up.path_qs if up.path_qs is not None else request.path_qs
         record.t_processed = time.perf_counter()
 
-        if self.cold_start is not None and not self.cold_start.ready(server):
+        pd = up.pd if up.pd is not None else server.pd_group is not None
+        if self.cold_start is not None and not self.cold_start.ready(server, pd):
             await self.cold_start.hold(server, ctx.model)
-        if up.pd if up.pd is not None else server.pd_group is not None:
+        if pd:
             sets = self.table.pd.get(server_key)
             if sets is None or not sets.decode:
                 raise errors.no_endpoints(server_key)

@@ -109,7 +109,7 @@ class RouterService:
             address = s.advertise_address or ("127.0.0.1" if s.host in ("0.0.0.0", "", "::") else s.host)
             self.gateway = GatewayMode(
                 self.router, controller_name=s.gateway_controller, host=s.host, main_port=s.port,
-                address=address, drain=min(s.drain_timeout, 5.0),
+                address=address, drain=min(s.drain_timeout, 5.0), reuse_port=s.workers > 1,
             )  # fmt: skip
             extra = self.gateway.appliers()
         self.feed = BusFeed(js, self.table, stream=s.objects_stream, extra=extra)

@@ -32,13 +32,16 @@ class ListenerManager:
         host: str,
         main_port: int,
         drain_timeout: float = 5.0,
+        reuse_port: bool = False,
     ) -> None:
+        """``reuse_port``: several worker processes of one router share each port (SO_REUSEPORT)."""
         self.router = router
         self.world = world
         self.handler = handler
         self.host = host
         self.main_port = main_port
         self.drain_timeout = drain_timeout
+        self.reuse_port = reuse_port
         self.runners: dict[int, web.AppRunner] = {}
         self.ports: dict[int, str] = {}
         """port -> "" when bound, else the error that kept it closed (the router's own port included)."""
@@ -89,7 +92,10 @@ class ListenerManager:
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=self.drain_timeout)
         await runner.setup()
         try:
-            await web.TCPSite(runner, self.host, port, backlog=4096, reuse_address=True).start()
+            site = web.TCPSite(
+                runner, self.host, port, backlog=4096, reuse_address=True, reuse_port=self.reuse_port
+            )
+            await site.start()
         except BaseException:
             await runner.cleanup()
             raise

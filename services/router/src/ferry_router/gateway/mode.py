@@ -26,13 +26,27 @@ GATEWAY_RESOURCES = (
 
 class GatewayMode:
     def __init__(
-        self, router: Router, *, controller_name: str, host: str, main_port: int, address: str, drain: float
+        self,
+        router: Router,
+        *,
+        controller_name: str,
+        host: str,
+        main_port: int,
+        address: str,
+        drain: float,
+        reuse_port: bool = False,
     ) -> None:
         self.router = router
         self.world = GatewayWorld(controller_name)
         self.handler = GatewayHandler(router, self.world, main_port)
         self.manager = ListenerManager(
-            router, self.world, self.handler, host=host, main_port=main_port, drain_timeout=drain
+            router,
+            self.world,
+            self.handler,
+            host=host,
+            main_port=main_port,
+            drain_timeout=drain,
+            reuse_port=reuse_port,
         )
         self.address = address
         self.reporter: ListenerReporter | None = None
