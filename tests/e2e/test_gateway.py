@@ -322,19 +322,21 @@ def test_httproute_to_inference_pool_with_load_aware_picking_and_status(
             ],
         },
     }
-    apply(kube, deployment(ns, "pool-eng", served, replicas=2), pool, route)
+    engines = deployment(ns, "pool-eng", served, replicas=2, args=["--max-num-seqs=2"])
+    apply(kube, engines, pool, route)
     pods = ready_pods(kube, ns, "pool-eng", 2)
     url = ferry.router_url  # the default Gateway's listener is the router's own port
     first = eventually(lambda: try_chat(url, served), 60, "an answer through the HTTPRoute")
     assert first.model == served
     assert post_chat(url, served).headers["x-served-by"] == "ferry"
 
-    # load-aware: one engine is kept busy, so the pool's scheduler sends new requests to the other
+    # load-aware: one engine is kept busy (2 running, 10 queued: least-request's maxWaitingRequests),
+    # so the pool's scheduler sends every new request to the other
     busy, idle = pods
     busy_url = f"http://{busy['status']['podIP']}:8000"
     httpx.post(f"{busy_url}/mock/config", json={"itl": 0.1}, timeout=5).raise_for_status()
     release = threading.Event()
-    threads = _hold_streams(busy_url, served, 6, release)
+    threads = _hold_streams(busy_url, served, 12, release)
     debug_port = router_env["FERRY_ROUTER_DEBUG_PORT"]
     debug = f"http://127.0.0.1:{debug_port}/debug/config_dump/namespaces/{ns}/pods/{busy['metadata']['name']}"
 
@@ -348,7 +350,7 @@ def test_httproute_to_inference_pool_with_load_aware_picking_and_status(
             return False
         seen.append(answer)
         metrics = answer.get("metrics") or {}
-        return float(metrics.get("requestRunningNum", 0)) + float(metrics.get("requestWaitingNum", 0)) >= 4
+        return float(metrics.get("requestWaitingNum", 0)) >= 10
 
     try:
         try:
@@ -433,7 +435,9 @@ def test_gateway_goes_unprogrammed_when_no_router_serves_it(
         assert condition(status["conditions"], "Programmed")["reason"] == "Pending"
         assert "addresses" not in status
     finally:
-        new, _ = start_service("router", gateway_env, e2e_dir / "logs", e2e_dir / "spans.jsonl", router_env)
+        new, _, _ = start_service(
+            "router", gateway_env, e2e_dir / "logs", e2e_dir / "spans.jsonl", router_env
+        )
         ferry.processes[ferry.processes.index(old)] = new
     eventually(lambda: programmed("True"), 60, "Gateway Programmed again after the router restarted")
 
@@ -454,7 +458,7 @@ def test_gateway_mode_off_leaves_the_router_unchanged(
     )
     ready_pods(kube, ns, "eng-off", 1)
     env = {**kube.env, "FERRY_NATS_URL": e2e_nats.url}
-    process, ready_url = start_service("router", env, e2e_dir / "logs-off", e2e_dir / "spans-off.jsonl")
+    process, ready_url, _ = start_service("router", env, e2e_dir / "logs-off", e2e_dir / "spans-off.jsonl")
     try:
         eventually(lambda: _ok(ready_url), 60, "the plain router ready")
         base = ready_url.removesuffix("/readyz")
