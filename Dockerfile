@@ -1,6 +1,7 @@
 # syntax=docker/dockerfile:1.7
 # One image for every Ferry process. Pick it with the command:
 #   docker run ferry:dev ferry-watcher | ferry-converter | ferry-applier | ferry-status | ferry-router
+#   docker run ferry:dev ferry-runtime --pod <pod>.<ns> --model <name>   (the engine pod sidecar)
 #   docker run ferry:dev ferry-mock-engine vllm serve my-model --port 8000
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 ARG UV_IMAGE=ghcr.io/astral-sh/uv:0.13
@@ -41,7 +42,7 @@ COPY deploy/local deploy/local
 COPY cli cli
 RUN --mount=type=cache,target=/root/.cache/uv \
     uv sync --frozen --no-dev --no-editable --no-install-package ferry-local \
- && /app/.venv/bin/python -c "import ferry_watcher, ferry_converter, ferry_applier, ferry_status, ferry_router, ferry_autoscaler, ferry_mock_engine"
+ && /app/.venv/bin/python -c "import ferry_watcher, ferry_converter, ferry_applier, ferry_status, ferry_router, ferry_autoscaler, ferry_runtime, ferry_mock_engine"
 
 # ---------------------------------------------------------------- runtime: the venv and nothing else
 FROM ${PYTHON_IMAGE} AS runtime

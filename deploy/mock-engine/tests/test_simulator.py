@@ -84,6 +84,11 @@ def test_lru_eviction_takes_the_least_recently_freed_and_reports_it() -> None:
     assert pool.cached_prefix(prompt_block_hashes(second, 2)) == []
     assert len(pool.cached_prefix(prompt_block_hashes(first, 2))) == 2
     assert pool.allocate(3) is None  # two blocks in use, two free
+    assert not pool.reset()  # refused while blocks are in use
+    pool.release(fresh)
+    assert pool.reset()
+    assert pool.cached_prefix(prompt_block_hashes(first, 2)) == []
+    assert [type(e).__name__ for e in pool.take_events()] == ["AllBlocksCleared"]
 
 
 # ---------------------------------------------------------------------- the step model

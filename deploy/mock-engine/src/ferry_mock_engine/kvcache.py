@@ -22,7 +22,7 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from ferry_mock_engine.kv_events import BlockRemoved, BlockStored, KVEvent
+from ferry_mock_engine.kv_events import AllBlocksCleared, BlockRemoved, BlockStored, KVEvent
 
 
 def _none_hash() -> int:
@@ -159,6 +159,17 @@ class BlockPool:
             block.ref -= 1
             if block.ref == 0:
                 self.free[block.id] = block
+
+    def reset(self) -> bool:
+        """vLLM's ``reset_prefix_cache``: forget every cached block (``AllBlocksCleared``); refused
+        (False) while a request holds blocks."""
+        if any(block.ref > 0 for block in self.blocks):
+            return False
+        for block in self.blocks:
+            block.hash = None
+        self.cached.clear()
+        self.events.append(AllBlocksCleared())
+        return True
 
     def take_events(self) -> list[KVEvent]:
         events, self.events = self.events, []

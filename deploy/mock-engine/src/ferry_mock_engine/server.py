@@ -116,6 +116,7 @@ class MockEngine:
             app.router.add_post(path, self._inference)
         app.router.add_get("/v1/models", self._models)
         app.router.add_post("/tokenize", self._tokenize)
+        app.router.add_post("/reset_prefix_cache", self._reset_prefix_cache)
         app.router.add_post("/v1/load_lora_adapter", self._load_lora)
         app.router.add_post("/v1/unload_lora_adapter", self._unload_lora)
         app.router.add_get("/health", self._health)
@@ -514,6 +515,16 @@ class MockEngine:
             {"count": len(tokens), "max_model_len": self.config.max_model_len, "tokens": tokens}
         )
 
+    async def _reset_prefix_cache(self, _: web.Request) -> web.Response:
+        """vLLM's ``POST /reset_prefix_cache`` (simulator only; refused while requests hold blocks)."""
+        if self.sim is None:
+            return web.Response(status=200)
+        if not self.sim.pool.reset():
+            message = "Failed to reset prefix cache: some blocks are still in use"
+            return web.json_response(error_body(409, message), status=409)
+        self._publish(self.sim.pool.take_events())
+        return web.Response(status=200)
+
     # ------------------------------------------------------------------ probes and metrics
     async def _health(self, request: web.Request) -> web.Response:
         challenge = request.headers.get(CHALLENGE_HEADER)
@@ -558,8 +569,10 @@ class MockEngine:
             "ttft": cfg.ttft,
             "itl": cfg.itl,
             "max_num_seqs": cfg.max_num_seqs,
-            "running": len(self.load.running),
-            "waiting": self.load.waiting,
+            "running": len(self.sim.running) if self.sim else len(self.load.running),
+            "waiting": len(self.sim.waiting) if self.sim else self.load.waiting,
+            "profile": cfg.profile,
+            "time_scale": cfg.time_scale,
             "ignored_flags": cfg.ignored_flags,
         }
 

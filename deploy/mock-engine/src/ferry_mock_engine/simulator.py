@@ -32,6 +32,7 @@ from ferry_mock_engine.profiles import Profile
 log = logging.getLogger(__name__)
 
 END = -1
+MAX_LAG = 1.0  # wall seconds
 
 
 @dataclass(eq=False)
@@ -144,7 +145,9 @@ class Simulator:
                 self._wake.clear()
                 await self._wake.wait()
                 continue
-            deadline = max(deadline, loop.time() - 0.05) + duration * self.time_scale
+            # A step that started late (the host was busy) is caught up on by the next ones, up to
+            # MAX_LAG, so the simulated GPU keeps its pace when the machine is loaded.
+            deadline = max(deadline, loop.time() - MAX_LAG) + duration * self.time_scale
             delay = deadline - loop.time()
             if delay > 0:
                 await asyncio.sleep(delay)
