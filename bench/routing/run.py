@@ -1,0 +1,467 @@
+"""Routing benchmark: which scheduler plugins raise throughput and cut TTFT, on Kthena's workload.
+
+    uv run python bench/routing/run.py [--groups 16] [--per-group 16] [--time-scale 4] [--quick]
+
+Kthena's router benchmark, scaled down for 2 cores (bench/routing/README.md says how and why):
+a generated shared-prefix workload (``groups`` x ``per-group`` chat requests; each group shares a
+system prompt of 4,096 tokens (long) or 256 (short); questions of 128 tokens; 256 output tokens;
+shuffled; sent at a fixed rate with a maximum concurrency) against 3 simulated engines (the
+``deepseek-r1-distill-qwen-7b-h100`` profile, prefix caching, KV events) through the real router,
+once per plugin set: Random, LeastRequest, GPU usage, LeastLatency, LeastRequest+PrefixCache,
+LeastRequest+KVCacheAware. Ferry's runtime sidecars bridge the engines' KV events onto NATS.
+
+Every engine runs ``--time-scale`` times slower than the simulated GPU, so the Python processes'
+own CPU time is small next to a simulated second; all figures are in simulated seconds (wall
+time ÷ scale). Between sets the engines' prefix caches are reset (vLLM's ``/reset_prefix_cache``)
+and a fresh router is started. Prints one table per workload; asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import re
+import signal
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import nats
+from ferry_local.binaries import find_binaries
+from ferry_local.natsd import NatsServer
+from ferry_local.processes import ManagedProcess, spawn, tail
+from ferry_local.readiness import free_port
+from ferry_schemas.bus import MSG_ID_HEADER, ObjectEvent
+from ferry_schemas.runtime.jetstream import declare_streams
+
+MODEL = "deepseek-r1-distill-qwen-7b"
+NAMESPACE = "routing-bench"
+PROFILE = "deepseek-r1-distill-qwen-7b-h100"
+WORDS = (
+    "cache",
+    "block",
+    "token",
+    "prefix",
+    "engine",
+    "router",
+    "decode",
+    "prefill",
+    "batch",
+    "queue",
+    "model",
+    "layer",
+    "tensor",
+    "stream",
+    "answer",
+    "question",
+    "system",
+    "expert",
+    "group",
+    "shard",
+    "replica",
+    "kernel",
+    "memory",
+    "bandwidth",
+    "latency",
+)
+
+PLUGIN_SETS: dict[str, list[tuple[str, int]]] = {
+    "Random": [("random", 1)],
+    "LeastRequest": [("least-request", 1)],
+    "GPU usage": [("gpu-usage", 1)],
+    "LeastLatency": [("least-latency", 1)],
+    "LeastRequest+PrefixCache": [("least-request", 1), ("prefix-cache", 1)],
+    "LeastRequest+KVCacheAware": [("least-request", 1), ("kvcache-aware", 1)],
+}
+
+
+def router_yaml(scorers: list[tuple[str, int]]) -> str:
+    enabled = "\n".join(f"      - {{name: {name}, weight: {weight}}}" for name, weight in scorers)
+    return f"""scheduler:
+  pluginConfig:
+  - name: prefix-cache
+    args: {{blockSizeToHash: 64, maxBlocksToMatch: 128, maxHashCacheSize: 50000, topKMatches: 5}}
+  - name: kvcache-aware
+    args: {{blockSizeToHash: 16, maxBlocksToMatch: 128}}
+  - name: least-latency
+    args: {{TTFTTPOTWeightFactor: 0.5}}
+  plugins:
+    Score:
+      enabled:
+{enabled}
+"""
+
+
+# ---------------------------------------------------------------------------------- workload
+
+
+def text_of(tokens: int, rng: random.Random, head: str) -> str:
+    """About ``tokens`` tokens of the engines' tokenizer (4 characters each), starting with ``head``."""
+    words = [head]
+    length = len(head)
+    while length < tokens * 4:
+        word = rng.choice(WORDS)
+        words.append(word)
+        length += len(word) + 1
+    return " ".join(words)[: tokens * 4]
+
+
+@dataclass(frozen=True)
+class Workload:
+    name: str
+    system_tokens: int
+    question_tokens: int
+    output_tokens: int
+    requests: list[list[dict[str, str]]]
+
+
+def generate(name: str, groups: int, per_group: int, system: int, question: int, output: int) -> Workload:
+    """sglang ``bench_serving``'s generated-shared-prefix dataset, shuffled."""
+    rng = random.Random(f"{name}-{groups}-{per_group}")
+    requests = []
+    for g in range(groups):
+        prompt = text_of(system, rng, f"group{g:04d}")
+        for q in range(per_group):
+            ask = text_of(question, rng, f"q{g}-{q}")
+            requests.append([{"role": "system", "content": prompt}, {"role": "user", "content": ask}])
+    rng.shuffle(requests)
+    return Workload(name, system, question, output, requests)
+
+
+# ---------------------------------------------------------------------------------- measurement
+
+
+@dataclass
+class Outcome:
+    ok: int = 0
+    failed: int = 0
+    ttft: list[float] = field(default_factory=list)
+    e2e: list[float] = field(default_factory=list)
+    wall: float = 0.0
+    hits: float = 0.0
+    queries: float = 0.0
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
+
+
+async def one_request(
+    http: aiohttp.ClientSession, url: str, messages: list[dict[str, str]], output: int, out: Outcome
+) -> None:
+    body = {"model": MODEL, "messages": messages, "max_tokens": output, "stream": True}
+    start = time.monotonic()
+    first: float | None = None
+    try:
+        async with http.post(url, json=body) as resp:
+            if resp.status != 200:
+                out.failed += 1
+                await resp.read()
+                return
+            async for line in resp.content:
+                if first is None and line.startswith(b"data: {") and b'"content"' in line:
+                    first = time.monotonic()
+    except (aiohttp.ClientError, TimeoutError):
+        out.failed += 1
+        return
+    end = time.monotonic()
+    out.ok += 1
+    out.ttft.append((first or end) - start)
+    out.e2e.append(end - start)
+
+
+async def drive(url: str, workload: Workload, rate: float, concurrency: int, scale: float) -> Outcome:
+    """Send every request at ``rate`` (simulated req/s), at most ``concurrency`` at once."""
+    out = Outcome()
+    slots = asyncio.Semaphore(concurrency)
+    connector = aiohttp.TCPConnector(limit=0)
+    timeout = aiohttp.ClientTimeout(total=600 * scale)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as http:
+        start = time.monotonic()
+
+        async def send(i: int, messages: list[dict[str, str]]) -> None:
+            async with slots:
+                await one_request(http, url, messages, workload.output_tokens, out)
+
+        tasks = []
+        for i, messages in enumerate(workload.requests):
+            due = start + i / rate * scale
+            if (delay := due - time.monotonic()) > 0:
+                await asyncio.sleep(delay)
+            await slots.acquire()  # keep the open-loop clock from running ahead of the slots
+            slots.release()
+            tasks.append(asyncio.create_task(send(i, messages)))
+        await asyncio.gather(*tasks)
+        out.wall = time.monotonic() - start
+    out.ttft = [t / scale for t in out.ttft]
+    out.e2e = [t / scale for t in out.e2e]
+    return out
+
+
+def scrape(url: str) -> dict[str, float]:
+    with urllib.request.urlopen(f"{url}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    values: dict[str, float] = {}
+    for name in ("vllm:prefix_cache_hits_total", "vllm:prefix_cache_queries_total"):
+        match = re.search(rf"^{re.escape(name)}\{{[^}}]*\}} ([\d.e+]+)$", text, re.M)
+        values[name] = float(match.group(1)) if match else 0.0
+    return values
+
+
+# ---------------------------------------------------------------------------------- the stack
+
+
+def wait_http(url: str, what: str, process: ManagedProcess, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        if not process.alive():
+            break
+        time.sleep(0.1)
+    raise SystemExit(f"{what} did not come up:\n{tail(process.log)}")
+
+
+def post(url: str) -> int:
+    request = urllib.request.Request(url, b"", method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+async def publish_world(nats_url: str, hosts: list[str], port: int) -> None:
+    nc = await nats.connect(nats_url)
+    js = nc.jetstream()
+    await declare_streams(js)
+    server = {
+        "metadata": {"name": "bench", "namespace": NAMESPACE},
+        "spec": {
+            "workloadSelector": {"matchLabels": {"app": "bench"}},
+            "workloadPort": {"port": port},
+            "inferenceEngine": "vLLM",
+            "model": MODEL,
+        },
+    }
+    route = {
+        "metadata": {"name": "bench", "namespace": NAMESPACE},
+        "spec": {"modelName": MODEL, "rules": [{"targetModels": [{"modelServerName": "bench"}]}]},
+    }
+    objects: list[tuple[str, dict[str, Any]]] = [("modelservers", server), ("modelroutes", route)]
+    for i, host in enumerate(hosts):
+        pod = {
+            "metadata": {"name": f"engine-{i}", "namespace": NAMESPACE, "labels": {"app": "bench"}},
+            "status": {
+                "phase": "Running",
+                "podIP": host,
+                "conditions": [{"type": "Ready", "status": "True"}],
+            },
+        }
+        objects.append(("pods", pod))
+    for resource, obj in objects:
+        obj["metadata"]["uid"] = f"{resource}-{obj['metadata']['name']}"
+        obj["metadata"]["resourceVersion"] = str(time.time_ns())
+        event = ObjectEvent.from_object("ADDED", resource, obj)
+        await js.publish(event.subject, event.to_bytes(), headers={MSG_ID_HEADER: event.msg_id})
+    await nc.drain()
+
+
+@dataclass
+class Stack:
+    work: Path
+    nats_url: str
+    hosts: list[str]
+    port: int
+    processes: list[ManagedProcess] = field(default_factory=list)
+
+    def engine_urls(self) -> list[str]:
+        return [f"http://{host}:{self.port}" for host in self.hosts]
+
+    def start_router(self, label: str, scorers: list[tuple[str, int]]) -> tuple[ManagedProcess, str]:
+        config = self.work / f"router-{len(self.processes)}.yaml"
+        config.write_text(router_yaml(scorers))
+        port = free_port()
+        env = {
+            "FERRY_NATS_URL": self.nats_url,
+            "FERRY_ROUTER_PORT": str(port),
+            "FERRY_ROUTER_METRICS_PORT": str(free_port()),
+            "FERRY_ROUTER_DEBUG_PORT": "-1",
+            "FERRY_ROUTER_CONFIG": str(config),
+            "ACCESS_LOG_ENABLED": "false",
+            "FERRY_LOG_LEVEL": "WARNING",
+        }
+        argv = [sys.executable, "-c", "from ferry_router.__main__ import main; main()"]
+        router = spawn(f"router-{label.replace('+', '-').replace(' ', '-')}", argv, self.work / "logs", env)
+        url = f"http://127.0.0.1:{port}"
+        wait_http(f"{url}/readyz", "router", router)
+        # Ready = the routing table is synced; wait until the model answers.
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"{url}/v1/models", timeout=2) as response:
+                    if MODEL in response.read().decode():
+                        break
+            except OSError:
+                pass
+            time.sleep(0.1)
+        return router, url
+
+
+def start_stack(args: argparse.Namespace, work: Path, nats_url: str) -> Stack:
+    port = free_port()
+    subnet = random.randint(30, 230)
+    stack = Stack(work, nats_url, [f"127.{subnet}.9.{i + 2}" for i in range(args.engines)], port)
+    events = {"enable_kv_cache_events": True, "topic": "kv-events"}
+    for i, host in enumerate(stack.hosts):
+        zmq_port = free_port()
+        config = json.dumps({**events, "endpoint": f"tcp://*:{zmq_port}"})
+        argv = [
+            sys.executable, "-m", "ferry_mock_engine", "--host", host, "--port", str(port),
+            "--served-model-name", MODEL, "--mock-id", f"engine-{i}", "--sim-profile", PROFILE,
+            "--time-scale", str(args.time_scale), "--max-num-seqs", str(args.max_num_seqs),
+            "--kv-cache-size", str(args.kv_blocks), "--kv-events-config", config,
+        ]  # fmt: skip
+        engine = spawn(f"engine-{i}", argv, work / "logs", {"FERRY_LOG_LEVEL": "WARNING"})
+        stack.processes.append(engine)
+        sidecar = [
+            sys.executable, "-m", "ferry_runtime", "--port", str(free_port()), "--host", "127.0.0.1",
+            "--pod", f"engine-{i}.{NAMESPACE}", "--model", MODEL,
+            "--kv-events-endpoint", f"tcp://{host}:{zmq_port}", "--kv-events-topic", "kv-events",
+        ]  # fmt: skip
+        runtime = spawn(
+            f"runtime-{i}", sidecar, work / "logs", {"FERRY_NATS_URL": nats_url, "FERRY_LOG_LEVEL": "WARNING"}
+        )
+        stack.processes.append(runtime)
+        wait_http(f"http://{host}:{port}/health", f"engine {i}", engine)
+    asyncio.run(publish_world(nats_url, stack.hosts, port))
+    return stack
+
+
+def run_set(stack: Stack, label: str, workload: Workload, args: argparse.Namespace) -> Outcome:
+    for url in stack.engine_urls():
+        deadline = time.monotonic() + 30
+        while post(f"{url}/reset_prefix_cache") != 200:  # idle engines only
+            if time.monotonic() > deadline:
+                raise SystemExit(f"{url} did not reset its prefix cache")
+            time.sleep(0.2)
+    router, url = stack.start_router(label, PLUGIN_SETS[label])
+    try:
+        before = [scrape(u) for u in stack.engine_urls()]
+        outcome = asyncio.run(
+            drive(f"{url}/v1/chat/completions", workload, args.rate, args.concurrency, args.time_scale)
+        )
+        after = [scrape(u) for u in stack.engine_urls()]
+    finally:
+        router.stop(timeout=5)
+    for a, b in zip(after, before, strict=True):
+        outcome.hits += a["vllm:prefix_cache_hits_total"] - b["vllm:prefix_cache_hits_total"]
+        outcome.queries += a["vllm:prefix_cache_queries_total"] - b["vllm:prefix_cache_queries_total"]
+    return outcome
+
+
+def print_table(workload: Workload, results: dict[str, Outcome], scale: float) -> None:
+    base = results.get("Random")
+
+    def rps(o: Outcome) -> float:
+        return o.ok / (o.wall / scale) if o.wall else 0.0
+
+    print(
+        f"\n{workload.name}: {len(workload.requests)} requests, "
+        f"system prompt {workload.system_tokens} tokens, "
+        f"question {workload.question_tokens}, output {workload.output_tokens} (simulated seconds)"
+    )
+    header = (
+        f"{'plugin set':<26} | {'req/s':>6} {'x Random':>8} | {'TTFT p50':>8} {'p99':>7} {'vs Random':>9} | "
+        f"{'e2e p50':>7} {'p99':>7} {'vs Random':>9} | {'cache hit':>9} | {'failed':>6}"
+    )
+    print(header)
+    print("-" * len(header))
+    for label, o in results.items():
+        ttft50, e2e50 = percentile(o.ttft, 50), percentile(o.e2e, 50)
+        ratio = rps(o) / rps(base) if base and rps(base) else float("nan")
+        ttft_delta = (ttft50 / percentile(base.ttft, 50) - 1) * 100 if base else float("nan")
+        e2e_delta = (e2e50 / percentile(base.e2e, 50) - 1) * 100 if base else float("nan")
+        hit = o.hits / o.queries * 100 if o.queries else 0.0
+        print(
+            f"{label:<26} | {rps(o):6.2f} {ratio:7.2f}x | {ttft50:7.2f}s {percentile(o.ttft, 99):6.2f}s "
+            f"{ttft_delta:+8.1f}% | {e2e50:6.2f}s {percentile(o.e2e, 99):6.2f}s {e2e_delta:+8.1f}% | "
+            f"{hit:8.1f}% | {o.failed:>6}"
+        )
+    sys.stdout.flush()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--groups", type=int, default=12, help="shared-prefix groups (Kthena: 256)")
+    parser.add_argument("--per-group", type=int, default=32, help="requests per group (Kthena: 32)")
+    parser.add_argument("--question", type=int, default=128, help="question tokens")
+    parser.add_argument("--output", type=int, default=256, help="output tokens")
+    parser.add_argument("--rate", type=float, default=100.0, help="simulated requests/s (Kthena: 800)")
+    parser.add_argument("--concurrency", type=int, default=300, help="max in flight (Kthena: 300)")
+    parser.add_argument("--engines", type=int, default=3)
+    parser.add_argument("--max-num-seqs", type=int, default=256, help="per engine (Kthena: 256)")
+    parser.add_argument("--kv-blocks", type=int, default=3700, help="KV blocks of 16 tokens per engine")
+    parser.add_argument("--time-scale", type=float, default=4.0, help="wall seconds per simulated second")
+    parser.add_argument("--workloads", default="long,short")
+    parser.add_argument("--sets", default=",".join(PLUGIN_SETS))
+    parser.add_argument("--keep", action="store_true", help="keep the work directory")
+    args = parser.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop the processes it started
+    work = Path(tempfile.mkdtemp(prefix="ferry-routing-bench-"))
+    nats_server = None
+    stack: Stack | None = None
+    try:
+        nats_url = os.environ.get("NATS_URL")
+        if not nats_url:
+            nats_server = NatsServer(find_binaries().nats_server, work / "nats", work / "logs")
+            nats_server.start()
+            nats_url = nats_server.url
+        stack = start_stack(args, work, nats_url)
+        print(
+            f"{args.engines} simulated engines ({PROFILE}, max-num-seqs {args.max_num_seqs}, "
+            f"{args.kv_blocks} KV blocks of 16 tokens each), time scale {args.time_scale:g}; "
+            f"{args.groups} groups x {args.per_group} requests, rate {args.rate:g}/s, "
+            f"max concurrency {args.concurrency}"
+        )
+        sizes = {"long": 4096, "short": 256}
+        for name in args.workloads.split(","):
+            workload = generate(name, args.groups, args.per_group, sizes[name], args.question, args.output)
+            results: dict[str, Outcome] = {}
+            for label in args.sets.split(","):
+                started = time.monotonic()
+                results[label] = run_set(stack, label, workload, args)
+                print(f"  {name} / {label}: {time.monotonic() - started:.0f}s wall", file=sys.stderr)
+            print_table(workload, results, args.time_scale)
+    finally:
+        if stack is not None:
+            for process in reversed(stack.processes):
+                process.stop(timeout=5)
+        if nats_server is not None:
+            nats_server.stop()
+        if not args.keep:
+            import shutil
+
+            shutil.rmtree(work, ignore_errors=True)
+        else:
+            print(f"work directory kept: {work}")
+
+
+if __name__ == "__main__":
+    main()

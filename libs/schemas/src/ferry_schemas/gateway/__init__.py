@@ -1,1 +1,0 @@
-"""Gateway API and Inference Extension: compiled objects and the attachment rules Ferry applies."""

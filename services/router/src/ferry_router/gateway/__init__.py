@@ -1,1 +1,0 @@
-"""Gateway mode: Gateway listeners, ModelRoutes bound by parentRefs, HTTPRoutes to InferencePools."""

@@ -1,2 +1,0 @@
-"""Gateway mode: Ferry's Gateway API controller (status of GatewayClasses, Gateways, HTTPRoutes and
-InferencePools; the default GatewayClass and Gateway)."""
