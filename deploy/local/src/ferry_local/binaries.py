@@ -61,6 +61,12 @@ def prometheus_operator_crds() -> Path:
     return (go_tools_bin_dir().parent / "prometheus-operator-crds").resolve()
 
 
+def gateway_crd_dir() -> Path:
+    """Fetch (first run only) and return the directory with the Gateway API (standard channel) and
+    Gateway API Inference Extension CRDs, taken from their Go modules."""
+    return _built("fetch-gateway-crds.sh", "the Gateway API and Inference Extension CRDs (Go modules)")
+
+
 def _which(name: str, *extra_dirs: str, package: str) -> Path:
     found = shutil.which(name) or next(
         (str(Path(d) / name) for d in extra_dirs if (Path(d) / name).is_file()), None

@@ -158,6 +158,10 @@ def _template(obj: Obj, values: dict[str, Obj]) -> Templated:
         if "FERRY_LOG_LEVEL" in data:
             data["FERRY_LOG_LEVEL"] = "@@STR:.Values.logLevel@@"
         data["@@LINE:gateway@@"] = ""
+        data["@@LINE:watch@@"] = ""
+        t.lines["watch"] = (
+            "{{- with .Values.watchNamespace }}\nFERRY_WATCH_NAMESPACE: {{ . | quote }}\n{{- end }}"
+        )
         t.lines["gateway"] = (
             '{{- if .Values.router.gatewayAPI.enabled }}\nFERRY_GATEWAY_API: "true"\n'
             "FERRY_GATEWAY_CONTROLLER_NAME: {{ .Values.router.gatewayAPI.controllerName | quote }}\n"
@@ -229,6 +233,9 @@ namespace:
   create: false
 
 logLevel: INFO
+
+# Serve the Ferry objects of this one namespace only (default: every namespace).
+watchNamespace: ""
 
 otel:
   # OTLP/gRPC collector for the reconcile traces (OTEL_EXPORTER_OTLP_ENDPOINT of every service).

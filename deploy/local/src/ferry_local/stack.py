@@ -16,7 +16,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from ferry_local.binaries import Binaries, find_binaries, lws_crd_dir
+from ferry_local.binaries import Binaries, find_binaries, gateway_crd_dir, lws_crd_dir
 from ferry_local.natsd import NatsServer
 from ferry_local.paths import repo_root
 from ferry_local.pki import ensure_pki, write_kubeconfig
@@ -200,13 +200,15 @@ def kubectl(info: StackInfo, *args: str, input: str | None = None, timeout: floa
 
 
 def install_crds(info: StackInfo, crd_dir: Path | None = None) -> None:
-    """The CRDs of ``crd_dir``; by default Ferry's (``deploy/crds``) and LeaderWorkerSet's.
+    """The CRDs of ``crd_dir``; by default Ferry's (``deploy/crds``), the Gateway API and Inference
+    Extension CRDs (gateway mode; ``fetch-gateway-crds.sh``) and LeaderWorkerSet's.
 
     The local stack serves LeaderWorkerSets like a cluster with LWS installed (Kthena's e2e setup),
     so Ferry's LWS support is enabled there; the CRD comes from the Go module (``fetch-lws-crd.sh``).
     """
     if crd_dir is None:
         install_crds(info, repo_root() / "deploy" / "crds")
+        install_crds(info, gateway_crd_dir())
         crd_dir = lws_crd_dir()
     files = sorted(crd_dir.glob("*.yaml"))
     if not files:

@@ -83,18 +83,25 @@ def start_system(
     trace_file: Path,
     *,
     router_port: int | None = None,
+    router_env: dict[str, str] | None = None,
     with_node: bool = True,
 ) -> SystemInfo:
     """Start every service (and the node), wait until each is ready, and return where they answer.
 
-    ``base_env`` says where the cluster and NATS are (``KUBECONFIG``, ``FERRY_NATS_URL``).
+    ``base_env`` says where the cluster and NATS are (``KUBECONFIG``, ``FERRY_NATS_URL``);
+    ``router_env`` adds to the router's own (e.g. a fixed debug port).
     """
     started: list[ManagedProcess] = []
     probes: dict[str, str] = {}
     metrics: dict[str, str] = {}
     try:
         for name in SERVICES:
-            extra = {"FERRY_ROUTER_PORT": str(router_port)} if name == "router" and router_port else None
+            extra = None
+            if name == "router":
+                extra = {
+                    **({"FERRY_ROUTER_PORT": str(router_port)} if router_port else {}),
+                    **(router_env or {}),
+                }
             say(f"starting ferry-{name}")
             process, ready_url, metrics[name] = start_service(name, base_env, log_dir, trace_file, extra)
             started.append(process)

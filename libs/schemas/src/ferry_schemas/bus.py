@@ -43,6 +43,11 @@ APPLIED_GENERATIONS_BUCKET = "ferry_applied_generations"
 RATE_LIMIT_BUCKET = "ferry_rate_limits"
 """KV: token buckets shared by router replicas for global rate limits."""
 
+GATEWAY_LISTENERS_BUCKET = "ferry_gateway_listeners"
+"""KV: ``<router replica>`` → :class:`ListenerReport`, renewed every few seconds, expiring after
+:data:`LISTENER_REPORT_TTL`: what the data plane really serves (Gateway ``Programmed``)."""
+LISTENER_REPORT_TTL = 15.0
+
 DUPLICATE_WINDOW_SECONDS = 120.0
 MSG_ID_HEADER = "Nats-Msg-Id"
 
@@ -61,6 +66,12 @@ class Resource(StrEnum):
     SERVICES = "services"
     LEADER_WORKER_SETS = "leaderworkersets"
     """``leaderworkerset.x-k8s.io/v1``: served as ModelServings when the API server has the kind."""
+    # Gateway API and Gateway API Inference Extension (published only in gateway mode)
+    GATEWAY_CLASSES = "gatewayclasses"
+    GATEWAYS = "gateways"
+    HTTP_ROUTES = "httproutes"
+    REFERENCE_GRANTS = "referencegrants"
+    INFERENCE_POOLS = "inferencepools"
 
 
 class StreamSpec(BaseModel):
@@ -90,6 +101,8 @@ STREAMS: tuple[StreamSpec, ...] = (
 # --------------------------------------------------------------------------- subjects
 
 _TOKEN_ESCAPES = {".": "_"}
+CLUSTER_SCOPE_TOKEN = "-"
+"""The namespace token of a cluster-scoped object (GatewayClass): no namespace is named ``-``."""
 
 
 def encode_token(value: str) -> str:
@@ -111,8 +124,13 @@ def decode_token(token: str) -> str:
     return token.replace("_", ".")
 
 
+def namespace_token(namespace: str) -> str:
+    """The subject token of a namespace; cluster-scoped objects (namespace ``""``) use ``-``."""
+    return encode_token(namespace) if namespace else CLUSTER_SCOPE_TOKEN
+
+
 def _subject(prefix: str, resource: str, namespace: str, name: str) -> str:
-    return f"{prefix}.{resource}.{encode_token(namespace)}.{encode_token(name)}"
+    return f"{prefix}.{resource}.{namespace_token(namespace)}.{encode_token(name)}"
 
 
 def object_subject(resource: str, namespace: str, name: str) -> str:
@@ -157,7 +175,7 @@ def parse_subject(subject: str) -> SubjectKey:
     return SubjectKey(
         prefix=f"{parts[0]}.{parts[1]}",
         resource=parts[2],
-        namespace=decode_token(parts[3]),
+        namespace="" if parts[3] == CLUSTER_SCOPE_TOKEN else decode_token(parts[3]),
         name=decode_token(parts[4]),
     )
 
@@ -364,3 +382,13 @@ class DeadLetter(Envelope):
     deliveries: int
     error: str = ""
     data: str = ""
+
+
+class ListenerReport(Envelope):
+    """One router replica's Gateway listeners: ``ports`` maps each port it should serve to ``""``
+    when bound, else the reason it is not; ``address`` is where clients reach the replica."""
+
+    replica: str
+    address: str
+    ports: dict[str, str] = Field(default_factory=dict)
+    reported_at: datetime = Field(default_factory=utcnow)

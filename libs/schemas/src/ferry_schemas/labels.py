@@ -19,6 +19,10 @@ PODGROUP_API_VERSION = "scheduling.volcano.sh/v1beta1"
 LWS_GROUP = "leaderworkerset.x-k8s.io"
 LWS_VERSION = "v1"
 LWS_API_VERSION = f"{LWS_GROUP}/{LWS_VERSION}"
+GATEWAY_GROUP = "gateway.networking.k8s.io"
+"""Gateway API (Gateway, GatewayClass, HTTPRoute v1; ReferenceGrant v1beta1)."""
+INFERENCE_GROUP = "inference.networking.k8s.io"
+"""Gateway API Inference Extension (InferencePool v1)."""
 
 # --------------------------------------------------------------------------- ModelBooster children
 

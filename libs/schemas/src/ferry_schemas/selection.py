@@ -6,7 +6,7 @@ A ModelServer selects the pods of its own namespace whose labels include every p
 its namespace and one of its pairs (the anchor), so finding the selectors of a pod costs one dict
 look-up per pod label plus a full check of the few selectors anchored on those labels, however
 many pods and ModelServers there are. An empty selector selects nothing (Kthena's webhook refuses
-it).
+it). In gateway mode InferencePools file their ``spec.selector.matchLabels`` in the same index.
 """
 
 from __future__ import annotations
@@ -19,14 +19,24 @@ Pair = tuple[str, str]
 V = TypeVar("V")
 
 
-def server_match_labels(server: Mapping[str, Any]) -> dict[str, str]:
-    """``spec.workloadSelector.matchLabels`` of a ModelServer object (``{}`` when absent or malformed)."""
-    spec = server.get("spec") or {}
-    selector = spec.get("workloadSelector") if isinstance(spec, Mapping) else None
+def _match_labels(obj: Mapping[str, Any], selector_field: str) -> dict[str, str]:
+    """``spec.<selector_field>.matchLabels`` of an object (``{}`` when absent or malformed)."""
+    spec = obj.get("spec") or {}
+    selector = spec.get(selector_field) if isinstance(spec, Mapping) else None
     labels = selector.get("matchLabels") if isinstance(selector, Mapping) else None
     if not isinstance(labels, Mapping):
         return {}
     return {str(k): str(v) for k, v in labels.items()}
+
+
+def server_match_labels(server: Mapping[str, Any]) -> dict[str, str]:
+    """``spec.workloadSelector.matchLabels`` of a ModelServer object."""
+    return _match_labels(server, "workloadSelector")
+
+
+def pool_match_labels(pool: Mapping[str, Any]) -> dict[str, str]:
+    """``spec.selector.matchLabels`` of an InferencePool object (gateway mode: pools select pods too)."""
+    return _match_labels(pool, "selector")
 
 
 def selects(selector: tuple[Pair, ...], labels: Labels) -> bool:

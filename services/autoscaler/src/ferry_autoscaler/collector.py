@@ -119,7 +119,7 @@ class MetricCollector:
     ) -> Collected:
         """``pods``: every pod of the target's namespace (the selector picks the entry pods)."""
         out = Collected()
-        now = time.monotonic() if now is None else now
+        now = time.time() if now is None else now
         groups: dict[tuple[str, int, LabelSelector], list[tuple[str, PodSource]]] = defaultdict(list)
         for metric in metrics:
             if metric.source is None:

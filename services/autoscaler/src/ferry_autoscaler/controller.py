@@ -28,6 +28,7 @@ from ferry_autoscaler.leases import DeciderLeases
 from ferry_autoscaler.metrics import CYCLE_SECONDS, CYCLES, DEMAND, LEASES_HELD, SCALE_WRITES, SKIPPED
 from ferry_autoscaler.policies import Broken, Owner, Plan, ServingRef, plan_for_binding, plan_for_policy
 from ferry_autoscaler.scaler import Outcome, Scaler, Write
+from ferry_autoscaler.state_store import StateStore
 from ferry_autoscaler.status import compose_status, decision_text, same_status
 
 log = logging.getLogger(__name__)
@@ -70,10 +71,13 @@ class Controller:
         api: AutoscalerApi,
         leases: DeciderLeases,
         events: EventRecorder,
+        store: StateStore,
         workers: int = 8,
     ) -> None:
         self._view = view
         self._events = events
+        self._store = store
+        self._restored: set[tuple[str, tuple[int, ...]]] = set()
         self._scaler = scaler
         self._api = api
         self._leases = leases
@@ -82,8 +86,7 @@ class Controller:
         self._generations: dict[str, int] = {}
         self.kick = asyncio.Event()
         """Set when a policy or binding changed generation: the loop runs a cycle at once."""
-        self.decisions: list[tuple[float, str, Write]] = []
-        """(monotonic time, plan key, write) of recent writes (the benchmark reads them)."""
+        self._tasks: set[asyncio.Task[None]] = set()
 
     # ------------------------------------------------------------------ triggers
 
@@ -95,6 +98,10 @@ class Controller:
         if self._generations.get(key) != generation:
             self._generations[key] = generation
             self.kick.set()
+        if event.deleted:
+            task = asyncio.get_running_loop().create_task(self._store.delete(key))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
 
     async def on_demand(self, msg: Msg) -> None:
         try:
@@ -125,11 +132,13 @@ class Controller:
                     await self._report_broken(plan)
                     return
                 started = time.monotonic()
-                outcome = await self._scaler.cycle(plan, started)
+                await self._restore(plan)
+                outcome = await self._scaler.cycle(plan, time.time())
                 CYCLES.labels(type(plan.target).__name__).inc()
                 if outcome.skipped:
                     SKIPPED.inc()
                 await self._act(outcome)
+                await self._store.save(plan.key, self._scaler.dump(plan))
                 CYCLE_SECONDS.observe(time.monotonic() - started)
             except Exception:
                 log.exception("autoscaling %s failed", plan.owner.key)
@@ -153,12 +162,13 @@ class Controller:
                 async with self._lock(plan.key):
                     if not self._leases.holds(plan.key) and not await self._leases.claim(plan.key):
                         continue
-                    outcome = self._scaler.wake(plan, ref, time.monotonic())
+                    await self._restore(plan)
+                    outcome = self._scaler.wake(plan, ref, time.time())
                     if outcome is not None:
                         woke = True
-                        await self._act(
-                            outcome, reason="ScaledFromZero", why=f"demand for model {demand.model}"
-                        )
+                        why = f"demand for model {demand.model}"
+                        await self._act(outcome, reason="ScaledFromZero", why=why)
+                        await self._store.save(plan.key, self._scaler.dump(plan))
         DEMAND.labels("woke" if woke else "ignored").inc()
 
     # ------------------------------------------------------------------ effects
@@ -177,8 +187,6 @@ class Controller:
                 )
                 self._event(owner, "Warning", "FailedRescale", failure[1])
                 continue
-            self.decisions.append((time.monotonic(), outcome.plan.key, write))
-            del self.decisions[:-1000]
             changes = {
                 **(write.roles or {}),
                 **({"replicas": write.replicas} if write.replicas is not None else {}),
@@ -194,6 +202,18 @@ class Controller:
             self._event(owner, "Normal", reason, f"{message}; {why or details}")
             log.info("%s %s (%s)", owner.key, message, why or details)
         await self._write_status(outcome, failure, scaled)
+
+    async def _restore(self, plan: Plan) -> None:
+        """Once per plan revision in this process: continue from the last decider's saved state."""
+        marker = (plan.key, plan.revision)
+        if marker in self._restored:
+            return
+        self._restored.add(marker)
+        if self._scaler.has_state(plan):
+            return
+        data = await self._store.load(plan.key)
+        if data is not None and self._scaler.restore(plan, data):
+            log.info("%s: continuing the saved scaling windows", plan.key)
 
     async def _write(self, write: Write) -> None:
         if write.replicas is not None:

@@ -116,6 +116,23 @@ class Scaler:
             state = self._states[plan.key] = _PlanState(plan.revision)
         return state
 
+    def has_state(self, plan: Plan) -> bool:
+        state = self._states.get(plan.key)
+        return state is not None and state.revision == plan.revision
+
+    def dump(self, plan: Plan) -> dict[str, Any]:
+        """The plan's behaviour state (every unit's windows and panic deadline) as JSON."""
+        state = self._state(plan)
+        return {"revision": list(plan.revision), "units": {k: v.dump() for k, v in state.units.items()}}
+
+    def restore(self, plan: Plan, data: dict[str, Any]) -> bool:
+        """Continue from a dump written by the previous decider; ignored when the plan changed since."""
+        if list(data.get("revision") or []) != list(plan.revision):
+            return False
+        for unit, dumped in (data.get("units") or {}).items():
+            self.unit_state(plan, str(unit)).load(dumped)
+        return True
+
     def unit_state(self, plan: Plan, unit: str) -> ScalingState:
         state = self._state(plan)
         if unit not in state.units:

@@ -24,6 +24,7 @@ from ferry_autoscaler.kube import AutoscalerApi
 from ferry_autoscaler.leases import LEASES_BUCKET, DeciderLeases
 from ferry_autoscaler.scaler import Scaler
 from ferry_autoscaler.settings import AutoscalerSettings
+from ferry_autoscaler.state_store import StateStore
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +62,7 @@ async def run(settings: AutoscalerSettings, stop: asyncio.Event) -> None:
         view.get,
         lambda namespace: view.list(Resource.PODS, namespace),
     )
-    controller = Controller(view, scaler, api, leases, events, settings.workers)
+    controller = Controller(view, scaler, api, leases, events, StateStore(kv), settings.workers)
     view.on_change(controller.on_change)
     await view.start()
     demand = await nc.subscribe(f"{DEMAND_PREFIX}.>", cb=controller.on_demand)

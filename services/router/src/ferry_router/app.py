@@ -12,17 +12,21 @@ from __future__ import annotations
 import logging
 import random
 import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
 from aiohttp import web
+from multidict import CIMultiDict
 from opentelemetry import propagate, trace
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 from ferry_router import errors
 from ferry_router.auth import AUTH_FAILURES, AuthError, JWTAuthenticator
 from ferry_router.cold_start import ColdStartHold
-from ferry_router.matching import match_route
+from ferry_router.fairness import Fairness
+from ferry_router.matching import Match, match_route
 from ferry_router.observability import (
     ACTIVE,
     RATE_LIMITED,
@@ -40,7 +44,9 @@ from ferry_router.prompt import estimate_tokens, extract_prompt
 from ferry_router.proxy import (
     STARTED_RESPONSE,
     Attempt,
+    HeaderEdit,
     UpstreamClient,
+    UsageCallback,
     forward,
     inject_usage,
     upstream_headers,
@@ -51,16 +57,36 @@ from ferry_router.scheduler.framework import PDPair
 from ferry_router.scheduler.kvcache_aware import KVCacheAware
 from ferry_router.scheduler.prefix_cache import PrefixCache
 from ferry_router.served import engine_model
-from ferry_router.state.resources import Server
+from ferry_router.state.resources import Route, Server
 from ferry_router.state.table import Endpoint, RoutingTable
 
 log = logging.getLogger(__name__)
+RouteFilter = Callable[[Route], bool]
+Fallback = Callable[[], Awaitable[web.StreamResponse]]
+Handler = Callable[[web.Request, RequestRecord], Awaitable[web.StreamResponse]]
 
 INFERENCE_PATHS = frozenset({"/v1/chat/completions", "/v1/completions", "/v1/embeddings"})
 JSON = "application/json"
 
 
 _ids = random.Random()
+
+
+@dataclass(slots=True)
+class Upstream:
+    """Where a routed request goes: an endpoint group (a ModelServer, or an InferencePool in
+    gateway mode) and what to send. ``pd`` overrides the group's own prefill/decode setting;
+    ``path_qs``/``headers`` override the client's (HTTPRoute rewrites and header filters)."""
+
+    server_key: str
+    server: Server
+    body: dict[str, Any]
+    ctx: SchedulingContext
+    retry_on_404: bool = False
+    pd: bool | None = None
+    path_qs: str | None = None
+    headers: CIMultiDict[str] | None = None
+    edit_headers: HeaderEdit | None = None
 
 
 def new_request_id() -> str:
@@ -82,6 +108,11 @@ def end_server_span(span: Span, record: RequestRecord) -> None:
     if record.status >= 500:
         span.set_status(Status(StatusCode.ERROR, record.error_message))
     span.end()
+
+
+def client_gone(request: web.Request) -> bool:
+    transport = request.transport
+    return transport is None or transport.is_closing()
 
 
 def started_or(request: web.Request, fallback: web.StreamResponse) -> web.StreamResponse:
@@ -111,6 +142,7 @@ class Router:
         ready: Any = None,
         cold_start: ColdStartHold | None = None,
         authenticator: JWTAuthenticator | None = None,
+        fairness: Fairness | None = None,
     ) -> None:
         self.table = table
         self.scheduler = scheduler
@@ -120,6 +152,9 @@ class Router:
         self.max_body_bytes = max_body_bytes
         self._ready = ready or (lambda: True)
         self.authenticator = authenticator
+        self.fairness = fairness
+        if fairness is not None:
+            table.route_listeners.append(self._forget_queue)
         self.cold_start = cold_start
         table.route_listeners.append(limiter.on_route)
         for plugin, _ in scheduler.scorers:
@@ -128,13 +163,25 @@ class Router:
 
     # ------------------------------------------------------------------ application
 
-    def build_app(self) -> web.Application:
+    def build_app(self, catch_all: Handler | None = None, *, management: bool = True) -> web.Application:
+        """The listener's application: probes (``management``), then the model list and inference,
+        or ``catch_all`` for every other path (a Gateway listener)."""
         app = web.Application(client_max_size=self.max_body_bytes, handler_args={"access_log": None})
-        app.router.add_get("/healthz", self.healthz)
-        app.router.add_get("/readyz", self.readyz)
+        if management:
+            app.router.add_get("/healthz", self.healthz)
+            app.router.add_get("/readyz", self.readyz)
+        if catch_all is not None:
+            app.router.add_route("*", "/{tail:.*}", self.wrapped(catch_all))
+            return app
         app.router.add_get("/v1/models", self.wrapped(self.list_models))
         app.router.add_route("*", "/{tail:.*}", self.wrapped(self.inference))
         return app
+
+    async def serve_plain(self, request: web.Request, record: RequestRecord) -> web.StreamResponse:
+        """What the router's own port does without a Gateway listener for the request."""
+        if request.method == "GET" and request.path == "/v1/models":
+            return await self.list_models(request, record)
+        return await self.inference(request, record)
 
     async def healthz(self, _: web.Request) -> web.Response:
         return json_response({"message": "ok"})
@@ -196,6 +243,13 @@ class Router:
 
         return serve
 
+    def _forget_queue(self, key: str, route: Any) -> None:
+        """A model's queue goes away with its last route (its waiters are cancelled)."""
+        assert self.fairness is not None
+        for model in self.fairness.models():
+            if model not in self.table.by_model:
+                self.fairness.forget_model(model)
+
     async def _authenticate(self, request: web.Request, record: RequestRecord) -> None:
         """JWT check (spec §9): the subject becomes the request's user, or the request gets 401."""
         assert self.authenticator is not None
@@ -219,21 +273,35 @@ class Router:
             raise errors.unsupported_path(request.method, request.path)
         if request.method != "POST":
             raise errors.method_not_allowed(request.method, request.path)
-        body = await self._read_json(request)
+        body = await self.read_json(request)
         model = body.get("model")
         if not isinstance(model, str) or not model.strip():
             raise errors.missing_model()
         record.model = model
         known = self.table.known_model(model)
         record.metrics_model = model if known else "unknown"
+        return await self.route_model(request, record, body, model)
+
+    async def route_model(
+        self,
+        request: web.Request,
+        record: RequestRecord,
+        body: dict[str, Any],
+        model: str,
+        allowed: RouteFilter | None = None,
+        fallback: Fallback | None = None,
+    ) -> web.StreamResponse:
+        """Serve a parsed inference request by ModelRoute. Gateway mode passes ``allowed`` (the routes
+        bound to the listener the request came in on) and ``fallback`` (HTTPRoutes, tried when no
+        ModelRoute matches)."""
         downstream = active_downstream(record.metrics_model)
         downstream.inc()
         try:
-            return await self._route(request, record, body, model)
+            return await self._route(request, record, body, model, allowed, fallback)
         finally:
             downstream.dec()
 
-    async def _read_json(self, request: web.Request) -> dict[str, Any]:
+    async def read_json(self, request: web.Request) -> dict[str, Any]:
         if request.content_length is not None and request.content_length > self.max_body_bytes:
             raise errors.body_too_large(self.max_body_bytes)
         try:
@@ -256,12 +324,20 @@ class Router:
         return list(self.table.server_endpoints(server_key))
 
     async def _route(
-        self, request: web.Request, record: RequestRecord, body: dict[str, Any], model: str
+        self,
+        request: web.Request,
+        record: RequestRecord,
+        body: dict[str, Any],
+        model: str,
+        allowed: RouteFilter | None,
+        fallback: Fallback | None,
     ) -> web.StreamResponse:
         prompt = extract_prompt(body)
         record.input_tokens = estimate_tokens(prompt)
-        match = match_route(self.table, model, request.path, request.headers)
+        match = match_route(self.table, model, request.path, request.headers, allowed=allowed)
         if match is None:
+            if fallback is not None:
+                return await fallback()
             raise errors.unknown_model(model)
         record.model_route = match.route.key
         if match.target.server is None:
@@ -274,6 +350,25 @@ class Router:
         except errors.RateLimited as exc:
             RATE_LIMITED.labels(record.metrics_model, exc.limit_type, path_label(request.path)).inc()
             raise
+        queue = None
+        if self.fairness is not None:  # spec §10: after the rate limit, before scheduling
+            queue = self.fairness.queue(model)
+            await queue.admit(record.user, lambda: client_gone(request))
+        try:
+            return await self._serve_route(request, record, body, model, prompt, match)
+        finally:
+            if queue is not None:
+                queue.release()
+
+    async def _serve_route(
+        self,
+        request: web.Request,
+        record: RequestRecord,
+        body: dict[str, Any],
+        model: str,
+        prompt: str,
+        match: Match,
+    ) -> web.StreamResponse:
         server_key = match.server_key
         server = self.table.servers.get(server_key)
         if server is None:
@@ -292,20 +387,38 @@ class Router:
             body=body,
         )
         route_key = match.route.key
-        dest = record.labels()
-        dest_labels = (server_key, *dest)
 
         async def on_usage(prompt_tokens: int, completion_tokens: int) -> None:
             record.output_tokens = completion_tokens
             await self.limiter.record_output(route_key, completion_tokens)
+            if self.fairness is not None:
+                await self.fairness.record(record.user, model, prompt_tokens, completion_tokens)
 
-        headers = upstream_headers(request.headers, record.request_id)
-        path_qs = request.path_qs
+        return await self.dispatch(
+            request,
+            record,
+            Upstream(server_key, server, body, ctx, retry_on_404=match.is_lora),
+            on_usage,
+        )
+
+    async def dispatch(
+        self, request: web.Request, record: RequestRecord, up: Upstream, on_usage: UsageCallback
+    ) -> web.StreamResponse:
+        """Schedule among the endpoints of ``up.server`` (prefill/decode pairs when it is PD) and
+        proxy, trying the ranked candidates in order."""
+        server_key, server, body, ctx = up.server_key, up.server, up.body, up.ctx
+        dest = record.labels()
+        dest_labels = (server_key, *dest)
+        headers = (
+            up.headers if up.headers is not None else upstream_headers(request.headers, record.request_id)
+        )
+        path_qs = up.path_qs if up.path_qs is not None else request.path_qs
         record.t_processed = time.perf_counter()
 
-        if self.cold_start is not None and not self.cold_start.ready(server):
-            await self.cold_start.hold(server, model)
-        if server.pd_group is not None:
+        pd = up.pd if up.pd is not None else server.pd_group is not None
+        if self.cold_start is not None and not self.cold_start.ready(server, pd):
+            await self.cold_start.hold(server, ctx.model)
+        if pd:
             sets = self.table.pd.get(server_key)
             if sets is None or not sets.decode:
                 raise errors.no_endpoints(server_key)
@@ -358,8 +471,9 @@ class Router:
             body=orjson.dumps(body),
             headers=headers,
             hide_usage=hide_usage,
-            retry_on_404=match.is_lora,
+            retry_on_404=up.retry_on_404,
             dest_labels=dest_labels,
+            edit_headers=up.edit_headers,
         )
         try:
             response, endpoint = await forward(request, attempt, ranked, record, on_usage)

@@ -76,8 +76,10 @@ class ColdStartHold:
         changed, self._changed = self._changed, asyncio.Event()
         changed.set()
 
-    def ready(self, server: Server) -> bool:
-        if server.pd_group is not None:
+    def ready(self, server: Server, pd: bool | None = None) -> bool:
+        """Whether ``server`` has an endpoint to send to (``pd`` overrides whether it is served
+        prefill/decode: an InferencePool is only when its pods carry those roles)."""
+        if server.pd_group is not None if pd is None else pd:
             sets = self._table.pd.get(server.key)
             return sets is not None and bool(sets.decode)
         return bool(self._table.server_endpoints(server.key))

@@ -8,7 +8,7 @@ be drawn (all weights 0) falls through to the next rule (Kthena skips the whole 
 from __future__ import annotations
 
 import random
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from ferry_router.state.resources import Route, Rule, Target
@@ -51,10 +51,12 @@ def match_route(
     path: str,
     headers: Mapping[str, str],
     rng: random.Random | None = None,
+    allowed: Callable[[Route], bool] | None = None,
 ) -> Match | None:
     """The target for a request, or ``None`` when no route matches.
 
-    ``headers`` must answer lower-case names (aiohttp's ``CIMultiDict`` does).
+    ``headers`` must answer lower-case names (aiohttp's ``CIMultiDict`` does). ``allowed`` limits
+    the candidates (gateway mode: the routes bound to the listener the request came in on).
     """
     candidates = table.by_model.get(model)
     is_lora = False
@@ -64,6 +66,8 @@ def match_route(
         if candidates is None:
             return None
     for route in candidates:
+        if allowed is not None and not allowed(route):
+            continue
         for rule in route.rules:
             if not rule.matches(model, path, headers):
                 continue

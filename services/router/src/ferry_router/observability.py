@@ -176,6 +176,9 @@ class RequestRecord:
     input_tokens: int = 0
     output_tokens: int = 0
     user: str = ""  # the JWT subject when authentication is on (rate limits, fairness)
+    gateway: str = ""  # gateway mode: the Gateway (ns/name) whose listener took the request
+    http_route: str = ""
+    inference_pool: str = ""
     t_processed: float | None = None  # request processing done (parse, route, estimate)
     t_upstream_start: float | None = None
     t_upstream_end: float | None = None
@@ -237,6 +240,9 @@ class RequestRecord:
             "input_tokens": self.input_tokens,
             "output_tokens": self.output_tokens,
             "user": self.user,
+            "gateway": self.gateway,
+            "http_route": self.http_route,
+            "inference_pool": self.inference_pool,
         }
         entry.update({k: v for k, v in optional.items() if v})
         entry.update(
@@ -265,6 +271,9 @@ class RequestRecord:
             ("upstream_status_code", self.upstream_status or ""),
             ("upstream_attempts", self.upstream_attempts or ""),
             ("user", self.user),
+            ("gateway", self.gateway),
+            ("http_route", self.http_route),
+            ("inference_pool", self.inference_pool),
         ):
             if value:
                 parts.append(f"{key}={value}")

@@ -150,6 +150,8 @@ def endpoint_url(server: Server, endpoint: Endpoint, path_qs: str) -> str:
 
 
 UsageCallback = Callable[[int, int], Awaitable[None]]
+HeaderEdit = Callable[[CIMultiDict[str]], None]
+"""Changes the relayed answer's headers (an HTTPRoute ResponseHeaderModifier) before they are sent."""
 
 
 def _usage_of(chunk: dict[str, Any]) -> tuple[int, int] | None:
@@ -213,11 +215,12 @@ async def relay(
     hide_usage_chunks: bool,
     on_usage: UsageCallback,
     idle_timeout: float,
+    edit_headers: HeaderEdit | None = None,
 ) -> web.StreamResponse:
     """Copy an upstream answer to the client; report usage; hide the usage chunk the router asked for."""
     watch = StallWatch(upstream, idle_timeout)
     try:
-        return await _relay(request, upstream, watch, hide_usage_chunks, on_usage)
+        return await _relay(request, upstream, watch, hide_usage_chunks, on_usage, edit_headers)
     finally:
         watch.cancel()
 
@@ -228,7 +231,11 @@ async def _relay(
     watch: StallWatch,
     hide_usage_chunks: bool,
     on_usage: UsageCallback,
+    edit_headers: HeaderEdit | None,
 ) -> web.StreamResponse:
+    headers = response_headers(upstream.headers)
+    if edit_headers is not None:
+        edit_headers(headers)
     if not is_streaming(upstream):
         try:
             body = await upstream.read()
@@ -245,8 +252,8 @@ async def _relay(
                 usage = None
         if usage:
             await on_usage(*usage)
-        return web.Response(body=body, status=upstream.status, headers=response_headers(upstream.headers))
-    response = web.StreamResponse(status=upstream.status, headers=response_headers(upstream.headers))
+        return web.Response(body=body, status=upstream.status, headers=headers)
+    response = web.StreamResponse(status=upstream.status, headers=headers)
     await response.prepare(request)
     request[STARTED_RESPONSE] = response  # once bytes are out, this is the only answer there can be
     carry = b""
@@ -320,6 +327,7 @@ class Attempt:
     hide_usage: bool
     retry_on_404: bool
     dest_labels: tuple[str, str, str, str, str]  # active_upstream_requests labels
+    edit_headers: HeaderEdit | None = None
 
 
 async def forward(
@@ -361,6 +369,7 @@ async def forward(
                     hide_usage_chunks=attempt.hide_usage,
                     on_usage=on_usage,
                     idle_timeout=attempt.client.settings.idle_timeout,
+                    edit_headers=attempt.edit_headers,
                 )
                 return response, endpoint
             finally:

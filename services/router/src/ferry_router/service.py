@@ -10,12 +10,15 @@ from ferry_schemas.bus import RATE_LIMIT_BUCKET
 from ferry_schemas.runtime import ProbeServer
 from ferry_schemas.runtime.jetstream import connect, key_value
 from nats.aio.client import Client
+from nats.aio.msg import Msg
 
 from ferry_router import table_metrics
 from ferry_router.app import Router
 from ferry_router.auth import JWTAuthenticator, load_auth
 from ferry_router.cold_start import ColdStartHold
 from ferry_router.debug import build_debug_app
+from ferry_router.fairness import USAGE_SUBJECT, Fairness, FairnessSettings
+from ferry_router.gateway.mode import GatewayMode
 from ferry_router.metrics_scraper import MetricsScraper
 from ferry_router.observability import POOL_IDLE, POOL_IN_USE, AccessLog
 from ferry_router.proxy import UpstreamClient, UpstreamSettings
@@ -36,6 +39,7 @@ class RouterService:
         self.nats_url = nats_url
         self.table = RoutingTable()
         self.scheduler = build_scheduler(load_config(settings.config_path))
+        self.fairness: Fairness | None = None
         auth = load_auth(settings.config_path)
         self.authenticator = JWTAuthenticator(auth) if auth.enabled else None
         self.client = UpstreamClient(
@@ -54,6 +58,7 @@ class RouterService:
         self.feed: BusFeed | None = None
         self.kv_feeds: list[KvFeed] = []
         self.router: Router | None = None
+        self.gateway: GatewayMode | None = None
         self._runners: list[web.AppRunner] = []
         self.probes: ProbeServer | None = None
         self.port = settings.port
@@ -79,6 +84,9 @@ class RouterService:
         s = self.settings
         self.nc = await connect(self.nats_url, "ferry-router")
         js = self.nc.jetstream()
+        fairness_settings = FairnessSettings.from_env()
+        if fairness_settings.enabled:
+            self.fairness = Fairness(fairness_settings, publish=self.nc.publish)
         kv = await key_value(js, RATE_LIMIT_BUCKET)
         limiter = RateLimiter(kv)
         cold_start = ColdStartHold(
@@ -94,8 +102,24 @@ class RouterService:
             ready=self.ready,
             cold_start=cold_start,
             authenticator=self.authenticator,
+            fairness=self.fairness,
         )
-        self.feed = BusFeed(js, self.table, stream=s.objects_stream)
+        extra = None
+        if s.gateway_mode:
+            address = s.advertise_address or ("127.0.0.1" if s.host in ("0.0.0.0", "", "::") else s.host)
+            self.gateway = GatewayMode(
+                self.router, controller_name=s.gateway_controller, host=s.host, main_port=s.port,
+                address=address, drain=min(s.drain_timeout, 5.0), reuse_port=s.workers > 1,
+            )  # fmt: skip
+            extra = self.gateway.appliers()
+        self.feed = BusFeed(js, self.table, stream=s.objects_stream, extra=extra)
+        if self.fairness is not None:
+            fairness = self.fairness
+
+            async def on_usage(msg: Msg) -> None:
+                fairness.on_usage_message(msg.data)
+
+            await self.nc.subscribe(USAGE_SUBJECT, cb=on_usage)
         if self.authenticator is not None:
             await self.authenticator.start()
         await self.client.start()
@@ -108,7 +132,15 @@ class RouterService:
                 self.kv_feeds.append(kv_feed)
         self.probes = ProbeServer(s.metrics_host, s.metrics_port, ready=self.ready)
         await self.probes.start()
-        self.port = await self._serve(self.router.build_app(), s.host, s.port)
+        main_app = (
+            self.router.build_app(catch_all=self.gateway.main_handler())
+            if self.gateway is not None
+            else self.router.build_app()
+        )
+        self.port = await self._serve(main_app, s.host, s.port)
+        if self.gateway is not None:
+            self.gateway.manager.main_port = self.gateway.handler.main_port = self.port
+            await self.gateway.start(js)
         if s.debug_port >= 0:
             try:
                 await self._serve(build_debug_app(self.table), "127.0.0.1", s.debug_port)
@@ -129,6 +161,8 @@ class RouterService:
         return int(sockets[0].getsockname()[1]) if sockets else port
 
     async def stop(self) -> None:
+        if self.gateway is not None:
+            await self.gateway.stop()
         for runner in reversed(self._runners):
             await runner.cleanup()
         if self.feed is not None:
@@ -137,6 +171,8 @@ class RouterService:
             await kv_feed.stop()
         await self.scheduler.close()
         await self.scraper.stop()
+        if self.fairness is not None:
+            self.fairness.close()
         if self.authenticator is not None:
             await self.authenticator.stop()
         await self.client.close()

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ferry_schemas.bus import OBJECTS_STREAM
-from ferry_schemas.runtime.settings import env_float, env_int, env_str
+from ferry_schemas.runtime.settings import env_float, env_int, env_str, gateway_controller_name, gateway_mode
 
 from ferry_router.durations import parse_duration
 
@@ -72,3 +72,9 @@ class RouterSettings:
     """Scale from zero: how long a request waits for a model server with no ready endpoint (0: never)."""
     hold_queue: int = field(default_factory=lambda: env_int("FERRY_ROUTER_HOLD_QUEUE", 256))
     """Scale from zero: requests held per model server at most (more get 503 + Retry-After at once)."""
+    gateway_mode: bool = field(default_factory=gateway_mode)
+    """``FERRY_GATEWAY_API``: serve Gateway listeners and HTTPRoutes (off by default, as in Kthena)."""
+    gateway_controller: str = field(default_factory=gateway_controller_name)
+    advertise_address: str = field(default_factory=lambda: env_str("FERRY_ROUTER_ADVERTISE_ADDRESS", ""))
+    """The address written to Gateway ``status.addresses`` (the router Service's; default: the bind
+    host, or 127.0.0.1 when that is 0.0.0.0)."""

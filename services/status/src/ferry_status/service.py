@@ -20,6 +20,8 @@ from ferry_schemas.runtime.kube import load_api_client
 from ferry_schemas.runtime.lifecycle import serve
 
 from ferry_status.consumer import Handler, PullConsumer
+from ferry_status.gateway.controller import GatewayStatusController
+from ferry_status.gateway.kube import GatewayApi
 from ferry_status.kube import StatusApi
 from ferry_status.reconciler import StatusReconciler
 from ferry_status.settings import StatusSettings
@@ -59,6 +61,14 @@ async def run(settings: StatusSettings, stop: asyncio.Event) -> None:
     js = nc.jetstream()
     api = await load_api_client()
     reconciler = StatusReconciler(StatusApi(api), js, workers=settings.workers, settle=settings.settle)
+    gateways = None
+    if settings.gateway_mode:
+        gateways = GatewayStatusController(
+            js, GatewayApi(api), controller_name=settings.gateway_controller,
+            default_class=settings.gateway_class, default_namespace=settings.gateway_namespace,
+            default_port=settings.gateway_port,
+        )  # fmt: skip
+        await gateways.start()
     consumers = [
         PullConsumer(
             nc,
@@ -76,7 +86,8 @@ async def run(settings: StatusSettings, stop: asyncio.Event) -> None:
     ]
 
     def ready() -> bool:
-        return nc.is_connected and all(c.bound.is_set() for c in consumers)
+        gateways_ready = gateways is None or gateways.synced
+        return nc.is_connected and gateways_ready and all(c.bound.is_set() for c in consumers)
 
     probes = ProbeServer(settings.probe_host, settings.probe_port, ready=ready)
     port = await probes.start()
@@ -88,6 +99,8 @@ async def run(settings: StatusSettings, stop: asyncio.Event) -> None:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        if gateways is not None:
+            await gateways.stop()
         await probes.stop()
         await api.close()
         await nc.drain()

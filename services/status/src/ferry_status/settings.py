@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
-from ferry_schemas.runtime.settings import ServiceSettings, env_float, env_int
+from ferry_schemas.runtime.settings import (
+    ServiceSettings,
+    env_float,
+    env_int,
+    env_str,
+    gateway_controller_name,
+    gateway_mode,
+)
 
 
 @dataclass(frozen=True)
@@ -16,3 +24,18 @@ class StatusSettings(ServiceSettings):
     workers: int = field(default_factory=lambda: env_int("FERRY_STATUS_WORKERS", 8))
     batch: int = field(default_factory=lambda: env_int("FERRY_STATUS_BATCH", 32))
     settle: float = field(default_factory=lambda: env_float("FERRY_STATUS_SETTLE", 0.2))
+    gateway_mode: bool = field(default_factory=gateway_mode)
+    """``FERRY_GATEWAY_API``: also write Gateway API / InferencePool status and ensure the defaults."""
+    gateway_controller: str = field(default_factory=gateway_controller_name)
+    gateway_class: str = field(default_factory=lambda: env_str("FERRY_GATEWAY_CLASS", "kthena-router"))
+    """The GatewayClass created at start (Kthena's name)."""
+    gateway_namespace: str = field(
+        default_factory=lambda: (
+            os.environ.get("FERRY_GATEWAY_NAMESPACE") or os.environ.get("POD_NAMESPACE") or "kthena-system"
+        )
+    )
+    """Where the ``default`` Gateway is created (Kthena: the router's namespace)."""
+    gateway_port: int = field(
+        default_factory=lambda: env_int("FERRY_GATEWAY_DEFAULT_PORT", env_int("FERRY_ROUTER_PORT", 8080))
+    )
+    """The port of the ``default`` Gateway's listener: the router's own port."""

@@ -53,7 +53,7 @@ class Informer:
         self._js = js
         self._publisher = publisher
         self.watched = watched
-        self._namespace = namespace
+        self._namespace = namespace if watched.namespaced else None
         self._watch_timeout = watch_timeout
         self._backoff = backoff or Backoff()
         self._observer = observer
@@ -148,9 +148,9 @@ class Informer:
             await self.publish(event)
         return resource_version
 
-    async def publish(self, event: ObjectEvent) -> None:
+    async def publish(self, event: ObjectEvent, msg_id: str | None = None) -> None:
         """Publish one change and keep the informer's record of what the stream holds."""
-        await self._publisher.publish(event)
+        await self._publisher.publish(event, msg_id)
         self._observe(event)
         if event.deleted:
             self._forget(event.subject)

@@ -17,9 +17,15 @@ import logging
 from typing import Any
 
 import aiohttp
-from ferry_schemas.bus import ObjectEvent
+from ferry_schemas.bus import OBJECTS_STREAM, ObjectEvent
 from ferry_schemas.labels import MS_NAME
-from ferry_schemas.selection import Pair, SelectorIndex, label_selector_query, server_match_labels
+from ferry_schemas.selection import (
+    Pair,
+    SelectorIndex,
+    label_selector_query,
+    pool_match_labels,
+    server_match_labels,
+)
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from ferry_watcher.informer import JSON, Informer
@@ -32,7 +38,8 @@ Selector = tuple[Pair, ...]
 
 
 class PodSelection:
-    """The ModelServer selectors the watcher knows, and the selector changes still to act on."""
+    """The ModelServer (and, in gateway mode, InferencePool) selectors the watcher knows, and the
+    selector changes still to act on."""
 
     def __init__(self) -> None:
         self.index: SelectorIndex[None] = SelectorIndex()
@@ -42,15 +49,22 @@ class PodSelection:
 
     def on_server(self, event: ObjectEvent) -> None:
         """Observer of the ModelServer informer: file the selector, queue a reselect when it changed."""
-        key = f"{event.namespace}/{event.name}"
         labels = {} if event.deleted else server_match_labels(event.object)
+        self._file(f"{event.namespace}/{event.name}", event.namespace, labels)
+
+    def on_pool(self, event: ObjectEvent) -> None:
+        """Observer of the InferencePool informer (gateway mode): pools select pods the same way."""
+        labels = {} if event.deleted else pool_match_labels(event.object)
+        self._file(f"inferencepool:{event.namespace}/{event.name}", event.namespace, labels)
+
+    def _file(self, key: str, namespace: str, labels: dict[str, str]) -> None:
         new: Selector = tuple(sorted(labels.items()))
         old = self.index.selector(key)
         if (old[1] if old is not None else ()) == new:
             return
-        self.index.put(key, event.namespace, labels, None)
+        self.index.put(key, namespace, labels, None)
         self.sequence += 1
-        self.changes.put_nowait((self.sequence, event.namespace, new))
+        self.changes.put_nowait((self.sequence, namespace, new))
 
     def wants_labels(self, namespace: str, labels: dict[str, str]) -> bool:
         return MS_NAME in labels or self.index.selects_any(namespace, labels)
@@ -64,11 +78,15 @@ class PodInformer(Informer):
     """The pod informer: publishes the pods :class:`PodSelection` wants and follows selector changes."""
 
     def __init__(
-        self, *args: Any, selection: PodSelection, servers_synced: asyncio.Event, **kwargs: Any
+        self,
+        *args: Any,
+        selection: PodSelection,
+        selectors_synced: list[asyncio.Event],
+        **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
         self._selection = selection
-        self._servers_synced = servers_synced
+        self._selectors_synced = selectors_synced
         self._labels: dict[str, dict[str, dict[str, str]]] = {}
         """namespace → subject → labels of every published pod (small: only wanted pods)."""
         self._covered = 0
@@ -76,7 +94,8 @@ class PodInformer(Informer):
 
     async def run(self) -> None:
         # the first list must know every selector, or it would tombstone pods that are wanted
-        await self._servers_synced.wait()
+        for synced in self._selectors_synced:
+            await synced.wait()
         worker = asyncio.create_task(self._follow_selectors(), name="pod-reselect")
         try:
             await super().run()
@@ -130,8 +149,20 @@ class PodInformer(Informer):
             event = ObjectEvent.from_object("SYNC", self.resource, obj)
             # a pod the watch already published is newer there than in this list: leave it
             if event.subject not in self._known and self.wants(obj):
-                await self.publish(event)
+                await self.publish(event, await self._republish_id(event))
                 added += 1
         log.info(
             "pods: selector %s in %s selects %d more pods", label_selector_query(selector), namespace, added
         )
+
+    async def _republish_id(self, event: ObjectEvent) -> str | None:
+        """A pod selected again after its tombstone (a selector went away and came back) is the same
+        ``uid/resourceVersion`` as before: its id names the tombstone's stream sequence, or the
+        stream would drop it as a duplicate of the first publication (every watcher replica derives
+        the same id, so high availability still publishes it once)."""
+        try:
+            last = await self._js.get_last_msg(OBJECTS_STREAM, event.subject)
+            deleted = ObjectEvent.model_validate_json(last.data or b"{}").deleted
+        except Exception:  # nothing stored for the subject (or unreadable): the plain id is right
+            return None
+        return f"{event.msg_id}/after/{last.seq}" if deleted else None

@@ -27,17 +27,20 @@ class EventPublisher:
         self._js = js
         self._timeout = publish_timeout
 
-    async def publish(self, event: ObjectEvent) -> bool:
+    async def publish(self, event: ObjectEvent, msg_id: str | None = None) -> bool:
         """Publish ``event``; True when the stream stored it, False when it was a duplicate.
 
-        The span started here is the root of the reconcile trace for this change.
+        ``msg_id`` overrides ``event.msg_id`` (an unchanged object published again after a tombstone
+        must not be deduplicated against its first publication). The span started here is the root
+        of the reconcile trace for this change.
         """
+        msg_id = msg_id or event.msg_id
         started = time.monotonic()
         attributes = {
             "messaging.system": "nats",
             "messaging.operation.type": "send",
             "messaging.destination.name": event.subject,
-            "messaging.message.id": event.msg_id,
+            "messaging.message.id": msg_id,
             "k8s.namespace.name": event.namespace,
             "ferry.resource": event.resource,
             "ferry.object.name": event.name,
@@ -47,7 +50,7 @@ class EventPublisher:
         with tracer.start_as_current_span(
             f"watch {event.resource} {event.type}", kind=SpanKind.PRODUCER, attributes=attributes
         ) as span:
-            headers = {MSG_ID_HEADER: event.msg_id}
+            headers = {MSG_ID_HEADER: msg_id}
             propagate.inject(headers)
             data = event.to_bytes()
             backoff = Backoff(initial=0.2, maximum=5.0)

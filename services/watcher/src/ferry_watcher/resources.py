@@ -5,7 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ferry_schemas.bus import Resource
-from ferry_schemas.labels import LWS_GROUP, LWS_VERSION, NETWORKING_GROUP, WORKLOAD_GROUP
+from ferry_schemas.labels import (
+    GATEWAY_GROUP,
+    INFERENCE_GROUP,
+    LWS_GROUP,
+    LWS_VERSION,
+    NETWORKING_GROUP,
+    WORKLOAD_GROUP,
+)
 
 
 @dataclass(frozen=True)
@@ -16,6 +23,7 @@ class WatchedResource:
     group: str
     version: str
     label_selector: str | None = None
+    namespaced: bool = True
 
     @property
     def plural(self) -> str:
@@ -26,9 +34,9 @@ class WatchedResource:
         return self.group == ""
 
     def path(self, namespace: str | None) -> str:
-        """The collection path, all namespaces when ``namespace`` is None."""
+        """The collection path, all namespaces when ``namespace`` is None (always for cluster scope)."""
         base = f"/api/{self.version}" if self.core else f"/apis/{self.group}/{self.version}"
-        if namespace:
+        if namespace and self.namespaced:
             return f"{base}/namespaces/{namespace}/{self.plural}"
         return f"{base}/{self.plural}"
 
@@ -46,3 +54,17 @@ WATCHED: tuple[WatchedResource, ...] = (
     # every pod; ferry_watcher.pods publishes only the ones Ferry selects
     WatchedResource(Resource.PODS, "", "v1"),
 )
+
+GATEWAY_WATCHED: tuple[WatchedResource, ...] = (
+    WatchedResource(Resource.GATEWAY_CLASSES, GATEWAY_GROUP, "v1", namespaced=False),
+    WatchedResource(Resource.GATEWAYS, GATEWAY_GROUP, "v1"),
+    WatchedResource(Resource.HTTP_ROUTES, GATEWAY_GROUP, "v1"),
+    WatchedResource(Resource.REFERENCE_GRANTS, GATEWAY_GROUP, "v1beta1"),
+    WatchedResource(Resource.INFERENCE_POOLS, INFERENCE_GROUP, "v1"),
+)
+"""Published only in gateway mode (``FERRY_GATEWAY_API``): Gateway API standard channel and the
+Inference Extension's InferencePool."""
+
+
+def watched_resources(gateway_mode: bool) -> tuple[WatchedResource, ...]:
+    return WATCHED + GATEWAY_WATCHED if gateway_mode else WATCHED

@@ -6,7 +6,13 @@ import asyncio
 import logging
 from typing import Any
 
-from ferry_schemas.bus import APPLIED_GENERATIONS_BUCKET, RATE_LIMIT_BUCKET, Resource
+from ferry_schemas.bus import (
+    APPLIED_GENERATIONS_BUCKET,
+    GATEWAY_LISTENERS_BUCKET,
+    LISTENER_REPORT_TTL,
+    RATE_LIMIT_BUCKET,
+    Resource,
+)
 from ferry_schemas.runtime import ProbeServer
 from ferry_schemas.runtime.jetstream import connect, declare_streams, key_value
 from ferry_schemas.runtime.kube import load_api_client
@@ -18,7 +24,7 @@ from ferry_watcher.backoff import Backoff
 from ferry_watcher.informer import Informer
 from ferry_watcher.pods import PodInformer, PodSelection
 from ferry_watcher.publisher import EventPublisher
-from ferry_watcher.resources import WATCHED
+from ferry_watcher.resources import watched_resources
 from ferry_watcher.settings import WatcherSettings
 
 log = logging.getLogger(__name__)
@@ -29,6 +35,7 @@ async def declare_bus(js: JetStreamContext) -> None:
     await declare_streams(js)
     for bucket in (APPLIED_GENERATIONS_BUCKET, RATE_LIMIT_BUCKET):
         await key_value(js, bucket)
+    await key_value(js, GATEWAY_LISTENERS_BUCKET, ttl=LISTENER_REPORT_TTL)
 
 
 async def _connect_and_declare(settings: WatcherSettings) -> tuple[Client, JetStreamContext]:
@@ -51,16 +58,19 @@ async def run(settings: WatcherSettings, stop: asyncio.Event) -> None:
     selection = PodSelection()
     common: dict[str, Any] = {"namespace": settings.namespace, "watch_timeout": settings.watch_timeout}
     informers: dict[Resource, Informer] = {}
-    for watched in WATCHED:  # ModelServers before pods: the pod informer waits for their selectors
+    observers = {Resource.MODEL_SERVERS: selection.on_server, Resource.INFERENCE_POOLS: selection.on_pool}
+    watched_all = watched_resources(settings.gateway_mode)
+    # selector sources before pods: the pod informer waits for their selectors
+    for watched in sorted(watched_all, key=lambda w: w.resource == Resource.PODS):
         backoff = Backoff(maximum=settings.backoff_max)
         if watched.resource == Resource.PODS:
-            servers_synced = informers[Resource.MODEL_SERVERS].synced
+            selectors_synced = [informers[r].synced for r in observers if r in informers]
             informers[watched.resource] = PodInformer(
-                api, js, publisher, watched, selection=selection, servers_synced=servers_synced,
+                api, js, publisher, watched, selection=selection, selectors_synced=selectors_synced,
                 backoff=backoff, **common,
             )  # fmt: skip
         else:
-            observer = selection.on_server if watched.resource == Resource.MODEL_SERVERS else None
+            observer = observers.get(watched.resource)
             informers[watched.resource] = Informer(
                 api, js, publisher, watched, backoff=backoff, observer=observer, **common
             )

@@ -26,6 +26,9 @@ class ProcessPlan:
     env: dict[str, str] = field(default_factory=dict)
     container: str = ""
     token: str = ""
+    ferry: bool = False
+    """A Ferry service (:mod:`ferry_local.node.ferrypod`): ready when ``GET health_path`` answers 200."""
+    health_path: str = "/health"
 
 
 def _field_value(pod: dict[str, Any], path: str, ip: str) -> str | None:

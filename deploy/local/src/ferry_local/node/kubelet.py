@@ -24,6 +24,7 @@ from kubernetes_asyncio.client.exceptions import ApiException
 
 from ferry_local.node.addresses import AddressPool
 from ferry_local.node.engine import ProcessPlan, engine_port, plan_for
+from ferry_local.node.ferrypod import FerryPods, PodSetupError, ferry_container
 from ferry_local.node.gang import bindable
 from ferry_local.node.images import ImageCatalogue
 from ferry_local.node.informer import informer
@@ -102,6 +103,7 @@ class LocalNode:
         self._addresses = AddressPool()
         self._changed = asyncio.Event()
         self._http = httpx.AsyncClient(timeout=settings.health_timeout)
+        self._ferry_pods = FerryPods(api, settings.log_dir / "ferry-pods")
 
     async def run(self, stop: asyncio.Event) -> None:
         await self._register_node()
@@ -205,7 +207,16 @@ class LocalNode:
         else:
             reported_ip = (pod.get("status") or {}).get("podIP")
             ip = self._addresses.acquire(uid, port=engine_port(pod), preferred=reported_ip)
-            run = PodRun(ip=ip, plan=plan_for(pod, ip))
+            if ferry_container(pod) is not None:  # Ferry's own image: the service's entry point
+                try:
+                    plan = await self._ferry_pods.plan(pod, ip)
+                except PodSetupError as exc:  # e.g. its ConfigMap is not there yet: retried next pass
+                    log.warning("cannot start %s/%s yet: %s", meta["namespace"], meta["name"], exc)
+                    self._addresses.release(uid)
+                    return
+            else:
+                plan = plan_for(pod, ip)
+            run = PodRun(ip=ip, plan=plan)
             self._spawn(pod, run)
         self._runs[uid] = run
         await self._report(pod, run)
@@ -213,7 +224,7 @@ class LocalNode:
     def _spawn(self, pod: Obj, run: PodRun) -> None:
         meta = pod["metadata"]
         run.proven, run.restart_at = False, None
-        if run.restarts:
+        if run.restarts and not run.plan.ferry:
             run.plan = plan_for(pod, run.ip)  # a fresh identity token for every start
         if (argv := run.plan.argv) is None:
             return
@@ -231,7 +242,7 @@ class LocalNode:
                 self._spawn(pod, run)
             if run.process is not None and not run.proven and run.plan.port is not None:
                 with contextlib.suppress(httpx.HTTPError):
-                    run.proven = await self._is_own_engine(run)
+                    run.proven = await (self._probe(run) if run.plan.ferry else self._is_own_engine(run))
         await self._report(pod, run)
 
     def _exited(self, pod: Obj, run: PodRun) -> None:
@@ -252,6 +263,11 @@ class LocalNode:
         run.restarts += 1
         run.restart_at = time.monotonic() + delay
         log.warning("engine of %s exited (%s); restart %d in %.0fs", name, code, run.restarts, delay)
+
+    async def _probe(self, run: PodRun) -> bool:
+        """A Ferry service's readinessProbe (``httpGet`` on the pod's own address)."""
+        answer = await self._http.get(f"http://{run.ip}:{run.plan.port}{run.plan.health_path}")
+        return answer.status_code == 200
 
     async def _is_own_engine(self, run: PodRun) -> bool:
         """A 200 from ``/health`` counts only with the proof that the engine holds this pod's token:

@@ -88,12 +88,14 @@ async def declare_streams(js: JetStreamContext, specs: tuple[StreamSpec, ...] = 
             await js.update_stream(config)
 
 
-async def key_value(js: JetStreamContext, bucket: str, *, history: int = 1) -> KeyValue:
-    """Bind to a KV bucket, creating it when it does not exist yet."""
+async def key_value(
+    js: JetStreamContext, bucket: str, *, history: int = 1, ttl: float | None = None
+) -> KeyValue:
+    """Bind to a KV bucket, creating it when it does not exist yet (``ttl``: entries expire)."""
     try:
         return await js.key_value(bucket)
     except (NotFoundError, BadRequestError):
-        return await js.create_key_value(KeyValueConfig(bucket=bucket, history=history))
+        return await js.create_key_value(KeyValueConfig(bucket=bucket, history=history, ttl=ttl))
 
 
 class DeadLetterForwarder:

@@ -30,6 +30,38 @@ def env_float(name: str, default: float) -> float:
         raise ValueError(f"environment variable {name} must be a number, got {raw!r}") from exc
 
 
+def env_bool(name: str, default: bool) -> bool:
+    """``true/1/yes/on`` or ``false/0/no/off`` (any case); anything else is an error naming the variable."""
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    value = raw.strip().lower()
+    if value in ("true", "1", "yes", "on"):
+        return True
+    if value in ("false", "0", "no", "off"):
+        return False
+    raise ValueError(f"environment variable {name} must be true or false, got {raw!r}")
+
+
+GATEWAY_MODE_ENV = "FERRY_GATEWAY_API"
+"""Gateway mode (Kthena's ``--enable-gateway-api`` plus ``--enable-gateway-api-inference-extension``):
+the watcher publishes Gateway API and InferencePool objects, the router serves Gateway listeners
+and HTTPRoutes, the status service writes their status. Off by default, as in Kthena."""
+
+
+def gateway_mode() -> bool:
+    return env_bool(GATEWAY_MODE_ENV, False)
+
+
+DEFAULT_GATEWAY_CONTROLLER = "volcano.sh/kthena-router"
+"""Kthena's controllerName, so manifests naming ``gatewayClassName: kthena-router`` keep working."""
+
+
+def gateway_controller_name() -> str:
+    """``FERRY_GATEWAY_CONTROLLER_NAME``: the GatewayClass ``controllerName`` whose Gateways Ferry serves."""
+    return env_str("FERRY_GATEWAY_CONTROLLER_NAME", DEFAULT_GATEWAY_CONTROLLER)
+
+
 @dataclass(frozen=True)
 class ServiceSettings:
     """What every service reads: where NATS is, where to serve probes, how to log.

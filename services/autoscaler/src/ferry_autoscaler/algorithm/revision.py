@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 from ferry_autoscaler.algorithm.behavior import Behavior, StepPolicy
 from ferry_autoscaler.algorithm.windows import (
@@ -158,6 +159,27 @@ class ScalingState:
             hold = self.behavior.panic.hold
             self.panic_ends_at = now + hold if hold > 0 else 0.0
         return StepResult(recommended, corrected, self.in_panic(now))
+
+    def dump(self) -> dict[str, Any]:
+        """The windows and the panic deadline as JSON (times are wall-clock seconds)."""
+        h = self.history
+        return {
+            "panicEndsAt": self.panic_ends_at,
+            "maxRecommendation": h.max_recommendation.dump(),
+            "minRecommendation": h.min_recommendation.dump(),
+            "maxCorrected": h.max_corrected.dump(),
+            "minCorrectedStable": h.min_corrected_stable.dump(),
+            "minCorrectedPanic": h.min_corrected_panic.dump(),
+        }
+
+    def load(self, data: dict[str, Any]) -> None:
+        h = self.history
+        self.panic_ends_at = float(data.get("panicEndsAt") or 0.0)
+        h.max_recommendation.load(data.get("maxRecommendation") or [])
+        h.min_recommendation.load(data.get("minRecommendation") or [])
+        h.max_corrected.load(data.get("maxCorrected") or {})
+        h.min_corrected_stable.load(data.get("minCorrectedStable") or {})
+        h.min_corrected_panic.load(data.get("minCorrectedPanic") or {})
 
     def record(self, recommended: int, corrected: int, now: float) -> None:
         self.history.max_recommendation.append(recommended, now)

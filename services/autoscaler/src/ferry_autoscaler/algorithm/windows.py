@@ -47,6 +47,12 @@ class RecordWindow:
         while self._entries and self._entries[0][0] + self.length < now:
             self._entries.popleft()
 
+    def dump(self) -> list[list[float]]:
+        return [[t, v] for t, v in self._entries]
+
+    def load(self, entries: list[list[float]]) -> None:
+        self._entries = deque((float(t), int(v)) for t, v in entries)
+
 
 class LineChartWindow:
     """Extreme of a step function (the applied count) over the last ``length`` seconds."""
@@ -78,6 +84,16 @@ class LineChartWindow:
     def _expire(self, now: float) -> None:
         while self._retired and self._retired[0][0] + self.length < now:
             self._retired.popleft()
+
+    def dump(self) -> dict[str, object]:
+        current = list(self._current) if self._current is not None else None
+        return {"retired": [[t, v] for t, v in self._retired], "current": current}
+
+    def load(self, data: dict[str, object]) -> None:
+        retired = data.get("retired") or []
+        current = data.get("current")
+        self._retired = deque((float(t), int(v)) for t, v in retired)  # type: ignore[attr-defined]
+        self._current = (float(current[0]), int(current[1])) if current else None  # type: ignore[index]
 
 
 def max_records(length: float) -> RecordWindow:

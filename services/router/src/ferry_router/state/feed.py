@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from ferry_schemas.bus import OBJECTS_STREAM, ObjectEvent, Resource, object_filter
 from nats.aio.client import Client
@@ -34,22 +34,32 @@ BAD_EVENTS = Counter(
 )
 
 FED_RESOURCES = (Resource.MODEL_ROUTES, Resource.MODEL_SERVERS, Resource.PODS)
+Applier = Callable[[str, dict[str, object] | None], None]
 
 
 class BusFeed:
     """Keeps a :class:`RoutingTable` equal to the objects on the bus."""
 
-    def __init__(self, js: JetStreamContext, table: RoutingTable, *, stream: str = OBJECTS_STREAM) -> None:
+    def __init__(
+        self,
+        js: JetStreamContext,
+        table: RoutingTable,
+        *,
+        stream: str = OBJECTS_STREAM,
+        extra: Mapping[str, Applier] | None = None,
+    ) -> None:
+        """``extra``: more resources and what to do with their objects (gateway mode)."""
         self._js = js
         self._table = table
         self._stream = stream
         self._subs: list[Subscription] = []
-        self._synced: dict[str, asyncio.Event] = {str(r): asyncio.Event() for r in FED_RESOURCES}
-        self._appliers: dict[str, Callable[[str, dict[str, object] | None], None]] = {
+        self._appliers: dict[str, Applier] = {
             Resource.MODEL_ROUTES: table.apply_route,
             Resource.MODEL_SERVERS: table.apply_server,
             Resource.PODS: table.apply_pod,
+            **(extra or {}),
         }
+        self._synced: dict[str, asyncio.Event] = {str(r): asyncio.Event() for r in self._appliers}
         self._task: asyncio.Task[None] | None = None
 
     @property
@@ -64,7 +74,7 @@ class BusFeed:
         self._task = asyncio.create_task(self._subscribe_all(), name="router-bus-feed")
 
     async def _subscribe_all(self) -> None:
-        for resource in FED_RESOURCES:
+        for resource in self._appliers:
             while True:
                 try:
                     await self._subscribe(str(resource))

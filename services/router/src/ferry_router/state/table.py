@@ -155,6 +155,11 @@ class RoutingTable:
             except (ValueError, KeyError, TypeError) as exc:
                 self.invalid[f"modelservers/{key}"] = str(exc)
                 log.warning("ModelServer %s refused: %s", key, exc)
+        self.set_server(key, server)
+
+    def set_server(self, key: str, server: Server | None) -> None:
+        """Add, replace or remove an endpoint group: a ModelServer, or an InferencePool compiled to
+        the same record (gateway mode), so both share membership, scraping and PD categorisation."""
         if server is None:
             self.servers.pop(key, None)
             self.selectors.remove(key)

@@ -1,0 +1,1 @@
+"""Gateway mode: Gateway listeners, ModelRoutes bound by parentRefs, HTTPRoutes to InferencePools."""

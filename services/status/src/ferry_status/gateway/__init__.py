@@ -1,0 +1,2 @@
+"""Gateway mode: Ferry's Gateway API controller (status of GatewayClasses, Gateways, HTTPRoutes and
+InferencePools; the default GatewayClass and Gateway)."""
