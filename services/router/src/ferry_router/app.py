@@ -23,6 +23,7 @@ from opentelemetry import propagate, trace
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 from ferry_router import errors
+from ferry_router.admission import AdmissionQueue
 from ferry_router.auth import AUTH_FAILURES, AuthError, JWTAuthenticator
 from ferry_router.cold_start import ColdStartHold
 from ferry_router.fairness import Fairness
@@ -57,6 +58,7 @@ from ferry_router.scheduler.framework import PDPair
 from ferry_router.scheduler.kvcache_aware import KVCacheAware
 from ferry_router.scheduler.prefix_cache import PrefixCache
 from ferry_router.served import engine_model
+from ferry_router.session_boost import SessionBoost
 from ferry_router.state.resources import Route, Server
 from ferry_router.state.table import Endpoint, RoutingTable
 
@@ -143,6 +145,7 @@ class Router:
         cold_start: ColdStartHold | None = None,
         authenticator: JWTAuthenticator | None = None,
         fairness: Fairness | None = None,
+        session_boost: SessionBoost | None = None,
     ) -> None:
         self.table = table
         self.scheduler = scheduler
@@ -153,7 +156,8 @@ class Router:
         self._ready = ready or (lambda: True)
         self.authenticator = authenticator
         self.fairness = fairness
-        if fairness is not None:
+        self.session_boost = session_boost
+        if fairness is not None or session_boost is not None:
             table.route_listeners.append(self._forget_queue)
         self.cold_start = cold_start
         table.route_listeners.append(limiter.on_route)
@@ -245,10 +249,12 @@ class Router:
 
     def _forget_queue(self, key: str, route: Any) -> None:
         """A model's queue goes away with its last route (its waiters are cancelled)."""
-        assert self.fairness is not None
-        for model in self.fairness.models():
-            if model not in self.table.by_model:
-                self.fairness.forget_model(model)
+        for queues in (self.fairness, self.session_boost):
+            if queues is None:
+                continue
+            for model in queues.models():
+                if model not in self.table.by_model:
+                    queues.forget_model(model)
 
     async def _authenticate(self, request: web.Request, record: RequestRecord) -> None:
         """JWT check (spec §9): the subject becomes the request's user, or the request gets 401."""
@@ -350,15 +356,29 @@ class Router:
         except errors.RateLimited as exc:
             RATE_LIMITED.labels(record.metrics_model, exc.limit_type, path_label(request.path)).inc()
             raise
-        queue = None
-        if self.fairness is not None:  # spec §10: after the rate limit, before scheduling
-            queue = self.fairness.queue(model)
-            await queue.admit(record.user, lambda: client_gone(request))
+        # spec §10/§11: after the rate limit, before scheduling
+        queue: AdmissionQueue | None = None
+        session = ""
+        if self.fairness is not None:
+            fair = self.fairness.queue(model)
+            await fair.admit(record.user, lambda: client_gone(request))
+            queue = fair
+        elif self.session_boost is not None:
+            session = request.headers.get(self.session_boost.settings.header, "")
+            boost = self.session_boost.queue(model)
+            server_key = match.server_key or ""
+            await boost.admit(
+                session, lambda: self.table.server_endpoints(server_key), lambda: client_gone(request)
+            )
+            queue = boost
         try:
-            return await self._serve_route(request, record, body, model, prompt, match)
+            response = await self._serve_route(request, record, body, model, prompt, match)
         finally:
             if queue is not None:
                 queue.release()
+        if session and self.session_boost is not None and response.status < 400:
+            await self.session_boost.completed(session)
+        return response
 
     async def _serve_route(
         self,

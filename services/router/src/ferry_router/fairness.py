@@ -14,8 +14,6 @@ replica sees it; here each replica publishes the usage it records on ``ferry.fai
 from __future__ import annotations
 
 import asyncio
-import heapq
-import itertools
 import logging
 import math
 import os
@@ -27,7 +25,7 @@ from dataclasses import dataclass, field
 import orjson
 from prometheus_client import Counter, Gauge, Histogram
 
-from ferry_router import errors
+from ferry_router.admission import AdmissionQueue, QueueMetrics
 from ferry_router.durations import parse_duration
 
 log = logging.getLogger(__name__)
@@ -153,102 +151,35 @@ class TokenTracker:
         return self._s.token_weight * tokens + self._s.request_weight * requests
 
 
-@dataclass(order=True)
-class _Entry:
-    priority: float
-    seq: int
-    admitted: asyncio.Future[None] = field(compare=False)
-    gone: Callable[[], bool] = field(compare=False)
-
-
-class FairQueue:
-    """One model's queue and its dispatcher."""
+class FairQueue(AdmissionQueue):
+    """One model's fairness queue: lower usage first; released at a rate or by permits."""
 
     def __init__(self, model: str, tracker: TokenTracker, settings: FairnessSettings) -> None:
         self.model = model
         self._tracker = tracker
         self._s = settings
-        self._heap: list[_Entry] = []
-        self._seq = itertools.count()
-        self._wake = asyncio.Event()
-        self.inflight = 0
-        self._task = asyncio.get_running_loop().create_task(self._dispatch(), name=f"fairness-{model}")
+        metrics = QueueMetrics(
+            SIZE.labels(model, ALL), WAITED.labels(model, ALL), CANCELLED.labels(model, ALL),
+            DEQUEUED.labels(model, ALL), INFLIGHT.labels(model),
+        )  # fmt: skip
+        super().__init__(f"fairness-{model}", settings.queue_timeout, metrics)
 
     async def admit(self, user: str, gone: Callable[[], bool]) -> None:
         """Wait for this request's turn; raises the 504/503 the spec names."""
-        loop = asyncio.get_running_loop()
-        entry = _Entry(self._tracker.priority(user, self.model), next(self._seq), loop.create_future(), gone)
-        heapq.heappush(self._heap, entry)
-        SIZE.labels(self.model, ALL).inc()
-        self._wake.set()
-        started = time.perf_counter()
-        try:
-            await asyncio.wait_for(asyncio.shield(entry.admitted), self._s.queue_timeout)
-        except TimeoutError:
-            if not (entry.admitted.done() and not entry.admitted.cancelled()):
-                entry.admitted.cancel()
-                CANCELLED.labels(self.model, ALL).inc()
-                raise errors.RouterError(
-                    504, "Request processing timed out in queue", type="server_error",
-                    code="queue_timeout", reason="scheduling",
-                ) from None  # fmt: skip
-        except asyncio.CancelledError:
-            task = asyncio.current_task()
-            if not entry.admitted.cancelled() or (task is not None and task.cancelling()):
-                raise
-            # the dispatcher found the client gone, or the model's last route went away
-            raise errors.RouterError(
-                503, "Client disconnected while waiting in queue", type="server_error",
-                code="client_disconnected", reason="scheduling",
-            ) from None  # fmt: skip
-        WAITED.labels(self.model, ALL).observe(time.perf_counter() - started)
+        await self.enter((self._tracker.priority(user, self.model),), gone)
 
-    def release(self) -> None:
-        self.inflight -= 1
-        INFLIGHT.labels(self.model).set(self.inflight)
-        if self._s.max_concurrent > 0:
-            self._wake.set()
-
-    def _pop(self) -> bool:
-        """Admit the best waiting request; False when none is waiting."""
-        while self._heap:
-            entry = heapq.heappop(self._heap)
-            SIZE.labels(self.model, ALL).dec()
-            if entry.admitted.done():
-                continue  # timed out meanwhile
-            if entry.gone():
-                entry.admitted.cancel()
-                CANCELLED.labels(self.model, ALL).inc()
-                continue
-            entry.admitted.set_result(None)  # the request now runs and calls release() when done
-            self.inflight += 1
-            INFLIGHT.labels(self.model).set(self.inflight)
-            DEQUEUED.labels(self.model, ALL).inc()
-            return True
-        return False
-
-    async def _dispatch(self) -> None:
+    async def dispatch(self) -> None:
         interval = 1.0 / self._s.max_qps
         while True:
-            if not self._heap:
-                self._wake.clear()
-                await self._wake.wait()
-                continue
-            if self._s.max_concurrent > 0:
-                while self.inflight < self._s.max_concurrent and self._pop():
+            if not self.heap:
+                await self.idle()
+            elif self._s.max_concurrent > 0:
+                while self.inflight < self._s.max_concurrent and self.pop():
                     pass
-                self._wake.clear()
-                await self._wake.wait()  # a release or an arrival
+                await self.idle()  # a release or an arrival
             else:
-                self._pop()
+                self.pop()
                 await asyncio.sleep(interval)
-
-    def close(self) -> None:
-        self._task.cancel()
-        for entry in self._heap:
-            if not entry.admitted.done():
-                entry.admitted.cancel()
-        self._heap.clear()
 
 
 Publish = Callable[[str, bytes], Awaitable[None]]

@@ -25,6 +25,7 @@ from ferry_router.proxy import UpstreamClient, UpstreamSettings
 from ferry_router.ratelimit import RateLimiter
 from ferry_router.scheduler import build_scheduler, load_config
 from ferry_router.scheduler.kvcache_aware import KVCacheAware
+from ferry_router.session_boost import COMPLETED_SUBJECT, SessionBoost, SessionBoostSettings
 from ferry_router.settings import RouterSettings
 from ferry_router.state.feed import BusFeed
 from ferry_router.state.kv_index import KvFeed
@@ -40,6 +41,10 @@ class RouterService:
         self.table = RoutingTable()
         self.scheduler = build_scheduler(load_config(settings.config_path))
         self.fairness: Fairness | None = None
+        self.session_boost: SessionBoost | None = None
+        self.boost_settings = SessionBoostSettings.from_env()
+        if self.boost_settings.enabled and FairnessSettings.from_env().enabled:
+            raise ValueError("ENABLE_FAIRNESS_SCHEDULING and ENABLE_SESSION_BOOST cannot both be true")
         auth = load_auth(settings.config_path)
         self.authenticator = JWTAuthenticator(auth) if auth.enabled else None
         self.client = UpstreamClient(
@@ -87,6 +92,8 @@ class RouterService:
         fairness_settings = FairnessSettings.from_env()
         if fairness_settings.enabled:
             self.fairness = Fairness(fairness_settings, publish=self.nc.publish)
+        elif self.boost_settings.enabled:
+            self.session_boost = SessionBoost(self.boost_settings, publish=self.nc.publish)
         kv = await key_value(js, RATE_LIMIT_BUCKET)
         limiter = RateLimiter(kv)
         cold_start = ColdStartHold(
@@ -103,6 +110,7 @@ class RouterService:
             cold_start=cold_start,
             authenticator=self.authenticator,
             fairness=self.fairness,
+            session_boost=self.session_boost,
         )
         extra = None
         if s.gateway_mode:
@@ -120,6 +128,13 @@ class RouterService:
                 fairness.on_usage_message(msg.data)
 
             await self.nc.subscribe(USAGE_SUBJECT, cb=on_usage)
+        if self.session_boost is not None:
+            boost = self.session_boost
+
+            async def on_completed(msg: Msg) -> None:
+                boost.on_completed_message(msg.data)
+
+            await self.nc.subscribe(COMPLETED_SUBJECT, cb=on_completed)
         if self.authenticator is not None:
             await self.authenticator.start()
         await self.client.start()
@@ -171,8 +186,9 @@ class RouterService:
             await kv_feed.stop()
         await self.scheduler.close()
         await self.scraper.stop()
-        if self.fairness is not None:
-            self.fairness.close()
+        for queues in (self.fairness, self.session_boost):
+            if queues is not None:
+                queues.close()
         if self.authenticator is not None:
             await self.authenticator.stop()
         await self.client.close()

@@ -1,0 +1,118 @@
+"""One per-model admission queue, shared by the fairness queue (§10) and session boost (§11).
+
+A request waits in a heap ordered by a key its policy chooses until the policy's dispatcher admits
+it; it waits at most ``timeout`` seconds (504 ``Request processing timed out in queue``), and one
+whose client has gone is dropped when its turn comes (503 ``Client disconnected while waiting in
+queue``). A request admitted at the very moment it timed out still runs, so no admission is lost
+and ``release`` is always paired with an admission.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ferry_router import errors
+
+
+@dataclass(order=True)
+class Entry:
+    key: tuple[Any, ...]
+    admitted: asyncio.Future[None] = field(compare=False)
+    gone: Callable[[], bool] = field(compare=False)
+
+
+@dataclass(frozen=True)
+class QueueMetrics:
+    """The label-bound metric children of one queue (``size`` gauge, ``waited`` histogram…)."""
+
+    size: Any
+    waited: Any
+    cancelled: Any
+    dequeued: Any
+    inflight: Any
+
+
+class AdmissionQueue:
+    """The waiting heap, the bounded wait and the in-flight count; subclasses run ``dispatch``."""
+
+    def __init__(self, name: str, timeout: float, metrics: QueueMetrics) -> None:
+        self.name = name
+        self.timeout = timeout
+        self.metrics = metrics
+        self.heap: list[Entry] = []
+        self._seq = itertools.count()
+        self.wake = asyncio.Event()
+        self.inflight = 0
+        self._task = asyncio.get_running_loop().create_task(self.dispatch(), name=f"queue-{name}")
+
+    async def enter(self, key: tuple[Any, ...], gone: Callable[[], bool]) -> None:
+        """Wait for admission (``key`` orders the heap; a sequence number breaks ties FIFO)."""
+        entry = Entry((*key, next(self._seq)), asyncio.get_running_loop().create_future(), gone)
+        heapq.heappush(self.heap, entry)
+        self.metrics.size.inc()
+        self.wake.set()
+        started = time.perf_counter()
+        try:
+            await asyncio.wait_for(asyncio.shield(entry.admitted), self.timeout if self.timeout > 0 else None)
+        except TimeoutError:
+            if not (entry.admitted.done() and not entry.admitted.cancelled()):
+                entry.admitted.cancel()
+                self.metrics.cancelled.inc()
+                raise errors.RouterError(
+                    504, "Request processing timed out in queue", type="server_error",
+                    code="queue_timeout", reason="scheduling",
+                ) from None  # fmt: skip
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if not entry.admitted.cancelled() or (task is not None and task.cancelling()):
+                raise
+            # the dispatcher found the client gone, or the model's last route went away
+            raise errors.RouterError(
+                503, "Client disconnected while waiting in queue", type="server_error",
+                code="client_disconnected", reason="scheduling",
+            ) from None  # fmt: skip
+        self.metrics.waited.observe(time.perf_counter() - started)
+
+    def release(self) -> None:
+        self.inflight -= 1
+        self.metrics.inflight.set(self.inflight)
+        self.wake.set()
+
+    def pop(self) -> bool:
+        """Admit the best waiting request; False when none is waiting."""
+        while self.heap:
+            entry = heapq.heappop(self.heap)
+            self.metrics.size.dec()
+            if entry.admitted.done():
+                continue  # timed out meanwhile
+            if entry.gone():
+                entry.admitted.cancel()
+                self.metrics.cancelled.inc()
+                continue
+            entry.admitted.set_result(None)  # the request now runs and calls release() when done
+            self.inflight += 1
+            self.metrics.inflight.set(self.inflight)
+            self.metrics.dequeued.inc()
+            return True
+        return False
+
+    async def idle(self) -> None:
+        """Wait for an arrival or a release."""
+        self.wake.clear()
+        await self.wake.wait()
+
+    async def dispatch(self) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        self._task.cancel()
+        for entry in self.heap:
+            if not entry.admitted.done():
+                entry.admitted.cancel()
+        self.heap.clear()
