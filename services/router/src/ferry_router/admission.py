@@ -15,7 +15,7 @@ import itertools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from ferry_router import errors
 
@@ -116,3 +116,33 @@ class AdmissionQueue:
             if not entry.admitted.done():
                 entry.admitted.cancel()
         self.heap.clear()
+
+
+Q = TypeVar("Q", bound=AdmissionQueue)
+
+
+class ModelQueues(Generic[Q]):
+    """A queue per model, made on first use and closed (waiters cancelled) with the model's routes."""
+
+    def __init__(self, make: Callable[[str], Q]) -> None:
+        self._make = make
+        self._queues: dict[str, Q] = {}
+
+    def queue(self, model: str) -> Q:
+        queue = self._queues.get(model)
+        if queue is None:
+            queue = self._queues[model] = self._make(model)
+        return queue
+
+    def models(self) -> list[str]:
+        return list(self._queues)
+
+    def forget_model(self, model: str) -> None:
+        queue = self._queues.pop(model, None)
+        if queue is not None:
+            queue.close()
+
+    def close(self) -> None:
+        for queue in self._queues.values():
+            queue.close()
+        self._queues.clear()

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 import orjson
 from prometheus_client import Counter, Gauge, Histogram
 
-from ferry_router.admission import AdmissionQueue, QueueMetrics
+from ferry_router.admission import AdmissionQueue, ModelQueues, QueueMetrics
 from ferry_router.durations import parse_duration
 
 log = logging.getLogger(__name__)
@@ -185,29 +185,15 @@ class FairQueue(AdmissionQueue):
 Publish = Callable[[str, bytes], Awaitable[None]]
 
 
-class Fairness:
+class Fairness(ModelQueues[FairQueue]):
     """The queues of every model, the shared usage tracker and its NATS exchange."""
 
     def __init__(self, settings: FairnessSettings, publish: Publish | None = None, replica: str = "") -> None:
         self.settings = settings
         self.tracker = TokenTracker(settings)
-        self._queues: dict[str, FairQueue] = {}
         self._publish = publish
         self._replica = replica or os.urandom(6).hex()
-
-    def queue(self, model: str) -> FairQueue:
-        queue = self._queues.get(model)
-        if queue is None:
-            queue = self._queues[model] = FairQueue(model, self.tracker, self.settings)
-        return queue
-
-    def models(self) -> list[str]:
-        return list(self._queues)
-
-    def forget_model(self, model: str) -> None:
-        queue = self._queues.pop(model, None)
-        if queue is not None:
-            queue.close()
+        super().__init__(lambda model: FairQueue(model, self.tracker, settings))
 
     async def record(self, user: str, model: str, input_tokens: int, output_tokens: int) -> None:
         """Charge a completed request to its user here and, through NATS, on every other replica."""
@@ -233,8 +219,3 @@ class Fairness:
             USAGE.labels("peer").inc()
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError):
             log.warning("bad usage message %r", data[:200])
-
-    def close(self) -> None:
-        for queue in self._queues.values():
-            queue.close()
-        self._queues.clear()

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import orjson
 from prometheus_client import Counter, Gauge, Histogram
 
-from ferry_router.admission import AdmissionQueue, QueueMetrics
+from ferry_router.admission import AdmissionQueue, ModelQueues, QueueMetrics
 from ferry_router.durations import parse_duration
 from ferry_router.state.table import Endpoint
 
@@ -172,28 +172,14 @@ class SessionQueue(AdmissionQueue):
 Publish = Callable[[str, bytes], Awaitable[None]]
 
 
-class SessionBoost:
+class SessionBoost(ModelQueues[SessionQueue]):
     """Every model's session queue, the shared LRU and its NATS exchange."""
 
     def __init__(self, settings: SessionBoostSettings, publish: Publish | None = None) -> None:
         self.settings = settings
         self.sessions = RecentSessions(settings.max_sessions)
-        self._queues: dict[str, SessionQueue] = {}
         self._publish = publish
-
-    def queue(self, model: str) -> SessionQueue:
-        queue = self._queues.get(model)
-        if queue is None:
-            queue = self._queues[model] = SessionQueue(model, self.sessions, self.settings)
-        return queue
-
-    def models(self) -> list[str]:
-        return list(self._queues)
-
-    def forget_model(self, model: str) -> None:
-        queue = self._queues.pop(model, None)
-        if queue is not None:
-            queue.close()
+        super().__init__(lambda model: SessionQueue(model, self.sessions, settings))
 
     async def completed(self, session: str) -> None:
         if not session:
@@ -214,8 +200,3 @@ class SessionBoost:
             COMPLETIONS.labels("peer").inc()
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
             log.warning("bad session completion message %r", data[:200])
-
-    def close(self) -> None:
-        for queue in self._queues.values():
-            queue.close()
-        self._queues.clear()
