@@ -16,6 +16,7 @@ from typing import Any
 
 from ferry_schemas.autoscaling import Demand
 from ferry_schemas.bus import ObjectEvent, Resource
+from ferry_schemas.conditions import now_rfc3339
 from ferry_schemas.labels import MS_NAME, WORKLOAD_API_VERSION
 from ferry_schemas.runtime.events import EventRecorder, EventType
 from ferry_schemas.runtime.view import ObjectView
@@ -23,7 +24,7 @@ from kubernetes_asyncio.client.exceptions import ApiException
 from nats.aio.msg import Msg
 from pydantic import ValidationError
 
-from ferry_autoscaler.kube import AutoscalerApi, now_rfc3339
+from ferry_autoscaler.kube import AutoscalerApi
 from ferry_autoscaler.leases import DeciderLeases
 from ferry_autoscaler.metrics import CYCLE_SECONDS, CYCLES, DEMAND, LEASES_HELD, SCALE_WRITES, SKIPPED
 from ferry_autoscaler.policies import Broken, Owner, Plan, ServingRef, plan_for_binding, plan_for_policy

@@ -9,7 +9,6 @@ role's name at its index before ``add``ing its replicas (Kthena's patch, spec §
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
 from ferry_schemas.autoscaling import REPLICAS_MANAGER
@@ -37,10 +36,6 @@ def role_patch(serving: JSON, roles: dict[str, int]) -> list[JSON]:
             ops.append({"op": "test", "path": f"/spec/template/roles/{index}/name", "value": name})
             ops.append({"op": "add", "path": f"/spec/template/roles/{index}/replicas", "value": roles[name]})
     return ops
-
-
-def now_rfc3339() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 class AutoscalerApi:

@@ -11,26 +11,28 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from ferry_schemas.conditions import condition, merge_condition, without_times
+
 from ferry_autoscaler.algorithm.ratio import format_ratio
 from ferry_autoscaler.policies import Disaggregated, Heterogeneous, Homogeneous, Owner
 from ferry_autoscaler.scaler import Outcome, UnitReport
 
 JSON = dict[str, Any]
+MAX_MESSAGE = 1024
 
 
-def condition(kind: str, ok: bool, reason: str, message: str) -> JSON:
-    return {"type": kind, "status": "True" if ok else "False", "reason": reason, "message": message[:1024]}
+def _condition(kind: str, ok: bool, reason: str, message: str) -> JSON:
+    return condition(kind, ok, reason, message[:MAX_MESSAGE])
 
 
 def merge_conditions(previous: Sequence[Mapping[str, Any]], new: Sequence[JSON], at: str) -> list[JSON]:
-    """``lastTransitionTime`` moves only when a condition's status flips."""
-    old = {c.get("type"): c for c in previous}
-    merged = []
+    """The ``new`` conditions (and no others), each keeping its ``lastTransitionTime`` unless its
+    status flipped."""
+    merged = [dict(c) for c in previous]
     for cond in new:
-        before = old.get(cond["type"])
-        stamp = before.get("lastTransitionTime") if before and before.get("status") == cond["status"] else at
-        merged.append({**cond, "lastTransitionTime": stamp or at})
-    return merged
+        merged = merge_condition(merged, cond, at=at)
+    kinds = {c["type"] for c in new}
+    return [c for c in merged if c.get("type") in kinds]
 
 
 def explain(report: UnitReport) -> str:
@@ -108,10 +110,10 @@ def compose_status(
     failure = error or ((outcome.error.reason, str(outcome.error)) if outcome and outcome.error else None)
     target_found = not failure or failure[0] not in ("TargetNotFound", "TargetInvalid")
     conditions = [
-        condition("Ready", False, failure[0], failure[1])
+        _condition("Ready", False, failure[0], failure[1])
         if failure
-        else condition("Ready", True, "Reconciled", "autoscaling policy reconciled"),
-        condition("TargetFound", True, "TargetFound", "target model serving (and roles) found")
+        else _condition("Ready", True, "Reconciled", "autoscaling policy reconciled"),
+        _condition("TargetFound", True, "TargetFound", "target model serving (and roles) found")
         if target_found
         else condition(
             "TargetFound", False, failure[0] if failure else "TargetInvalid", failure[1] if failure else ""
@@ -119,10 +121,10 @@ def compose_status(
     ]
     if outcome is not None and not outcome.error:
         if outcome.skipped:
-            conditions.append(condition("ScalingActive", False, "FailedGetMetrics", outcome.skipped))
+            conditions.append(_condition("ScalingActive", False, "FailedGetMetrics", outcome.skipped))
         else:
             text = "; ".join(decision_text(r) for r in outcome.reports if r.recommended is not None)
-            conditions.append(condition("ScalingActive", True, "ValidMetricFound", text))
+            conditions.append(_condition("ScalingActive", True, "ValidMetricFound", text))
     status["conditions"] = merge_conditions(previous.get("conditions") or [], conditions, at)
     if outcome is None or not outcome.reports:
         return status
@@ -149,12 +151,4 @@ def compose_status(
 
 def same_status(current: Mapping[str, Any], desired: Mapping[str, Any]) -> bool:
     """Equal for every key the autoscaler sets, ignoring condition timestamps."""
-
-    def strip(value: Any) -> Any:
-        if isinstance(value, dict):
-            return {k: strip(v) for k, v in value.items() if k != "lastTransitionTime"}
-        if isinstance(value, list):
-            return [strip(v) for v in value]
-        return value
-
-    return all(strip(current.get(k)) == strip(v) for k, v in desired.items())
+    return all(without_times(current.get(k)) == without_times(v) for k, v in desired.items())

@@ -36,7 +36,7 @@ from kubernetes_asyncio.client.exceptions import ApiException
 from nats.js import JetStreamContext
 from nats.js.errors import KeyNotFoundError, NoKeysError
 
-from ferry_status.conditions import now_rfc3339
+from ferry_status.conditions import now_rfc3339, without_times
 from ferry_status.gateway.kube import GatewayApi
 from ferry_status.gateway.render import (
     Served,
@@ -44,7 +44,6 @@ from ferry_status.gateway.render import (
     gateway_status,
     pool_status,
     route_status,
-    without_times,
 )
 
 log = logging.getLogger(__name__)

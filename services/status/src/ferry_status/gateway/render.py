@@ -164,12 +164,3 @@ def pool_status(current: JSON, gateways: list[str], controller: str, generation:
             }
         )
     return {**current, "parents": others + parents}
-
-
-def without_times(value: Any) -> Any:
-    """``value`` minus ``lastTransitionTime`` everywhere (to compare a new status with the stored one)."""
-    if isinstance(value, dict):
-        return {k: without_times(v) for k, v in value.items() if k != "lastTransitionTime"}
-    if isinstance(value, list):
-        return [without_times(v) for v in value]
-    return value
