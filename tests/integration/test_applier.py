@@ -1,6 +1,6 @@
 """The applier against the real local stack: real kube-apiserver (with the garbage collector), real
-JetStream. The test publishes desired sets and pod events the way the converter and the watcher do,
-and reads the cluster with kubectl and the outcome from FERRY_RESULTS.
+JetStream, the real watcher (a process) feeding the applier's view. The test publishes desired sets
+the way the converter does, and reads the cluster with kubectl and the outcome from FERRY_RESULTS.
 
 Pod readiness is simulated by patching pod status (the local stack has no kubelet).
 """
@@ -13,8 +13,9 @@ import copy
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -22,7 +23,7 @@ import nats
 import pytest
 from ferry_applier.kube import KubeClient, load_api_client
 from ferry_applier.lease import LEASES_BUCKET, LeaseBusy, OwnerLeases
-from ferry_applier.metrics import FAILURES, MESSAGES
+from ferry_applier.metrics import MESSAGES
 from ferry_applier.service import Applier
 from ferry_applier.settings import ApplierSettings
 from ferry_schemas import labels as L
@@ -44,6 +45,7 @@ from ferry_schemas.bus import (
 )
 from ferry_schemas.runtime import ProbeServer
 from ferry_schemas.runtime.jetstream import declare_streams, key_value
+from ferry_schemas.runtime.workqueue import RETRIES
 from ferry_schemas.workload import blueprint, serving_revision
 from nats.aio.client import Client
 from nats.js import JetStreamContext
@@ -56,6 +58,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from tests.conftest import KubeEnv
 from tests.support.cluster import Cluster, is_ready
+from tests.support.services import ServiceSet
 
 pytestmark = pytest.mark.integration
 JSON = dict[str, Any]
@@ -82,15 +85,16 @@ class Harness:
         )
 
     async def idle(self, within: float = 60.0) -> None:
-        """Wait until both consumers have nothing pending or unacknowledged and no reconcile runs."""
+        """Wait until the consumers have nothing pending or unacknowledged and no reconcile is queued,
+        three polls in a row (the watcher publishes the applier's own writes a moment later)."""
         deadline = time.monotonic() + within
-        while True:
-            busy = bool(self.applier._tasks)
+        quiet = 0
+        while quiet < 3:
+            busy = bool(len(self.applier.queue))
             for stream, durable in self.applier.durables:
                 info = await self.js.consumer_info(stream, durable)
                 busy = busy or bool(info.num_pending) or bool(info.num_ack_pending)
-            if not busy:
-                return
+            quiet = 0 if busy else quiet + 1
             assert time.monotonic() < deadline, "the applier did not settle"
             await asyncio.sleep(0.1)
 
@@ -149,8 +153,20 @@ class Harness:
 
 
 @pytest.fixture
+def watcher(kube: KubeEnv, nats_url: str, namespace: str, tmp_path: Path) -> Iterator[ServiceSet]:
+    """The real watcher for ``namespace``: it feeds FERRY_OBJECTS, which the applier's view reads."""
+    env = {**kube.env, "FERRY_NATS_URL": nats_url, "FERRY_WATCH_NAMESPACE": namespace}
+    started = ServiceSet(tmp_path / "logs", env)
+    started.start(["watcher"])
+    try:
+        yield started
+    finally:
+        started.stop()
+
+
+@pytest.fixture
 async def harness(
-    request: pytest.FixtureRequest, kube: KubeEnv, nats_url: str, namespace: str
+    request: pytest.FixtureRequest, kube: KubeEnv, nats_url: str, namespace: str, watcher: ServiceSet
 ) -> AsyncIterator[Harness]:
     """An applier for ``namespace``; indirect parametrisation gives the number of replicas."""
     nc: Client = await nats.connect(nats_url)
@@ -160,7 +176,7 @@ async def harness(
         nats_url=nats_url,
         namespace=namespace,
         desired_consumer="test-desired",
-        pods_consumer="test-pods",
+        objects_consumer="test-objects",
         max_deliver=4,
         ack_wait=20.0,
         backoff=0.2,
@@ -173,6 +189,9 @@ async def harness(
     replicas = [Applier(settings, kube_client) for _ in range(getattr(request, "param", 1) - 1)]
     for replica in replicas:  # more replicas share the same durable consumers and leases
         await replica.start()
+    for started in (applier, *replicas):
+        assert started.view is not None
+        await asyncio.wait_for(started.view.wait_synced(), timeout=30)
     try:
         yield Harness(namespace, Cluster(kube, namespace), js, applier, kube_client)
     finally:
@@ -269,7 +288,8 @@ async def test_children_are_applied_with_owner_references_and_a_second_identical
     assert route_versions(h) == versions
     result = await h.result(owner)
     assert result is not None
-    assert [c.action for c in result.children] == ["unchanged", "unchanged"]
+    # a reconcile that changed nothing publishes no new result: the last one still says what happened
+    assert [c.action for c in result.children] == ["created", "created"]
 
 
 async def test_an_older_generation_is_ignored_and_a_newer_one_prunes(harness: Harness) -> None:
@@ -561,7 +581,7 @@ async def test_a_failed_pod_gets_its_grace_period_then_is_replaced(harness: Harn
 # ------------------------------------------------------------------ dead letters, metrics, traces
 
 
-async def test_bad_input_and_exhausted_retries_land_in_the_dead_letter_stream(
+async def test_bad_input_is_dead_lettered_and_an_unreachable_api_server_is_retried_until_it_answers(
     harness: Harness, kube: KubeEnv, nats_url: str
 ) -> None:
     h = harness
@@ -573,59 +593,59 @@ async def test_bad_input_and_exhausted_retries_land_in_the_dead_letter_stream(
     assert "not a DesiredSet" in letter.error
     assert letter.data == "{not json"
 
-    # an applier whose API server is unreachable: transient errors, back-off, then the DLQ
+    # an applier whose API server is unreachable: retried with back-off, kept in progress (never
+    # redelivered, never dead-lettered), and applied once the API server answers again
     api = await load_api_client(str(kube.kubeconfig))
+    real_host = api.configuration.host
     api.configuration.host = "https://127.0.0.1:9"
     settings = ApplierSettings(
         nats_url=nats_url,
         namespace=h.namespace,
         desired_consumer="test-broken",
-        pods_consumer="test-broken-pods",
-        max_deliver=3,
-        ack_wait=20.0,
+        objects_consumer="test-broken-objects",
+        max_deliver=2,
+        ack_wait=2.0,
         backoff=0.1,
         backoff_max=0.5,
         kube_timeout=2.0,
     )
+    await h.applier.stop()  # only the broken applier reconciles from here on
     broken = Applier(settings, KubeClient(api, timeout=2.0))
-    transient = FAILURES.labels(broken.desired_durable, "transient")
-    before = transient._value.get()
+    retries = RETRIES.labels("applier", "ClientConnectorError")
+    before = retries._value.get()
     await broken.start()
     probes = ProbeServer("127.0.0.1", 0, ready=broken.ready)
     port = await probes.start()
     try:
         owner = configmap_owner(h, "owner-d")
         await h.publish_desired(desired_routes(owner, 1, route(owner, "r1")))
-        broken_dlq = dead_letter_subject(broken.settings.service, DESIRED_STREAM, broken.desired_durable)
-
-        async def dead_letter() -> DeadLetter | None:
-            try:
-                raw = await h.js.get_last_msg(DEAD_LETTER_STREAM, broken_dlq)
-            except NotFoundError:
-                return None
-            letter = DeadLetter.model_validate_json(raw.data or b"")
-            return letter if letter.subject.endswith(".owner-d") else None  # after the junk one
-
-        deadline = time.monotonic() + 60
-        while (found := await dead_letter()) is None:
-            assert time.monotonic() < deadline, "no dead letter after max_deliver transient failures"
+        deadline = time.monotonic() + 30
+        while retries._value.get() - before < 4:  # > max_deliver attempts, each after ack_wait / 2
+            assert time.monotonic() < deadline, "no retries"
             await asyncio.sleep(0.2)
-        assert found.deliveries == 3
-        assert DesiredSet.model_validate_json(found.data).owner.name == "owner-d"
-        assert transient._value.get() - before == 3
+        await asyncio.sleep(settings.ack_wait)  # longer than ack_wait: the message is kept in progress
+        info = await h.js.consumer_info(DESIRED_STREAM, broken.desired_durable)
+        assert (info.num_ack_pending, info.num_redelivered) == (1, 0)
         async with aiohttp.ClientSession() as session:
             async with session.get(f"http://127.0.0.1:{port}/readyz") as ready:
                 assert ready.status == 200
             async with session.get(f"http://127.0.0.1:{port}/metrics") as metrics:
                 text = await metrics.text()
-        for name in (
-            "ferry_applier_messages_total",
-            "ferry_applier_failures_total",
-            "ferry_applier_reconcile_seconds_bucket",
-            "ferry_dead_letters_total",
-        ):
+        for name in ("ferry_workqueue_retries_total", "ferry_consumer_messages_total", "ferry_view_objects"):
             assert name in text, name
-        assert f'ferry_dead_letters_total{{consumer="{broken.desired_durable}"' in text
+
+        api.configuration.host = real_host  # the API server is back
+        deadline = time.monotonic() + 30
+        while (result := await h.result(owner)) is None:
+            assert time.monotonic() < deadline, "not applied after the API server came back"
+            await asyncio.sleep(0.2)
+        assert result.ok, result
+        assert h.cluster.get("ModelRoute", "r1") is not None
+        info = await h.js.consumer_info(DESIRED_STREAM, broken.desired_durable)
+        assert (info.num_ack_pending, info.num_redelivered) == (0, 0)
+        raw = await h.js.get_last_msg(DEAD_LETTER_STREAM, dead_letter_subject(
+            settings.service, DESIRED_STREAM, broken.desired_durable))  # fmt: skip
+        assert DeadLetter.model_validate_json(raw.data or b"").subject.endswith(".junk")  # only the junk
     finally:
         await probes.stop()
         await broken.stop()

@@ -113,12 +113,8 @@ def test_kinds_by_kind_or_plural() -> None:
 
 
 def test_subject_filters_and_durables_per_namespace() -> None:
-    assert subject_filters("") == ("ferry.desired.>", "ferry.obj.pods.>", "ferry.obj.podgroups.>")
-    assert subject_filters("team.a") == (
-        "ferry.desired.*.team_a.*",
-        "ferry.obj.pods.team_a.*",
-        "ferry.obj.podgroups.team_a.*",
-    )
+    assert subject_filters("") == ("ferry.desired.>", "ferry.obj.>")
+    assert subject_filters("team.a") == ("ferry.desired.*.team_a.*", "ferry.obj.*.team_a.*")
     assert durable_name("applier-desired", "") == "applier-desired"
     assert durable_name("applier-desired", "ns") == "applier-desired-ns"
 

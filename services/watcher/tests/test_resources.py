@@ -1,3 +1,4 @@
+from ferry_schemas.labels import MS_NAME
 from ferry_watcher.backoff import Backoff
 from ferry_watcher.resources import WATCHED
 from ferry_watcher.snapshot import StoredEntry
@@ -15,7 +16,10 @@ def test_paths_cover_every_kind_and_namespace_restriction() -> None:
     assert set(paths) == {
         "modelboosters", "modelservings", "autoscalingpolicies", "autoscalingpolicybindings",
         "modelservers", "modelroutes", "podgroups", "pods", "leaderworkersets",
+        "services", "controllerrevisions",  # what the applier writes besides Ferry's kinds
     }  # fmt: skip
+    assert paths["services"].label_selector == paths["controllerrevisions"].label_selector == MS_NAME
+    assert paths["controllerrevisions"].path("a") == "/apis/apps/v1/namespaces/a/controllerrevisions"
 
 
 def test_backoff_grows_to_the_cap_and_resets() -> None:

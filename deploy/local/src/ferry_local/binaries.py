@@ -13,6 +13,9 @@ from ferry_local.paths import cache_dir, repo_root
 
 K8S_VERSION = os.environ.get("K8S_VERSION", "v1.35.4")
 LWS_VERSION = os.environ.get("LWS_VERSION", "v0.7.0")
+ETCD_VERSION = os.environ.get("ETCD_VERSION", "v3.6.16")
+"""The etcd release line Kubernetes 1.35 is tested with (Debian's 3.4 is too old for the watch
+cache to serve LISTs: every LIST would read etcd)."""
 
 
 class MissingBinary(RuntimeError):
@@ -30,7 +33,8 @@ class Binaries:
 
 def _built(script: str, what: str) -> Path:
     """Run a build script of ``deploy/local`` (it builds once, then only answers) for its bin dir."""
-    env = dict(os.environ, K8S_VERSION=K8S_VERSION, LWS_VERSION=LWS_VERSION, FERRY_CACHE=str(cache_dir()))
+    versions = {"K8S_VERSION": K8S_VERSION, "LWS_VERSION": LWS_VERSION, "ETCD_VERSION": ETCD_VERSION}
+    env = dict(os.environ, **versions, FERRY_CACHE=str(cache_dir()))
     # The script prints progress on stderr (passed through) and the bin dir on stdout.
     done = subprocess.run(
         ["bash", str(repo_root() / "deploy" / "local" / script)],
@@ -67,6 +71,11 @@ def gateway_crd_dir() -> Path:
     return _built("fetch-gateway-crds.sh", "the Gateway API and Inference Extension CRDs (Go modules)")
 
 
+def etcd_bin_dir() -> Path:
+    """Build (first run only) and return the directory with etcd from the Go module proxy."""
+    return _built("build-etcd.sh", f"etcd {ETCD_VERSION}")
+
+
 def _which(name: str, *extra_dirs: str, package: str) -> Path:
     found = shutil.which(name) or next(
         (str(Path(d) / name) for d in extra_dirs if (Path(d) / name).is_file()), None
@@ -82,6 +91,6 @@ def find_binaries() -> Binaries:
         kube_apiserver=k8s / "kube-apiserver",
         kube_controller_manager=k8s / "kube-controller-manager",
         kubectl=k8s / "kubectl",
-        etcd=_which("etcd", "/usr/bin", "/usr/sbin", package="etcd-server"),
+        etcd=etcd_bin_dir() / "etcd",
         nats_server=_which("nats-server", "/usr/sbin", "/usr/bin", package="nats-server"),
     )

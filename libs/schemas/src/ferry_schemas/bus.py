@@ -66,6 +66,7 @@ class Resource(StrEnum):
     SERVICES = "services"
     LEADER_WORKER_SETS = "leaderworkersets"
     """``leaderworkerset.x-k8s.io/v1``: served as ModelServings when the API server has the kind."""
+    CONTROLLER_REVISIONS = "controllerrevisions"
     # Gateway API and Gateway API Inference Extension (published only in gateway mode)
     GATEWAY_CLASSES = "gatewayclasses"
     GATEWAYS = "gateways"

@@ -1,4 +1,9 @@
-"""Plain children: server-side apply every desired child, then prune what is no longer desired."""
+"""Plain children: server-side apply every child that differs from the view, then prune.
+
+The current children come from the bus-fed view (no LIST). A child whose stored form already holds
+every desired field is left alone (no request); one that is missing or differs — deleted or edited
+by hand — is applied again.
+"""
 
 from __future__ import annotations
 
@@ -8,12 +13,14 @@ from typing import Any
 
 from ferry_schemas.autoscaling import autoscaled_in
 from ferry_schemas.bus import ChildResult, DesiredSet, OwnerKey
+from ferry_schemas.runtime.view import ObjectView
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from ferry_applier.errors import PermanentApplyError, api_message, is_permanent
 from ferry_applier.kinds import KindInfo, kind_info, kind_of
 from ferry_applier.kube import KubeClient, Obj
-from ferry_applier.replicas import apply_serving
+from ferry_applier.replicas import apply_serving, autoscaler_fields, without_replicas
+from ferry_applier.workload.engine import is_subset
 
 WORKLOAD_KINDS = frozenset({"Pod", "Service", "PodGroup", "ControllerRevision"})
 """Kinds a ModelServing workload manages itself (by ordinal), never pruned by the generic pass."""
@@ -72,8 +79,10 @@ def managed_kinds(desired: DesiredSet) -> list[KindInfo]:
     return list(kinds.values())
 
 
-async def apply_children(kube: KubeClient, desired: DesiredSet) -> ChildrenOutcome:
-    """SSA each child (recording created/applied/unchanged), then prune; transient errors propagate.
+async def apply_children(kube: KubeClient, view: ObjectView, desired: DesiredSet) -> ChildrenOutcome:
+    """SSA each child that differs (recording created/applied/unchanged), then prune.
+
+    Transient errors propagate.
 
     A child the API server refuses permanently (400/422...) is recorded as failed and the others are
     still applied; nothing is pruned then, so a half-valid set never removes what works.
@@ -89,14 +98,24 @@ async def apply_children(kube: KubeClient, desired: DesiredSet) -> ChildrenOutco
     before: dict[tuple[str, str], Obj] = {}
     if desired.owner_selector:
         for info in listed_kinds.values():
-            for obj in await kube.list(info, owner.namespace, desired.owner_selector):
+            for obj in view.list(info.plural, owner.namespace, desired.owner_selector):
                 before[_key(obj)] = obj
     autoscaled = autoscaled_in(desired.children)
     for body in bodies:
         kind, name = _key(body)
+        previous = before.get((kind, name)) or view.get(kind_of(body).plural, owner.namespace, name)
+        compared = body
+        if kind == "ModelServing":  # replicas the autoscaler owns (or is about to) are not drift
+            total, roles = autoscaler_fields(previous)
+            compared = without_replicas(body, total=total or name in autoscaled, roles=roles)
+        if previous is not None and is_subset(compared, previous):
+            outcome.results.append(
+                ChildResult(api_version=body["apiVersion"], kind=kind, name=name, action="unchanged")
+            )
+            continue
         try:
             if kind == "ModelServing":
-                stored = await apply_serving(kube, body, before.get((kind, name)), name in autoscaled)
+                stored = await apply_serving(kube, body, previous, name in autoscaled)
             else:
                 stored = await kube.apply(body)
         except ApiException as exc:
@@ -110,7 +129,6 @@ async def apply_children(kube: KubeClient, desired: DesiredSet) -> ChildrenOutco
                 )
             )
             continue
-        previous = before.get((kind, name))
         if previous is None:
             action = "created"
         elif (previous.get("metadata") or {}).get("resourceVersion") == (stored.get("metadata") or {}).get(

@@ -1,14 +1,18 @@
-"""A tiny Kubernetes client for the applier: apply, list, get, delete — whole objects as dicts.
+"""A tiny Kubernetes client for the applier: apply, get, delete — whole objects as dicts.
 
 Every write is a server-side apply with field manager ``ferry`` (never read-modify-write); custom
 resources go through the custom-objects API, Pods/Services/ControllerRevisions through the typed
-core and apps APIs. Every call is a child span of the current reconcile span.
+core and apps APIs. Every call is a child span of the current reconcile span. There is no LIST:
+reads come from the bus-fed view. Each write is noted in :data:`WRITES` (when a reconcile set it),
+so the next reconcile of the same owner can wait until the view has seen it.
 """
 
 from __future__ import annotations
 
 import json
 import os
+from contextvars import ContextVar
+from dataclasses import dataclass
 from typing import Any
 
 from kubernetes_asyncio import client, config
@@ -23,6 +27,34 @@ APPLY_CONTENT_TYPE = "application/apply-patch+yaml"
 tracer = trace.get_tracer("ferry_applier.kube")
 
 Obj = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Written:
+    """One write of a reconcile: the object's resource, namespace and name, and what the view must
+    show once it caught up — at least ``resource_version``, or (``deleted_uid``) not that uid."""
+
+    resource: str
+    namespace: str
+    name: str
+    resource_version: int = 0
+    deleted_uid: str = ""
+
+
+WRITES: ContextVar[list[Written] | None] = ContextVar("ferry_applier_writes", default=None)
+
+
+def _note(written: Written) -> None:
+    writes = WRITES.get()
+    if writes is not None:
+        writes.append(written)
+
+
+def _revision(obj: Obj) -> int:
+    try:
+        return int((obj.get("metadata") or {}).get("resourceVersion") or 0)
+    except ValueError:
+        return 0
 
 
 async def load_api_client(kubeconfig: str | None = None) -> client.ApiClient:
@@ -78,9 +110,25 @@ class KubeClient:
             attributes={"k8s.kind": info.kind, "k8s.namespace": namespace, "k8s.name": name},
         ):
             if info.is_custom:
-                result = await self._custom.patch_namespaced_custom_object(
-                    info.group, info.version, namespace, info.plural, name, obj, **opts
+                # read the body ourselves: the generated client decodes only 200, so a creating
+                # apply (201) would answer None and cost a GET to read the object back
+                response = await self._custom.patch_namespaced_custom_object(
+                    info.group,
+                    info.version,
+                    namespace,
+                    info.plural,
+                    name,
+                    obj,
+                    _preload_content=False,
+                    **opts,
                 )
+                body = await response.read()
+                response.release()
+                if not 200 <= response.status <= 299:
+                    error = ApiException(status=response.status, reason=response.reason)
+                    error.body = body
+                    raise error
+                result = json.loads(body)
             elif info.kind == "Pod":
                 result = await self._core.patch_namespaced_pod(name, namespace, obj, **opts)
             elif info.kind == "Service":
@@ -89,14 +137,9 @@ class KubeClient:
                 result = await self._apps.patch_namespaced_controller_revision(name, namespace, obj, **opts)
             else:  # pragma: no cover - the kinds table and this switch move together
                 raise NotImplementedError(info.kind)
-            if result is None:
-                # the generated custom-objects client only decodes 200, so a creating apply (201)
-                # answers None: read the stored object back
-                stored = await self.get(info, namespace, name)
-                if stored is None:
-                    raise RuntimeError(f"{info.kind} {namespace}/{name} vanished right after it was applied")
-                return stored
-            return self._dict(result)
+            stored = self._dict(result)
+            _note(Written(info.plural, namespace, name, resource_version=_revision(stored)))
+            return stored
 
     async def create_pod(self, obj: Obj) -> Obj | None:
         """POST a pod; None when one of that name exists already.
@@ -122,40 +165,9 @@ class KubeClient:
                 if exc.status == 409:
                     return None
                 raise
-            return self._dict(created)
-
-    async def list(self, kind: str | KindInfo, namespace: str, selector: dict[str, str] | str) -> list[Obj]:
-        """Every object of ``kind`` in ``namespace`` matching the label selector, read fresh."""
-        info = kind if isinstance(kind, KindInfo) else kind_info(kind)
-        label_selector = selector if isinstance(selector, str) else format_selector(selector)
-        opts: dict[str, Any] = {"label_selector": label_selector, "_request_timeout": self.timeout}
-        with tracer.start_as_current_span(
-            f"k8s list {info.kind}",
-            kind=trace.SpanKind.CLIENT,
-            attributes={"k8s.kind": info.kind, "k8s.namespace": namespace, "k8s.selector": label_selector},
-        ):
-            if info.is_custom:
-                try:
-                    raw = await self._custom.list_namespaced_custom_object(
-                        info.group, info.version, namespace, info.plural, **opts
-                    )
-                except ApiException as exc:
-                    if exc.status == 404:  # the CRD is not installed: there is nothing of that kind
-                        return []
-                    raise
-            elif info.kind == "Pod":
-                raw = await self._core.list_namespaced_pod(namespace, **opts)
-            elif info.kind == "Service":
-                raw = await self._core.list_namespaced_service(namespace, **opts)
-            elif info.kind == "ControllerRevision":
-                raw = await self._apps.list_namespaced_controller_revision(namespace, **opts)
-            else:  # pragma: no cover
-                raise NotImplementedError(info.kind)
-            items = self._dict(raw).get("items") or []
-            for item in items:  # list items carry no apiVersion/kind
-                item.setdefault("apiVersion", info.api_version)
-                item.setdefault("kind", info.kind)
-            return list(items)
+            stored = self._dict(created)
+            _note(Written("pods", meta["namespace"], meta["name"], resource_version=_revision(stored)))
+            return stored
 
     async def served(self, kind: str | KindInfo, namespace: str) -> bool:
         """Whether the API server serves ``kind`` at all (a custom resource's CRD is installed)."""
@@ -252,19 +264,9 @@ class KubeClient:
                 if exc.status in (404, 409):
                     return False
                 raise
+            if uid:
+                _note(Written(info.plural, namespace, name, deleted_uid=uid))
             return True
-
-    async def delete_pods(self, namespace: str, selector: dict[str, str]) -> None:
-        """DeleteCollection of the pods matching ``selector`` (one call, like Kthena)."""
-        label_selector = format_selector(selector)
-        with tracer.start_as_current_span(
-            "k8s deletecollection Pod",
-            kind=trace.SpanKind.CLIENT,
-            attributes={"k8s.kind": "Pod", "k8s.namespace": namespace, "k8s.selector": label_selector},
-        ):
-            await self._core.delete_collection_namespaced_pod(
-                namespace, label_selector=label_selector, _request_timeout=self.timeout
-            )
 
 
 def format_selector(labels: dict[str, str]) -> str:

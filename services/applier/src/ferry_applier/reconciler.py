@@ -1,24 +1,27 @@
-"""One reconcile: a desired set (or a pod event of a ModelServing) made true in the cluster.
+"""One reconcile: an owner's latest desired set made true in the cluster, after its pod events.
 
-Level-triggered like controller-runtime: every call re-reads the children from the API server,
-so handling a message twice, or an old one after a new one, changes nothing (design rule 1).
+Level-triggered like controller-runtime: every call reads the children from the bus-fed view, so
+handling a trigger twice, or an old one after a new one, changes nothing (design rule 1). Pod events
+are kept per owner until its next reconcile, which first applies the recovery policy to them.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from ferry_schemas import labels as L
 from ferry_schemas.bus import ApplyResult, ChildResult, DesiredSet, ObjectEvent, Resource
+from ferry_schemas.runtime.view import ObjectView
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from ferry_applier.children import apply_children
 from ferry_applier.errors import PermanentApplyError, api_message, api_reason, is_permanent
 from ferry_applier.generations import GenerationGuard
-from ferry_applier.kinds import UnknownKindError
+from ferry_applier.kinds import UnknownKindError, kind_info
 from ferry_applier.kube import KubeClient
 from ferry_applier.workload.engine import WorkloadEngine
 from ferry_applier.workload.plan import DeleteGroup, DeleteInstance
@@ -31,20 +34,47 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Outcome:
-    """What a handler decided: a result to publish (or none), or a delay to come back after."""
+    """What a reconcile decided: a result to publish (or none), and pod events to look at again
+    after ``retry_after`` seconds (failed pods still within their restart grace period)."""
 
     result: ApplyResult | None = None
     retry_after: float | None = None
     stale: bool = False
+    waiting: list[ObjectEvent] = field(default_factory=list)
 
 
 class Reconciler:
-    def __init__(self, kube: KubeClient, guard: GenerationGuard, engine: WorkloadEngine) -> None:
+    def __init__(
+        self, kube: KubeClient, view: ObjectView, guard: GenerationGuard, engine: WorkloadEngine
+    ) -> None:
         self.kube = kube
+        self.view = view
         self.guard = guard
         self.engine = engine
+        self._deleted_pods: dict[str, None] = {}
+        """uids of pods the applier deleted itself (scale, rolling update, recovery): their
+        tombstones are no loss to recover from."""
 
-    async def reconcile(self, desired: DesiredSet) -> Outcome:
+    def deleted_on_purpose(self, uids: Iterable[str]) -> None:
+        for uid in uids:
+            self._deleted_pods[uid] = None
+        while len(self._deleted_pods) > 100_000:
+            del self._deleted_pods[next(iter(self._deleted_pods))]
+
+    async def reconcile(self, desired: DesiredSet, pod_events: Iterable[ObjectEvent] = ()) -> Outcome:
+        """Recover from the pod events, then apply the desired set."""
+        waiting: list[ObjectEvent] = []
+        retry_after: float | None = None
+        if desired.workload is not None and not desired.deleted and not desired.errors:
+            for event in pod_events:
+                wait = await self.recover(event, desired)
+                if wait is not None:
+                    waiting.append(event)
+                    retry_after = wait if retry_after is None else min(retry_after, wait)
+        outcome = await self.apply(desired)
+        return Outcome(outcome.result, retry_after, outcome.stale, waiting)
+
+    async def apply(self, desired: DesiredSet) -> Outcome:
         """Apply one desired set. Transient errors propagate (the caller retries with back-off)."""
         owner = desired.owner
         if desired.deleted:
@@ -71,7 +101,7 @@ class Reconciler:
             )
         children: list[ChildResult] = []
         try:
-            outcome = await apply_children(self.kube, desired)
+            outcome = await apply_children(self.kube, self.view, desired)
             children += outcome.results
             if outcome.failures:
                 await self.guard.record(owner)
@@ -103,27 +133,30 @@ class Reconciler:
         await self.guard.record(owner)
         return Outcome(ApplyResult(owner=owner, ok=True, reason="Applied", children=children))
 
-    async def child_event(
+    async def recover(
         self, event: ObjectEvent, desired: DesiredSet, *, now: datetime | None = None
-    ) -> Outcome:
-        """A pod or PodGroup of ``desired``'s ModelServing changed: recover, then reconcile.
+    ) -> float | None:
+        """Apply the recovery policy to one pod event of ``desired``'s ModelServing.
 
-        A PodGroup event only reconciles (so a deleted PodGroup comes back). A failed pod gets
-        ``restartGracePeriodSeconds`` to recover (the message comes back after the remaining time);
-        then it is deleted (uid precondition) and the recovery policy applies.
+        A failed pod gets ``restartGracePeriodSeconds`` to recover (the seconds left are returned and
+        the event is looked at again then); then it is deleted (uid precondition) and the recovery
+        policy applies, as it does to a pod that was deleted.
         """
         now = now or datetime.now(UTC)
         workload = desired.workload
-        if workload is None or desired.deleted or desired.errors:
-            return Outcome()
+        if (
+            workload is None
+            or event.resource != Resource.PODS
+            or owner_uid_of(event) not in ("", desired.owner.uid)  # an earlier owner's pod
+            or (event.deleted and event.uid in self._deleted_pods)  # deleted by the applier itself
+        ):
+            return None
         owner = desired.owner
-        if event.resource != Resource.PODS:
-            return await self.reconcile(desired)
         address = PodAddress.of(event.object)
         if address is None:
-            return Outcome()
+            return None
         spec = self.engine.read_spec(workload)
-        current = await self.kube.get("Pod", event.namespace, event.name)
+        current = self.view.get(Resource.PODS, event.namespace, event.name)
         current_uid = ((current or {}).get("metadata") or {}).get("uid")
         lost = False
         if event.deleted:
@@ -136,7 +169,7 @@ class Reconciler:
                 since = failed_since(current, event.observed_at)
                 remaining = grace_remaining(since, spec.restart_grace_period_seconds, now)
                 if remaining > 0:
-                    return Outcome(retry_after=remaining)
+                    return remaining
                 lost = await self.kube.delete("Pod", event.namespace, event.name, uid=event.uid)
         if lost and still_desired(spec, address, event.name):
             action = recovery_action(spec.recovery_policy, address)
@@ -147,7 +180,7 @@ class Reconciler:
             log.info(
                 "pod %s/%s lost; recovery %s: %s", event.namespace, event.name, spec.recovery_policy, action
             )
-        return await self.reconcile(desired)
+        return None
 
 
 def still_desired(spec: WorkloadSpec, address: PodAddress, pod_name: str) -> bool:
@@ -176,16 +209,30 @@ def replaced_alone(lost: dict[str, Any], replacement: dict[str, Any], policy: st
     return bool(before) and before == after
 
 
-def serving_of(event: ObjectEvent) -> tuple[str, str] | None:
-    """(namespace, ModelServing name) a pod event belongs to, from its labels and controller reference."""
+OwnerRef = tuple[str, str, str]
+"""(resource, namespace, name) of an owner: the work queue's key."""
+
+
+def owner_of(event: ObjectEvent) -> OwnerRef | None:
+    """The owner to re-queue when ``event``'s object changed: its controller reference, or, for a
+    pod without one, the ModelServing its labels name."""
     meta = event.object.get("metadata") or {}
-    name = (meta.get("labels") or {}).get(L.MS_NAME)
-    if not name:
-        return None
     refs = meta.get("ownerReferences") or []
-    if refs and not any(ref.get("kind") == "ModelServing" for ref in refs):
-        return None
-    return event.namespace, name
+    for ref in refs:
+        if ref.get("controller") and ref.get("name"):
+            return owner_resource(str(ref.get("kind") or "")), event.namespace, str(ref["name"])
+    name = (meta.get("labels") or {}).get(L.MS_NAME)
+    if event.resource == Resource.PODS and name and not refs:
+        return Resource.MODEL_SERVINGS.value, event.namespace, name
+    return None
+
+
+def owner_resource(kind: str) -> str:
+    """The plural resource of an owner kind (Ferry's table, else Kubernetes' regular plural)."""
+    try:
+        return kind_info(kind).plural
+    except UnknownKindError:
+        return f"{kind.lower()}s"
 
 
 def owner_uid_of(event: ObjectEvent) -> str:

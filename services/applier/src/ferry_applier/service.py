@@ -1,11 +1,19 @@
-"""The applier service: durable pull consumers on desired sets and pod events, one reconcile each.
+"""The applier service: owners' desired sets and their children's changes in, one reconcile per owner.
 
-Replicas share the durable consumers (``applier-desired`` on ``ferry.desired.>``,
-``applier-pods`` on ``ferry.obj.pods.>``, ``applier-podgroups`` on ``ferry.obj.podgroups.>``).
-Messages are acked after the work is done, nacked with exponential
-back-off on a transient error (the equivalent of FastStream's ``NACK_ON_ERROR``), and land on the
-dead-letter stream after ``max_deliver`` attempts. Within a process, reconciles of one owner are
-serialised (kopf's per-object queues); different owners run concurrently.
+Controller-runtime's shape with the bus as the informer:
+
+* an :class:`~ferry_schemas.runtime.view.ObjectView` of every kind the applier writes (snapshot of
+  ``FERRY_OBJECTS``, then changes) is what each reconcile reads — no LIST, no GET;
+* two durable consumers shared by replicas name the owners to reconcile: ``applier-desired`` on
+  ``ferry.desired.>`` (a new desired set) and ``applier-objects`` on ``ferry.obj.>`` (any change or
+  deletion of an owned object re-queues its owner, so drift is repaired);
+* one :class:`~ferry_schemas.runtime.workqueue.WorkQueue` keyed by owner coalesces them and retries a
+  failed reconcile forever with capped back-off while the message stays in progress;
+* a periodic jittered resync (and one at start) re-queues every owner of the ``FERRY_DESIRED`` snapshot.
+
+A reconcile reads the owner's *latest* desired set from ``FERRY_DESIRED``, waits until the view
+holds its own previous writes, takes the owner's KV lease (one reconcile per owner across replicas),
+applies, publishes the result and records Events.
 """
 
 from __future__ import annotations
@@ -15,15 +23,11 @@ import contextlib
 import logging
 import os
 import socket
-import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
-import nats.errors
 from ferry_schemas.bus import (
     APPLIED_GENERATIONS_BUCKET,
-    DEAD_LETTER_STREAM,
     DESIRED_PREFIX,
     DESIRED_STREAM,
     MSG_ID_HEADER,
@@ -31,40 +35,36 @@ from ferry_schemas.bus import (
     OBJECTS_STREAM,
     RESULTS_STREAM,
     ApplyResult,
-    DeadLetter,
     DesiredSet,
     ObjectEvent,
-    OwnerKey,
     Resource,
-    dead_letter_subject,
     desired_subject,
     encode_token,
     kv_key,
-    object_filter,
+    parse_subject,
 )
-from ferry_schemas.runtime import ProbeServer
-from ferry_schemas.runtime.jetstream import (
-    DEAD_LETTERS,
-    DeadLetterForwarder,
-    connect,
-    key_value,
-    record_pending,
-)
+from ferry_schemas.runtime.consumer import BadMessage, DurableConsumer
+from ferry_schemas.runtime.events import EventRecorder
+from ferry_schemas.runtime.jetstream import connect, key_value, last_subjects, wait_for_streams
 from ferry_schemas.runtime.lifecycle import serve
+from ferry_schemas.runtime.probes import ProbeServer
+from ferry_schemas.runtime.resync import Resync
+from ferry_schemas.runtime.view import ObjectView
+from ferry_schemas.runtime.workqueue import Backoff, WorkQueue
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 from opentelemetry import propagate, trace
+from opentelemetry.context import Context
 from pydantic import ValidationError
 
-from ferry_applier.errors import backoff_delay, is_transient
+from ferry_applier.explain import record_events, record_failure
 from ferry_applier.generations import GenerationGuard
-from ferry_applier.kube import KubeClient, load_api_client
+from ferry_applier.kube import WRITES, KubeClient, Written, load_api_client
 from ferry_applier.lease import LEASES_BUCKET, OwnerLeases
 from ferry_applier.metrics import FAILURES, MESSAGES, RECONCILE_SECONDS
-from ferry_applier.reconciler import Outcome, Reconciler, owner_uid_of, serving_of
+from ferry_applier.reconciler import OwnerRef, Reconciler, owner_of
 from ferry_applier.settings import ApplierSettings
 from ferry_applier.workload.engine import WorkloadEngine
 from ferry_applier.workload.render import read_spec, render_group
@@ -72,48 +72,47 @@ from ferry_applier.workload.render import read_spec, render_group
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer("ferry_applier")
 
-OwnerLockKey = tuple[str, str, str]
-
-
-class OwnerLocks:
-    """One asyncio.Lock per owner, dropped when nobody holds or waits for it."""
-
-    def __init__(self) -> None:
-        self._locks: dict[OwnerLockKey, tuple[asyncio.Lock, int]] = {}
-
-    @contextlib.asynccontextmanager
-    async def hold(self, key: OwnerLockKey) -> AsyncIterator[None]:
-        lock, users = self._locks.get(key, (asyncio.Lock(), 0))
-        self._locks[key] = (lock, users + 1)
-        try:
-            async with lock:
-                yield
-        finally:
-            lock, users = self._locks[key]
-            if users <= 1:
-                del self._locks[key]
-            else:
-                self._locks[key] = (lock, users - 1)
+VIEWED = (
+    Resource.MODEL_SERVINGS,
+    Resource.MODEL_SERVERS,
+    Resource.MODEL_ROUTES,
+    Resource.AUTOSCALING_POLICIES,
+    Resource.AUTOSCALING_POLICY_BINDINGS,
+    Resource.POD_GROUPS,
+    Resource.PODS,
+    Resource.SERVICES,
+    Resource.CONTROLLER_REVISIONS,
+)
+"""Every kind the applier writes: its reconciles read them from the view."""
 
 
 class Applier:
-    """Binds the consumers and runs the reconcile loops until stopped."""
+    """Binds the view and the consumers and runs the reconciles until stopped."""
 
-    def __init__(self, settings: ApplierSettings, kube: KubeClient) -> None:
+    def __init__(
+        self, settings: ApplierSettings, kube: KubeClient, events: EventRecorder | None = None
+    ) -> None:
         self.settings = settings
         self.kube = kube
-        self.engine = WorkloadEngine(kube, render_group, read_spec)
+        self.events = events
         self._nc: Client | None = None
         self._js: JetStreamContext | None = None
+        self.view: ObjectView | None = None
+        self.queue: WorkQueue[OwnerRef] = WorkQueue(
+            "applier",
+            self._reconcile,
+            workers=max(1, settings.concurrency),
+            backoff=Backoff(base=settings.backoff, cap=settings.backoff_max),
+        )
         self._reconciler: Reconciler | None = None
-        self._forwarders: list[DeadLetterForwarder] = []
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._loops: list[asyncio.Task[None]] = []
-        self._slots = asyncio.Semaphore(max(1, settings.concurrency))
-        self._locks = OwnerLocks()
         self._leases: OwnerLeases | None = None
+        self._consumers: list[DurableConsumer] = []
+        self._tasks: list[asyncio.Task[None]] = []
+        self._pod_events: dict[OwnerRef, dict[str, ObjectEvent]] = {}
+        """Pod events per owner, handled (recovery) by the owner's next reconcile."""
+        self._written: dict[OwnerRef, list[Written]] = {}
+        """What each owner's last reconcile wrote: the next one waits until the view shows it."""
         self._stopping = asyncio.Event()
-        self._bound = False
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -123,214 +122,213 @@ class Applier:
         return durable_name(self.settings.desired_consumer, self.settings.namespace)
 
     @property
-    def pods_durable(self) -> str:
-        return durable_name(self.settings.pods_consumer, self.settings.namespace)
-
-    @property
-    def podgroups_durable(self) -> str:
-        return durable_name(self.settings.podgroups_consumer, self.settings.namespace)
+    def objects_durable(self) -> str:
+        return durable_name(self.settings.objects_consumer, self.settings.namespace)
 
     @property
     def durables(self) -> list[tuple[str, str]]:
         """(stream, durable consumer) of every consumer this applier reads."""
-        return [
-            (DESIRED_STREAM, self.desired_durable),
-            (OBJECTS_STREAM, self.pods_durable),
-            (OBJECTS_STREAM, self.podgroups_durable),
-        ]
+        return [(DESIRED_STREAM, self.desired_durable), (OBJECTS_STREAM, self.objects_durable)]
 
     def ready(self) -> bool:
-        return self._bound and self._nc is not None and self._nc.is_connected
+        return (
+            self._nc is not None
+            and self._nc.is_connected
+            and self.view is not None
+            and self.view.synced
+            and bool(self._consumers)
+            and all(c.bound.is_set() for c in self._consumers)
+        )
 
     async def start(self) -> None:
         s = self.settings
         self._nc = await connect(s.nats_url, f"ferry-{s.service}")
         self._js = self._nc.jetstream()
-        await self._wait_for_streams()
+        if not await wait_for_streams(
+            self._js, (DESIRED_STREAM, OBJECTS_STREAM, RESULTS_STREAM), self._stopping
+        ):
+            return
         kv = await key_value(self._js, APPLIED_GENERATIONS_BUCKET)
         holder = f"{socket.gethostname()}/{os.getpid()}/{uuid.uuid4().hex[:6]}"
         self._leases = OwnerLeases(await key_value(self._js, LEASES_BUCKET), holder, ttl=s.ack_wait)
-        self._reconciler = Reconciler(self.kube, GenerationGuard(kv), self.engine)
-        desired_filter, pods_filter, podgroups_filter = subject_filters(s.namespace)
-        desired = await self._bind(DESIRED_STREAM, self.desired_durable, desired_filter)
-        pods = await self._bind(OBJECTS_STREAM, self.pods_durable, pods_filter)
-        podgroups = await self._bind(OBJECTS_STREAM, self.podgroups_durable, podgroups_filter)
-        self._bound = True
-        self._loops = [
-            asyncio.create_task(self._consume(desired, self._on_desired, self.desired_durable)),
-            asyncio.create_task(self._consume(pods, self._on_child, self.pods_durable)),
-            asyncio.create_task(self._consume(podgroups, self._on_child, self.podgroups_durable)),
+        # ModelServings keep managedFields: whether the autoscaler owns replicas is read from them
+        self.view = ObjectView(
+            self._js, VIEWED, namespace=s.namespace, keep_managed_fields=(Resource.MODEL_SERVINGS,)
+        )
+        engine = WorkloadEngine(self.kube, self.view, render_group, read_spec)
+        self._reconciler = Reconciler(self.kube, self.view, GenerationGuard(kv), engine)
+        await self.view.start()
+        desired_filter, objects_filter = subject_filters(s.namespace)
+        self._consumers = [
+            self._consumer(DESIRED_STREAM, self.desired_durable, desired_filter, self._on_desired),
+            self._consumer(OBJECTS_STREAM, self.objects_durable, objects_filter, self._on_object),
         ]
-        log.info("applier consuming %s and %s", DESIRED_STREAM, OBJECTS_STREAM)
+        self._tasks = [asyncio.create_task(c.run(), name=c.durable) for c in self._consumers]
+        self._tasks.append(asyncio.create_task(self._resync_at_start(), name="applier-first-resync"))
+        resync = Resync(s.service, s.resync_period, self.resync)
+        self._tasks.append(asyncio.create_task(resync.run(), name="applier-resync"))
+        if self.events is not None:
+            self.events.start()
+        log.info("applier consuming %s and %s", desired_filter, objects_filter)
+
+    def _consumer(self, stream: str, durable: str, subject: str, handler: Any) -> DurableConsumer:
+        assert self._nc is not None
+        assert self._js is not None
+        s = self.settings
+        return DurableConsumer(
+            self._nc,
+            self._js,
+            service=s.service,
+            stream=stream,
+            durable=durable,
+            subject=subject,
+            handler=handler,
+            max_deliver=s.max_deliver,
+            ack_wait=s.ack_wait,
+            batch=s.batch,
+        )
 
     async def stop(self) -> None:
         self._stopping.set()
-        for loop in self._loops:
-            loop.cancel()
-        for loop in self._loops:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await loop
-        if self._tasks:
-            await asyncio.wait(self._tasks, timeout=10)
-        for forwarder in self._forwarders:
-            await forwarder.stop()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.queue.stop()
+        if self.view is not None:
+            await self.view.stop()
+        if self.events is not None:
+            await self.events.stop()
         if self._nc is not None:
-            # every handler has finished (acked or nacked) by now; drain would wait out its
-            # 30 s timeout on the idle pull subscriptions
             with contextlib.suppress(Exception):
                 await self._nc.close()
-        self._bound = False
 
-    async def _wait_for_streams(self) -> None:
-        """The watcher declares the streams; wait for them instead of declaring them here."""
-        assert self._js is not None
-        while not self._stopping.is_set():
-            try:
-                for stream in (DESIRED_STREAM, OBJECTS_STREAM, RESULTS_STREAM):
-                    await self._js.stream_info(stream)
-                return
-            except NotFoundError:
-                log.info("waiting for the Ferry streams to be declared")
-                await asyncio.sleep(1.0)
+    # ------------------------------------------------------------------ triggers
 
-    async def _bind(self, stream: str, durable: str, subject: str) -> JetStreamContext.PullSubscription:
-        assert self._js is not None
-        assert self._nc is not None
-        s = self.settings
-        config = ConsumerConfig(
-            durable_name=durable,
-            filter_subject=subject,
-            ack_policy=AckPolicy.EXPLICIT,
-            deliver_policy=DeliverPolicy.ALL,
-            max_deliver=s.max_deliver,
-            ack_wait=s.ack_wait,
-            max_ack_pending=max(1, s.concurrency * 4),
-        )
-        await self._js.add_consumer(stream, config)  # creates it, or updates the mutable fields
-        forwarder = DeadLetterForwarder(self._nc, self._js, s.service, stream, durable)
-        await forwarder.start()
-        self._forwarders.append(forwarder)
-        return await self._js.pull_subscribe_bind(durable=durable, stream=stream)
-
-    # ------------------------------------------------------------------ loops
-
-    async def _consume(
-        self, sub: JetStreamContext.PullSubscription, handler: Callable[[Msg], Awaitable[None]], consumer: str
-    ) -> None:
-        while not self._stopping.is_set():
-            try:
-                msgs = await sub.fetch(self.settings.batch, timeout=1.0)
-            except (TimeoutError, nats.errors.TimeoutError):
-                continue
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # connection trouble: nats-py reconnects, we wait and fetch again
-                log.warning("fetch on %s failed: %s", consumer, exc)
-                await asyncio.sleep(0.5)
-                continue
-            for msg in msgs:
-                await self._slots.acquire()
-                task = asyncio.create_task(self._handle(handler, msg, consumer))
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
-
-    async def _handle(self, handler: Callable[[Msg], Awaitable[None]], msg: Msg, consumer: str) -> None:
-        started = time.perf_counter()
-        record_pending(consumer, msg)
+    async def _on_desired(self, msg: Msg, context: Context) -> None:
+        """A new desired set: reconcile its owner (from the latest set, whatever this one says)."""
         try:
-            await handler(msg)
-        except Exception as exc:
-            deliveries = _deliveries(msg)
-            delay = backoff_delay(deliveries, base=self.settings.backoff, cap=self.settings.backoff_max)
-            if is_transient(exc):
-                FAILURES.labels(consumer, "transient").inc()
-                MESSAGES.labels(consumer, "retried").inc()
-                log.warning(
-                    "transient failure on %s (delivery %s), retry in %.1fs: %s",
-                    msg.subject,
-                    deliveries,
-                    delay,
-                    exc,
-                )
-            else:
-                FAILURES.labels(consumer, "error").inc()
-                MESSAGES.labels(consumer, "failed").inc()
-                log.exception(
-                    "reconcile of %s failed (delivery %s), retry in %.1fs", msg.subject, deliveries, delay
-                )
-            with contextlib.suppress(Exception):
-                await msg.nak(delay=delay)
-        finally:
-            RECONCILE_SECONDS.labels(consumer).observe(time.perf_counter() - started)
-            self._slots.release()
+            DesiredSet.model_validate_json(msg.data)
+            parts = parse_subject(msg.subject)
+        except (ValidationError, ValueError) as exc:
+            raise BadMessage(f"not a DesiredSet: {exc}") from exc
+        MESSAGES.labels(self.desired_durable, "desired").inc()
+        await self.queue.submit((parts.resource, parts.namespace, parts.name), context)
 
-    # ------------------------------------------------------------------ handlers
-
-    async def _on_desired(self, msg: Msg) -> None:
-        consumer = self.desired_durable
-        try:
-            desired = DesiredSet.model_validate_json(msg.data)
-        except ValidationError as exc:
-            await self._reject(msg, DESIRED_STREAM, consumer, f"not a DesiredSet: {exc}")
-            return
-        owner = desired.owner
-        with self._span("applier reconcile", msg, desired) as span:
-            async with self._serialised(owner, msg):
-                assert self._reconciler is not None
-                outcome = await self._reconciler.reconcile(desired)
-            await self._finish(msg, consumer, outcome, span)
-
-    async def _on_child(self, msg: Msg) -> None:
-        """A pod or PodGroup of a ModelServing changed: recover and reconcile that ModelServing."""
-        consumer = self.pods_durable if ".pods." in msg.subject else self.podgroups_durable
+    async def _on_object(self, msg: Msg, context: Context) -> None:
+        """An object changed: re-queue its owner once the view holds the change."""
+        resource = msg.subject.split(".")[2] if msg.subject.count(".") >= 4 else ""
+        if resource not in {str(r) for r in VIEWED}:
+            return  # owners themselves (boosters) reach the applier as desired sets
         try:
             event = ObjectEvent.model_validate_json(msg.data)
         except ValidationError as exc:
-            await self._reject(msg, OBJECTS_STREAM, consumer, f"not an ObjectEvent: {exc}")
+            raise BadMessage(f"not an ObjectEvent: {exc}") from exc
+        owner = owner_of(event)
+        if owner is None:
+            MESSAGES.labels(self.objects_durable, "unowned").inc()
             return
-        target = serving_of(event)
-        desired = await self._last_desired(*target) if target else None
-        owner_uid = owner_uid_of(event)
-        if desired is None or (owner_uid and owner_uid != desired.owner.uid):
-            MESSAGES.labels(consumer, "skipped").inc()
-            await msg.ack()
-            return
-        owner = desired.owner
-        with self._span(f"applier {event.resource} event", msg, desired) as span:
-            span.set_attribute("k8s.name", event.name)
-            span.set_attribute("k8s.event", event.type)
-            async with self._serialised(owner, msg):
-                assert self._reconciler is not None
-                outcome = await self._reconciler.child_event(event, desired)
-            await self._finish(msg, consumer, outcome, span)
+        assert self.view is not None
+        if not await self.view.wait_for(event.resource, msg.metadata.sequence.stream):
+            log.warning("the view lags behind %s; reconciling from what it holds", msg.subject)
+        if event.resource == Resource.PODS:
+            self._pod_events.setdefault(owner, {})[event.name] = event
+        MESSAGES.labels(self.objects_durable, event.resource).inc()
+        await self.queue.submit(owner, context)
 
-    @contextlib.asynccontextmanager
-    async def _serialised(self, owner: OwnerKey, msg: Msg) -> AsyncIterator[None]:
-        """One reconcile per owner: in this process (a lock), across replicas (a KV lease that is
-        renewed while the reconcile runs, with ``msg`` kept in progress so it is not redelivered)."""
+    async def resync(self) -> int:
+        """Queue every owner the FERRY_DESIRED snapshot names."""
+        assert self._js is not None
+        desired_filter, _ = subject_filters(self.settings.namespace)
+        owners = 0
+        for subject in await last_subjects(self._js, DESIRED_STREAM, desired_filter):
+            parts = parse_subject(subject)
+            self.queue.add((parts.resource, parts.namespace, parts.name))
+            owners += 1
+        return owners
+
+    async def _resync_at_start(self) -> None:
+        """Once the view is loaded: what changed while no applier ran is repaired now, not at the
+        first periodic resync."""
+        assert self.view is not None
+        await self.view.wait_synced()
+        while True:
+            try:
+                count = await self.resync()
+                log.info("start-up resync queued %d owners", count)
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("start-up resync failed, retrying: %s", exc)
+                await asyncio.sleep(2.0)
+
+    # ------------------------------------------------------------------ the reconcile
+
+    async def _reconcile(self, key: OwnerRef, context: Context | None) -> None:
+        assert self._reconciler is not None
+        assert self.view is not None
         assert self._leases is not None
-        async with self._locks.hold((owner.resource, owner.namespace, owner.name)):
-            key = kv_key(owner.resource, owner.namespace, owner.name)
-            async with self._leases.hold(key, wait=self.settings.ack_wait / 2, keepalive=msg.in_progress):
-                yield
-
-    async def _finish(self, msg: Msg, consumer: str, outcome: Outcome, span: trace.Span) -> None:
-        if outcome.retry_after is not None:
-            MESSAGES.labels(consumer, "waiting").inc()
-            span.set_attribute("ferry.retry_after", outcome.retry_after)
-            await msg.nak(delay=outcome.retry_after)
+        resource, namespace, name = key
+        found = await self._last_desired(resource, namespace, name)
+        if found is None:
+            self._pod_events.pop(key, None)
             return
-        if outcome.result is not None:
-            await self._publish(outcome.result, f"{msg.metadata.stream}/{msg.metadata.sequence.stream}")
+        desired, sequence = found
+        await self.view.wait_until(lambda: self._caught_up(key), limit=self.settings.view_wait)
+        events = self._pod_events.pop(key, {})
+        writes: list[Written] = []
+        token = WRITES.set(writes)
+        with (
+            self._span("applier reconcile", context, desired) as span,
+            RECONCILE_SECONDS.labels(self.desired_durable).time(),
+        ):
+            try:
+                async with self._leases.hold(kv_key(*key), wait=self.settings.ack_wait / 2):
+                    outcome = await self._reconciler.reconcile(desired, events.values())
+            except Exception as exc:
+                for pod, event in events.items():  # look at them again on the retry
+                    self._pod_events.setdefault(key, {}).setdefault(pod, event)
+                FAILURES.labels(self.desired_durable, "transient").inc()
+                span.set_status(trace.StatusCode.ERROR, str(exc)[:200])
+                if self.events is not None:
+                    record_failure(self.events, desired.owner, exc)
+                raise
+            finally:
+                WRITES.reset(token)
+                self._written[key] = writes
+                self._reconciler.deleted_on_purpose(
+                    w.deleted_uid for w in writes if w.resource == Resource.PODS and w.deleted_uid
+                )
+            for event in outcome.waiting:
+                self._pod_events.setdefault(key, {}).setdefault(event.name, event)
+            if outcome.retry_after is not None:
+                span.set_attribute("ferry.retry_after", outcome.retry_after)
+                self.queue.add_after(key, outcome.retry_after)
+            if outcome.result is None:
+                MESSAGES.labels(self.desired_durable, "stale" if outcome.stale else "skipped").inc()
+                return
+            await self._publish(outcome.result, f"{DESIRED_STREAM}/{sequence}")
             ok = outcome.result.ok
             if not ok:
-                FAILURES.labels(consumer, "permanent").inc()
+                FAILURES.labels(self.desired_durable, "permanent").inc()
                 span.set_status(trace.StatusCode.ERROR, outcome.result.message[:200])
             span.set_attribute("ferry.ok", ok)
-            MESSAGES.labels(consumer, "ok" if ok else "failed").inc()
-        else:
-            MESSAGES.labels(consumer, "stale" if outcome.stale else "skipped").inc()
-        await msg.ack()
+            MESSAGES.labels(self.desired_durable, "ok" if ok else "failed").inc()
+            if self.events is not None:
+                record_events(self.events, outcome.result)
+
+    def _caught_up(self, key: OwnerRef) -> bool:
+        """Whether the view shows every write of the owner's previous reconcile."""
+        assert self.view is not None
+        for written in self._written.get(key, ()):
+            obj = self.view.get(written.resource, written.namespace, written.name)
+            meta = (obj or {}).get("metadata") or {}
+            if written.deleted_uid:
+                if meta.get("uid") == written.deleted_uid:
+                    return False
+            elif obj is None or _revision(meta.get("resourceVersion")) < written.resource_version:
+                return False
+        return True
 
     async def _publish(self, result: ApplyResult, source: str) -> None:
         """Publish a result, deduplicated per input message.
@@ -341,62 +339,43 @@ class Applier:
         """
         assert self._js is not None
         if await self._same_as_last(result):
-            return  # the subject already says exactly this: a pod event that changed nothing
+            return  # the subject already says this: a re-queue or resync that changed nothing
         headers: dict[str, str] = {MSG_ID_HEADER: f"{result.msg_id}/{source}"}
         propagate.inject(headers)
         await self._js.publish(result.subject, result.to_bytes(), stream=RESULTS_STREAM, headers=headers)
 
     async def _same_as_last(self, result: ApplyResult) -> bool:
+        """The last result says the same, or this one changed nothing and the last was a success
+        for the same owner generation (its children's actions are the story worth keeping)."""
         assert self._js is not None
         try:
             raw = await self._js.get_last_msg(RESULTS_STREAM, result.subject)
             last = ApplyResult.model_validate_json(raw.data or b"")
         except (NotFoundError, ValidationError):
             return False
-        return _comparable(last) == _comparable(result)
+        if _comparable(last) == _comparable(result):
+            return True
+        return (
+            result.ok
+            and last.ok
+            and all(child.action == "unchanged" for child in result.children)
+            and (last.owner.uid, last.owner.generation) == (result.owner.uid, result.owner.generation)
+        )
 
-    async def _last_desired(self, namespace: str, name: str) -> DesiredSet | None:
-        """The current desired set of a ModelServing: the last message on its FERRY_DESIRED subject."""
+    async def _last_desired(self, resource: str, namespace: str, name: str) -> tuple[DesiredSet, int] | None:
+        """An owner's current desired set (the last message on its subject) and its stream sequence."""
         assert self._js is not None
         try:
-            raw = await self._js.get_last_msg(
-                DESIRED_STREAM, desired_subject(Resource.MODEL_SERVINGS, namespace, name)
-            )
+            raw = await self._js.get_last_msg(DESIRED_STREAM, desired_subject(resource, namespace, name))
         except NotFoundError:
             return None
         try:
-            return DesiredSet.model_validate_json(raw.data or b"")
+            return DesiredSet.model_validate_json(raw.data or b""), int(raw.seq or 0)
         except ValidationError:
             return None
 
-    async def _reject(self, msg: Msg, stream: str, consumer: str, error: str) -> None:
-        """Bad input: a clear error, a dead letter with the message, and no retry."""
-        assert self._js is not None
-        log.error("%s on %s: %s", consumer, msg.subject, error)
-        MESSAGES.labels(consumer, "invalid").inc()
-        meta = msg.metadata
-        letter = DeadLetter(
-            service=self.settings.service,
-            stream=stream,
-            consumer=consumer,
-            subject=msg.subject,
-            stream_sequence=meta.sequence.stream,
-            deliveries=meta.num_delivered,
-            error=error[:2000],
-            data=(msg.data or b"").decode("utf-8", "replace"),
-        )
-        await self._js.publish(
-            dead_letter_subject(self.settings.service, stream, consumer),
-            letter.to_bytes(),
-            stream=DEAD_LETTER_STREAM,
-            headers={MSG_ID_HEADER: f"{stream}/{consumer}/{meta.sequence.stream}/invalid"},
-        )
-        DEAD_LETTERS.labels(self.settings.service, stream, consumer).inc()
-        await msg.term()
-
     @contextlib.contextmanager
-    def _span(self, name: str, msg: Msg, desired: DesiredSet) -> Any:
-        context = propagate.extract(dict(msg.headers or {}))
+    def _span(self, name: str, context: Context | None, desired: DesiredSet) -> Any:
         owner = desired.owner
         with tracer.start_as_current_span(
             name,
@@ -404,7 +383,7 @@ class Applier:
             kind=trace.SpanKind.CONSUMER,
             attributes={
                 "messaging.system": "nats",
-                "messaging.destination.name": msg.subject,
+                "messaging.destination.name": desired.subject,
                 "ferry.owner.kind": owner.kind,
                 "ferry.owner.namespace": owner.namespace,
                 "ferry.owner.name": owner.name,
@@ -419,34 +398,30 @@ def durable_name(base: str, namespace: str) -> str:
     return f"{base}-{namespace}" if namespace else base
 
 
-def subject_filters(namespace: str) -> tuple[str, str, str]:
-    """Desired-set, pod and PodGroup subjects to consume: everything, or one namespace's."""
+def subject_filters(namespace: str) -> tuple[str, str]:
+    """Desired-set and object subjects to consume: everything, or one namespace's."""
     if not namespace:
-        return f"{DESIRED_PREFIX}.>", object_filter(Resource.PODS), object_filter(Resource.POD_GROUPS)
+        return f"{DESIRED_PREFIX}.>", f"{OBJECTS_PREFIX}.>"
     token = encode_token(namespace)
-    return (
-        f"{DESIRED_PREFIX}.*.{token}.*",
-        f"{OBJECTS_PREFIX}.{Resource.PODS}.{token}.*",
-        f"{OBJECTS_PREFIX}.{Resource.POD_GROUPS}.{token}.*",
-    )
+    return f"{DESIRED_PREFIX}.*.{token}.*", f"{OBJECTS_PREFIX}.*.{token}.*"
+
+
+def _revision(value: object) -> int:
+    try:
+        return int(str(value))
+    except ValueError:
+        return 0
 
 
 def _comparable(result: ApplyResult) -> dict[str, Any]:
     return result.model_dump(mode="json", exclude={"finished_at"}, exclude_none=True)
 
 
-def _deliveries(msg: Msg) -> int:
-    try:
-        return int(msg.metadata.num_delivered)
-    except Exception:
-        return 1
-
-
 async def run(settings: ApplierSettings, stop: asyncio.Event) -> None:
     """Serve probes, consume until ``stop`` is set, then drain."""
     api = await load_api_client(settings.kubeconfig or None)
     kube = KubeClient(api, timeout=settings.kube_timeout)
-    applier = Applier(settings, kube)
+    applier = Applier(settings, kube, EventRecorder(api, "ferry.serving.volcano.sh/applier"))
     probes = ProbeServer(settings.probe_host, settings.probe_port, ready=applier.ready)
     port = await probes.start()
     log.info("applier probes on %s:%s", settings.probe_host, port)

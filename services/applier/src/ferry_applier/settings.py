@@ -11,10 +11,12 @@ from ferry_schemas.runtime.settings import ServiceSettings, env_float, env_int, 
 class ApplierSettings(ServiceSettings):
     """``FERRY_*`` service settings plus:
 
-    ``KUBECONFIG`` (else in-cluster), ``FERRY_APPLIER_DESIRED_CONSUMER`` / ``..._PODS_CONSUMER`` /
-    ``..._PODGROUPS_CONSUMER`` (durable names shared by replicas),
-    ``FERRY_APPLIER_CONCURRENCY`` (reconciles in flight),
-    ``FERRY_APPLIER_BATCH``, ``FERRY_APPLIER_BACKOFF`` / ``..._BACKOFF_MAX`` (nack delays, seconds),
+    ``KUBECONFIG`` (else in-cluster), ``FERRY_APPLIER_DESIRED_CONSUMER`` / ``..._OBJECTS_CONSUMER``
+    (durable names shared by replicas), ``FERRY_APPLIER_CONCURRENCY`` (reconciles in flight),
+    ``FERRY_APPLIER_BATCH``, ``FERRY_APPLIER_BACKOFF`` / ``..._BACKOFF_MAX`` (retry back-off of a
+    failed reconcile, seconds; retried forever), ``FERRY_RESYNC_PERIOD`` (seconds between resyncs of
+    every owner, jittered ±10 %; 0 = off), ``FERRY_APPLIER_VIEW_WAIT`` (seconds a reconcile waits for
+    the view to show the previous reconcile's writes),
     ``FERRY_APPLIER_KUBE_TIMEOUT`` (seconds per API call), ``FERRY_APPLIER_NAMESPACE`` (else
     ``FERRY_WATCH_NAMESPACE``: only reconcile owners in this namespace; empty = every namespace).
     """
@@ -24,10 +26,11 @@ class ApplierSettings(ServiceSettings):
     desired_consumer: str = field(
         default_factory=lambda: env_str("FERRY_APPLIER_DESIRED_CONSUMER", "applier-desired")
     )
-    podgroups_consumer: str = field(
-        default_factory=lambda: env_str("FERRY_APPLIER_PODGROUPS_CONSUMER", "applier-podgroups")
+    objects_consumer: str = field(
+        default_factory=lambda: env_str("FERRY_APPLIER_OBJECTS_CONSUMER", "applier-objects")
     )
-    pods_consumer: str = field(default_factory=lambda: env_str("FERRY_APPLIER_PODS_CONSUMER", "applier-pods"))
+    resync_period: float = field(default_factory=lambda: env_float("FERRY_RESYNC_PERIOD", 600.0))
+    view_wait: float = field(default_factory=lambda: env_float("FERRY_APPLIER_VIEW_WAIT", 2.0))
     concurrency: int = field(default_factory=lambda: env_int("FERRY_APPLIER_CONCURRENCY", 8))
     batch: int = field(default_factory=lambda: env_int("FERRY_APPLIER_BATCH", 16))
     backoff: float = field(default_factory=lambda: env_float("FERRY_APPLIER_BACKOFF", 0.5))

@@ -1,4 +1,4 @@
-"""The few API calls the status service makes: get, list and server-side apply of ``/status``."""
+"""The one API call the status service makes: server-side apply of ``/status`` (reads come from the view)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ from typing import Any
 from ferry_schemas.bus import Resource
 from ferry_schemas.labels import LWS_GROUP, LWS_VERSION, WORKLOAD_GROUP
 from kubernetes_asyncio import client
-from kubernetes_asyncio.client.exceptions import ApiException
 
 JSON = dict[str, Any]
 FIELD_MANAGER = "ferry-status"
@@ -26,39 +25,13 @@ def group_version(plural: str) -> tuple[str, str]:
 
 
 class StatusApi:
-    """Reads Ferry objects and their pods, writes ``/status`` with SSA (field manager ``ferry-status``)."""
+    """Writes ``/status`` with SSA (field manager ``ferry-status``)."""
 
     def __init__(self, api: client.ApiClient, request_timeout: float = 30.0) -> None:
         self._custom = client.CustomObjectsApi(api)
         self._core = client.CoreV1Api(api)
         self._api = api
         self._timeout = request_timeout
-
-    async def get(self, plural: str, namespace: str, name: str) -> JSON | None:
-        group, version = group_version(plural)
-        try:
-            obj: JSON = await self._custom.get_namespaced_custom_object(
-                group, version, namespace, plural, name, _request_timeout=self._timeout
-            )
-        except ApiException as exc:
-            if exc.status == 404:
-                return None
-            raise
-        return obj
-
-    async def list_objects(self, plural: str, namespace: str, label_selector: str) -> list[JSON]:
-        body: JSON = await self._custom.list_namespaced_custom_object(
-            WORKLOAD_GROUP, VERSION, namespace, plural, label_selector=label_selector,
-            _request_timeout=self._timeout,
-        )  # fmt: skip
-        return list(body.get("items") or [])
-
-    async def list_pods(self, namespace: str, label_selector: str) -> list[JSON]:
-        pods = await self._core.list_namespaced_pod(
-            namespace, label_selector=label_selector, _request_timeout=self._timeout
-        )
-        items: list[JSON] = self._api.sanitize_for_serialization(pods).get("items") or []
-        return items
 
     async def apply_status(self, plural: str, namespace: str, name: str, status: JSON) -> JSON:
         group, version = group_version(plural)

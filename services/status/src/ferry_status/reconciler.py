@@ -1,14 +1,13 @@
 """Routes bus messages to status reconciles and performs them (level-triggered).
 
-A message only says *which* object to look at; the reconcile re-reads the object, its pods or
-ModelServings from the API server and the last desired set / apply result from the snapshot
-streams, computes the whole status and writes it with SSA only when it differs.
+A message only says *which* object to look at; the reconcile reads the object, its pods or
+ModelServings from the bus-fed :class:`~ferry_schemas.runtime.view.ObjectView` (never from the API
+server) and the last desired set / apply result from the snapshot streams, computes the whole
+status and writes it with SSA only when it differs. The only API request is that write.
 """
 
 from __future__ import annotations
 
-import asyncio
-import json
 import logging
 import time
 from typing import Any, Literal
@@ -22,9 +21,9 @@ from ferry_schemas.bus import (
     parse_subject,
 )
 from ferry_schemas.labels import BOOSTER_MODEL_UID, MS_NAME
+from ferry_schemas.runtime.view import ObjectView
 from ferry_schemas.workload import LWS_KIND, serving_revision
 from kubernetes_asyncio.client.exceptions import ApiException
-from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from opentelemetry import trace
 from opentelemetry.context import Context
@@ -36,7 +35,6 @@ from ferry_status.lws_status import compute_lws_status, serving_of
 from ferry_status.metrics import RECONCILE_LATENCY, STATUS_UNCHANGED, STATUS_WRITES
 from ferry_status.outcome import pipeline_outcome
 from ferry_status.serving_status import compute_serving_status
-from ferry_status.workqueue import KeyedQueue
 
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer("ferry_status")
@@ -78,23 +76,14 @@ def keys_for_owner_subject(subject: str) -> list[Key]:
 
 
 class StatusReconciler:
-    def __init__(self, kube: StatusApi, js: JetStreamContext, workers: int = 8, settle: float = 0.0) -> None:
+    def __init__(self, kube: StatusApi, js: JetStreamContext, view: ObjectView) -> None:
         self._kube = kube
         self._js = js
-        self.queue: KeyedQueue[Key] = KeyedQueue(self.reconcile, workers, settle)
-        self._written: dict[str, tuple[str, str]] = {}
-        """uid → (hash of the status we computed, hash of what the server stored): avoids writing
-        again when the server stores something slightly different (e.g. a pruned field)."""
-
-    async def on_object(self, msg: Msg, context: Context) -> None:
-        event = ObjectEvent.model_validate(json.loads(msg.data))
-        await self._submit_all(keys_for_event(event), context)
-
-    async def on_owner_message(self, msg: Msg, context: Context) -> None:
-        await self._submit_all(keys_for_owner_subject(msg.subject), context)
-
-    async def _submit_all(self, keys: list[Key], context: Context) -> None:
-        await asyncio.gather(*(self.queue.submit(k, context) for k in keys))
+        self._view = view
+        self._written: dict[str, tuple[str, str, int]] = {}
+        """uid → (hash of the status we computed, hash of what the server stored, its resourceVersion):
+        avoids writing again when the server stores something slightly different (a pruned field)
+        or when the view has not caught up with our own write yet."""
 
     async def reconcile(self, key: Key, context: Context | None) -> None:
         kind, namespace, name = key
@@ -114,12 +103,11 @@ class StatusReconciler:
         RECONCILE_LATENCY.labels(kind).observe(time.monotonic() - started)
 
     async def _reconcile_serving(self, namespace: str, name: str) -> bool:
-        serving = await self._kube.get(SERVINGS, namespace, name)
+        serving = self._view.get(SERVINGS, namespace, name)
         if serving is None:
             return False
-        pods = await self._kube.list_pods(namespace, f"{MS_NAME}={name}")
         uid = serving["metadata"].get("uid")
-        pods = [p for p in pods if _owned_by(p, uid)]
+        pods = [p for p in self._view.list(Resource.PODS, namespace, {MS_NAME: name}) if _owned_by(p, uid)]
         roles = ((serving.get("spec") or {}).get("template") or {}).get("roles") or []
         desired = await last_desired(self._js, SERVINGS, namespace, name)
         outcome = pipeline_outcome(serving, desired, await last_result(self._js, SERVINGS, namespace, name))
@@ -127,21 +115,22 @@ class StatusReconciler:
         return await self._write(SERVINGS, serving, status)
 
     async def _reconcile_lws(self, namespace: str, name: str) -> bool:
-        lws = await self._kube.get(LWS, namespace, name)
+        lws = self._view.get(LWS, namespace, name)
         if lws is None:
             return False
-        serving = await self._kube.get(SERVINGS, namespace, name)
+        serving = self._view.get(SERVINGS, namespace, name)
         return await self._write(
             LWS, lws, compute_lws_status(lws, serving_of(lws, [serving] if serving else []))
         )
 
     async def _reconcile_booster(self, namespace: str, name: str) -> bool:
-        booster = await self._kube.get(BOOSTERS, namespace, name)
+        booster = self._view.get(BOOSTERS, namespace, name)
         if booster is None:
             return False
         uid = booster["metadata"].get("uid")
-        servings = await self._kube.list_objects(SERVINGS, namespace, f"{BOOSTER_MODEL_UID}={uid}")
-        servings = [s for s in servings if _owned_by(s, uid)]
+        servings = [
+            s for s in self._view.list(SERVINGS, namespace, {BOOSTER_MODEL_UID: uid}) if _owned_by(s, uid)
+        ]
         desired: DesiredSet | None = await last_desired(self._js, BOOSTERS, namespace, name)
         result: ApplyResult | None = await last_result(self._js, BOOSTERS, namespace, name)
         status = compute_booster_status(booster, servings, desired, result)
@@ -155,16 +144,25 @@ class StatusReconciler:
             STATUS_UNCHANGED.labels(kind).inc()
             return False
         computed_hash = content_hash(status)
-        if self._written.get(uid) == (computed_hash, content_hash(current)):
-            STATUS_UNCHANGED.labels(kind).inc()
-            return False
+        written = self._written.get(uid)
+        if written is not None and written[0] == computed_hash:
+            seen_rv = _revision(meta.get("resourceVersion"))
+            if written[1] == content_hash(current) or seen_rv <= written[2]:
+                # the server keeps what we wrote, or the view has not seen our write yet
+                STATUS_UNCHANGED.labels(kind).inc()
+                return False
         try:
             stored = await self._kube.apply_status(kind, meta["namespace"], meta["name"], status)
         except ApiException as exc:
             if exc.status == 404:
                 return False
             raise
-        self._written[uid] = (computed_hash, content_hash(stored.get("status") or {}))
+        stored_meta = stored.get("metadata") or {}
+        self._written[uid] = (
+            computed_hash,
+            content_hash(stored.get("status") or {}),
+            _revision(stored_meta.get("resourceVersion")),
+        )
         STATUS_WRITES.labels(kind).inc()
         log.info("%s %s/%s status written", kind, meta["namespace"], meta["name"])
         return True
@@ -173,6 +171,14 @@ class StatusReconciler:
 def _owned_by(obj: JSON, uid: str | None) -> bool:
     refs = (obj.get("metadata") or {}).get("ownerReferences") or []
     return any(r.get("uid") == uid for r in refs)
+
+
+def _revision(value: object) -> int:
+    """A resourceVersion as a number (etcd revisions); an opaque one counts as the newest."""
+    try:
+        return int(str(value))
+    except ValueError:
+        return 1 << 62
 
 
 def _same(current: JSON, desired: JSON) -> bool:

@@ -1,4 +1,11 @@
-"""The status process: one durable pull consumer per input, a shared per-key work queue, probes."""
+"""The status process: a bus-fed view, durable consumers that name keys, one keyed work queue, probes.
+
+Inputs (one durable per filter, shared by replicas, so nats-server 2.9 works too): pod, ModelServing
+and ModelBooster changes on ``FERRY_OBJECTS``, apply results, and booster desired sets. Each message
+names the status objects it affects; those keys go to one :class:`WorkQueue` (coalesced, retried
+forever with back-off). Object messages first wait until the view holds them (the view and the
+durable are separate subscriptions), so a reconcile never reads a state older than its trigger.
+"""
 
 from __future__ import annotations
 
@@ -11,48 +18,73 @@ from ferry_schemas.bus import (
     OBJECTS_STREAM,
     RESULTS_PREFIX,
     RESULTS_STREAM,
+    ObjectEvent,
     Resource,
     object_filter,
 )
 from ferry_schemas.runtime import ProbeServer
+from ferry_schemas.runtime.consumer import BadMessage, DurableConsumer, Handler
 from ferry_schemas.runtime.jetstream import connect
 from ferry_schemas.runtime.kube import load_api_client
 from ferry_schemas.runtime.lifecycle import serve
+from ferry_schemas.runtime.view import ObjectView
+from ferry_schemas.runtime.workqueue import WorkQueue
+from nats.aio.msg import Msg
+from opentelemetry.context import Context
+from pydantic import ValidationError
 
-from ferry_status.consumer import Handler, PullConsumer
 from ferry_status.gateway.controller import GatewayStatusController
 from ferry_status.gateway.kube import GatewayApi
 from ferry_status.kube import StatusApi
-from ferry_status.reconciler import StatusReconciler
+from ferry_status.reconciler import Key, StatusReconciler, keys_for_event, keys_for_owner_subject
 from ferry_status.settings import StatusSettings
 
 log = logging.getLogger(__name__)
 
+VIEWED = (Resource.PODS, Resource.MODEL_SERVINGS, Resource.MODEL_BOOSTERS)
+TRIGGERS = VIEWED
+READ = (*VIEWED, Resource.LEADER_WORKER_SETS)
+"""What reconciles read from the view; TRIGGERS are the object kinds whose changes name keys."""
 
-def inputs(reconciler: StatusReconciler) -> list[tuple[str, str, str, Handler]]:
-    """(stream, durable, filter subject, handler) for each input; one filter per durable so that
-    nats-server 2.9 (no multi-filter consumers) works too."""
+
+def object_handler(view: ObjectView, queue: WorkQueue[Key]) -> Handler:
+    """An object change: wait for the view to hold it, then reconcile what it affects."""
+
+    async def handle(msg: Msg, context: Context) -> None:
+        try:
+            event = ObjectEvent.model_validate_json(msg.data)
+        except ValidationError as exc:
+            raise BadMessage(f"not an ObjectEvent: {exc}") from exc
+        if not await view.wait_for(event.resource, msg.metadata.sequence.stream):
+            log.warning("view lags behind %s; reconciling from what it holds", msg.subject)
+        await asyncio.gather(*(queue.submit(k, context) for k in keys_for_event(event)))
+
+    return handle
+
+
+def owner_handler(queue: WorkQueue[Key]) -> Handler:
+    """A desired set or apply result: reconcile its owner."""
+
+    async def handle(msg: Msg, context: Context) -> None:
+        try:
+            keys = keys_for_owner_subject(msg.subject)
+        except ValueError as exc:
+            raise BadMessage(str(exc)) from exc
+        await asyncio.gather(*(queue.submit(k, context) for k in keys))
+
+    return handle
+
+
+def inputs(view: ObjectView, queue: WorkQueue[Key]) -> list[tuple[str, str, str, Handler]]:
+    """(stream, durable, filter subject, handler) for each input."""
+    on_object, on_owner = object_handler(view, queue), owner_handler(queue)
     return [
-        (OBJECTS_STREAM, "ferry-status-pods", object_filter(Resource.PODS), reconciler.on_object),
-        (
-            OBJECTS_STREAM,
-            "ferry-status-modelservings",
-            object_filter(Resource.MODEL_SERVINGS),
-            reconciler.on_object,
+        *(
+            (OBJECTS_STREAM, f"ferry-status-{resource}", object_filter(resource), on_object)
+            for resource in TRIGGERS
         ),
-        (
-            OBJECTS_STREAM,
-            "ferry-status-modelboosters",
-            object_filter(Resource.MODEL_BOOSTERS),
-            reconciler.on_object,
-        ),
-        (RESULTS_STREAM, "ferry-status-applied", f"{RESULTS_PREFIX}.>", reconciler.on_owner_message),
-        (
-            DESIRED_STREAM,
-            "ferry-status-desired",
-            f"{DESIRED_PREFIX}.{Resource.MODEL_BOOSTERS}.>",
-            reconciler.on_owner_message,
-        ),
+        (RESULTS_STREAM, "ferry-status-applied", f"{RESULTS_PREFIX}.>", on_owner),
+        (DESIRED_STREAM, "ferry-status-desired", f"{DESIRED_PREFIX}.{Resource.MODEL_BOOSTERS}.>", on_owner),
     ]
 
 
@@ -60,7 +92,11 @@ async def run(settings: StatusSettings, stop: asyncio.Event) -> None:
     nc = await connect(settings.nats_url, settings.service)
     js = nc.jetstream()
     api = await load_api_client()
-    reconciler = StatusReconciler(StatusApi(api), js, workers=settings.workers, settle=settings.settle)
+    view = ObjectView(js, READ)
+    reconciler = StatusReconciler(StatusApi(api), js, view)
+    queue: WorkQueue[Key] = WorkQueue(
+        "status", reconciler.reconcile, workers=settings.workers, settle=settings.settle
+    )
     gateways = None
     if settings.gateway_mode:
         gateways = GatewayStatusController(
@@ -70,7 +106,7 @@ async def run(settings: StatusSettings, stop: asyncio.Event) -> None:
         )  # fmt: skip
         await gateways.start()
     consumers = [
-        PullConsumer(
+        DurableConsumer(
             nc,
             js,
             service=settings.service,
@@ -82,16 +118,17 @@ async def run(settings: StatusSettings, stop: asyncio.Event) -> None:
             ack_wait=settings.ack_wait,
             batch=settings.batch,
         )
-        for stream, durable, subject, handler in inputs(reconciler)
+        for stream, durable, subject, handler in inputs(view, queue)
     ]
 
     def ready() -> bool:
         gateways_ready = gateways is None or gateways.synced
-        return nc.is_connected and gateways_ready and all(c.bound.is_set() for c in consumers)
+        return nc.is_connected and view.synced and gateways_ready and all(c.bound.is_set() for c in consumers)
 
     probes = ProbeServer(settings.probe_host, settings.probe_port, ready=ready)
     port = await probes.start()
     log.info("status probes on %s:%d", settings.probe_host, port)
+    await view.start()
     tasks = [asyncio.create_task(c.run(), name=c.durable) for c in consumers]
     try:
         await stop.wait()
@@ -101,6 +138,8 @@ async def run(settings: StatusSettings, stop: asyncio.Event) -> None:
         await asyncio.gather(*tasks, return_exceptions=True)
         if gateways is not None:
             await gateways.stop()
+        await queue.stop()
+        await view.stop()
         await probes.stop()
         await api.close()
         await nc.drain()

@@ -10,6 +10,7 @@ from ferry_schemas.labels import (
     INFERENCE_GROUP,
     LWS_GROUP,
     LWS_VERSION,
+    MS_NAME,
     NETWORKING_GROUP,
     WORKLOAD_GROUP,
 )
@@ -53,7 +54,12 @@ WATCHED: tuple[WatchedResource, ...] = (
     WatchedResource(Resource.LEADER_WORKER_SETS, LWS_GROUP, LWS_VERSION),
     # every pod; ferry_watcher.pods publishes only the ones Ferry selects
     WatchedResource(Resource.PODS, "", "v1"),
+    # the rest of what the applier writes for a ModelServing: headless Services per role and the
+    # template snapshot of every revision, so its view holds them and a change re-queues the owner
+    WatchedResource(Resource.SERVICES, "", "v1", label_selector=MS_NAME),
+    WatchedResource(Resource.CONTROLLER_REVISIONS, "apps", "v1", label_selector=MS_NAME),
 )
+"""Every kind Ferry reads or writes (design §2: the watcher publishes each of them)."""
 
 GATEWAY_WATCHED: tuple[WatchedResource, ...] = (
     WatchedResource(Resource.GATEWAY_CLASSES, GATEWAY_GROUP, "v1", namespaced=False),

@@ -14,7 +14,7 @@ acked when the handler returns. Outcomes:
   a :class:`~ferry_schemas.runtime.workqueue.WorkQueue` never get here: the queue retries forever);
 * the process dies → JetStream redelivers after ``ack_wait``; after ``max_deliver`` deliveries the
   :class:`~ferry_schemas.runtime.jetstream.DeadLetterForwarder` moves it to the dead-letter stream
-  (``python -m ferry_schemas.runtime.redrive`` puts it back).
+  (``ferry dead-letters redrive`` / ``python -m ferry_schemas.runtime.redrive`` puts it back).
 
 :func:`keyed` turns "which keys does this message touch" into a handler that submits them to a
 work queue and returns when each was reconciled — the usual wiring (bus → keys → queue).

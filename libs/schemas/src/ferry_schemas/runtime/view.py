@@ -15,7 +15,8 @@ Reads never touch the API server:
 snapshot included (that is how owners are re-queued when a child changes). ``synced`` turns true once
 every resource delivered its snapshot; a service's ``/readyz`` waits for it.
 
-Objects are stored as the API server sent them minus ``metadata.managedFields`` (kept small).
+Objects are stored as the API server sent them minus ``metadata.managedFields`` (kept small), except
+for the resources named in ``keep_managed_fields`` (the applier reads who owns ``spec.replicas``).
 A view may lag the API server by a moment; writers stay safe because deletes carry uid
 preconditions and creates are server-side applies on fixed names.
 """
@@ -78,15 +79,18 @@ class ObjectView:
         *,
         namespace: str = "",
         stream: str = OBJECTS_STREAM,
+        keep_managed_fields: Iterable[str] = (),
     ) -> None:
         self._js = js
         self.resources = tuple(str(r) for r in resources)
         self._namespace = namespace
         self._stream = stream
+        self._keep_managed_fields = frozenset(str(r) for r in keep_managed_fields)
         self._objects: dict[ObjKey, Obj] = {}
         self._by_namespace: dict[tuple[str, str], set[str]] = defaultdict(set)
         self._by_owner: dict[str, set[ObjKey]] = defaultdict(set)
         self._counts: dict[str, int] = defaultdict(int)
+        self._changed = asyncio.Event()
         self._seen: dict[str, int] = {r: 0 for r in self.resources}
         self._advanced: dict[str, asyncio.Event] = {r: asyncio.Event() for r in self.resources}
         self._callbacks: list[ChangeCallback] = []
@@ -153,6 +157,23 @@ class ObjectView:
                 return False
         return True
 
+    async def wait_until(self, condition: Callable[[], bool], limit: float = 5.0) -> bool:
+        """Wait until ``condition()`` holds, re-checked after every change; False after ``limit`` s.
+
+        How a writer waits for its own writes to reach the view before it reads again (the
+        *expectations* of Kubernetes' ReplicaSet controller).
+        """
+        deadline = asyncio.get_running_loop().time() + limit
+        while not condition():
+            remaining = deadline - asyncio.get_running_loop().time()
+            if remaining <= 0:
+                return False
+            try:
+                await asyncio.wait_for(self._changed.wait(), timeout=remaining)
+            except TimeoutError:
+                return condition()
+        return True
+
     def on_change(self, callback: ChangeCallback) -> None:
         self._callbacks.append(callback)
 
@@ -171,7 +192,11 @@ class ObjectView:
         if not event.deleted:
             obj = event.object
             meta = obj.get("metadata")
-            if isinstance(meta, dict) and "managedFields" in meta:
+            if (
+                isinstance(meta, dict)
+                and "managedFields" in meta
+                and event.resource not in self._keep_managed_fields
+            ):
                 obj = {**obj, "metadata": {k: v for k, v in meta.items() if k != "managedFields"}}
             self._objects[key] = obj
             self._by_namespace[(event.resource, event.namespace)].add(event.name)
@@ -183,6 +208,8 @@ class ObjectView:
         elif old is not None and event.deleted:
             self._counts[event.resource] -= 1
         VIEW_OBJECTS.labels(event.resource).set(self._counts[event.resource])
+        changed, self._changed = self._changed, asyncio.Event()
+        changed.set()
         for callback in self._callbacks:
             try:
                 callback(event)

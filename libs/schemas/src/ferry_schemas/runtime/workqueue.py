@@ -87,10 +87,12 @@ class WorkQueue(Generic[K]):
         self._backoff = backoff or Backoff()
         self._slots = asyncio.Semaphore(max(1, workers))
         self._states: dict[K, _KeyState] = {}
+        self._delayed = 0
         self._closed = False
 
     def __len__(self) -> int:
-        return len(self._states)
+        """Keys waiting for, in, or backing off from a reconcile, plus delayed adds not due yet."""
+        return len(self._states) + self._delayed
 
     def __contains__(self, key: object) -> bool:
         return key in self._states
@@ -116,8 +118,13 @@ class WorkQueue(Generic[K]):
         if delay <= 0:
             self.add(key, context)
             return
-        loop = asyncio.get_running_loop()
-        loop.call_later(delay, self._queue, key, context)
+        self._delayed += 1
+        asyncio.get_running_loop().call_later(delay, self._due, key, context)
+
+    def _due(self, key: K, context: Context | None) -> None:
+        self._delayed -= 1
+        if not self._closed:
+            self._queue(key, context)
 
     async def stop(self) -> None:
         """Stop scheduling; cancel reconciles in flight and back-off timers."""

@@ -1,8 +1,9 @@
 """Executes the workload plan against the API server (spec/serving.md §2-§6).
 
-Every reconcile re-reads the ModelServing's pods, Services, PodGroups and template snapshots,
-plans with :func:`~ferry_applier.workload.plan.plan_workload` and carries the actions out with
-server-side apply (creation) and deletes with label selectors (groups and role instances).
+Every reconcile reads the ModelServing's pods, Services, PodGroups and template snapshots from
+the bus-fed view (no LIST), plans with :func:`~ferry_applier.workload.plan.plan_workload` and
+carries the actions out with server-side apply (creation) and deletes (uid preconditions; label
+selectors for a group's or role instance's pods).
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from ferry_schemas import labels as L
-from ferry_schemas.bus import ChildResult, OwnerKey, ServingWorkload
+from ferry_schemas.bus import ChildResult, OwnerKey, Resource, ServingWorkload
+from ferry_schemas.runtime.view import ObjectView
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from ferry_applier.kube import KubeClient, Obj
@@ -54,6 +56,10 @@ def name_of(obj: Obj) -> str:
     return str((obj.get("metadata") or {}).get("name") or "")
 
 
+def uid_of(obj: Obj) -> str | None:
+    return (obj.get("metadata") or {}).get("uid") or None
+
+
 def labels_of(obj: Obj) -> dict[str, str]:
     return dict((obj.get("metadata") or {}).get("labels") or {})
 
@@ -91,8 +97,9 @@ def snapshot_name(serving: str, revision: str) -> str:
 class WorkloadEngine:
     """One ModelServing's ServingGroups made to match its workload."""
 
-    def __init__(self, kube: KubeClient, render: Renderer, read_spec: SpecReader) -> None:
+    def __init__(self, kube: KubeClient, view: ObjectView, render: Renderer, read_spec: SpecReader) -> None:
         self.kube = kube
+        self.view = view
         self.render = render
         self.read_spec = read_spec
 
@@ -104,7 +111,7 @@ class WorkloadEngine:
 
     async def _snapshots(self, owner: OwnerKey) -> Snapshots:
         found: Snapshots = {}
-        for obj in await self.kube.list("ControllerRevision", owner.namespace, {L.MS_NAME: owner.name}):
+        for obj in self.view.list(Resource.CONTROLLER_REVISIONS, owner.namespace, {L.MS_NAME: owner.name}):
             if not owned_by(obj, owner.uid):
                 continue
             revision = labels_of(obj).get(L.MS_REVISION, "")
@@ -158,7 +165,7 @@ class WorkloadEngine:
                 workloads[name] = old
                 revisions[name] = self.revision(old, owner)
 
-        all_pods = await self.kube.list("Pod", ns, {L.MS_NAME: owner.name})
+        all_pods = self.view.list(Resource.PODS, ns, {L.MS_NAME: owner.name})
         pods = [pod for pod in all_pods if owned_by(pod, owner.uid)]
         taken_names = {name_of(pod) for pod in all_pods}
         observed = observe(pods)
@@ -294,13 +301,24 @@ class WorkloadEngine:
         """§6.5: the PodGroup, every pod and every Service of ServingGroup ``ordinal``."""
         group = L.group_name(owner.name, ordinal)
         selector = {L.MS_NAME: owner.name, L.MS_GROUP_NAME: group}
-        for podgroup in await self.kube.list("PodGroup", owner.namespace, selector):
+        for podgroup in self.view.list(Resource.POD_GROUPS, owner.namespace, selector):
             if owned_by(podgroup, owner.uid):
-                await self.kube.delete("PodGroup", owner.namespace, name_of(podgroup))
-        await self.kube.delete_pods(owner.namespace, selector)
-        for service in await self.kube.list("Service", owner.namespace, selector):
+                await self.kube.delete("PodGroup", owner.namespace, name_of(podgroup), uid=uid_of(podgroup))
+        await self._delete_pods(owner, selector)
+        for service in self.view.list(Resource.SERVICES, owner.namespace, selector):
             if owned_by(service, owner.uid):
-                await self.kube.delete("Service", owner.namespace, name_of(service))
+                await self.kube.delete("Service", owner.namespace, name_of(service), uid=uid_of(service))
+
+    async def _delete_pods(self, owner: OwnerKey, selector: dict[str, str]) -> None:
+        """Delete the owner's pods the view shows under ``selector``, each with a uid precondition.
+
+        Not a DeleteCollection by selector: a replica whose view lags must never delete pods it has
+        not seen (another replica may have just created them), and a uid precondition makes a stale
+        delete a harmless 409.
+        """
+        for pod in self.view.list(Resource.PODS, owner.namespace, selector):
+            if owned_by(pod, owner.uid) and not (pod.get("metadata") or {}).get("deletionTimestamp"):
+                await self.kube.delete("Pod", owner.namespace, name_of(pod), uid=uid_of(pod))
 
     async def delete_instance(self, owner: OwnerKey, ordinal: int, role: str, role_ordinal: int) -> None:
         """§6.5 DeleteRole: every pod and the Service of one role instance."""
@@ -310,10 +328,10 @@ class WorkloadEngine:
             L.MS_ROLE: role,
             L.MS_ROLE_ID: L.role_id(role, role_ordinal),
         }
-        await self.kube.delete_pods(owner.namespace, selector)
-        for service in await self.kube.list("Service", owner.namespace, selector):
+        await self._delete_pods(owner, selector)
+        for service in self.view.list(Resource.SERVICES, owner.namespace, selector):
             if owned_by(service, owner.uid):
-                await self.kube.delete("Service", owner.namespace, name_of(service))
+                await self.kube.delete("Service", owner.namespace, name_of(service), uid=uid_of(service))
 
     async def _sync_group_objects(
         self, owner: OwnerKey, groups: list[GroupState], workloads: dict[str, ServingWorkload], new: Revision
@@ -322,8 +340,8 @@ class WorkloadEngine:
         ns = owner.namespace
         selector = {L.MS_NAME: owner.name}
         existing: dict[tuple[str, str], Obj] = {}
-        for kind in ("Service", "PodGroup"):
-            for obj in await self.kube.list(kind, ns, selector):
+        for kind, resource in (("Service", Resource.SERVICES), ("PodGroup", Resource.POD_GROUPS)):
+            for obj in self.view.list(resource, ns, selector):
                 if owned_by(obj, owner.uid):
                     existing[(kind, name_of(obj))] = obj
         desired: dict[tuple[str, str], Obj] = {}
@@ -390,7 +408,7 @@ class WorkloadEngine:
                 in_use.add(group.planned_revision)
         for revision, (obj, _) in snapshots.items():
             if revision not in in_use:
-                await self.kube.delete("ControllerRevision", owner.namespace, name_of(obj))
+                await self.kube.delete("ControllerRevision", owner.namespace, name_of(obj), uid=uid_of(obj))
 
 
 def new_incarnation() -> str:
