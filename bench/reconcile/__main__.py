@@ -1,14 +1,18 @@
 """Reconcile benchmark: apply N ModelBoosters with the pipeline running and measure.
 
-    uv run python -m bench.reconcile            # N = 1, 50, 500
-    uv run python -m bench.reconcile 1 50       # chosen sizes
+    uv run python -m bench.reconcile                    # N = 1, 50, 200, 500; over 1 and 10 namespaces
+    uv run python -m bench.reconcile 1 50 --spread 1    # chosen sizes, one namespace
+    uv run python -m bench.reconcile 2000 --spread 1    # the opt-in large size
 
 Uses the stack named by ``KUBECONFIG`` when set, otherwise starts a local stack (and stops it).
 Each size runs in a fresh namespace against a fresh nats-server and freshly started services.
 Latencies are measured from the moment a watch on the API server sees the booster ADDED to
 (a) every child stored — ModelServing, ModelServer, ModelRoute, the pod and the PodGroup — and
 (b) the booster's ``Initialized`` condition turning True. CPU seconds and peak RSS come from
-``/proc`` of each service process. A benchmark, not a test: it prints figures and asserts nothing.
+``/proc`` of each service process; API-server requests by verb and resource from kube-apiserver's
+own ``apiserver_request_total`` (read before the create and when everything is done; the
+benchmark's own booster creates are left out). A benchmark, not a test: it prints figures and
+asserts nothing.
 """
 
 from __future__ import annotations
@@ -31,22 +35,26 @@ from ferry_local.natsd import NatsServer
 from ferry_local.paths import state_dir
 from ferry_local.stack import LocalStack, StackInfo, install_crds
 from ferry_schemas import labels as L
-from ferry_watcher.kube import list_objects, load_api_client, watch_events
+from ferry_schemas.runtime.kube import load_api_client
+from ferry_watcher.kube import list_objects, watch_events
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from tests.conftest import KubeEnv
+from tests.support.apimetrics import RequestKey, delta, request_counts
 from tests.support.cluster import Cluster, booster
 from tests.support.services import PIPELINE, ServiceSet
 
 JSON = dict[str, Any]
-CHILD_PATHS = {
-    "ModelServing": f"/apis/{L.WORKLOAD_API_VERSION}/namespaces/{{ns}}/modelservings",
-    "ModelServer": f"/apis/{L.NETWORKING_API_VERSION}/namespaces/{{ns}}/modelservers",
-    "ModelRoute": f"/apis/{L.NETWORKING_API_VERSION}/namespaces/{{ns}}/modelroutes",
-    "PodGroup": f"/apis/{L.PODGROUP_API_VERSION}/namespaces/{{ns}}/podgroups",
-    "Pod": "/api/v1/namespaces/{ns}/pods",
+CHILD_PATHS = {  # every namespace: the benchmark's stack holds only its own objects
+    "ModelServing": f"/apis/{L.WORKLOAD_API_VERSION}/modelservings",
+    "ModelServer": f"/apis/{L.NETWORKING_API_VERSION}/modelservers",
+    "ModelRoute": f"/apis/{L.NETWORKING_API_VERSION}/modelroutes",
+    "PodGroup": f"/apis/{L.PODGROUP_API_VERSION}/podgroups",
+    "Pod": "/api/v1/pods",
 }
-BOOSTERS_PATH = f"/apis/{L.WORKLOAD_API_VERSION}/namespaces/{{ns}}/modelboosters"
+BOOSTERS_PATH = f"/apis/{L.WORKLOAD_API_VERSION}/modelboosters"
+BENCH_REQUESTS = {("POST", "modelboosters")}
+"""Requests the benchmark itself makes while measuring (its creates); not counted as Ferry's."""
 
 
 def expected_children(name: str) -> set[str]:
@@ -94,7 +102,7 @@ def percentile(values: list[float], q: float) -> float:
 
 
 async def measure(
-    namespace: str, names: list[str], cluster: Cluster, services: ServiceSet, limit: float
+    namespaces: list[str], names: list[str], cluster: Cluster, services: ServiceSet, limit: float
 ) -> JSON:
     api = await load_api_client()
     timeline = Timeline()
@@ -110,6 +118,8 @@ async def measure(
 
     def on_booster(_: str, obj: JSON) -> None:
         name = obj["metadata"]["name"]
+        if obj["metadata"].get("namespace") not in namespaces:
+            return
         now = time.monotonic()
         timeline.added.setdefault(name, now)
         conditions = (obj.get("status") or {}).get("conditions") or []
@@ -126,25 +136,19 @@ async def measure(
 
         return handle
 
-    tasks = [asyncio.create_task(follow(api, BOOSTERS_PATH.format(ns=namespace), on_booster, stop))]
+    tasks = [asyncio.create_task(follow(api, BOOSTERS_PATH, on_booster, stop))]
     tasks += [
-        asyncio.create_task(follow(api, path.format(ns=namespace), on_child(kind), stop))
-        for kind, path in CHILD_PATHS.items()
+        asyncio.create_task(follow(api, path, on_child(kind), stop)) for kind, path in CHILD_PATHS.items()
     ]
     await asyncio.sleep(1.0)  # watches established
-    listing = {"apiVersion": "v1", "kind": "List", "items": [booster(n, namespace) for n in names]}
+    items = [booster(n, namespaces[i % len(namespaces)]) for i, n in enumerate(names)]
+    listing = {"apiVersion": "v1", "kind": "List", "items": items}
     cpu_before = {p.label: p.cpu_seconds() for p in services.services.values()}
+    requests_before = await asyncio.to_thread(request_counts, cluster.kube)
     started = time.monotonic()
     # create (one POST per object, no read first); the watch stamps each booster as it is stored
     await asyncio.to_thread(
-        cluster.kube.kubectl_run,
-        "create",
-        "-n",
-        namespace,
-        "-f",
-        "-",
-        input=json.dumps(listing),
-        timeout=limit,
+        cluster.kube.kubectl_run, "create", "-f", "-", input=json.dumps(listing), timeout=limit
     )
 
     async def sample() -> None:
@@ -159,6 +163,7 @@ async def measure(
     except TimeoutError:
         timed_out = True
     finished = time.monotonic()
+    requests = delta(await asyncio.to_thread(request_counts, cluster.kube), requests_before)
     stop.set()
     for task in [*tasks, sampler]:
         task.cancel()
@@ -172,6 +177,9 @@ async def measure(
         if n in timeline.added and all(c in timeline.seen for c in wanted[n])
     ]
     init_latency = [timeline.initialized[n] - timeline.added[n] for n in names if n in timeline.initialized]
+    pod_times = sorted(t for key, t in timeline.seen.items() if key.startswith("Pod/"))
+    first_added = min(timeline.added.values(), default=started)
+    pods_per_second = len(pod_times) / (pod_times[-1] - first_added) if len(pod_times) > 1 else float("nan")
     return {
         "n": len(names),
         "complete": len(children_latency),
@@ -182,6 +190,9 @@ async def measure(
         "init_p50": percentile(init_latency, 0.5),
         "init_p99": percentile(init_latency, 0.99),
         "total": finished - started,
+        "namespaces": len(namespaces),
+        "pods_per_second": pods_per_second,
+        "requests": {k: v for k, v in requests.items() if k not in BENCH_REQUESTS},
         "mean": statistics.fmean(init_latency) if init_latency else float("nan"),
         "usage": {
             p.label: (p.cpu_seconds() - cpu_before[p.label], p.peak_rss_kib / 1024)
@@ -190,52 +201,94 @@ async def measure(
     }
 
 
-def run_size(kube: KubeEnv, n: int, work: Path, limit: float) -> JSON:
-    namespace = f"bench-{n}-{uuid.uuid4().hex[:6]}"
-    kube.kubectl_run("create", "namespace", namespace)
-    nats_dir = work / f"nats-{n}"
+def run_size(kube: KubeEnv, n: int, spread: int, work: Path, limit: float) -> JSON:
+    run = f"bench-{n}-{uuid.uuid4().hex[:6]}"
+    namespaces = [run] if spread == 1 else [f"{run}-{i}" for i in range(spread)]
+    for namespace in namespaces:
+        kube.kubectl_run("create", "namespace", namespace)
+    nats_dir = work / f"nats-{run}"
     server = NatsServer(find_binaries().nats_server, nats_dir / "store", nats_dir / "logs")
     server.start()
     env = {
         **kube.env,
         "FERRY_NATS_URL": server.url,
-        "FERRY_WATCH_NAMESPACE": namespace,
+        # one namespace: the services watch only it; several: they watch every namespace
+        "FERRY_WATCH_NAMESPACE": run if spread == 1 else "",
         "FERRY_LOG_LEVEL": "WARNING",
     }
-    services = ServiceSet(work / f"logs-{n}", env)
+    services = ServiceSet(work / f"logs-{run}", env)
     try:
         services.start(PIPELINE)
-        cluster = Cluster(kube, namespace)
+        cluster = Cluster(kube, namespaces[0])
         names = [f"m{i:04d}" for i in range(n)]
-        return asyncio.run(measure(namespace, names, cluster, services, limit))
+        return asyncio.run(measure(namespaces, names, cluster, services, limit))
     finally:
         services.stop()
         server.stop()
-        kube.kubectl_run("delete", "namespace", namespace, "--wait=false", check=False)
+        for namespace in namespaces:
+            kube.kubectl_run("delete", "namespace", namespace, "--wait=false", check=False)
 
 
 def print_table(results: list[JSON]) -> None:
     print()
-    print("apply -> all children stored / -> Initialized (seconds)")
-    print(f"{'N':>5} {'done':>9} {'children p50':>13} {'p99':>7} {'Init p50':>9} {'p99':>7} {'total s':>8}")
+    print("apply -> all children stored / -> Initialized (seconds); pods created per second")
+    print(
+        f"{'N':>5} {'ns':>3} {'done':>9} {'children p50':>13} {'p99':>7} {'Init p50':>9} {'p99':>7} "
+        f"{'total s':>8} {'pods/s':>7}"
+    )
     for r in results:
         done = f"{r['initialized']}/{r['n']}" + ("!" if r["timed_out"] else "")
         print(
-            f"{r['n']:>5} {done:>9} {r['children_p50']:>13.2f} {r['children_p99']:>7.2f} "
-            f"{r['init_p50']:>9.2f} {r['init_p99']:>7.2f} {r['total']:>8.1f}"
+            f"{r['n']:>5} {r['namespaces']:>3} {done:>9} {r['children_p50']:>13.2f} "
+            f"{r['children_p99']:>7.2f} {r['init_p50']:>9.2f} {r['init_p99']:>7.2f} {r['total']:>8.1f} "
+            f"{r['pods_per_second']:>7.1f}"
         )
     print()
     print("CPU seconds used during the run (start-up excluded) / peak RSS MiB, per service")
     labels = list(results[0]["usage"]) if results else []
-    print(f"{'N':>5} " + " ".join(f"{label:>18}" for label in labels))
+    print(f"{'N':>5} {'ns':>3} " + " ".join(f"{label:>18}" for label in labels) + f" {'CPU s/booster':>14}")
     for r in results:
         cells = [f"{r['usage'][lb][0]:7.1f}s {r['usage'][lb][1]:6.0f}M" for lb in labels]
-        print(f"{r['n']:>5} " + " ".join(f"{c:>18}" for c in cells))
+        per_booster = sum(r["usage"][lb][0] for lb in labels) / max(1, r["n"])
+        print(
+            f"{r['n']:>5} {r['namespaces']:>3} "
+            + " ".join(f"{c:>18}" for c in cells)
+            + f" {per_booster:>14.3f}"
+        )
+    print_requests(results)
+
+
+def print_requests(results: list[JSON]) -> None:
+    """API-server requests per booster by verb and resource (Events apart), one column per run."""
+    keys: set[RequestKey] = set()
+    for r in results:
+        keys.update(r["requests"])
+    rows = sorted(keys, key=lambda k: (k[1] == "events", k[1], k[0]))
+    heads = [f"N={r['n']}/{r['namespaces']}ns" for r in results]
+    print()
+    print("API-server requests per booster (apiserver_request_total, the benchmark's own creates left out)")
+    print(f"{'verb':>8} {'resource':<34} " + " ".join(f"{h:>13}" for h in heads))
+    for verb, resource in rows:
+        cells = [r["requests"].get((verb, resource), 0) / max(1, r["n"]) for r in results]
+        print(f"{verb:>8} {resource:<34} " + " ".join(f"{c:>13.2f}" for c in cells))
+
+    def total(r: JSON, events: bool) -> float:
+        return sum(v for (_, res), v in r["requests"].items() if (res == "events") == events) / max(1, r["n"])
+
+    print(f"{'':>8} {'total without Events':<34} " + " ".join(f"{total(r, False):>13.2f}" for r in results))
+    print(f"{'':>8} {'Events':<34} " + " ".join(f"{total(r, True):>13.2f}" for r in results))
+    lists = [
+        sum(v for (verb, _), v in r["requests"].items() if verb == "LIST") / max(1, r["n"]) for r in results
+    ]
+    print(f"{'':>8} {'of which LIST':<34} " + " ".join(f"{x:>13.2f}" for x in lists))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="bench.reconcile", description=__doc__.split("\n")[0])
-    parser.add_argument("sizes", nargs="*", type=int, default=[1, 50, 500])
+    parser.add_argument("sizes", nargs="*", type=int, default=[1, 50, 200, 500])
+    parser.add_argument(
+        "--spread", nargs="*", type=int, default=[1, 10], help="namespaces to spread each size over"
+    )
     parser.add_argument("--limit", type=float, default=900.0, help="seconds to wait per size")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench-reconcile-", dir=state_dir()))
@@ -255,9 +308,12 @@ def main() -> None:
     results = []
     try:
         for n in args.sizes:
-            print(f"==> {n} boosters", flush=True)
-            results.append(run_size(kube, n, work, args.limit))
-            print_table(results)
+            for spread in args.spread:
+                if spread > n:
+                    continue
+                print(f"==> {n} boosters over {spread} namespace(s)", flush=True)
+                results.append(run_size(kube, n, spread, work, args.limit))
+        print_table(results)
     finally:
         if stack is not None:
             stack.stop()
