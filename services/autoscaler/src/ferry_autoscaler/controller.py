@@ -22,6 +22,7 @@ from ferry_schemas.runtime.events import EventRecorder, EventType
 from ferry_schemas.runtime.view import ObjectView
 from kubernetes_asyncio.client.exceptions import ApiException
 from nats.aio.msg import Msg
+from opentelemetry import trace
 from pydantic import ValidationError
 
 from ferry_autoscaler.kube import AutoscalerApi
@@ -33,6 +34,7 @@ from ferry_autoscaler.state_store import StateStore
 from ferry_autoscaler.status import compose_status, decision_text, same_status
 
 log = logging.getLogger(__name__)
+tracer = trace.get_tracer("ferry_autoscaler")
 
 SCALE_REASONS = ("SuccessfulRescale", "ScaledFromZero", "FailedRescale")
 POLICY_RESOURCES = (Resource.AUTOSCALING_POLICIES.value, Resource.AUTOSCALING_POLICY_BINDINGS.value)
@@ -133,19 +135,31 @@ class Controller:
                     await self._report_broken(plan)
                     return
                 started = time.monotonic()
-                await self._restore(plan)
-                outcome = await self._scaler.cycle(plan, time.time())
-                CYCLES.labels(type(plan.target).__name__).inc()
-                if outcome.skipped:
-                    SKIPPED.inc()
-                await self._act(outcome)
-                await self._store.save(plan.key, self._scaler.dump(plan))
+                with tracer.start_as_current_span(
+                    "autoscale cycle",
+                    attributes={"ferry.policy": plan.key, "ferry.target": type(plan.target).__name__},
+                ) as span:
+                    await self._restore(plan)
+                    outcome = await self._scaler.cycle(plan, time.time())
+                    CYCLES.labels(type(plan.target).__name__).inc()
+                    if outcome.skipped:
+                        SKIPPED.inc()
+                        span.set_attribute("ferry.skipped", outcome.skipped[:256])
+                    span.set_attribute("ferry.writes", len(outcome.writes))
+                    await self._act(outcome)
+                    await self._store.save(plan.key, self._scaler.dump(plan))
                 CYCLE_SECONDS.observe(time.monotonic() - started)
             except Exception:
                 log.exception("autoscaling %s failed", plan.owner.key)
 
     async def wake(self, demand: Demand) -> None:
         """Scale every target at zero that would serve ``demand`` to one replica, at once."""
+        with tracer.start_as_current_span(
+            "autoscale wake", attributes={"ferry.model": demand.model, "ferry.server": demand.server}
+        ):
+            await self._wake(demand)
+
+    async def _wake(self, demand: Demand) -> None:
         servings = [
             ServingRef(demand.namespace, str((s.get("metadata") or {}).get("name")))
             for s in self._view.list(Resource.MODEL_SERVINGS, demand.namespace)
