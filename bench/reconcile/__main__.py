@@ -313,7 +313,7 @@ def main() -> None:
                     continue
                 print(f"==> {n} boosters over {spread} namespace(s)", flush=True)
                 results.append(run_size(kube, n, spread, work, args.limit))
-        print_table(results)
+                print_table(results)  # after every run: a long run shows its figures as it goes
     finally:
         if stack is not None:
             stack.stop()
