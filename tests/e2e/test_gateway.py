@@ -409,6 +409,63 @@ def test_httproute_to_inference_pool_with_load_aware_picking_and_status(
     eventually(lambda: try_chat(url, served), 60, "answers again once the pool is back")
 
 
+def test_httproute_to_a_service_with_rewrite_and_redirect(ferry: SystemInfo, kube: KubeEnv, ns: str) -> None:
+    """A Service backendRef (port 80 → the engines' 8000) behind a URLRewrite, and a RequestRedirect."""
+    served = f"svc-model-{uuid.uuid4().hex[:6]}"
+    service = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "engines", "namespace": ns},
+        "spec": {"selector": {"app": "svc-eng"}, "ports": [{"port": 80, "targetPort": 8000}]},
+    }
+    parent = {"name": "default", "namespace": GATEWAY_NS}
+    rewrite = {
+        "type": "URLRewrite",
+        "urlRewrite": {"path": {"type": "ReplacePrefixMatch", "replacePrefixMatch": "/v1"}},
+    }
+    redirect = {"type": "RequestRedirect", "requestRedirect": {"hostname": "example.com", "statusCode": 301}}
+    route = {
+        "apiVersion": "gateway.networking.k8s.io/v1",
+        "kind": "HTTPRoute",
+        "metadata": {"name": "svc-route", "namespace": ns},
+        "spec": {
+            "parentRefs": [parent],
+            "rules": [
+                {
+                    "matches": [{"path": {"type": "PathPrefix", "value": f"/{ns}"}}],
+                    "filters": [rewrite],
+                    "backendRefs": [{"kind": "Service", "name": "engines", "port": 80}],
+                },
+                {"matches": [{"path": {"type": "Exact", "value": f"/{ns}-old"}}], "filters": [redirect]},
+            ],
+        },
+    }
+    apply(kube, deployment(ns, "svc-eng", served), service, route)
+    ready_pods(kube, ns, "svc-eng", 1)
+
+    def models() -> list[str] | None:
+        try:
+            answer = httpx.get(f"{ferry.router_url}/{ns}/models", timeout=5)
+        except httpx.HTTPError:
+            return None
+        return [m["id"] for m in answer.json()["data"]] if answer.status_code == 200 else None
+
+    # GET /<ns>/models is rewritten to the engine's own /v1/models, through the Service's targetPort
+    assert served in eventually(models, 60, "the engine's model list through the Service backend")
+    moved = httpx.get(f"{ferry.router_url}/{ns}-old?x=1", timeout=5)
+    assert moved.status_code == 301
+    assert moved.headers["location"].startswith(
+        f"http://example.com:{ferry.router_url.rsplit(':', 1)[1]}/{ns}-old?x=1"
+    )
+    parent_status = eventually(
+        lambda: our_parent(get(kube, "httproutes", ns, "svc-route")), 30, "route status"
+    )
+    assert {c["type"]: c["status"] for c in parent_status["conditions"]} == {
+        "Accepted": "True",
+        "ResolvedRefs": "True",
+    }
+
+
 def test_gateway_goes_unprogrammed_when_no_router_serves_it(
     ferry: SystemInfo,
     kube: KubeEnv,

@@ -328,6 +328,7 @@ class Attempt:
     retry_on_404: bool
     dest_labels: tuple[str, str, str, str, str]  # active_upstream_requests labels
     edit_headers: HeaderEdit | None = None
+    method: str = "POST"  # an HTTPRoute to a Service relays the client's method
 
 
 async def forward(
@@ -352,7 +353,11 @@ async def forward(
         active.inc()
         try:
             upstream = await attempt.client.send(
-                endpoint_url(server, endpoint, attempt.path_qs), attempt.body, attempt.headers, server.timeout
+                endpoint_url(server, endpoint, attempt.path_qs),
+                attempt.body,
+                attempt.headers,
+                server.timeout,
+                attempt.method,
             )
             try:
                 record.upstream_status = upstream.status

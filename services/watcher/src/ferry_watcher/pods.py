@@ -46,6 +46,10 @@ class PodSelection:
         self.changes: asyncio.Queue[tuple[int, str, Selector]] = asyncio.Queue()
         """(sequence, namespace, new selector — empty when it went away)."""
         self.sequence = 0
+        self._service_labels: dict[str, dict[str, str]] = {}
+        """Service key → its selector (gateway mode: every Service is watched)."""
+        self._route_services: dict[str, set[str]] = {}
+        """HTTPRoute key → the Services it names as backendRefs (only those select pods)."""
 
     def on_server(self, event: ObjectEvent) -> None:
         """Observer of the ModelServer informer: file the selector, queue a reselect when it changed."""
@@ -56,6 +60,35 @@ class PodSelection:
         """Observer of the InferencePool informer (gateway mode): pools select pods the same way."""
         labels = {} if event.deleted else pool_match_labels(event.object)
         self._file(f"inferencepool:{event.namespace}/{event.name}", event.namespace, labels)
+
+    def on_service(self, event: ObjectEvent) -> None:
+        """Observer of the Service informer (gateway mode)."""
+        key = f"{event.namespace}/{event.name}"
+        selector = (event.object.get("spec") or {}).get("selector") or {}
+        if event.deleted or not isinstance(selector, dict):
+            self._service_labels.pop(key, None)
+        else:
+            self._service_labels[key] = {str(k): str(v) for k, v in selector.items()}
+        self._file_service(key)
+
+    def on_route(self, event: ObjectEvent) -> None:
+        """Observer of the HTTPRoute informer: the Services it names as backends select pods."""
+        key = f"{event.namespace}/{event.name}"
+        before = self._route_services.pop(key, set())
+        now: set[str] = set()
+        if not event.deleted:
+            for rule in (event.object.get("spec") or {}).get("rules") or []:
+                for ref in rule.get("backendRefs") or []:
+                    if (ref.get("group") or "") == "" and (ref.get("kind") or "Service") == "Service":
+                        now.add(f"{ref.get('namespace') or event.namespace}/{ref['name']}")
+            self._route_services[key] = now
+        for service in before | now:
+            self._file_service(service)
+
+    def _file_service(self, key: str) -> None:
+        referenced = any(key in services for services in self._route_services.values())
+        labels = self._service_labels.get(key, {}) if referenced else {}
+        self._file(f"service:{key}", key.split("/", 1)[0], labels)
 
     def _file(self, key: str, namespace: str, labels: dict[str, str]) -> None:
         new: Selector = tuple(sorted(labels.items()))

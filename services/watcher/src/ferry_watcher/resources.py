@@ -73,4 +73,10 @@ Inference Extension's InferencePool."""
 
 
 def watched_resources(gateway_mode: bool) -> tuple[WatchedResource, ...]:
-    return WATCHED + GATEWAY_WATCHED if gateway_mode else WATCHED
+    """In gateway mode every Service is published, not only ModelServing ones: an HTTPRoute may name
+    any Service as a backend (Services are small and few next to pods; their pods are published only
+    while an HTTPRoute names the Service, ``ferry_watcher.pods``)."""
+    if not gateway_mode:
+        return WATCHED
+    every_service = WatchedResource(Resource.SERVICES, "", "v1")
+    return tuple(every_service if w.resource == Resource.SERVICES else w for w in WATCHED) + GATEWAY_WATCHED

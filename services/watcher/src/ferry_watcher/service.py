@@ -58,7 +58,12 @@ async def run(settings: WatcherSettings, stop: asyncio.Event) -> None:
     selection = PodSelection()
     common: dict[str, Any] = {"namespace": settings.namespace, "watch_timeout": settings.watch_timeout}
     informers: dict[Resource, Informer] = {}
-    observers = {Resource.MODEL_SERVERS: selection.on_server, Resource.INFERENCE_POOLS: selection.on_pool}
+    observers = {
+        Resource.MODEL_SERVERS: selection.on_server,
+        Resource.INFERENCE_POOLS: selection.on_pool,
+        Resource.HTTP_ROUTES: selection.on_route,
+        Resource.SERVICES: selection.on_service,
+    }
     watched_all = watched_resources(settings.gateway_mode)
     # selector sources before pods: the pod informer waits for their selectors
     for watched in sorted(watched_all, key=lambda w: w.resource == Resource.PODS):

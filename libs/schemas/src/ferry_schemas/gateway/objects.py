@@ -340,3 +340,32 @@ def parse_reference_grant(obj: JSON) -> ReferenceGrant:
             for t in spec.get("to") or []
         ),
     )
+
+
+# --------------------------------------------------------------------------- Service (a backendRef)
+
+
+@dataclass(frozen=True, slots=True)
+class Service:
+    """What an HTTPRoute needs of a Service backend: the pods it selects and its port mapping."""
+
+    ref: ObjectRef
+    match_labels: tuple[tuple[str, str], ...]  # spec.selector (empty: no selector, nothing routable)
+    target_ports: tuple[tuple[int, int], ...]  # (port, numeric targetPort; the port itself if named)
+
+    def target_port(self, port: int) -> int | None:
+        return next((target for p, target in self.target_ports if p == port), None)
+
+
+def parse_service(obj: JSON) -> Service:
+    spec = obj.get("spec") or {}
+    ports = []
+    for raw in spec.get("ports") or []:
+        port = int(raw["port"])
+        target = raw.get("targetPort")
+        ports.append((port, int(target) if isinstance(target, int) or str(target or "").isdigit() else port))
+    return Service(
+        ref=_ref(obj),
+        match_labels=tuple(sorted((str(k), str(v)) for k, v in (spec.get("selector") or {}).items())),
+        target_ports=tuple(ports),
+    )

@@ -32,11 +32,13 @@ from ferry_schemas.gateway.objects import (
     ParentRef,
     ReferenceGrant,
     RouteGroupKind,
+    Service,
     parse_gateway,
     parse_gateway_class,
     parse_http_route,
     parse_inference_pool,
     parse_reference_grant,
+    parse_service,
 )
 from ferry_schemas.labels import GATEWAY_GROUP
 
@@ -167,6 +169,7 @@ class GatewayWorld:
         self.http_routes: dict[str, HTTPRoute] = {}
         self.pools: dict[str, InferencePool] = {}
         self.grants: dict[str, ReferenceGrant] = {}
+        self.services: dict[str, Service] = {}
         self.invalid: dict[str, str] = {}
         self._resolution: Resolution | None = None
         self.listeners: list[Callable[[], None]] = []
@@ -182,6 +185,7 @@ class GatewayWorld:
             Resource.HTTP_ROUTES: (self.http_routes, parse_http_route),
             Resource.INFERENCE_POOLS: (self.pools, parse_inference_pool),
             Resource.REFERENCE_GRANTS: (self.grants, parse_reference_grant),
+            Resource.SERVICES: (self.services, parse_service),
         }
         store, parse = parsers[resource]
         key = key.lstrip("/")  # cluster-scoped objects arrive as "/name"
@@ -391,8 +395,14 @@ class GatewayWorld:
             )
         if backend.is_pool and backend.key not in self.pools:
             return Verdict(False, "BackendNotFound", f"InferencePool {backend.key} not found")
-        if backend.is_service and backend.port is None:
-            return Verdict(False, "UnsupportedValue", f"Service backend {backend.key} needs a port")
+        if backend.is_service:
+            service = self.services.get(backend.key)
+            if service is None:
+                return Verdict(False, "BackendNotFound", f"Service {backend.key} not found")
+            if backend.port is None or service.target_port(backend.port) is None:
+                return Verdict(False, "BackendNotFound", f"Service {backend.key} has no port {backend.port}")
+            if not service.match_labels:
+                return Verdict(False, "UnsupportedValue", f"Service {backend.key} has no selector")
         return None
 
     def _granted(self, route: HTTPRoute, backend: BackendRef) -> bool:

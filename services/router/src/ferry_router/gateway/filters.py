@@ -58,10 +58,15 @@ class FilterOutcome:
 
 
 def apply_filters(
-    filters: Iterable[JSON], request: web.Request, headers: CIMultiDict[str], match: RouteMatch
+    filters: Iterable[JSON],
+    request: web.Request,
+    headers: CIMultiDict[str],
+    match: RouteMatch,
+    after: FilterOutcome | None = None,
 ) -> FilterOutcome:
-    outcome = FilterOutcome(path=request.path)
-    response_filters: list[JSON] = []
+    """Apply ``filters`` in order (``after``: the outcome of the rule's filters, for a backendRef's)."""
+    outcome = FilterOutcome(path=after.path, host=after.host) if after else FilterOutcome(path=request.path)
+    response_filters: list[JSON] = list(after.response_filters) if after else []
     for spec in filters:
         kind = spec.get("type")
         if kind == "RequestHeaderModifier":

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from typing import Any
 
 from aiohttp import web
@@ -26,10 +27,10 @@ from ferry_router import errors
 from ferry_router.app import INFERENCE_PATHS, Router, Upstream, json_response
 from ferry_router.gateway.filters import apply_filters, edit_response_headers
 from ferry_router.gateway.httproutes import Candidate, HTTPRouteIndex, select_listener
-from ferry_router.gateway.pools import pool_server_key
+from ferry_router.gateway.pools import pool_server_key, service_server_key
 from ferry_router.observability import RequestRecord
 from ferry_router.prompt import estimate_tokens, extract_prompt
-from ferry_router.proxy import upstream_headers
+from ferry_router.proxy import Attempt, forward, upstream_headers
 from ferry_router.scheduler import SchedulingContext
 from ferry_router.state.resources import Route
 
@@ -175,12 +176,15 @@ class GatewayHandler:
                 raise errors.unknown_model(record.model)
             raise route_not_found(request.path)
         record.http_route = candidate.route_key
-        backend = self._pick_backend(candidate)
         headers = upstream_headers(request.headers, record.request_id)
-        filters = (*candidate.rule.filters, *backend.filters)
-        outcome = apply_filters(filters, request, headers, candidate.match)
-        if outcome.redirect is not None:
+        outcome = apply_filters(candidate.rule.filters, request, headers, candidate.match)
+        if outcome.redirect is not None:  # a redirecting rule needs no backend
             return outcome.redirect
+        backend = self._pick_backend(candidate)
+        if backend.filters:
+            outcome = apply_filters(backend.filters, request, headers, candidate.match, outcome)
+            if outcome.redirect is not None:
+                return outcome.redirect
         if outcome.host:
             headers["Host"] = outcome.host
         problem = self.world.backend_problem(candidate.route.route, backend)
@@ -189,9 +193,7 @@ class GatewayHandler:
         query = f"?{request.query_string}" if request.query_string else ""
         if backend.is_pool:
             return await self._to_pool(request, record, body, backend, headers, outcome.path + query, outcome)
-        raise backend_error(
-            f"Service backend {backend.key}: Service backends are not served yet", "pod_discovery"
-        )
+        return await self._to_service(request, record, backend, headers, outcome.path + query, outcome)
 
     def _pick_backend(self, candidate: Candidate) -> BackendRef:
         backends = [b for b in candidate.rule.backends if b.weight > 0]
@@ -257,3 +259,46 @@ class GatewayHandler:
             edit_headers=edit_response_headers(outcome.response_filters),
         )
         return await self.router.dispatch(request, record, up, on_usage)
+
+    async def _to_service(
+        self,
+        request: web.Request,
+        record: RequestRecord,
+        backend: BackendRef,
+        headers: Any,
+        path_qs: str,
+        outcome: Any,
+    ) -> web.StreamResponse:
+        """A Service backend: any ready pod its selector picks, on the Service port's targetPort; the
+        request is relayed as it came (not parsed, not scheduled by model)."""
+        table = self.router.table
+        key = service_server_key(backend.namespace, backend.name)
+        base = table.servers.get(key)
+        service = self.world.services.get(backend.key)
+        target = service.target_port(backend.port or 0) if service is not None else None
+        endpoints = table.server_endpoints(key)
+        if base is None or target is None or not endpoints:
+            raise errors.RouterError(
+                503, f"no ready endpoints for Service {backend.key}", type="server_error",
+                code="no_endpoints", reason="pod_discovery",
+            )  # fmt: skip
+        record.model_server = key
+        self._rng.shuffle(endpoints)
+        attempt = Attempt(
+            client=self.router.client,
+            server=replace(base, port=target),
+            path_qs=path_qs,
+            body=await request.read(),
+            headers=headers,
+            hide_usage=False,
+            retry_on_404=False,
+            dest_labels=(key, *record.labels()),
+            edit_headers=edit_response_headers(outcome.response_filters),
+            method=request.method,
+        )
+
+        async def no_usage(prompt_tokens: int, completion_tokens: int) -> None:
+            record.output_tokens = completion_tokens
+
+        response, _ = await forward(request, attempt, endpoints, record, no_usage)
+        return response

@@ -4,14 +4,14 @@ listeners per Gateway port, and the listener report for the status service."""
 from __future__ import annotations
 
 from ferry_schemas.bus import Resource
-from ferry_schemas.gateway.objects import parse_inference_pool
+from ferry_schemas.gateway.objects import parse_inference_pool, parse_service
 from ferry_schemas.gateway.view import GatewayWorld
 from nats.js import JetStreamContext
 
 from ferry_router.app import Handler, Router
 from ferry_router.gateway.handler import GatewayHandler
 from ferry_router.gateway.listeners import ListenerManager
-from ferry_router.gateway.pools import pool_server, pool_server_key
+from ferry_router.gateway.pools import pool_server, pool_server_key, service_server, service_server_key
 from ferry_router.gateway.report import ListenerReporter
 from ferry_router.state.feed import Applier
 
@@ -21,6 +21,7 @@ GATEWAY_RESOURCES = (
     Resource.HTTP_ROUTES,
     Resource.REFERENCE_GRANTS,
     Resource.INFERENCE_POOLS,
+    Resource.SERVICES,
 )
 
 
@@ -60,15 +61,21 @@ class GatewayMode:
 
     def _applier(self, resource: str) -> Applier:
         def apply(key: str, obj: dict[str, object] | None) -> None:
-            if resource == Resource.INFERENCE_POOLS:
+            if resource in (Resource.INFERENCE_POOLS, Resource.SERVICES):
                 namespace, name = key.split("/", 1)
+                pool = resource == Resource.INFERENCE_POOLS
                 server = None
                 if obj is not None:
                     try:
-                        server = pool_server(parse_inference_pool(obj))
+                        server = (
+                            pool_server(parse_inference_pool(obj))
+                            if pool
+                            else service_server(parse_service(obj))
+                        )
                     except (KeyError, TypeError, ValueError):
                         server = None
-                self.router.table.set_server(pool_server_key(namespace, name), server)
+                group = pool_server_key(namespace, name) if pool else service_server_key(namespace, name)
+                self.router.table.set_server(group, server)
             self.world.apply(resource, key, obj)
 
         return apply

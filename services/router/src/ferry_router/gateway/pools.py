@@ -1,4 +1,4 @@
-"""InferencePools as endpoint groups of the routing table.
+"""InferencePools (and Service backends) as endpoint groups of the routing table.
 
 A pool is compiled to the same :class:`Server` record a ModelServer becomes (selector, port =
 ``targetPorts[0]``), under the key ``<ns>/inferencepool:<name>`` (``:`` cannot occur in a
@@ -10,12 +10,13 @@ disaggregated (the groups of ``modelserving.volcano.sh/group-name``).
 
 from __future__ import annotations
 
-from ferry_schemas.gateway.objects import InferencePool
+from ferry_schemas.gateway.objects import InferencePool, Service
 from ferry_schemas.labels import MS_GROUP_NAME, MS_ROLE
 
 from ferry_router.state.resources import PDGroup, Server
 
 POOL_PREFIX = "inferencepool:"
+SERVICE_PREFIX = "service:"
 POOL_PD = PDGroup(
     group_key=MS_GROUP_NAME, prefill_labels=((MS_ROLE, "prefill"),), decode_labels=((MS_ROLE, "decode"),)
 )
@@ -37,6 +38,31 @@ def pool_server(pool: InferencePool) -> Server | None:
         match_labels=pool.match_labels,
         pd_group=POOL_PD,
         port=pool.target_ports[0],
+        scheme="http",
+        timeout=None,
+        retry_attempts=None,
+        retry_interval=0.0,
+        kv_connector=None,
+        spec={},
+    )
+
+
+def service_server_key(namespace: str, name: str) -> str:
+    return f"{namespace}/{SERVICE_PREFIX}{name}"
+
+
+def service_server(service: Service) -> Server | None:
+    """A Service backend's pods as an endpoint group (the port is chosen per backendRef)."""
+    if not service.match_labels or not service.target_ports:
+        return None
+    return Server(
+        namespace=service.ref.namespace,
+        name=f"{SERVICE_PREFIX}{service.ref.name}",
+        model=None,
+        engine="vllm",
+        match_labels=service.match_labels,
+        pd_group=None,
+        port=service.target_ports[0][1],
         scheme="http",
         timeout=None,
         retry_attempts=None,

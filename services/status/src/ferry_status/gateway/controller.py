@@ -54,6 +54,7 @@ RESOURCES = (
     Resource.HTTP_ROUTES,
     Resource.REFERENCE_GRANTS,
     Resource.INFERENCE_POOLS,
+    Resource.SERVICES,
 )
 WRITTEN = (Resource.GATEWAY_CLASSES, Resource.GATEWAYS, Resource.HTTP_ROUTES, Resource.INFERENCE_POOLS)
 
