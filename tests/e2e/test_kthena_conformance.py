@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import json
 from typing import Any
 
 import pytest
@@ -116,6 +117,23 @@ def test_a_pod_the_api_server_refuses_fails_the_serving_with_its_message_until_f
     assert "Not_A_DNS_Label" in failed["message"]
     assert f"{name}-0-leader-0-0" in failed["message"]  # the API server's own words
     assert not live(cluster, name)
+
+    def refusal_event() -> JSON | None:
+        done = cluster.kube.kubectl_run("get", "events.events.k8s.io", "-n", cluster.namespace, "-o", "json")
+        return next(
+            (
+                event
+                for event in json.loads(done.stdout)["items"]
+                if event.get("type") == "Warning"
+                and (event.get("regarding") or {}).get("kind") == "ModelServing"
+                and (event.get("regarding") or {}).get("name") == name
+                and "Not_A_DNS_Label" in (event.get("note") or "")
+            ),
+            None,
+        )
+
+    event = eventually(refusal_event, WITHIN, "a Warning Event on the ModelServing with the refusal")
+    assert event["reason"] == "Invalid"
 
     container["name"] = "engine"
     cluster.apply(manifest)
