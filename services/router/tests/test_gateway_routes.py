@@ -6,10 +6,14 @@ from typing import Any
 
 from ferry_router.gateway.filters import modify_headers, rewrite_path
 from ferry_router.gateway.httproutes import HTTPRouteIndex, select_listener
+from ferry_router.gateway.pools import pool_server, pool_server_key
+from ferry_router.state.table import RoutingTable
 from ferry_schemas.bus import Resource
-from ferry_schemas.gateway.objects import RouteMatch
+from ferry_schemas.gateway.objects import RouteMatch, parse_inference_pool
 from ferry_schemas.gateway.view import GatewayWorld
 from multidict import CIMultiDict
+
+from .objects import pod
 
 CONTROLLER = "volcano.sh/kthena-router"
 POOL = {"group": "inference.networking.k8s.io", "kind": "InferencePool", "name": "pool"}
@@ -136,3 +140,28 @@ def test_filters_rewrite_paths_and_modify_headers() -> None:
         {"set": [{"name": "a", "value": "2"}], "add": [{"name": "a", "value": "3"}], "remove": ["drop"]},
     )
     assert dict(headers) == {"a": "2,3"}
+
+
+def test_an_inference_pool_is_an_endpoint_group_served_pd_when_its_pods_carry_the_roles() -> None:
+    table = RoutingTable()
+    raw = {
+        "metadata": meta("pool", "default"),
+        "spec": {"selector": {"matchLabels": {"app": "m"}}, "targetPorts": [{"number": 9000}]},
+    }
+    key = pool_server_key("default", "pool")
+    table.set_server(key, pool_server(parse_inference_pool(raw)))
+    table.apply_pod("default/plain", pod("plain", {"app": "m"}, "127.0.0.2"))
+    table.apply_pod("default/other", pod("other", {"app": "x"}, "127.0.0.3"))
+    assert [e.name for e in table.server_endpoints(key)] == ["plain"]
+    assert not table.pd[key].decode  # no roles: served aggregated
+    assert table.endpoints["default/plain"].port == 9000
+    group = "modelserving.volcano.sh/group-name"
+    role = "modelserving.volcano.sh/role"
+    table.apply_pod("default/p", pod("p", {"app": "m", group: "g0", role: "prefill"}, "127.0.0.4"))
+    table.apply_pod("default/d", pod("d", {"app": "m", group: "g0", role: "decode"}, "127.0.0.5"))
+    sets = table.pd[key]
+    assert [e.name for e in sets.decode] == ["d"]
+    assert [e.name for e in sets.prefill_for(sets.decode[0])] == ["p"]
+    table.set_server(key, None)  # the pool is deleted: its endpoints go
+    assert not table.server_endpoints(key)
+    assert "default/plain" not in table.endpoints
