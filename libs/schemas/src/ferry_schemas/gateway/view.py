@@ -43,6 +43,15 @@ from ferry_schemas.gateway.objects import (
 from ferry_schemas.labels import GATEWAY_GROUP
 
 JSON = dict[str, Any]
+GATEWAY_RESOURCES = (
+    Resource.GATEWAY_CLASSES,
+    Resource.GATEWAYS,
+    Resource.HTTP_ROUTES,
+    Resource.REFERENCE_GRANTS,
+    Resource.INFERENCE_POOLS,
+    Resource.SERVICES,
+)
+"""What a :class:`GatewayWorld` is fed (router and status service subscribe to exactly these)."""
 SUPPORTED_PROTOCOLS = frozenset({"HTTP"})
 SUPPORTED_FILTERS = frozenset(
     {"RequestHeaderModifier", "ResponseHeaderModifier", "RequestRedirect", "URLRewrite"}

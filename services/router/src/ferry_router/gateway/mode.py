@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from ferry_schemas.bus import Resource
 from ferry_schemas.gateway.objects import parse_inference_pool, parse_service
-from ferry_schemas.gateway.view import GatewayWorld
+from ferry_schemas.gateway.view import GATEWAY_RESOURCES, GatewayWorld
 from nats.js import JetStreamContext
 
 from ferry_router.app import Handler, Router
@@ -14,15 +14,6 @@ from ferry_router.gateway.listeners import ListenerManager
 from ferry_router.gateway.pools import pool_server, pool_server_key, service_server, service_server_key
 from ferry_router.gateway.report import ListenerReporter
 from ferry_router.state.feed import Applier
-
-GATEWAY_RESOURCES = (
-    Resource.GATEWAY_CLASSES,
-    Resource.GATEWAYS,
-    Resource.HTTP_ROUTES,
-    Resource.REFERENCE_GRANTS,
-    Resource.INFERENCE_POOLS,
-    Resource.SERVICES,
-)
 
 
 class GatewayMode:

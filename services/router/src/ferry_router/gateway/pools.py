@@ -22,6 +22,26 @@ POOL_PD = PDGroup(
 )
 
 
+def _group(
+    namespace: str, name: str, match_labels: tuple[tuple[str, str], ...], port: int, pd: PDGroup | None
+) -> Server:
+    return Server(
+        namespace=namespace,
+        name=name,
+        model=None,  # Kthena: the body's model is not rewritten for pools
+        engine="vllm",
+        match_labels=match_labels,
+        pd_group=pd,
+        port=port,
+        scheme="http",
+        timeout=None,
+        retry_attempts=None,
+        retry_interval=0.0,
+        kv_connector=None,
+        spec={},
+    )
+
+
 def pool_server_key(namespace: str, name: str) -> str:
     return f"{namespace}/{POOL_PREFIX}{name}"
 
@@ -30,21 +50,8 @@ def pool_server(pool: InferencePool) -> Server | None:
     """The endpoint group of ``pool``; ``None`` when it selects nothing usable (no ports)."""
     if not pool.target_ports or not pool.match_labels:
         return None
-    return Server(
-        namespace=pool.ref.namespace,
-        name=f"{POOL_PREFIX}{pool.ref.name}",
-        model=None,  # Kthena: the body's model is not rewritten for pools
-        engine="vllm",
-        match_labels=pool.match_labels,
-        pd_group=POOL_PD,
-        port=pool.target_ports[0],
-        scheme="http",
-        timeout=None,
-        retry_attempts=None,
-        retry_interval=0.0,
-        kv_connector=None,
-        spec={},
-    )
+    name = f"{POOL_PREFIX}{pool.ref.name}"
+    return _group(pool.ref.namespace, name, pool.match_labels, pool.target_ports[0], POOL_PD)
 
 
 def service_server_key(namespace: str, name: str) -> str:
@@ -55,18 +62,5 @@ def service_server(service: Service) -> Server | None:
     """A Service backend's pods as an endpoint group (the port is chosen per backendRef)."""
     if not service.match_labels or not service.target_ports:
         return None
-    return Server(
-        namespace=service.ref.namespace,
-        name=f"{SERVICE_PREFIX}{service.ref.name}",
-        model=None,
-        engine="vllm",
-        match_labels=service.match_labels,
-        pd_group=None,
-        port=service.target_ports[0][1],
-        scheme="http",
-        timeout=None,
-        retry_attempts=None,
-        retry_interval=0.0,
-        kv_connector=None,
-        spec={},
-    )
+    name = f"{SERVICE_PREFIX}{service.ref.name}"
+    return _group(service.ref.namespace, name, service.match_labels, service.target_ports[0][1], None)

@@ -29,7 +29,7 @@ from ferry_schemas.bus import (
     ObjectEvent,
     Resource,
 )
-from ferry_schemas.gateway.view import GatewayWorld
+from ferry_schemas.gateway.view import GATEWAY_RESOURCES, GatewayWorld
 from ferry_schemas.runtime.jetstream import key_value
 from ferry_schemas.runtime.view import ObjectView
 from kubernetes_asyncio.client.exceptions import ApiException
@@ -48,15 +48,6 @@ from ferry_status.gateway.render import (
 
 log = logging.getLogger(__name__)
 JSON = dict[str, Any]
-RESOURCES = (
-    Resource.GATEWAY_CLASSES,
-    Resource.GATEWAYS,
-    Resource.HTTP_ROUTES,
-    Resource.REFERENCE_GRANTS,
-    Resource.INFERENCE_POOLS,
-    Resource.SERVICES,
-)
-WRITTEN = (Resource.GATEWAY_CLASSES, Resource.GATEWAYS, Resource.HTTP_ROUTES, Resource.INFERENCE_POOLS)
 
 
 class GatewayStatusController:
@@ -81,7 +72,7 @@ class GatewayStatusController:
         self.world = GatewayWorld(controller_name)
         self.served = Served()
         self._dirty = asyncio.Event()
-        self.view = ObjectView(js, RESOURCES)
+        self.view = ObjectView(js, GATEWAY_RESOURCES)
         self.keys: dict[str, set[str]] = {}
         """resource -> keys (``ns/name``, ``name`` when cluster-scoped) of the objects in the view."""
         self.view.on_change(self._on_change)
