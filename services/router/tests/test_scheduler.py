@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import random
 from collections import Counter
+from collections.abc import Sequence
 
 import pytest
 import xxhash
@@ -160,6 +161,49 @@ def test_ties_are_broken_at_random() -> None:
     assert set(firsts) == {"a", "b", "c"}
 
 
+def test_sampling_scores_a_bounded_candidate_set() -> None:
+    seen: list[int] = []
+
+    class Counting(GPUUsage):
+        def score(self, ctx: SchedulingContext, endpoints: Sequence[Endpoint]) -> list[float]:
+            seen.append(len(endpoints))
+            return super().score(ctx, endpoints)
+
+    endpoints = [ep(f"p{i}") for i in range(1000)]
+    sched = Scheduler([LeastRequest()], [(Counting(), 1.0)], rng=random.Random(1), sample_size=8)
+    picks = Counter(sched.rank(CTX, endpoints)[0].name for _ in range(400))
+    assert seen == [8] * 400
+    assert len(picks) > 100  # spread over the fleet, not stuck on a few
+    small = Scheduler([], [(Counting(), 1.0)], sample_size=8)
+    seen.clear()
+    small.rank(CTX, endpoints[:8])
+    assert seen == [8]  # at or under k: every endpoint is scored, as without sampling
+
+
+def test_sampling_falls_back_to_all_endpoints_when_the_sample_is_filtered_out() -> None:
+    endpoints = [ep(f"busy{i}", waiting=50) for i in range(99)] + [ep("free")]
+    sched = Scheduler([LeastRequest()], [(GPUUsage(), 1.0)], rng=random.Random(2), sample_size=4)
+    assert all(sched.rank(CTX, endpoints)[0].name == "free" for _ in range(50))
+    with pytest.raises(SchedulingError, match='filtered out by "least-request"'):
+        sched.rank(CTX, endpoints[:99])
+
+
+def test_sampling_keeps_prefix_cache_matches_as_candidates() -> None:
+    prefix = PrefixCache({"blockSizeToHash": 4})
+    endpoints = [ep(f"p{i}") for i in range(500)]
+    holder = endpoints[317]
+    ctx = SchedulingContext("m", "m", "aaaabbbbcccc")
+    prefix.on_served(ctx, [holder])
+    sched = Scheduler([], [(prefix, 1.0)], rng=random.Random(4), sample_size=4)
+    members = {e.key: e for e in endpoints}
+    for _ in range(50):
+        again = SchedulingContext("m", "m", "aaaabbbbcccc")
+        assert sched.rank(again, endpoints, members=members)[0] is holder
+        assert sched.rank(again, endpoints)[0] is holder  # without a members map too
+    other = {e.key: e for e in endpoints[:100]}  # the holder left this server: never nominated
+    assert prefix.nominate(SchedulingContext("m", "m", "aaaabbbbcccc"), other) == []
+
+
 def test_pd_pairs_decode_with_same_group_prefill() -> None:
     d0, d1, p0, p1 = ep("d0"), ep("d1", waiting=20), ep("p0"), ep("p1")
     sets = PDSets(
@@ -228,6 +272,8 @@ def test_config_random_removed_when_combined_and_defaults() -> None:
     ]
     assert len(default.post_hooks) == 1
     assert parse_config("scheduler: {}").scorers == []
+    assert parse_config("scheduler: {}").sample_size == 16
+    assert build_scheduler(parse_config("scheduler: {sampleSize: 0}")).sample_size == 0
 
 
 @pytest.mark.parametrize(
@@ -237,6 +283,8 @@ def test_config_random_removed_when_combined_and_defaults() -> None:
         ("scheduler: {plugins: {Filter: {enabled: [[1]]}}}", "plugin entries"),
         ("scheduler: [", "not valid YAML"),
         ("scheduler: {plugins: {Score: {enabled: [{name: x, weight: heavy}]}}}", "not a number"),
+        ("scheduler: {sampleSize: -1}", "sampleSize"),
+        ("scheduler: {sampleSize: many}", "sampleSize"),
     ],
 )
 def test_config_errors(text: str, message: str) -> None:

@@ -478,7 +478,7 @@ class Router:
             if self.scheduler.preparers:
                 await self.scheduler.prepare(ctx, endpoints)
             try:
-                ranked = self.scheduler.rank(ctx, endpoints)
+                ranked = self.scheduler.rank(ctx, endpoints, members=self.table.members.get(server_key))
             except SchedulingError as exc:
                 raise errors.unschedulable(server_key, str(exc)) from exc
         hide_usage = inject_usage(body)

@@ -8,6 +8,10 @@ scheduler:
     Score: {enabled: [{name: least-request, weight: 1}], disabled: []}
 ```
 
+``scheduler.sampleSize`` (a Ferry extension, default 16, 0 = off): servers with more endpoints
+than that are scheduled over that many random endpoints plus prefix-cache's matches (see
+``framework``), so a request costs the same at 20 endpoints as at 2,000.
+
 Differences from Kthena, on purpose: names in ``disabled`` are removed from ``enabled``; a missing
 file means the shipped Helm defaults (Kthena exits). ``kvcache-aware`` reads its block index
 from the bus (Ferry's runtime sidecar), not from Redis.
@@ -66,11 +70,15 @@ scheduler:
 """
 
 
+DEFAULT_SAMPLE_SIZE = 16
+
+
 @dataclass
 class SchedulerConfig:
     filters: list[str] = field(default_factory=list)
     scorers: list[tuple[str, float]] = field(default_factory=list)
     args: dict[str, dict[str, Any]] = field(default_factory=dict)
+    sample_size: int = DEFAULT_SAMPLE_SIZE
 
 
 def _name(item: Any, where: str) -> str:
@@ -91,6 +99,10 @@ def parse_config(text: str) -> SchedulerConfig:
         raise ValueError("router configuration must be a mapping")
     section = doc.get("scheduler") or {}
     config = SchedulerConfig()
+    raw_sample = section.get("sampleSize", DEFAULT_SAMPLE_SIZE)
+    if isinstance(raw_sample, bool) or not isinstance(raw_sample, int) or raw_sample < 0:
+        raise ValueError(f"scheduler.sampleSize: must be an integer >= 0 (0 = off), got {raw_sample!r}")
+    config.sample_size = raw_sample
     for i, entry in enumerate(section.get("pluginConfig") or []):
         name = _name(entry, f"scheduler.pluginConfig[{i}]")
         args = entry.get("args") if isinstance(entry, dict) else None
@@ -153,4 +165,4 @@ def build_scheduler(config: SchedulerConfig) -> Scheduler:
         plugin = instance(name, SCORERS)
         if plugin is not None:
             scorers.append((plugin, weight))  # type: ignore[arg-type]
-    return Scheduler(filters, scorers)
+    return Scheduler(filters, scorers, sample_size=config.sample_size)

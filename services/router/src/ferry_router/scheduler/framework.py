@@ -5,13 +5,19 @@ return one number per endpoint, nominally 0..100; the final score is sum of weig
 are ranked best first with ties broken at random (Kthena leaves them to Go map order) and the top
 five kept, which is also the retry order. PD servers are scheduled as decode first, then the best
 prefill endpoint of the same group for each ranked decode endpoint.
+
+Fleet scale (a Ferry extension): with ``sample_size`` k > 0, a server with more than k endpoints is
+scheduled over a bounded candidate set -- k endpoints drawn at random plus the endpoints that
+:class:`NominatePlugin` scorers ask for (prefix-cache's longest matches) -- so filters and scorers
+cost O(k) per request instead of O(endpoints). When every sampled endpoint is filtered out the
+filters run again over all endpoints, so sampling never refuses a request that had a taker.
 """
 
 from __future__ import annotations
 
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -64,6 +70,13 @@ class PreparePlugin(Protocol):
 
 
 @runtime_checkable
+class NominatePlugin(Protocol):
+    """A scorer that knows, without scanning the endpoints, which ones it would score highest."""
+
+    def nominate(self, ctx: SchedulingContext, members: Mapping[str, Endpoint]) -> list[Endpoint]: ...
+
+
+@runtime_checkable
 class PostSchedulePlugin(Protocol):
     def on_served(self, ctx: SchedulingContext, endpoints: Sequence[Endpoint]) -> None: ...
 
@@ -80,11 +93,14 @@ class Scheduler:
         filters: Sequence[FilterPlugin],
         scorers: Sequence[tuple[ScorePlugin, float]],
         rng: random.Random | None = None,
+        sample_size: int = 0,
     ) -> None:
         self.filters = list(filters)
+        self.sample_size = sample_size
         self.scorers = list(scorers)
         self.post_hooks = [p for p, _ in scorers if isinstance(p, PostSchedulePlugin)]
         self.preparers = [p for p, _ in scorers if isinstance(p, PreparePlugin)]
+        self.nominators = [p for p, _ in scorers if isinstance(p, NominatePlugin)]
         self._rng = rng or random.Random()
 
     async def prepare(self, ctx: SchedulingContext, endpoints: Sequence[Endpoint]) -> None:
@@ -97,17 +113,51 @@ class Scheduler:
             if close is not None:
                 await close()
 
-    def rank(self, ctx: SchedulingContext, endpoints: Sequence[Endpoint], top: int = TOP_N) -> list[Endpoint]:
-        """Filter, score and rank; raises :class:`SchedulingError` when nothing is left."""
-        candidates = list(endpoints)
-        if not candidates:
-            raise SchedulingError("no endpoints")
+    def _sample(
+        self, ctx: SchedulingContext, endpoints: Sequence[Endpoint], members: Mapping[str, Endpoint] | None
+    ) -> list[Endpoint]:
+        """k random endpoints plus the nominees of :class:`NominatePlugin` scorers (O(k))."""
+        picked = self._rng.sample(endpoints, self.sample_size)
+        if self.nominators:
+            if members is None:
+                members = {e.key: e for e in endpoints}
+            seen = {e.key for e in picked}
+            for plugin in self.nominators:
+                for endpoint in plugin.nominate(ctx, members):
+                    if endpoint.key not in seen:
+                        seen.add(endpoint.key)
+                        picked.append(endpoint)
+        return picked
+
+    def _filter(self, ctx: SchedulingContext, candidates: list[Endpoint]) -> list[Endpoint]:
         for flt in self.filters:
             start = time.perf_counter()
             candidates = flt.filter(ctx, candidates)
             PLUGIN_DURATION.labels(ctx.metrics_model, flt.name, "filter").observe(time.perf_counter() - start)
             if not candidates:
                 raise SchedulingError(f'endpoints have all been filtered out by "{flt.name}"')
+        return candidates
+
+    def rank(
+        self,
+        ctx: SchedulingContext,
+        endpoints: Sequence[Endpoint],
+        top: int = TOP_N,
+        members: Mapping[str, Endpoint] | None = None,
+    ) -> list[Endpoint]:
+        """Filter, score and rank; raises :class:`SchedulingError` when nothing is left.
+
+        ``members`` (the same endpoints by key, when the caller holds such a map) lets nominating
+        plugins resolve their picks without a per-request index."""
+        if not endpoints:
+            raise SchedulingError("no endpoints")
+        if 0 < self.sample_size < len(endpoints):
+            try:
+                candidates = self._filter(ctx, self._sample(ctx, endpoints, members))
+            except SchedulingError:
+                candidates = self._filter(ctx, list(endpoints))
+        else:
+            candidates = self._filter(ctx, list(endpoints))
         if len(candidates) == 1:
             return candidates
         self._rng.shuffle(candidates)  # random tie-break under the stable sort below

@@ -9,7 +9,7 @@ it served (LRU); an endpoint whose longest shared prefix covers k of n blocks sc
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Container, Mapping, Sequence
 from typing import Any
 
 import xxhash
@@ -81,7 +81,9 @@ class PrefixStore:
             self._size -= 1
             self._drop(model, h, endpoint)
 
-    def match(self, model: str, hashes: Sequence[int], candidates: set[str], top_k: int) -> dict[str, int]:
+    def match(
+        self, model: str, hashes: Sequence[int], candidates: Container[str], top_k: int
+    ) -> dict[str, int]:
         """Endpoint → number of leading blocks it holds (longest first, at most ``top_k``)."""
         owners = self._owners.get(model)
         found: dict[str, int] = {}
@@ -130,6 +132,14 @@ class PrefixCache:
         n = len(hashes)
         MATCH_RATIO.labels(ctx.metrics_model).observe(max(found.values(), default=0) / n)
         return [float(int(found.get(e.key, 0) / n * 100)) for e in endpoints]
+
+    def nominate(self, ctx: SchedulingContext, members: Mapping[str, Endpoint]) -> list[Endpoint]:
+        """The (at most ``topKMatches``) members holding the longest prefix of this prompt: the
+        endpoints this plugin would score highest, found from the hash index without a scan."""
+        hashes = self._hashes(ctx)
+        if not hashes:
+            return []
+        return [members[key] for key in self.store.match(ctx.model, hashes, members, self.top_k)]
 
     def on_served(self, ctx: SchedulingContext, endpoints: Sequence[Endpoint]) -> None:
         hashes = self._hashes(ctx)

@@ -1,0 +1,267 @@
+"""Router at fleet scale: one router process loaded with synthetic state published on FERRY_OBJECTS.
+
+    uv run python bench/router_scale/run.py [--scales 10x100,100x1000,1000x10000] [--big]
+        [--idle 5] [--changes 20] [--skip-fleet]
+
+For each (models, pods) scale, in one namespace (the worst case), with the default scheduler
+plugins: a private nats-server gets ``models`` ModelServers and ModelRoutes with ``pods/models``
+Running pods each (their addresses on 127.0.0.0/8 refuse connections, so the scraper meets
+refusing engines), plus one probe model whose single pod is a live mock engine. Then one router
+process (pinned to CPU 0) is started and the table prints:
+
+- ``/readyz`` seconds from spawn, RSS, CPU share while idle (``--idle`` seconds, scraper running);
+- route change → routable p99: a new ModelRoute to the probe server is published and the router
+  is polled until it serves it (``--changes`` times);
+- added p50 at concurrency 1 for the 1-endpoint probe model (wrk through the router minus wrk
+  straight at the engine, in the same run).
+
+Then the scheduler is called directly (no HTTP) with the default plugins and a warm prefix cache
+at 1, 10, 100 and 1,000 endpoints per model, with sampling off and at the default sample size.
+``--big`` adds 2,000 x 20,000. Loopback only, bounded; prints tables, asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import nats
+import orjson
+from ferry_local.binaries import find_binaries
+from ferry_local.natsd import NatsServer
+from ferry_local.processes import ManagedProcess, spawn
+from ferry_local.readiness import free_port
+from ferry_router.scheduler import SchedulingContext, build_scheduler
+from ferry_router.scheduler.config import DEFAULT_SAMPLE_SIZE, DEFAULT_YAML, parse_config
+from ferry_router.state.resources import Pod
+from ferry_router.state.table import Endpoint, EndpointMetrics
+from ferry_schemas.runtime.jetstream import declare_streams
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from bench.router.run import cpu_seconds, cpus, pinned, publish_objects, run_wrk, wait_http
+
+NAMESPACE = "scale"
+PROBE = "probe-model"
+
+
+def server(name: str, model: str, port: int) -> dict[str, Any]:
+    return {
+        "metadata": {"name": name, "namespace": NAMESPACE},
+        "spec": {
+            "workloadSelector": {"matchLabels": {"app": name}},
+            "workloadPort": {"port": port},
+            "inferenceEngine": "vLLM",
+            "model": model,
+        },
+    }
+
+
+def route(name: str, model: str, server_name: str) -> dict[str, Any]:
+    return {
+        "metadata": {"name": name, "namespace": NAMESPACE},
+        "spec": {"modelName": model, "rules": [{"targetModels": [{"modelServerName": server_name}]}]},
+    }
+
+
+def pod(name: str, app: str, ip: str) -> dict[str, Any]:
+    return {
+        "metadata": {"name": name, "namespace": NAMESPACE, "labels": {"app": app}},
+        "status": {"phase": "Running", "podIP": ip, "conditions": [{"type": "Ready", "status": "True"}]},
+    }
+
+
+def fleet(models: int, pods: int, port: int, probe_host: str) -> list[tuple[str, dict[str, Any]]]:
+    """The synthetic world: a server and a route per model, pods on refusing 127.100+ addresses,
+    and the probe model with its one live engine."""
+    objects: list[tuple[str, dict[str, Any]]] = []
+    for m in range(models):
+        objects.append(("modelservers", server(f"ms-{m}", f"model-{m}", port)))
+        objects.append(("modelroutes", route(f"mr-{m}", f"model-{m}", f"ms-{m}")))
+    for p in range(pods):
+        ip = f"127.{100 + p // 65000}.{(p // 250) % 250 + 1}.{p % 250 + 1}"
+        objects.append(("pods", pod(f"pod-{p}", f"ms-{p % models}", ip)))
+    objects.append(("modelservers", server("probe", PROBE, port)))
+    objects.append(("modelroutes", route("probe", PROBE, "probe")))
+    objects.append(("pods", pod("probe-0", "probe", probe_host)))
+    return objects
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+async def publish(nats_url: str, objects: list[tuple[str, dict[str, Any]]]) -> None:
+    nc = await nats.connect(nats_url)
+    js = nc.jetstream()
+    await declare_streams(js)
+    await publish_objects(js, objects, batch=500)
+    await nc.drain()
+
+
+async def route_change_ms(nats_url: str, router_url: str, changes: int) -> list[float]:
+    """Publish a new ModelRoute to the probe server; time until the router serves its model."""
+    nc = await nats.connect(nats_url)
+    js = nc.jetstream()
+    times: list[float] = []
+    async with aiohttp.ClientSession() as session:
+        for i in range(changes):
+            model = f"changed-{i}-{time.time_ns()}"
+            body = orjson.dumps({"model": model, "prompt": "hi", "max_tokens": 1})
+            started = time.perf_counter()
+            await publish_objects(js, [("modelroutes", route(model, model, "probe"))])
+            deadline = started + 30
+            while time.perf_counter() < deadline:
+                async with session.post(
+                    router_url, data=body, headers={"Content-Type": "application/json"}
+                ) as r:
+                    await r.read()
+                    if r.status == 200:
+                        times.append((time.perf_counter() - started) * 1000)
+                        break
+    await nc.drain()
+    return times
+
+
+def p99(values: list[float]) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
+
+
+def measure_fleet(models: int, pods: int, args: argparse.Namespace, work: Path) -> str:
+    router_cpu, load_cpu = cpus()
+    processes: list[ManagedProcess] = []
+    nats_server = NatsServer(find_binaries().nats_server, work / f"nats-{models}", work / "logs")
+    nats_server.start()
+    try:
+        port = free_port()
+        probe_host = "127.0.9.2"
+        engine = spawn(
+            f"engine-{models}",
+            pinned(load_cpu, [sys.executable, "-m", "ferry_mock_engine", "--host", probe_host,
+                              "--port", str(port), "--served-model-name", PROBE, "--mock-id", "probe"]),
+            work / "logs",
+        )  # fmt: skip
+        processes.append(engine)
+        wait_http(f"http://{probe_host}:{port}/health", "probe engine", engine)
+        asyncio.run(publish(nats_server.url, fleet(models, pods, port, probe_host)))
+        router_port = free_port()
+        env = {
+            "FERRY_NATS_URL": nats_server.url,
+            "FERRY_ROUTER_PORT": str(router_port),
+            "FERRY_ROUTER_METRICS_PORT": str(free_port()),
+            "FERRY_ROUTER_DEBUG_PORT": "-1",
+            "FERRY_ROUTER_CONFIG": "",
+            "ACCESS_LOG_ENABLED": "false",
+            "FERRY_LOG_LEVEL": "WARNING",
+            "FERRY_ROUTER_DRAIN_PERIOD": "0s",
+        }
+        started = time.perf_counter()
+        argv = pinned(router_cpu, [sys.executable, "-c", "from ferry_router.__main__ import main; main()"])
+        router = spawn(f"router-{models}", argv, work / "logs", env)
+        processes.append(router)
+        wait_http(f"http://127.0.0.1:{router_port}/readyz", "router", router, timeout=120)
+        ready_s = time.perf_counter() - started
+        time.sleep(1)  # let the first scrape cycle start before measuring idle CPU
+        before = cpu_seconds(router.pid)
+        time.sleep(args.idle)
+        idle_pct = (cpu_seconds(router.pid) - before) / args.idle * 100
+        router_url = f"http://127.0.0.1:{router_port}/v1/completions"
+        changes = asyncio.run(route_change_ms(nats_server.url, router_url, args.changes))
+        body = orjson.dumps({"model": PROBE, "prompt": "hello router", "max_tokens": 4}).decode()
+        via = run_wrk(router_url, 1, args.wrk, load_cpu, body)
+        direct = run_wrk(f"http://{probe_host}:{port}/v1/completions", 1, args.wrk, load_cpu, body)
+        return (
+            f"{models:>6,} / {pods:<7,} | {ready_s:>9.1f} s | {rss_mb(router.pid):>6.0f} MB | "
+            f"{idle_pct:>7.0f} % | {p99(changes):>10.1f} ms ({len(changes)}/{args.changes}) | "
+            f"{via.p50_ms - direct.p50_ms:>8.2f} ms"
+        )
+    finally:
+        for process in reversed(processes):
+            process.stop(timeout=5)
+        nats_server.stop()
+
+
+def endpoint(i: int, rng: random.Random) -> Endpoint:
+    e = Endpoint(pod=Pod(NAMESPACE, f"p{i}", f"127.0.0.{i % 250 + 1}", {}, True), port=8000, engine="vllm")
+    e.metrics = EndpointMetrics(
+        kv_cache_usage=rng.random(), waiting=rng.randint(0, 3), running=rng.randint(0, 8),
+        ttft=rng.uniform(0.05, 0.5), tpot=rng.uniform(0.01, 0.05),
+    )  # fmt: skip
+    e.inflight = rng.randint(0, 8)
+    return e
+
+
+def schedule_us(n: int, sample_size: int, requests: int) -> float:
+    """Median µs per request of rank() + served() with the default plugins, prefix cache warm."""
+    rng = random.Random(n)
+    scheduler = build_scheduler(parse_config(DEFAULT_YAML + f"  sampleSize: {sample_size}\n"))
+    endpoints = [endpoint(i, rng) for i in range(n)]
+    members = {e.key: e for e in endpoints}
+    prompts = [f"system prompt {g} " * 40 + f"question {q}" for g in range(20) for q in range(5)]
+    for prompt in prompts:  # warm: every group's prefix is held somewhere
+        scheduler.served(SchedulingContext("m", "m", prompt), [rng.choice(endpoints)])
+    times: list[float] = []
+    for i in range(requests):
+        ctx = SchedulingContext("m", "m", prompts[i % len(prompts)])
+        started = time.perf_counter()
+        ranked = scheduler.rank(ctx, endpoints, members=members)
+        scheduler.served(ctx, ranked[:1])
+        times.append(time.perf_counter() - started)
+    return statistics.median(times) * 1e6
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--scales", default="10x100,100x1000,1000x10000", help="models x pods, comma-separated"
+    )
+    parser.add_argument("--big", action="store_true", help="also 2000 x 20000")
+    parser.add_argument("--idle", type=float, default=5.0, help="seconds of idle CPU measurement")
+    parser.add_argument("--changes", type=int, default=20, help="route changes timed per scale")
+    parser.add_argument("--wrk", type=float, default=3.0, help="seconds per wrk run")
+    parser.add_argument("--requests", type=int, default=2000, help="scheduler calls per size")
+    parser.add_argument("--skip-fleet", action="store_true", help="only the scheduler table")
+    args = parser.parse_args()
+    scales = [tuple(int(x) for x in s.split("x")) for s in args.scales.split(",") if s]
+    if args.big:
+        scales.append((2000, 20000))
+    if not args.skip_fleet:
+        work = Path(tempfile.mkdtemp(prefix="ferry-router-scale-"))
+        try:
+            print(f"load average {os.getloadavg()[0]:.1f}; router pinned to CPU {cpus()[0]}")
+            header = (
+                f"{'models / pods':>16} | {'/readyz':>11} | {'RSS':>9} | {'idle CPU':>9} | "
+                f"{'route change→routable p99':>26} | {'added p50':>11}"
+            )
+            print(header)
+            print("-" * len(header))
+            for models, pods in scales:
+                print(measure_fleet(models, pods, args, work), flush=True)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+    print(f"scheduling cost per request (rank + served, default plugins, warm prefix cache), median of "
+          f"{args.requests}:")  # fmt: skip
+    print(f"{'endpoints':>9} | {'all endpoints':>14} | {f'sampleSize {DEFAULT_SAMPLE_SIZE}':>14}")
+    for n in (1, 10, 100, 1000):
+        full = schedule_us(n, 0, args.requests)
+        sampled = schedule_us(n, DEFAULT_SAMPLE_SIZE, args.requests)
+        print(f"{n:>9,} | {full:>11.1f} µs | {sampled:>11.1f} µs")
+
+
+if __name__ == "__main__":
+    main()
