@@ -1,7 +1,9 @@
 """``helm install`` on the local stack actually runs Ferry.
 
-The chart is installed into its own namespace (one replica per service, NATS external: the
-module's nats-server). kube-controller-manager's deployment and replicaset controllers create
+The chart is installed into its own namespace (one replica per service, NATS external: a
+nats-server shaped by what the chart's pods expect — their users, TLS when they name a CA — with
+the Secrets they reference created from it, as an installer bringing their own NATS would).
+kube-controller-manager's deployment and replicaset controllers create
 the pods; the local node binds them and runs Ferry's own image as it runs engines — each
 container's entry point as a process with the pod's environment (the chart's ConfigMap), its
 volumes (the router's configuration), its ServiceAccount token and in-cluster config — so the
@@ -13,18 +15,22 @@ Service (resolved to its ready pod, as kube-proxy would).
 from __future__ import annotations
 
 import json
+import secrets
 import subprocess
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import openai
 import pytest
+import yaml
 from ferry_cli.templates import find_template
-from ferry_local.binaries import go_tools_bin_dir
+from ferry_local.binaries import find_binaries, go_tools_bin_dir
 from ferry_local.chart import chart_dir
-from ferry_local.natsd import NatsServer
-from ferry_local.processes import ManagedProcess
+from ferry_local.pki import ensure_pki
+from ferry_local.processes import ManagedProcess, spawn
+from ferry_local.readiness import free_port, http_ok, wait_until_ready
 from ferry_local.system import start_node
 
 from tests.conftest import KubeEnv, fresh_namespace
@@ -46,18 +52,89 @@ def node(kube: KubeEnv, e2e_dir: Path) -> Iterator[ManagedProcess]:
         process.stop()
 
 
+@dataclass
+class ExternalNats:
+    """The NATS an installer brings (``nats.enabled=false``), shaped by what the chart's pods expect:
+    a user and password for each ``FERRY_NATS_USER`` (from the Secret keys the pods reference), TLS
+    when they name a CA (``FERRY_NATS_CA``; the CA goes into the Secret they mount)."""
+
+    url: str
+    secrets: dict[str, dict[str, str]]
+    process: ManagedProcess
+
+
+def chart_objects(helm: Path, values: list[str]) -> list[dict[str, Any]]:
+    args = [str(helm), "template", "ferry", str(chart_dir()), *(a for v in values for a in ("--set", v))]
+    rendered = subprocess.run(args, capture_output=True, text=True, check=True, timeout=120).stdout
+    return [d for d in yaml.safe_load_all(rendered) if d]
+
+
+def external_nats(objects: list[dict[str, Any]], directory: Path) -> ExternalNats:
+    containers = [
+        c for o in objects if o["kind"] == "Deployment" for c in o["spec"]["template"]["spec"]["containers"]
+    ]
+    users = {e["value"] for c in containers for e in c.get("env") or [] if e["name"] == "FERRY_NATS_USER"}
+    tls = any(e["name"] == "FERRY_NATS_CA" for c in containers for e in c.get("env") or [])
+    passwords = {user: secrets.token_hex(12) for user in users}
+    directory.mkdir(parents=True, exist_ok=True)
+    pki = ensure_pki(directory / "pki") if tls else None
+    wanted: dict[str, set[str]] = {}
+    for obj in objects:
+        if obj["kind"] != "Deployment":
+            continue
+        pod = obj["spec"]["template"]["spec"]
+        for container in pod["containers"]:
+            for env in container.get("env") or []:
+                if ref := (env.get("valueFrom") or {}).get("secretKeyRef"):
+                    wanted.setdefault(ref["name"], set()).add(ref["key"])
+        for volume in pod.get("volumes") or []:
+            if ref := volume.get("secret"):
+                wanted.setdefault(ref["secretName"], set()).update(i["key"] for i in ref.get("items") or [])
+    data: dict[str, dict[str, str]] = {}
+    for name, keys in wanted.items():
+        for key in keys:
+            if key in passwords:
+                data.setdefault(name, {})[key] = passwords[key]
+            elif key == "ca.crt" and pki is not None:
+                data.setdefault(name, {})[key] = pki.ca_crt.read_text()
+            else:
+                pytest.fail(f"the chart's pods need secret {name} key {key}: this test does not know it")
+    port, monitor = free_port(), free_port()
+    conf = [f"listen: 127.0.0.1:{port}", f"http: 127.0.0.1:{monitor}",
+            f"jetstream {{ store_dir: {json.dumps(str(directory / 'store'))} }}"]  # fmt: skip
+    if pki is not None:
+        cert, key = json.dumps(str(pki.server_crt)), json.dumps(str(pki.server_key))
+        conf.append(f"tls {{ cert_file: {cert}, key_file: {key} }}")
+    if passwords:
+        entries = ", ".join(
+            f"{{user: {json.dumps(u)}, password: {json.dumps(p)}}}" for u, p in passwords.items()
+        )
+        conf.append(f"authorization {{ users: [{entries}] }}")
+    (directory / "nats.conf").write_text("\n".join(conf) + "\n")
+    process = spawn("nats-external", [str(find_binaries().nats_server), "-c", str(directory / "nats.conf")],
+                    directory)  # fmt: skip
+    wait_until_ready("nats-server", process, lambda: http_ok(f"http://127.0.0.1:{monitor}/healthz"), 30)
+    return ExternalNats(f"{'tls' if pki else 'nats'}://127.0.0.1:{port}", data, process)
+
+
 @pytest.fixture(scope="module")
-def release(
-    kube: KubeEnv, e2e_nats: NatsServer, e2e_namespace: str, node: ManagedProcess, e2e_dir: Path
-) -> Iterator[str]:
+def release(kube: KubeEnv, e2e_namespace: str, node: ManagedProcess, e2e_dir: Path) -> Iterator[str]:
     helm = go_tools_bin_dir() / "helm"
+    values = [
+        "nats.enabled=false", f"watchNamespace={e2e_namespace}",
+        "nats.streamReplicas=1",  # one external server
+        "podGroupCRD.install=false",  # the session's stack installed it from deploy/crds already
+        "router.hpa.enabled=false",
+        *(f"{service}.replicas=1" for service in SERVICES),
+    ]  # fmt: skip
+    nats = external_nats(
+        chart_objects(helm, [*values, "nats.url=nats://probe:4222"]), e2e_dir / "nats-external"
+    )
+    values.append(f"nats.url={nats.url}")
     with fresh_namespace(kube, "ferry-helm") as namespace:
-        values = [
-            "nats.enabled=false", f"nats.url={e2e_nats.url}", f"watchNamespace={e2e_namespace}",
-            "podGroupCRD.install=false",  # the session's stack installed it from deploy/crds already
-            "router.hpa.enabled=false",
-            *(f"{service}.replicas=1" for service in SERVICES),
-        ]  # fmt: skip
+        for name, data in nats.secrets.items():
+            literals = [f"--from-literal={k}={v}" for k, v in data.items()]
+            kube.kubectl_run("-n", namespace, "create", "secret", "generic", name, *literals)
         installed = subprocess.run(
             [str(helm), "install", "ferry", str(chart_dir()), "--namespace", namespace,
              "--kubeconfig", str(kube.kubeconfig), "--wait", "--timeout", "6m",
@@ -69,6 +146,7 @@ def release(
             logs = "\n".join(
                 f"--- {p.name}\n{p.read_text()[-2000:]}" for p in (e2e_dir / "logs").rglob("*.log")
             )
+            nats.process.stop()
             pytest.fail(f"helm install failed:\n{installed.stderr}\n{pods}\n{logs}")
         try:
             yield namespace
@@ -80,6 +158,7 @@ def release(
             )  # fmt: skip
             # the node stops a pod's processes when the pod goes: wait for that before the node stops
             eventually(lambda: not get(kube, namespace, "pods")["items"], 120, "the chart's pods gone")
+            nats.process.stop()
 
 
 def get(kube: KubeEnv, namespace: str, *what: str) -> Any:

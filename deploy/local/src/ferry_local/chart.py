@@ -155,6 +155,8 @@ def _template(obj: Obj, values: dict[str, Obj]) -> Templated:
         data["FERRY_NATS_URL"] = '@@STR:include "ferry.natsUrl" .@@'
         if "OTEL_EXPORTER_OTLP_ENDPOINT" in data:
             data["OTEL_EXPORTER_OTLP_ENDPOINT"] = "@@STR:.Values.otel.endpoint@@"
+        if "FERRY_STREAM_REPLICAS" in data:
+            data["FERRY_STREAM_REPLICAS"] = "@@STR:.Values.nats.streamReplicas@@"
         if "FERRY_LOG_LEVEL" in data:
             data["FERRY_LOG_LEVEL"] = "@@STR:.Values.logLevel@@"
         data["@@LINE:gateway@@"] = ""
@@ -246,7 +248,7 @@ nats:
   # false: use an existing NATS with JetStream at `url`.
   enabled: true
   url: ""
-  image: {nats_image}
+{stream_replicas}  image: {nats_image}
   storage: {nats_storage}
   resources:
 {nats_resources}
@@ -292,7 +294,13 @@ def render_values(values: dict[str, Obj], sources: list[Obj]) -> str:
     storage = "10Gi"
     if nats:
         storage = nats["spec"]["volumeClaimTemplates"][0]["spec"]["resources"]["requests"]["storage"]
+    replicas = env["data"].get("FERRY_STREAM_REPLICAS")
     text = VALUES_HEAD.format(
+        stream_replicas=(
+            f"  # copies of every stream and KV bucket (1 for one server)\n  streamReplicas: {replicas}\n"
+            if replicas
+            else ""
+        ),
         otel_endpoint=env["data"].get("OTEL_EXPORTER_OTLP_ENDPOINT", ""),
         nats_image=container["image"],
         nats_storage=storage,
