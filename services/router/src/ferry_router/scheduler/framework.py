@@ -121,11 +121,12 @@ class Scheduler:
         if self.nominators:
             if members is None:
                 members = {e.key: e for e in endpoints}
-            seen = {e.key for e in picked}
-            for plugin in self.nominators:
-                for endpoint in plugin.nominate(ctx, members):
-                    if endpoint.key not in seen:
-                        seen.add(endpoint.key)
+            nominees = [e for plugin in self.nominators for e in plugin.nominate(ctx, members)]
+            if nominees:
+                seen = {id(e) for e in picked}  # endpoints are one object per pod
+                for endpoint in nominees:
+                    if id(endpoint) not in seen:
+                        seen.add(id(endpoint))
                         picked.append(endpoint)
         return picked
 

@@ -128,10 +128,11 @@ class PrefixCache:
         hashes = self._hashes(ctx)
         if not hashes:
             return [0.0] * len(endpoints)
-        found = self.store.match(ctx.model, hashes, {e.key for e in endpoints}, self.top_k)
+        keys = [e.key for e in endpoints]
+        found = self.store.match(ctx.model, hashes, set(keys), self.top_k)
         n = len(hashes)
         MATCH_RATIO.labels(ctx.metrics_model).observe(max(found.values(), default=0) / n)
-        return [float(int(found.get(e.key, 0) / n * 100)) for e in endpoints]
+        return [float(int(found.get(key, 0) / n * 100)) for key in keys]
 
     def nominate(self, ctx: SchedulingContext, members: Mapping[str, Endpoint]) -> list[Endpoint]:
         """The (at most ``topKMatches``) members holding the longest prefix of this prompt: the

@@ -151,10 +151,10 @@ class Pod:
     node: str = ""
     phase: str = ""
     start_time: str = ""
+    key: str = field(init=False, compare=False, repr=False)  # "namespace/name", read per request
 
-    @property
-    def key(self) -> str:
-        return f"{self.namespace}/{self.name}"
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "key", f"{self.namespace}/{self.name}")
 
 
 # --------------------------------------------------------------------------- parsing
