@@ -28,7 +28,7 @@ from openai import OpenAI
 from tests.conftest import KubeEnv, fresh_namespace
 from tests.support.cluster import eventually
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
+pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(600)]
 
 GATEWAY_NS = "kthena-system"
 CONTROLLER = "volcano.sh/kthena-router"
