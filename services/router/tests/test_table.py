@@ -96,6 +96,22 @@ def test_server_selector_change_drops_pods_it_no_longer_selects() -> None:
     assert names(table) == []  # Kthena keeps the previous non-empty set; Ferry follows the selector
 
 
+def test_server_event_finds_pods_by_label_and_the_index_follows_relabels_and_deletes() -> None:
+    table = RoutingTable()
+    table.apply_pod("default/a", pod("a", {"app": "m", "tier": "x"}))
+    table.apply_pod("default/b", pod("b", {"app": "m", "tier": "y"}))
+    table.apply_pod("default/c", pod("c", {"app": "n", "tier": "x"}))
+    table.apply_server("default/srv", server("srv", {"app": "m", "tier": "x"}))
+    assert names(table) == ["a"]  # every matchLabel must hold, whichever posting list is read
+    table.apply_pod("default/a", pod("a", {"app": "n", "tier": "x"}))
+    table.apply_pod("default/b", pod("b", {"app": "m", "tier": "x"}))
+    table.apply_server("default/srv", server("srv", {"app": "m", "tier": "x"}))
+    assert names(table) == ["b"]
+    for key in ("default/a", "default/b", "default/c"):
+        table.apply_pod(key, None)
+    assert table.pods_by_label == {}  # no posting outlives its pods
+
+
 def test_pod_labels_that_stop_matching_detach_it() -> None:
     table = RoutingTable()
     table.apply_server("default/srv", server("srv", APP))

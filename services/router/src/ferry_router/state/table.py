@@ -88,6 +88,9 @@ class RoutingTable:
         self.selectors: SelectorIndex[None] = SelectorIndex()  # the servers' matchLabels, by pod labels
         self.pods: dict[str, Pod] = {}
         self.pods_by_ns: dict[str, dict[str, Pod]] = {}
+        # (namespace, label, value) -> pod key -> pod: a server event reads its smallest posting list
+        # instead of every pod of the namespace
+        self.pods_by_label: dict[tuple[str, str, str], dict[str, Pod]] = {}
         self.endpoints: dict[str, Endpoint] = {}  # pod key -> endpoint
         self.members: dict[str, dict[str, Endpoint]] = {}  # server key -> pod key -> endpoint
         self.pd: dict[str, PDSets] = {}  # server key -> PD sets
@@ -170,9 +173,7 @@ class RoutingTable:
         self.servers[key] = server
         self.selectors.put(key, server.namespace, dict(server.match_labels), None)
         wanted = {
-            pod.key: pod
-            for pod in self.pods_by_ns.get(server.namespace, {}).values()
-            if pod.ready and server.selects(pod.labels)
+            pod.key: pod for pod in self._selectable(server) if pod.ready and server.selects(pod.labels)
         }
         current = self.members.setdefault(key, {})
         for pod_key in [k for k in current if k not in wanted]:
@@ -181,6 +182,24 @@ class RoutingTable:
             if pod_key not in current:
                 current[pod_key] = self._attach(pod, server)
         self._recategorise(server)
+
+    def _selectable(self, server: Server) -> Iterable[Pod]:
+        """A superset of the pods ``server`` selects: those carrying its rarest matchLabel (every pod
+        of the namespace for an empty selector), so a server event costs its matches, not the fleet."""
+        if not server.match_labels:
+            return self.pods_by_ns.get(server.namespace, {}).values()
+        postings = [self.pods_by_label.get((server.namespace, k, v), {}) for k, v in server.match_labels]
+        return min(postings, key=len).values()
+
+    def _index_pod(self, pod: Pod, add: bool) -> None:
+        for label, value in pod.labels.items():
+            posting_key = (pod.namespace, label, value)
+            if add:
+                self.pods_by_label.setdefault(posting_key, {})[pod.key] = pod
+            elif (posting := self.pods_by_label.get(posting_key)) is not None:
+                posting.pop(pod.key, None)
+                if not posting:
+                    del self.pods_by_label[posting_key]
 
     # ------------------------------------------------------------------ pods
 
@@ -194,9 +213,11 @@ class RoutingTable:
         old = self.pods.pop(key, None)
         if old is not None:
             self.pods_by_ns.get(old.namespace, {}).pop(key, None)
+            self._index_pod(old, add=False)
         if pod is not None:
             self.pods[key] = pod
             self.pods_by_ns.setdefault(pod.namespace, {})[key] = pod
+            self._index_pod(pod, add=True)
         # the servers that select the pod now, and those that held it before (which may not any more)
         candidates = (
             set() if pod is None else {k for k, _ in self.selectors.matching(pod.namespace, pod.labels)}
