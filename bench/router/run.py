@@ -47,6 +47,23 @@ MODEL = "bench-model"
 NAMESPACE = "bench"
 
 
+ROUTER_ARGV = [sys.executable, "-c", "from ferry_router.__main__ import main; main()"]
+
+
+def router_env(nats_url: str, port: int, metrics_port: int) -> dict[str, str]:
+    """Environment of one benchmarked router: default scheduler, no debug port, no access log."""
+    return {
+        "FERRY_NATS_URL": nats_url,
+        "FERRY_ROUTER_PORT": str(port),
+        "FERRY_ROUTER_METRICS_PORT": str(metrics_port),
+        "FERRY_ROUTER_DEBUG_PORT": "-1",
+        "FERRY_ROUTER_CONFIG": "",
+        "ACCESS_LOG_ENABLED": "false",
+        "FERRY_LOG_LEVEL": "WARNING",
+        "FERRY_ROUTER_DRAIN_PERIOD": "0s",
+    }
+
+
 def cpus() -> tuple[str, str]:
     count = os.cpu_count() or 1
     return ("0", "1") if count >= 2 else ("0", "0")
@@ -260,20 +277,12 @@ def main() -> None:
             wait_http(f"http://{host}:{port}/health", f"engine {i}", engine)
         asyncio.run(publish_world(nats_url, hosts, port))
         router_port, metrics_port = free_port(), free_port()
-        base_env = {
-            "FERRY_NATS_URL": nats_url,
-            "FERRY_ROUTER_PORT": str(router_port),
-            "FERRY_ROUTER_METRICS_PORT": str(metrics_port),
-            "FERRY_ROUTER_DEBUG_PORT": "-1",
-            "FERRY_ROUTER_CONFIG": "",
-            "ACCESS_LOG_ENABLED": "false" if args.access_log == "off" else "true",
-            "ACCESS_LOG_OUTPUT": str(work / "access.log"),
-            "FERRY_LOG_LEVEL": "WARNING",
-            "FERRY_ROUTER_DRAIN_PERIOD": "0s",
-        }
+        base_env = router_env(nats_url, router_port, metrics_port)
+        base_env["ACCESS_LOG_ENABLED"] = "false" if args.access_log == "off" else "true"
+        base_env["ACCESS_LOG_OUTPUT"] = str(work / "access.log")
 
         def start_router(workers: int, cpu: str) -> ManagedProcess:
-            argv = pinned(cpu, [sys.executable, "-c", "from ferry_router.__main__ import main; main()"])
+            argv = pinned(cpu, ROUTER_ARGV)
             env = {**base_env, "FERRY_ROUTER_WORKERS": str(workers)}
             process = spawn(f"router-{workers}", argv, work / "logs", env)
             processes.append(process)

@@ -48,7 +48,16 @@ from ferry_router.state.table import Endpoint, EndpointMetrics
 from ferry_schemas.runtime.jetstream import declare_streams
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from bench.router.run import cpu_seconds, cpus, pinned, publish_objects, run_wrk, wait_http
+from bench.router.run import (
+    ROUTER_ARGV,
+    cpu_seconds,
+    cpus,
+    pinned,
+    publish_objects,
+    router_env,
+    run_wrk,
+    wait_http,
+)
 
 NAMESPACE = "scale"
 PROBE = "probe-model"
@@ -160,19 +169,9 @@ def measure_fleet(models: int, pods: int, args: argparse.Namespace, work: Path) 
         wait_http(f"http://{probe_host}:{port}/health", "probe engine", engine)
         asyncio.run(publish(nats_server.url, fleet(models, pods, port, probe_host)))
         router_port = free_port()
-        env = {
-            "FERRY_NATS_URL": nats_server.url,
-            "FERRY_ROUTER_PORT": str(router_port),
-            "FERRY_ROUTER_METRICS_PORT": str(free_port()),
-            "FERRY_ROUTER_DEBUG_PORT": "-1",
-            "FERRY_ROUTER_CONFIG": "",
-            "ACCESS_LOG_ENABLED": "false",
-            "FERRY_LOG_LEVEL": "WARNING",
-            "FERRY_ROUTER_DRAIN_PERIOD": "0s",
-        }
+        env = router_env(nats_server.url, router_port, free_port())
         started = time.perf_counter()
-        argv = pinned(router_cpu, [sys.executable, "-c", "from ferry_router.__main__ import main; main()"])
-        router = spawn(f"router-{models}", argv, work / "logs", env)
+        router = spawn(f"router-{models}", pinned(router_cpu, ROUTER_ARGV), work / "logs", env)
         processes.append(router)
         wait_http(f"http://127.0.0.1:{router_port}/readyz", "router", router, timeout=120)
         ready_s = time.perf_counter() - started
