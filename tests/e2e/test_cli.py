@@ -86,7 +86,8 @@ def test_create_get_describe_chat(
     for expected in (
         f"ModelBooster/{MODEL}", "Active=True", f"ModelServing/{SERVING}", f"ModelServer/{SERVING}",
         f"ModelRoute/{MODEL}", f"Pod/{SERVING}-0-leader-0-0", "Running  Ready", "endpoints", "events",
-        "last reconcile trace", "ferry-applier", "applier reconcile",
+        "ModelServing qwen-cpu created",  # an Event the applier recorded on the booster
+        "last reconcile trace", "ferry-watcher    watch modelboosters", "ferry-applier",
     ):  # fmt: skip
         assert expected in text, f"{expected!r} missing from:\n{text}"
 
