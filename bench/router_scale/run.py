@@ -5,9 +5,10 @@
 
 For each (models, pods) scale, in one namespace (the worst case), with the default scheduler
 plugins: a private nats-server gets ``models`` ModelServers and ModelRoutes with ``pods/models``
-Running pods each (their addresses on 127.0.0.0/8 refuse connections, so the scraper meets
-refusing engines), plus one probe model whose single pod is a live mock engine. Then one router
-process (pinned to CPU 0) is started and the table prints:
+Running pods each -- one in ``--hang-every`` at an address that accepts no connection and never
+answers (a listening socket nobody accepts on: hung engines), the others at addresses on
+127.0.0.0/8 that refuse connections -- plus one probe model whose single pod is a live mock engine.
+Then one router process (pinned to CPU 0) is started and the table prints:
 
 - ``/readyz`` seconds from spawn, RSS, CPU share while idle (``--idle`` seconds, scraper running);
 - route change → routable p99: a new ModelRoute to the probe server is published and the router
@@ -27,10 +28,12 @@ import asyncio
 import os
 import random
 import shutil
+import socket
 import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -89,7 +92,12 @@ def pod(name: str, app: str, ip: str) -> dict[str, Any]:
     }
 
 
-def fleet(models: int, pods: int, port: int, probe_host: str) -> list[tuple[str, dict[str, Any]]]:
+HANG_HOST = "127.0.9.3"
+
+
+def fleet(
+    models: int, pods: int, port: int, probe_host: str, hang_every: int
+) -> list[tuple[str, dict[str, Any]]]:
     """The synthetic world: a server and a route per model, pods on refusing 127.100+ addresses,
     and the probe model with its one live engine."""
     objects: list[tuple[str, dict[str, Any]]] = []
@@ -98,6 +106,8 @@ def fleet(models: int, pods: int, port: int, probe_host: str) -> list[tuple[str,
         objects.append(("modelroutes", route(f"mr-{m}", f"model-{m}", f"ms-{m}")))
     for p in range(pods):
         ip = f"127.{100 + p // 65000}.{(p // 250) % 250 + 1}.{p % 250 + 1}"
+        if hang_every and p % hang_every == 0:
+            ip = HANG_HOST
         objects.append(("pods", pod(f"pod-{p}", f"ms-{p % models}", ip)))
     objects.append(("modelservers", server("probe", PROBE, port)))
     objects.append(("modelroutes", route("probe", PROBE, "probe")))
@@ -154,6 +164,7 @@ def p99(values: list[float]) -> float:
 def measure_fleet(models: int, pods: int, args: argparse.Namespace, work: Path) -> str:
     router_cpu, load_cpu = cpus()
     processes: list[ManagedProcess] = []
+    processes_cleanup: list[Callable[[], None]] = []
     nats_server = NatsServer(find_binaries().nats_server, work / f"nats-{models}", work / "logs")
     nats_server.start()
     try:
@@ -167,7 +178,9 @@ def measure_fleet(models: int, pods: int, args: argparse.Namespace, work: Path) 
         )  # fmt: skip
         processes.append(engine)
         wait_http(f"http://{probe_host}:{port}/health", "probe engine", engine)
-        asyncio.run(publish(nats_server.url, fleet(models, pods, port, probe_host)))
+        hung = socket.create_server((HANG_HOST, port), backlog=4096)  # never accepted: engines that hang
+        processes_cleanup.append(hung.close)
+        asyncio.run(publish(nats_server.url, fleet(models, pods, port, probe_host, args.hang_every)))
         router_port = free_port()
         env = router_env(nats_server.url, router_port, free_port())
         started = time.perf_counter()
@@ -192,6 +205,8 @@ def measure_fleet(models: int, pods: int, args: argparse.Namespace, work: Path) 
     finally:
         for process in reversed(processes):
             process.stop(timeout=5)
+        for close in processes_cleanup:
+            close()
         nats_server.stop()
 
 
@@ -234,6 +249,7 @@ def main() -> None:
     parser.add_argument("--changes", type=int, default=20, help="route changes timed per scale")
     parser.add_argument("--wrk", type=float, default=3.0, help="seconds per wrk run")
     parser.add_argument("--requests", type=int, default=2000, help="scheduler calls per size")
+    parser.add_argument("--hang-every", type=int, default=10, help="every n-th pod hangs (0: none)")
     parser.add_argument("--skip-fleet", action="store_true", help="only the scheduler table")
     args = parser.parse_args()
     scales = [tuple(int(x) for x in s.split("x")) for s in args.scales.split(",") if s]
