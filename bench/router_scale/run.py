@@ -57,6 +57,7 @@ from bench.router.run import (
     cpus,
     pinned,
     publish_objects,
+    reference_loop_us,
     router_env,
     run_wrk,
     wait_http,
@@ -258,7 +259,10 @@ def main() -> None:
     if not args.skip_fleet:
         work = Path(tempfile.mkdtemp(prefix="ferry-router-scale-"))
         try:
-            print(f"load average {os.getloadavg()[0]:.1f}; router pinned to CPU {cpus()[0]}")
+            print(
+                f"load average {os.getloadavg()[0]:.1f}; reference loop {reference_loop_us():.1f} us "
+                f"(about 9 on an idle core); router pinned to CPU {cpus()[0]}"
+            )
             header = (
                 f"{'models / pods':>16} | {'/readyz':>11} | {'RSS':>9} | {'idle CPU':>9} | "
                 f"{'route change→routable p99':>26} | {'added p50':>11}"
