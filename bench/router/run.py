@@ -24,23 +24,21 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import aiohttp
-import nats
 import orjson
 from ferry_local.binaries import find_binaries
 from ferry_local.natsd import NatsServer
-from ferry_local.processes import ManagedProcess, spawn, tail
+from ferry_local.processes import ManagedProcess, spawn
 from ferry_local.readiness import free_port
-from ferry_schemas.bus import MSG_ID_HEADER, ObjectEvent
-from ferry_schemas.runtime.jetstream import declare_streams
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 import pyspy_summary  # beside this file
+
+from bench.fleet import publish_fleet, wait_http  # the repository's root
 
 HERE = Path(__file__).resolve().parent
 MODEL = "bench-model"
@@ -71,21 +69,6 @@ def cpus() -> tuple[str, str]:
 
 def pinned(cpu: str, argv: list[str]) -> list[str]:
     return ["taskset", "-c", cpu, *argv] if shutil.which("taskset") else argv
-
-
-def wait_http(url: str, what: str, process: ManagedProcess, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            pass
-        if not process.alive():
-            break
-        time.sleep(0.1)
-    raise SystemExit(f"{what} did not come up:\n{tail(process.log)}")
 
 
 @dataclass
@@ -129,58 +112,6 @@ def run_wrk(url: str, concurrency: int, duration: float, cpu: str, body: str) ->
     if match := re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out):
         errors += sum(int(x) for x in match.groups())
     return WrkResult(rps, _ms(percentiles["50"]), _ms(percentiles["99"]), errors, total)
-
-
-async def publish_world(nats_url: str, engine_hosts: list[str], port: int) -> None:
-    nc = await nats.connect(nats_url)
-    js = nc.jetstream()
-    await declare_streams(js)
-    objects: list[tuple[str, dict[str, Any]]] = [
-        (
-            "modelservers",
-            {
-                "metadata": {"name": "bench", "namespace": NAMESPACE},
-                "spec": {
-                    "workloadSelector": {"matchLabels": {"app": "bench"}},
-                    "workloadPort": {"port": port},
-                    "inferenceEngine": "vLLM",
-                    "model": MODEL,
-                },
-            },
-        ),
-        (
-            "modelroutes",
-            {
-                "metadata": {"name": "bench", "namespace": NAMESPACE},
-                "spec": {"modelName": MODEL, "rules": [{"targetModels": [{"modelServerName": "bench"}]}]},
-            },
-        ),
-    ]
-    for i, host in enumerate(engine_hosts):
-        pod = {
-            "metadata": {"name": f"engine-{i}", "namespace": NAMESPACE, "labels": {"app": "bench"}},
-            "status": {
-                "phase": "Running",
-                "podIP": host,
-                "conditions": [{"type": "Ready", "status": "True"}],
-            },
-        }
-        objects.append(("pods", pod))
-    await publish_objects(js, objects)
-    await nc.drain()
-
-
-async def publish_objects(js: Any, objects: list[tuple[str, dict[str, Any]]], batch: int = 1) -> None:
-    """Publish each (resource, object) on FERRY_OBJECTS as an ADDED event, as the watcher does;
-    ``batch`` acks are awaited together (the fleet benchmark publishes tens of thousands)."""
-    for start in range(0, len(objects), batch):
-        sends = []
-        for resource, obj in objects[start : start + batch]:
-            obj["metadata"].setdefault("uid", f"{resource}-{obj['metadata']['name']}")
-            obj["metadata"]["resourceVersion"] = str(time.time_ns())
-            event = ObjectEvent.from_object("ADDED", resource, obj)
-            sends.append(js.publish(event.subject, event.to_bytes(), headers={MSG_ID_HEADER: event.msg_id}))
-        await asyncio.gather(*sends)
 
 
 async def concurrent_streams(url: str, count: int, tokens: int) -> tuple[int, int, float]:
@@ -275,7 +206,7 @@ def main() -> None:
             engine = spawn(f"engine-{i}", argv, work / "logs")
             processes.append(engine)
             wait_http(f"http://{host}:{port}/health", f"engine {i}", engine)
-        asyncio.run(publish_world(nats_url, hosts, port))
+        asyncio.run(publish_fleet(nats_url, NAMESPACE, MODEL, hosts, port))
         router_port, metrics_port = free_port(), free_port()
         base_env = router_env(nats_url, router_port, metrics_port)
         base_env["ACCESS_LOG_ENABLED"] = "false" if args.access_log == "off" else "true"

@@ -51,17 +51,8 @@ from ferry_router.state.table import Endpoint, EndpointMetrics
 from ferry_schemas.runtime.jetstream import declare_streams
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from bench.router.run import (
-    ROUTER_ARGV,
-    cpu_seconds,
-    cpus,
-    pinned,
-    publish_objects,
-    reference_loop_us,
-    router_env,
-    run_wrk,
-    wait_http,
-)
+from bench.fleet import publish_objects, wait_http
+from bench.router.run import ROUTER_ARGV, cpu_seconds, cpus, pinned, reference_loop_us, router_env, run_wrk
 
 NAMESPACE = "scale"
 PROBE = "probe-model"

@@ -32,16 +32,15 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import aiohttp
-import nats
 from ferry_local.binaries import find_binaries
 from ferry_local.natsd import NatsServer
-from ferry_local.processes import ManagedProcess, spawn, tail
+from ferry_local.processes import ManagedProcess, spawn
 from ferry_local.readiness import free_port
-from ferry_schemas.bus import MSG_ID_HEADER, ObjectEvent
-from ferry_schemas.runtime.jetstream import declare_streams
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from bench.fleet import publish_fleet, wait_http  # the repository's root
 
 MODEL = "deepseek-r1-distill-qwen-7b"
 NAMESPACE = "routing-bench"
@@ -223,21 +222,6 @@ def scrape(url: str) -> dict[str, float]:
 # ---------------------------------------------------------------------------------- the stack
 
 
-def wait_http(url: str, what: str, process: ManagedProcess, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            pass
-        if not process.alive():
-            break
-        time.sleep(0.1)
-    raise SystemExit(f"{what} did not come up:\n{tail(process.log)}")
-
-
 def post(url: str) -> int:
     request = urllib.request.Request(url, b"", method="POST")
     try:
@@ -245,42 +229,6 @@ def post(url: str) -> int:
             return int(response.status)
     except urllib.error.HTTPError as exc:
         return exc.code
-
-
-async def publish_world(nats_url: str, hosts: list[str], port: int) -> None:
-    nc = await nats.connect(nats_url)
-    js = nc.jetstream()
-    await declare_streams(js)
-    server = {
-        "metadata": {"name": "bench", "namespace": NAMESPACE},
-        "spec": {
-            "workloadSelector": {"matchLabels": {"app": "bench"}},
-            "workloadPort": {"port": port},
-            "inferenceEngine": "vLLM",
-            "model": MODEL,
-        },
-    }
-    route = {
-        "metadata": {"name": "bench", "namespace": NAMESPACE},
-        "spec": {"modelName": MODEL, "rules": [{"targetModels": [{"modelServerName": "bench"}]}]},
-    }
-    objects: list[tuple[str, dict[str, Any]]] = [("modelservers", server), ("modelroutes", route)]
-    for i, host in enumerate(hosts):
-        pod = {
-            "metadata": {"name": f"engine-{i}", "namespace": NAMESPACE, "labels": {"app": "bench"}},
-            "status": {
-                "phase": "Running",
-                "podIP": host,
-                "conditions": [{"type": "Ready", "status": "True"}],
-            },
-        }
-        objects.append(("pods", pod))
-    for resource, obj in objects:
-        obj["metadata"]["uid"] = f"{resource}-{obj['metadata']['name']}"
-        obj["metadata"]["resourceVersion"] = str(time.time_ns())
-        event = ObjectEvent.from_object("ADDED", resource, obj)
-        await js.publish(event.subject, event.to_bytes(), headers={MSG_ID_HEADER: event.msg_id})
-    await nc.drain()
 
 
 @dataclass
@@ -350,7 +298,7 @@ def start_stack(args: argparse.Namespace, work: Path, nats_url: str) -> Stack:
         )
         stack.processes.append(runtime)
         wait_http(f"http://{host}:{port}/health", f"engine {i}", engine)
-    asyncio.run(publish_world(nats_url, stack.hosts, port))
+    asyncio.run(publish_fleet(nats_url, NAMESPACE, MODEL, stack.hosts, port))
     return stack
 
 
