@@ -282,7 +282,7 @@ def start_stack(args: argparse.Namespace, work: Path, nats_url: str) -> Stack:
         config = json.dumps({**events, "endpoint": f"tcp://*:{zmq_port}"})
         argv = [
             sys.executable, "-m", "ferry_mock_engine", "--host", host, "--port", str(port),
-            "--served-model-name", MODEL, "--mock-id", f"engine-{i}", "--sim-profile", PROFILE,
+            "--served-model-name", MODEL, "--mock-id", f"engine-{i}", "--sim-profile", args.profile,
             "--time-scale", str(args.time_scale), "--max-num-seqs", str(args.max_num_seqs),
             "--kv-cache-size", str(args.kv_blocks), "--kv-events-config", config,
         ]  # fmt: skip
@@ -364,6 +364,7 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=100.0, help="simulated requests/s (Kthena: 800)")
     parser.add_argument("--concurrency", type=int, default=300, help="max in flight (Kthena: 300)")
     parser.add_argument("--engines", type=int, default=3)
+    parser.add_argument("--profile", default=PROFILE, help="the simulator's model/GPU profile")
     parser.add_argument("--max-num-seqs", type=int, default=256, help="per engine (Kthena: 256)")
     parser.add_argument("--kv-blocks", type=int, default=3700, help="KV blocks of 16 tokens per engine")
     parser.add_argument("--time-scale", type=float, default=4.0, help="wall seconds per simulated second")
@@ -383,7 +384,7 @@ def main() -> None:
             nats_url = nats_server.url
         stack = start_stack(args, work, nats_url)
         print(
-            f"{args.engines} simulated engines ({PROFILE}, max-num-seqs {args.max_num_seqs}, "
+            f"{args.engines} simulated engines ({args.profile}, max-num-seqs {args.max_num_seqs}, "
             f"{args.kv_blocks} KV blocks of 16 tokens each), time scale {args.time_scale:g}; "
             f"{args.groups} groups x {args.per_group} requests, rate {args.rate:g}/s, "
             f"max concurrency {args.concurrency}"

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import aiohttp
+import pytest
 from ferry_mock_engine import MockEngine, config_from_argv
+from ferry_router.scheduler.config import parse_config
 from ferry_router.scheduler.framework import SchedulingContext
 from ferry_router.scheduler.kvcache_aware import TOKENS_KEY, KVCacheAware, tokenize_body
 from ferry_router.state.kv_index import KvIndex
@@ -87,3 +89,32 @@ async def test_plugin_tokenizes_through_the_engine_and_scores_the_prefix_holder(
     finally:
         await plugin.close()
         await engine.stop()
+
+
+async def test_local_tokenizer_gives_the_engines_tokens_without_asking_it() -> None:
+    engine = MockEngine(config_from_argv(["--served-model-name", "m", "--host", "127.0.0.1", "--port", "0"]))
+    await engine.start()
+    plugin = KVCacheAware({"blockSizeToHash": 16, "localTokenizer": "ferry-mock-engine"})
+    unreachable = [endpoint("a", port=1)]  # a /tokenize call would fail: the hashes come from the router
+    chat = {"messages": [{"role": "system", "content": "s" * 300}, {"role": "user", "content": "hi"}]}
+    try:
+        for body in (chat, {"prompt": "p" * 300}):
+            async with (
+                aiohttp.ClientSession() as http,
+                http.post(f"{engine.url}/tokenize", json={"model": "m", **body}) as resp,
+            ):
+                tokens = (await resp.json())["tokens"]
+            prompt = str(body.get("prompt", "rendered by the router, unused for chat"))
+            ctx = SchedulingContext(model="m", upstream_model="m", prompt=prompt, body=body)
+            await plugin.prepare(ctx, unreachable)
+            assert ctx.scratch[TOKENS_KEY] == token_block_hashes(tokens, 16, 128)
+    finally:
+        await plugin.close()
+        await engine.stop()
+
+
+def test_an_unknown_local_tokenizer_is_a_configuration_error() -> None:
+    text = "scheduler:\n  pluginConfig:\n  - {name: kvcache-aware, args: {localTokenizer: gpt2}}\n"
+    known = r"localTokenizer: unknown tokenizer 'gpt2'; known: ferry-mock-engine"
+    with pytest.raises(ValueError, match=known):
+        parse_config(text)

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import json
 import math
-import zlib
 from typing import Any
+
+from ferry_schemas.sim_tokenizer import chat_text, completion_text, token_ids
+
+__all__ = ["BadRequest", "count_tokens", "prompt_hash", "prompt_text", "token_ids"]
 
 
 class BadRequest(ValueError):
@@ -20,25 +22,12 @@ class BadRequest(ValueError):
 
 def prompt_text(path: str, body: dict[str, Any]) -> str:
     """The prompt as one string: chat messages joined (``role: content``), or the completion prompt."""
-    if path.endswith("/chat/completions"):
-        messages = body.get("messages")
-        if not isinstance(messages, list) or not messages:
-            raise BadRequest("'messages' must be a non-empty list")
-        parts: list[str] = []
-        for message in messages:
-            if not isinstance(message, dict):
-                raise BadRequest("each message must be an object")
-            content = message.get("content")
-            if isinstance(content, list):  # content parts: keep the text ones
-                content = " ".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
-            parts.append(f"{message.get('role', 'user')}: {content if content is not None else ''}")
-        return "\n".join(parts)
-    prompt = body.get("prompt")
-    if isinstance(prompt, str):
-        return prompt
-    if isinstance(prompt, list) and prompt:
-        return json.dumps(prompt) if not all(isinstance(p, str) for p in prompt) else "\n".join(prompt)
-    raise BadRequest("'prompt' must be a string or a non-empty list")
+    try:
+        if path.endswith("/chat/completions"):
+            return chat_text(body.get("messages"))
+        return completion_text(body.get("prompt"))
+    except ValueError as exc:
+        raise BadRequest(str(exc)) from None
 
 
 def prompt_hash(prompt: str) -> str:
@@ -49,21 +38,6 @@ def prompt_hash(prompt: str) -> str:
 def count_tokens(text: str) -> int:
     """Crude token estimate, the same rule the router uses: ceil(characters / 4), at least 1."""
     return max(1, math.ceil(len(text) / 4))
-
-
-VOCAB_SIZE = 151_936  # Qwen2's vocabulary size
-
-
-def token_ids(text: str) -> list[int]:
-    """Deterministic token ids, one per 4-character chunk (so ``len`` agrees with :func:`count_tokens`).
-
-    The same text gives the same ids in every engine process (CRC-32 of the chunk), which is what
-    routing on token prefixes needs; CRC-32 keeps a 4,096-token prompt at about a millisecond.
-    """
-    if not text:
-        return [0]
-    crc = zlib.crc32
-    return [crc(text[i : i + 4].encode()) % VOCAB_SIZE for i in range(0, len(text), 4)]
 
 
 def output_token_budget(body: dict[str, Any], default: int) -> int:

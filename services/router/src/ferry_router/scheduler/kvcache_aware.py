@@ -9,6 +9,11 @@ match is a real prefix match). An endpoint holding the first k of n blocks score
 
 Tokenization is asynchronous, so it runs in :meth:`prepare` before the (synchronous) scoring.
 A failed tokenization scores every endpoint 0 and counts ``..._errors_total{stage="tokenize"}``.
+
+Ferry extension: ``localTokenizer: <name>`` tokenizes in the router instead, with no round trip,
+when the router has the engines' own tokenizer (:data:`LOCAL_TOKENIZERS`; today the engine
+simulator's, ``ferry-mock-engine``). Its time is observed in the same tokenize histogram. An
+unknown name is a configuration error (:func:`validate_tokenizer`), not a silent fallback.
 """
 
 from __future__ import annotations
@@ -16,10 +21,11 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import aiohttp
+from ferry_schemas import sim_tokenizer
 from ferry_schemas.kv import token_block_hashes
 from prometheus_client import Counter
 
@@ -60,6 +66,19 @@ UNSUPPORTED_ENGINE = Counter(
 _DEFAULTS = {"blockSizeToHash": 16, "maxBlocksToMatch": 128}
 _ENGINES = ("vllm", "sglang")
 TOKENS_KEY = "kvcache_hashes"
+
+LocalTokenizer = Callable[[dict[str, Any]], list[int]]
+LOCAL_TOKENIZERS: dict[str, LocalTokenizer] = {"ferry-mock-engine": sim_tokenizer.tokenize}
+
+
+def validate_tokenizer(args: dict[str, Any]) -> None:
+    """``ValueError`` naming the field when ``localTokenizer`` names no tokenizer this router has."""
+    name = args.get("localTokenizer")
+    if name is not None and name not in LOCAL_TOKENIZERS:
+        raise ValueError(
+            f"scheduler.pluginConfig[kvcache-aware].args.localTokenizer: unknown tokenizer {name!r}; "
+            f"known: {', '.join(sorted(LOCAL_TOKENIZERS))}"
+        )
 
 
 def _positive(args: dict[str, Any], key: str, default: int) -> int:
@@ -104,6 +123,8 @@ class KVCacheAware:
         self.block_size = _positive(args, "blockSizeToHash", _DEFAULTS["blockSizeToHash"])
         self.max_blocks = _positive(args, "maxBlocksToMatch", _DEFAULTS["maxBlocksToMatch"])
         self.ports = {"vllm": _port(args, "vllmTokenizerPort"), "sglang": _port(args, "sglangTokenizerPort")}
+        validate_tokenizer(args)
+        self.local: LocalTokenizer | None = LOCAL_TOKENIZERS.get(args.get("localTokenizer", ""))
         self.timeout = aiohttp.ClientTimeout(total=5.0)
         self.index = KvIndex()
         self._session: aiohttp.ClientSession | None = None
@@ -132,6 +153,9 @@ class KVCacheAware:
         if TOKENS_KEY in ctx.scratch:
             return
         ctx.scratch[TOKENS_KEY] = []
+        if self.local is not None:
+            self._tokenize_locally(ctx, self.local)
+            return
         tokenizers = self._tokenizers(endpoints)
         if not tokenizers:
             engine = endpoints[0].engine if endpoints else "none"
@@ -158,6 +182,19 @@ class KVCacheAware:
             TOKENIZE_DURATION.labels(ctx.metrics_model).observe(time.perf_counter() - start)
             ctx.scratch[TOKENS_KEY] = token_block_hashes(tokens, self.block_size, self.max_blocks)
             return
+
+    def _tokenize_locally(self, ctx: SchedulingContext, tokenizer: LocalTokenizer) -> None:
+        start = time.perf_counter()
+        messages = ctx.body.get("messages") if ctx.body else None
+        body = {"messages": messages} if isinstance(messages, list) else {"prompt": ctx.prompt}
+        try:
+            tokens = tokenizer(body)
+        except ValueError as exc:
+            ERRORS.labels(ctx.metrics_model, "tokenize").inc()
+            log.warning("local tokenization failed: %r", exc)
+            return
+        TOKENIZE_DURATION.labels(ctx.metrics_model).observe(time.perf_counter() - start)
+        ctx.scratch[TOKENS_KEY] = token_block_hashes(tokens, self.block_size, self.max_blocks)
 
     def score(self, ctx: SchedulingContext, endpoints: Sequence[Endpoint]) -> list[float]:
         hashes: list[int] = ctx.scratch.get(TOKENS_KEY) or []  # type: ignore[assignment]
