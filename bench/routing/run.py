@@ -38,6 +38,7 @@ from ferry_local.binaries import find_binaries
 from ferry_local.natsd import NatsServer
 from ferry_local.processes import ManagedProcess, spawn
 from ferry_local.readiness import free_port
+from ferry_mock_engine.profiles import profile_named
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from bench.fleet import publish_fleet, wait_http  # the repository's root
@@ -45,6 +46,7 @@ from bench.fleet import publish_fleet, wait_http  # the repository's root
 MODEL = "deepseek-r1-distill-qwen-7b"
 NAMESPACE = "routing-bench"
 PROFILE = "deepseek-r1-distill-qwen-7b-h100"
+KTHENA_GROUPS = 256
 WORDS = (
     "cache",
     "block",
@@ -324,14 +326,31 @@ def run_set(stack: Stack, label: str, workload: Workload, args: argparse.Namespa
     return outcome
 
 
-def print_table(workload: Workload, results: dict[str, Outcome], scale: float) -> None:
+def rps(o: Outcome, scale: float) -> float:
+    return o.ok / (o.wall / scale) if o.wall else 0.0
+
+
+def median_run(outcomes: list[Outcome], scale: float) -> Outcome:
+    """The run with the median throughput (the lower middle one for an even count), whole."""
+    return sorted(outcomes, key=lambda o: rps(o, scale))[(len(outcomes) - 1) // 2]
+
+
+def parse_repeats(text: str) -> dict[str, int]:
+    """``long:1,short:3`` -> runs per set for each workload."""
+    repeats: dict[str, int] = {}
+    for item in filter(None, text.split(",")):
+        name, _, count = item.partition(":")
+        if not count.isdigit() or int(count) < 1:
+            raise SystemExit(f"--repeats: expected <workload>:<count >= 1>, got {item!r}")
+        repeats[name] = int(count)
+    return repeats
+
+
+def print_table(workload: Workload, results: dict[str, Outcome], scale: float, repeats: int) -> None:
     base = results.get("Random")
-
-    def rps(o: Outcome) -> float:
-        return o.ok / (o.wall / scale) if o.wall else 0.0
-
+    runs = f", median of {repeats} runs per set" if repeats > 1 else ""
     print(
-        f"\n{workload.name}: {len(workload.requests)} requests, "
+        f"\n{workload.name}: {len(workload.requests)} requests{runs}, "
         f"system prompt {workload.system_tokens} tokens, "
         f"question {workload.question_tokens}, output {workload.output_tokens} (simulated seconds)"
     )
@@ -343,12 +362,13 @@ def print_table(workload: Workload, results: dict[str, Outcome], scale: float) -
     print("-" * len(header))
     for label, o in results.items():
         ttft50, e2e50 = percentile(o.ttft, 50), percentile(o.e2e, 50)
-        ratio = rps(o) / rps(base) if base and rps(base) else float("nan")
+        throughput = rps(o, scale)
+        ratio = throughput / rps(base, scale) if base and rps(base, scale) else float("nan")
         ttft_delta = (ttft50 / percentile(base.ttft, 50) - 1) * 100 if base else float("nan")
         e2e_delta = (e2e50 / percentile(base.e2e, 50) - 1) * 100 if base else float("nan")
         hit = o.hits / o.queries * 100 if o.queries else 0.0
         print(
-            f"{label:<26} | {rps(o):6.2f} {ratio:7.2f}x | {ttft50:7.2f}s {percentile(o.ttft, 99):6.2f}s "
+            f"{label:<26} | {throughput:6.2f} {ratio:7.2f}x | {ttft50:7.2f}s {percentile(o.ttft, 99):6.2f}s "
             f"{ttft_delta:+8.1f}% | {e2e50:6.2f}s {percentile(o.e2e, 99):6.2f}s {e2e_delta:+8.1f}% | "
             f"{hit:8.1f}% | {o.failed:>6}"
         )
@@ -357,8 +377,8 @@ def print_table(workload: Workload, results: dict[str, Outcome], scale: float) -
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--groups", type=int, default=12, help="shared-prefix groups (Kthena: 256)")
-    parser.add_argument("--per-group", type=int, default=32, help="requests per group (Kthena: 32)")
+    parser.add_argument("--groups", type=int, default=32, help="shared-prefix groups (Kthena: 256)")
+    parser.add_argument("--per-group", type=int, default=16, help="requests per group (Kthena: 32)")
     parser.add_argument("--question", type=int, default=128, help="question tokens")
     parser.add_argument("--output", type=int, default=256, help="output tokens")
     parser.add_argument("--rate", type=float, default=100.0, help="simulated requests/s (Kthena: 800)")
@@ -366,12 +386,23 @@ def main() -> None:
     parser.add_argument("--engines", type=int, default=3)
     parser.add_argument("--profile", default=PROFILE, help="the simulator's model/GPU profile")
     parser.add_argument("--max-num-seqs", type=int, default=256, help="per engine (Kthena: 256)")
-    parser.add_argument("--kv-blocks", type=int, default=3700, help="KV blocks of 16 tokens per engine")
+    parser.add_argument(
+        "--kv-blocks",
+        type=int,
+        help="KV blocks of 16 tokens per engine (default: the profile's pool x groups / 256, i.e. "
+        "the fraction of a real engine's cache that Kthena's 256 groups had)",
+    )
     parser.add_argument("--time-scale", type=float, default=4.0, help="wall seconds per simulated second")
     parser.add_argument("--workloads", default="long,short")
     parser.add_argument("--sets", default=",".join(PLUGIN_SETS))
+    parser.add_argument(
+        "--repeats", default="long:1,short:3", help="runs per set, per workload; the median run is shown"
+    )
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
     args = parser.parse_args()
+    repeats = parse_repeats(args.repeats)
+    if args.kv_blocks is None:
+        args.kv_blocks = round(profile_named(args.profile).kv_cache_blocks * args.groups / KTHENA_GROUPS)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop the processes it started
     work = Path(tempfile.mkdtemp(prefix="ferry-routing-bench-"))
     nats_server = None
@@ -392,12 +423,15 @@ def main() -> None:
         sizes = {"long": 4096, "short": 256}
         for name in args.workloads.split(","):
             workload = generate(name, args.groups, args.per_group, sizes[name], args.question, args.output)
-            results: dict[str, Outcome] = {}
-            for label in args.sets.split(","):
-                started = time.monotonic()
-                results[label] = run_set(stack, label, workload, args)
-                print(f"  {name} / {label}: {time.monotonic() - started:.0f}s wall", file=sys.stderr)
-            print_table(workload, results, args.time_scale)
+            runs: dict[str, list[Outcome]] = {label: [] for label in args.sets.split(",")}
+            for round_ in range(repeats.get(name, 1)):  # round-robin: machine load drifts over all sets
+                for label in runs:
+                    started = time.monotonic()
+                    runs[label].append(run_set(stack, label, workload, args))
+                    wall = time.monotonic() - started
+                    print(f"  {name} / {label} / run {round_ + 1}: {wall:.0f}s wall", file=sys.stderr)
+            results = {label: median_run(outcomes, args.time_scale) for label, outcomes in runs.items()}
+            print_table(workload, results, args.time_scale, repeats.get(name, 1))
     finally:
         if stack is not None:
             for process in reversed(stack.processes):
