@@ -238,3 +238,42 @@ async def test_pods_a_model_server_selects_are_published_and_the_rest_are_not(
     metrics = watchers["watcher"].metrics()
     assert 'ferry_watcher_events_filtered_total{resource="pods"}' in metrics
     assert "ferry_watcher_pod_reselects_total" in metrics
+
+
+async def test_providers_and_only_labelled_credentials_are_published_without_annotations(
+    kube, watchers: ServiceSet, nc: Client, namespace: str
+) -> None:
+    """ExternalModelProviders go on the bus; of the Secrets only those labelled as provider
+    credentials do, with their data but not kubectl's plaintext last-applied annotation."""
+    provider = {
+        "apiVersion": "networking.serving.volcano.sh/v1alpha1", "kind": "ExternalModelProvider",
+        "metadata": {"name": "ext", "namespace": namespace},
+        "spec": {"baseURL": "https://api.example.com/v1",
+                 "auth": {"secretRef": {"name": "key", "key": "apiKey"}}},
+    }  # fmt: skip
+
+    def secret(name: str, labels: dict[str, str]) -> str:
+        return json.dumps({
+            "apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": name, "namespace": namespace, "labels": labels},
+            "stringData": {"apiKey": "sk-123"},
+        })  # fmt: skip
+
+    label = "networking.serving.volcano.sh/external-model-provider-credential"
+    kube.kubectl_run("apply", "-f", "-", input=json.dumps(provider))
+    kube.kubectl_run("apply", "-f", "-", input=secret("key", {label: "true"}))
+    kube.kubectl_run("apply", "-f", "-", input=secret("unrelated", {}))
+    watchers.start(["watcher"])
+    published, _ = await wait_event(nc, object_subject("externalmodelproviders", namespace, "ext"), "LIVE")
+    assert published.object is not None
+    assert published.object["spec"]["providerType"] == "OpenAI"  # the CRD default
+    credential, _ = await wait_event(nc, object_subject("secrets", namespace, "key"), "LIVE")
+    assert credential.object is not None
+    assert credential.object["data"] == {"apiKey": "c2stMTIz"}
+    assert "annotations" not in credential.object["metadata"]
+    assert "sk-123" not in json.dumps(credential.object)
+
+    # unlabelled: never published; the label removed: a tombstone
+    kube.kubectl_run("label", "secret", "key", "-n", namespace, f"{label}-")
+    await wait_event(nc, object_subject("secrets", namespace, "key"), "DELETED")
+    assert await last_event(nc, object_subject("secrets", namespace, "unrelated")) is None

@@ -1,5 +1,7 @@
 from ferry_schemas.labels import MS_NAME
+from ferry_schemas.models.provider import CREDENTIAL_LABEL
 from ferry_watcher.backoff import Backoff
+from ferry_watcher.credentials import CredentialInformer
 from ferry_watcher.resources import WATCHED
 from ferry_watcher.snapshot import StoredEntry
 
@@ -15,10 +17,12 @@ def test_paths_cover_every_kind_and_namespace_restriction() -> None:
     assert paths["leaderworkersets"].path("a") == lws
     assert set(paths) == {
         "modelboosters", "modelservings", "autoscalingpolicies", "autoscalingpolicybindings",
-        "modelservers", "modelroutes", "podgroups", "pods", "leaderworkersets",
+        "modelservers", "modelroutes", "externalmodelproviders", "podgroups", "pods", "leaderworkersets",
+        "secrets",  # only provider credentials (label selector)
         "services", "controllerrevisions",  # what the applier writes besides Ferry's kinds
     }  # fmt: skip
     assert paths["services"].label_selector == paths["controllerrevisions"].label_selector == MS_NAME
+    assert paths["secrets"].label_selector == f"{CREDENTIAL_LABEL}=true"
     assert paths["controllerrevisions"].path("a") == "/apis/apps/v1/namespaces/a/controllerrevisions"
 
 
@@ -35,3 +39,22 @@ def test_backoff_grows_to_the_cap_and_resets() -> None:
 def test_stored_entry_recognises_tombstones() -> None:
     assert StoredEntry("s", "uid/12/DELETED").tombstone
     assert not StoredEntry("s", "uid/12/LIVE").tombstone
+
+
+def test_credentials_are_published_with_data_and_without_annotations() -> None:
+    secret = {
+        "metadata": {
+            "name": "key", "namespace": "a", "uid": "u", "resourceVersion": "7",
+            "labels": {CREDENTIAL_LABEL: "true"},
+            "annotations": {"kubectl.kubernetes.io/last-applied-configuration": "{...sk-123...}"},
+            "managedFields": [{"manager": "kubectl"}],
+        },
+        "type": "Opaque",
+        "data": {"apiKey": "c2stMTIz"},
+    }  # fmt: skip
+    slim = CredentialInformer.slim(None, secret)  # type: ignore[arg-type]
+    assert slim == {
+        "apiVersion": "v1", "kind": "Secret", "type": "Opaque", "data": {"apiKey": "c2stMTIz"},
+        "metadata": {"name": "key", "namespace": "a", "uid": "u", "resourceVersion": "7",
+                     "labels": {CREDENTIAL_LABEL: "true"}},
+    }  # fmt: skip

@@ -59,6 +59,7 @@ class Resource(StrEnum):
     MODEL_SERVINGS = "modelservings"
     MODEL_SERVERS = "modelservers"
     MODEL_ROUTES = "modelroutes"
+    EXTERNAL_MODEL_PROVIDERS = "externalmodelproviders"
     AUTOSCALING_POLICIES = "autoscalingpolicies"
     AUTOSCALING_POLICY_BINDINGS = "autoscalingpolicybindings"
     POD_GROUPS = "podgroups"
@@ -67,6 +68,8 @@ class Resource(StrEnum):
     LEADER_WORKER_SETS = "leaderworkersets"
     """``leaderworkerset.x-k8s.io/v1``: served as ModelServings when the API server has the kind."""
     CONTROLLER_REVISIONS = "controllerrevisions"
+    CREDENTIALS = "secrets"
+    """Only Secrets labelled as ExternalModelProvider credentials, slimmed to their data (no annotations)."""
     # Gateway API and Gateway API Inference Extension (published only in gateway mode)
     GATEWAY_CLASSES = "gatewayclasses"
     GATEWAYS = "gateways"

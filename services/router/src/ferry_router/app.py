@@ -13,7 +13,7 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import orjson
@@ -26,11 +26,13 @@ from ferry_router import errors
 from ferry_router.admission import AdmissionQueue
 from ferry_router.auth import AUTH_FAILURES, AuthError, JWTAuthenticator
 from ferry_router.cold_start import ColdStartHold
+from ferry_router.external import ExternalProxy
 from ferry_router.fairness import Fairness
-from ferry_router.matching import Match, match_route
+from ferry_router.matching import Match, fallback_order, match_route
 from ferry_router.observability import (
     ACTIVE,
     RATE_LIMITED,
+    TARGET_FALLBACKS,
     AccessLog,
     RequestRecord,
     Tracing,
@@ -59,7 +61,7 @@ from ferry_router.scheduler.kvcache_aware import KVCacheAware
 from ferry_router.scheduler.prefix_cache import PrefixCache
 from ferry_router.served import engine_model
 from ferry_router.session_boost import SessionBoost
-from ferry_router.state.resources import Route, Server
+from ferry_router.state.resources import Route, Server, Target
 from ferry_router.state.table import Endpoint, RoutingTable
 
 log = logging.getLogger(__name__)
@@ -160,6 +162,7 @@ class Router:
         if fairness is not None or session_boost is not None:
             table.route_listeners.append(self._forget_queue)
         self.cold_start = cold_start
+        self.external = ExternalProxy(table.providers, client)
         table.route_listeners.append(limiter.on_route)
         for plugin, _ in scheduler.scorers:
             if isinstance(plugin, PrefixCache | KVCacheAware):
@@ -345,12 +348,8 @@ class Router:
             if fallback is not None:
                 return await fallback()
             raise errors.unknown_model(model)
+        match = self._serviceable(match)
         record.model_route = match.route.key
-        if match.target.server is None:
-            raise errors.not_supported(
-                f"route {match.route.key} targets external model provider {match.target.provider!r}, "
-                "which this router does not support"
-            )
         try:
             await self.limiter.admit(match.route.key, model, record.input_tokens)
         except errors.RateLimited as exc:
@@ -363,7 +362,7 @@ class Router:
             fair = self.fairness.queue(model)
             await fair.admit(record.user, lambda: client_gone(request))
             queue = fair
-        elif self.session_boost is not None:
+        elif self.session_boost is not None and match.target.server is not None:
             session = request.headers.get(self.session_boost.settings.header, "")
             boost = self.session_boost.queue(model)
             server_key = match.server_key or ""
@@ -380,6 +379,30 @@ class Router:
             await self.session_boost.completed(session)
         return response
 
+    def _serviceable(self, match: Match) -> Match:
+        """``match`` if its target can serve now, else the first of the rule's other targets that
+        can (weighted order): an in-cluster ModelServer without ready endpoints falls over to an
+        external provider and the other way round. When none can, ``match`` (and its error)."""
+        if len(match.rule.targets) == 1 or self._can_serve(match.namespace, match.target):
+            return match
+        for target in fallback_order(match.rule, match.target):
+            if self._can_serve(match.namespace, target):
+                TARGET_FALLBACKS.labels(match.route.key).inc()
+                return replace(match, target=target)
+        return match
+
+    def _can_serve(self, namespace: str, target: Target) -> bool:
+        if target.provider is not None:
+            return self.table.providers.ready(namespace, target.provider)
+        key = f"{namespace}/{target.server}"
+        server = self.table.servers.get(key)
+        if server is None:
+            return False
+        if server.pd_group is not None:
+            sets = self.table.pd.get(key)
+            return sets is not None and bool(sets.decode)
+        return bool(self.table.server_endpoints(key))
+
     async def _serve_route(
         self,
         request: web.Request,
@@ -389,6 +412,21 @@ class Router:
         prompt: str,
         match: Match,
     ) -> web.StreamResponse:
+        route_key = match.route.key
+
+        async def on_usage(prompt_tokens: int, completion_tokens: int) -> None:
+            record.output_tokens = completion_tokens
+            await self.limiter.record_output(route_key, completion_tokens)
+            if self.fairness is not None:
+                await self.fairness.record(record.user, model, prompt_tokens, completion_tokens)
+
+        if match.target.provider is not None:
+            record.t_processed = record.t_upstream_start = time.perf_counter()
+            try:
+                key = f"{match.namespace}/{match.target.provider}"
+                return await self.external.serve(request, record, body, key, on_usage)
+            finally:
+                record.t_upstream_end = time.perf_counter()
         server_key = match.server_key
         server = self.table.servers.get(server_key)
         if server is None:
@@ -406,14 +444,6 @@ class Router:
             metrics_model=record.metrics_model,
             body=body,
         )
-        route_key = match.route.key
-
-        async def on_usage(prompt_tokens: int, completion_tokens: int) -> None:
-            record.output_tokens = completion_tokens
-            await self.limiter.record_output(route_key, completion_tokens)
-            if self.fairness is not None:
-                await self.fairness.record(record.user, model, prompt_tokens, completion_tokens)
-
         return await self.dispatch(
             request,
             record,

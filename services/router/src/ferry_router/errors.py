@@ -177,3 +177,33 @@ def upstream_timeout(detail: str) -> RouterError:
 
 def not_supported(detail: str) -> RouterError:
     return RouterError(501, detail, type="server_error", code="not_implemented", reason="route_not_found")
+
+
+def provider_missing(key: str) -> RouterError:
+    return RouterError(
+        404,
+        f"external model provider {key} not found",
+        type="invalid_request_error",
+        code="provider_not_found",
+        reason="provider_discovery",
+    )
+
+
+def provider_not_ready(key: str) -> RouterError:
+    return RouterError(
+        503,
+        f"external provider {key} is not ready",
+        type="server_error",
+        code="provider_not_ready",
+        reason="provider_config",
+    )
+
+
+def provider_path(provider_type: str, path: str) -> RouterError:
+    return RouterError(
+        400,
+        f"path {path} is not supported by {provider_type} providers",
+        type="invalid_request_error",
+        code="unsupported_path",
+        reason="provider_request_build",
+    )

@@ -75,3 +75,11 @@ def match_route(
             if target is not None:
                 return Match(route=route, rule=rule, target=target, is_lora=is_lora)
     return None
+
+
+def fallback_order(rule: Rule, chosen: Target, rng: random.Random | None = None) -> list[Target]:
+    """The rule's other targets with weight > 0, in a weighted random order (without replacement):
+    where a request goes when ``chosen`` cannot serve it."""
+    draw = (rng or random).random
+    others = [t for t in rule.targets if t is not chosen and t.weight > 0]
+    return sorted(others, key=lambda t: draw() ** (1.0 / t.weight), reverse=True)

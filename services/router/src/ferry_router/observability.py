@@ -71,6 +71,12 @@ ACTIVE_UPSTREAM = Gauge(
     "Upstream requests in flight.",
     ["model_server", "model_route", "backend_type", "backend_name", "upstream_model"],
 )
+TARGET_FALLBACKS = Counter(
+    "ferry_router_target_fallbacks_total",
+    "Requests sent to another target of the matched rule because the drawn one could not serve "
+    "(a ModelServer without ready endpoints, an ExternalModelProvider missing or without its credential).",
+    ["route"],
+)
 STREAM_ERRORS = Counter(
     "ferry_router_upstream_stream_errors_total",
     "Upstream bodies cut after the answer began: idle_timeout (nothing for FERRY_ROUTER_IDLE_TIMEOUT), "
@@ -169,6 +175,7 @@ class RequestRecord:
     metrics_model: str = "unknown"
     model_route: str = ""
     model_server: str = ""
+    external_provider: str = ""  # namespace/name when an ExternalModelProvider served
     selected_pod: str = ""
     upstream_model: str = ""
     upstream_status: int = 0
@@ -184,10 +191,11 @@ class RequestRecord:
     t_upstream_end: float | None = None
 
     def labels(self) -> tuple[str, str, str, str]:
-        backend = self.model_server
+        backend = self.model_server or self.external_provider
+        kind = "model_server" if self.model_server else "external_provider"
         return (
             self.model_route or "none",
-            "model_server" if backend else "unresolved",
+            kind if backend else "unresolved",
             backend or "none",
             self.upstream_model or "none",
         )

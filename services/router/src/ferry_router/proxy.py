@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -69,6 +70,7 @@ class UpstreamSettings:
     max_connections: int = 4096  # 0 = no limit
     max_per_host: int = 1024
     keepalive: float = 60.0
+    verify_tls: bool = True  # False: an ExternalModelProvider with insecureSkipVerify
 
 
 class UpstreamClient:
@@ -85,6 +87,7 @@ class UpstreamClient:
             max_connections=s.max_connections,
             max_per_host=s.max_per_host,
             keepalive=s.keepalive,
+            ssl_context=None if s.verify_tls else unverified_tls(),
         )
 
     async def close(self) -> None:
@@ -110,6 +113,14 @@ class UpstreamClient:
             raise UpstreamError(f"{url}: no response within the timeout", timeout=True) from exc
         except OSError as exc:
             raise UpstreamError(f"{url}: {exc.__class__.__name__}: {exc}") from exc
+
+
+def unverified_tls() -> ssl.SSLContext:
+    """TLS without certificate-chain or hostname checks (``insecureSkipVerify``; still TLS)."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
 
 
 def upstream_headers(headers: CIMultiDictProxy[str], request_id: str) -> CIMultiDict[str]:

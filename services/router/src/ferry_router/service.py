@@ -192,6 +192,8 @@ class RouterService:
         if self.authenticator is not None:
             await self.authenticator.stop()
         await self.client.close()
+        if self.router is not None:
+            await self.router.external.close()
         if self.probes is not None:
             await self.probes.stop()
         if self.nc is not None:

@@ -106,7 +106,7 @@ class Informer:
             self._known = {s: e.msg_id for s, e in stored.items() if not e.tombstone}
             self._seeded = True
         items, resource_version = await list_objects(self._api, path, self.watched.label_selector)
-        fresh = {self._subject(obj): obj for obj in items if self.wants(obj)}
+        fresh = {self._subject(obj): self.slim(obj) for obj in items if self.wants(obj)}
         if len(fresh) < len(items):
             EVENTS_FILTERED.labels(self.resource).inc(len(items) - len(fresh))
         for subject in sorted(self._known.keys() - fresh.keys()):
@@ -130,7 +130,7 @@ class Informer:
             self._api, path, self.watched.label_selector, resource_version, self._watch_timeout
         ):
             kind = raw.get("type")
-            obj: JSON = raw.get("object") or {}
+            obj: JSON = self.slim(raw.get("object") or {})
             new_rv = str((obj.get("metadata") or {}).get("resourceVersion") or "")
             if kind == "BOOKMARK":
                 resource_version = new_rv or resource_version
@@ -161,6 +161,10 @@ class Informer:
     def wants(self, obj: JSON) -> bool:
         """Whether ``obj`` belongs on the stream (every object, unless a subclass filters)."""
         return True
+
+    def slim(self, obj: JSON) -> JSON:
+        """What of ``obj`` goes on the stream (all of it, unless a subclass trims it)."""
+        return obj
 
     def _remember(self, event: ObjectEvent) -> None:
         self._known[event.subject] = event.msg_id

@@ -14,6 +14,7 @@ from ferry_schemas.labels import (
     NETWORKING_GROUP,
     WORKLOAD_GROUP,
 )
+from ferry_schemas.models.provider import CREDENTIAL_LABEL
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,10 @@ WATCHED: tuple[WatchedResource, ...] = (
     WatchedResource(Resource.AUTOSCALING_POLICY_BINDINGS, WORKLOAD_GROUP, "v1alpha1"),
     WatchedResource(Resource.MODEL_SERVERS, NETWORKING_GROUP, "v1alpha1"),
     WatchedResource(Resource.MODEL_ROUTES, NETWORKING_GROUP, "v1alpha1"),
+    WatchedResource(Resource.EXTERNAL_MODEL_PROVIDERS, NETWORKING_GROUP, "v1alpha1"),
+    # only the Secrets their owners labelled as provider credentials (Kthena caches no others);
+    # ferry_watcher.credentials publishes them without annotations (kubectl's last-applied copy)
+    WatchedResource(Resource.CREDENTIALS, "", "v1", label_selector=f"{CREDENTIAL_LABEL}=true"),
     WatchedResource(Resource.POD_GROUPS, "scheduling.volcano.sh", "v1beta1"),
     # only where the LeaderWorkerSet CRD is installed (404 otherwise: nothing to publish)
     WatchedResource(Resource.LEADER_WORKER_SETS, LWS_GROUP, LWS_VERSION),

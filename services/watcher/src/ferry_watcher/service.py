@@ -21,6 +21,7 @@ from nats.aio.client import Client
 from nats.js import JetStreamContext
 
 from ferry_watcher.backoff import Backoff
+from ferry_watcher.credentials import CredentialInformer
 from ferry_watcher.informer import Informer
 from ferry_watcher.pods import PodInformer, PodSelection
 from ferry_watcher.publisher import EventPublisher
@@ -76,7 +77,8 @@ async def run(settings: WatcherSettings, stop: asyncio.Event) -> None:
             )  # fmt: skip
         else:
             observer = observers.get(watched.resource)
-            informers[watched.resource] = Informer(
+            informer_type = CredentialInformer if watched.resource == Resource.CREDENTIALS else Informer
+            informers[watched.resource] = informer_type(
                 api, js, publisher, watched, backoff=backoff, observer=observer, **common
             )
 

@@ -15,6 +15,7 @@ from ferry_schemas.models import (
     KINDS,
     AutoscalingPolicy,
     AutoscalingPolicyBinding,
+    ExternalModelProvider,
     KubeObject,
     ModelBooster,
     ModelRoute,
@@ -95,6 +96,9 @@ KIND_INFO: dict[type[KubeObject], KindInfo] = {
         ],
     ),
     ModelRoute: KindInfo("ModelRoute maps a requested model name to ModelServers, by rules and weights."),
+    ExternalModelProvider: KindInfo(
+        "ExternalModelProvider is an OpenAI- or Anthropic-compatible third-party API a ModelRoute can target."
+    ),
     AutoscalingPolicy: KindInfo(
         "AutoscalingPolicy says how a ModelServing (or its roles) is scaled by metrics."
     ),

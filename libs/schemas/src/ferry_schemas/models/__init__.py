@@ -37,6 +37,7 @@ from .booster import (
 )
 from .meta import Condition, KubeModel, KubeObject, ObjectMeta, OwnerReference
 from .podgroup import PodGroup, PodGroupSpec, PodGroupStatus, SubGroupPolicy
+from .provider import ExternalModelProvider, ExternalModelProviderSpec, ExternalModelProviderStatus
 from .route import (
     BodyMatch,
     ModelMatch,
@@ -68,6 +69,7 @@ KINDS: tuple[type[KubeObject], ...] = (
     ModelServing,
     ModelServer,
     ModelRoute,
+    ExternalModelProvider,
     AutoscalingPolicy,
     AutoscalingPolicyBinding,
     PodGroup,
@@ -98,6 +100,9 @@ __all__ = [
     "BoosterAutoscalingPolicy",
     "Condition",
     "DisaggregatedTarget",
+    "ExternalModelProvider",
+    "ExternalModelProviderSpec",
+    "ExternalModelProviderStatus",
     "GangPolicy",
     "HeterogeneousParam",
     "HeterogeneousTarget",

@@ -33,7 +33,13 @@ BAD_EVENTS = Counter(
     "ferry_router_bus_bad_events_total", "Bus messages that could not be decoded.", ["resource"]
 )
 
-FED_RESOURCES = (Resource.MODEL_ROUTES, Resource.MODEL_SERVERS, Resource.PODS)
+FED_RESOURCES = (
+    Resource.MODEL_ROUTES,
+    Resource.MODEL_SERVERS,
+    Resource.PODS,
+    Resource.EXTERNAL_MODEL_PROVIDERS,
+    Resource.CREDENTIALS,
+)
 Applier = Callable[[str, dict[str, object] | None], None]
 
 
@@ -57,6 +63,8 @@ class BusFeed:
             Resource.MODEL_ROUTES: table.apply_route,
             Resource.MODEL_SERVERS: table.apply_server,
             Resource.PODS: table.apply_pod,
+            Resource.EXTERNAL_MODEL_PROVIDERS: table.providers.apply_provider,
+            Resource.CREDENTIALS: table.providers.apply_credential,
             **(extra or {}),
         }
         self._synced: dict[str, asyncio.Event] = {str(r): asyncio.Event() for r in self._appliers}

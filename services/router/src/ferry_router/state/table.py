@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from ferry_schemas.selection import SelectorIndex
 
+from ferry_router.state.providers import ProviderTable
 from ferry_router.state.resources import Pod, Route, Server, parse_pod, parse_route, parse_server
 
 log = logging.getLogger(__name__)
@@ -95,6 +96,7 @@ class RoutingTable:
         self.members: dict[str, dict[str, Endpoint]] = {}  # server key -> pod key -> endpoint
         self.pd: dict[str, PDSets] = {}  # server key -> PD sets
         self.invalid: dict[str, str] = {}  # object key -> why it was refused
+        self.providers = ProviderTable()  # ExternalModelProviders and their credentials
         self.route_listeners: list[RouteListener] = []
         self.endpoint_added: list[EndpointListener] = []
         self.endpoint_removed: list[EndpointListener] = []
