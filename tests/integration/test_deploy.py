@@ -344,7 +344,12 @@ def test_service_accounts_get_least_privilege(kube: KubeEnv, rendered: str, ferr
         assert can("watcher", "list", "pods")
         assert can("watcher", "watch", "podgroups.scheduling.volcano.sh")
         assert not can("watcher", "create", "pods")
-        assert not can("watcher", "list", "secrets")
+        # provider credentials: list/watch only (the watcher asks with the credential label selector
+        # and publishes data without annotations), never a named get, never a write
+        assert can("watcher", "watch", "secrets")
+        assert not can("watcher", "get", "secrets")
+        assert not can("watcher", "update", "secrets")
+        assert can("watcher", "watch", "externalmodelproviders.networking.serving.volcano.sh")
         assert can("applier", "create", "pods")
         assert can("applier", "patch", "modelservings.workload.serving.volcano.sh")
         assert can("applier", "delete", "services")
@@ -361,6 +366,7 @@ def test_service_accounts_get_least_privilege(kube: KubeEnv, rendered: str, ferr
         assert not can("autoscaler", "list", "pods")
         for service in ("converter", "router"):
             assert not can(service, "list", "pods")
+            assert not can(service, "list", "secrets")
             assert not can(service, "get", "modelroutes.networking.serving.volcano.sh")
     finally:
         kube.kubectl_run("delete", "-f", "-", "--wait=false", "--ignore-not-found", input=text, check=False)
