@@ -96,6 +96,15 @@ BASES: dict[str, dict[str, Any]] = {
             "rules": [{"name": "default", "targetModels": [{"modelServerName": "qwen"}]}],
         },
     },
+    "ExternalModelProvider": {
+        "apiVersion": NETWORKING,
+        "kind": "ExternalModelProvider",
+        "metadata": {"name": "bad-provider"},
+        "spec": {
+            "baseURL": "https://api.deepseek.com",
+            "auth": {"secretRef": {"name": "deepseek", "key": "apiKey"}},
+        },
+    },
     "AutoscalingPolicy": {
         "apiVersion": WORKLOAD,
         "kind": "AutoscalingPolicy",
@@ -128,6 +137,7 @@ PLURALS = {
     "ModelServing": "modelservings.workload.serving.volcano.sh",
     "ModelServer": "modelservers.networking.serving.volcano.sh",
     "ModelRoute": "modelroutes.networking.serving.volcano.sh",
+    "ExternalModelProvider": "externalmodelproviders.networking.serving.volcano.sh",
     "AutoscalingPolicy": "autoscalingpolicies.workload.serving.volcano.sh",
     "AutoscalingPolicyBinding": "autoscalingpolicybindings.workload.serving.volcano.sh",
     "PodGroup": "podgroups.scheduling.volcano.sh",
@@ -993,6 +1003,67 @@ CASES: tuple[InvalidCase, ...] = (
         "AutoscalingPolicyBinding",
         {"spec": {"policyRef": None}},
         ("spec.policyRef", "Required value"),
+    ),
+    # ------------------------------------------------------------ ExternalModelProvider (spec §1.4)
+    InvalidCase(
+        "emp-plain-http",
+        "ExternalModelProvider",
+        {"spec": {"baseURL": "http://api.deepseek.com"}},
+        ("spec.baseURL", "should match '^https://.+'"),
+    ),
+    InvalidCase(
+        "emp-userinfo",
+        "ExternalModelProvider",
+        {"spec": {"baseURL": "https://user:pw@api.deepseek.com"}},
+        ("spec.baseURL", "without userinfo, query or fragment"),
+    ),
+    InvalidCase(
+        "emp-query",
+        "ExternalModelProvider",
+        {"spec": {"baseURL": "https://api.deepseek.com/v1?x=1"}},
+        ("spec.baseURL", "without userinfo, query or fragment"),
+    ),
+    InvalidCase(
+        "emp-provider-type",
+        "ExternalModelProvider",
+        {"spec": {"providerType": "Gemini"}},
+        ("spec.providerType", "Unsupported value"),
+    ),
+    InvalidCase(
+        "emp-auth-scheme",
+        "ExternalModelProvider",
+        {"spec": {"auth": {"scheme": "Basic"}}},
+        ("spec.auth.scheme", "Unsupported value"),
+    ),
+    InvalidCase(
+        "emp-optional-secret",
+        "ExternalModelProvider",
+        {"spec": {"auth": {"secretRef": {"optional": True}}}},
+        ("spec.auth", "secretRef.optional must be false or unset"),
+    ),
+    InvalidCase(
+        "emp-secret-name-empty",
+        "ExternalModelProvider",
+        {"spec": {"auth": {"secretRef": {"name": ""}}}},
+        ("spec.auth.secretRef.name", "secretRef.name is required"),
+    ),
+    InvalidCase(
+        "emp-reserved-header",
+        "ExternalModelProvider",
+        {"spec": {"headers": {"Authorization": "Bearer leaked"}}},
+        ("spec.headers", "credential and hop-by-hop headers are reserved"),
+    ),
+    InvalidCase(
+        "emp-header-name",
+        "ExternalModelProvider",
+        {"spec": {"headers": {"bad header": "x"}}},
+        ("spec.headers", "every name must be a valid HTTP header name"),
+    ),
+    InvalidCase(
+        "emp-header-newline",
+        "ExternalModelProvider",
+        {"spec": {"headers": {"X-Tenant": "a\r\nX-Injected: 1"}}},
+        ("spec.headers", "values must not contain CR or LF"),
     ),
     InvalidCase(
         "pg-min-member-negative",
