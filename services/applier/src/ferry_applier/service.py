@@ -227,6 +227,9 @@ class Applier:
         if owner is None:
             MESSAGES.labels(self.objects_durable, "unowned").inc()
             return
+        if self._own_write(owner, event):
+            MESSAGES.labels(self.objects_durable, "own-write").inc()
+            return  # the echo of this replica's own last write: nothing drifted
         assert self.view is not None
         if not await self.view.wait_for(event.resource, msg.metadata.sequence.stream):
             log.warning("the view lags behind %s; reconciling from what it holds", msg.subject)
@@ -316,6 +319,21 @@ class Applier:
             MESSAGES.labels(self.desired_durable, "ok" if ok else "failed").inc()
             if self.events is not None:
                 record_events(self.events, outcome.result)
+
+    def _own_write(self, owner: OwnerRef, event: ObjectEvent) -> bool:
+        """Whether ``event`` only echoes a write of the owner's last reconcile here (the object as
+        this replica wrote it, or the deletion it made): re-queueing the owner would change nothing."""
+        for written in self._written.get(owner, ()):
+            if (written.resource, written.namespace, written.name) != (
+                event.resource,
+                event.namespace,
+                event.name,
+            ):
+                continue
+            if event.deleted:
+                return bool(written.deleted_uid) and written.deleted_uid == event.uid
+            return written.resource_version > 0 and str(written.resource_version) == event.resource_version
+        return False
 
     def _caught_up(self, key: OwnerRef) -> bool:
         """Whether the view shows every write of the owner's previous reconcile."""
