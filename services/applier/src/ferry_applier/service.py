@@ -113,6 +113,8 @@ class Applier:
         self._written: dict[OwnerRef, list[Written]] = {}
         """What each owner's last reconcile wrote: the next one waits until the view shows it."""
         self._stopping = asyncio.Event()
+        self.resynced = asyncio.Event()
+        """Set once the start-up resync queued every owner of the FERRY_DESIRED snapshot."""
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -258,6 +260,7 @@ class Applier:
             try:
                 count = await self.resync()
                 log.info("start-up resync queued %d owners", count)
+                self.resynced.set()
                 return
             except asyncio.CancelledError:
                 raise

@@ -154,6 +154,8 @@ class WorkQueue(Generic[K]):
         if not state.queued:
             state.queued = True
             state.context = context
+        elif state.context is None:
+            state.context = context  # a queued reconcile without a trace (resync) joins this one
         if state.task is None and state.timer is None and not self._closed:
             state.task = asyncio.create_task(self._drain(key, state), name=f"{self.name}:{key}")
         return state
