@@ -26,6 +26,7 @@ from ferry_applier.lease import LEASES_BUCKET, LeaseBusy, OwnerLeases
 from ferry_applier.metrics import MESSAGES
 from ferry_applier.service import Applier
 from ferry_applier.settings import ApplierSettings
+from ferry_local.identities import identities_for
 from ferry_schemas import labels as L
 from ferry_schemas.bus import (
     DEAD_LETTER_STREAM,
@@ -182,7 +183,7 @@ async def harness(
         backoff=0.2,
         backoff_max=2.0,
     )
-    api = await load_api_client(str(kube.kubeconfig))
+    api = await load_api_client(str(identities_for(kube.kubeconfig)["applier"]))
     kube_client = KubeClient(api, timeout=20.0)
     applier = Applier(settings, kube_client)
     await applier.start()
@@ -596,7 +597,7 @@ async def test_bad_input_is_dead_lettered_and_an_unreachable_api_server_is_retri
 
     # an applier whose API server is unreachable: retried with back-off, kept in progress (never
     # redelivered, never dead-lettered), and applied once the API server answers again
-    api = await load_api_client(str(kube.kubeconfig))
+    api = await load_api_client(str(identities_for(kube.kubeconfig)["applier"]))
     real_host = api.configuration.host
     api.configuration.host = "https://127.0.0.1:9"
     settings = ApplierSettings(

@@ -11,15 +11,15 @@ import re
 import shutil
 import subprocess
 import sys
-import time
 import tomllib
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from ferry_local.identities import identities_for
+from ferry_local.identities import services as identity_services
 from ferry_local.paths import repo_root
 
 from tests.conftest import KubeEnv
@@ -239,33 +239,17 @@ def documents(text: str) -> list[dict[str, Any]]:
     return [d for d in yaml.safe_load_all(text) if d]
 
 
-def namespace_phase(kube: KubeEnv) -> str | None:
-    done = kube.kubectl_run("get", "namespace", NAMESPACE, "-o", "jsonpath={.status.phase}", check=False)
-    return done.stdout.strip() if done.returncode == 0 else None
-
-
 @pytest.fixture(scope="module")
-def ferry_namespace(kube: KubeEnv, rendered: str) -> Iterator[bool]:
-    """Create the Namespace from the manifests (a dry run cannot create namespaced objects in a
-    namespace that does not exist); remove it afterwards unless it was there before. Yields whether
-    this module created it."""
-    deadline = time.monotonic() + 120
-    while (phase := namespace_phase(kube)) == "Terminating" and time.monotonic() < deadline:
-        time.sleep(1)  # left over from an earlier run: let the namespace controller finish
-    existed = phase is not None
-    namespace_doc = next(d for d in documents(rendered) if d["kind"] == "Namespace")
-    if not existed:
-        kube.kubectl_run("apply", "-f", "-", input=yaml.safe_dump(namespace_doc))
-    try:
-        yield not existed
-    finally:
-        if not existed:
-            kube.kubectl_run("delete", "namespace", NAMESPACE, "--timeout=120s", check=False, timeout=150)
+def ferry_namespace(kube: KubeEnv) -> None:
+    """The ``ferry-system`` namespace and the services' RBAC, applied from ``deploy/base`` as the local
+    stack does (a dry run cannot create namespaced objects in a namespace that does not exist). Kept:
+    the services' identities in this test session live there."""
+    identities_for(kube.kubeconfig)
 
 
 @pytest.mark.integration
 def test_kustomize_output_is_accepted_by_a_server_side_dry_run(
-    kube: KubeEnv, rendered: str, ferry_namespace: bool
+    kube: KubeEnv, rendered: str, ferry_namespace: None
 ) -> None:
     docs = documents(rendered)
     kinds = {d["kind"] for d in docs}
@@ -322,51 +306,107 @@ def test_every_service_deployment_is_production_shaped(rendered: str) -> None:
     assert "ferry-router" in services
 
 
+Rule = tuple[str, str, str]
+"""(apiGroup, resource[/subresource], verb) — one permission."""
+
+
+def rules(group: str, resources: str, verbs: str) -> set[Rule]:
+    return {(group, r, v) for r in resources.split() for v in verbs.split()}
+
+
+WORKLOAD, NETWORKING, SCHEDULING = (
+    "workload.serving.volcano.sh",
+    "networking.serving.volcano.sh",
+    "scheduling.volcano.sh",
+)
+NEEDS: dict[str, set[Rule]] = {
+    # list+watch of every kind it publishes on FERRY_OBJECTS (ferry_watcher.resources.WATCHED)
+    "watcher": rules(
+        WORKLOAD, "modelboosters modelservings autoscalingpolicies autoscalingpolicybindings", "list watch"
+    )
+    | rules(NETWORKING, "modelservers modelroutes", "list watch")
+    | rules(SCHEDULING, "podgroups", "list watch")
+    | rules("", "pods", "list watch")
+    | rules(LWS, "leaderworkersets", "list watch"),
+    # server-side apply, get, prune (list + delete) of every child kind (ferry_applier.kinds); pods
+    # are created with POST and deleted by collection too; blockOwnerDeletion needs the owners'
+    # finalizers; boosters are only read (an owner is never written by its children's applier)
+    "applier": rules(
+        WORKLOAD, "modelservings autoscalingpolicies autoscalingpolicybindings", "get list patch delete"
+    )
+    | rules(NETWORKING, "modelservers modelroutes", "get list patch delete")
+    | rules(SCHEDULING, "podgroups", "get list patch delete")
+    | rules("", "services", "get list patch delete")
+    | rules("apps", "controllerrevisions", "get list patch delete")
+    | rules("", "pods", "get list create patch delete deletecollection")
+    | rules(WORKLOAD, "modelboosters", "get list")
+    | rules(WORKLOAD, "modelboosters/finalizers modelservings/finalizers", "update")
+    | rules(LWS, "leaderworkersets/finalizers", "update"),
+    # reads what it reports on, writes only the two /status subresources (server-side apply)
+    "status": rules(WORKLOAD, "modelboosters modelservings", "get list")
+    | rules("", "pods", "list")
+    | rules(WORKLOAD, "modelboosters/status modelservings/status", "patch")
+    | rules(LWS, "leaderworkersets", "get")
+    | rules(LWS, "leaderworkersets/status", "patch"),
+    # bus only: no Kubernetes access at all
+    "converter": set(),
+    "router": set(),
+}
+"""What each service needs from the API server, and not one permission more. A service added to
+``deploy/base/rbac/`` needs a row here (and a widened Role needs its reason written down here)."""
+
+SELF_REVIEW = {
+    ("authorization.k8s.io", "selfsubjectaccessreviews"),
+    ("authorization.k8s.io", "selfsubjectrulesreviews"),
+    ("authentication.k8s.io", "selfsubjectreviews"),
+}
+"""Granted to every authenticated user by the API server's own roles (system:basic-user)."""
+
+
+def granted(kube: KubeEnv, kubeconfig: Path) -> set[Rule]:
+    """Every permission the identity in ``kubeconfig`` holds, as the API server reports it to itself."""
+    review = {"apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectRulesReview",
+              "spec": {"namespace": "default"}}  # fmt: skip
+    done = subprocess.run(
+        [str(kube.kubectl), "--kubeconfig", str(kubeconfig), "create", "--validate=false", "-f", "-", "-o", "json"],
+        input=json.dumps(review), capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    status = json.loads(done.stdout)["status"]
+    assert not status.get("incomplete"), status
+    found: set[Rule] = set()
+    for rule in status["resourceRules"]:
+        for group in rule["apiGroups"]:
+            for resource in rule["resources"]:
+                if (group, resource) not in SELF_REVIEW:
+                    found |= {(group, resource, verb) for verb in rule["verbs"]}
+    return found
+
+
+def test_local_identities_come_from_the_files_deploy_installs() -> None:
+    listed = {r for r in yaml.safe_load((DEPLOY / "base" / "kustomization.yaml").read_text())["resources"]
+              if r.startswith("rbac/")}  # fmt: skip
+    assert listed == {f"rbac/{name}.yaml" for name in identity_services()}
+    assert set(NEEDS) == set(identity_services()), "every service with an identity needs a row in NEEDS"
+
+
 @pytest.mark.integration
-def test_service_accounts_get_least_privilege(kube: KubeEnv, rendered: str, ferry_namespace: bool) -> None:
-    if not ferry_namespace:
-        pytest.fail(f"namespace {NAMESPACE} already exists: this test must not touch a real installation")
-    rbac = [d for d in documents(rendered)
-            if d["kind"] in {"ServiceAccount", "ClusterRole", "ClusterRoleBinding"}]  # fmt: skip
-    text = "\n---\n".join(yaml.safe_dump(d) for d in rbac)
-    kube.kubectl_run("apply", "-f", "-", input=text)
-    try:
+def test_each_service_holds_exactly_the_permissions_it_needs(kube: KubeEnv) -> None:
+    """Each service's own token (TokenRequest, as the local stack and the tests run it) holds exactly
+    its row of NEEDS: a missing permission fails here and in every test that runs the service; a
+    widened one fails here."""
+    for service, kubeconfig in identities_for(kube.kubeconfig).items():
+        assert granted(kube, kubeconfig) == NEEDS[service], service
 
-        def can(service: str, verb: str, resource: str) -> bool:
-            resource, _, subresource = resource.partition("/")
-            done = kube.kubectl_run(
-                "auth", "can-i", verb, resource, "--all-namespaces", f"--subresource={subresource}",
-                f"--as=system:serviceaccount:{NAMESPACE}:ferry-{service}", check=False,
-            )  # fmt: skip
-            return done.stdout.strip() == "yes"
 
-        assert can("watcher", "watch", "modelboosters.workload.serving.volcano.sh")
-        assert can("watcher", "list", "pods")
-        assert can("watcher", "watch", "podgroups.scheduling.volcano.sh")
-        assert not can("watcher", "create", "pods")
-        # provider credentials: list/watch only (the watcher asks with the credential label selector
-        # and publishes data without annotations), never a named get, never a write
-        assert can("watcher", "watch", "secrets")
-        assert not can("watcher", "get", "secrets")
-        assert not can("watcher", "update", "secrets")
-        assert can("watcher", "watch", "externalmodelproviders.networking.serving.volcano.sh")
-        assert can("applier", "create", "pods")
-        assert can("applier", "patch", "modelservings.workload.serving.volcano.sh")
-        assert can("applier", "delete", "services")
-        assert not can("applier", "patch", "modelboosters.workload.serving.volcano.sh")
-        assert not can("applier", "get", "secrets")
-        assert can("status", "patch", "modelboosters.workload.serving.volcano.sh/status")
-        assert can("status", "patch", "modelservings.workload.serving.volcano.sh/status")
-        assert not can("status", "patch", "modelboosters.workload.serving.volcano.sh")
-        assert not can("status", "list", "pods")
-        assert can("autoscaler", "patch", "modelservings.workload.serving.volcano.sh/scale")
-        assert can("autoscaler", "patch", "autoscalingpolicies.workload.serving.volcano.sh/status")
-        assert can("autoscaler", "create", "events.events.k8s.io")
-        assert not can("autoscaler", "patch", "modelboosters.workload.serving.volcano.sh")
-        assert not can("autoscaler", "list", "pods")
-        for service in ("converter", "router"):
-            assert not can(service, "list", "pods")
-            assert not can(service, "list", "secrets")
-            assert not can(service, "get", "modelroutes.networking.serving.volcano.sh")
-    finally:
-        kube.kubectl_run("delete", "-f", "-", "--wait=false", "--ignore-not-found", input=text, check=False)
+@pytest.mark.integration
+def test_the_status_service_can_do_its_job(kube: KubeEnv) -> None:
+    """The RBAC once granted status only ``*/status``: no booster ever became Active on a cluster."""
+    status = identities_for(kube.kubeconfig)["status"]
+    for args in (["get", "modelboosters", "-A"], ["get", "modelservings", "-A"], ["get", "pods", "-A"]):
+        done = subprocess.run([str(kube.kubectl), "--kubeconfig", str(status), *args], capture_output=True,
+                              text=True, timeout=60)  # fmt: skip
+        assert done.returncode == 0, done.stderr
+    done = subprocess.run([str(kube.kubectl), "--kubeconfig", str(status), "get", "secrets", "-A"],
+                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert "forbidden" in done.stderr

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from ferry_local.identities import identities_for
 from ferry_schemas.bus import MSG_ID_HEADER, OBJECTS_STREAM, ObjectEvent, object_subject
 from ferry_schemas.runtime.spans import read_spans
 from nats.aio.client import Client
@@ -160,7 +161,9 @@ async def test_gone_watch_is_relisted_with_tombstones(kube, nc: Client, namespac
     js = nc.jetstream()
     await declare_bus(js)
     configuration = client.Configuration()
-    await config.load_kube_config(config_file=str(kube.kubeconfig), client_configuration=configuration)
+    await config.load_kube_config(
+        config_file=str(identities_for(kube.kubeconfig)["watcher"]), client_configuration=configuration
+    )
     pods = next(w for w in WATCHED if w.plural == "pods")
     async with client.ApiClient(configuration) as api:
         informer = Informer(api, js, EventPublisher(js), pods, namespace=namespace)

@@ -1,7 +1,9 @@
 """Ferry services as separate OS processes, for end-to-end tests and benchmarks.
 
 Each service runs exactly as in production (its ``main()``), configured by environment
-variables only, with its own probe port and log file; tests kill, restart and measure them.
+variables only, under its own ServiceAccount (``KUBECONFIG`` is switched from the admin's to the
+service's own, :mod:`ferry_local.identities`), with its own probe port and log file; tests kill,
+restart and measure them.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ferry_local.identities import with_identity
 from ferry_local.processes import ManagedProcess, spawn, tail
 from ferry_local.readiness import free_port
 
@@ -151,7 +154,8 @@ class ServiceSet:
     services: dict[str, ServiceProcess] = field(default_factory=dict)
 
     def add(self, name: str, *, instance: int = 0, env: dict[str, str] | None = None) -> ServiceProcess:
-        proc = ServiceProcess(name, self.log_dir, {**self.env, **(env or {})}, instance=instance)
+        own_env = with_identity(name, {**self.env, **(env or {})})
+        proc = ServiceProcess(name, self.log_dir, own_env, instance=instance)
         self.services[proc.label] = proc
         return proc
 

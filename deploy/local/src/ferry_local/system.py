@@ -1,6 +1,7 @@
 """Ferry's own processes on the local stack: the six services and the local node.
 
-Each service runs as ``python -m ferry_<name>`` with the stack's ``KUBECONFIG`` and NATS URL, its
+Each service runs as ``python -m ferry_<name>`` under its own ServiceAccount (a kubeconfig with its own
+token, :mod:`ferry_local.identities`) and with the stack's NATS URL, its
 probes on a free port, and spans appended to one JSON-lines trace file (``FERRY_TRACE_FILE``).
 Used by ``make up`` / ``make demo`` and by the end-to-end tests, so all start Ferry the same way.
 """
@@ -11,6 +12,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ferry_local.identities import with_identity
 from ferry_local.processes import ManagedProcess, spawn
 from ferry_local.readiness import free_port, http_ok, say, wait_until_ready
 
@@ -52,7 +54,7 @@ def start_service(
     """Start one service; returns the process, the URL whose ``/readyz`` says it is ready and its
     ``/metrics`` URL."""
     probe_port = free_port()
-    env = service_env(base_env, trace_file, probe_port)
+    env = service_env(with_identity(name, base_env), trace_file, probe_port)
     ready_url = f"http://127.0.0.1:{probe_port}/readyz"
     if name == "router":
         router_port = int((extra_env or {}).get("FERRY_ROUTER_PORT") or free_port())

@@ -1,0 +1,110 @@
+"""Each Ferry service under its own Kubernetes identity, on the local stack and in the tests.
+
+The RBAC is the one ``deploy/`` installs: ``deploy/base/namespace.yaml`` and every
+``deploy/base/rbac/<service>.yaml`` (one ServiceAccount ``ferry-<service>`` per file, with its
+ClusterRole and binding) are applied as they are — one source of truth, not a copy. Each service
+then gets a token from the TokenRequest API (``kubectl create token``) and a kubeconfig of its own
+that carries only that token, so a permission missing from ``deploy/`` fails here as on a cluster.
+Adding a service = adding its ``deploy/base/rbac/<service>.yaml`` (see ``deploy/README.md``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+from pathlib import Path
+
+import yaml
+
+from ferry_local.binaries import kubernetes_bin_dir
+from ferry_local.paths import repo_root, state_dir
+
+NAMESPACE = "ferry-system"
+TOKEN_DURATION = "48h"
+
+
+def rbac_dir() -> Path:
+    return repo_root() / "deploy" / "base" / "rbac"
+
+
+def services() -> list[str]:
+    """The services that have an identity: one ``deploy/base/rbac/<service>.yaml`` each."""
+    return sorted(path.stem for path in rbac_dir().glob("*.yaml"))
+
+
+def service_account(service: str) -> str:
+    return f"ferry-{service}"
+
+
+def _kubectl(kubectl: Path, kubeconfig: Path, *args: str, input: str | None = None) -> str:
+    done = subprocess.run(
+        [str(kubectl), "--kubeconfig", str(kubeconfig), *args],
+        input=input, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    if done.returncode != 0:
+        raise RuntimeError(f"kubectl {' '.join(args)} failed: {done.stderr.strip()}")
+    return done.stdout
+
+
+def apply_rbac(kubectl: Path, admin_kubeconfig: Path) -> None:
+    """Create the namespace and apply every service's ServiceAccount, ClusterRole and binding."""
+    files = [repo_root() / "deploy" / "base" / "namespace.yaml", *sorted(rbac_dir().glob("*.yaml"))]
+    args = ["apply", "--server-side", "--force-conflicts", "--field-manager", "ferry-local"]
+    for path in files:
+        args += ["-f", str(path)]
+    _kubectl(kubectl, admin_kubeconfig, *args)
+
+
+def service_kubeconfig(cluster: dict[str, str], service: str, token: str) -> str:
+    """A kubeconfig for ``cluster`` (server and CA) that authenticates with ``token`` only."""
+    user = service_account(service)
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "ferry", "cluster": cluster}],
+        "users": [{"name": user, "user": {"token": token}}],
+        "contexts": [{"name": user, "context": {"cluster": "ferry", "user": user}}],
+        "current-context": user,
+    }
+    return yaml.safe_dump(config)
+
+
+def ensure_identities(kubectl: Path, admin_kubeconfig: Path, out_dir: Path) -> dict[str, Path]:
+    """Apply the RBAC and write ``<out_dir>/<service>.kubeconfig`` for every service; returns them."""
+    apply_rbac(kubectl, admin_kubeconfig)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    view = json.loads(_kubectl(kubectl, admin_kubeconfig, "config", "view", "--minify", "--raw", "-ojson"))
+    cluster = view["clusters"][0]["cluster"]
+    found: dict[str, Path] = {}
+    for service in services():
+        token = _kubectl(
+            kubectl, admin_kubeconfig, "create", "token", service_account(service),
+            "-n", NAMESPACE, "--duration", TOKEN_DURATION,
+        ).strip()  # fmt: skip
+        path = out_dir / f"{service}.kubeconfig"
+        path.write_text(service_kubeconfig(cluster, service, token))
+        path.chmod(0o600)
+        found[service] = path
+    return found
+
+
+_ISSUED: dict[str, dict[str, Path]] = {}
+
+
+def identities_for(admin_kubeconfig: str | Path) -> dict[str, Path]:
+    """The services' kubeconfigs for the cluster of ``admin_kubeconfig``, issued once per process
+    (under ``.state/identities/<hash of the admin kubeconfig path>/``)."""
+    key = str(Path(admin_kubeconfig).resolve())
+    if key not in _ISSUED:
+        out = state_dir() / "identities" / hashlib.sha256(key.encode()).hexdigest()[:12]
+        _ISSUED[key] = ensure_identities(kubernetes_bin_dir() / "kubectl", Path(key), out)
+    return _ISSUED[key]
+
+
+def with_identity(service: str, env: dict[str, str]) -> dict[str, str]:
+    """``env`` with ``KUBECONFIG`` switched from the admin's to ``service``'s own (when it has one)."""
+    admin = env.get("KUBECONFIG")
+    if not admin or service not in services():
+        return env
+    return {**env, "KUBECONFIG": str(identities_for(admin)[service])}
