@@ -368,7 +368,7 @@ def granted(kube: KubeEnv, kubeconfig: Path) -> set[Rule]:
     review = {"apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectRulesReview",
               "spec": {"namespace": "default"}}  # fmt: skip
     done = subprocess.run(
-        [str(kube.kubectl), "--kubeconfig", str(kubeconfig), "create", "--validate=false", "-f", "-", "-o", "json"],
+        [str(kube.kubectl), "--kubeconfig", str(kubeconfig), "create", "--validate=false", "-ojson", "-f-"],
         input=json.dumps(review), capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
