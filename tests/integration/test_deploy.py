@@ -20,6 +20,8 @@ import pytest
 import yaml
 from ferry_local.identities import identities_for
 from ferry_local.identities import services as identity_services
+from ferry_local.natsauth import password_variable, render_conf
+from ferry_local.natsauth import users as nats_users
 from ferry_local.paths import repo_root
 
 from tests.conftest import KubeEnv
@@ -277,7 +279,8 @@ def test_every_service_deployment_is_production_shaped(rendered: str) -> None:
     env_map = next(d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "ferry-env")[
         "data"
     ]
-    assert env_map["FERRY_NATS_URL"].startswith("nats://")
+    assert env_map["FERRY_NATS_URL"].startswith("tls://")
+    assert env_map["FERRY_STREAM_REPLICAS"] == "3"
     assert env_map["OTEL_EXPORTER_OTLP_ENDPOINT"]
     for name, deployment in deployments.items():
         pod = deployment["spec"]["template"]["spec"]
@@ -286,6 +289,13 @@ def test_every_service_deployment_is_production_shaped(rendered: str) -> None:
         assert container["image"] == "ferry:dev"
         env = {e["name"]: e.get("value") for e in container.get("env", [])}
         assert env["OTEL_SERVICE_NAME"] == name
+        assert env["FERRY_NATS_USER"] == name.removeprefix("ferry-")  # its own NATS user...
+        password = next(e for e in container["env"] if e["name"] == "FERRY_NATS_PASSWORD")
+        assert password["valueFrom"]["secretKeyRef"] == {
+            "name": "ferry-nats-users",
+            "key": env["FERRY_NATS_USER"],
+        }
+        assert env["FERRY_NATS_CA"] == "/etc/ferry/nats-tls/ca.crt"  # ...over TLS
         ports = {p["name"]: p["containerPort"] for p in container["ports"]}
         assert int(env["FERRY_PROBE_PORT"]) == ports["metrics"]
         assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
@@ -298,6 +308,11 @@ def test_every_service_deployment_is_production_shaped(rendered: str) -> None:
     config = next(d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "nats-config")
     assert "jetstream" in config["data"]["nats.conf"]
     assert config["data"]["nats.conf"].count("nats://nats-") == 3  # three cluster routes
+    assert "include ./auth.conf" in config["data"]["nats.conf"]
+    assert "tls {" in config["data"]["nats.conf"]
+    assert config["data"]["auth.conf"] == render_conf()  # the users generated from nats/users/*.yaml
+    nats_env = {e["name"] for e in nats["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert {password_variable(user) for user in nats_users()} <= nats_env
     hpa = next(d for d in docs if d["kind"] == "HorizontalPodAutoscaler")
     pdbs = {d["metadata"]["name"] for d in docs if d["kind"] == "PodDisruptionBudget"}
     services = {d["metadata"]["name"] for d in docs if d["kind"] == "Service"}
@@ -319,6 +334,7 @@ WORKLOAD, NETWORKING, SCHEDULING = (
     "networking.serving.volcano.sh",
     "scheduling.volcano.sh",
 )
+APPLIED = "get list create patch delete"
 NEEDS: dict[str, set[Rule]] = {
     # list+watch of every kind it publishes on FERRY_OBJECTS (ferry_watcher.resources.WATCHED)
     "watcher": rules(
@@ -328,16 +344,14 @@ NEEDS: dict[str, set[Rule]] = {
     | rules(SCHEDULING, "podgroups", "list watch")
     | rules("", "pods", "list watch")
     | rules(LWS, "leaderworkersets", "list watch"),
-    # server-side apply, get, prune (list + delete) of every child kind (ferry_applier.kinds); pods
+    # server-side apply (create + patch), get, prune (list + delete) of every child kind; pods
     # are created with POST and deleted by collection too; blockOwnerDeletion needs the owners'
     # finalizers; boosters are only read (an owner is never written by its children's applier)
-    "applier": rules(
-        WORKLOAD, "modelservings autoscalingpolicies autoscalingpolicybindings", "get list patch delete"
-    )
-    | rules(NETWORKING, "modelservers modelroutes", "get list patch delete")
-    | rules(SCHEDULING, "podgroups", "get list patch delete")
-    | rules("", "services", "get list patch delete")
-    | rules("apps", "controllerrevisions", "get list patch delete")
+    "applier": rules(WORKLOAD, "modelservings autoscalingpolicies autoscalingpolicybindings", APPLIED)
+    | rules(NETWORKING, "modelservers modelroutes", APPLIED)
+    | rules(SCHEDULING, "podgroups", APPLIED)
+    | rules("", "services", APPLIED)
+    | rules("apps", "controllerrevisions", APPLIED)
     | rules("", "pods", "get list create patch delete deletecollection")
     | rules(WORKLOAD, "modelboosters", "get list")
     | rules(WORKLOAD, "modelboosters/finalizers modelservings/finalizers", "update")

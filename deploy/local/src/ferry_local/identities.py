@@ -6,6 +6,7 @@ ClusterRole and binding) are applied as they are — one source of truth, not a 
 then gets a token from the TokenRequest API (``kubectl create token``) and a kubeconfig of its own
 that carries only that token, so a permission missing from ``deploy/`` fails here as on a cluster.
 Adding a service = adding its ``deploy/base/rbac/<service>.yaml`` (see ``deploy/README.md``).
+:func:`with_identity` also gives the service its own NATS user (:mod:`ferry_local.natsd`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pathlib import Path
 import yaml
 
 from ferry_local.binaries import kubernetes_bin_dir
+from ferry_local.natsd import service_url
 from ferry_local.paths import repo_root, state_dir
 
 NAMESPACE = "ferry-system"
@@ -103,8 +105,13 @@ def identities_for(admin_kubeconfig: str | Path) -> dict[str, Path]:
 
 
 def with_identity(service: str, env: dict[str, str]) -> dict[str, str]:
-    """``env`` with ``KUBECONFIG`` switched from the admin's to ``service``'s own (when it has one)."""
+    """``env`` with ``service``'s own identities: ``KUBECONFIG`` switched from the admin's to the
+    service's token, and the NATS URL to the service's NATS user (when the service has them)."""
+    out = dict(env)
     admin = env.get("KUBECONFIG")
-    if not admin or service not in services():
-        return env
-    return {**env, "KUBECONFIG": str(identities_for(admin)[service])}
+    if admin and service in services():
+        out["KUBECONFIG"] = str(identities_for(admin)[service])
+    for key in ("FERRY_NATS_URL", "NATS_URL"):
+        if env.get(key):
+            out[key] = service_url(service, env[key])
+    return out

@@ -49,6 +49,10 @@ GATEWAY_LISTENERS_BUCKET = "ferry_gateway_listeners"
 LISTENER_REPORT_TTL = 15.0
 
 DUPLICATE_WINDOW_SECONDS = 120.0
+DEAD_LETTER_MAX_AGE_SECONDS = 14 * 24 * 3600.0
+"""Dead letters are kept two weeks (time to look at them and redrive), then dropped oldest first..."""
+DEAD_LETTER_MAX_BYTES = 1024**3
+"""...or when the stream passes 1 GiB, so a poison flood cannot fill the JetStream store."""
 MSG_ID_HEADER = "Nats-Msg-Id"
 
 
@@ -86,13 +90,20 @@ class StreamSpec(BaseModel):
     max_msgs_per_subject: int
     duplicate_window: float = DUPLICATE_WINDOW_SECONDS
     max_age: float | None = None  # seconds a message is kept (None: until replaced per subject)
+    max_bytes: int | None = None  # the stream's size limit (None: unlimited); oldest dropped first
 
 
 STREAMS: tuple[StreamSpec, ...] = (
     StreamSpec(name=OBJECTS_STREAM, subjects=[f"{OBJECTS_PREFIX}.>"], max_msgs_per_subject=1),
     StreamSpec(name=DESIRED_STREAM, subjects=[f"{DESIRED_PREFIX}.>"], max_msgs_per_subject=1),
     StreamSpec(name=RESULTS_STREAM, subjects=[f"{RESULTS_PREFIX}.>"], max_msgs_per_subject=1),
-    StreamSpec(name=DEAD_LETTER_STREAM, subjects=[f"{DEAD_LETTER_PREFIX}.>"], max_msgs_per_subject=-1),
+    StreamSpec(
+        name=DEAD_LETTER_STREAM,
+        subjects=[f"{DEAD_LETTER_PREFIX}.>"],
+        max_msgs_per_subject=-1,
+        max_age=DEAD_LETTER_MAX_AGE_SECONDS,
+        max_bytes=DEAD_LETTER_MAX_BYTES,
+    ),
     StreamSpec(
         name=KV_STREAM,
         subjects=[f"{KV_PREFIX}.>"],

@@ -32,7 +32,7 @@ from ferry_schemas.bus import (
     encode_token,
     object_filter,
 )
-from ferry_schemas.runtime.jetstream import DeadLetterForwarder, connect
+from ferry_schemas.runtime.jetstream import DeadLetterForwarder, connect, nats_options
 from nats.aio.client import Client
 from nats.js.api import ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
@@ -130,7 +130,7 @@ def build_broker(
 ) -> tuple[NatsBroker, Converter]:
     """The broker with both durable subscribers attached (not started)."""
     broker = NatsBroker(
-        settings.nats_url,
+        **nats_options(settings.nats_url),
         middlewares=(NatsTelemetryMiddleware(tracer_provider=tracer_provider),),
         max_reconnect_attempts=-1,
         reconnect_time_wait=1,

@@ -6,15 +6,9 @@ import asyncio
 import logging
 from typing import Any
 
-from ferry_schemas.bus import (
-    APPLIED_GENERATIONS_BUCKET,
-    GATEWAY_LISTENERS_BUCKET,
-    LISTENER_REPORT_TTL,
-    RATE_LIMIT_BUCKET,
-    Resource,
-)
+from ferry_schemas.bus import Resource
 from ferry_schemas.runtime import ProbeServer
-from ferry_schemas.runtime.jetstream import connect, declare_streams, key_value
+from ferry_schemas.runtime.jetstream import connect, declare_streams
 from ferry_schemas.runtime.kube import load_api_client
 from ferry_schemas.runtime.lifecycle import serve
 from nats.aio.client import Client
@@ -32,11 +26,9 @@ log = logging.getLogger(__name__)
 
 
 async def declare_bus(js: JetStreamContext) -> None:
-    """The watcher owns the declaration of every stream and KV bucket (the others only bind)."""
+    """The watcher owns the declaration of every stream (the others only bind). KV buckets belong
+    to the service that uses them, which creates its own; the watcher's NATS user cannot touch them."""
     await declare_streams(js)
-    for bucket in (APPLIED_GENERATIONS_BUCKET, RATE_LIMIT_BUCKET):
-        await key_value(js, bucket)
-    await key_value(js, GATEWAY_LISTENERS_BUCKET, ttl=LISTENER_REPORT_TTL)
 
 
 async def _connect_and_declare(settings: WatcherSettings) -> tuple[Client, JetStreamContext]:

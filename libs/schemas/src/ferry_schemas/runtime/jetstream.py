@@ -12,6 +12,10 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
+import ssl
+from typing import Any
+from urllib.parse import urlsplit
 
 import nats
 from nats.aio.client import Client
@@ -31,6 +35,7 @@ from ferry_schemas.bus import (
     StreamSpec,
     dead_letter_subject,
 )
+from ferry_schemas.runtime.settings import env_int
 
 log = logging.getLogger(__name__)
 
@@ -54,16 +59,47 @@ def record_pending(consumer: str, msg: Msg) -> None:
         PENDING.labels(consumer).set(msg.metadata.num_pending)
 
 
+def nats_options(url: str) -> dict[str, Any]:
+    """How to reach NATS as this service: the servers (``url`` may list several, comma-separated),
+    its user (in the URL, or ``FERRY_NATS_USER``/``FERRY_NATS_PASSWORD``), an inbox prefix of its own
+    (``_INBOX_<user>``: its NATS permissions let it read only its own replies), and TLS when
+    ``FERRY_NATS_CA`` names the CA (``FERRY_NATS_CERT``/``FERRY_NATS_KEY`` add a client certificate)."""
+    servers = [u.strip() for u in url.split(",") if u.strip()]
+    options: dict[str, Any] = {"servers": servers}
+    user = os.environ.get("FERRY_NATS_USER")
+    if user:
+        options.update(user=user, password=os.environ.get("FERRY_NATS_PASSWORD", ""))
+    else:
+        user = urlsplit(servers[0]).username if servers else None
+    if user:
+        options["inbox_prefix"] = f"_INBOX_{user}"
+    if ca := os.environ.get("FERRY_NATS_CA"):
+        context = ssl.create_default_context(cafile=ca)
+        if cert := os.environ.get("FERRY_NATS_CERT"):
+            context.load_cert_chain(cert, os.environ.get("FERRY_NATS_KEY") or None)
+        options["tls"] = context
+    return options
+
+
 async def connect(url: str, name: str) -> Client:
     """Connect with unlimited reconnects (a NATS restart must not kill a service)."""
     return await nats.connect(
-        url,
+        **nats_options(url),
         name=name,
         max_reconnect_attempts=-1,
         reconnect_time_wait=0.5,
         connect_timeout=5,
         allow_reconnect=True,
     )
+
+
+REPLICAS_ENV = "FERRY_STREAM_REPLICAS"
+
+
+def replicas() -> int:
+    """How many copies JetStream keeps of every Ferry stream and KV bucket: ``FERRY_STREAM_REPLICAS``
+    (1 on a one-node stack, the default; 3 in ``deploy/``, on the 3-node cluster)."""
+    return env_int(REPLICAS_ENV, 1)
 
 
 def stream_config(spec: StreamSpec) -> StreamConfig:
@@ -73,8 +109,10 @@ def stream_config(spec: StreamSpec) -> StreamConfig:
         max_msgs_per_subject=spec.max_msgs_per_subject,
         duplicate_window=spec.duplicate_window,
         max_age=spec.max_age,
+        max_bytes=spec.max_bytes,
         storage=StorageType.FILE,
         discard=DiscardPolicy.OLD,
+        num_replicas=replicas(),
     )
 
 
@@ -95,7 +133,8 @@ async def key_value(
     try:
         return await js.key_value(bucket)
     except (NotFoundError, BadRequestError):
-        return await js.create_key_value(KeyValueConfig(bucket=bucket, history=history, ttl=ttl))
+        config = KeyValueConfig(bucket=bucket, history=history, ttl=ttl, replicas=replicas())
+        return await js.create_key_value(config)
 
 
 class DeadLetterForwarder:
