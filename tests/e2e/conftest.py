@@ -1,8 +1,9 @@
 """End-to-end fixtures: every Ferry service as its own process on the real local stack.
 
 Each test module gets its own nats-server (restartable, so fault tests can kill it), its own
-namespace, and its own watcher/converter/applier/status processes, which only see that
-namespace (``FERRY_WATCH_NAMESPACE``) and write their spans to one trace file.
+namespace, its own watcher/converter/applier/status processes, which only see that
+namespace (``FERRY_WATCH_NAMESPACE``) and write their spans to one trace file, and its own local
+node (``kubelet``) that schedules and runs the pods.
 """
 
 from __future__ import annotations
@@ -16,10 +17,11 @@ import pytest
 from ferry_local.binaries import find_binaries
 from ferry_local.natsd import NatsServer
 from ferry_local.paths import state_dir
-from ferry_local.system import SystemInfo, start_system
+from ferry_local.processes import ManagedProcess
+from ferry_local.system import SystemInfo, start_node, start_system
 
 from tests.conftest import KubeEnv, fresh_namespace
-from tests.support.cluster import Cluster, FakeKubelet
+from tests.support.cluster import Cluster
 from tests.support.services import ServiceSet
 
 _RUNNING: dict[str, ServiceSet] = {}
@@ -108,9 +110,15 @@ def cluster(kube: KubeEnv, e2e_namespace: str) -> Cluster:
 
 
 @pytest.fixture(scope="module")
-def kubelet(cluster: Cluster) -> Iterator[FakeKubelet]:
-    with FakeKubelet(cluster, delay=0.5) as fake:
-        yield fake
+def kubelet(kube: KubeEnv, e2e_dir: Path) -> Iterator[ManagedProcess]:
+    """The gang-aware local node: binds a pod only when its PodGroup's minMember (and minTaskMember)
+    can be met, runs the mock engine for each engine container, reports readiness from the engine's
+    own proof, restarts per restartPolicy (back-off 1 s here), refuses images outside its catalogue."""
+    node = start_node(kube.env, e2e_dir / "logs", {"FERRY_NODE_RESTART_BACKOFF": "1"})
+    try:
+        yield node
+    finally:
+        node.stop()
 
 
 @pytest.hookimpl(wrapper=True)

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 from ferry_local.paths import shared_dir
+from ferry_local.processes import ManagedProcess
 from ferry_schemas.runtime.spans import read_spans, traces_by_id
 
 from tests.e2e.expectations import (
@@ -17,7 +18,7 @@ from tests.e2e.expectations import (
     expected_pod_groups,
     expected_pods,
 )
-from tests.support.cluster import Cluster, FakeKubelet, eventually, load_manifest
+from tests.support.cluster import Cluster, eventually, load_manifest
 from tests.support.services import ServiceSet
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration, pytest.mark.slow]
@@ -75,7 +76,7 @@ def wait_active(cluster: Cluster, name: str) -> JSON:
 
 @pytest.mark.parametrize("example", [*PD_EXAMPLES, "Qwen2.5-0.5B-Instruct.yaml"])
 def test_reference_booster_becomes_active(
-    example: str, pipeline: ServiceSet, cluster: Cluster, kubelet: FakeKubelet
+    example: str, pipeline: ServiceSet, cluster: Cluster, kubelet: ManagedProcess
 ) -> None:
     manifest = load_manifest(EXAMPLES / example, cluster.namespace)
     cluster.apply(manifest)
@@ -128,7 +129,7 @@ def multi_backend_booster(namespace: str) -> JSON:
 
 
 def test_multi_backend_booster_with_lora_and_backend_autoscaling(
-    pipeline: ServiceSet, cluster: Cluster, kubelet: FakeKubelet
+    pipeline: ServiceSet, cluster: Cluster, kubelet: ManagedProcess
 ) -> None:
     cluster.apply(multi_backend_booster(cluster.namespace))
     booster = eventually(lambda: cluster.get("ModelBooster", "multi"), WITHIN, "the booster")
@@ -154,7 +155,7 @@ def test_multi_backend_booster_with_lora_and_backend_autoscaling(
 
 
 def test_refused_booster_fails_with_the_message_and_recovers(
-    pipeline: ServiceSet, cluster: Cluster, kubelet: FakeKubelet
+    pipeline: ServiceSet, cluster: Cluster, kubelet: ManagedProcess
 ) -> None:
     fixed = load_manifest(EXAMPLES / "nixl-pd-disaggregation.yaml", cluster.namespace, name="broken")
     broken = copy.deepcopy(fixed)
@@ -177,7 +178,7 @@ def test_refused_booster_fails_with_the_message_and_recovers(
 
 
 def test_deleting_a_booster_removes_children_and_pods_through_gc(
-    pipeline: ServiceSet, cluster: Cluster, kubelet: FakeKubelet
+    pipeline: ServiceSet, cluster: Cluster, kubelet: ManagedProcess
 ) -> None:
     manifest = load_manifest(EXAMPLES / "Qwen2.5-0.5B-Instruct.yaml", cluster.namespace, name="doomed")
     cluster.apply(manifest)
@@ -197,7 +198,7 @@ def test_deleting_a_booster_removes_children_and_pods_through_gc(
 
 
 def test_one_trace_spans_all_four_services(
-    pipeline: ServiceSet, cluster: Cluster, kubelet: FakeKubelet
+    pipeline: ServiceSet, cluster: Cluster, kubelet: ManagedProcess
 ) -> None:
     manifest = load_manifest(EXAMPLES / "Qwen2.5-0.5B-Instruct.yaml", cluster.namespace, name="traced")
     cluster.apply(manifest)

@@ -12,10 +12,11 @@ import json
 from typing import Any
 
 import pytest
+from ferry_local.processes import ManagedProcess
 from ferry_schemas import labels as L
 
 from tests.e2e.test_servings import WITHIN, pods_of, serving, wait_serving_available
-from tests.support.cluster import Cluster, FakeKubelet, eventually, is_ready
+from tests.support.cluster import Cluster, eventually, is_ready
 from tests.support.services import ServiceSet
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration, pytest.mark.slow]
@@ -33,7 +34,7 @@ def live(cluster: Cluster, name: str) -> dict[str, JSON]:
 
 
 def test_role_partition_protects_a_lost_replica_at_the_old_revision(
-    pipeline: ServiceSet, cluster: Cluster, kubelet: FakeKubelet
+    pipeline: ServiceSet, cluster: Cluster, kubelet: ManagedProcess
 ) -> None:
     """Kthena's RolePartitionScaleUp: prefill x3, role partition 1, then the protected pod is deleted."""
     name = "role-partition"
@@ -70,7 +71,7 @@ def test_role_partition_protects_a_lost_replica_at_the_old_revision(
 
 
 def test_a_template_cannot_override_ferrys_labels_and_status_counts_right(
-    pipeline: ServiceSet, cluster: Cluster, kubelet: FakeKubelet
+    pipeline: ServiceSet, cluster: Cluster, kubelet: ManagedProcess
 ) -> None:
     name = "label-override"
     manifest = serving(name, cluster.namespace, 2)
@@ -89,7 +90,7 @@ def test_a_template_cannot_override_ferrys_labels_and_status_counts_right(
 
 
 def test_a_template_server_side_apply_cannot_express_is_served(
-    pipeline: ServiceSet, cluster: Cluster, kubelet: FakeKubelet
+    pipeline: ServiceSet, cluster: Cluster, kubelet: ManagedProcess
 ) -> None:
     """Kthena's WithDuplicateHostAliases: two hostAliases with one IP pass through unchanged."""
     name = "host-aliases"
@@ -103,7 +104,7 @@ def test_a_template_server_side_apply_cannot_express_is_served(
 
 
 def test_a_pod_the_api_server_refuses_fails_the_serving_with_its_message_until_fixed(
-    pipeline: ServiceSet, cluster: Cluster, kubelet: FakeKubelet
+    pipeline: ServiceSet, cluster: Cluster, kubelet: ManagedProcess
 ) -> None:
     name = "refused-pod"
     manifest = serving(name, cluster.namespace, 1)

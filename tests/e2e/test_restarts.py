@@ -13,10 +13,11 @@ from typing import Any
 import nats
 import pytest
 from ferry_local.natsd import NatsServer
+from ferry_local.processes import ManagedProcess
 from ferry_schemas import labels as L
 from ferry_schemas.bus import DEAD_LETTER_STREAM, MSG_ID_HEADER, OBJECTS_STREAM, ObjectEvent, object_subject
 
-from tests.support.cluster import Cluster, FakeKubelet, booster, eventually
+from tests.support.cluster import Cluster, booster, eventually
 from tests.support.services import ServiceSet
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration, pytest.mark.slow]
@@ -40,7 +41,7 @@ def converged(cluster: Cluster, wanted: list[str]) -> bool:
 
 
 def test_kill_and_restart_everything_while_reconciling_fifty_boosters(
-    pipeline: ServiceSet, cluster: Cluster, kubelet: FakeKubelet, e2e_nats: NatsServer
+    pipeline: ServiceSet, cluster: Cluster, kubelet: ManagedProcess, e2e_nats: NatsServer
 ) -> None:
     second = pipeline.add("watcher", instance=2)
     second.start()
@@ -84,7 +85,7 @@ async def dead_letters(url: str) -> int:
 
 
 def test_a_stale_object_event_replayed_after_a_newer_one_changes_nothing(
-    pipeline: ServiceSet, cluster: Cluster, kubelet: FakeKubelet, e2e_nats: NatsServer
+    pipeline: ServiceSet, cluster: Cluster, kubelet: ManagedProcess, e2e_nats: NatsServer
 ) -> None:
     cluster.apply(booster("stale", cluster.namespace, replicas=1))
     eventually(lambda: cluster.get("ModelServing", "stale-main"), 60, "the ModelServing")

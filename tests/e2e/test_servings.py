@@ -6,10 +6,11 @@ import time
 from typing import Any
 
 import pytest
+from ferry_local.processes import ManagedProcess
 from ferry_schemas import labels as L
 
 from tests.e2e.expectations import expected_pods
-from tests.support.cluster import Cluster, FakeKubelet, eventually, is_ready
+from tests.support.cluster import Cluster, eventually, is_ready
 from tests.support.services import ServiceSet
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration, pytest.mark.slow]
@@ -95,7 +96,7 @@ def wait_serving_available(cluster: Cluster, manifest: JSON, image: str | None =
 
 
 def test_rolling_update_never_has_more_than_max_unavailable_groups_down(
-    pipeline: ServiceSet, cluster: Cluster, kubelet: FakeKubelet
+    pipeline: ServiceSet, cluster: Cluster, kubelet: ManagedProcess
 ) -> None:
     before = serving("roll", cluster.namespace, 3, image="engine:1")
     cluster.apply(before)
@@ -119,7 +120,7 @@ def test_rolling_update_never_has_more_than_max_unavailable_groups_down(
     assert new["status"]["currentRevision"] == new["status"]["updateRevision"]
 
 
-def test_scale_three_to_one_to_two(pipeline: ServiceSet, cluster: Cluster, kubelet: FakeKubelet) -> None:
+def test_scale_three_to_one_to_two(pipeline: ServiceSet, cluster: Cluster, kubelet: ManagedProcess) -> None:
     def pod_names(name: str) -> set[str]:
         return {p["metadata"]["name"] for p in pods_of(cluster, name)}
 
@@ -145,7 +146,7 @@ def test_scale_three_to_one_to_two(pipeline: ServiceSet, cluster: Cluster, kubel
     ("policy", "sibling_recreated"), [("RoleRecreate", False), ("ServingGroupRecreate", True)]
 )
 def test_deleted_pod_is_recreated_per_recovery_policy(
-    policy: str, sibling_recreated: bool, pipeline: ServiceSet, cluster: Cluster, kubelet: FakeKubelet
+    policy: str, sibling_recreated: bool, pipeline: ServiceSet, cluster: Cluster, kubelet: ManagedProcess
 ) -> None:
     name = f"rec-{policy.lower()}"
     manifest = serving(name, cluster.namespace, 1, roles=("prefill", "decode"), recovery=policy)

@@ -27,6 +27,7 @@ from ferry_applier.metrics import MESSAGES
 from ferry_applier.service import Applier
 from ferry_applier.settings import ApplierSettings
 from ferry_local.identities import identities_for
+from ferry_local.node.gang import gang_satisfied, group_of
 from ferry_schemas import labels as L
 from ferry_schemas.bus import (
     DEAD_LETTER_STREAM,
@@ -145,8 +146,21 @@ class Harness:
         return {p["metadata"]["name"]: p for p in self.cluster.list("Pod", f"{L.MS_NAME}={serving}")}
 
     def mark_ready(self, serving: str) -> int:
+        """The stand-in kubelet of these isolation tests, gang-aware as the local node: a pod comes up
+        only once its PodGroup's minMember (and minTaskMember) is met by the pods that exist."""
+        pods = self.pods(serving)
+        groups = {g["metadata"]["name"]: g for g in self.cluster.list("PodGroup", f"{L.MS_NAME}={serving}")}
+        members: dict[str, list[JSON]] = {}
+        for pod in pods.values():
+            if (group := group_of(pod)) is not None:
+                members.setdefault(group, []).append(pod)
         marked = 0
-        for pod in self.pods(serving).values():
+        for pod in pods.values():
+            group = group_of(pod)
+            if group is not None and (
+                group not in groups or not gang_satisfied(groups[group], members[group])
+            ):
+                continue
             if not is_ready(pod):
                 self.cluster.mark_ready(pod)
                 marked += 1

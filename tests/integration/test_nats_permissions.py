@@ -32,7 +32,7 @@ EXPECTED: dict[str, NatsUser] = {
         "FERRY_DESIRED": ("consume",), "FERRY_OBJECTS": ("consume",), "FERRY_RESULTS": ("read",),
     }, kv=(APPLIED_GENERATIONS_BUCKET, "ferry_applier_leases")),
     "status": NatsUser("status", publish=("ferry.dlq.ferry-status.>",), streams={
-        "FERRY_OBJECTS": ("consume",), "FERRY_RESULTS": ("consume",), "FERRY_DESIRED": ("read",),
+        "FERRY_OBJECTS": ("consume",), "FERRY_RESULTS": ("consume",), "FERRY_DESIRED": ("consume",),
     }),
     "router": NatsUser("router", streams={"FERRY_OBJECTS": ("consume",), "FERRY_KV": ("consume",)},
                        kv=(RATE_LIMIT_BUCKET,)),

@@ -1,14 +1,12 @@
-"""Talking to the test cluster the way a user does (kubectl), plus a stand-in kubelet.
+"""Talking to the test cluster the way a user does (kubectl).
 
-The local stack has no kubelet, so :class:`FakeKubelet` does the one thing Ferry needs from
-one: it marks pods Running and Ready (by patching their status, as a kubelet would).
+Pods are scheduled and run by the local node (``ferry_local.node``, the e2e ``kubelet`` fixture);
+:meth:`Cluster.mark_ready` patches a pod's status for the few tests that isolate one service.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -134,49 +132,6 @@ def is_ready(pod: JSON) -> bool:
     return status.get("phase") == "Running" and any(
         c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or []
     )
-
-
-class FakeKubelet:
-    """Marks every Ferry pod in the namespace Ready ``delay`` seconds after it first sees it."""
-
-    def __init__(
-        self, cluster: Cluster, delay: float = 0.5, selector: str = "modelserving.volcano.sh/name"
-    ) -> None:
-        self.cluster = cluster
-        self.delay = delay
-        self.selector = selector
-        self.paused = threading.Event()
-        self._stop = threading.Event()
-        self._seen: dict[str, float] = {}
-        self._thread = threading.Thread(target=self._run, name="fake-kubelet", daemon=True)
-
-    def __enter__(self) -> FakeKubelet:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=10)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            if not self.paused.is_set():
-                # the namespace may be going away; keep trying
-                with contextlib.suppress(Exception):
-                    self._tick()
-            self._stop.wait(0.2)
-
-    def _tick(self) -> None:
-        now = time.monotonic()
-        due = []
-        for pod in self.cluster.list("Pod", self.selector):
-            uid = pod["metadata"]["uid"]
-            if is_ready(pod) or pod["metadata"].get("deletionTimestamp"):
-                continue
-            first = self._seen.setdefault(uid, now)
-            if now - first >= self.delay:
-                due.append(pod)
-        self.cluster.mark_ready(*due)
 
 
 def booster(name: str, namespace: str, replicas: int = 1) -> JSON:

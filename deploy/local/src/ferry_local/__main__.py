@@ -18,9 +18,9 @@ def _stack_dir(args: argparse.Namespace) -> Path:
     return Path(args.state) if args.state else state_dir() / "stack"
 
 
-def bring_up(directory: Path, *, with_services: bool) -> StackInfo:
+def bring_up(directory: Path, *, with_services: bool, nats_nodes: int = 0) -> StackInfo:
     """Start (or reuse) the stack, install the CRDs and, unless told not to, Ferry itself."""
-    info = LocalStack(directory).start()
+    info = LocalStack(directory, nats_nodes=nats_nodes).start()
     install_crds(info)
     if with_services and not info.router_url:
         traces = directory / "traces.jsonl"
@@ -39,6 +39,9 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("build", help="build (once) and print the Kubernetes binaries directory")
     up = sub.add_parser("up", help="start the stack, install CRDs, start the services and the local node")
     up.add_argument("--stack-only", action="store_true", help="only etcd, apiserver, kcm and nats-server")
+    up.add_argument(
+        "--nats-cluster", action="store_true", help="a 3-node nats-server cluster, 3 stream copies"
+    )
     sub.add_parser("down", help="stop exactly the processes 'up' started")
     sub.add_parser("status", help="say whether the stack is running and where")
     sub.add_parser("env", help='print shell exports (eval "$(ferry-local env)")')
@@ -50,7 +53,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "build":
             print(kubernetes_bin_dir())
         elif args.command == "up":
-            started = bring_up(directory, with_services=not args.stack_only)
+            nodes = 3 if args.nats_cluster else 0
+            started = bring_up(directory, with_services=not args.stack_only, nats_nodes=nodes)
             print(f"export KUBECONFIG={started.kubeconfig}\nexport FERRY_NATS_URL={started.nats_url}")
             if started.router_url:
                 print(f"# router: {started.router_url}  traces: {started.trace_file}")

@@ -1,6 +1,8 @@
 """The local stack: etcd, kube-apiserver, kube-controller-manager and nats-server on 127.0.0.1.
 
-``LocalStack(state).start()`` starts everything on free ports, waits until each part answers,
+``LocalStack(state).start()`` starts everything on free ports (nats-server as one node, or a 3-node
+JetStream cluster with ``nats_nodes=3`` / ``FERRY_NATS_CLUSTER=3`` / ``ferry-local up --nats-cluster``,
+streams then kept in three copies), waits until each part answers,
 writes ``<state>/kubeconfig`` and ``<state>/stack.json`` and returns a :class:`StackInfo`;
 ``stop()`` (or ``LocalStack.stop_recorded(state)``) stops exactly the processes it recorded.
 """
@@ -17,7 +19,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ferry_local.binaries import Binaries, find_binaries, gateway_crd_dir, lws_crd_dir
-from ferry_local.natsd import NatsServer
+from ferry_local.natsd import NatsCluster, NatsServer
 from ferry_local.paths import repo_root
 from ferry_local.pki import ensure_pki, write_kubeconfig
 from ferry_local.processes import ManagedProcess, spawn, tail
@@ -41,10 +43,16 @@ class StackInfo:
     processes: list[ManagedProcess] = field(default_factory=list)
     router_url: str = ""
     trace_file: str = ""
+    stream_replicas: int = 1
 
     def env(self) -> dict[str, str]:
         """Environment for a process that should talk to this stack."""
-        return {"KUBECONFIG": self.kubeconfig, "FERRY_NATS_URL": self.nats_url, "NATS_URL": self.nats_url}
+        return {
+            "KUBECONFIG": self.kubeconfig,
+            "FERRY_NATS_URL": self.nats_url,
+            "NATS_URL": self.nats_url,
+            "FERRY_STREAM_REPLICAS": str(self.stream_replicas),
+        }
 
     def save(self) -> None:
         data = asdict(self)
@@ -66,9 +74,17 @@ class StackInfo:
 class LocalStack:
     """Starts and stops one stack whose files all live under ``state_dir``."""
 
-    def __init__(self, state_dir: Path, binaries: Binaries | None = None, *, with_nats: bool = True) -> None:
+    def __init__(
+        self,
+        state_dir: Path,
+        binaries: Binaries | None = None,
+        *,
+        with_nats: bool = True,
+        nats_nodes: int = 0,
+    ) -> None:
         self.state_dir = state_dir.resolve()
         self.with_nats = with_nats
+        self.nats_nodes = nats_nodes or int(os.environ.get("FERRY_NATS_CLUSTER") or 1)
         self._binaries = binaries
         self.info: StackInfo | None = None
 
@@ -104,8 +120,12 @@ class LocalStack:
             wait_until_ready("etcd", etcd, lambda: http_ok(f"{etcd_url}/health"), 30)
 
             nats_url, nats_monitor = "", ""
-            if self.with_nats:
-                nats = NatsServer(bins.nats_server, self.state_dir / "nats", logs)
+            if self.with_nats and self.nats_nodes > 1:
+                cluster = NatsCluster.create(bins.nats_server, self.state_dir / "nats", logs, self.nats_nodes)
+                started.extend(cluster.start())
+                nats_url, nats_monitor = cluster.url, cluster.monitor
+            elif self.with_nats:
+                nats = NatsServer(bins.nats_server, self.state_dir / "nats" / "n0", logs)
                 started.append(nats.start())
                 nats_url, nats_monitor = nats.url, nats.monitor
 
@@ -162,6 +182,7 @@ class LocalStack:
             nats_monitor=nats_monitor,
             etcd_url=etcd_url,
             processes=started,
+            stream_replicas=3 if self.with_nats and self.nats_nodes >= 3 else 1,
         )
         self.info.save()
         say(f"local stack ready: KUBECONFIG={kubeconfig} NATS_URL={nats_url}")
