@@ -30,7 +30,7 @@ from pathlib import Path
 import aiohttp
 import orjson
 from ferry_local.binaries import find_binaries
-from ferry_local.natsd import NatsServer
+from ferry_local.natsd import NatsServer, service_url
 from ferry_local.processes import ManagedProcess, spawn
 from ferry_local.readiness import free_port
 
@@ -51,7 +51,7 @@ ROUTER_ARGV = [sys.executable, "-c", "from ferry_router.__main__ import main; ma
 def router_env(nats_url: str, port: int, metrics_port: int) -> dict[str, str]:
     """Environment of one benchmarked router: default scheduler, no debug port, no access log."""
     return {
-        "FERRY_NATS_URL": nats_url,
+        "FERRY_NATS_URL": service_url("router", nats_url),  # the router's own NATS user
         "FERRY_ROUTER_PORT": str(port),
         "FERRY_ROUTER_METRICS_PORT": str(metrics_port),
         "FERRY_ROUTER_DEBUG_PORT": "-1",
