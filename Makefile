@@ -5,7 +5,7 @@ export PATH := $(HOME)/.local/bin:$(PATH)
 UV := uv
 PYTEST_ARGS ?=
 
-.PHONY: help deps sync lint fmt crds crds-check chart test test-unit test-integration demo up down status bench
+.PHONY: help deps sync lint fmt crds nats-auth crds-check chart test test-unit test-integration demo up down status bench
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -27,6 +27,9 @@ fmt: sync ## format and fix what ruff can
 
 crds: sync ## regenerate deploy/crds from the schemas
 	$(UV) run python -m ferry_schemas.crdgen deploy/crds
+
+nats-auth: sync ## regenerate deploy/base/nats/auth.conf from the per-service tables in deploy/base/nats/users/
+	$(UV) run python -m ferry_local.natsauth > deploy/base/nats/auth.conf
 
 crds-check: sync
 	$(UV) run python -m ferry_schemas.crdgen deploy/crds --check

@@ -145,7 +145,7 @@ def test_a_pod_the_api_server_refuses_fails_the_serving_with_its_message_until_f
 
 
 def test_a_leaderworkerset_is_served_as_a_modelserving_and_deleted_with_it(
-    pipeline: ServiceSet, cluster: Cluster, kubelet: FakeKubelet
+    pipeline: ServiceSet, cluster: Cluster, kubelet: ManagedProcess
 ) -> None:
     """Kthena's LWSAPIBasic: an LWS with replicas 1 and size 2."""
     name = "lws-basic"

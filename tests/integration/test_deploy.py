@@ -329,10 +329,11 @@ def rules(group: str, resources: str, verbs: str) -> set[Rule]:
     return {(group, r, v) for r in resources.split() for v in verbs.split()}
 
 
-WORKLOAD, NETWORKING, SCHEDULING = (
+WORKLOAD, NETWORKING, SCHEDULING, LWS = (
     "workload.serving.volcano.sh",
     "networking.serving.volcano.sh",
     "scheduling.volcano.sh",
+    "leaderworkerset.x-k8s.io",
 )
 APPLIED = "get list create patch delete"
 NEEDS: dict[str, set[Rule]] = {

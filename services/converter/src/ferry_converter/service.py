@@ -129,8 +129,12 @@ def build_broker(
     latest_desired: LatestDesired | None = None,
 ) -> tuple[NatsBroker, Converter]:
     """The broker with both durable subscribers attached (not started)."""
+    options = nats_options(settings.nats_url)
+    # FastStream's pull subscribers take their fetch inbox from here, not from the connection: keep
+    # it this user's own (its NATS permissions allow no other inbox)
+    inbox = f"{options.get('inbox_prefix', '_INBOX')}.".encode()
     broker = NatsBroker(
-        **nats_options(settings.nats_url),
+        **options,
         middlewares=(NatsTelemetryMiddleware(tracer_provider=tracer_provider),),
         max_reconnect_attempts=-1,
         reconnect_time_wait=1,
@@ -144,6 +148,7 @@ def build_broker(
             stream=stream,
             durable=durable,
             pull_sub=PullSub(batch_size=1, timeout=1.0),
+            inbox_prefix=inbox,
             ack_policy=AckPolicy.NACK_ON_ERROR,
             config=ConsumerConfig(
                 durable_name=durable,
