@@ -34,8 +34,12 @@ EXPECTED: dict[str, NatsUser] = {
     "status": NatsUser("status", publish=("ferry.dlq.ferry-status.>",), streams={
         "FERRY_OBJECTS": ("consume",), "FERRY_RESULTS": ("consume",), "FERRY_DESIRED": ("consume",),
     }),
-    "router": NatsUser("router", streams={"FERRY_OBJECTS": ("consume",), "FERRY_KV": ("consume",)},
-                       kv=(RATE_LIMIT_BUCKET,)),
+    "router": NatsUser("router", publish=("ferry.demand.>",), streams={
+        "FERRY_OBJECTS": ("consume",), "FERRY_KV": ("consume",),
+    }, kv=(RATE_LIMIT_BUCKET,)),
+    "autoscaler": NatsUser("autoscaler", subscribe=("ferry.demand.>",), streams={
+        "FERRY_OBJECTS": ("consume",),
+    }, kv=("ferry_autoscaler_leases",)),
     "runtime": NatsUser("runtime", publish=("ferry.kv.>",)),
     "admin": NatsUser("admin", publish=(">",), subscribe=(">",)),
 }  # fmt: skip
