@@ -115,7 +115,12 @@ def test_compose_runs_every_service_and_real_commands(compose: Compose) -> None:
     assert commands >= FERRY_COMMANDS | {"ferry-mock-engine"}
     assert commands <= console_scripts()
     assert all(s.get("build", {}).get("dockerfile") == "Dockerfile" for s in ferry.values())
-    assert "--jetstream" in services["nats"]["command"]
+    assert services["nats"]["command"] == ["-c", "/etc/nats/nats.conf"]  # JetStream and the service users
+    mounts = {v["target"]: v.get("source", "") for v in services["nats"]["volumes"]}
+    assert mounts["/etc/nats/auth.conf"].endswith("deploy/base/nats/auth.conf")  # the same users as deploy/
+    assert "jetstream" in (DEPLOY / "compose" / "nats.conf").read_text()
+    for name in ("watcher", "converter", "applier", "status", "router"):
+        assert services[name]["environment"]["FERRY_NATS_USER"] == name
     for name in ("watcher", "applier", "status"):
         assert services[name]["depends_on"]["crds"]["condition"] == "service_completed_successfully"
 

@@ -14,7 +14,7 @@
 {{- if .Values.nats.url -}}
 {{ .Values.nats.url }}
 {{- else if .Values.nats.enabled -}}
-nats://nats.{{ .Release.Namespace }}.svc:4222
+tls://nats.{{ .Release.Namespace }}.svc:4222
 {{- else -}}
 {{ fail "nats.enabled=false needs nats.url (an existing NATS with JetStream)" }}
 {{- end }}
