@@ -340,6 +340,7 @@ WORKLOAD, NETWORKING, SCHEDULING, LWS = (
     "scheduling.volcano.sh",
     "leaderworkerset.x-k8s.io",
 )
+GATEWAY, INFERENCE = "gateway.networking.k8s.io", "inference.networking.k8s.io"
 APPLIED = "get list create patch delete"
 NEEDS: dict[str, set[Rule]] = {
     # list+watch of every kind it publishes on FERRY_OBJECTS (ferry_watcher.resources.WATCHED)
@@ -349,7 +350,9 @@ NEEDS: dict[str, set[Rule]] = {
     | rules(NETWORKING, "modelservers modelroutes", "list watch")
     | rules(SCHEDULING, "podgroups", "list watch")
     | rules("", "pods", "list watch")
-    | rules(LWS, "leaderworkersets", "list watch"),
+    | rules(LWS, "leaderworkersets", "list watch")
+    | rules(GATEWAY, "gatewayclasses gateways httproutes referencegrants", "list watch")
+    | rules(INFERENCE, "inferencepools", "list watch"),
     # server-side apply (create + patch), get, prune (list + delete) of every child kind; pods
     # are created with POST and deleted by collection too; blockOwnerDeletion needs the owners'
     # finalizers; boosters are only read (an owner is never written by its children's applier)
@@ -367,7 +370,16 @@ NEEDS: dict[str, set[Rule]] = {
     | rules("", "pods", "list")
     | rules(WORKLOAD, "modelboosters/status modelservings/status", "patch")
     | rules(LWS, "leaderworkersets", "get")
-    | rules(LWS, "leaderworkersets/status", "patch"),
+    | rules(LWS, "leaderworkersets/status", "patch")
+    | rules(GATEWAY, "gatewayclasses/status gateways/status httproutes/status", "patch")
+    | rules(GATEWAY, "gatewayclasses gateways", "create")
+    | rules(INFERENCE, "inferencepools/status", "patch"),
+    # the scale subresource and role replicas, the status of policies and bindings, Events; the
+    # rest comes from the bus
+    "autoscaler": rules(WORKLOAD, "modelservings/scale", "get patch update")
+    | rules(WORKLOAD, "modelservings", "get patch")
+    | rules(WORKLOAD, "autoscalingpolicies/status autoscalingpolicybindings/status", "get patch update")
+    | rules("events.k8s.io", "events", "create patch"),
     # bus only: no Kubernetes access at all
     "converter": set(),
     "router": set(),

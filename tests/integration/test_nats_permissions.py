@@ -13,7 +13,13 @@ import pytest
 from ferry_local.natsauth import NatsUser, render_conf, users, users_dir
 from ferry_local.natsd import service_url
 from ferry_local.paths import repo_root
-from ferry_schemas.bus import APPLIED_GENERATIONS_BUCKET, DESIRED_STREAM, OBJECTS_STREAM, RATE_LIMIT_BUCKET
+from ferry_schemas.bus import (
+    APPLIED_GENERATIONS_BUCKET,
+    DESIRED_STREAM,
+    GATEWAY_LISTENERS_BUCKET,
+    OBJECTS_STREAM,
+    RATE_LIMIT_BUCKET,
+)
 from ferry_schemas.runtime.jetstream import connect, declare_streams
 from nats.aio.client import Client
 from nats.js.api import KeyValueConfig
@@ -33,10 +39,11 @@ EXPECTED: dict[str, NatsUser] = {
     }, kv=(APPLIED_GENERATIONS_BUCKET, "ferry_applier_leases")),
     "status": NatsUser("status", publish=("ferry.dlq.ferry-status.>",), streams={
         "FERRY_OBJECTS": ("consume",), "FERRY_RESULTS": ("consume",), "FERRY_DESIRED": ("consume",),
-    }),
-    "router": NatsUser("router", publish=("ferry.demand.>",), streams={
-        "FERRY_OBJECTS": ("consume",), "FERRY_KV": ("consume",),
-    }, kv=(RATE_LIMIT_BUCKET,)),
+    }, kv=(GATEWAY_LISTENERS_BUCKET,)),
+    "router": NatsUser("router", publish=("ferry.demand.>", "ferry.fairness.>"),
+                       subscribe=("ferry.fairness.>",),
+                       streams={"FERRY_OBJECTS": ("consume",), "FERRY_KV": ("consume",)},
+                       kv=(RATE_LIMIT_BUCKET, GATEWAY_LISTENERS_BUCKET)),
     "autoscaler": NatsUser("autoscaler", subscribe=("ferry.demand.>",), streams={
         "FERRY_OBJECTS": ("consume",),
     }, kv=("ferry_autoscaler_leases",)),
