@@ -119,7 +119,7 @@ def test_compose_runs_every_service_and_real_commands(compose: Compose) -> None:
     mounts = {v["target"]: v.get("source", "") for v in services["nats"]["volumes"]}
     assert mounts["/etc/nats/auth.conf"].endswith("deploy/base/nats/auth.conf")  # the same users as deploy/
     assert "jetstream" in (DEPLOY / "compose" / "nats.conf").read_text()
-    for name in ("watcher", "converter", "applier", "status", "router"):
+    for name in ("watcher", "converter", "applier", "status", "router", "autoscaler"):
         assert services[name]["environment"]["FERRY_NATS_USER"] == name
     for name in ("watcher", "applier", "status"):
         assert services[name]["depends_on"]["crds"]["condition"] == "service_completed_successfully"
