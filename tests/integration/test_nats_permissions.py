@@ -40,8 +40,8 @@ EXPECTED: dict[str, NatsUser] = {
     "status": NatsUser("status", publish=("ferry.dlq.ferry-status.>",), streams={
         "FERRY_OBJECTS": ("consume",), "FERRY_RESULTS": ("consume",), "FERRY_DESIRED": ("consume",),
     }, kv=(GATEWAY_LISTENERS_BUCKET,)),
-    "router": NatsUser("router", publish=("ferry.demand.>", "ferry.fairness.>"),
-                       subscribe=("ferry.fairness.>",),
+    "router": NatsUser("router", publish=("ferry.demand.>", "ferry.fairness.>", "ferry.sessionboost.>"),
+                       subscribe=("ferry.fairness.>", "ferry.sessionboost.>"),
                        streams={"FERRY_OBJECTS": ("consume",), "FERRY_KV": ("consume",)},
                        kv=(RATE_LIMIT_BUCKET, GATEWAY_LISTENERS_BUCKET)),
     "autoscaler": NatsUser("autoscaler", subscribe=("ferry.demand.>",), streams={
