@@ -93,9 +93,14 @@ class Cluster:
         return {o["metadata"]["name"] for o in self.list(kind, selector)}
 
     def delete(self, kind: str, name: str, wait: bool = False) -> None:
-        self.kube.kubectl_run(
-            "delete", KIND_RESOURCES[kind], name, "-n", self.namespace, f"--wait={str(wait).lower()}"
-        )
+        """Delete ``name``; with ``wait``, until that object (its uid) is gone — a controller may
+        already have recreated one with the same name, which ``kubectl delete --wait`` can wait on."""
+        before = self.get(kind, name)
+        self.kube.kubectl_run("delete", KIND_RESOURCES[kind], name, "-n", self.namespace, "--wait=false")
+        if wait and before is not None:
+            uid = before["metadata"]["uid"]
+            eventually(lambda: ((self.get(kind, name) or {}).get("metadata") or {}).get("uid") != uid, 60,
+                       f"{kind} {name} ({uid}) deleted")  # fmt: skip
 
     def patch(self, kind: str, name: str, patch: JSON) -> None:
         self.kube.kubectl_run(
