@@ -347,10 +347,11 @@ NEEDS: dict[str, set[Rule]] = {
     "watcher": rules(
         WORKLOAD, "modelboosters modelservings autoscalingpolicies autoscalingpolicybindings", "list watch"
     )
-    | rules(NETWORKING, "modelservers modelroutes", "list watch")
+    | rules(NETWORKING, "modelservers modelroutes externalmodelproviders", "list watch")
     | rules(SCHEDULING, "podgroups", "list watch")
     | rules("", "pods services", "list watch")
     | rules("apps", "controllerrevisions", "list watch")
+    | rules("", "secrets", "list watch")  # provider credentials, asked for by label selector only
     | rules(LWS, "leaderworkersets", "list watch")
     | rules(GATEWAY, "gatewayclasses gateways httproutes referencegrants", "list watch")
     | rules(INFERENCE, "inferencepools", "list watch"),
