@@ -15,6 +15,7 @@ import datetime
 import json
 import ssl
 import threading
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -81,6 +82,7 @@ class FakeProvider:
 
     url: str
     received: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
+    raw_bodies: list[bytes] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def calls(self) -> list[tuple[str, str, dict[str, Any]]]:
@@ -90,6 +92,7 @@ class FakeProvider:
     def clear(self) -> None:
         with self.lock:
             self.received.clear()
+            self.raw_bodies.clear()
 
 
 @pytest.fixture(scope="module")
@@ -107,12 +110,15 @@ def provider(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakeProvider]
             auth = self.headers.get("Authorization", "")
             with fake.lock:
                 fake.received.append((self.path, auth, body))
+                fake.raw_bodies.append(raw)
             if auth != f"Bearer {API_KEY}":
                 error = {"error": {"message": "Incorrect API key provided", "code": "invalid_api_key"}}
                 return self._send(401, error)
             if body.get("model") == "rate-limited":
                 return self._send(429, {"error": {"message": "slow down", "code": "rate_limit_exceeded"}})
             usage = {"prompt_tokens": 7, "completion_tokens": 2, "total_tokens": 9}
+            if body.get("stream"):
+                return self._stream(body, usage)
             if self.path == "/v1/chat/completions":
                 message = {"role": "assistant", "content": "from the provider"}
                 choice = {"index": 0, "message": message, "finish_reason": "stop"}
@@ -121,6 +127,24 @@ def provider(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakeProvider]
                 choice = {"index": 0, "text": "from the provider", "finish_reason": "stop"}
                 answer = {"id": "ext-1", "object": "text_completion", "created": 1, "model": body["model"]}
             self._send(200, {**answer, "choices": [choice], "usage": usage})
+
+        def _stream(self, body: dict[str, Any], usage: dict[str, int]) -> None:
+            """Two content chunks, then the usage chunk only when asked for (as OpenAI does)."""
+            base = {"id": "ext-s", "object": "chat.completion.chunk", "created": 1, "model": body["model"]}
+            chunks = [
+                {**base, "choices": [{"index": 0, "delta": {"content": word}, "finish_reason": None}]}
+                for word in ("from ", "the provider")
+            ]
+            if (body.get("stream_options") or {}).get("include_usage"):
+                chunks.append({**base, "choices": [], "usage": usage})
+            data = (
+                b"".join(b"data: " + json.dumps(c).encode() + b"\n\n" for c in chunks) + b"data: [DONE]\n\n"
+            )
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
 
         def _send(self, status: int, payload: dict[str, Any]) -> None:
             data = json.dumps(payload).encode()
@@ -305,4 +329,53 @@ async def test_provider_credentials_paths_and_upstream_errors(
     assert body["message"] == "slow down"
 
     sync.close()
+    await client.close()
+
+
+async def test_raw_body_forwarded_untouched_and_streams_report_usage(
+    bus: World, router: RouterProcess, provider: FakeProvider
+) -> None:
+    """Without a model mapping the client's bytes reach the provider as they are (unknown fields
+    too); a stream gets the usage chunk the router asked for, hidden from the client."""
+    namespace = ns()
+    model = f"raw-{namespace}"
+    plain = external_provider(namespace, "ext", provider.url, "key")
+    del plain["spec"]["model"]
+    await bus.publish("secrets", credential(namespace, "key", API_KEY))
+    await bus.publish("externalmodelproviders", plain)
+    spec = {"modelName": model, "rules": [{"targetModels": [{"externalModelProviderName": "ext"}]}]}
+    await bus.publish("modelroutes", model_route(namespace, "route", spec))
+    router.wait_model(model)
+
+    raw = (
+        b'{"model":  "' + model.encode() + b'", "messages": [{"role": "user", "content": "hi"}],'
+        b' "vendor_extension": {"keep": [1, 2.50]}}'
+    )
+
+    def post() -> int:
+        request = urllib.request.Request(
+            f"{router.url}/v1/chat/completions", raw, {"Content-Type": "application/json"}
+        )
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return int(response.status)
+
+    await asyncio.to_thread(wait_until, lambda: post() == 200, "the provider ready")
+    assert provider.raw_bodies[-1] == raw
+
+    def counted() -> int:
+        lines = router.access_log.read_text().splitlines()
+        return sum(1 for line in lines if f"{namespace}/route" in line and '"output_tokens":2' in line)
+
+    provider.clear()
+    before = await asyncio.to_thread(wait_until, counted, "the plain request in the access log")
+    client = router.client()
+    stream = await client.chat.completions.create(model=model, messages=CHAT, stream=True)  # type: ignore[arg-type]
+    chunks = [chunk async for chunk in stream]
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "from the provider"
+    assert all(c.usage is None for c in chunks)  # the usage chunk the router asked for is hidden
+    _, _, sent = provider.calls()[-1]
+    assert sent["stream_options"] == {"include_usage": True}
+    assert sent["model"] == model
+
+    await asyncio.to_thread(wait_until, lambda: counted() > before, "the stream's usage in the access log")
     await client.close()
