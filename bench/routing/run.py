@@ -1,6 +1,6 @@
 """Routing benchmark: which scheduler plugins raise throughput and cut TTFT, on Kthena's workload.
 
-    uv run python bench/routing/run.py [--groups 16] [--per-group 16] [--time-scale 4] [--quick]
+    uv run python bench/routing/run.py [--groups 32] [--per-group 16] [--repeats long:1,short:3]
 
 Kthena's router benchmark, scaled down for 2 cores (bench/routing/README.md says how and why):
 a generated shared-prefix workload (``groups`` x ``per-group`` chat requests; each group shares a
@@ -13,7 +13,8 @@ LeastRequest+KVCacheAware. Ferry's runtime sidecars bridge the engines' KV event
 Every engine runs ``--time-scale`` times slower than the simulated GPU, so the Python processes'
 own CPU time is small next to a simulated second; all figures are in simulated seconds (wall
 time ÷ scale). Between sets the engines' prefix caches are reset (vLLM's ``/reset_prefix_cache``)
-and a fresh router is started. Prints one table per workload; asserts nothing.
+and a fresh router is started. Prints one table per workload (the median run of each set when a
+workload is repeated); asserts nothing.
 """
 
 from __future__ import annotations
