@@ -34,9 +34,15 @@ from ferry_local.readiness import free_port, http_ok, wait_until_ready
 from ferry_local.system import start_node
 
 from tests.conftest import KubeEnv, fresh_namespace
+from tests.e2e.known import KNOWN_FAILURE
 from tests.support.cluster import eventually
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(900)]
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.slow,
+    pytest.mark.timeout(900),
+    pytest.mark.xfail(reason=KNOWN_FAILURE, strict=False),
+]
 
 SERVICES = ("watcher", "converter", "applier", "status", "router", "autoscaler")
 """One replica each (those the chart has: the autoscaler joins when deploy/ runs it)."""
