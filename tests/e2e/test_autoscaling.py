@@ -25,10 +25,9 @@ from ferry_local.system import SystemInfo
 from openai import OpenAI
 
 from tests.conftest import KubeEnv
-from tests.e2e.known import KNOWN_FAILURE
 from tests.support.polling import eventually, get_json, has_condition
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.xfail(reason=KNOWN_FAILURE, strict=False)]
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 WORKLOAD = "workload.serving.volcano.sh/v1alpha1"
 FAST_BEHAVIOR = {

@@ -19,9 +19,8 @@ from ferry_local.paths import repo_root, state_dir
 from ferry_local.stack import StackInfo
 from openai import OpenAI
 
-from tests.e2e.known import KNOWN_FAILURE
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.xfail(reason=KNOWN_FAILURE, strict=False)]
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 QWEN = "qwen"
 
 

@@ -61,7 +61,7 @@ async def informer(
                 await asyncio.sleep(2)
                 continue
             log.warning("%s watch failed (%s); retrying in %.1fs", what, exc.status, backoff)
-        except (TimeoutError, OSError) as exc:
-            log.warning("%s watch interrupted (%s); retrying in %.1fs", what, exc, backoff)
+        except Exception as exc:  # a dropped connection, a truncated body...: never let the informer die
+            log.warning("%s watch interrupted (%r); retrying in %.1fs", what, exc, backoff)
         await asyncio.sleep(backoff)
         backoff = min(backoff * 2, 10.0)
