@@ -19,7 +19,6 @@ from ferry_local.paths import repo_root, state_dir
 from ferry_local.stack import StackInfo
 from openai import OpenAI
 
-
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 QWEN = "qwen"
 
