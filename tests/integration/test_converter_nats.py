@@ -3,9 +3,10 @@
 The service runs in this process (``ConverterService``, the same object ``ferry-converter``
 runs) with its own durable prefix and a namespace filter, so it only sees this test's owners.
 Covers: a booster and a ModelServing round-trip to FERRY_DESIRED with ``Nats-Msg-Id``; a
-duplicated and a redelivered input each leave ONE desired set in the stream; an older
-generation never overwrites a newer desired set; a tombstone; the trace continues; an
-undecodable message ends on the dead-letter stream after ``max_deliver`` attempts.
+duplicated input and a conversion retried after its publish each leave ONE desired set in the
+stream; an older generation never overwrites a newer desired set; a tombstone; the trace
+continues; an undecodable message ends on the dead-letter stream at once; a burst of events for
+one owner is converted as its newest event.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import pytest
 import yaml
 from ferry_converter.latest import StoredDesired
 from ferry_converter.metrics import CONVERSIONS, PUBLISH_DUPLICATES
-from ferry_converter.service import Converter, ConverterService, durable_name
+from ferry_converter.service import Converter, ConverterService, durable_name, jetstream_publisher
 from ferry_converter.settings import ConverterSettings
 from ferry_local.paths import shared_dir
 from ferry_schemas.bus import (
@@ -42,7 +43,7 @@ from nats.aio.client import Client
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 from opentelemetry import propagate
-from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.context import Context
 
 pytestmark = [pytest.mark.integration]
 
@@ -117,7 +118,7 @@ async def bus(nats_url: str) -> AsyncIterator[Bus]:
     settings = ConverterSettings(
         nats_url=nats_url, durable_prefix=namespace, namespace=namespace, max_deliver=3, ack_wait=5.0
     )
-    service = ConverterService(settings, TracerProvider())
+    service = ConverterService(settings)
     assert await asyncio.wait_for(service.start(), 30)
     try:
         yield Bus(nc, js, namespace, service)
@@ -216,17 +217,19 @@ async def test_content_that_comes_back_is_stored_again(bus: Bus) -> None:
     assert again.msg_id == first.msg_id
 
 
-async def test_redelivered_input_gives_one_desired_set(bus: Bus) -> None:
-    """The first attempt publishes, then fails before the ack; the redelivery's publish is deduplicated."""
+async def test_retried_conversion_gives_one_desired_set(bus: Bus) -> None:
+    """The first attempt publishes, then fails before the ack; the retry stores nothing new."""
     converter = bus.service.converter
     assert converter is not None
     calls = 0
     original = converter.handle
 
-    async def fail_once_after_publishing(body: bytes) -> DesiredSet | None:
+    async def fail_once_after_publishing(
+        event: ObjectEvent, context: Context | None = None
+    ) -> DesiredSet | None:
         nonlocal calls
         calls += 1
-        result = await original(body)
+        result = await original(event, context)
         if calls == 1:
             raise RuntimeError("crash between publish and ack")
         return result
@@ -237,11 +240,11 @@ async def test_redelivered_input_gives_one_desired_set(bus: Bus) -> None:
     await eventually(lambda: asyncio.sleep(0, result=calls >= 2))
     await eventually(bus.drained)
     assert calls == 2
-    assert duplicates() == before + 1, "the redelivery stored a second desired set"
+    assert duplicates() == before + 1, "the retry stored a second desired set"
     stats = await bus.js.consumer_info(
         OBJECTS_STREAM, durable_name(bus.service.settings, Resource.MODEL_BOOSTERS)
     )
-    assert stats.delivered.stream_seq == stats.ack_floor.stream_seq  # acked on the second delivery
+    assert stats.delivered.stream_seq == stats.ack_floor.stream_seq  # acked once the retry succeeded
 
 
 async def test_status_only_change_publishes_nothing_new(bus: Bus) -> None:
@@ -303,7 +306,7 @@ async def test_undecodable_message_becomes_a_dead_letter(bus: Bus) -> None:
     msg = await letters.next_msg(timeout=30)
     letter = DeadLetter.model_validate_json(msg.data)
     assert letter.subject == subject
-    assert letter.deliveries == 3
+    assert letter.deliveries == 1  # it can never be decoded: no retries
     assert json.loads(letter.data) == {"type": "ADDED"}
     stored = await bus.js.get_last_msg(DEAD_LETTER_STREAM, msg.subject)
     assert stored.data == msg.data
@@ -315,14 +318,15 @@ async def test_a_racing_replica_cannot_reorder_generations(bus: Bus) -> None:
     subject = f"ferry.desired.modelboosters.{bus.namespace}.test-model"
     await bus.publish(bus.booster(generation=3))
     seq, _, _ = await eventually(lambda: bus.desired(subject))
-    assert bus.service.broker is not None
 
     async def read_before_the_other_replica_published(desired: DesiredSet) -> StoredDesired:
         return StoredDesired()  # "no message yet": what a replica saw just before generation 3 landed
 
-    racer = Converter(bus.service.broker, bus.service.settings, read_before_the_other_replica_published)
+    racer = Converter(
+        jetstream_publisher(bus.js), bus.service.settings, read_before_the_other_replica_published
+    )
     with pytest.raises(Exception, match="wrong last sequence"):
-        await racer.handle(bus.booster(generation=2).to_bytes())
+        await racer.handle(bus.booster(generation=2))
     after, desired, _ = await eventually(lambda: bus.desired(subject))
     assert (after, desired.owner.generation) == (seq, 3)
 
@@ -338,3 +342,21 @@ async def test_stale_events_and_skips_are_counted(bus: Bus) -> None:
             0, result=CONVERSIONS.labels(Resource.MODEL_BOOSTERS, "stale")._value.get() == stale + 1
         )
     )
+
+
+async def test_a_burst_for_one_owner_is_converted_as_its_newest_event(bus: Bus) -> None:
+    """Events queued behind a conversion coalesce: the generations stored only go forward, end at
+    the newest, and every message is acked."""
+    subject = f"ferry.desired.modelboosters.{bus.namespace}.test-model"
+    stored: list[int] = []
+
+    async def on_desired(msg: Any) -> None:
+        stored.append(DesiredSet.model_validate_json(msg.data).owner.generation)
+
+    watch = await bus.nc.subscribe(subject, cb=on_desired)
+    for generation in range(1, 11):
+        await bus.publish(bus.booster(generation=generation))
+    await eventually(bus.drained)
+    await eventually(lambda: asyncio.sleep(0, result=stored and stored[-1] == 10))
+    await watch.unsubscribe()
+    assert stored == sorted(set(stored)), f"an older generation was stored after a newer one: {stored}"

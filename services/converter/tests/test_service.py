@@ -1,4 +1,4 @@
-"""The converter service in memory (FastStream ``TestNatsBroker``): routing, headers, tombstones, traces."""
+"""The converter's handler in memory: routing, headers, tombstones, traces, the newest-event hold."""
 
 from __future__ import annotations
 
@@ -6,26 +6,14 @@ import json
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
-from faststream.nats import JStream, NatsMessage, TestNatsBroker
-from ferry_converter.service import build_broker
+from ferry_converter.service import Converter, Newest
 from ferry_converter.settings import ConverterSettings
 from ferry_local.paths import shared_dir
-from ferry_schemas.bus import (
-    DESIRED_STREAM,
-    MSG_ID_HEADER,
-    OBJECTS_STREAM,
-    DesiredSet,
-    ObjectEvent,
-    Resource,
-    desired_subject,
-)
+from ferry_schemas.bus import MSG_ID_HEADER, DesiredSet, ObjectEvent, Resource, desired_subject
 from opentelemetry import propagate
+from opentelemetry.context import Context
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from pydantic import ValidationError
 
 INPUT = shared_dir() / "reference" / "kthena" / "head" / "convert-testdata" / "input"
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -60,27 +48,25 @@ def serving_event(name: str = "ms-a") -> ObjectEvent:
 
 
 class Harness:
-    def __init__(self, provider: TracerProvider | None = None) -> None:
-        self.broker, self.converter = build_broker(ConverterSettings(nats_url="nats://127.0.0.1:1"), provider)
+    """The converter with a publisher that records what it would store (the bus is tested in
+    tests/integration/test_converter_nats.py)."""
+
+    def __init__(self) -> None:
         self.received: list[tuple[str, dict[str, str], DesiredSet]] = []
+        self.converter = Converter(self.publish, ConverterSettings(nats_url="nats://127.0.0.1:1"))
 
-        @self.broker.subscriber("ferry.desired.>", stream=JStream(DESIRED_STREAM, declare=False))
-        async def capture(msg: NatsMessage) -> None:
-            self.received.append(
-                (msg.raw_message.subject, dict(msg.headers), DesiredSet.model_validate_json(msg.body))
-            )
+    async def publish(self, subject: str, body: bytes, headers: dict[str, str]) -> bool:
+        self.received.append((subject, dict(headers), DesiredSet.model_validate_json(body)))
+        return False
 
-    async def send(self, event: ObjectEvent | bytes, headers: dict[str, str] | None = None) -> None:
-        body = event if isinstance(event, bytes) else event.to_bytes()
-        subject = event.subject if isinstance(event, ObjectEvent) else "ferry.obj.modelboosters.default.x"
-        await self.broker.publish(body, subject, headers=headers, stream=OBJECTS_STREAM)
+    async def send(self, event: ObjectEvent, context: Context | None = None) -> None:
+        await self.converter.handle(event, context)
 
 
 async def test_booster_event_publishes_its_desired_set() -> None:
     h = Harness()
-    async with TestNatsBroker(h.broker):
-        event = booster_event()
-        await h.send(event)
+    event = booster_event()
+    await h.send(event)
     (subject, headers, desired) = h.received[0]
     assert len(h.received) == 1
     assert subject == desired_subject("modelboosters", "default", "test-model")
@@ -99,8 +85,7 @@ async def test_booster_event_publishes_its_desired_set() -> None:
 
 async def test_serving_event_publishes_a_workload() -> None:
     h = Harness()
-    async with TestNatsBroker(h.broker):
-        await h.send(serving_event())
+    await h.send(serving_event())
     (subject, _, desired) = h.received[0]
     assert subject == "ferry.desired.modelservings.default.ms-a"
     assert desired.children == []
@@ -112,8 +97,7 @@ async def test_serving_event_publishes_a_workload() -> None:
 
 async def test_dotted_serving_name_is_an_error_on_an_encoded_subject() -> None:
     h = Harness()
-    async with TestNatsBroker(h.broker):
-        await h.send(serving_event("ms.v1"))
+    await h.send(serving_event("ms.v1"))
     (subject, _, desired) = h.received[0]
     assert subject == "ferry.desired.modelservings.default.ms_v1"
     assert desired.workload is None
@@ -123,8 +107,7 @@ async def test_dotted_serving_name_is_an_error_on_an_encoded_subject() -> None:
 
 async def test_deleted_owner_publishes_a_tombstone() -> None:
     h = Harness()
-    async with TestNatsBroker(h.broker):
-        await h.send(booster_event(kind="DELETED"))
+    await h.send(booster_event(kind="DELETED"))
     (_, _, desired) = h.received[0]
     assert desired.deleted
     assert desired.children == []
@@ -135,8 +118,7 @@ async def test_unconvertible_booster_publishes_errors_not_children() -> None:
     h = Harness()
     event = booster_event(INPUT / "pd-disaggregated-model-with-runtimeclass.yaml")
     event.object["spec"]["backend"]["workers"].pop()  # no decode worker
-    async with TestNatsBroker(h.broker):
-        await h.send(event)
+    await h.send(event)
     (_, _, desired) = h.received[0]
     assert desired.children == []
     assert [e.field for e in desired.errors] == ["spec.backend.workers"]
@@ -147,46 +129,42 @@ async def test_schema_invalid_object_is_reported_with_its_path() -> None:
     h = Harness()
     event = booster_event()
     event.object["spec"]["backend"]["workers"][0]["replicas"] = "many"
-    async with TestNatsBroker(h.broker):
-        await h.send(event)
+    await h.send(event)
     (_, _, desired) = h.received[0]
     assert desired.children == []
     assert any(e.field.startswith("spec.backend.workers[0].replicas") for e in desired.errors)
 
 
-async def test_undecodable_message_fails_the_handler() -> None:
-    """The error reaches the broker (NACK_ON_ERROR → redelivery → dead letter), nothing is published."""
-    h = Harness()
-    async with TestNatsBroker(h.broker):
-        with pytest.raises(ValidationError):
-            await h.send(b'{"not": "an event"}')
-    assert h.received == []
-
-
 async def test_trace_continues_from_the_incoming_traceparent() -> None:
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    h = Harness(provider)
-    # The in-memory publisher runs the telemetry middleware too: publish inside the watcher's trace.
+    h = Harness()
     parent = propagate.extract({"traceparent": TRACEPARENT})
-    async with TestNatsBroker(h.broker):
-        with provider.get_tracer("watcher").start_as_current_span("watch", context=parent):
-            await h.send(booster_event())
+    with TracerProvider().get_tracer("converter").start_as_current_span("convert", context=parent) as span:
+        await h.send(booster_event())
     (_, headers, _) = h.received[0]
     assert headers["traceparent"].split("-")[1] == TRACE_ID
-    spans = exporter.get_finished_spans()
-    assert spans
-    assert any(span.context.trace_id == int(TRACE_ID, 16) for span in spans)
+    assert headers["traceparent"].split("-")[2] == f"{span.get_span_context().span_id:016x}"
+
+
+def test_newest_keeps_the_latest_event_until_it_was_converted() -> None:
+    newest, key = Newest(), ("modelboosters", "default", "test-model")
+    first, second = booster_event(generation=1), booster_event(generation=2)
+    newest.offer(key, 10, first)
+    newest.offer(key, 12, second)
+    newest.offer(key, 11, first)  # a late, older message does not replace the newer event
+    assert newest.take(key) == (12, second)
+    newest.offer(key, 13, first)  # arrived during the conversion of 12
+    newest.done(key, 12)
+    assert newest.take(key) == (13, first)
+    newest.done(key, 13)
+    assert newest.take(key) is None
 
 
 async def test_same_input_gives_the_same_msg_id() -> None:
     h = Harness()
-    async with TestNatsBroker(h.broker):
-        event = booster_event()
-        await h.send(event)
-        await h.send(event)
-        await h.send(booster_event(generation=2))
+    event = booster_event()
+    await h.send(event)
+    await h.send(event)
+    await h.send(booster_event(generation=2))
     ids = [headers[MSG_ID_HEADER] for _, headers, _ in h.received]
     assert ids[0] == ids[1]
     assert ids[2] != ids[0]

@@ -21,7 +21,7 @@ async def amain(settings: ConverterSettings | None = None, stop: asyncio.Event |
     provider = setup_tracing("ferry-converter")
     stop = stop or asyncio.Event()
     stop_on_signals(stop)
-    service = ConverterService(settings, provider)
+    service = ConverterService(settings)
     probes = ProbeServer(settings.probe_host, settings.probe_port, ready=service.ready)
     port = await probes.start()
     log.info("probes on %s:%s", settings.probe_host, port)

@@ -1,13 +1,21 @@
 """The converter service: owner events in, desired sets out (design §2).
 
-Durable pull consumers ``<prefix>-modelboosters`` and ``<prefix>-modelservings`` on
-FERRY_OBJECTS, shared by every converter replica. Each message is converted by the pure
-:func:`~ferry_converter.desired.desired_set` and published to FERRY_DESIRED with
-``Nats-Msg-Id = <desired.msg_id>/<last sequence on the subject>`` (so a redelivered or duplicated
-input is stored once, and content that comes back after a different set is stored again); the
-input is acked only after the publish was acknowledged (``NACK_ON_ERROR``: a failure means
-redelivery, and after ``max_deliver`` the DeadLetterForwarder moves it to the dead-letter
-stream). ``NatsTelemetryMiddleware`` continues the incoming ``traceparent`` into the publish.
+On the control services' one consumer runtime (``ferry_schemas.runtime``), like the applier and
+status: a :class:`~ferry_schemas.runtime.consumer.DurableConsumer` per owner kind
+(``<prefix>-modelboosters``, ``-modelservings``, ``-leaderworkersets`` on FERRY_OBJECTS, shared by
+every replica) decodes each message and submits its owner to one
+:class:`~ferry_schemas.runtime.workqueue.WorkQueue` keyed by owner. The queue converts owners
+concurrently (``FERRY_CONVERTER_WORKERS``), one conversion per owner at a time, and coalesces a
+burst of events for one owner (status writes, relists) into one conversion of the newest event;
+a failed conversion (NATS unavailable, a racing replica) is retried with back-off while the
+message is kept in progress, and the message is acked once a conversion that saw it succeeded.
+An undecodable message is dead-lettered at once.
+
+Each conversion is the pure :func:`~ferry_converter.desired.desired_set`, published to
+FERRY_DESIRED with ``Nats-Msg-Id = <desired.msg_id>/<last sequence on the subject>`` (a
+redelivered or duplicated input is stored once; content that comes back after a different set is
+stored again) and ``Nats-Expected-Last-Subject-Sequence`` (replicas cannot reorder generations).
+The publish continues the incoming trace (``traceparent``).
 """
 
 from __future__ import annotations
@@ -16,11 +24,9 @@ import asyncio
 import contextlib
 import logging
 import time
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 
-from faststream import AckPolicy
-from faststream.nats import JStream, NatsBroker, NatsMessage, PullSub
-from faststream.nats.opentelemetry import NatsTelemetryMiddleware
 from ferry_schemas.bus import (
     DESIRED_STREAM,
     MSG_ID_HEADER,
@@ -32,11 +38,15 @@ from ferry_schemas.bus import (
     encode_token,
     object_filter,
 )
-from ferry_schemas.runtime.jetstream import DeadLetterForwarder, connect, nats_options
+from ferry_schemas.runtime.consumer import BadMessage, DurableConsumer
+from ferry_schemas.runtime.jetstream import connect, wait_for_streams
+from ferry_schemas.runtime.workqueue import WorkQueue
 from nats.aio.client import Client
-from nats.js.api import ConsumerConfig, DeliverPolicy
-from nats.js.errors import NotFoundError
-from opentelemetry.sdk.trace import TracerProvider
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from opentelemetry import propagate, trace
+from opentelemetry.context import Context
+from pydantic import ValidationError
 
 from ferry_converter.desired import desired_set
 from ferry_converter.latest import EXPECTED_LAST_SUBJECT_SEQUENCE, LatestDesired, stored_desired
@@ -44,9 +54,17 @@ from ferry_converter.metrics import CONVERSION_SECONDS, CONVERSIONS, PUBLISH_DUP
 from ferry_converter.settings import ConverterSettings
 
 log = logging.getLogger(__name__)
+tracer = trace.get_tracer("ferry_converter")
 
 RESOURCES = (Resource.MODEL_BOOSTERS, Resource.MODEL_SERVINGS, Resource.LEADER_WORKER_SETS)
 """Owners the converter turns into desired sets (LeaderWorkerSets only arrive where the kind is served)."""
+
+OwnerKey = tuple[str, str, str]
+"""(resource, namespace, name): one conversion at a time per owner."""
+
+Publish = Callable[[str, bytes, dict[str, str]], Awaitable[bool]]
+"""Publish a desired set to FERRY_DESIRED (subject, body, headers); ``True`` when the server
+reports it a duplicate of a stored message."""
 
 
 def durable_name(settings: ConverterSettings, resource: str) -> str:
@@ -62,20 +80,29 @@ def subject_filter(settings: ConverterSettings, resource: str) -> str:
     return object_filter(resource)
 
 
+def jetstream_publisher(js: JetStreamContext) -> Publish:
+    """A :data:`Publish` through JetStream (the ack is awaited, so an error means retry)."""
+
+    async def publish(subject: str, body: bytes, headers: dict[str, str]) -> bool:
+        ack = await js.publish(subject, body, stream=DESIRED_STREAM, headers=headers)
+        return bool(ack.duplicate)
+
+    return publish
+
+
 @dataclass
 class Converter:
-    """Converts one event and publishes the result; the FastStream handlers call :meth:`handle`."""
+    """Converts one owner event and publishes the result."""
 
-    broker: NatsBroker
+    publish: Publish
     settings: ConverterSettings
     latest_desired: LatestDesired | None = None
 
-    async def handle(self, body: bytes) -> DesiredSet | None:
+    async def handle(self, event: ObjectEvent, context: Context | None = None) -> DesiredSet | None:
         """Convert and publish; ``None`` when a newer generation is already stored (stale input).
 
         Nothing is published when the stream already holds this exact desired set (same msg id).
         """
-        event = ObjectEvent.model_validate_json(body)
         started = time.perf_counter()
         desired = desired_set(event, self.settings.render_options)
         CONVERSION_SECONDS.labels(event.resource).observe(time.perf_counter() - started)
@@ -105,10 +132,8 @@ class Converter:
             # (A, B, A within the duplicate window) is stored again instead of being dropped.
             headers[MSG_ID_HEADER] = f"{desired.msg_id}/{stored.sequence}"
             headers[EXPECTED_LAST_SUBJECT_SEQUENCE] = str(stored.sequence)
-        ack = await self.broker.publish(
-            desired.to_bytes(), desired.subject, headers=headers, stream=DESIRED_STREAM
-        )
-        if ack is not None and ack.duplicate:
+        propagate.inject(headers, context=context)
+        if await self.publish(desired.subject, desired.to_bytes(), headers):
             PUBLISH_DUPLICATES.labels(event.resource).inc()
         outcome = "deleted" if desired.deleted else ("failed" if desired.errors else "ok")
         CONVERSIONS.labels(event.resource, outcome).inc()
@@ -123,104 +148,112 @@ class Converter:
         return desired
 
 
-def build_broker(
-    settings: ConverterSettings,
-    tracer_provider: TracerProvider | None = None,
-    latest_desired: LatestDesired | None = None,
-) -> tuple[NatsBroker, Converter]:
-    """The broker with both durable subscribers attached (not started)."""
-    options = nats_options(settings.nats_url)
-    # FastStream's pull subscribers take their fetch inbox from here, not from the connection: keep
-    # it this user's own (its NATS permissions allow no other inbox)
-    inbox = f"{options.get('inbox_prefix', '_INBOX')}.".encode()
-    broker = NatsBroker(
-        **options,
-        middlewares=(NatsTelemetryMiddleware(tracer_provider=tracer_provider),),
-        max_reconnect_attempts=-1,
-        reconnect_time_wait=1,
-    )
-    converter = Converter(broker, settings, latest_desired)
-    stream = JStream(OBJECTS_STREAM, declare=False)
-    for resource in RESOURCES:
-        durable = durable_name(settings, resource)
-        subscriber = broker.subscriber(
-            subject_filter(settings, resource),
-            stream=stream,
-            durable=durable,
-            pull_sub=PullSub(batch_size=1, timeout=1.0),
-            inbox_prefix=inbox,
-            ack_policy=AckPolicy.NACK_ON_ERROR,
-            config=ConsumerConfig(
-                durable_name=durable,
-                deliver_policy=DeliverPolicy.ALL,
-                max_deliver=settings.max_deliver,
-                ack_wait=settings.ack_wait,
-            ),
-        )
+@dataclass
+class Newest:
+    """The newest event seen per owner and not yet converted (by stream sequence)."""
 
-        async def on_event(msg: NatsMessage) -> None:
-            await converter.handle(msg.body)
+    events: dict[OwnerKey, tuple[int, ObjectEvent]] = field(default_factory=dict)
 
-        on_event.__name__ = on_event.__qualname__ = f"convert_{resource}"
-        subscriber(on_event)
-    return broker, converter
+    def offer(self, key: OwnerKey, sequence: int, event: ObjectEvent) -> None:
+        held = self.events.get(key)
+        if held is None or held[0] <= sequence:
+            self.events[key] = (sequence, event)
+
+    def take(self, key: OwnerKey) -> tuple[int, ObjectEvent] | None:
+        return self.events.get(key)
+
+    def done(self, key: OwnerKey, sequence: int) -> None:
+        """Forget the owner's event unless a newer one arrived during the conversion."""
+        held = self.events.get(key)
+        if held is not None and held[0] == sequence:
+            del self.events[key]
 
 
 class ConverterService:
-    """The running service: broker, dead-letter forwarders and the control connection.
+    """The running service: connection, consumers, the keyed queue.
 
     ``start`` waits for the watcher to declare the streams, then binds the durable consumers.
     """
 
-    def __init__(self, settings: ConverterSettings, tracer_provider: TracerProvider | None = None) -> None:
+    def __init__(self, settings: ConverterSettings) -> None:
         self.settings = settings
-        self._provider = tracer_provider
         self._nc: Client | None = None
-        self._forwarders: list[DeadLetterForwarder] = []
-        self.broker: NatsBroker | None = None
+        self._consumers: list[DurableConsumer] = []
+        self._tasks: list[asyncio.Task[None]] = []
+        self._newest = Newest()
         self.converter: Converter | None = None
-        self.started = False
+        self.queue: WorkQueue[OwnerKey] = WorkQueue(
+            "converter", self._convert, workers=max(1, settings.workers)
+        )
 
     def ready(self) -> bool:
-        return self.started and self._nc is not None and self._nc.is_connected
+        return (
+            self._nc is not None
+            and self._nc.is_connected
+            and bool(self._consumers)
+            and all(c.bound.is_set() for c in self._consumers)
+        )
 
     async def start(self, stop: asyncio.Event | None = None) -> bool:
         """Bind and start consuming; ``False`` when ``stop`` was set while waiting for the streams."""
         stop = stop or asyncio.Event()
         settings = self.settings
-        self._nc = await connect(settings.nats_url, f"ferry-{settings.service}-control")
+        self._nc = await connect(settings.nats_url, f"ferry-{settings.service}")
         js = self._nc.jetstream()
-        while not stop.is_set():
-            try:
-                for stream in (OBJECTS_STREAM, DESIRED_STREAM):
-                    await js.stream_info(stream)
-                break
-            except NotFoundError:
-                log.info("waiting for %s and %s to be declared", OBJECTS_STREAM, DESIRED_STREAM)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), 1.0)
-        if stop.is_set():
+        if not await wait_for_streams(js, (OBJECTS_STREAM, DESIRED_STREAM), stop):
             return False
-        self.broker, self.converter = build_broker(settings, self._provider, stored_desired(js))
-        for resource in RESOURCES:
-            forwarder = DeadLetterForwarder(
-                self._nc, js, settings.service, OBJECTS_STREAM, durable_name(settings, resource)
+        self.converter = Converter(jetstream_publisher(js), settings, stored_desired(js))
+        self._consumers = [
+            DurableConsumer(
+                self._nc,
+                js,
+                service=settings.service,
+                stream=OBJECTS_STREAM,
+                durable=durable_name(settings, resource),
+                subject=subject_filter(settings, resource),
+                handler=self._on_event,
+                max_deliver=settings.max_deliver,
+                ack_wait=settings.ack_wait,
+                batch=settings.batch,
             )
-            await forwarder.start()
-            self._forwarders.append(forwarder)
-        await self.broker.start()
-        self.started = True
+            for resource in RESOURCES
+        ]
+        self._tasks = [asyncio.create_task(c.run(), name=c.durable) for c in self._consumers]
+        await asyncio.gather(*(c.bound.wait() for c in self._consumers))
         log.info("converter consuming %s", ", ".join(subject_filter(settings, r) for r in RESOURCES))
         return True
 
     async def stop(self) -> None:
-        self.started = False
-        if self.broker is not None:
-            await self.broker.stop()
-        for forwarder in self._forwarders:
-            await forwarder.stop()
-        self._forwarders.clear()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+        await self.queue.stop()
         if self._nc is not None:
             with contextlib.suppress(Exception):
                 await self._nc.drain()
             self._nc = None
+
+    async def _on_event(self, msg: Msg, context: Context) -> None:
+        """Decode, remember as the owner's newest event, and wait until a conversion saw it."""
+        try:
+            event = ObjectEvent.model_validate_json(msg.data)
+        except ValidationError as exc:
+            raise BadMessage(f"not an ObjectEvent: {exc}") from exc
+        key = (event.resource, event.namespace, event.name)
+        self._newest.offer(key, msg.metadata.sequence.stream, event)
+        await self.queue.submit(key, context)
+
+    async def _convert(self, key: OwnerKey, context: Context | None) -> None:
+        held = self._newest.take(key)
+        if held is None:
+            return  # an earlier conversion already took this owner's newest event
+        sequence, event = held
+        assert self.converter is not None
+        with tracer.start_as_current_span(
+            f"converter convert {event.subject}",
+            context=context,
+            attributes={"ferry.owner.kind": event.resource, "ferry.owner.name": event.name},
+        ):
+            await self.converter.handle(event)
+        self._newest.done(key, sequence)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import shlex
 from dataclasses import dataclass, field
 
-from ferry_schemas.runtime.settings import ServiceSettings, env_str
+from ferry_schemas.runtime.settings import ServiceSettings, env_int, env_str
 
 from ferry_converter.booster.options import DEFAULT_DOWNLOADER_IMAGE, DEFAULT_RUNTIME_IMAGE, RenderOptions
 
@@ -16,7 +16,8 @@ SERVICE = "converter"
 class ConverterSettings(ServiceSettings):
     """``FERRY_DOWNLOADER_IMAGE`` / ``FERRY_RUNTIME_IMAGE`` override Kthena's default images;
     ``FERRY_RUNTIME_COMMAND`` (e.g. ``ferry-runtime``) gives the runtime container a command, so a
-    Ferry image runs Ferry's runtime sidecar with Kthena's flags."""
+    Ferry image runs Ferry's runtime sidecar with Kthena's flags. ``FERRY_CONVERTER_WORKERS``: owners
+    converted at once; ``FERRY_CONVERTER_BATCH``: messages fetched per pull."""
 
     service: str = SERVICE
     downloader_image: str = field(
@@ -27,6 +28,8 @@ class ConverterSettings(ServiceSettings):
         default_factory=lambda: tuple(shlex.split(env_str("FERRY_RUNTIME_COMMAND", "")))
     )
     durable_prefix: str = field(default_factory=lambda: env_str("FERRY_CONVERTER_DURABLE", "converter"))
+    workers: int = field(default_factory=lambda: env_int("FERRY_CONVERTER_WORKERS", 8))
+    batch: int = field(default_factory=lambda: env_int("FERRY_CONVERTER_BATCH", 64))
     namespace: str = field(default_factory=lambda: env_str("FERRY_WATCH_NAMESPACE", ""))
     """Only convert owners in this namespace (empty: every namespace)."""
 
