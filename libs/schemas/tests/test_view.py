@@ -61,3 +61,24 @@ def test_a_failing_callback_does_not_stop_the_view() -> None:
     v.on_change(broken)
     v.apply(ObjectEvent.from_object("ADDED", "pods", pod("a", "o1", {})))
     assert v.get("pods", "ns", "a") is not None
+
+
+def test_label_selection_follows_label_changes_and_deletes() -> None:
+    v = view()
+    v.apply(ObjectEvent.from_object("ADDED", "pods", pod("a", "o1", {"app": "x", "role": "leader"})))
+    v.apply(ObjectEvent.from_object("ADDED", "pods", pod("b", "o1", {"app": "x", "role": "worker"})))
+    v.apply(ObjectEvent.from_object("ADDED", "pods", pod("c", "o1", {"app": "x"}, ns="other")))
+
+    def names(selector: dict[str, str], ns: str = "ns") -> list[str]:
+        return [p["metadata"]["name"] for p in v.list("pods", ns, selector)]
+
+    assert names({"app": "x"}) == ["a", "b"]
+    assert names({"app": "x", "role": "worker"}) == ["b"]
+    assert names({"app": "x", "role": "none"}) == []
+    assert names({"app": "x"}, "other") == ["c"]
+    v.apply(ObjectEvent.from_object("MODIFIED", "pods", pod("b", "o1", {"app": "y", "role": "worker"})))
+    assert names({"app": "x"}) == ["a"]
+    assert names({"app": "y"}) == ["b"]
+    v.apply(ObjectEvent.from_object("DELETED", "pods", pod("a", "o1", {"app": "x", "role": "leader"})))
+    assert names({"app": "x"}) == []
+    assert names({"role": "leader"}) == []

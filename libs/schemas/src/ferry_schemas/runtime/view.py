@@ -8,7 +8,9 @@ acked): the view is rebuilt from the stream on start.
 Reads never touch the API server:
 
 * :meth:`ObjectView.get` — one object by resource, namespace and name;
-* :meth:`ObjectView.list` — a resource's objects in a namespace, optionally by label selector;
+* :meth:`ObjectView.list` — a resource's objects in a namespace, optionally by label selector
+  (through a (namespace, label, value) index: the cost follows the objects selected, not the
+  objects in the namespace);
 * :meth:`ObjectView.owned` — the objects whose ownerReferences name a uid (by owner uid index).
 
 :meth:`ObjectView.on_change` registers ``callback(event)`` for every change after it was applied,
@@ -89,6 +91,8 @@ class ObjectView:
         self._objects: dict[ObjKey, Obj] = {}
         self._by_namespace: dict[tuple[str, str], set[str]] = defaultdict(set)
         self._by_owner: dict[str, set[ObjKey]] = defaultdict(set)
+        self._by_label: dict[tuple[str, str, str, str], set[str]] = defaultdict(set)
+        """(resource, namespace, label, value) → names."""
         self._counts: dict[str, int] = defaultdict(int)
         self._changed = asyncio.Event()
         self._seen: dict[str, int] = {r: 0 for r in self.resources}
@@ -114,7 +118,11 @@ class ObjectView:
         self, resource: str, namespace: str, selector: Mapping[str, str] | None = None
     ) -> builtins.list[Obj]:
         resource = str(resource)
-        names = self._by_namespace.get((resource, namespace), set())
+        if selector:
+            candidates = [self._by_label.get((resource, namespace, k, v), set()) for k, v in selector.items()]
+            names = min(candidates, key=len)
+        else:
+            names = self._by_namespace.get((resource, namespace), set())
         found = (self._objects[(resource, namespace, name)] for name in sorted(names))
         return [obj for obj in found if matches(obj, selector)]
 
@@ -189,6 +197,11 @@ class ObjectView:
                 if not self._by_owner[uid]:
                     del self._by_owner[uid]
             self._by_namespace[(event.resource, event.namespace)].discard(event.name)
+            for label, value in labels_of(old).items():
+                index = (event.resource, event.namespace, label, str(value))
+                self._by_label[index].discard(event.name)
+                if not self._by_label[index]:
+                    del self._by_label[index]
         if not event.deleted:
             obj = event.object
             meta = obj.get("metadata")
@@ -202,6 +215,8 @@ class ObjectView:
             self._by_namespace[(event.resource, event.namespace)].add(event.name)
             for uid in owner_uids(obj):
                 self._by_owner[uid].add(key)
+            for label, value in labels_of(obj).items():
+                self._by_label[(event.resource, event.namespace, label, str(value))].add(event.name)
         VIEW_EVENTS.labels(event.resource, event.type).inc()
         if old is None and not event.deleted:
             self._counts[event.resource] += 1
