@@ -24,6 +24,9 @@ from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 from ferry_router import errors
 from ferry_router.admission import AdmissionQueue
+from ferry_router.apis import CHAT_PATH, CLIENT_API, TRANSLATED_PATHS, client_api
+from ferry_router.apis.messages import MESSAGES_PATH
+from ferry_router.apis.responses import RESPONSES_PATH
 from ferry_router.auth import AUTH_FAILURES, AuthError, JWTAuthenticator
 from ferry_router.cold_start import ColdStartHold
 from ferry_router.external import ExternalProxy
@@ -69,7 +72,9 @@ RouteFilter = Callable[[Route], bool]
 Fallback = Callable[[], Awaitable[web.StreamResponse]]
 Handler = Callable[[web.Request, RequestRecord], Awaitable[web.StreamResponse]]
 
-INFERENCE_PATHS = frozenset({"/v1/chat/completions", "/v1/completions", "/v1/embeddings"})
+INFERENCE_PATHS = frozenset(
+    {"/v1/chat/completions", "/v1/completions", "/v1/embeddings", RESPONSES_PATH, MESSAGES_PATH}
+)
 JSON = "application/json"
 
 
@@ -129,8 +134,10 @@ def json_response(payload: Any, status: int = 200) -> web.Response:
     return web.Response(body=orjson.dumps(payload), status=status, content_type=JSON)
 
 
-def error_response(error: errors.RouterError) -> web.Response:
-    return web.Response(body=error.body(), status=error.status, content_type=JSON, headers=error.headers)
+def error_response(error: errors.RouterError, path: str = "") -> web.Response:
+    """The error in the shape of the client's API (Anthropic's for ``/v1/messages``, else OpenAI's)."""
+    body = error.body(anthropic=path == MESSAGES_PATH)
+    return web.Response(body=body, status=error.status, content_type=JSON, headers=error.headers)
 
 
 class Router:
@@ -148,6 +155,7 @@ class Router:
         authenticator: JWTAuthenticator | None = None,
         fairness: Fairness | None = None,
         session_boost: SessionBoost | None = None,
+        native_apis: frozenset[str] = frozenset(),
     ) -> None:
         self.table = table
         self.scheduler = scheduler
@@ -162,6 +170,8 @@ class Router:
         if fairness is not None or session_boost is not None:
             table.route_listeners.append(self._forget_queue)
         self.cold_start = cold_start
+        self.translated = TRANSLATED_PATHS - native_apis
+        """Client APIs served through the engine's chat completions (the rest are proxied as they are)."""
         self.external = ExternalProxy(table.providers, client)
         table.route_listeners.append(limiter.on_route)
         for plugin, _ in scheduler.scorers:
@@ -228,7 +238,7 @@ class Router:
                         response = await handler(request, record)
             except errors.RouterError as exc:
                 record.error_type, record.error_message = exc.reason, exc.message
-                response = started_or(request, error_response(exc))
+                response = started_or(request, error_response(exc, request.path))
             except ConnectionError as exc:  # the client went away mid-answer
                 record.error_type, record.error_message = "client_disconnected", repr(exc)
                 response = started_or(request, web.Response(status=499))
@@ -236,7 +246,7 @@ class Router:
                 log.exception("request %s failed", request_id)
                 record.error_type, record.error_message = "internal", repr(exc)
                 internal = errors.RouterError(500, "internal router error", type="server_error")
-                response = started_or(request, error_response(internal))
+                response = started_or(request, error_response(internal, request.path))
             finally:
                 ACTIVE.dec()
             record.status = response.status
@@ -436,6 +446,13 @@ class Router:
         if not match.is_lora:
             upstream_model = engine_model(upstream_model, self._candidates(server_key, server))
         record.upstream_model = upstream_model
+        path_qs: str | None = None
+        if request.path in self.translated:
+            api = client_api(request.path, body)
+            assert api is not None
+            body = api.chat_request()  # a 400 in the API's own shape when it cannot be served
+            request[CLIENT_API] = api
+            path_qs = CHAT_PATH + (f"?{request.query_string}" if request.query_string else "")
         body["model"] = upstream_model
         ctx = SchedulingContext(
             model=model,
@@ -447,7 +464,7 @@ class Router:
         return await self.dispatch(
             request,
             record,
-            Upstream(server_key, server, body, ctx, retry_on_404=match.is_lora),
+            Upstream(server_key, server, body, ctx, retry_on_404=match.is_lora, path_qs=path_qs),
             on_usage,
         )
 

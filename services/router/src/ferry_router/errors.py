@@ -35,13 +35,33 @@ class RouterError(Exception):
         self.reason = reason
         self.headers: dict[str, str] = {}
 
-    def body(self) -> bytes:
+    def body(self, *, anthropic: bool = False) -> bytes:
+        """The OpenAI error body, or Anthropic's shape for a ``/v1/messages`` request."""
+        if anthropic:
+            return anthropic_error_body(self.status, self.message)
         return error_body(self.message, type=self.type, param=self.param, code=self.code)
 
 
 def error_body(message: str, *, type: str, param: str | None = None, code: str | None = None) -> bytes:
     error: dict[str, Any] = {"message": message, "type": type, "param": param, "code": code}
     return orjson.dumps({"error": error})
+
+
+ANTHROPIC_ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    529: "overloaded_error",
+}
+
+
+def anthropic_error_body(status: int, message: str) -> bytes:
+    """Anthropic's error shape: ``{"type": "error", "error": {"type": ..., "message": ...}}``."""
+    kind = ANTHROPIC_ERROR_TYPES.get(status, "invalid_request_error" if status < 500 else "api_error")
+    return orjson.dumps({"type": "error", "error": {"type": kind, "message": message}})
 
 
 # --- client errors (4xx) ------------------------------------------------------------------------
@@ -73,6 +93,11 @@ def missing_model() -> RouterError:
         code="missing_model",
         reason="request_parsing",
     )
+
+
+def invalid_param(param: str, message: str) -> RouterError:
+    """A field of the request that the router cannot serve as given."""
+    return RouterError(400, message, param=param, code="invalid_request", reason="request_parsing")
 
 
 def missing_prompt(detail: str) -> RouterError:

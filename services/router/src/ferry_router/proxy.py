@@ -26,6 +26,7 @@ from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from ferry_router import errors
+from ferry_router.apis import CLIENT_API, ClientApi
 from ferry_router.observability import STREAM_ERRORS, RequestRecord, active_upstream
 from ferry_router.state.resources import Server
 from ferry_router.state.table import Endpoint
@@ -228,12 +229,35 @@ async def relay(
     idle_timeout: float,
     edit_headers: HeaderEdit | None = None,
 ) -> web.StreamResponse:
-    """Copy an upstream answer to the client; report usage; hide the usage chunk the router asked for."""
+    """Copy an upstream answer to the client; report usage; hide the usage chunk the router asked for.
+    A request of a translated client API (:mod:`ferry_router.apis`) gets its answer translated."""
     watch = StallWatch(upstream, idle_timeout)
+    api = request.get(CLIENT_API)
     try:
+        if api is not None:
+            return await _relay_translated(request, upstream, watch, api, on_usage)
         return await _relay(request, upstream, watch, hide_usage_chunks, on_usage, edit_headers)
     finally:
         watch.cancel()
+
+
+async def _read_body(upstream: UpstreamResponse, watch: StallWatch) -> bytes:
+    try:
+        return await upstream.read()
+    except (OSError, TimeoutError) as exc:
+        if watch.stalled:
+            STREAM_ERRORS.labels("idle_timeout").inc()
+            raise UpstreamError(f"no body data for {watch.idle:g}s", timeout=True) from exc
+        raise UpstreamError(f"body read failed: {exc!r}") from exc
+
+
+def _stream_failure(watch: StallWatch, exc: BaseException) -> tuple[str, str]:
+    """Count a cut stream; the message and code its error event carries."""
+    if watch.stalled:
+        STREAM_ERRORS.labels("idle_timeout").inc()
+        return f"the upstream engine sent nothing for {watch.idle:g}s", "upstream_stream_timeout"
+    STREAM_ERRORS.labels("broken").inc()
+    return f"the upstream engine broke the stream: {exc!r}", "upstream_stream_broken"
 
 
 async def _relay(
@@ -248,13 +272,7 @@ async def _relay(
     if edit_headers is not None:
         edit_headers(headers)
     if not is_streaming(upstream):
-        try:
-            body = await upstream.read()
-        except (OSError, TimeoutError) as exc:
-            if watch.stalled:
-                STREAM_ERRORS.labels("idle_timeout").inc()
-                raise UpstreamError(f"no body data for {watch.idle:g}s", timeout=True) from exc
-            raise UpstreamError(f"body read failed: {exc!r}") from exc
+        body = await _read_body(upstream, watch)
         usage = None
         if body[:1] == b"{" and b'"usage"' in body:
             try:
@@ -286,12 +304,7 @@ async def _relay(
         if carry:
             await response.write(carry + b"\n")
             carry = b""
-        if watch.stalled:
-            STREAM_ERRORS.labels("idle_timeout").inc()
-            message, code = f"the upstream engine sent nothing for {watch.idle:g}s", "upstream_stream_timeout"
-        else:
-            STREAM_ERRORS.labels("broken").inc()
-            message, code = f"the upstream engine broke the stream: {exc!r}", "upstream_stream_broken"
+        message, code = _stream_failure(watch, exc)
         log.warning("upstream stream cut: %s", message)
         await response.write(stream_error_event(upstream, message, code))
     except asyncio.CancelledError:
@@ -303,6 +316,84 @@ async def _relay(
         raise
     if carry:
         await response.write(carry)
+    await response.write_eof()
+    return response
+
+
+async def _relay_translated(
+    request: web.Request,
+    upstream: UpstreamResponse,
+    watch: StallWatch,
+    api: ClientApi,
+    on_usage: UsageCallback,
+) -> web.StreamResponse:
+    """Relay an engine's chat-completions answer as the client API's own answer or event stream."""
+    if not is_streaming(upstream):
+        body = await _read_body(upstream, watch)
+        if upstream.status >= 400:
+            return web.Response(
+                body=api.upstream_error(upstream.status, body),
+                status=upstream.status,
+                content_type="application/json",
+            )
+        try:
+            chat = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            raise UpstreamError(f"the engine's answer is not JSON: {exc}") from exc
+        usage = _usage_of(chat) if isinstance(chat, dict) else None
+        if usage:
+            await on_usage(*usage)
+        return web.Response(body=api.answer(chat), status=upstream.status, content_type="application/json")
+    response = web.StreamResponse(
+        status=upstream.status, headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+    )
+    await response.prepare(request)
+    request[STARTED_RESPONSE] = response
+    carry = b""
+    ended = False
+    try:
+        async for chunk in upstream.content.iter_any():
+            watch.touch()
+            lines = (carry + chunk).split(b"\n")
+            carry = lines.pop()
+            out = b""
+            for line in lines:
+                if not line.startswith(b"data:"):
+                    continue
+                payload = line[5:].strip()
+                if payload == b"[DONE]":
+                    out += api.end()
+                    ended = True
+                    continue
+                try:
+                    parsed = orjson.loads(payload)
+                except orjson.JSONDecodeError:
+                    continue
+                if not isinstance(parsed, dict):
+                    continue
+                if "error" in parsed:  # the engine reported a failure inside its stream
+                    out += api.failed(str((parsed["error"] or {}).get("message", parsed)), "upstream_error")
+                    ended = True
+                    continue
+                usage = _usage_of(parsed)
+                if usage:
+                    await on_usage(*usage)
+                out += api.events(parsed)
+            if out:
+                await response.write(out)
+        if not ended:
+            await response.write(api.end())
+    except (OSError, TimeoutError) as exc:
+        message, code = _stream_failure(watch, exc)
+        log.warning("upstream stream cut: %s", message)
+        await response.write(api.failed(message, code))
+    except asyncio.CancelledError:
+        STREAM_ERRORS.labels("shutdown").inc()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(
+                response.write(api.failed("the router is shutting down", "router_shutdown")), 1.0
+            )
+        raise
     await response.write_eof()
     return response
 

@@ -111,6 +111,7 @@ class RouterService:
             authenticator=self.authenticator,
             fairness=self.fairness,
             session_boost=self.session_boost,
+            native_apis=s.native_apis,
         )
         extra = None
         if s.gateway_mode:

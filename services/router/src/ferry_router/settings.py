@@ -72,6 +72,13 @@ class RouterSettings:
     """Scale from zero: how long a request waits for a model server with no ready endpoint (0: never)."""
     hold_queue: int = field(default_factory=lambda: env_int("FERRY_ROUTER_HOLD_QUEUE", 256))
     """Scale from zero: requests held per model server at most (more get 503 + Retry-After at once)."""
+    native_apis: frozenset[str] = field(
+        default_factory=lambda: frozenset(
+            p.strip() for p in env_str("FERRY_ROUTER_NATIVE_APIS", "").split(",") if p.strip()
+        )
+    )
+    """Paths of client APIs (``/v1/responses``, ``/v1/messages``) the engines serve themselves: proxied
+    as they are instead of translated to chat completions."""
     gateway_mode: bool = field(default_factory=gateway_mode)
     """``FERRY_GATEWAY_API``: serve Gateway listeners and HTTPRoutes (off by default, as in Kthena)."""
     gateway_controller: str = field(default_factory=gateway_controller_name)
