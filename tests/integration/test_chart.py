@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 import yaml
-from ferry_local.binaries import go_tools_bin_dir, prometheus_operator_crds
+from ferry_local.binaries import fetched_crds, go_tools_bin_dir
 from ferry_local.chart import CHART_LABELS, chart_dir, differences, generate, kustomize
 from ferry_local.paths import repo_root
 
@@ -132,7 +132,7 @@ def test_external_nats_without_a_url_is_refused(helm: Path) -> None:
 
 def test_helm_template_is_accepted_by_a_server_side_dry_run(helm: Path, kube: KubeEnv) -> None:
     """Every optional part on (monitoring, gateway mode), against the real Prometheus Operator CRDs."""
-    crds = prometheus_operator_crds()
+    crds = fetched_crds("prometheus-operator")
     kube.kubectl_run("apply", "--server-side", "-f", str(crds), timeout=120)
     kube.kubectl_run("wait", "--for", "condition=Established", "--timeout", "60s", "-f", str(crds))
     with fresh_namespace(kube, "chart") as namespace:

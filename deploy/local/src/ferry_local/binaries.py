@@ -8,11 +8,11 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from ferry_local.paths import cache_dir, repo_root
 
 K8S_VERSION = os.environ.get("K8S_VERSION", "v1.35.4")
-LWS_VERSION = os.environ.get("LWS_VERSION", "v0.7.0")
 ETCD_VERSION = os.environ.get("ETCD_VERSION", "v3.6.16")
 """The etcd release line Kubernetes 1.35 is tested with (Debian's 3.4 is too old for the watch
 cache to serve LISTs: every LIST would read etcd)."""
@@ -31,13 +31,13 @@ class Binaries:
     nats_server: Path
 
 
-def _built(script: str, what: str) -> Path:
+def _built(script: str, what: str, *args: str) -> Path:
     """Run a build script of ``deploy/local`` (it builds once, then only answers) for its bin dir."""
-    versions = {"K8S_VERSION": K8S_VERSION, "LWS_VERSION": LWS_VERSION, "ETCD_VERSION": ETCD_VERSION}
+    versions = {"K8S_VERSION": K8S_VERSION, "ETCD_VERSION": ETCD_VERSION}
     env = dict(os.environ, **versions, FERRY_CACHE=str(cache_dir()))
     # The script prints progress on stderr (passed through) and the bin dir on stdout.
     done = subprocess.run(
-        ["bash", str(repo_root() / "deploy" / "local" / script)],
+        ["bash", str(repo_root() / "deploy" / "local" / script), *args],
         env=env, stdout=subprocess.PIPE, stderr=sys.stderr, text=True,
     )  # fmt: skip
     if done.returncode != 0:
@@ -55,20 +55,15 @@ def go_tools_bin_dir() -> Path:
     return _built("build-go-tools.sh", "helm and promtool")
 
 
-def lws_crd_dir() -> Path:
-    """Fetch (first run only) and return the directory holding the LeaderWorkerSet CRD."""
-    return _built("fetch-lws-crd.sh", f"the LeaderWorkerSet CRD {LWS_VERSION} (Go module sigs.k8s.io/lws)")
+CrdSet = Literal["lws", "gateway", "prometheus-operator"]
+"""The third-party CRD sets ``fetch-crds.sh`` takes from their Go modules (pinned there): the
+LeaderWorkerSet CRD, the Gateway API and Inference Extension CRDs, the Prometheus Operator's
+ServiceMonitor, PodMonitor and PrometheusRule."""
 
 
-def prometheus_operator_crds() -> Path:
-    """The ServiceMonitor, PodMonitor and PrometheusRule CRDs (fetched with helm and promtool)."""
-    return (go_tools_bin_dir().parent / "prometheus-operator-crds").resolve()
-
-
-def gateway_crd_dir() -> Path:
-    """Fetch (first run only) and return the directory with the Gateway API (standard channel) and
-    Gateway API Inference Extension CRDs, taken from their Go modules."""
-    return _built("fetch-gateway-crds.sh", "the Gateway API and Inference Extension CRDs (Go modules)")
+def fetched_crds(crds: CrdSet) -> Path:
+    """Fetch (first run only) and return the directory holding one set of third-party CRDs."""
+    return _built("fetch-crds.sh", f"the {crds} CRDs (Go modules)", crds)
 
 
 def etcd_bin_dir() -> Path:

@@ -18,7 +18,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from ferry_local.binaries import Binaries, find_binaries, gateway_crd_dir, lws_crd_dir
+from ferry_local.binaries import Binaries, fetched_crds, find_binaries
 from ferry_local.natsd import NatsCluster, NatsServer
 from ferry_local.paths import repo_root
 from ferry_local.pki import ensure_pki, write_kubeconfig
@@ -222,15 +222,15 @@ def kubectl(info: StackInfo, *args: str, input: str | None = None, timeout: floa
 
 def install_crds(info: StackInfo, crd_dir: Path | None = None) -> None:
     """The CRDs of ``crd_dir``; by default Ferry's (``deploy/crds``), the Gateway API and Inference
-    Extension CRDs (gateway mode; ``fetch-gateway-crds.sh``) and LeaderWorkerSet's.
+    Extension CRDs (gateway mode) and LeaderWorkerSet's, both from their Go modules (``fetch-crds.sh``).
 
     The local stack serves LeaderWorkerSets like a cluster with LWS installed (Kthena's e2e setup),
-    so Ferry's LWS support is enabled there; the CRD comes from the Go module (``fetch-lws-crd.sh``).
+    so Ferry's LWS support is enabled there.
     """
     if crd_dir is None:
         install_crds(info, repo_root() / "deploy" / "crds")
-        install_crds(info, gateway_crd_dir())
-        crd_dir = lws_crd_dir()
+        install_crds(info, fetched_crds("gateway"))
+        crd_dir = fetched_crds("lws")
     files = sorted(crd_dir.glob("*.yaml"))
     if not files:
         say(f"no CRDs in {crd_dir} yet (make crds)")
