@@ -8,7 +8,7 @@ the pods; the local node binds them and runs Ferry's own image as it runs engine
 container's entry point as a process with the pod's environment (the chart's ConfigMap), its
 volumes (the router's configuration), its ServiceAccount token and in-cluster config — so the
 chart's RBAC is what the services get. ``helm install --wait`` returns when every Deployment is
-available; a booster applied afterwards becomes Active and answers through the chart's router
+available, and no service's process may have exited on the way (restartCount 0); a booster applied afterwards becomes Active and answers through the chart's router
 Service (resolved to its ready pod, as kube-proxy would).
 """
 
@@ -34,14 +34,12 @@ from ferry_local.readiness import free_port, http_ok, wait_until_ready
 from ferry_local.system import start_node
 
 from tests.conftest import KubeEnv, fresh_namespace
-from tests.e2e.known import KNOWN_FAILURE
 from tests.support.cluster import eventually
 
 pytestmark = [
     pytest.mark.e2e,
     pytest.mark.slow,
     pytest.mark.timeout(900),
-    pytest.mark.xfail(reason=KNOWN_FAILURE, strict=False),
 ]
 
 SERVICES = ("watcher", "converter", "applier", "status", "router", "autoscaler")
@@ -137,34 +135,40 @@ def release(kube: KubeEnv, e2e_namespace: str, node: ManagedProcess, e2e_dir: Pa
         chart_objects(helm, [*values, "nats.url=nats://probe:4222"]), e2e_dir / "nats-external"
     )
     values.append(f"nats.url={nats.url}")
-    with fresh_namespace(kube, "ferry-helm") as namespace:
-        for name, data in nats.secrets.items():
-            literals = [f"--from-literal={k}={v}" for k, v in data.items()]
-            kube.kubectl_run("-n", namespace, "create", "secret", "generic", name, *literals)
-        installed = subprocess.run(
+    try:
+        with fresh_namespace(kube, "ferry-helm") as namespace:
+            yield from installed(kube, helm, namespace, values, nats, e2e_dir / "logs")
+    finally:
+        nats.process.stop()  # also when the install fails or the run is interrupted
+
+
+def installed(
+    kube: KubeEnv, helm: Path, namespace: str, values: list[str], nats: ExternalNats, logs: Path
+) -> Iterator[str]:
+    """The release installed in ``namespace`` (``--wait``), uninstalled and its pods gone after."""
+    for name, data in nats.secrets.items():
+        literals = [f"--from-literal={k}={v}" for k, v in data.items()]
+        kube.kubectl_run("-n", namespace, "create", "secret", "generic", name, *literals)
+    try:
+        done = subprocess.run(
             [str(helm), "install", "ferry", str(chart_dir()), "--namespace", namespace,
              "--kubeconfig", str(kube.kubeconfig), "--wait", "--timeout", "6m",
              *(arg for value in values for arg in ("--set", value))],
             capture_output=True, text=True, timeout=420,
         )  # fmt: skip
-        if installed.returncode != 0:
+        if done.returncode != 0:
             pods = kube.kubectl_run("-n", namespace, "get", "pods", "-o", "wide", check=False).stdout
-            logs = "\n".join(
-                f"--- {p.name}\n{p.read_text()[-2000:]}" for p in (e2e_dir / "logs").rglob("*.log")
-            )
-            nats.process.stop()
-            pytest.fail(f"helm install failed:\n{installed.stderr}\n{pods}\n{logs}")
-        try:
-            yield namespace
-        finally:
-            subprocess.run(
-                [str(helm), "uninstall", "ferry", "--namespace", namespace,
-                 "--kubeconfig", str(kube.kubeconfig), "--wait", "--timeout", "2m"],
-                capture_output=True, text=True, timeout=180,
-            )  # fmt: skip
-            # the node stops a pod's processes when the pod goes: wait for that before the node stops
-            eventually(lambda: not get(kube, namespace, "pods")["items"], 120, "the chart's pods gone")
-            nats.process.stop()
+            tails = "\n".join(f"--- {p.name}\n{p.read_text()[-2000:]}" for p in logs.rglob("*.log"))
+            pytest.fail(f"helm install failed:\n{done.stderr}\n{pods}\n{tails}")
+        yield namespace
+    finally:
+        subprocess.run(
+            [str(helm), "uninstall", "ferry", "--namespace", namespace,
+             "--kubeconfig", str(kube.kubeconfig), "--wait", "--timeout", "2m"],
+            capture_output=True, text=True, timeout=180,
+        )  # fmt: skip
+        # the node stops a pod's processes when the pod goes: wait for that before the node stops
+        eventually(lambda: not get(kube, namespace, "pods")["items"], 120, "the chart's pods gone")
 
 
 def get(kube: KubeEnv, namespace: str, *what: str) -> Any:
@@ -197,6 +201,14 @@ def test_helm_install_runs_ferry_and_a_booster_answers_through_its_router(
         assert deployment["status"].get("availableReplicas") == 1, deployment["metadata"]["name"]
     pods = get(kube, release, "pods")["items"]
     assert all(p["spec"].get("nodeName") == "ferry-local" for p in pods)
+    # the node restarts a container only when its process exits: none of Ferry's may have crashed
+    restarts = {
+        f"{p['metadata']['name']}/{s['name']}": s["restartCount"]
+        for p in pods
+        for s in p["status"].get("containerStatuses") or []
+    }
+    assert restarts, "the node reports no container status"
+    assert not any(restarts.values()), f"a chart service exited and was restarted: {restarts}"
 
     manifest = find_template("Qwen2.5-0.5B-CPU").render({"name": "helm-qwen", "namespace": e2e_namespace})
     kube.kubectl_run("apply", "-f", "-", input=json.dumps(manifest))

@@ -6,7 +6,8 @@ Covers: a booster and a ModelServing round-trip to FERRY_DESIRED with ``Nats-Msg
 duplicated input and a conversion retried after its publish each leave ONE desired set in the
 stream; an older generation never overwrites a newer desired set; a tombstone; the trace
 continues; an undecodable message ends on the dead-letter stream at once; a burst of events for
-one owner is converted as its newest event.
+one owner is converted as its newest event; the service as its own NATS user named by
+``FERRY_NATS_USER``/``FERRY_NATS_PASSWORD`` (how deploy/ and the Helm chart run it) converts a booster.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from ferry_converter.latest import StoredDesired
 from ferry_converter.metrics import CONVERSIONS, PUBLISH_DUPLICATES
 from ferry_converter.service import Converter, ConverterService, durable_name, jetstream_publisher
 from ferry_converter.settings import ConverterSettings
+from ferry_local.natsd import NatsServer
 from ferry_local.paths import shared_dir
 from ferry_schemas.bus import (
     DEAD_LETTER_STREAM,
@@ -109,14 +111,15 @@ class Bus:
         return info.num_pending == 0 and info.num_ack_pending == 0
 
 
-@pytest.fixture
-async def bus(nats_url: str) -> AsyncIterator[Bus]:
-    nc = await nats.connect(nats_url)
+@contextlib.asynccontextmanager
+async def running(admin_url: str, service_url: str) -> AsyncIterator[Bus]:
+    """The converter service at ``service_url`` on a namespace of its own; ``admin_url`` inspects."""
+    nc = await nats.connect(admin_url)
     js = nc.jetstream()
     await declare_streams(js)
     namespace = f"conv-{uuid.uuid4().hex[:8]}"
     settings = ConverterSettings(
-        nats_url=nats_url, durable_prefix=namespace, namespace=namespace, max_deliver=3, ack_wait=5.0
+        nats_url=service_url, durable_prefix=namespace, namespace=namespace, max_deliver=3, ack_wait=5.0
     )
     service = ConverterService(settings)
     assert await asyncio.wait_for(service.start(), 30)
@@ -128,6 +131,26 @@ async def bus(nats_url: str) -> AsyncIterator[Bus]:
             with contextlib.suppress(NotFoundError):
                 await js.delete_consumer(OBJECTS_STREAM, durable_name(settings, resource))
         await nc.drain()
+
+
+@pytest.fixture
+async def bus(nats_url: str) -> AsyncIterator[Bus]:
+    async with running(nats_url, nats_url) as bus:
+        yield bus
+
+
+async def test_runs_as_the_converter_user_named_by_the_environment(
+    nats_server: NatsServer | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """deploy/ and the chart name the user in ``FERRY_NATS_USER``/``FERRY_NATS_PASSWORD``, not in the
+    URL (under FastStream that shape crash-looped the converter while every test passed)."""
+    assert nats_server is not None, "the suite's nats-server must run with the service users"
+    monkeypatch.setenv("FERRY_NATS_USER", "converter")
+    monkeypatch.setenv("FERRY_NATS_PASSWORD", nats_server.passwords["converter"])
+    # no user in the service's URL: the environment names it
+    async with running(nats_server.url, nats_server.plain_url) as bus:
+        await bus.publish(bus.booster())
+        await eventually(lambda: bus.desired(f"ferry.desired.modelboosters.{bus.namespace}.test-model"))
 
 
 async def test_booster_round_trip(bus: Bus) -> None:
