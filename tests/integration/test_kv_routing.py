@@ -13,22 +13,18 @@ import asyncio
 import json
 import sys
 import uuid
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
-import nats
 import pytest
 from ferry_local.processes import spawn
 from ferry_local.readiness import free_port
 from ferry_schemas.kv import KV_FILTER, KvBlockEvents, token_block_hashes
-from ferry_schemas.runtime.jetstream import declare_streams
 
-from tests.integration.test_router_gateway import (
+from tests.support.router_world import (
     Engine,
     RouterProcess,
     World,
-    http_json,
     model_route,
     model_server,
     next_ip,
@@ -49,27 +45,6 @@ scheduler:
       - {name: least-request, weight: 1}
       - {name: kvcache-aware, weight: 1}
 """
-
-
-@pytest.fixture(scope="module")
-def world(nats_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
-    w = World(nats_url, tmp_path_factory.mktemp("kv-routing"))
-    try:
-        yield w
-    finally:
-        for process in reversed(w.processes):
-            process.stop(timeout=5)
-
-
-@pytest.fixture(scope="module")
-async def bus(world: World) -> AsyncIterator[World]:
-    world.nc = await nats.connect(world.nats_url)
-    world.js = world.nc.jetstream()
-    await declare_streams(world.js)
-    try:
-        yield world
-    finally:
-        await world.nc.drain()
 
 
 def start_engine(world: World, name: str, port: int) -> tuple[Engine, str]:
@@ -183,6 +158,3 @@ def metric(router: RouterProcess, name: str) -> float:
         if line.startswith(name + " ") or line.startswith(name + "{"):
             return float(line.rsplit(" ", 1)[1])
     return 0.0
-
-
-__all__ = ["http_json"]

@@ -22,8 +22,7 @@ import openai
 import pytest
 from ferry_local.readiness import free_port
 
-from tests.integration import test_router_gateway as gateway
-from tests.integration.test_router_gateway import (
+from tests.support.router_world import (
     CHAT,
     RouterProcess,
     World,
@@ -34,9 +33,6 @@ from tests.integration.test_router_gateway import (
 )
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
-
-world = gateway.world
-bus = gateway.bus
 
 
 def _jwt_keys() -> ModuleType:

@@ -30,9 +30,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from ferry_local.readiness import free_port
 
-from tests.integration import test_router_gateway as gateway
-from tests.integration.test_router_gateway import (
+from tests.support.router_world import (
     CHAT,
+    Engine,
     RouterProcess,
     World,
     model_route,
@@ -43,9 +43,6 @@ from tests.integration.test_router_gateway import (
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
-world = gateway.world
-bus = gateway.bus
-router = gateway.router
 
 API_KEY = "sk-ferry-test-0123"
 UPSTREAM_MODEL = "provider-model-x"
@@ -199,7 +196,7 @@ def credential(namespace: str, name: str, value: str, *, labelled: bool = True) 
 
 async def split_route(
     bus: World, router: RouterProcess, provider: FakeProvider, weights: tuple[int, int]
-) -> tuple[str, str, gateway.Engine]:
+) -> tuple[str, str, Engine]:
     """A ModelServer over one mock engine (no pods yet) and the provider, split by ``weights``."""
     namespace = ns()
     model = f"ext-{namespace}"

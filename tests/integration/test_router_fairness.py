@@ -15,9 +15,8 @@ import openai
 import pytest
 from ferry_local.readiness import free_port
 
-from tests.integration import test_router_gateway as gateway
 from tests.integration.test_router_auth import client, keys
-from tests.integration.test_router_gateway import (
+from tests.support.router_world import (
     Engine,
     RouterProcess,
     World,
@@ -29,9 +28,6 @@ from tests.integration.test_router_gateway import (
 )
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
-
-world = gateway.world
-bus = gateway.bus
 
 
 def metric(router: RouterProcess, name: str, labels: str) -> float:

@@ -20,8 +20,7 @@ import openai
 import pytest
 from ferry_local.readiness import free_port
 
-from tests.integration import test_router_gateway as gateway
-from tests.integration.test_router_gateway import (
+from tests.support.router_world import (
     CHAT,
     Engine,
     RouterProcess,
@@ -32,9 +31,6 @@ from tests.integration.test_router_gateway import (
     status_of,
     wait_until,
 )
-
-world = gateway.world  # the module-scoped fixtures: a log directory, then the bus connection
-bus = gateway.bus
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
