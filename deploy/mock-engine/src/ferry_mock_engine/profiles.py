@@ -71,76 +71,76 @@ def _kv_blocks(gpu_bytes: float, weight_bytes: float, kv_per_token: float, block
     return int(free / (kv_per_token * block_size))
 
 
-_H100_SXM = {"hbm_bytes_per_s": 3.35e12, "flops_per_s": 989e12, "gpu_bytes": 80 * GIB}
-_L40S = {"hbm_bytes_per_s": 0.864e12, "flops_per_s": 362e12, "gpu_bytes": 48 * GIB}
-_H100_SRC = "NVIDIA H100 datasheet: SXM 80 GB HBM3 3.35 TB/s, 989 TFLOPS dense BF16"
-_L40S_SRC = "NVIDIA L40S datasheet: 48 GB GDDR6 864 GB/s, 362 TFLOPS dense BF16"
-_QWEN7B_SRC = (
-    "Qwen2.5-7B / DeepSeek-R1-Distill-Qwen-7B config.json: 7.6 B parameters, 28 layers, "
-    "4 KV heads x 128 head dim (GQA) -> 56 KiB of bf16 KV per token"
-)
-_QWEN05B_SRC = "Qwen2.5-0.5B-Instruct config.json: 0.49 B parameters, 24 layers, 2 KV heads x 64 head dim"
-_MFU_SRC = "prefill MFU ~40 %: typical for vLLM on Hopper (vLLM/FlashAttention benchmarks report 35-55 %)"
-_KTHENA_SRC = "Kthena router benchmark (2025-09): max-num-seqs 256, max-num-batched-tokens 65536"
+@dataclass(frozen=True)
+class Gpu:
+    hbm_bytes_per_s: float
+    flops_per_s: float  # dense bf16 peak
+    memory_bytes: float
+    source: str
 
 
-def _profile(name: str, gpu: dict[str, float], params: float, kv: float, **kw: object) -> Profile:
-    weight_bytes = 2.0 * params
-    block_size = int(kw.pop("block_size", 16))  # type: ignore[call-overload]
-    return Profile(
-        name=name,
-        params=params,
-        weight_bytes=weight_bytes,
-        kv_bytes_per_token=kv,
-        hbm_bytes_per_s=gpu["hbm_bytes_per_s"],
-        flops_per_s=gpu["flops_per_s"],
-        block_size=block_size,
-        kv_cache_blocks=_kv_blocks(gpu["gpu_bytes"], weight_bytes, kv, block_size),
-        **kw,  # type: ignore[arg-type]
-    )
+@dataclass(frozen=True)
+class Model:
+    params: float
+    kv_bytes_per_token: float
+    mfu: float
+    source: str
 
 
-PROFILES: dict[str, Profile] = {
-    p.name: p
-    for p in (
-        # The model of Kthena's router benchmark on the GPU vLLM's own benchmarks use most.
-        _profile(
-            "deepseek-r1-distill-qwen-7b-h100",
-            _H100_SXM,
-            7.6e9,
-            _kv_bytes(28, 4, 128),
-            mfu=0.4,
-            overhead=0.002,
-            max_num_seqs=256,
-            max_num_batched_tokens=8192,
-            sources=(_QWEN7B_SRC, _H100_SRC, _MFU_SRC, _KTHENA_SRC),
-        ),
-        # The same model on a cheaper inference GPU: prefill is ~3x dearer relative to decode.
-        _profile(
-            "deepseek-r1-distill-qwen-7b-l40s",
-            _L40S,
-            7.6e9,
-            _kv_bytes(28, 4, 128),
-            mfu=0.4,
-            overhead=0.002,
-            max_num_seqs=256,
-            max_num_batched_tokens=8192,
-            sources=(_QWEN7B_SRC, _L40S_SRC, _MFU_SRC, _KTHENA_SRC),
-        ),
-        # The demo's model.
-        _profile(
-            "qwen2.5-0.5b-l40s",
-            _L40S,
-            0.49e9,
-            _kv_bytes(24, 2, 64),
-            mfu=0.3,
-            overhead=0.002,
-            max_num_seqs=256,
-            max_num_batched_tokens=8192,
-            sources=(_QWEN05B_SRC, _L40S_SRC),
-        ),
-    )
+GPUS: dict[str, Gpu] = {
+    "h100": Gpu(
+        3.35e12, 989e12, 80 * GIB, "NVIDIA H100 datasheet: SXM 80 GB HBM3 3.35 TB/s, 989 TFLOPS dense BF16"
+    ),
+    "a100": Gpu(
+        2.039e12, 312e12, 80 * GIB, "NVIDIA A100 datasheet: SXM 80 GB HBM2e 2,039 GB/s, 312 TFLOPS dense BF16"
+    ),
+    "l40s": Gpu(
+        0.864e12, 362e12, 48 * GIB, "NVIDIA L40S datasheet: 48 GB GDDR6 864 GB/s, 362 TFLOPS dense BF16"
+    ),
 }
+_MFU_SRC = "prefill MFU ~40 %: typical for vLLM (vLLM/FlashAttention benchmarks report 35-55 %)"
+MODELS: dict[str, Model] = {
+    # The model of Kthena's router benchmark.
+    "deepseek-r1-distill-qwen-7b": Model(
+        7.6e9,
+        _kv_bytes(28, 4, 128),
+        0.4,
+        "Qwen2.5-7B / DeepSeek-R1-Distill-Qwen-7B config.json: 7.6 B parameters, 28 layers, "
+        "4 KV heads x 128 head dim (GQA) -> 56 KiB of bf16 KV per token; " + _MFU_SRC,
+    ),
+    # The demo's model (small matrices: a lower MFU).
+    "qwen2.5-0.5b": Model(
+        0.49e9,
+        _kv_bytes(24, 2, 64),
+        0.3,
+        "Qwen2.5-0.5B-Instruct config.json: 0.49 B parameters, 24 layers, 2 KV heads x 64 head dim",
+    ),
+}
+_VLLM_SRC = "vLLM defaults: max-num-seqs 256, max-num-batched-tokens 8192, block size 16"
+
+
+def _profile(model_name: str, gpu_name: str) -> Profile:
+    model, gpu = MODELS[model_name], GPUS[gpu_name]
+    weight_bytes = 2.0 * model.params  # bf16
+    return Profile(
+        name=f"{model_name}-{gpu_name}",
+        params=model.params,
+        weight_bytes=weight_bytes,
+        kv_bytes_per_token=model.kv_bytes_per_token,
+        hbm_bytes_per_s=gpu.hbm_bytes_per_s,
+        flops_per_s=gpu.flops_per_s,
+        mfu=model.mfu,
+        overhead=0.002,
+        max_num_seqs=256,
+        max_num_batched_tokens=8192,
+        block_size=16,
+        kv_cache_blocks=_kv_blocks(gpu.memory_bytes, weight_bytes, model.kv_bytes_per_token, 16),
+        sources=(model.source, gpu.source, _VLLM_SRC),
+    )
+
+
+# Every model on every GPU, named ``<model>-<gpu>``.
+PROFILES: dict[str, Profile] = {p.name: p for p in (_profile(model, gpu) for model in MODELS for gpu in GPUS)}
 DEFAULT_PROFILE = "deepseek-r1-distill-qwen-7b-h100"
 
 
