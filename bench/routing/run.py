@@ -281,8 +281,10 @@ def start_stack(args: argparse.Namespace, work: Path, nats_url: str) -> Stack:
     stack = Stack(work, nats_url, [f"127.{subnet}.9.{i + 2}" for i in range(args.engines)], port)
     events = {"enable_kv_cache_events": True, "topic": "kv-events"}
     for i, host in enumerate(stack.hosts):
-        zmq_port = free_port()
-        config = json.dumps({**events, "endpoint": f"tcp://*:{zmq_port}"})
+        zmq_port, replay_port = free_port(), free_port()
+        config = json.dumps(
+            {**events, "endpoint": f"tcp://*:{zmq_port}", "replay_endpoint": f"tcp://*:{replay_port}"}
+        )
         argv = [
             sys.executable, "-m", "ferry_mock_engine", "--host", host, "--port", str(port),
             "--served-model-name", MODEL, "--mock-id", f"engine-{i}", "--sim-profile", args.profile,
@@ -295,6 +297,7 @@ def start_stack(args: argparse.Namespace, work: Path, nats_url: str) -> Stack:
             sys.executable, "-m", "ferry_runtime", "--port", str(free_port()), "--host", "127.0.0.1",
             "--pod", f"engine-{i}.{NAMESPACE}", "--model", MODEL,
             "--kv-events-endpoint", f"tcp://{host}:{zmq_port}", "--kv-events-topic", "kv-events",
+            "--kv-events-replay-endpoint", f"tcp://{host}:{replay_port}",
         ]  # fmt: skip
         runtime = spawn(
             f"runtime-{i}", sidecar, work / "logs", {"FERRY_NATS_URL": nats_url, "FERRY_LOG_LEVEL": "WARNING"}

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import msgpack
 import pytest
+from ferry_local.readiness import free_port
+from ferry_mock_engine.kv_events import BlockStored, KVEventsConfig, ZmqPublisher, encode_batch
 from ferry_runtime.blocks import BlockTranslator
-from ferry_runtime.kv_bridge import KvEventBridge
+from ferry_runtime.kv_bridge import REPLAYED, KvEventBridge
 from ferry_runtime.settings import parse_settings
 from ferry_runtime.vllm_events import BadBatch, Cleared, Removed, Stored, decode_batch
-from ferry_schemas.kv import kv_subject, token_block_hashes
+from ferry_schemas.kv import KvBlockEvents, kv_subject, token_block_hashes
 
 TOKENS = list(range(100, 164))  # 4 blocks of 16
 
@@ -87,3 +91,69 @@ def test_messages_carry_the_pod_subject_and_snapshots() -> None:
     snapshot = bridge.message(None)
     assert (snapshot.seq, snapshot.snapshot, snapshot.block_size) == (2, True, 16)
     assert snapshot.stored == sorted(message.stored)
+
+
+class Recorder:
+    """The bus side of the bridge (this test is about the engine side)."""
+
+    def __init__(self) -> None:
+        self.messages: list[KvBlockEvents] = []
+
+    async def publish(self, subject: str, data: bytes, headers: dict[str, str]) -> Any:
+        self.messages.append(KvBlockEvents.model_validate_json(data))
+
+
+def engine_batches(buffer_steps: int) -> tuple[ZmqPublisher, str, list[list[bytes]], list[int]]:
+    """The simulator's vLLM publisher after 5 batches (one block each, chained to the one before):
+    it, its replay address, the frames it sent and the blocks' Ferry hashes."""
+    replay_port = free_port()
+    config = KVEventsConfig(
+        enable=True, publisher="zmq", endpoint=f"tcp://*:{free_port()}",
+        replay_endpoint=f"tcp://*:{replay_port}", topic="kv", buffer_steps=buffer_steps,
+    )  # fmt: skip
+    publisher = ZmqPublisher(config, "127.0.0.1")
+    tokens = list(range(100, 180))
+    frames = []
+    for i in range(5):
+        events = [BlockStored([900 + i], 899 + i if i else None, tokens[16 * i : 16 * (i + 1)], 16)]
+        publisher.publish(events)
+        frames.append([b"kv", i.to_bytes(8, "big"), encode_batch(events)])
+    return publisher, f"tcp://127.0.0.1:{replay_port}", frames, token_block_hashes(tokens, 16)
+
+
+def replaying_bridge(replay: str) -> tuple[KvEventBridge, Recorder]:
+    settings = parse_settings(
+        ["--pod", "p-0.ns", "--model", "m", "--kv-events-replay-endpoint", replay], env={}
+    )
+    recorder = Recorder()
+    return KvEventBridge(settings, js=recorder), recorder  # type: ignore[arg-type]
+
+
+async def test_missed_batches_are_replayed_from_the_engines_replay_socket() -> None:
+    """A sidecar that subscribed late, and later missed two batches, asks the engine's replay socket
+    for them and chains every block."""
+    publisher, replay, frames, ferry = engine_batches(buffer_steps=10_000)
+    bridge, recorder = replaying_bridge(replay)
+    replayed = REPLAYED._value.get()
+    try:
+        await bridge.receive(frames[1])  # batch 0 was sent before the sidecar subscribed
+        assert bridge.blocks.snapshot() == sorted(ferry[:2])
+        await bridge.receive(frames[4])  # batches 2 and 3 were missed
+        assert bridge.blocks.snapshot() == sorted(ferry)
+        assert [m.stored for m in recorder.messages] == [[h] for h in ferry]  # in the engine's order
+        assert [m.seq for m in recorder.messages] == [1, 2, 3, 4, 5]
+        assert REPLAYED._value.get() == replayed + 3
+    finally:
+        publisher.close()
+
+
+async def test_batches_the_engine_no_longer_buffers_stay_missed() -> None:
+    publisher, replay, frames, _ = engine_batches(buffer_steps=3)  # keeps batches 2, 3, 4
+    bridge, _ = replaying_bridge(replay)
+    try:
+        # Batch 2 is replayed, but its parent (batch 1) is gone: neither it nor batch 3 can be chained.
+        await bridge.receive(frames[3])
+        assert bridge.blocks.snapshot() == []
+        assert bridge.message(None).stored == []
+    finally:
+        publisher.close()

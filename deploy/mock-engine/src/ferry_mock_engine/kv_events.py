@@ -10,23 +10,31 @@ batch is ``[ts, [event, ...], data_parallel_rank]`` and each event an array star
 * ``["AllBlocksCleared"]``
 
 ``--kv-events-config '{"enable_kv_cache_events": true, "publisher": "zmq",
-"endpoint": "tcp://*:5557", "topic": "kv-events"}'`` configures it, as in vLLM.
+"endpoint": "tcp://*:5557", "replay_endpoint": "tcp://*:5558", "topic": "kv-events"}'`` configures it,
+as in vLLM. With a ``replay_endpoint`` the last ``buffer_steps`` batches are kept and served on a
+ROUTER socket: a consumer that missed batches sends ``[b"", start_seq (8 bytes, big-endian)]`` and
+gets ``[b"", seq, payload]`` for every kept batch from ``start_seq`` on, then ``[b"", -1, b""]``.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
 import time
+from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
 import msgpack
 import zmq
+import zmq.asyncio
 
 log = logging.getLogger(__name__)
 
 MEDIUM_GPU = "GPU"
+END_SEQ = (-1).to_bytes(8, "big", signed=True)  # the end of a replay
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,7 +118,8 @@ def bind_address(endpoint: str, host: str) -> str:
 
 
 class ZmqPublisher:
-    """vLLM's ``ZmqEventPublisher`` frames, sent from the event loop (a PUB send never blocks)."""
+    """vLLM's ``ZmqEventPublisher`` frames, sent from the event loop (a PUB send never blocks), and its
+    replay socket when the config names one (served by a task of the running loop)."""
 
     def __init__(self, config: KVEventsConfig, host: str) -> None:
         self.config = config
@@ -125,17 +134,50 @@ class ZmqPublisher:
             self._pub.connect(self.endpoint)
         self._topic = config.topic.encode()
         self.seq = 0
-        log.info("publishing KV events on %s (topic %r)", self.endpoint, config.topic)
+        self.buffer: deque[tuple[int, bytes]] = deque(maxlen=max(1, config.buffer_steps))
+        self._replay: zmq.asyncio.Socket | None = None
+        self._replay_task: asyncio.Task[None] | None = None
+        if config.replay_endpoint:
+            self._replay = zmq.asyncio.Context.instance().socket(zmq.ROUTER)
+            self._replay.bind(bind_address(config.replay_endpoint, host))
+            self._replay_task = asyncio.get_running_loop().create_task(self._serve_replay(self._replay))
+        log.info(
+            "publishing KV events on %s (topic %r, replay %s)", self.endpoint, config.topic,
+            config.replay_endpoint or "off",
+        )  # fmt: skip
 
     def publish(self, events: list[KVEvent]) -> None:
         if not events:
             return
         payload = encode_batch(events)
-        try:
-            self._pub.send_multipart((self._topic, self.seq.to_bytes(8, "big"), payload), flags=zmq.NOBLOCK)
-        except zmq.Again:
-            log.warning("KV event batch %d dropped: the PUB queue is full", self.seq)
+        seq = self.seq
         self.seq += 1
+        if self._replay is not None:
+            self.buffer.append((seq, payload))
+        try:
+            self._pub.send_multipart((self._topic, seq.to_bytes(8, "big"), payload), flags=zmq.NOBLOCK)
+        except zmq.Again:
+            log.warning("KV event batch %d dropped: the PUB queue is full", seq)
+
+    async def _serve_replay(self, socket: zmq.asyncio.Socket) -> None:
+        while True:
+            frames = await socket.recv_multipart()
+            if len(frames) != 3:
+                log.warning("ignoring a replay request of %d frames", len(frames))
+                continue
+            client, _, start = frames
+            first = int.from_bytes(start, "big")
+            for seq, payload in list(self.buffer):
+                if seq >= first:
+                    await socket.send_multipart((client, b"", seq.to_bytes(8, "big"), payload))
+            await socket.send_multipart((client, b"", END_SEQ, b""))
 
     def close(self) -> None:
+        if self._replay_task is not None:
+            self._replay_task.cancel()
+            self._replay_task = None
+        if self._replay is not None:
+            with contextlib.suppress(zmq.ZMQError):
+                self._replay.close(linger=0)
+            self._replay = None
         self._pub.close(linger=0)

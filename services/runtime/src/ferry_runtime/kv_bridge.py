@@ -24,14 +24,15 @@ from prometheus_client import Counter, Gauge
 
 from ferry_runtime.blocks import BlockTranslator, Change
 from ferry_runtime.settings import RuntimeSettings
-from ferry_runtime.vllm_events import BadBatch, decode_batch
+from ferry_runtime.vllm_events import BadBatch, Cleared, decode_batch
 
 log = logging.getLogger(__name__)
 
 BATCHES = Counter("ferry_runtime_kv_batches_total", "Engine KV event batches received.")
 PUBLISHED = Counter("ferry_runtime_kv_messages_total", "KV messages published on the bus.", ["kind"])
 ERRORS = Counter("ferry_runtime_kv_errors_total", "KV bridge failures.", ["stage"])
-GAPS = Counter("ferry_runtime_kv_gaps_total", "Engine batches missed (sequence gaps).")
+GAPS = Counter("ferry_runtime_kv_gaps_total", "Engine batches missed (sequence gaps) and not replayed.")
+REPLAYED = Counter("ferry_runtime_kv_replayed_total", "Engine batches recovered from the replay socket.")
 SKIPPED = Counter("ferry_runtime_kv_skipped_blocks_total", "Stored blocks whose parent was never seen.")
 HELD = Gauge("ferry_runtime_kv_blocks", "Blocks the engine holds, as the bridge knows them.")
 
@@ -86,9 +87,13 @@ class KvEventBridge:
             return None
         _, seq_bytes, payload = frames
         seq = int.from_bytes(seq_bytes, "big", signed=True)
-        if self._last_engine_seq is not None and seq > self._last_engine_seq + 1:
-            GAPS.inc(seq - self._last_engine_seq - 1)
-            log.warning("missed engine KV batches %d..%d", self._last_engine_seq + 1, seq - 1)
+        last = self._last_engine_seq
+        restarted = last is not None and seq <= last  # a new engine process numbers from 0 again
+        if restarted:
+            log.warning("engine KV sequence went back from %d to %d: a new engine, an empty cache", last, seq)
+        elif last is not None and seq > last + 1:
+            GAPS.inc(seq - last - 1)
+            log.warning("missed engine KV batches %d..%d", last + 1, seq - 1)
         self._last_engine_seq = seq
         try:
             _, events = decode_batch(payload)
@@ -97,10 +102,50 @@ class KvEventBridge:
             log.warning("undecodable KV event batch %d: %s", seq, exc)
             return None
         BATCHES.inc()
-        change = self.blocks.apply(events)
+        change = self.blocks.apply([Cleared(), *events] if restarted else events)
         if change.skipped:
             SKIPPED.inc(change.skipped)
         return change if change else None
+
+    async def receive(self, frames: list[bytes]) -> None:
+        """Apply one engine message, first replaying the batches missed before it (when possible)."""
+        if self.settings.kv_events_replay_endpoint and len(frames) == 3:
+            seq = int.from_bytes(frames[1], "big", signed=True)
+            last = self._last_engine_seq
+            first = 0 if last is None or seq <= last else last + 1
+            if seq > first:
+                for missed in await self.replay(first, seq):
+                    REPLAYED.inc()
+                    if (change := self.handle(missed)) is not None:
+                        await self.publish(change)
+        if (change := self.handle(frames)) is not None:
+            await self.publish(change)
+
+    async def replay(self, first: int, until: int) -> list[list[bytes]]:
+        """Batches ``first``..``until - 1`` that the engine's replay socket still has (vLLM's protocol:
+        a DEALER sends ``[b"", first]``, the answers are ``[b"", seq, payload]`` up to seq -1)."""
+        endpoint = self.settings.kv_events_replay_endpoint
+        assert endpoint is not None
+        socket = zmq.asyncio.Context.instance().socket(zmq.DEALER)
+        socket.connect(endpoint)
+        found: list[list[bytes]] = []
+        try:
+            await socket.send_multipart([b"", first.to_bytes(8, "big")])
+            while True:
+                reply = await asyncio.wait_for(socket.recv_multipart(), self.settings.replay_timeout)
+                if len(reply) != 3:
+                    continue
+                seq = int.from_bytes(reply[1], "big", signed=True)
+                if seq < 0:
+                    break
+                if first <= seq < until:
+                    found.append([b"", reply[1], reply[2]])
+        except TimeoutError:
+            ERRORS.labels("replay").inc()
+            log.warning("the replay socket %s did not answer for batches %d..%d", endpoint, first, until - 1)
+        finally:
+            socket.close(linger=0)
+        return found
 
     async def run(self, stop: asyncio.Event) -> None:
         s = self.settings
@@ -120,9 +165,7 @@ class KvEventBridge:
                 if receive not in done:
                     receive.cancel()
                     break
-                change = self.handle(receive.result())
-                if change is not None:
-                    await self.publish(change)
+                await self.receive(receive.result())
         finally:
             snapshots.cancel()
             stopping.cancel()

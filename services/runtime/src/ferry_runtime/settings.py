@@ -3,7 +3,9 @@
 Kthena renders ``--port 8900 --engine vllm --engine-base-url http://localhost:8000
 --engine-metrics-path /metrics --pod $(POD_NAME).$(NAMESPACE) --model <name>``; Ferry adds
 ``--kv-events-endpoint`` (default: the engine's host, port 5557, vLLM's default) and
-``--kv-events-topic``. ``FERRY_NATS_URL`` says where NATS is.
+``--kv-events-topic`` and ``--kv-events-replay-endpoint`` (vLLM's ``replay_endpoint``, e.g.
+``tcp://<engine>:5558``; off by default: a missed batch is then only counted). ``FERRY_NATS_URL``
+says where NATS is.
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ class RuntimeSettings:
     host: str
     nats_url: str
     snapshot_interval: float = KV_SNAPSHOT_SECONDS
+    kv_events_replay_endpoint: str | None = None
+    replay_timeout: float = 2.0
     log_level: str = "INFO"
     service: str = "runtime"
 
@@ -47,6 +51,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default=None)
     p.add_argument("--kv-events-endpoint", default=None)
     p.add_argument("--kv-events-topic", default="")
+    p.add_argument("--kv-events-replay-endpoint", default=None, help="the engine's replay socket (vLLM)")
     p.add_argument("--snapshot-interval", type=float, default=KV_SNAPSHOT_SECONDS)
     p.add_argument("--nats-url", default=None)
     return p
@@ -89,5 +94,8 @@ def parse_settings(argv: Sequence[str], env: Mapping[str, str] | None = None) ->
         host=ns.host or env.get("FERRY_PROBE_HOST", "0.0.0.0"),
         nats_url=ns.nats_url or env.get("FERRY_NATS_URL") or env.get("NATS_URL") or "nats://127.0.0.1:4222",
         snapshot_interval=ns.snapshot_interval,
+        kv_events_replay_endpoint=ns.kv_events_replay_endpoint
+        or env.get("FERRY_RUNTIME_KV_REPLAY_ENDPOINT")
+        or None,
         log_level=env.get("FERRY_LOG_LEVEL", "INFO"),
     )
