@@ -1,4 +1,4 @@
-"""Plain children: server-side apply every child that differs from the view, then prune.
+"""Plain children: server-side apply every child that differs from the view (all at once), then prune.
 
 The current children come from the bus-fed view (no LIST). A child whose stored form already holds
 every desired field is left alone (no request); one that is missing or differs — deleted or edited
@@ -7,6 +7,7 @@ by hand — is applied again.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -101,7 +102,8 @@ async def apply_children(kube: KubeClient, view: ObjectView, desired: DesiredSet
             for obj in view.list(info.plural, owner.namespace, desired.owner_selector):
                 before[_key(obj)] = obj
     autoscaled = autoscaled_in(desired.children)
-    for body in bodies:
+
+    async def apply_one(body: Obj) -> ChildResult:
         kind, name = _key(body)
         previous = before.get((kind, name)) or view.get(kind_of(body).plural, owner.namespace, name)
         compared = body
@@ -109,10 +111,7 @@ async def apply_children(kube: KubeClient, view: ObjectView, desired: DesiredSet
             total, roles = autoscaler_fields(previous)
             compared = without_replicas(body, total=total or name in autoscaled, roles=roles)
         if previous is not None and is_subset(compared, previous):
-            outcome.results.append(
-                ChildResult(api_version=body["apiVersion"], kind=kind, name=name, action="unchanged")
-            )
-            continue
+            return ChildResult(api_version=body["apiVersion"], kind=kind, name=name, action="unchanged")
         try:
             if kind == "ModelServing":
                 stored = await apply_serving(kube, body, previous, name in autoscaled)
@@ -123,12 +122,9 @@ async def apply_children(kube: KubeClient, view: ObjectView, desired: DesiredSet
                 raise
             message = f"{kind} {name}: {api_message(exc)}"
             outcome.failures.append(message)
-            outcome.results.append(
-                ChildResult(
-                    api_version=body["apiVersion"], kind=kind, name=name, action="failed", message=message
-                )
+            return ChildResult(
+                api_version=body["apiVersion"], kind=kind, name=name, action="failed", message=message
             )
-            continue
         if previous is None:
             action = "created"
         elif (previous.get("metadata") or {}).get("resourceVersion") == (stored.get("metadata") or {}).get(
@@ -137,9 +133,14 @@ async def apply_children(kube: KubeClient, view: ObjectView, desired: DesiredSet
             action = "unchanged"
         else:
             action = "applied"
-        outcome.results.append(
-            ChildResult(api_version=body["apiVersion"], kind=kind, name=name, action=action)
-        )
+        return ChildResult(api_version=body["apiVersion"], kind=kind, name=name, action=action)
+
+    # the children do not depend on each other: one round trip for all of them, not one each
+    applied = await asyncio.gather(*(apply_one(body) for body in bodies), return_exceptions=True)
+    for result in applied:
+        if isinstance(result, BaseException):
+            raise result  # transient: the whole set is retried (applies are idempotent)
+        outcome.results.append(result)
     if outcome.failures:
         return outcome
     wanted = {_key(body) for body in bodies}

@@ -8,6 +8,7 @@ selectors for a group's or role instance's pods).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
 from collections import Counter
@@ -206,8 +207,13 @@ class WorkloadEngine:
                 if obj.get("kind") == "Pod":
                     rid = labels_of(obj).get(L.MS_ROLE_ID, "")
                     stamp(obj, group_id, instance_ids.setdefault(rid, new_incarnation()))
-            created = [await self._create(owner, obj, taken) for obj in ordered if _wanted(obj, taken)]
-            return [result for result in created if result is not None]
+            wanted = [obj for obj in ordered if _wanted(obj, taken)]
+            first = [obj for obj in wanted if obj.get("kind") != "Pod"]
+            created = await self._create_all(owner, first, taken)
+            created += await self._create_all(
+                owner, [obj for obj in wanted if obj.get("kind") == "Pod"], taken
+            )
+            return created
         if isinstance(action, CreatePods):
             workload = workloads.get(action.revision, workloads[new])
             rid = L.role_id(action.role, action.role_ordinal)
@@ -220,8 +226,7 @@ class WorkloadEngine:
             group_id, instance_id = incarnations_for(groups, action)
             for obj in objects:
                 stamp(obj, group_id, instance_id)
-            created = [await self._create(owner, obj, taken) for obj in objects if name_of(obj) not in taken]
-            return [result for result in created if result is not None]
+            return await self._create_all(owner, [obj for obj in objects if name_of(obj) not in taken], taken)
         if isinstance(action, DeleteGroup):
             await self.delete_group(owner, action.ordinal)
             return [
@@ -262,6 +267,17 @@ class WorkloadEngine:
                 ChildResult(api_version="v1", kind="Pod", name=pod.name, action="applied", message="revision")
             )
         return changed
+
+    async def _create_all(self, owner: OwnerKey, objects: list[Obj], taken: set[str]) -> list[ChildResult]:
+        """Create ``objects`` concurrently (one round trip, not one per object); the first error
+        is raised once every request has finished."""
+        created = await asyncio.gather(
+            *(self._create(owner, obj, taken) for obj in objects), return_exceptions=True
+        )
+        for result in created:
+            if isinstance(result, BaseException):
+                raise result
+        return [result for result in created if isinstance(result, ChildResult)]
 
     async def _create(self, owner: OwnerKey, obj: Obj, taken: set[str]) -> ChildResult | None:
         meta = obj.setdefault("metadata", {})
