@@ -147,15 +147,17 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     if args.keep or was_running:
         say(f"left running: KUBECONFIG={info.kubeconfig}, router {info.router_url} (make down stops it)")
-        say(f'next: eval "$(uv run ferry-local env)"; ferry describe model qwen -n {NAMESPACE}')
     else:
         say("tearing down (make up keeps everything running)")
         kubectl(info, "delete", "namespace", NAMESPACE, "--wait=true", "--timeout=60s")
         LocalStack.stop_recorded(directory)
     say(f"demo finished in {time.monotonic() - started:.0f}s")
-    if not (args.keep or was_running):
+    # the last lines point at the CLI, whichever way the demo ends
+    if args.keep or was_running:
+        say('explore it: eval "$(uv run ferry-local env)"')
+    else:
         say('explore it: make up; eval "$(uv run ferry-local env)"; kubectl apply -f deploy/local/demo/')
-        say(f"  then: ferry describe model qwen -n {NAMESPACE}; ferry chat qwen 'Hello'")
+    say(f"  then: ferry describe model qwen -n {NAMESPACE}; ferry chat qwen 'Hello'")
     return 0
 
 
