@@ -8,8 +8,9 @@ the pods; the local node binds them and runs Ferry's own image as it runs engine
 container's entry point as a process with the pod's environment (the chart's ConfigMap), its
 volumes (the router's configuration), its ServiceAccount token and in-cluster config — so the
 chart's RBAC is what the services get. ``helm install --wait`` returns when every Deployment is
-available, and no service's process may have exited on the way (restartCount 0); a booster applied afterwards becomes Active and answers through the chart's router
-Service (resolved to its ready pod, as kube-proxy would).
+available, and no service's process may have exited on the way (restartCount 0); a booster
+applied afterwards becomes Active and answers through the chart's router Service (resolved to its
+ready pod, as kube-proxy would).
 """
 
 from __future__ import annotations
