@@ -10,7 +10,6 @@ from ferry_local.processes import ManagedProcess
 from ferry_schemas import labels as L
 
 from tests.e2e.expectations import expected_pods
-from tests.e2e.known import KNOWN_FAILURE
 from tests.support.cluster import Cluster, eventually, is_ready
 from tests.support.services import ServiceSet
 
@@ -145,12 +144,7 @@ def test_scale_three_to_one_to_two(pipeline: ServiceSet, cluster: Cluster, kubel
 
 @pytest.mark.parametrize(
     ("policy", "sibling_recreated"),
-    [
-        ("RoleRecreate", False),
-        pytest.param(
-            "ServingGroupRecreate", True, marks=pytest.mark.xfail(reason=KNOWN_FAILURE, strict=False)
-        ),
-    ],
+    [("RoleRecreate", False), ("ServingGroupRecreate", True)],
 )
 def test_deleted_pod_is_recreated_per_recovery_policy(
     policy: str, sibling_recreated: bool, pipeline: ServiceSet, cluster: Cluster, kubelet: ManagedProcess

@@ -64,6 +64,7 @@ from ferry_applier.generations import GenerationGuard
 from ferry_applier.kube import WRITES, KubeClient, Written, load_api_client
 from ferry_applier.lease import LEASES_BUCKET, OwnerLeases
 from ferry_applier.metrics import FAILURES, MESSAGES, RECONCILE_SECONDS
+from ferry_applier.pending import PendingPodEvents
 from ferry_applier.reconciler import OwnerRef, Reconciler, owner_of
 from ferry_applier.settings import ApplierSettings
 from ferry_applier.workload.engine import WorkloadEngine
@@ -108,7 +109,7 @@ class Applier:
         self._leases: OwnerLeases | None = None
         self._consumers: list[DurableConsumer] = []
         self._tasks: list[asyncio.Task[None]] = []
-        self._pod_events: dict[OwnerRef, dict[str, ObjectEvent]] = {}
+        self._pod_events = PendingPodEvents()
         """Pod events per owner, handled (recovery) by the owner's next reconcile."""
         self._written: dict[OwnerRef, list[Written]] = {}
         """What each owner's last reconcile wrote: the next one waits until the view shows it."""
@@ -236,7 +237,7 @@ class Applier:
         if not await self.view.wait_for(event.resource, msg.metadata.sequence.stream):
             log.warning("the view lags behind %s; reconciling from what it holds", msg.subject)
         if event.resource == Resource.PODS:
-            self._pod_events.setdefault(owner, {})[event.name] = event
+            self._pod_events.add(owner, event)
         MESSAGES.labels(self.objects_durable, event.resource).inc()
         await self.queue.submit(owner, context)
 
@@ -277,11 +278,11 @@ class Applier:
         resource, namespace, name = key
         found = await self._last_desired(resource, namespace, name)
         if found is None:
-            self._pod_events.pop(key, None)
+            self._pod_events.drop(key)
             return
         desired, sequence = found
         await self.view.wait_until(lambda: self._caught_up(key), limit=self.settings.view_wait)
-        events = self._pod_events.pop(key, {})
+        events = self._pod_events.take(key)
         writes: list[Written] = []
         token = WRITES.set(writes)
         with (
@@ -290,10 +291,9 @@ class Applier:
         ):
             try:
                 async with self._leases.hold(kv_key(*key), wait=self.settings.ack_wait / 2):
-                    outcome = await self._reconciler.reconcile(desired, events.values())
+                    outcome = await self._reconciler.reconcile(desired, events)
             except Exception as exc:
-                for pod, event in events.items():  # look at them again on the retry
-                    self._pod_events.setdefault(key, {}).setdefault(pod, event)
+                self._pod_events.restore(key, events)  # look at them again on the retry
                 FAILURES.labels(self.desired_durable, "transient").inc()
                 span.set_status(trace.StatusCode.ERROR, str(exc)[:200])
                 if self.events is not None:
@@ -305,8 +305,7 @@ class Applier:
                 self._reconciler.deleted_on_purpose(
                     w.deleted_uid for w in writes if w.resource == Resource.PODS and w.deleted_uid
                 )
-            for event in outcome.waiting:
-                self._pod_events.setdefault(key, {}).setdefault(event.name, event)
+            self._pod_events.restore(key, outcome.waiting)
             if outcome.retry_after is not None:
                 span.set_attribute("ferry.retry_after", outcome.retry_after)
                 self.queue.add_after(key, outcome.retry_after)
@@ -325,17 +324,19 @@ class Applier:
 
     def _own_write(self, owner: OwnerRef, event: ObjectEvent) -> bool:
         """Whether ``event`` only echoes a write of the owner's last reconcile here (the object as
-        this replica wrote it, or the deletion it made): re-queueing the owner would change nothing."""
+        this replica wrote it): re-queueing the owner would change nothing.
+
+        A tombstone is never an echo, not even of this replica's own delete: the deleting reconcile
+        planned with the object still there, and what follows its disappearance (the group a
+        recovery rebuilds, a rollout's next step) can only be planned once it is gone. A pod that
+        was never bound vanishes at once, without a terminating update to re-queue its owner.
+        """
+        if event.deleted:
+            return False
+        key = (event.resource, event.namespace, event.name)
         for written in self._written.get(owner, ()):
-            if (written.resource, written.namespace, written.name) != (
-                event.resource,
-                event.namespace,
-                event.name,
-            ):
-                continue
-            if event.deleted:
-                return bool(written.deleted_uid) and written.deleted_uid == event.uid
-            return written.resource_version > 0 and str(written.resource_version) == event.resource_version
+            if (written.resource, written.namespace, written.name) == key:
+                return 0 < written.resource_version == _revision(event.resource_version)
         return False
 
     def _caught_up(self, key: OwnerRef) -> bool:
