@@ -372,6 +372,7 @@ NEEDS: dict[str, set[Rule]] = {
     # reads from the bus-fed view; writes only /status subresources (server-side apply)
     "status": rules(WORKLOAD, "modelboosters/status modelservings/status", "patch")
     | rules(LWS, "leaderworkersets/status", "patch")
+    | rules(NETWORKING, "externalmodelproviders/status", "patch")
     | rules(GATEWAY, "gatewayclasses/status gateways/status httproutes/status", "patch")
     | rules(GATEWAY, "gatewayclasses gateways", "create")
     | rules(INFERENCE, "inferencepools/status", "patch"),

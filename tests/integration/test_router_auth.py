@@ -9,11 +9,10 @@ import importlib.util
 import json
 import re
 import sys
-import threading
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -31,6 +30,7 @@ from tests.support.router_world import (
     ns,
     wait_until,
 )
+from tests.support.loopback import serve
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
@@ -68,14 +68,8 @@ def issuer() -> Iterator[tuple[str, Any]]:
         def log_message(self, *_: Any) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), JWKS)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/jwks.json", key_set
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serve(JWKS) as (_, url):
+        yield f"{url}/jwks.json", key_set
 
 
 async def routed_model(bus: World, router: RouterProcess) -> str:

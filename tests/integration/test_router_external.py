@@ -11,23 +11,16 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import datetime
 import json
-import ssl
 import threading
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 import openai
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from ferry_local.readiness import free_port
 
 from tests.support.router_world import (
@@ -40,6 +33,7 @@ from tests.support.router_world import (
     ns,
     wait_until,
 )
+from tests.support.loopback import self_signed, serve
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
@@ -47,30 +41,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 API_KEY = "sk-ferry-test-0123"
 UPSTREAM_MODEL = "provider-model-x"
 CREDENTIAL_LABEL = "networking.serving.volcano.sh/external-model-provider-credential"
-
-
-def self_signed(directory: Path) -> tuple[Path, Path]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "provider.invalid")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(hours=1))
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = directory / "provider.crt", directory / "provider.key"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-    )
-    return cert_path, key_path
 
 
 @dataclass
@@ -94,9 +64,7 @@ class FakeProvider:
 
 @pytest.fixture(scope="module")
 def provider(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakeProvider]:
-    cert, key = self_signed(tmp_path_factory.mktemp("provider-tls"))
-    server = ThreadingHTTPServer(("127.0.0.1", 0), BaseHTTPRequestHandler)
-    fake = FakeProvider(f"https://127.0.0.1:{server.server_address[1]}/v1")
+    fake = FakeProvider("")
 
     class OpenAICompatible(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -154,17 +122,10 @@ def provider(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakeProvider]
         def log_message(self, *_: Any) -> None:
             pass
 
-    server.RequestHandlerClass = OpenAICompatible
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(cert, key)
-    server.socket = context.wrap_socket(server.socket, server_side=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    tls = self_signed(tmp_path_factory.mktemp("provider-tls"))
+    with serve(OpenAICompatible, tls) as (_, url):
+        fake.url = f"{url}/v1"
         yield fake
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def external_provider(namespace: str, name: str, base_url: str, secret: str) -> dict[str, Any]:

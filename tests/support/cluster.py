@@ -27,6 +27,8 @@ KIND_RESOURCES = {
     "AutoscalingPolicyBinding": "autoscalingpolicybindings.workload.serving.volcano.sh",
     "ModelServer": "modelservers.networking.serving.volcano.sh",
     "ModelRoute": "modelroutes.networking.serving.volcano.sh",
+    "ExternalModelProvider": "externalmodelproviders.networking.serving.volcano.sh",
+    "Secret": "secrets",
     "PodGroup": "podgroups.scheduling.volcano.sh",
     "Pod": "pods",
     "Service": "services",

@@ -6,6 +6,7 @@ from typing import Any
 
 from ferry_schemas.bus import Resource
 from ferry_schemas.labels import LWS_GROUP, LWS_VERSION, WORKLOAD_GROUP
+from ferry_schemas.models.route import NETWORKING_GROUP
 from kubernetes_asyncio import client
 
 JSON = dict[str, Any]
@@ -15,8 +16,12 @@ KINDS = {
     Resource.MODEL_SERVINGS.value: "ModelServing",
     Resource.MODEL_BOOSTERS.value: "ModelBooster",
     Resource.LEADER_WORKER_SETS.value: "LeaderWorkerSet",
+    Resource.EXTERNAL_MODEL_PROVIDERS.value: "ExternalModelProvider",
 }
-GROUP_VERSIONS = {Resource.LEADER_WORKER_SETS.value: (LWS_GROUP, LWS_VERSION)}
+GROUP_VERSIONS = {
+    Resource.LEADER_WORKER_SETS.value: (LWS_GROUP, LWS_VERSION),
+    Resource.EXTERNAL_MODEL_PROVIDERS.value: (NETWORKING_GROUP, VERSION),
+}
 """Kinds outside Ferry's workload group whose status Ferry writes: plural → (group, version)."""
 
 

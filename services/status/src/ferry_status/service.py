@@ -36,6 +36,7 @@ from pydantic import ValidationError
 from ferry_status.gateway.controller import GatewayStatusController
 from ferry_status.gateway.kube import GatewayApi
 from ferry_status.kube import StatusApi
+from ferry_status.providers import ProviderStatusController
 from ferry_status.reconciler import Key, StatusReconciler, keys_for_event, keys_for_owner_subject
 from ferry_status.settings import StatusSettings
 
@@ -105,6 +106,8 @@ async def run(settings: StatusSettings, stop: asyncio.Event) -> None:
             default_port=settings.gateway_port,
         )  # fmt: skip
         await gateways.start()
+    providers = ProviderStatusController(js, StatusApi(api), probe_interval=settings.provider_probe_interval)
+    await providers.start()
     consumers = [
         DurableConsumer(
             nc,
@@ -123,7 +126,8 @@ async def run(settings: StatusSettings, stop: asyncio.Event) -> None:
 
     def ready() -> bool:
         gateways_ready = gateways is None or gateways.synced
-        return nc.is_connected and view.synced and gateways_ready and all(c.bound.is_set() for c in consumers)
+        views_ready = view.synced and providers.synced and gateways_ready
+        return nc.is_connected and views_ready and all(c.bound.is_set() for c in consumers)
 
     probes = ProbeServer(settings.probe_host, settings.probe_port, ready=ready)
     port = await probes.start()
@@ -138,6 +142,7 @@ async def run(settings: StatusSettings, stop: asyncio.Event) -> None:
         await asyncio.gather(*tasks, return_exceptions=True)
         if gateways is not None:
             await gateways.stop()
+        await providers.stop()
         await queue.stop()
         await view.stop()
         await probes.stop()

@@ -39,3 +39,7 @@ class StatusSettings(ServiceSettings):
         default_factory=lambda: env_int("FERRY_GATEWAY_DEFAULT_PORT", env_int("FERRY_ROUTER_PORT", 8080))
     )
     """The port of the ``default`` Gateway's listener: the router's own port."""
+    provider_probe_interval: float = field(
+        default_factory=lambda: env_float("FERRY_STATUS_PROVIDER_PROBE_INTERVAL", 30.0)
+    )
+    """Seconds between reachability probes (TCP + TLS handshake) of each ExternalModelProvider."""

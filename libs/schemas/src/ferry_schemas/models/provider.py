@@ -7,7 +7,9 @@ of ``auth.secretRef`` (a Secret labelled :data:`CREDENTIAL_LABEL` in the provide
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+import base64
+import binascii
+from typing import Any, ClassVar, Literal
 
 from pydantic import ConfigDict, Field
 
@@ -128,3 +130,18 @@ class ExternalModelProvider(KubeObject):
 
     spec: ExternalModelProviderSpec
     status: ExternalModelProviderStatus | None = None
+
+
+def credential_keys(secret: dict[str, Any]) -> dict[str, str | None]:
+    """The keys of a credential Secret, decoded and trimmed (``None``: not base64 UTF-8). An
+    unlabelled Secret holds nothing usable. One reading for the router and the status service."""
+    meta = secret.get("metadata") or {}
+    if (meta.get("labels") or {}).get(CREDENTIAL_LABEL) != "true":
+        return {}
+    keys: dict[str, str | None] = {}
+    for key, value in (secret.get("data") or {}).items():
+        try:
+            keys[str(key)] = base64.b64decode(str(value), validate=True).decode().strip()
+        except (binascii.Error, UnicodeDecodeError):
+            keys[str(key)] = None
+    return keys

@@ -8,14 +8,12 @@ annotations); the router never talks to Kubernetes. A provider is compiled once 
 
 from __future__ import annotations
 
-import base64
-import binascii
 import logging
 from dataclasses import dataclass
 from typing import Any
 
 from ferry_schemas.models import ExternalModelProvider
-from ferry_schemas.models.provider import CREDENTIAL_LABEL
+from ferry_schemas.models.provider import credential_keys
 
 from ferry_router.state.resources import _meta, _validated
 
@@ -65,19 +63,15 @@ def parse_provider(obj: dict[str, Any]) -> Provider:
 
 
 def parse_credential(obj: dict[str, Any]) -> dict[str, str]:
-    """The decoded keys of a labelled Secret (an unlabelled one holds nothing usable)."""
-    _, _, meta = _meta(obj)
-    if (meta.get("labels") or {}).get(CREDENTIAL_LABEL) != "true":
-        return {}
-    data = obj.get("data") or {}
+    """The usable decoded keys of a labelled Secret (an unlabelled one holds nothing usable)."""
     keys: dict[str, str] = {}
-    for key, value in data.items():
-        try:
-            keys[str(key)] = base64.b64decode(str(value), validate=True).decode().strip()
-        except (binascii.Error, UnicodeDecodeError):
-            log.warning(
-                "credential %s/%s: key %s is not base64 UTF-8", meta.get("namespace"), meta.get("name"), key
-            )
+    for key, value in credential_keys(obj).items():
+        if value is None:
+            meta = obj.get("metadata") or {}
+            where = f"{meta.get('namespace')}/{meta.get('name')}"
+            log.warning("credential %s: key %s is not base64 UTF-8", where, key)
+        else:
+            keys[key] = value
     return keys
 
 
