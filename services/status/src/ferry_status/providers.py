@@ -33,6 +33,7 @@ from pydantic import ValidationError
 
 from ferry_status.conditions import Condition, condition, merge_condition, now_rfc3339, without_times
 from ferry_status.kube import StatusApi
+from ferry_status.passes import run_passes
 
 log = logging.getLogger(__name__)
 JSON = dict[str, Any]
@@ -188,20 +189,9 @@ class ProviderStatusController:
         await self.view.stop()
 
     async def _loop(self) -> None:
-        while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._dirty.wait(), self.probe_interval)
-            await asyncio.sleep(0.2)  # settle: one write per burst of changes
-            self._dirty.clear()
-            if not self.view.synced:
-                self._dirty.set()
-                continue
-            try:
-                await self.reconcile()
-            except Exception:
-                log.exception("provider status pass failed; retrying")
-                await asyncio.sleep(1.0)
-                self._dirty.set()
+        await run_passes(
+            "provider", self._dirty, lambda: self.view.synced, self.reconcile, resync=self.probe_interval
+        )
 
     async def reconcile(self) -> None:
         at = now_rfc3339()

@@ -45,6 +45,7 @@ from ferry_status.gateway.render import (
     pool_status,
     route_status,
 )
+from ferry_status.passes import run_passes
 
 log = logging.getLogger(__name__)
 JSON = dict[str, Any]
@@ -161,22 +162,12 @@ class GatewayStatusController:
     # ------------------------------------------------------------------ reconcile
 
     async def _reconcile_loop(self) -> None:
-        while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._dirty.wait(), 30.0)  # periodic resync as well
-            await asyncio.sleep(0.2)  # settle: one write per burst of changes
-            self._dirty.clear()
-            if not self.view.synced:
-                self._dirty.set()
-                continue
-            try:
-                if not self.defaults_ensured:
-                    self.defaults_ensured = await self._ensure_defaults()
-                await self.reconcile()
-            except Exception:
-                log.exception("gateway status pass failed; retrying")
-                await asyncio.sleep(1.0)
-                self._dirty.set()
+        await run_passes("gateway", self._dirty, lambda: self.view.synced, self._pass, resync=30.0)
+
+    async def _pass(self) -> None:
+        if not self.defaults_ensured:
+            self.defaults_ensured = await self._ensure_defaults()
+        await self.reconcile()
 
     async def reconcile(self) -> None:
         resolution = self.world.resolve()
