@@ -14,14 +14,9 @@ import openai
 import pytest
 from ferry_local.readiness import free_port
 
-from tests.integration import test_router_gateway as gateway
-from tests.integration.test_router_gateway import Engine, RouterProcess, World, model_route, model_server, ns
+from tests.support.router_world import Engine, RouterProcess, World, model_route, model_server, ns
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
-
-world = gateway.world
-bus = gateway.bus
-router = gateway.router
 
 
 async def serve_model(bus: World, router: RouterProcess) -> tuple[str, Engine]:

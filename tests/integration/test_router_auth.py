@@ -21,6 +21,7 @@ import openai
 import pytest
 from ferry_local.readiness import free_port
 
+from tests.support.loopback import serve
 from tests.support.router_world import (
     CHAT,
     RouterProcess,
@@ -30,7 +31,6 @@ from tests.support.router_world import (
     ns,
     wait_until,
 )
-from tests.support.loopback import serve
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 

@@ -23,6 +23,7 @@ import openai
 import pytest
 from ferry_local.readiness import free_port
 
+from tests.support.loopback import self_signed, serve
 from tests.support.router_world import (
     CHAT,
     Engine,
@@ -33,7 +34,6 @@ from tests.support.router_world import (
     ns,
     wait_until,
 )
-from tests.support.loopback import self_signed, serve
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
