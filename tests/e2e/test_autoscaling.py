@@ -5,7 +5,9 @@
 * a disaggregated policy scales prefill and decode of a ModelServing within its ratio;
 * a ``minReplicas: 0`` booster sits at zero; a chat sent then is held by the router, the autoscaler
   scales 0 -> 1 on the router's demand, and the chat is answered (cold start printed);
-* ``kubectl scale`` works on a ModelServing no policy governs.
+* a heterogeneous binding over two boosters' ModelServings splits one total by cost;
+* ``kubectl scale`` works on a ModelServing no policy governs; on a booster's ModelServing it and a
+  real HPA keep their replicas across booster edits and an applier restart.
 
 Policy windows are shortened (seconds instead of minutes) and the autoscaler syncs every second.
 """
@@ -17,11 +19,15 @@ import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from ferry_local.system import SystemInfo
+from ferry_autoscaler.algorithm.optimizer import Backend, OptimizerPlan
+from ferry_autoscaler.algorithm.recommendation import RecommendationInput, recommend
+from ferry_local.natsd import NatsServer
+from ferry_local.system import SystemInfo, start_service
 from openai import OpenAI
 
 from tests.conftest import KubeEnv
@@ -285,6 +291,221 @@ def test_kubectl_scale_works_without_a_policy(ferry: SystemInfo, kube: KubeEnv, 
         90,
     )
     kube.kubectl_run("-n", ns, "delete", "modelserving", "manual")
+
+
+def fixed_booster(name: str, replicas: int, *, itl: str = "1ms") -> dict[str, Any]:
+    """A current-Kthena booster: a fixed ``replicas``, no autoscaling policy."""
+    obj = booster(name, 1, 1, "vllm:num_requests_running", 1, itl=itl)
+    del obj["spec"]["autoscalingPolicy"]
+    backend = obj["spec"]["backend"]
+    del backend["minReplicas"], backend["maxReplicas"]
+    backend["replicas"] = replicas
+    return obj
+
+
+def replica_owners(kube: KubeEnv, namespace: str, serving: str) -> set[tuple[str, str]]:
+    """``(manager, subresource)`` of every managedFields entry owning ``spec.replicas``."""
+    meta = get_json(kube, namespace, "modelservings", serving, "--show-managed-fields")["metadata"]
+    return {
+        (entry["manager"], entry.get("subresource", ""))
+        for entry in meta["managedFields"]
+        if "f:replicas" in (entry.get("fieldsV1") or {}).get("f:spec", {})
+    }
+
+
+def edit_booster(kube: KubeEnv, namespace: str, name: str, path: str, value: Any) -> None:
+    patch = [{"op": "replace", "path": path, "value": value}]
+    kube.kubectl_run("-n", namespace, "patch", "modelbooster", name, "--type=json", "-p", json.dumps(patch))
+
+
+def test_kubectl_scale_and_an_hpa_keep_their_replicas_on_a_booster_serving(
+    ferry: SystemInfo, kube: KubeEnv, e2e_namespace: str, e2e_nats: NatsServer, e2e_dir: Path
+) -> None:
+    """No Ferry policy governs the booster's ModelServing: ``kubectl scale`` and a real HPA (the
+    controller-manager's, on the ``/scale`` subresource) set its replicas, and the applier applies the
+    booster's value only when that value changes — as ``kubectl apply`` does to a Deployment under an
+    HPA. Booster edits, an applier restart (its start-up resync) and a resync keep their value."""
+    ns, name, serving = e2e_namespace, "held", "held-cpu"
+    apply(kube, ns, fixed_booster(name, 1))
+    eventually(lambda: ready_groups(kube, ns, serving) == 1, "the first serving group Ready", 120)
+    generation = int(serving_of(kube, ns, serving)["metadata"]["generation"])
+
+    def generations() -> int:
+        """Spec writes since the start: each writer's change is one; a fight would add more."""
+        return int(serving_of(kube, ns, serving)["metadata"]["generation"]) - generation
+
+    def edit_lands(value: int) -> None:
+        """A booster edit that leaves ``replicas`` alone, applied to the ModelServing."""
+        edit_booster(kube, ns, name, "/spec/backend/workers/0/config/max-model-len", value)
+        eventually(
+            lambda: f'"--max-model-len", "{value}"' in json.dumps(serving_of(kube, ns, serving)["spec"]),
+            f"the edit (max-model-len {value}) applied to the ModelServing",
+            60,
+        )
+
+    def taken_over(managers: set[tuple[str, str]]) -> bool:
+        """Owned through ``/scale`` by someone else, no longer by the applier."""
+        return any(sub == "scale" for _, sub in managers) and all(m != "ferry" for m, _ in managers)
+
+    kube.kubectl_run("-n", ns, "scale", "modelserving", serving, "--replicas=2")
+    eventually(lambda: ready_groups(kube, ns, serving) == 2, "two groups Ready after kubectl scale", 90)
+    owners = replica_owners(kube, ns, serving)
+    print(f"\nspec.replicas owned by {sorted(owners)} after kubectl scale")
+    assert taken_over(owners), owners
+
+    edit_lands(4096)
+    assert replicas(kube, ns, serving) == 2, "a booster edit reset kubectl scale's replicas"
+    assert generations() == 2  # kubectl scale, the edit
+
+    applier = next(p for p in ferry.processes if p.name == "ferry-applier")
+    applier.stop()
+    env = {**kube.env, "FERRY_NATS_URL": e2e_nats.url, "FERRY_WATCH_NAMESPACE": ns, **FERRY_ENV}
+    logs = e2e_dir / "logs-applier-restarted"
+    restarted, _, _ = start_service("applier", env, logs, Path(ferry.trace_file))
+    ferry.processes[ferry.processes.index(applier)] = restarted
+    eventually(lambda: "start-up resync queued" in Path(restarted.log).read_text(), "the start-up resync", 60)
+    edit_lands(3072)  # reconciled by the restarted applier, from a view it built afresh
+    assert replicas(kube, ns, serving) == 2, "the restarted applier reset kubectl scale's replicas"
+    assert generations() == 3
+
+    # The booster's own value changes: it is applied (and the applier owns the field again).
+    edit_booster(kube, ns, name, "/spec/backend/replicas", 3)
+    eventually(lambda: replicas(kube, ns, serving) == 3, "the booster's new replicas applied", 60)
+    assert ("ferry", "") in replica_owners(kube, ns, serving)
+    assert generations() == 4
+
+    hpa = {
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": {"name": serving},
+        "spec": {
+            "scaleTargetRef": {"apiVersion": WORKLOAD, "kind": "ModelServing", "name": serving},
+            "minReplicas": 2,
+            "maxReplicas": 2,
+            "metrics": [
+                {
+                    "type": "Resource",
+                    "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 80}},
+                }
+            ],
+        },
+    }
+    apply(kube, ns, hpa)
+    # No metrics API here, but an HPA moves replicas outside its range into it (kube-controller-manager).
+    eventually(lambda: replicas(kube, ns, serving) == 2, "the HPA scaled the ModelServing to its max", 60)
+    owners = replica_owners(kube, ns, serving)
+    print(f"spec.replicas owned by {sorted(owners)} after the HPA")
+    assert taken_over(owners), owners
+    assert generations() == 5
+    edit_lands(2560)
+    eventually(
+        lambda: (
+            (b := get_json(kube, ns, "modelboosters", name))["status"].get("observedGeneration")
+            == b["metadata"]["generation"]
+        ),
+        "the booster's status caught up with the edit",
+        60,
+    )
+    status = get_json(kube, ns, "horizontalpodautoscalers", serving)["status"]
+    assert status["desiredReplicas"] == 2, status
+    assert replicas(kube, ns, serving) == 2, "a booster edit fought the HPA"
+    assert generations() == 6, "replicas flipped between the applier and the HPA"
+    kube.kubectl_run("-n", ns, "delete", "horizontalpodautoscaler", serving)
+    kube.kubectl_run("-n", ns, "delete", "modelbooster", name)
+
+
+def test_a_heterogeneous_binding_splits_replicas_by_cost(
+    ferry: SystemInfo, kube: KubeEnv, e2e_namespace: str
+) -> None:
+    """A v0.4.0 heterogeneous binding over two boosters' ModelServings of different cost (spec §4.5):
+    under load sent through the router to both, the autoscaler computes one total for the pair from
+    their summed metric and fills the cheaper one first. What is asserted is what Kthena's algorithm
+    (the pure functions) gives for the metrics the binding's status reports, not a fixed number."""
+    ns, metric, target = e2e_namespace, "vllm:num_requests_running", 2
+    costs = {"cheap-cpu": 10, "dear-cpu": 30}
+    low, high = 1, 3
+    for name in ("cheap", "dear"):
+        apply(kube, ns, fixed_booster(name, low, itl="100ms"))
+    for serving in costs:
+        eventually(lambda s=serving: ready_groups(kube, ns, s) == low, f"{serving} Ready", 120)
+    policy = {
+        "apiVersion": WORKLOAD,
+        "kind": "AutoscalingPolicy",
+        "metadata": {"name": "split"},
+        "spec": {
+            "tolerancePercent": 0,
+            "metrics": [{"metricName": metric, "targetValue": target}],
+            "behavior": FAST_BEHAVIOR,
+        },
+    }
+    params = [
+        {
+            "target": {"targetRef": {"name": serving}, "metricEndpoint": {"port": 8000}},
+            "cost": cost,
+            "minReplicas": low,
+            "maxReplicas": high,
+        }
+        for serving, cost in costs.items()
+    ]
+    binding = {
+        "apiVersion": WORKLOAD,
+        "kind": "AutoscalingPolicyBinding",
+        "metadata": {"name": "split"},
+        "spec": {
+            "policyRef": {"name": "split"},
+            "heterogeneousTarget": {"costExpansionRatePercent": 100, "params": params},
+        },
+    }
+    apply(kube, ns, policy)
+    apply(kube, ns, binding)
+    plan = OptimizerPlan.build([Backend(f"{ns}/{s}", c, low, high) for s, c in costs.items()], 100)
+
+    def settled() -> dict[str, Any] | None:
+        """A cycle's status that the pure functions reproduce, with the ModelServings at its split."""
+        status = get_json(kube, ns, "autoscalingpolicybindings", "split").get("status") or {}
+        units = {u["name"]: u for u in status.get("heterogeneousStatus") or []}
+        total = units.get("total") or {}
+        if "recommendedReplicas" not in total or not all(f"{ns}/{s}" in units for s in costs):
+            return None
+        observed = [
+            {
+                m["name"]: float(m["currentValue"])
+                for m in units[f"{ns}/{s}"]["metrics"]
+                if "currentValue" in m
+            }
+            for s in costs
+        ]
+        predicted = recommend(
+            RecommendationInput(
+                plan.min_total, plan.max_total, total["currentReplicas"], 0.0, {metric: target}, 0, observed
+            )
+        )
+        split = plan.split(total["desiredReplicas"])
+        now = {f"{ns}/{s}": replicas(kube, ns, s) for s in costs}
+        steady = total["currentReplicas"] == total["desiredReplicas"] == total["recommendedReplicas"]
+        if steady and predicted == total["desiredReplicas"] > plan.min_total and now == split:
+            return {"observed": observed, "total": total, "split": split}
+        return None
+
+    started = time.monotonic()
+    with (
+        Load(ferry.router_url, "cheap", clients=4, max_tokens=30) as cheap,
+        Load(ferry.router_url, "dear", clients=4, max_tokens=30) as dear,
+    ):
+        found = eventually(settled, "the pair settled at the optimiser's split of its total", 75)
+    print(
+        f"\nheterogeneous: {metric} per backend {found['observed']} (target {target}) -> total "
+        f"{found['total']['desiredReplicas']} -> {found['split']} after {time.monotonic() - started:.1f}s"
+    )
+    assert cheap.answered > 0
+    assert dear.answered > 0
+    split = found["split"]
+    assert split[f"{ns}/cheap-cpu"] > low  # the cheaper backend took the extra replicas first
+    reasons = {e["reason"] for e in events_for(kube, ns, "split")}
+    assert "SuccessfulRescale" in reasons
+    for name in ("cheap", "dear"):
+        kube.kubectl_run("-n", ns, "delete", "modelbooster", name)
+    kube.kubectl_run("-n", ns, "delete", "autoscalingpolicybinding,autoscalingpolicy", "split")
 
 
 def pd_booster(name: str) -> dict[str, Any]:

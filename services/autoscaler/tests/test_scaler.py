@@ -146,6 +146,16 @@ async def test_heterogeneous_split(world: World, serve_metrics: Serve) -> None:
     plan = plan_of(heterogeneous(port, [("ns", "a", 10, 1, 5), ("ns", "b", 20, 2, 4)]), PANIC)
     outcome = await world.scaler.cycle(plan, 0.0)
     assert {str(w.ref): w.replicas for w in outcome.writes} == {"ns/a": 5, "ns/b": 4}
+    # the status shows the total's metric as weighed (summed over backends) and each backend's own
+    units = compose_status(outcome.plan.owner, outcome, {}, AT)["heterogeneousStatus"]
+    assert [(u["name"], u["currentReplicas"], u["desiredReplicas"]) for u in units] == [
+        ("total", 3, 9), ("ns/a", 1, 5), ("ns/b", 2, 4),
+    ]  # fmt: skip
+    assert [u["metrics"] for u in units] == [
+        [{"name": "load", "currentValue": "400", "targetValue": "1"}],
+        [{"name": "load", "currentValue": "200", "targetValue": "1"}],
+        [{"name": "load", "currentValue": "200", "targetValue": "1"}],
+    ]
 
 
 async def test_same_name_in_two_namespaces_are_two_targets(world: World, serve_metrics: Serve) -> None:

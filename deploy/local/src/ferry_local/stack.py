@@ -25,8 +25,10 @@ from ferry_local.pki import ensure_pki, write_kubeconfig
 from ferry_local.processes import ManagedProcess, spawn, tail
 from ferry_local.readiness import StackError, free_port, http_ok, say, wait_until_ready
 
-# deployment and replicaset: ModelServers select pods of any owner, tested with a Deployment
-GC_CONTROLLERS = "garbagecollector,namespace,serviceaccount,deployment,replicaset"
+# deployment and replicaset: ModelServers select pods of any owner, tested with a Deployment;
+# horizontalpodautoscaling: an HPA on a ModelServing's scale subresource (no metrics API here, but an
+# HPA still moves replicas into its min..max range, which shows whether the applier fights it)
+GC_CONTROLLERS = "garbagecollector,namespace,serviceaccount,deployment,replicaset,horizontalpodautoscaling"
 
 
 @dataclass
@@ -163,6 +165,7 @@ class LocalStack:
                 "--secure-port", "0", "--use-service-account-credentials=false",
                 "--service-account-private-key-file", str(pki.sa_key), "--root-ca-file", str(pki.ca_crt),
                 "--concurrent-gc-syncs", "10", "--profiling=false",
+                "--horizontal-pod-autoscaler-sync-period", "2s",
                 "--kube-api-qps", "200", "--kube-api-burst", "400",
             ], logs)  # fmt: skip
             started.append(kcm)

@@ -20,7 +20,7 @@ from kubernetes_asyncio.client.exceptions import ApiException
 from ferry_applier.errors import PermanentApplyError, api_message, is_permanent
 from ferry_applier.kinds import KindInfo, kind_info, kind_of
 from ferry_applier.kube import KubeClient, Obj
-from ferry_applier.replicas import apply_serving, autoscaler_fields, without_replicas
+from ferry_applier.replicas import apply_serving, autoscaler_fields, serving_body, without_replicas
 from ferry_applier.workload.engine import is_subset
 
 WORKLOAD_KINDS = frozenset({"Pod", "Service", "PodGroup", "ControllerRevision"})
@@ -107,9 +107,10 @@ async def apply_children(kube: KubeClient, view: ObjectView, desired: DesiredSet
         kind, name = _key(body)
         previous = before.get((kind, name)) or view.get(kind_of(body).plural, owner.namespace, name)
         compared = body
-        if kind == "ModelServing":  # replicas the autoscaler owns (or is about to) are not drift
-            total, roles = autoscaler_fields(previous)
-            compared = without_replicas(body, total=total or name in autoscaled, roles=roles)
+        if kind == "ModelServing" and name in autoscaled:  # the autoscaler's replicas are not drift
+            compared = without_replicas(body, roles=autoscaler_fields(previous)[1])
+        elif kind == "ModelServing":  # nor those another manager set since the owner's last change
+            compared = serving_body(body, previous, kube.field_manager)
         if previous is not None and is_subset(compared, previous):
             return ChildResult(api_version=body["apiVersion"], kind=kind, name=name, action="unchanged")
         try:

@@ -1,4 +1,13 @@
-"""Autoscaled ModelServings: their replicas belong to the autoscaler, not to the applier.
+"""Who sets a ModelServing's replicas: the applier only at creation and when the owner's value changes.
+
+**Any ModelServing** the applier writes gets ``spec.replicas`` the way ``kubectl apply`` treats a
+Deployment under an HPA: the value is applied when the ModelServing is created and when the owner's
+value itself changes (the booster's ``replicas``/``minReplicas``, an LWS's ``replicas``), never
+otherwise. The value last applied is kept on the object (annotation :data:`APPLIED_REPLICAS`, like
+``kubectl.kubernetes.io/last-applied-configuration``). While the applier still owns the field (per
+``managedFields``) it re-applies the same value, which changes nothing; once another manager has
+written it — ``kubectl scale`` or an HPA/KEDA through ``/scale`` take the field over, as every Update
+does — the applier leaves it out, so a booster edit, a resync or a restart keeps their value.
 
 A ModelServing whose desired set also holds an AutoscalingPolicy(+Binding) scaling it is applied
 like HPA-managed Deployments should be: without ``spec.replicas``. The first apply creates it with
@@ -22,6 +31,9 @@ from ferry_schemas.autoscaling import REPLICAS_MANAGER
 
 from ferry_applier.kinds import kind_of
 from ferry_applier.kube import KubeClient, Obj
+
+APPLIED_REPLICAS = "applier.ferry/applied-replicas"
+"""Annotation: the owner's ``spec.replicas`` as of the applier's last apply (JSON)."""
 
 
 def owns_replicas(obj: Obj, manager: str) -> bool:
@@ -67,14 +79,43 @@ def without_replicas(body: Obj, *, total: bool = True, roles: set[str] | frozens
     return {**body, "spec": spec}
 
 
+def serving_body(body: Obj, previous: Obj | None, manager: str) -> Obj:
+    """What the applier (field manager ``manager``) applies of a ModelServing no desired policy scales.
+
+    ``spec.replicas`` is kept when the object is new, when ``manager`` still owns it, or when the
+    owner's value differs from the one last applied; otherwise it is left to whoever wrote it. Replica
+    fields the autoscaler owns (a user's own policy on the ModelServing) are always left to it.
+    """
+    spec = body.get("spec") or {}
+    if "replicas" in spec:
+        meta = body.get("metadata") or {}
+        annotations = {**(meta.get("annotations") or {}), APPLIED_REPLICAS: json.dumps(spec["replicas"])}
+        body = {**body, "metadata": {**meta, "annotations": annotations}}
+    autoscaler_total, roles = autoscaler_fields(previous)
+    total = (
+        previous is not None
+        and "replicas" in spec
+        and (
+            autoscaler_total
+            or not (owns_replicas(previous, manager) or replicas_changed(spec["replicas"], previous))
+        )
+    )
+    if not total and not roles:
+        return body
+    return without_replicas(body, total=total, roles=roles)
+
+
+def replicas_changed(replicas: Any, previous: Obj) -> bool:
+    """Whether the owner's replicas differ from the value last applied (unknown counts as unchanged)."""
+    last = ((previous.get("metadata") or {}).get("annotations") or {}).get(APPLIED_REPLICAS)
+    return last is not None and last != json.dumps(replicas)
+
+
 async def apply_serving(kube: KubeClient, body: Obj, previous: Obj | None, autoscaled: bool) -> Obj:
-    """Apply a ModelServing, leaving to the autoscaler what it owns (or is about to own)."""
+    """Apply a ModelServing, leaving its replicas to whoever scales it (see the module docstring)."""
     if autoscaled:
         return await apply_autoscaled(kube, body, previous)
-    total, roles = autoscaler_fields(previous)
-    if not total and not roles:
-        return await kube.apply(body)
-    return await kube.apply(without_replicas(body, total=total, roles=roles))
+    return await kube.apply(serving_body(body, previous, kube.field_manager))
 
 
 def replicas_only(body: Obj, replicas: Any) -> Obj:

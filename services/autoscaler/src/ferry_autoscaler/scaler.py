@@ -216,7 +216,7 @@ class Scaler:
         unready = 0
         external: dict[str, list[tuple[float, int]]] = {}
         problems: list[str] = []
-        metrics: dict[str, float] = {}
+        measured: dict[str, dict[str, float]] = {}
         for unit in target.units:
             collected = await self._collect(plan, unit.ref, unit.metrics, unit.role, now)
             ready.append(collected.ready)
@@ -224,17 +224,26 @@ class Scaler:
             problems += [f"{unit.ref}: {p}" for p in collected.problems]
             for name, value in collected.external.items():
                 external.setdefault(name, []).append((value, currents[str(unit.ref)]))
-            for name, value in collected.values.items():
-                metrics[f"{unit.ref}/{name}"] = value
+            measured[str(unit.ref)] = collected.values
         targets = _targets(target.units[0].metrics) if target.units else {}
         total = sum(currents.values())
+        aggregated = {name: aggregate_external(name, samples) for name, samples in external.items()}
         recommended = recommend(
             RecommendationInput(
                 optimizer.min_total, optimizer.max_total, total, plan.tolerance, targets, unready, ready,
-                {name: aggregate_external(name, samples) for name, samples in external.items()},
+                aggregated,
             )
         )  # fmt: skip
-        report = UnitReport("total", total, recommended, total, False, metrics, targets, problems)
+        # The total's metrics as the recommendation weighs them: pod metrics summed over every
+        # backend's ready pods, external ones aggregated (§4.5); each backend shows its own below.
+        metrics = {
+            name: sum(r[name] for r in ready if name in r)
+            for name in targets
+            if any(name in r for r in ready)
+        }
+        report = UnitReport(
+            "total", total, recommended, total, False, metrics | aggregated, targets, problems
+        )
         outcome.reports.append(report)
         if recommended is None:
             outcome.skipped = "; ".join(problems) or "no metric had a value"
@@ -247,7 +256,9 @@ class Scaler:
         split = optimizer.split(step.corrected)
         for unit in target.units:
             key = str(unit.ref)
-            outcome.reports.append(UnitReport(key, currents[key], None, split[key]))
+            outcome.reports.append(
+                UnitReport(key, currents[key], None, split[key], metrics=measured[key], targets=targets)
+            )
             if split[key] != currents[key]:
                 outcome.writes.append(
                     Write(unit.ref, replicas=split[key], previous={"replicas": currents[key]})
