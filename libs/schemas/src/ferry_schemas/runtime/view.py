@@ -1,9 +1,9 @@
 """An in-process, indexed view of ``FERRY_OBJECTS``: the informer cache, with the bus as its source.
 
-Each resource is read by one ordered push consumer starting at the last message per subject, so
-the view first loads the current state of the world (the *snapshot*) and then follows changes —
-exactly what the router's feed does. Every replica reads everything (nothing durable, nothing
-acked): the view is rebuilt from the stream on start.
+Each resource is read by one ordered push consumer starting at the last message per subject
+(:class:`~ferry_schemas.runtime.follow.StreamFollower`, as the router's feed), so the view first
+loads the current state of the world (the *snapshot*) and then follows changes. Every replica
+reads everything (nothing durable, nothing acked): the view is rebuilt from the stream on start.
 
 Reads never touch the API server:
 
@@ -33,13 +33,12 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from nats.aio.msg import Msg
-from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext
-from nats.js.api import DeliverPolicy
 from prometheus_client import Counter, Gauge
 from pydantic import ValidationError
 
 from ferry_schemas.bus import OBJECTS_PREFIX, OBJECTS_STREAM, ObjectEvent, encode_token, object_filter
+from ferry_schemas.runtime.follow import StreamFollower
 
 log = logging.getLogger(__name__)
 
@@ -83,10 +82,8 @@ class ObjectView:
         stream: str = OBJECTS_STREAM,
         keep_managed_fields: Iterable[str] = (),
     ) -> None:
-        self._js = js
         self.resources = tuple(str(r) for r in resources)
         self._namespace = namespace
-        self._stream = stream
         self._keep_managed_fields = frozenset(str(r) for r in keep_managed_fields)
         self._objects: dict[ObjKey, Obj] = {}
         self._by_namespace: dict[tuple[str, str], set[str]] = defaultdict(set)
@@ -95,21 +92,19 @@ class ObjectView:
         """(resource, namespace, label, value) → names."""
         self._counts: dict[str, int] = defaultdict(int)
         self._changed = asyncio.Event()
-        self._seen: dict[str, int] = {r: 0 for r in self.resources}
-        self._advanced: dict[str, asyncio.Event] = {r: asyncio.Event() for r in self.resources}
         self._callbacks: list[ChangeCallback] = []
-        self._synced: dict[str, asyncio.Event] = {r: asyncio.Event() for r in self.resources}
-        self._subs: list[Subscription] = []
-        self._task: asyncio.Task[None] | None = None
+        self._follower = StreamFollower(
+            js, stream, {r: self.filter_subject(r) for r in self.resources}, self._handle, name="object-view"
+        )
 
     # ------------------------------------------------------------------ reads
 
     @property
     def synced(self) -> bool:
-        return all(event.is_set() for event in self._synced.values())
+        return self._follower.synced
 
     async def wait_synced(self) -> None:
-        await asyncio.gather(*(e.wait() for e in self._synced.values()))
+        await self._follower.wait_synced()
 
     def get(self, resource: str, namespace: str, name: str) -> Obj | None:
         return self._objects.get((str(resource), namespace, name))
@@ -141,7 +136,7 @@ class ObjectView:
 
     def seen(self, resource: str) -> int:
         """The stream sequence of the last message of ``resource`` applied to the view."""
-        return self._seen.get(str(resource), 0)
+        return self._follower.seen(str(resource))
 
     async def wait_for(self, resource: str, sequence: int, limit: float = 5.0) -> bool:
         """Wait until the view applied ``resource``'s message ``sequence`` (or a later one).
@@ -150,20 +145,7 @@ class ObjectView:
         causes must read a view that already contains *S*. False after ``limit`` seconds (the reconcile
         then reads what the view has; the view's own change re-queues nothing, so callers log it).
         """
-        resource = str(resource)
-        if resource not in self._advanced:
-            return True
-        deadline = asyncio.get_running_loop().time() + limit
-        while not (self._synced[resource].is_set() and self._seen[resource] >= sequence):
-            remaining = deadline - asyncio.get_running_loop().time()
-            if remaining <= 0:
-                return False
-            event = self._advanced[resource]
-            try:
-                await asyncio.wait_for(event.wait(), timeout=remaining)
-            except TimeoutError:
-                return False
-        return True
+        return await self._follower.wait_for(str(resource), sequence, limit)
 
     async def wait_until(self, condition: Callable[[], bool], limit: float = 5.0) -> bool:
         """Wait until ``condition()`` holds, re-checked after every change; False after ``limit`` s.
@@ -233,54 +215,15 @@ class ObjectView:
 
     async def start(self) -> None:
         """Subscribe (retrying until the stream exists) without blocking the caller."""
-        self._task = asyncio.create_task(self._subscribe_all(), name="object-view")
+        await self._follower.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-        for sub in self._subs:
-            try:
-                await sub.unsubscribe()
-            except Exception as exc:
-                log.debug("unsubscribe failed: %r", exc)
-        self._subs.clear()
+        await self._follower.stop()
 
     def filter_subject(self, resource: str) -> str:
         if self._namespace:
             return f"{OBJECTS_PREFIX}.{resource}.{encode_token(self._namespace)}.*"
         return object_filter(resource)
-
-    async def _subscribe_all(self) -> None:
-        for resource in self.resources:
-            while True:
-                try:
-                    await self._subscribe(resource)
-                    break
-                except asyncio.CancelledError:
-                    raise
-                except Exception as exc:  # stream not declared yet, NATS reconnecting...: keep trying
-                    log.warning(
-                        "view: cannot subscribe to %s (%s), retrying: %r", self._stream, resource, exc
-                    )
-                    await asyncio.sleep(1.0)
-
-    async def _subscribe(self, resource: str) -> None:
-        async def on_message(msg: Msg) -> None:
-            self._handle(resource, msg)
-
-        sub = await self._js.subscribe(
-            self.filter_subject(resource),
-            stream=self._stream,
-            cb=on_message,
-            ordered_consumer=True,
-            deliver_policy=DeliverPolicy.LAST_PER_SUBJECT,
-        )
-        self._subs.append(sub)
-        info = await sub.consumer_info()
-        # Nothing pending and nothing delivered yet: the resource has no objects, the snapshot is
-        # empty. Otherwise the message with num_pending == 0 marks the snapshot's end.
-        if info.num_pending == 0 and (info.delivered is None or not info.delivered.consumer_seq):
-            self._synced[resource].set()
 
     def _handle(self, resource: str, msg: Msg) -> None:
         try:
@@ -290,13 +233,3 @@ class ObjectView:
             log.error("view: undecodable %s event on %s: %s", resource, msg.subject, exc)
         else:
             self.apply(event)
-        try:
-            pending = msg.metadata.num_pending
-            self._seen[resource] = max(self._seen[resource], int(msg.metadata.sequence.stream))
-        except Exception:
-            pending = 0
-        if pending == 0:
-            self._synced[resource].set()
-        advanced = self._advanced[resource]
-        self._advanced[resource] = asyncio.Event()
-        advanced.set()

@@ -1,24 +1,22 @@
 """Feeds the routing table from ``FERRY_OBJECTS`` (design §2).
 
 Each router replica reads everything: one ordered push consumer per resource
-(``ferry.obj.<resource>.>``) starting at the last message per subject, so a new replica first
-reads the current state of the world and then follows changes. The feed is *synced* once every
-resource has delivered its initial snapshot; ``/readyz`` answers 200 only after that.
+(``ferry.obj.<resource>.>``) starting at the last message per subject
+(:class:`~ferry_schemas.runtime.follow.StreamFollower`), so a new replica first reads the current
+state of the world and then follows changes. The feed is *synced* once every resource has
+delivered its initial snapshot; ``/readyz`` answers 200 only after that.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Callable, Mapping
 
 from ferry_schemas.bus import OBJECTS_STREAM, ObjectEvent, Resource, object_filter
+from ferry_schemas.runtime.follow import StreamFollower
 from nats.aio.client import Client
 from nats.aio.msg import Msg
-from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext
-from nats.js.api import DeliverPolicy
-from nats.js.errors import NotFoundError
 from prometheus_client import Counter
 from pydantic import ValidationError
 
@@ -55,10 +53,7 @@ class BusFeed:
         extra: Mapping[str, Applier] | None = None,
     ) -> None:
         """``extra``: more resources and what to do with their objects (gateway mode)."""
-        self._js = js
         self._table = table
-        self._stream = stream
-        self._subs: list[Subscription] = []
         self._appliers: dict[str, Applier] = {
             Resource.MODEL_ROUTES: table.apply_route,
             Resource.MODEL_SERVERS: table.apply_server,
@@ -67,51 +62,27 @@ class BusFeed:
             Resource.CREDENTIALS: table.providers.apply_credential,
             **(extra or {}),
         }
-        self._synced: dict[str, asyncio.Event] = {str(r): asyncio.Event() for r in self._appliers}
-        self._task: asyncio.Task[None] | None = None
+        self._follower = StreamFollower(
+            js,
+            stream,
+            {str(r): object_filter(r) for r in self._appliers},
+            self._handle,
+            name="router-bus-feed",
+        )
 
     @property
     def synced(self) -> bool:
-        return all(event.is_set() for event in self._synced.values())
+        return self._follower.synced
 
     async def wait_synced(self) -> None:
-        await asyncio.gather(*(e.wait() for e in self._synced.values()))
+        await self._follower.wait_synced()
 
     async def start(self) -> None:
         """Subscribe (retrying until the stream exists) without blocking the caller."""
-        self._task = asyncio.create_task(self._subscribe_all(), name="router-bus-feed")
+        await self._follower.start()
 
-    async def _subscribe_all(self) -> None:
-        for resource in self._appliers:
-            while True:
-                try:
-                    await self._subscribe(str(resource))
-                    break
-                except (NotFoundError, TimeoutError) as exc:
-                    log.warning("waiting for stream %s (%s): %r", self._stream, resource, exc)
-                    await asyncio.sleep(1.0)
-                except Exception as exc:  # JetStream unavailable, NATS reconnecting...: keep trying
-                    log.error("cannot subscribe to %s (%s), retrying: %r", self._stream, resource, exc)
-                    await asyncio.sleep(2.0)
-
-    async def _subscribe(self, resource: str) -> None:
-        async def on_message(msg: Msg) -> None:
-            self._handle(resource, msg)
-
-        sub = await self._js.subscribe(
-            object_filter(resource),
-            stream=self._stream,
-            cb=on_message,
-            ordered_consumer=True,
-            deliver_policy=DeliverPolicy.LAST_PER_SUBJECT,
-        )
-        self._subs.append(sub)
-        info = await sub.consumer_info()
-        # Nothing pending and nothing delivered to this consumer: the resource has no objects yet.
-        # (delivered.stream_seq is not 0 then: it starts at the stream's last sequence.) When
-        # something was delivered, the message with num_pending == 0 marks the snapshot's end.
-        if info.num_pending == 0 and (info.delivered is None or not info.delivered.consumer_seq):
-            self._synced[resource].set()
+    async def stop(self) -> None:
+        await self._follower.stop()
 
     def _handle(self, resource: str, msg: Msg) -> None:
         try:
@@ -127,22 +98,6 @@ class BusFeed:
             except Exception:
                 BAD_EVENTS.labels(resource).inc()
                 log.exception("could not apply %s %s", resource, key)
-        try:
-            pending = msg.metadata.num_pending
-        except Exception:
-            pending = 0
-        if pending == 0:
-            self._synced[resource].set()
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-        for sub in self._subs:
-            try:
-                await sub.unsubscribe()
-            except Exception as exc:
-                log.debug("unsubscribe failed: %r", exc)
-        self._subs.clear()
 
 
 def connect_feed(nc: Client, table: RoutingTable, stream: str = OBJECTS_STREAM) -> BusFeed:

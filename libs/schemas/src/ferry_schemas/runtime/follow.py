@@ -1,0 +1,137 @@
+"""Follow a stream from the last message per subject: a snapshot of the world, then its changes.
+
+One ordered push consumer per filter (nothing durable, nothing acked: every process reads
+everything, and rebuilds what it holds from the stream on start). A filter is *synced* once its
+snapshot is delivered -- at once when nothing matches, else at the message with ``num_pending ==
+0`` -- and :meth:`StreamFollower.seen` tells the stream sequence of the last message handled, so a
+reader can wait for a message it knows about (:meth:`StreamFollower.wait_for`). The bus-fed object
+view, the router's routing-table feed and the engine-load board all read the bus this way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Mapping
+
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+from nats.js import JetStreamContext
+from nats.js.api import DeliverPolicy
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[str, Msg], None]
+"""``handle(key, msg)``: one message of the filter named ``key``; it must not raise."""
+
+
+class StreamFollower:
+    """``filters`` names each subject filter of ``stream``; ``handle`` gets each message."""
+
+    def __init__(
+        self,
+        js: JetStreamContext,
+        stream: str,
+        filters: Mapping[str, str],
+        handle: Handler,
+        *,
+        name: str = "stream-follower",
+        deliver_policy: DeliverPolicy = DeliverPolicy.LAST_PER_SUBJECT,
+    ) -> None:
+        self._js = js
+        self.stream = stream
+        self.filters = dict(filters)
+        self._handle = handle
+        self._name = name
+        self._deliver_policy = deliver_policy
+        self._synced: dict[str, asyncio.Event] = {k: asyncio.Event() for k in self.filters}
+        self._seen: dict[str, int] = dict.fromkeys(self.filters, 0)
+        self._advanced: dict[str, asyncio.Event] = {k: asyncio.Event() for k in self.filters}
+        self._subs: list[Subscription] = []
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def synced(self) -> bool:
+        return all(event.is_set() for event in self._synced.values())
+
+    async def wait_synced(self) -> None:
+        await asyncio.gather(*(e.wait() for e in self._synced.values()))
+
+    def seen(self, key: str) -> int:
+        """The stream sequence of the last message of ``key`` handled (0: none yet)."""
+        return self._seen.get(key, 0)
+
+    async def wait_for(self, key: str, sequence: int, limit: float = 5.0) -> bool:
+        """Wait until ``key`` is synced and its message ``sequence`` (or a later one) was handled;
+        False after ``limit`` seconds. True at once for a key this follower does not read."""
+        if key not in self._advanced:
+            return True
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + limit
+        while not (self._synced[key].is_set() and self._seen[key] >= sequence):
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return False
+            try:
+                await asyncio.wait_for(self._advanced[key].wait(), timeout=remaining)
+            except TimeoutError:
+                return False
+        return True
+
+    async def start(self) -> None:
+        """Subscribe (retrying until the stream exists) without blocking the caller."""
+        self._task = asyncio.create_task(self._subscribe_all(), name=self._name)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+        for sub in self._subs:
+            try:
+                await sub.unsubscribe()
+            except Exception as exc:
+                log.debug("unsubscribe failed: %r", exc)
+        self._subs.clear()
+
+    async def _subscribe_all(self) -> None:
+        for key in self.filters:
+            while True:
+                try:
+                    await self._subscribe(key)
+                    break
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # stream not declared yet, NATS reconnecting...: keep trying
+                    log.warning(
+                        "%s: cannot subscribe to %s (%s), retrying: %r", self._name, self.stream, key, exc
+                    )
+                    await asyncio.sleep(1.0)
+
+    async def _subscribe(self, key: str) -> None:
+        async def on_message(msg: Msg) -> None:
+            self._on_message(key, msg)
+
+        sub = await self._js.subscribe(
+            self.filters[key],
+            stream=self.stream,
+            cb=on_message,
+            ordered_consumer=True,
+            deliver_policy=self._deliver_policy,
+        )
+        self._subs.append(sub)
+        info = await sub.consumer_info()
+        # Nothing pending and nothing delivered yet: nothing matches, the snapshot is empty.
+        # (delivered.stream_seq is not 0 then: it starts at the stream's last sequence.)
+        if info.num_pending == 0 and (info.delivered is None or not info.delivered.consumer_seq):
+            self._synced[key].set()
+
+    def _on_message(self, key: str, msg: Msg) -> None:
+        self._handle(key, msg)
+        try:
+            pending = msg.metadata.num_pending
+            self._seen[key] = max(self._seen[key], int(msg.metadata.sequence.stream))
+        except Exception:
+            pending = 0
+        if pending == 0:
+            self._synced[key].set()
+        advanced, self._advanced[key] = self._advanced[key], asyncio.Event()
+        advanced.set()
