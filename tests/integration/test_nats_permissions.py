@@ -17,6 +17,7 @@ from ferry_schemas.bus import (
     APPLIED_GENERATIONS_BUCKET,
     DESIRED_STREAM,
     GATEWAY_LISTENERS_BUCKET,
+    LOAD_STREAM,
     OBJECTS_STREAM,
     RATE_LIMIT_BUCKET,
 )
@@ -30,6 +31,7 @@ EXPECTED: dict[str, NatsUser] = {
     "watcher": NatsUser("watcher", publish=("ferry.obj.>",), streams={
         "FERRY_OBJECTS": ("declare", "consume"), "FERRY_DESIRED": ("declare",),
         "FERRY_RESULTS": ("declare",), "FERRY_DEAD_LETTERS": ("declare",), "FERRY_KV": ("declare",),
+        "FERRY_LOAD": ("declare",),
     }),
     "converter": NatsUser("converter", publish=("ferry.desired.>", "ferry.dlq.converter.>"), streams={
         "FERRY_OBJECTS": ("consume",), "FERRY_DESIRED": ("read",),
@@ -42,12 +44,13 @@ EXPECTED: dict[str, NatsUser] = {
     }, kv=(GATEWAY_LISTENERS_BUCKET,)),
     "router": NatsUser("router", publish=("ferry.demand.>", "ferry.fairness.>", "ferry.sessionboost.>"),
                        subscribe=("ferry.fairness.>", "ferry.sessionboost.>"),
-                       streams={"FERRY_OBJECTS": ("consume",), "FERRY_KV": ("consume",)},
+                       streams={"FERRY_OBJECTS": ("consume",), "FERRY_KV": ("consume",),
+                                "FERRY_LOAD": ("consume",)},
                        kv=(RATE_LIMIT_BUCKET, GATEWAY_LISTENERS_BUCKET)),
     "autoscaler": NatsUser("autoscaler", subscribe=("ferry.demand.>",), streams={
-        "FERRY_OBJECTS": ("consume",),
+        "FERRY_OBJECTS": ("consume",), "FERRY_LOAD": ("consume",),
     }, kv=("ferry_autoscaler_leases",)),
-    "runtime": NatsUser("runtime", publish=("ferry.kv.>",)),
+    "runtime": NatsUser("runtime", publish=("ferry.kv.>", "ferry.load.>")),
     "admin": NatsUser("admin", publish=(">",), subscribe=(">",)),
 }  # fmt: skip
 """What each user needs, written down a second time: widening a user's table fails here."""
@@ -150,3 +153,24 @@ async def test_services_connect_with_their_own_user_and_inbox(nats_url: str) -> 
         assert reply.config.name == OBJECTS_STREAM
     finally:
         await client.close()
+
+
+async def test_only_the_sidecar_publishes_engine_load(nats_url: str, nc: Client) -> None:
+    js = nc.jetstream()
+    await declare_streams(js)
+    subject = f"ferry.load.perm-{uuid.uuid4().hex[:8]}.model.pod"
+    async with as_user(nats_url, "router") as (router, errors):  # a consumer cannot forge load
+        await router.publish(subject, b'{"forged": true}')
+        await until(lambda: violations(errors) >= 1, "a permissions violation")
+    with pytest.raises(nats.js.errors.NotFoundError):
+        await js.get_last_msg(LOAD_STREAM, subject)
+    async with as_user(nats_url, "runtime") as (runtime, errors):
+        await runtime.publish(subject, b"{}")  # core publish, kept by the stream
+        await runtime.flush()
+        assert not errors
+    assert (await js.get_last_msg(LOAD_STREAM, subject)).data == b"{}"
+    async with as_user(nats_url, "router") as (router, errors):  # and it may read it
+        info = await router.jetstream().stream_info(LOAD_STREAM)
+        assert info.config.name == LOAD_STREAM
+        assert not errors
+    await js.purge_stream(LOAD_STREAM, subject=subject)

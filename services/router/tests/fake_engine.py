@@ -31,6 +31,7 @@ class FakeEngine:
     kv_params: Any = None
     seen: list[dict[str, Any]] = field(default_factory=list)
     headers_seen: list[dict[str, str]] = field(default_factory=list)
+    scrapes: int = 0  # GET /metrics served
     _runner: web.AppRunner | None = None
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
@@ -76,6 +77,7 @@ class FakeEngine:
         return web.json_response({"data": [{"id": "served"}]})
 
     async def metrics(self, _: web.Request) -> web.Response:
+        self.scrapes += 1
         return web.Response(text="# TYPE vllm:num_requests_waiting gauge\nvllm:num_requests_waiting 7\n")
 
     async def start(self) -> None:

@@ -7,11 +7,12 @@ from typing import Any
 import pytest
 from ferry_router import errors
 from ferry_router.durations import parse_duration
-from ferry_router.metrics_scraper import apply_exposition, interval_mean, parse_exposition
+from ferry_router.metrics_scraper import apply_exposition
 from ferry_router.prompt import estimate_tokens, extract_prompt
 from ferry_router.ratelimit import RateLimiter, TokenBucket
 from ferry_router.state.resources import parse_route
 from ferry_router.state.table import EndpointMetrics
+from ferry_schemas.load import interval_mean, parse_exposition
 
 from .objects import route
 
@@ -122,7 +123,8 @@ vllm:inter_token_latency_seconds_count{model_name="m"} 100.0
 
 
 def test_parse_exposition_and_interval_means() -> None:
-    gauges, hists = parse_exposition(EXPOSITION)
+    parsed = parse_exposition(EXPOSITION)
+    gauges, hists = parsed.gauges, parsed.hists
     assert gauges == {"running": 3.0, "waiting": 2.0, "kv_cache_usage": 0.25}
     assert hists == {"ttft": (2.0, 4.0), "tpot": (1.0, 100.0)}
     metrics = EndpointMetrics()

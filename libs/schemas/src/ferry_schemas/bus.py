@@ -37,6 +37,15 @@ KV_PREFIX = "ferry.kv"
 KV_SNAPSHOT_SECONDS = 30.0
 KV_MAX_AGE_SECONDS = 3 * KV_SNAPSHOT_SECONDS
 """Long enough that the stream always holds each live pod's latest snapshot."""
+LOAD_STREAM = "FERRY_LOAD"
+"""Each engine's load as its runtime sidecar reads it (``ferry_schemas.load``): the last message per
+pod, in memory, dropped after ``LOAD_MAX_AGE_SECONDS`` (a pod whose sidecar stopped ages out)."""
+LOAD_PREFIX = "ferry.load"
+LOAD_HEARTBEAT_SECONDS = 5.0
+"""A sidecar publishes on every change of the load it reads and at least this often."""
+LOAD_STALE_SECONDS = 3 * LOAD_HEARTBEAT_SECONDS
+"""Consumers treat load older than this as unknown (three heartbeats missed)."""
+LOAD_MAX_AGE_SECONDS = 4 * LOAD_STALE_SECONDS
 
 APPLIED_GENERATIONS_BUCKET = "ferry_applied_generations"
 """KV: ``<resource>.<ns>.<name>`` → the last owner generation the applier applied (generation guard)."""
@@ -91,6 +100,7 @@ class StreamSpec(BaseModel):
     duplicate_window: float = DUPLICATE_WINDOW_SECONDS
     max_age: float | None = None  # seconds a message is kept (None: until replaced per subject)
     max_bytes: int | None = None  # the stream's size limit (None: unlimited); oldest dropped first
+    memory: bool = False  # kept in memory only (what a restart of NATS may lose without harm)
 
 
 STREAMS: tuple[StreamSpec, ...] = (
@@ -110,6 +120,14 @@ STREAMS: tuple[StreamSpec, ...] = (
         max_msgs_per_subject=-1,
         max_age=KV_MAX_AGE_SECONDS,
         duplicate_window=KV_SNAPSHOT_SECONDS,  # must not exceed max_age
+    ),
+    StreamSpec(
+        name=LOAD_STREAM,
+        subjects=[f"{LOAD_PREFIX}.>"],
+        max_msgs_per_subject=1,
+        max_age=LOAD_MAX_AGE_SECONDS,
+        duplicate_window=LOAD_HEARTBEAT_SECONDS,  # no message ids: nothing to deduplicate
+        memory=True,
     ),
 )
 

@@ -5,6 +5,10 @@ group per cycle, and summed over ready pods (spec §3.2): the algorithm sees one
 value is the sum. A group is dropped for the cycle (its metrics missing, with the reason kept for
 the policy's status) when no pod matches, any pod failed, restarted or is terminating, or any ready
 pod's scrape fails. Prometheus values are totals ("external" metrics, §3.3).
+
+A pod whose runtime sidecar pushes its engine's load on the bus (``ferry_schemas.load``) is not
+scraped when that fresh load carries every counter or gauge the group asks for (``pushed``); a
+histogram, or a name the sidecar does not publish, is scraped as before.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import logging
 import math
 import time
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,12 +28,14 @@ from ferry_schemas.labels import ENTRY_VALUE, MS_ENTRY, MS_NAME, MS_ROLE
 from ferry_autoscaler.algorithm.histogram import HistogramError, HistogramSnapshot, quantile
 from ferry_autoscaler.algorithm.windows import SnapshotWindow
 from ferry_autoscaler.exposition import ExpositionError, extract, parse_families
-from ferry_autoscaler.metrics import SCRAPE_FAILURES
+from ferry_autoscaler.metrics import PUSHED_READS, SCRAPE_FAILURES
 from ferry_autoscaler.policies import LabelSelector, MetricTarget, PodSource, PrometheusSource, ServingRef
 
 log = logging.getLogger(__name__)
 
 Pod = dict[str, Any]
+PushedSeries = Callable[[str], Mapping[str, float] | None]
+"""``pushed("<ns>/<pod>")``: the pod's fresh pushed counters and gauges (None: scrape it)."""
 HISTOGRAM_PERCENTILE = 95.0
 BASELINE_FRESH = 60.0
 BASELINE_KEEP = 300.0
@@ -102,10 +108,29 @@ class HistogramBaselines:
         window.append((start_time, snapshots), now)
 
 
+def from_pushed(
+    series: Mapping[str, float], members: Sequence[tuple[str, PodSource]]
+) -> dict[str, float] | None:
+    """Every member's value from pushed ``series`` (a counter by its name with or without
+    ``_total``), or ``None`` when one is missing."""
+    values: dict[str, float] = {}
+    for name, source in members:
+        value = series.get(source.series)
+        if value is None:
+            value = series.get(source.series.removesuffix("_total"))
+        if value is None:
+            return None
+        values[name] = value
+    return values
+
+
 class MetricCollector:
-    def __init__(self, session: aiohttp.ClientSession, timeout: float = 3.0) -> None:
+    def __init__(
+        self, session: aiohttp.ClientSession, timeout: float = 3.0, pushed: PushedSeries | None = None
+    ) -> None:
         self._session = session
         self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._pushed = pushed
 
     async def collect(
         self,
@@ -187,6 +212,11 @@ class MetricCollector:
         baselines: HistogramBaselines | None,
         now: float,
     ) -> dict[str, float]:
+        if self._pushed is not None and (series := self._pushed(_pod_name(pod))) is not None:
+            known = from_pushed(series, members)
+            if known is not None:
+                PUSHED_READS.inc()
+                return known
         ip = str((pod.get("status") or {}).get("podIP") or "")
         if not ip:
             raise ExpositionError(f"pod {_pod_name(pod)} has no IP")

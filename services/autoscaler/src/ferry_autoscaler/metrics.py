@@ -13,3 +13,7 @@ SCRAPE_FAILURES = Counter(
 CYCLE_SECONDS = Histogram("ferry_autoscaler_cycle_seconds", "One scaling cycle of one policy.")
 LEASES_HELD = Gauge("ferry_autoscaler_leases_held", "Policies this replica decides for.")
 DEMAND = Counter("ferry_autoscaler_demand_total", "Demand messages, by outcome.", ["outcome"])
+PUSHED_READS = Counter(
+    "ferry_autoscaler_pushed_reads_total",
+    "Pod metric reads served by the load its sidecar pushed (no scrape).",
+)

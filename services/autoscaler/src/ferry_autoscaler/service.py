@@ -16,6 +16,7 @@ from ferry_schemas.runtime.events import EventRecorder
 from ferry_schemas.runtime.jetstream import connect, key_value
 from ferry_schemas.runtime.kube import load_api_client
 from ferry_schemas.runtime.lifecycle import serve
+from ferry_schemas.runtime.load_board import LoadBoard
 from ferry_schemas.runtime.view import ObjectView
 
 from ferry_autoscaler.collector import MetricCollector
@@ -57,14 +58,21 @@ async def run(settings: AutoscalerSettings, stop: asyncio.Event) -> None:
     kv = await key_value(js, LEASES_BUCKET)
     holder = f"{os.environ.get('HOSTNAME') or 'autoscaler'}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
     leases = DeciderLeases(kv, holder, settings.lease_ttl)
+    board = LoadBoard(js)
+
+    def pushed(pod_key: str) -> dict[str, float] | None:
+        load = board.fresh(pod_key)
+        return None if load is None else load.series
+
     scaler = Scaler(
-        MetricCollector(session, settings.scrape_timeout),
+        MetricCollector(session, settings.scrape_timeout, pushed),
         view.get,
         lambda namespace: view.list(Resource.PODS, namespace),
     )
     controller = Controller(view, scaler, api, leases, events, StateStore(kv), settings.workers)
     view.on_change(controller.on_change)
     await view.start()
+    await board.start()
     demand = await nc.subscribe(f"{DEMAND_PREFIX}.>", cb=controller.on_demand)
 
     def ready() -> bool:
@@ -91,6 +99,7 @@ async def run(settings: AutoscalerSettings, stop: asyncio.Event) -> None:
         await leases.release_all()
         await events.stop()
         await view.stop()
+        await board.stop()
         await probes.stop()
         await session.close()
         await api.close()

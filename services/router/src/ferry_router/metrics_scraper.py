@@ -1,118 +1,98 @@
-"""Engine metrics, scraped off the request path (spec §2.3).
+"""Engine metrics scraped off the request path (spec §2.3): the fallback for engines without a
+runtime sidecar pushing their load (``state/pushed_load.py``).
 
 The scraper runs on its own thread with its own event loop and HTTP session, so neither the
-scrape I/O nor parsing the Prometheus text ever holds up the request loop (the loop only reads the
-numbers it writes; each field is one atomic store). Every ``interval`` all endpoints are
-scraped concurrently (at most ``concurrency`` at a time, each call bounded by ``timeout``):
-``GET /metrics`` (Prometheus text) and ``GET /v1/models``. A new endpoint is scraped as soon
-as it appears. Gauges take the last series of their family (0 when the family is absent);
-TTFT/TPOT are the mean over the last interval computed from histogram ``_sum``/``_count``
-deltas, and an interval without samples keeps the previous mean.
+scrape I/O nor parsing ever holds up the request loop (the loop only reads the numbers it writes;
+each field is one atomic store). Each endpoint has its own schedule:
+
+* a new endpoint is scraped at once (as in Kthena), then every ``interval`` with ±10 % jitter, and
+  the first round after start is spread over one interval, so scrapes do not come in bursts;
+* an endpoint whose sidecar pushed fresh load is not scraped (checked again an interval later);
+* a failing endpoint (refused, hung, bad status) backs off: interval x 2^failures, at most
+  ``max_backoff``. Engines whose last scrape succeeded are scraped in a lane of their own (at most
+  ``concurrency`` at once); new and failing engines share a smaller one, so a hung engine (one
+  slot for ``timeout``, once per back-off period) never delays the scrape of a healthy one. Each
+  scrape has a short connect timeout and ``timeout`` in total;
+* ``/v1/models`` is read only every ``models_every`` scrapes (and at once for a new endpoint).
+
+Only the needed metric names are parsed (:func:`ferry_schemas.load.parse_exposition`); TTFT/TPOT
+are the mean over the last interval with samples. ``ferry_router_engine_scrape_lag_seconds`` is
+how late scrapes start against their schedule: it grows when the fleet outruns the scraper.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
+import heapq
 import logging
+import random
 import threading
 import time
-from collections.abc import Coroutine
+from collections import deque
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
 import orjson
-from prometheus_client import Counter, Histogram
+from ferry_schemas.load import interval_mean, parse_exposition
+from prometheus_client import Counter, Gauge, Histogram
 
 from ferry_router.state.table import Endpoint, EndpointMetrics, RoutingTable
 
 log = logging.getLogger(__name__)
 
 SCRAPES = Counter("ferry_router_engine_scrapes_total", "Engine metric scrapes.", ["result"])
-CYCLE = Histogram(
-    "ferry_router_engine_scrape_cycle_seconds",
-    "Time to scrape every endpoint once.",
+LAG = Histogram(
+    "ferry_router_engine_scrape_lag_seconds",
+    "How late scrapes start against their schedule (grows when the scraper cannot keep up).",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
 )
+BACKING_OFF = Gauge(
+    "ferry_router_engine_scrape_backoff_endpoints", "Endpoints whose scrapes are backing off."
+)
 
-GAUGES = {
-    "kv_cache_usage": ("vllm:kv_cache_usage_perc", "vllm:gpu_cache_usage_perc", "sglang:token_usage"),
-    "waiting": ("vllm:num_requests_waiting", "sglang:num_queue_reqs"),
-    "running": ("vllm:num_requests_running", "sglang:num_running_reqs"),
-}
-HISTOGRAMS = {
-    "ttft": ("vllm:time_to_first_token_seconds", "sglang:time_to_first_token_seconds"),
-    "tpot": (
-        "vllm:inter_token_latency_seconds",
-        "vllm:time_per_output_token_seconds",
-        "sglang:inter_token_latency_seconds",
-    ),
-}
-_GAUGE_OF = {name: field for field, names in GAUGES.items() for name in names}
-_HIST_OF = {name: field for field, names in HISTOGRAMS.items() for name in names}
-
-
-def parse_exposition(text: str) -> tuple[dict[str, float], dict[str, tuple[float, float]]]:
-    """Gauge values (last series wins) and histogram (sum, count) summed over series."""
-    gauges: dict[str, float] = {}
-    sums: dict[str, float] = {}
-    counts: dict[str, float] = {}
-    for line in text.splitlines():
-        if not line or line[0] == "#":
-            continue
-        brace = line.find("{")
-        if brace >= 0:
-            name = line[:brace]
-            rest = line[line.rfind("}") + 1 :].split()
-        else:
-            parts = line.split()
-            name, rest = parts[0], parts[1:]
-        if not rest:
-            continue
-        try:
-            value = float(rest[0])
-        except ValueError:
-            continue
-        if name in _GAUGE_OF:
-            gauges[_GAUGE_OF[name]] = value
-        elif name.endswith("_sum") and name[:-4] in _HIST_OF:
-            field = _HIST_OF[name[:-4]]
-            sums[field] = sums.get(field, 0.0) + value
-        elif name.endswith("_count") and name[:-6] in _HIST_OF:
-            field = _HIST_OF[name[:-6]]
-            counts[field] = counts.get(field, 0.0) + value
-    hists = {f: (sums.get(f, 0.0), counts[f]) for f in counts}
-    return gauges, hists
-
-
-def interval_mean(previous: tuple[float, float] | None, now: tuple[float, float]) -> float:
-    """Mean of the samples observed since ``previous`` (0 when none; whole mean after a reset)."""
-    if previous is None:
-        return 0.0
-    dsum, dcount = now[0] - previous[0], now[1] - previous[1]
-    if dcount < 0 or dsum < 0:
-        return now[0] / now[1] if now[1] > 0 else 0.0
-    return dsum / dcount if dcount > 0 else 0.0
+JITTER = 0.1
 
 
 def apply_exposition(metrics: EndpointMetrics, text: str) -> None:
-    gauges, hists = parse_exposition(text)
-    metrics.kv_cache_usage = gauges.get("kv_cache_usage", 0.0)
-    metrics.waiting = gauges.get("waiting", 0.0)
-    metrics.running = gauges.get("running", 0.0)
-    for field in ("ttft", "tpot"):
-        now = hists.get(field)
+    parsed = parse_exposition(text)
+    metrics.kv_cache_usage = parsed.gauges.get("kv_cache_usage", 0.0)
+    metrics.waiting = parsed.gauges.get("waiting", 0.0)
+    metrics.running = parsed.gauges.get("running", 0.0)
+    for name in ("ttft", "tpot"):
+        now = parsed.hists.get(name)
         if now is None:
             continue
-        previous = getattr(metrics, f"{field}_hist")
+        previous = getattr(metrics, f"{name}_hist")
         mean = interval_mean(previous, now)
         if mean > 0:
-            setattr(metrics, field, mean)
-        setattr(metrics, f"{field}_hist", now)
+            setattr(metrics, name, mean)
+        setattr(metrics, f"{name}_hist", now)
     metrics.scraped = True
+    metrics.source = "scrape"
+    metrics.updated = time.monotonic()
+    metrics.stale = False
+
+
+def backoff(interval: float, failures: int, limit: float) -> float:
+    """Seconds until the next scrape of an endpoint that failed ``failures`` times in a row."""
+    return float(min(interval * 2 ** min(failures, 16), max(limit, interval)))
+
+
+@dataclass(slots=True)
+class _Lane:
+    """Scrapes that may run at once, and those due but waiting for room."""
+
+    limit: int
+    running: int = 0
+    waiting: deque[tuple[float, Endpoint]] = field(default_factory=deque)
 
 
 class MetricsScraper:
-    """Scrapes every endpoint of ``table`` each ``interval`` on a thread of its own."""
+    """Scrapes the endpoints of ``table`` on a thread of its own (see the module docstring)."""
 
     def __init__(
         self,
@@ -120,13 +100,31 @@ class MetricsScraper:
         *,
         interval: float = 1.0,
         timeout: float = 2.0,
-        concurrency: int = 100,
+        connect_timeout: float = 0.5,
+        concurrency: int = 128,
+        max_backoff: float = 60.0,
+        models_every: int = 5,
+        skip: Callable[[EndpointMetrics], bool] | None = None,
     ) -> None:
+        """``skip(metrics)``: true when the endpoint's load is known without a scrape (pushed)."""
         self._table = table
         self.interval = interval
-        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self.max_backoff = max_backoff
+        self.models_every = max(models_every, 1)
+        self._skip = skip
+        self._timeout = aiohttp.ClientTimeout(total=timeout, sock_connect=connect_timeout)
         self._concurrency = concurrency
-        self._gate: asyncio.Semaphore | None = None
+        # Engines that answered last time have a lane of their own: hung and refusing engines (and
+        # new ones, until they answer) queue in the other, so they never hold up a healthy one.
+        self._healthy = _Lane(concurrency)
+        self._probation = _Lane(max(concurrency // 4, 2))
+        self._rng = random.Random()
+        self._due: list[tuple[float, int, str]] = []  # (due time, tie-break, endpoint key)
+        self._scheduled: dict[str, int] = {}  # endpoint key -> its live heap entry's tie-break
+        self._ticket = 0
+        self._scrapes: dict[str, int] = {}  # endpoint key -> scrapes done (for /v1/models)
+        self._failing: set[str] = set()
+        self._wake: asyncio.Event | None = None
         self._session: aiohttp.ClientSession | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self.thread: threading.Thread | None = None
@@ -139,12 +137,16 @@ class MetricsScraper:
         await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(self._open(), self._loop))
 
     async def _open(self) -> None:
-        """On the scraper's loop: its session, its gate and the periodic cycle."""
-        self._gate = asyncio.Semaphore(self._concurrency)
+        """On the scraper's loop: its session, the first (spread) round and the scheduler."""
+        self._wake = asyncio.Event()
         self._session = aiohttp.ClientSession(
-            timeout=self._timeout, connector=aiohttp.TCPConnector(limit=200, keepalive_timeout=30)
+            timeout=self._timeout,
+            connector=aiohttp.TCPConnector(limit=self._concurrency, keepalive_timeout=30),
         )
-        asyncio.get_running_loop().create_task(self._cycle(), name="router-scraper")
+        now = time.monotonic()
+        for endpoint in self._endpoints():
+            self._schedule(endpoint.key, now + self._rng.uniform(0, self.interval))
+        asyncio.get_running_loop().create_task(self._run(), name="router-scraper")
 
     def _submit(self, coro: Coroutine[Any, Any, None]) -> None:
         if self._loop is None or not self._loop.is_running():
@@ -154,18 +156,18 @@ class MetricsScraper:
 
     def _on_added(self, endpoint: Endpoint) -> None:
         """A new endpoint is scraped at once (Kthena does the same), on the scraper's thread."""
-        self._submit(self.scrape(endpoint))
+        self._submit(self._add(endpoint.key))
 
-    async def _cycle(self) -> None:
-        while True:
-            started = time.perf_counter()
-            try:
-                await self.scrape_all()
-            except Exception:
-                log.exception("scrape cycle failed")
-            elapsed = time.perf_counter() - started
-            CYCLE.observe(elapsed)
-            await asyncio.sleep(max(self.interval - elapsed, 0.05))
+    async def _add(self, key: str) -> None:
+        self._scrapes.pop(key, None)
+        self._schedule(key, time.monotonic())
+
+    def _schedule(self, key: str, due: float) -> None:
+        self._ticket += 1
+        self._scheduled[key] = self._ticket
+        heapq.heappush(self._due, (due, self._ticket, key))
+        if self._wake is not None and self._due[0][1] == self._ticket:
+            self._wake.set()
 
     def _endpoints(self) -> list[Endpoint]:
         """A copy of the table's endpoints, taken from this thread while the request loop may mutate it."""
@@ -175,36 +177,95 @@ class MetricsScraper:
             except RuntimeError:  # the dict changed size during the copy: take it again
                 continue
 
+    async def _run(self) -> None:
+        assert self._wake is not None
+        while True:
+            now = time.monotonic()
+            while self._due and self._due[0][0] <= now:
+                due, ticket, key = heapq.heappop(self._due)
+                if self._scheduled.get(key) != ticket:
+                    continue  # rescheduled since
+                endpoint = self._table.endpoints.get(key)
+                if endpoint is None:
+                    del self._scheduled[key]
+                    self._scrapes.pop(key, None)
+                    self._failing.discard(key)
+                    continue
+                if self._skip is not None and self._skip(endpoint.metrics):
+                    self._schedule(key, now + self._jittered(self.interval))
+                    continue
+                m = endpoint.metrics
+                lane = self._healthy if m.source == "scrape" and not m.failures else self._probation
+                lane.waiting.append((due, endpoint))
+                self._dispatch(lane)
+            self._wake.clear()
+            delay = self._due[0][0] - now if self._due else self.interval
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), max(delay, 0.001))
+
+    def _dispatch(self, lane: _Lane) -> None:
+        """Start what ``lane`` has room for; a scrape that ends makes room for the next."""
+        while lane.waiting and lane.running < lane.limit:
+            due, endpoint = lane.waiting.popleft()
+            if self._table.endpoints.get(endpoint.key) is not endpoint:
+                continue
+            lane.running += 1
+            LAG.observe(max(time.monotonic() - due, 0.0))
+            task = asyncio.get_running_loop().create_task(self._scrape_then_schedule(endpoint))
+            task.add_done_callback(functools.partial(self._finished, lane))
+
+    def _finished(self, lane: _Lane, _: asyncio.Task[None]) -> None:
+        lane.running -= 1
+        self._dispatch(lane)
+
+    def _jittered(self, seconds: float) -> float:
+        return seconds * self._rng.uniform(1 - JITTER, 1 + JITTER)
+
+    async def _scrape_then_schedule(self, endpoint: Endpoint) -> None:
+        try:
+            await self.scrape(endpoint)
+        except Exception:
+            log.exception("scrape of %s failed", endpoint.key)
+        failures = endpoint.metrics.failures
+        wait = backoff(self.interval, failures, self.max_backoff) if failures else self.interval
+        if self._table.endpoints.get(endpoint.key) is endpoint:
+            self._schedule(endpoint.key, time.monotonic() + self._jittered(wait))
+        if failures:
+            self._failing.add(endpoint.key)
+        else:
+            self._failing.discard(endpoint.key)
+        BACKING_OFF.set(len(self._failing))
+
     async def scrape_all(self) -> None:
+        """Scrape every endpoint once, now (tests and benchmarks)."""
         endpoints = self._endpoints()
         if endpoints:
             await asyncio.gather(*(self.scrape(e) for e in endpoints))
 
     async def scrape(self, endpoint: Endpoint) -> None:
-        assert self._session is not None
-        assert self._gate is not None
         base = f"http://{endpoint.pod.ip}:{endpoint.port}"
-        async with self._gate:
-            metrics_text, models = await asyncio.gather(
-                self._get(f"{base}/metrics"), self._get(f"{base}/v1/models"), return_exceptions=True
-            )
-        if isinstance(metrics_text, BaseException):
+        count = self._scrapes.get(endpoint.key, 0)
+        self._scrapes[endpoint.key] = count + 1
+        read_models = endpoint.metrics.models is None or count % self.models_every == 0
+        try:
+            text = await self._get(f"{base}/metrics")
+        except Exception as exc:
             endpoint.metrics.failures += 1
             SCRAPES.labels("error").inc()
-            log.debug("scrape of %s failed: %r", endpoint.key, metrics_text)
-        else:
-            apply_exposition(endpoint.metrics, metrics_text)
-            endpoint.metrics.failures = 0
-            SCRAPES.labels("ok").inc()
-        if not isinstance(models, BaseException):
+            log.debug("scrape of %s failed: %r", endpoint.key, exc)
+            return
+        apply_exposition(endpoint.metrics, text)
+        endpoint.metrics.failures = 0
+        SCRAPES.labels("ok").inc()
+        if read_models:
             try:
-                data = orjson.loads(models).get("data") or []
+                data = orjson.loads(await self._get(f"{base}/v1/models")).get("data") or []
                 endpoint.metrics.models = frozenset(str(m["id"]) for m in data if "id" in m)
                 endpoint.metrics.base_models = tuple(
                     str(m["id"]) for m in data if "id" in m and not m.get("parent")
                 )
-            except (orjson.JSONDecodeError, AttributeError, TypeError, KeyError):
-                log.debug("bad /v1/models from %s", endpoint.key)
+            except Exception as exc:
+                log.debug("bad /v1/models from %s: %r", endpoint.key, exc)
 
     async def _get(self, url: str) -> str:
         assert self._session is not None

@@ -9,6 +9,7 @@ from aiohttp import web
 from ferry_schemas.bus import RATE_LIMIT_BUCKET
 from ferry_schemas.runtime import ProbeServer
 from ferry_schemas.runtime.jetstream import connect, key_value
+from ferry_schemas.runtime.load_board import LoadBoard
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
@@ -29,7 +30,8 @@ from ferry_router.session_boost import COMPLETED_SUBJECT, SessionBoost, SessionB
 from ferry_router.settings import RouterSettings
 from ferry_router.state.feed import BusFeed
 from ferry_router.state.kv_index import KvFeed
-from ferry_router.state.table import RoutingTable
+from ferry_router.state.pushed_load import PushedLoad
+from ferry_router.state.table import EndpointMetrics, RoutingTable
 
 log = logging.getLogger(__name__)
 
@@ -56,8 +58,14 @@ class RouterService:
                 max_per_host=settings.max_connections_per_host,
             )
         )
+        self.pushed_load: PushedLoad | None = None
         self.scraper = MetricsScraper(
-            self.table, interval=settings.scrape_interval, timeout=settings.scrape_timeout
+            self.table,
+            interval=settings.scrape_interval,
+            timeout=settings.scrape_timeout,
+            concurrency=settings.scrape_concurrency,
+            max_backoff=settings.scrape_max_backoff,
+            skip=self._load_pushed,
         )
         self.nc: Client | None = None
         self.feed: BusFeed | None = None
@@ -71,6 +79,9 @@ class RouterService:
         table_metrics.expose(self.table)
         POOL_IN_USE.set_function(lambda: self.client.pool()[0])
         POOL_IDLE.set_function(lambda: self.client.pool()[1])
+
+    def _load_pushed(self, metrics: EndpointMetrics) -> bool:
+        return self.pushed_load is not None and self.pushed_load.is_fresh(metrics)
 
     def ready(self) -> bool:
         return not self.draining and self.feed is not None and self.feed.synced
@@ -139,6 +150,8 @@ class RouterService:
         if self.authenticator is not None:
             await self.authenticator.start()
         await self.client.start()
+        self.pushed_load = PushedLoad(self.table, LoadBoard(js, stale_after=s.load_stale))
+        await self.pushed_load.start()
         await self.scraper.start()
         await self.feed.start()
         for plugin, _ in self.scheduler.scorers:  # only when kvcache-aware is configured
@@ -187,6 +200,8 @@ class RouterService:
             await kv_feed.stop()
         await self.scheduler.close()
         await self.scraper.stop()
+        if self.pushed_load is not None:
+            await self.pushed_load.stop()
         for queues in (self.fairness, self.session_boost):
             if queues is not None:
                 queues.close()

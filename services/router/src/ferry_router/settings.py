@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ferry_schemas.bus import OBJECTS_STREAM
+from ferry_schemas.bus import LOAD_STALE_SECONDS, OBJECTS_STREAM
 from ferry_schemas.runtime.settings import env_float, env_int, env_str, gateway_controller_name, gateway_mode
 
 from ferry_router.durations import parse_duration
@@ -47,6 +47,16 @@ class RouterSettings:
     objects_stream: str = field(default_factory=lambda: env_str("FERRY_OBJECTS_STREAM", OBJECTS_STREAM))
     scrape_interval: float = field(default_factory=lambda: _duration_env("METRICS_SCRAPE_INTERVAL", 1.0))
     scrape_timeout: float = field(default_factory=lambda: env_float("FERRY_ROUTER_SCRAPE_TIMEOUT", 2.0))
+    scrape_concurrency: int = field(default_factory=lambda: env_int("FERRY_ROUTER_SCRAPE_CONCURRENCY", 128))
+    """Scrapes in flight at most (hung engines hold a slot for the timeout, once per back-off)."""
+    scrape_max_backoff: float = field(
+        default_factory=lambda: _duration_env("FERRY_ROUTER_SCRAPE_MAX_BACKOFF", 60.0)
+    )
+    """A failing engine is scraped again after interval x 2^failures, at most this long."""
+    load_stale: float = field(
+        default_factory=lambda: _duration_env("FERRY_ROUTER_LOAD_STALE_AFTER", LOAD_STALE_SECONDS)
+    )
+    """Pushed or scraped load older than this is unknown (the sidecar stopped: scraping takes over)."""
     max_body_bytes: int = field(
         default_factory=lambda: env_int("FERRY_ROUTER_MAX_BODY_BYTES", 8 * 1024 * 1024)
     )

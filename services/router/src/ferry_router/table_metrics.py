@@ -4,11 +4,15 @@
   (the ModelRoute's targets' members); 0 means requests for it fail — the alert rule's input.
 * ``ferry_router_endpoint_*{namespace, pod, model_server}``: per-endpoint load as the router sees it
   (requests it has in flight there, and the engine's waiting/running requests, KV-cache usage and
-  TTFT from the last scrape) — the dashboard's per-endpoint panels.
+  TTFT from the last scrape) — the dashboard's per-endpoint panels;
+  ``ferry_router_endpoint_load_age_seconds{..., source}``: how old that load is and whether the
+  sidecar pushed it or the router scraped it (-1: never measured), and
+  ``ferry_router_endpoint_load_stale``: 1 when it aged out and reads as unknown.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
 from prometheus_client.core import GaugeMetricFamily
@@ -67,6 +71,17 @@ class TableCollector(Collector):
         gauges = {
             k: GaugeMetricFamily(name, doc, labels=ENDPOINT_LABELS) for k, (name, doc) in families.items()
         }
+        age = GaugeMetricFamily(
+            "ferry_router_endpoint_load_age_seconds",
+            "Age of the engine load the router schedules on (-1: never measured).",
+            labels=[*ENDPOINT_LABELS, "source"],
+        )
+        stale = GaugeMetricFamily(
+            "ferry_router_endpoint_load_stale",
+            "1 when the engine's load aged out and reads as unknown.",
+            labels=ENDPOINT_LABELS,
+        )
+        now = time.monotonic()
         for key, members in list(table.members.items()):
             server = key.split("/", 1)[1]
             for endpoint in list(members.values()):
@@ -77,7 +92,11 @@ class TableCollector(Collector):
                 gauges["running"].add_metric(labels, m.running)
                 gauges["kv"].add_metric(labels, m.kv_cache_usage)
                 gauges["ttft"].add_metric(labels, m.ttft)
+                age.add_metric([*labels, m.source or "none"], now - m.updated if m.updated else -1.0)
+                stale.add_metric(labels, 1.0 if m.stale or not m.updated else 0.0)
         yield from gauges.values()
+        yield age
+        yield stale
 
 
 _COLLECTOR = TableCollector()

@@ -1,7 +1,7 @@
 """The sidecar process: one NATS connection, probes on ``--port``, and its publishers.
 
-A publisher is anything with a ``name``, a ``connected`` flag and ``async run(stop)``; today the
-KV-event bridge, later the engine-load publisher. Each runs as its own task; one failing is
+A publisher is anything with a ``name``, a ``connected`` flag and ``async run(stop)``: the
+KV-event bridge and the engine-load publisher. Each runs as its own task; one failing is
 logged and restarted after a pause, without stopping the others.
 """
 
@@ -16,6 +16,7 @@ from ferry_schemas.runtime import ProbeServer
 from ferry_schemas.runtime.jetstream import connect
 
 from ferry_runtime.kv_bridge import KvEventBridge
+from ferry_runtime.load_publisher import LoadPublisher
 from ferry_runtime.settings import RuntimeSettings
 
 log = logging.getLogger(__name__)
@@ -41,7 +42,7 @@ async def _keep_running(publisher: Publisher, stop: asyncio.Event) -> None:
 async def run(settings: RuntimeSettings, stop: asyncio.Event) -> None:
     nc = await connect(settings.nats_url, f"ferry-runtime-{settings.namespace}-{settings.pod}")
     js = nc.jetstream()
-    publishers: list[Publisher] = [KvEventBridge(settings, js)]
+    publishers: list[Publisher] = [KvEventBridge(settings, js), LoadPublisher(settings, nc)]
     probes = ProbeServer(
         settings.host, settings.port, ready=lambda: nc.is_connected and all(p.connected for p in publishers)
     )

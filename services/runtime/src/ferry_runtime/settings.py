@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from ferry_schemas.bus import KV_SNAPSHOT_SECONDS
+from ferry_schemas.bus import KV_SNAPSHOT_SECONDS, LOAD_HEARTBEAT_SECONDS
 
 VLLM_KV_EVENTS_PORT = 5557
 
@@ -36,6 +36,10 @@ class RuntimeSettings:
     snapshot_interval: float = KV_SNAPSHOT_SECONDS
     kv_events_replay_endpoint: str | None = None
     replay_timeout: float = 2.0
+    engine_metrics_path: str = "/metrics"
+    load_interval: float = 1.0
+    load_heartbeat: float = LOAD_HEARTBEAT_SECONDS
+    models_interval: float = 10.0
     log_level: str = "INFO"
     service: str = "runtime"
 
@@ -54,6 +58,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--kv-events-replay-endpoint", default=None, help="the engine's replay socket (vLLM)")
     p.add_argument("--snapshot-interval", type=float, default=KV_SNAPSHOT_SECONDS)
     p.add_argument("--nats-url", default=None)
+    p.add_argument(
+        "--load-interval", type=float, default=1.0, help="seconds between reads of the engine's load"
+    )
+    p.add_argument(
+        "--load-heartbeat", type=float, default=LOAD_HEARTBEAT_SECONDS,
+        help="publish the engine's load at least this often (seconds), changed or not",
+    )  # fmt: skip
+    p.add_argument("--models-interval", type=float, default=10.0, help="seconds between reads of /v1/models")
     return p
 
 
@@ -80,8 +92,15 @@ def parse_settings(argv: Sequence[str], env: Mapping[str, str] | None = None) ->
     if not endpoint:
         host = urlsplit(ns.engine_base_url).hostname or "localhost"
         endpoint = f"tcp://{host}:{VLLM_KV_EVENTS_PORT}"
-    if ns.snapshot_interval <= 0:
-        raise ValueError("--snapshot-interval must be positive")
+    for flag, seconds in (
+        ("--snapshot-interval", ns.snapshot_interval),
+        ("--load-interval", ns.load_interval),
+        ("--load-heartbeat", ns.load_heartbeat),
+        ("--models-interval", ns.models_interval),
+    ):
+        if seconds <= 0:
+            raise ValueError(f"{flag} must be positive")
+    path = ns.engine_metrics_path if ns.engine_metrics_path.startswith("/") else f"/{ns.engine_metrics_path}"
     return RuntimeSettings(
         namespace=namespace,
         pod=pod,
@@ -97,5 +116,9 @@ def parse_settings(argv: Sequence[str], env: Mapping[str, str] | None = None) ->
         kv_events_replay_endpoint=ns.kv_events_replay_endpoint
         or env.get("FERRY_RUNTIME_KV_REPLAY_ENDPOINT")
         or None,
+        engine_metrics_path=path,
+        load_interval=ns.load_interval,
+        load_heartbeat=ns.load_heartbeat,
+        models_interval=ns.models_interval,
         log_level=env.get("FERRY_LOG_LEVEL", "INFO"),
     )

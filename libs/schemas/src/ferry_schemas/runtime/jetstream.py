@@ -110,7 +110,7 @@ def stream_config(spec: StreamSpec) -> StreamConfig:
         duplicate_window=spec.duplicate_window,
         max_age=spec.max_age,
         max_bytes=spec.max_bytes,
-        storage=StorageType.FILE,
+        storage=StorageType.MEMORY if spec.memory else StorageType.FILE,
         discard=DiscardPolicy.OLD,
         num_replicas=replicas(),
     )

@@ -22,7 +22,12 @@ log = logging.getLogger(__name__)
 
 @dataclass(slots=True)
 class EndpointMetrics:
-    """What the scraper learned about one engine (spec §2.3)."""
+    """One engine's load (spec §2.3): pushed by its runtime sidecar or scraped by the router.
+
+    ``source`` says which ("": none yet), ``updated`` when (``time.monotonic``). Load older than the
+    stale limit is cleared to "unknown" (zeros, ``stale``) -- what an engine never measured reads as:
+    the load scorers then judge it by the router's own in-flight count alone.
+    """
 
     kv_cache_usage: float = 0.0
     waiting: float = 0.0
@@ -34,7 +39,16 @@ class EndpointMetrics:
     models: frozenset[str] | None = None  # ids from /v1/models; None = not scraped yet
     base_models: tuple[str, ...] = ()  # the ids that are not LoRA adapters (no ``parent``), in order
     scraped: bool = False
-    failures: int = 0
+    failures: int = 0  # scrapes failed in a row
+    source: str = ""  # "push" (the sidecar on the bus) or "scrape"
+    updated: float = 0.0  # time.monotonic() of the reading (0: never)
+    stale: bool = False
+
+    def forget_load(self) -> None:
+        """The load is too old to mean anything: unknown, as for an engine never measured."""
+        self.kv_cache_usage = self.waiting = self.running = self.ttft = self.tpot = 0.0
+        self.ttft_hist = self.tpot_hist = None
+        self.stale = True
 
 
 @dataclass(slots=True)

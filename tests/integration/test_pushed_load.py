@@ -1,0 +1,190 @@
+"""Engine load pushed over the bus: a ``ferry-runtime`` sidecar reads its engine's ``/metrics`` and
+publishes it on ``ferry.load.>``; the router schedules on it without scraping that engine, the
+autoscaler's collector reads it without scraping the pod, and when the sidecar stops the load ages
+out and the router's own scrape takes over.
+
+Real processes: a ``ferry-mock-engine``, a ``ferry-runtime`` sidecar (as the ``runtime`` NATS user),
+the router (as ``router``), nats-server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import aiohttp
+import nats
+import pytest
+from ferry_autoscaler.collector import MetricCollector
+from ferry_autoscaler.metrics import PUSHED_READS
+from ferry_autoscaler.policies import MetricTarget, PodSource, ServingRef
+from ferry_local.natsd import service_url
+from ferry_local.processes import ManagedProcess, spawn
+from ferry_local.readiness import free_port
+from ferry_schemas.load import LOAD_FILTER, EngineLoad
+from ferry_schemas.runtime.jetstream import declare_streams
+from ferry_schemas.runtime.load_board import LoadBoard
+
+from tests.integration.test_router_gateway import World, model_server, next_ip, wait_until
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
+
+SERVED = "org/load-model"
+
+
+@pytest.fixture(scope="module")
+def world(nats_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    w = World(nats_url, tmp_path_factory.mktemp("pushed-load"))
+    try:
+        yield w
+    finally:
+        for process in reversed(w.processes):
+            process.stop(timeout=5)
+
+
+@pytest.fixture(scope="module")
+async def bus(world: World) -> AsyncIterator[World]:
+    world.nc = await nats.connect(world.nats_url)
+    world.js = world.nc.jetstream()
+    await declare_streams(world.js)
+    try:
+        yield world
+    finally:
+        await world.nc.drain()
+
+
+def start_sidecar(world: World, namespace: str, pod: str, engine_url: str) -> ManagedProcess:
+    argv = [
+        sys.executable, "-m", "ferry_runtime", "--port", str(free_port()), "--host", "127.0.0.1",
+        "--pod", f"{pod}.{namespace}", "--model", SERVED, "--engine-base-url", engine_url,
+        "--kv-events-endpoint", f"tcp://127.0.0.1:{free_port()}",
+        "--load-interval", "0.2", "--load-heartbeat", "0.5",
+    ]  # fmt: skip
+    env = {"FERRY_NATS_URL": service_url("runtime", world.nats_url)}
+    process = spawn(f"runtime-{pod}", argv, world.log_dir, env)
+    world.processes.append(process)
+    return process
+
+
+def load_source(metrics: str, pod: str) -> str | None:
+    """The ``source`` label of the router's load-age gauge for ``pod``."""
+    for line in metrics.splitlines():
+        if line.startswith("ferry_router_endpoint_load_age_seconds{") and f'pod="{pod}"' in line:
+            return line.split('source="', 1)[1].split('"', 1)[0]
+    return None
+
+
+async def test_pushed_load_reaches_router_and_autoscaler_and_ages_out(bus: World) -> None:
+    namespace, port = f"load-{uuid.uuid4().hex[:8]}", free_port()
+    engine = bus.engine("load-0", SERVED, port, host=next_ip())
+    engine.wait_up()
+    sidecar = start_sidecar(bus, namespace, "pod-0", engine.url)
+
+    heard: list[EngineLoad] = []
+
+    async def on_load(msg: Any) -> None:
+        load = EngineLoad.model_validate_json(msg.data)
+        if load.namespace == namespace:
+            heard.append(load)
+
+    sub = await bus.nc.subscribe(LOAD_FILTER, cb=on_load)
+    router = bus.router(
+        name="load-router",
+        env={
+            "FERRY_NATS_URL": service_url("router", bus.nats_url),
+            "FERRY_ROUTER_LOAD_STALE_AFTER": "2s",
+        },
+    )
+    board = LoadBoard(bus.js, stale_after=2.0)
+    await board.start()
+    try:
+        async with asyncio.timeout(30):
+            while not heard:  # noqa: ASYNC110 (filled by the subscription)
+                await asyncio.sleep(0.05)
+        load = heard[-1]
+        assert load.pod == "pod-0"
+        assert load.model == SERVED
+        assert load.models is not None
+        assert SERVED in load.models
+        assert "vllm:num_requests_waiting" in load.series
+        assert "kthena:num_requests_waiting" in load.series
+
+        await bus.publish("modelservers", model_server(namespace, "srv", {"app": "load"}, port, model=SERVED))
+        await bus.pod(namespace, "pod-0", {"app": "load"}, engine.host)
+        router.wait_endpoints(namespace, "srv", 1)
+        await asyncio.to_thread(
+            wait_until, lambda: load_source(router.metrics(), "pod-0") == "push", "pushed load in the router"
+        )
+        scraped_before = router_scrapes(router.metrics())
+        seen_then = len(heard)
+
+        # The autoscaler's collector: the pod's IP answers nothing, so a value can only come from the bus.
+        async with asyncio.timeout(10):
+            while board.fresh(f"{namespace}/pod-0") is None:  # noqa: ASYNC110 (the board's subscription)
+                await asyncio.sleep(0.05)
+        before = PUSHED_READS._value.get()
+        unreachable = autoscaler_pod(namespace, "pod-0", "127.0.0.1")
+        async with aiohttp.ClientSession() as session:
+
+            def pushed(key: str) -> dict[str, float] | None:
+                fresh = board.fresh(key)
+                return None if fresh is None else fresh.series
+
+            collector = MetricCollector(session, 1.0, pushed)
+            target = MetricTarget("waiting", 10.0, PodSource("kthena:num_requests_waiting", port=free_port()))
+            collected = await collector.collect([unreachable], ServingRef(namespace, "ms"), [target])
+        assert collected.problems == []
+        assert collected.ready == {"waiting": 0.0}
+        assert PUSHED_READS._value.get() == before + 1
+
+        # While the push is fresh the router does not scrape the engine (five more pushes: over
+        # five of its 200 ms scrape intervals).
+        async with asyncio.timeout(10):
+            while len(heard) < seen_then + 5:  # noqa: ASYNC110
+                await asyncio.sleep(0.05)
+        assert router_scrapes(router.metrics()) == scraped_before
+
+        sidecar.stop(timeout=5)
+        await asyncio.to_thread(
+            wait_until,
+            lambda: load_source(router.metrics(), "pod-0") == "scrape",
+            "the router's scrape to take over from the stopped sidecar",
+        )
+        assert router_scrapes(router.metrics()) > scraped_before
+        async with asyncio.timeout(10):
+            while board.fresh(f"{namespace}/pod-0") is not None:  # noqa: ASYNC110
+                await asyncio.sleep(0.1)
+    finally:
+        await sub.unsubscribe()
+        await board.stop()
+
+
+def autoscaler_pod(namespace: str, name: str, ip: str) -> dict[str, Any]:
+    return {
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "labels": {
+                "modelserving.volcano.sh/name": "ms",
+                "modelserving.volcano.sh/entry": "true",
+            },
+        },
+        "status": {
+            "phase": "Running",
+            "podIP": ip,
+            "startTime": "2026-01-01T00:00:00Z",
+            "conditions": [{"type": "Ready", "status": "True"}],
+        },
+    }
+
+
+def router_scrapes(metrics: str) -> float:
+    """Engine scrapes the router made (it has one endpoint in this test)."""
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in metrics.splitlines()
+        if line.startswith("ferry_router_engine_scrapes_total{")
+    )
