@@ -12,11 +12,9 @@ from __future__ import annotations
 import asyncio
 import sys
 import uuid
-from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import aiohttp
-import nats
 import pytest
 from ferry_autoscaler.collector import MetricCollector
 from ferry_autoscaler.metrics import PUSHED_READS
@@ -25,9 +23,9 @@ from ferry_local.natsd import service_url
 from ferry_local.processes import ManagedProcess, spawn
 from ferry_local.readiness import free_port
 from ferry_schemas.load import LOAD_FILTER, EngineLoad
-from ferry_schemas.runtime.jetstream import declare_streams
 from ferry_schemas.runtime.load_board import LoadBoard
 
+from tests.integration import test_router_gateway
 from tests.integration.test_router_gateway import World, model_server, next_ip, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
@@ -35,25 +33,8 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 SERVED = "org/load-model"
 
 
-@pytest.fixture(scope="module")
-def world(nats_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
-    w = World(nats_url, tmp_path_factory.mktemp("pushed-load"))
-    try:
-        yield w
-    finally:
-        for process in reversed(w.processes):
-            process.stop(timeout=5)
-
-
-@pytest.fixture(scope="module")
-async def bus(world: World) -> AsyncIterator[World]:
-    world.nc = await nats.connect(world.nats_url)
-    world.js = world.nc.jetstream()
-    await declare_streams(world.js)
-    try:
-        yield world
-    finally:
-        await world.nc.drain()
+world = test_router_gateway.world  # this module's processes, stopped at its end
+bus = test_router_gateway.bus  # and its NATS connection, streams declared
 
 
 def start_sidecar(world: World, namespace: str, pod: str, engine_url: str) -> ManagedProcess:

@@ -14,6 +14,7 @@ Only the names below are parsed; everything else in the exposition is skipped by
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from ferry_schemas.bus import (
     LOAD_HEARTBEAT_SECONDS,
@@ -143,10 +144,37 @@ def interval_mean(previous: tuple[float, float] | None, now: tuple[float, float]
     return dsum / dcount if dcount > 0 else 0.0
 
 
+class LoadState(Protocol):
+    """Where one engine's readings accumulate (the sidecar's :class:`LoadReader`, the router's
+    per-endpoint metrics)."""
+
+    kv_cache_usage: float
+    waiting: float
+    running: float
+    ttft: float
+    tpot: float
+    ttft_hist: tuple[float, float] | None
+    tpot_hist: tuple[float, float] | None
+
+
+def update_load(state: LoadState, parsed: Exposition) -> None:
+    """Gauges as read (0 when absent); TTFT/TPOT as the mean over the last interval with samples."""
+    state.kv_cache_usage = parsed.gauges.get("kv_cache_usage", 0.0)
+    state.waiting = parsed.gauges.get("waiting", 0.0)
+    state.running = parsed.gauges.get("running", 0.0)
+    for name in ("ttft", "tpot"):
+        now = parsed.hists.get(name)
+        if now is None:
+            continue
+        mean = interval_mean(getattr(state, f"{name}_hist"), now)
+        if mean > 0:
+            setattr(state, name, mean)
+        setattr(state, f"{name}_hist", now)
+
+
 @dataclass(slots=True)
 class LoadReader:
-    """Successive readings of one engine: gauges as read, TTFT/TPOT as the mean over the last
-    interval that had samples (from the histograms' ``_sum``/``_count`` deltas)."""
+    """Successive readings of one engine (see :func:`update_load`), plus the ``series``."""
 
     kv_cache_usage: float = 0.0
     waiting: float = 0.0
@@ -159,17 +187,7 @@ class LoadReader:
 
     def read(self, text: str, *, series: bool = False) -> None:
         parsed = parse_exposition(text, series=series)
-        self.kv_cache_usage = parsed.gauges.get("kv_cache_usage", 0.0)
-        self.waiting = parsed.gauges.get("waiting", 0.0)
-        self.running = parsed.gauges.get("running", 0.0)
-        for name in ("ttft", "tpot"):
-            now = parsed.hists.get(name)
-            if now is None:
-                continue
-            mean = interval_mean(getattr(self, f"{name}_hist"), now)
-            if mean > 0:
-                setattr(self, name, mean)
-            setattr(self, f"{name}_hist", now)
+        update_load(self, parsed)
         self.series = parsed.series
 
     def routing(self) -> tuple[float, float, float, float, float]:

@@ -37,7 +37,7 @@ from typing import Any
 
 import aiohttp
 import orjson
-from ferry_schemas.load import interval_mean, parse_exposition
+from ferry_schemas.load import parse_exposition, update_load
 from prometheus_client import Counter, Gauge, Histogram
 
 from ferry_router.state.table import Endpoint, EndpointMetrics, RoutingTable
@@ -58,19 +58,7 @@ JITTER = 0.1
 
 
 def apply_exposition(metrics: EndpointMetrics, text: str) -> None:
-    parsed = parse_exposition(text)
-    metrics.kv_cache_usage = parsed.gauges.get("kv_cache_usage", 0.0)
-    metrics.waiting = parsed.gauges.get("waiting", 0.0)
-    metrics.running = parsed.gauges.get("running", 0.0)
-    for name in ("ttft", "tpot"):
-        now = parsed.hists.get(name)
-        if now is None:
-            continue
-        previous = getattr(metrics, f"{name}_hist")
-        mean = interval_mean(previous, now)
-        if mean > 0:
-            setattr(metrics, name, mean)
-        setattr(metrics, f"{name}_hist", now)
+    update_load(metrics, parse_exposition(text))
     metrics.scraped = True
     metrics.source = "scrape"
     metrics.updated = time.monotonic()
