@@ -25,16 +25,11 @@ from ferry_local.readiness import free_port
 from ferry_schemas.load import LOAD_FILTER, EngineLoad
 from ferry_schemas.runtime.load_board import LoadBoard
 
-from tests.integration import test_router_gateway
-from tests.integration.test_router_gateway import World, model_server, next_ip, wait_until
+from tests.support.router_world import World, model_server, next_ip, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
 SERVED = "org/load-model"
-
-
-world = test_router_gateway.world  # this module's processes, stopped at its end
-bus = test_router_gateway.bus  # and its NATS connection, streams declared
 
 
 def start_sidecar(world: World, namespace: str, pod: str, engine_url: str) -> ManagedProcess:
