@@ -1,5 +1,8 @@
 """Drift repair: every object Ferry owns, deleted or edited by hand, is put back — with no LIST.
 
+A pod edited by hand gets its labels back in place; a pod whose image was changed is replaced from
+its revision.
+
 The whole pipeline runs as processes (watcher, converter, applier, status). The watcher publishes
 every owned kind, a change re-queues the owner, and the applier reconciles from its view. The last
 test counts the API server's own LIST requests (``apiserver_request_total``) across a steady-state
@@ -132,6 +135,52 @@ def test_a_headless_service_edited_by_hand_is_put_back(cluster: Cluster, deploye
         lambda: (cluster.get("Service", name) or {}).get("spec", {}).get("publishNotReadyAddresses") is True,
         REPAIR,
         "the Service's publishNotReadyAddresses back",
+    )
+
+
+def labels(obj: JSON | None) -> dict[str, str]:
+    return dict(((obj or {}).get("metadata") or {}).get("labels") or {})
+
+
+def test_a_pod_whose_labels_were_edited_by_hand_gets_them_back(
+    cluster: Cluster, deployed: dict[str, str]
+) -> None:
+    """Routing and ModelServers select pods by these labels: they are applied again, in place."""
+    name = deployed["Pod"]
+    pod = eventually(lambda: cluster.get("Pod", name), REPAIR, f"pod {name}")
+    wanted = {key: labels(pod)[key] for key in (L.MS_NAME, L.MS_ROLE, L.MS_REVISION)}
+    cluster.patch("Pod", name, {"metadata": {"labels": {L.MS_NAME: None, L.MS_ROLE: "hand-edited"}}})
+    # (no check that the labels are gone: the repair can land before kubectl's next read)
+    repaired = eventually(
+        lambda: (
+            (p := cluster.get("Pod", name)) is not None
+            and all(labels(p).get(k) == v for k, v in wanted.items())
+            and p
+        ),
+        REPAIR,
+        f"pod {name}'s labels back to {wanted}",
+    )
+    assert uid(repaired) == uid(pod), "the pod was replaced, not repaired"
+
+
+def test_a_pod_whose_image_was_edited_by_hand_is_replaced_from_its_revision(
+    cluster: Cluster, deployed: dict[str, str]
+) -> None:
+    name = deployed["Pod"]
+    pod = eventually(lambda: cluster.get("Pod", name), REPAIR, f"pod {name}")
+    containers = pod["spec"]["containers"]
+    original = containers[0]["image"]
+    edited = [dict(c) for c in containers]
+    edited[0]["image"] = "example.invalid/hand-edited:1"
+    cluster.patch("Pod", name, {"spec": {"containers": edited}})
+    eventually(
+        lambda: (
+            (p := cluster.get("Pod", name)) is not None
+            and uid(p) != uid(pod)
+            and p["spec"]["containers"][0]["image"] == original
+        ),
+        REPAIR,
+        f"pod {name} replaced with image {original}",
     )
 
 

@@ -104,7 +104,19 @@ class PodSelection:
 
     def wants(self, obj: JSON) -> bool:
         meta = obj.get("metadata") or {}
-        return self.wants_labels(str(meta.get("namespace") or ""), meta.get("labels") or {})
+        return self.wants_labels(str(meta.get("namespace") or ""), selection_labels(obj))
+
+
+def selection_labels(pod: JSON) -> dict[str, str]:
+    """The pod's labels, with the ModelServing name of its ownerReference when the label is gone: a
+    ModelServing pod whose labels were edited by hand stays published, so the applier repairs it."""
+    meta = pod.get("metadata") or {}
+    labels = dict(meta.get("labels") or {})
+    if MS_NAME not in labels:
+        for ref in meta.get("ownerReferences") or []:
+            if ref.get("kind") == "ModelServing" and ref.get("controller") and ref.get("name"):
+                labels[MS_NAME] = str(ref["name"])
+    return labels
 
 
 class PodInformer(Informer):
@@ -144,8 +156,7 @@ class PodInformer(Informer):
 
     def _remember(self, event: ObjectEvent) -> None:
         super()._remember(event)
-        labels = (event.object.get("metadata") or {}).get("labels") or {}
-        self._labels.setdefault(event.namespace, {})[event.subject] = labels
+        self._labels.setdefault(event.namespace, {})[event.subject] = selection_labels(event.object)
 
     def _forget(self, subject: str) -> None:
         super()._forget(subject)

@@ -46,6 +46,9 @@ Snapshots = dict[str, tuple[Obj, ServingWorkload | None]]
 SNAPSHOT_FIELD_MANAGER = "ferry"
 _APPLIED_METADATA = ("name", "labels", "annotations", "ownerReferences")
 REVISION_FIELD_MANAGER = "ferry-revision"
+POD_LABELS_FIELD_MANAGER = "ferry-pod-labels"
+"""Owns the labels a pod edited by hand gets back (always the whole rendered set, so no label it
+applied before is ever dropped by a later apply)."""
 
 
 def owned_by(obj: Obj, uid: str) -> bool:
@@ -63,6 +66,13 @@ def uid_of(obj: Obj) -> str | None:
 
 def labels_of(obj: Obj) -> dict[str, str]:
     return dict((obj.get("metadata") or {}).get("labels") or {})
+
+
+def images(pod: Obj) -> dict[str, str]:
+    """Container name → image, init containers included."""
+    spec = pod.get("spec") or {}
+    containers = [*(spec.get("initContainers") or []), *(spec.get("containers") or [])]
+    return {str(c.get("name")): str(c.get("image")) for c in containers}
 
 
 def is_subset(desired: Any, actual: Any) -> bool:
@@ -168,7 +178,9 @@ class WorkloadEngine:
 
         all_pods = self.view.list(Resource.PODS, ns, {L.MS_NAME: owner.name})
         pods = [pod for pod in all_pods if owned_by(pod, owner.uid)]
-        taken_names = {name_of(pod) for pod in all_pods}
+        # a pod whose labels were edited by hand is still this owner's (ownerReference): its name is taken
+        owned_pods = self.view.owned(owner.uid, Resource.PODS)
+        taken_names = {name_of(pod) for pod in all_pods} | {name_of(pod) for pod in owned_pods}
         observed = observe(pods)
         if not current_revision or current_revision not in workloads:
             current_revision = _oldest_common_revision(observed, new.name, workloads)
@@ -182,8 +194,82 @@ class WorkloadEngine:
             log.info("%s/%s: %s", owner.namespace, owner.name, action)
             results += await self._execute(owner, action, workloads, new.name, plan.groups, taken_names)
 
-        results += await self._sync_group_objects(owner, plan.groups, workloads, new)
+        rendered = self._renderings(owner, workloads, new.name)
+        results += await self._sync_group_objects(owner, plan.groups, new, rendered)
+        results += await self._repair_pods(owner, owned_pods, plan.groups, workloads, new.name, rendered)
         await self._prune_snapshots(owner, snapshots, plan.groups, {new.name, current_revision})
+        return results
+
+    def _renderings(
+        self, owner: OwnerKey, workloads: dict[str, ServingWorkload], new: str
+    ) -> Callable[[str, int], list[Obj]]:
+        """``rendered(revision, ordinal)``: one group's objects at a revision, rendered once per reconcile."""
+        memo: dict[tuple[str, int], list[Obj]] = {}
+
+        def rendered(revision: str, ordinal: int) -> list[Obj]:
+            key = (revision if revision in workloads else new, ordinal)
+            if key not in memo:
+                memo[key] = self.render(workloads[key[0]], owner, ordinal)
+            return memo[key]
+
+        return rendered
+
+    async def _repair_pods(
+        self,
+        owner: OwnerKey,
+        owned_pods: list[Obj],
+        groups: list[GroupState],
+        workloads: dict[str, ServingWorkload],
+        new: str,
+        rendered: Callable[[str, int], list[Obj]],
+    ) -> list[ChildResult]:
+        """Pods edited by hand go back to their revision's rendering: labels are applied again (the
+        router and ModelServers select by them); a changed image replaces the pod (deleted with a
+        uid precondition; the next reconcile creates it from its revision, as for a lost pod)."""
+        expected: dict[str, tuple[str, Obj]] = {}
+        for group in groups:
+            if group.deleting:
+                continue
+            revision = group.revision_against(new)
+            for obj in rendered(revision, group.ordinal):
+                if obj.get("kind") == "Pod":
+                    expected[name_of(obj)] = (revision, obj)
+        results: list[ChildResult] = []
+        for pod in owned_pods:
+            meta = pod.get("metadata") or {}
+            found = expected.get(name_of(pod))
+            if found is None or meta.get("deletionTimestamp"):
+                continue  # not desired (scale-down removes it) or already going
+            revision, want = found
+            own_revision = labels_of(pod).get(L.MS_REVISION, "")
+            if own_revision in workloads and own_revision != revision:  # a pod marked or kept at its own
+                _, ordinal = L.parse_ordinal(labels_of(want).get(L.MS_GROUP_NAME, ""))
+                want = next((o for o in rendered(own_revision, ordinal) if name_of(o) == name_of(pod)), want)
+                revision = own_revision
+            if revision not in workloads:
+                continue  # no template of that revision to compare with: the rolling update replaces it
+            if images(want) != images(pod):
+                if await self.kube.delete("Pod", owner.namespace, name_of(pod), uid=uid_of(pod)):
+                    results.append(
+                        ChildResult(
+                            api_version="v1", kind="Pod", name=name_of(pod), action="deleted",
+                            message="image edited by hand: replaced from its revision",
+                        )
+                    )  # fmt: skip
+                continue
+            labels = {**labels_of(want), L.MS_REVISION: revision}
+            if all(labels_of(pod).get(k) == v for k, v in labels.items()):
+                continue
+            metadata = {"name": name_of(pod), "namespace": owner.namespace, "labels": labels}
+            await self.kube.apply(
+                {"apiVersion": "v1", "kind": "Pod", "metadata": metadata},
+                field_manager=POD_LABELS_FIELD_MANAGER,
+            )
+            results.append(
+                ChildResult(
+                    api_version="v1", kind="Pod", name=name_of(pod), action="applied", message="labels"
+                )
+            )
         return results
 
     async def _execute(
@@ -350,7 +436,11 @@ class WorkloadEngine:
                 await self.kube.delete("Service", owner.namespace, name_of(service), uid=uid_of(service))
 
     async def _sync_group_objects(
-        self, owner: OwnerKey, groups: list[GroupState], workloads: dict[str, ServingWorkload], new: Revision
+        self,
+        owner: OwnerKey,
+        groups: list[GroupState],
+        new: Revision,
+        rendered: Callable[[str, int], list[Obj]],
     ) -> list[ChildResult]:
         """Headless Services and PodGroups of live groups exist and match; the others are deleted."""
         ns = owner.namespace
@@ -364,8 +454,7 @@ class WorkloadEngine:
         for group in groups:
             if group.deleting:
                 continue
-            workload = workloads.get(group.revision_against(new.name), workloads[new.name])
-            for obj in self.render(workload, owner, group.ordinal):
+            for obj in rendered(group.revision_against(new.name), group.ordinal):
                 kind = str(obj.get("kind"))
                 if kind == "Service" or (
                     kind == "PodGroup" and new.spec.scheduler_name == L.VOLCANO_SCHEDULER
