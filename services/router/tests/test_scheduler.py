@@ -204,6 +204,34 @@ def test_sampling_keeps_prefix_cache_matches_as_candidates() -> None:
     assert prefix.nominate(SchedulingContext("m", "m", "aaaabbbbcccc"), other) == []
 
 
+def test_sampled_ties_are_broken_at_random_nominees_included() -> None:
+    prefix = PrefixCache({"blockSizeToHash": 4})
+    endpoints = [ep(f"p{i}") for i in range(40)]
+    ctx = SchedulingContext("m", "m", "aaaabbbb")
+    prefix.on_served(ctx, endpoints[:2])  # two nominees, equal matches
+    sched = Scheduler([], [(prefix, 1.0)], rng=random.Random(5), sample_size=4)
+    firsts = Counter(
+        sched.rank(SchedulingContext("m", "m", "aaaabbbb"), endpoints)[0].name for _ in range(200)
+    )
+    assert set(firsts) == {"p0", "p1"}
+    assert min(firsts.values()) > 50
+    plain = Scheduler([], [(GPUUsage(), 1.0)], rng=random.Random(6), sample_size=4)
+    assert len(Counter(plain.rank(CTX, endpoints)[0].name for _ in range(400))) > 30
+
+
+def test_prefix_nominees_of_one_rank_do_not_score_the_next() -> None:
+    """PD ranks decode then prefill endpoints with one context: each is scored on its own set."""
+    prefix = PrefixCache({"blockSizeToHash": 4})
+    decode = [ep(f"d{i}") for i in range(40)]
+    prefill = [ep("pa"), ep("pb")]
+    ctx = SchedulingContext("m", "m", "aaaabbbb")
+    prefix.on_served(ctx, [decode[7], prefill[1]])
+    sched = Scheduler([], [(prefix, 1.0)], rng=random.Random(7), sample_size=4)
+    again = SchedulingContext("m", "m", "aaaabbbb")
+    assert sched.rank(again, decode)[0] is decode[7]
+    assert sched.rank(again, prefill, top=1)[0] is prefill[1]
+
+
 def test_pd_pairs_decode_with_same_group_prefill() -> None:
     d0, d1, p0, p1 = ep("d0"), ep("d1", waiting=20), ep("p0"), ep("p1")
     sets = PDSets(

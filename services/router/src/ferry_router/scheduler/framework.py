@@ -116,8 +116,16 @@ class Scheduler:
     def _sample(
         self, ctx: SchedulingContext, endpoints: Sequence[Endpoint], members: Mapping[str, Endpoint] | None
     ) -> list[Endpoint]:
-        """k random endpoints plus the nominees of :class:`NominatePlugin` scorers (O(k))."""
-        picked = self._rng.sample(endpoints, self.sample_size)
+        """k random endpoints plus the nominees of :class:`NominatePlugin` scorers (O(k)), in a
+        uniformly random order (so ``rank`` needs no shuffle for its random tie-break)."""
+        n, k, draw = len(endpoints), self.sample_size, self._rng.random
+        drawn: set[int] = set()
+        picked: list[Endpoint] = []
+        while len(picked) < k:  # k < n: a few redraws at most; draw order is a random order
+            i = int(draw() * n)
+            if i not in drawn:
+                drawn.add(i)
+                picked.append(endpoints[i])
         if self.nominators:
             if members is None:
                 members = {e.key: e for e in endpoints}
@@ -127,7 +135,9 @@ class Scheduler:
                 for endpoint in nominees:
                     if id(endpoint) not in seen:
                         seen.add(id(endpoint))
+                        j = int(draw() * (len(picked) + 1))  # inside-out shuffle: still uniform
                         picked.append(endpoint)
+                        picked[j], picked[-1] = picked[-1], picked[j]
         return picked
 
     def _filter(self, ctx: SchedulingContext, candidates: list[Endpoint]) -> list[Endpoint]:
@@ -152,16 +162,19 @@ class Scheduler:
         plugins resolve their picks without a per-request index."""
         if not endpoints:
             raise SchedulingError("no endpoints")
+        shuffled = False
         if 0 < self.sample_size < len(endpoints):
             try:
                 candidates = self._filter(ctx, self._sample(ctx, endpoints, members))
+                shuffled = True  # filters keep the order
             except SchedulingError:
                 candidates = self._filter(ctx, list(endpoints))
         else:
             candidates = self._filter(ctx, list(endpoints))
         if len(candidates) == 1:
             return candidates
-        self._rng.shuffle(candidates)  # random tie-break under the stable sort below
+        if not shuffled:
+            self._rng.shuffle(candidates)  # random tie-break under the stable sort below
         if not self.scorers:
             return candidates[:top]
         totals = [0.0] * len(candidates)

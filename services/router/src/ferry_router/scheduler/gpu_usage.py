@@ -16,4 +16,5 @@ class GPUUsage:
         del args
 
     def score(self, ctx: SchedulingContext, endpoints: Sequence[Endpoint]) -> list[float]:
-        return [float(int((1.0 - min(max(e.metrics.kv_cache_usage, 0.0), 1.0)) * 100)) for e in endpoints]
+        usages = [e.metrics.kv_cache_usage for e in endpoints]
+        return [float(int((1.0 - (0.0 if u < 0.0 else 1.0 if u > 1.0 else u)) * 100)) for u in usages]

@@ -37,19 +37,18 @@ class LeastLatency:
         self.factor = validate_factor(args)
 
     def score(self, ctx: SchedulingContext, endpoints: Sequence[Endpoint]) -> list[float]:
-        measured = [e for e in endpoints if e.metrics.ttft > 0 and e.metrics.tpot > 0]
+        readings = [(m.ttft, m.tpot) for m in (e.metrics for e in endpoints)]
+        measured = [(f, p) for f, p in readings if f > 0 and p > 0]
         if not measured:
             return [50.0] * len(endpoints)
-        ttfts = [e.metrics.ttft for e in measured]
-        tpots = [e.metrics.tpot for e in measured]
+        ttfts = [f for f, _ in measured]
+        tpots = [p for _, p in measured]
         lo_f, hi_f, lo_p, hi_p = min(ttfts), max(ttfts), min(tpots), max(tpots)
+        w_f, w_p = self.factor, 1 - self.factor
         scores = []
-        for e in endpoints:
-            if e.metrics.ttft <= 0 or e.metrics.tpot <= 0:
+        for f, p in readings:
+            if f <= 0 or p <= 0:
                 scores.append(50.0)
                 continue
-            value = self.factor * _scale(e.metrics.ttft, lo_f, hi_f) + (1 - self.factor) * _scale(
-                e.metrics.tpot, lo_p, hi_p
-            )
-            scores.append(float(int(value)))
+            scores.append(float(int(w_f * _scale(f, lo_f, hi_f) + w_p * _scale(p, lo_p, hi_p))))
         return scores

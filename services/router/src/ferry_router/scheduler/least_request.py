@@ -30,7 +30,10 @@ class LeastRequest:
         return [e for e in endpoints if e.metrics.waiting < self.max_waiting]
 
     def score(self, ctx: SchedulingContext, endpoints: Sequence[Endpoint]) -> list[float]:
-        bases = [e.inflight + 100 * max(e.inflight - e.metrics.running, 0) for e in endpoints]
+        bases = [
+            e.inflight + (100 * (e.inflight - e.metrics.running) if e.inflight > e.metrics.running else 0)
+            for e in endpoints
+        ]
         top = max(bases)
         if top <= 0:
             return [100.0] * len(bases)

@@ -129,7 +129,10 @@ class PrefixCache:
         if not hashes:
             return [0.0] * len(endpoints)
         keys = [e.key for e in endpoints]
-        found = self.store.match(ctx.model, hashes, set(keys), self.top_k)
+        found = ctx.scratch.pop("prefix_nominees", None)  # this rank's nominees (one use: PD ranks twice)
+        if found is None:
+            found = self.store.match(ctx.model, hashes, set(keys), self.top_k)
+        assert isinstance(found, dict)
         n = len(hashes)
         MATCH_RATIO.labels(ctx.metrics_model).observe(max(found.values(), default=0) / n)
         return [float(int(found.get(key, 0) / n * 100)) for key in keys]
@@ -140,7 +143,11 @@ class PrefixCache:
         hashes = self._hashes(ctx)
         if not hashes:
             return []
-        return [members[key] for key in self.store.match(ctx.model, hashes, members, self.top_k)]
+        found = self.store.match(ctx.model, hashes, members, self.top_k)
+        # The candidates of this rank include these (unless a filter dropped one), so they are also
+        # the top matches among the candidates: the score that follows reuses them.
+        ctx.scratch["prefix_nominees"] = found
+        return [members[key] for key in found]
 
     def on_served(self, ctx: SchedulingContext, endpoints: Sequence[Endpoint]) -> None:
         hashes = self._hashes(ctx)
