@@ -37,7 +37,10 @@ crds-check: sync
 chart: sync ## regenerate the Helm chart (deploy/helm/ferry) from deploy/ (kustomize)
 	$(UV) run python -m ferry_local.chart
 
-test: deps lint ## the whole suite: lint, unit, integration and end-to-end on the real local stack
+containers: deps ## the podman engine and every compose image, built locally (first run ~30 min: Jaeger)
+	@bash deploy/compose/images.sh >/dev/null
+
+test: deps containers lint ## the whole suite: lint, unit, integration and end-to-end on the real local stack
 	$(UV) run pytest $(PYTEST_ARGS)
 
 test-unit: sync ## unit tests only (no cluster)
@@ -51,6 +54,12 @@ up: deps ## start the local stack (etcd, kube-apiserver, kube-controller-manager
 
 down: ## stop exactly what `make up` started
 	@$(UV) run ferry-local down
+
+compose-up: deps ## docker-compose.yml on podman (images built locally, first run ~10 min), left running
+	@bash deploy/compose/compose.sh up --detach
+
+compose-down: ## remove what compose-up started
+	@bash deploy/compose/compose.sh down --volumes --remove-orphans
 
 status:
 	@$(UV) run ferry-local status

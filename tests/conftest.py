@@ -1,9 +1,12 @@
 """Session fixtures: a real Kubernetes API server (``kube``), a real NATS JetStream (``nats_url``).
 
-``kube``: ``KUBECONFIG`` if set, else a testcontainers K3s cluster when a Docker engine answers,
-else the local stack (etcd + kube-apiserver + kube-controller-manager, built once from the Go
-module proxy). ``nats_url``: ``NATS_URL`` if set, else testcontainers NATS when Docker answers,
-else a local nats-server. The local fallbacks are never skipped: without them CI fails loudly.
+``kube``: ``KUBECONFIG`` if set, else a testcontainers K3s cluster when a Docker engine answers
+(``FERRY_TESTCONTAINERS_K3S=0`` turns that off where no k3s image can be had, as here), else the
+local stack (etcd + kube-apiserver + kube-controller-manager, built once from the Go module proxy).
+``nats_url``: ``NATS_URL`` if set, else testcontainers NATS (image ``FERRY_NATS_IMAGE``, default
+``nats:2.11``) when an engine answers, else a local nats-server. The local fallbacks are never
+skipped: without them CI fails loudly. ``tests/containers`` runs part of the suite on the
+testcontainers path against the project's own podman engine, so both paths run in CI.
 """
 
 from __future__ import annotations
@@ -39,16 +42,14 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 
 
 def docker_engine_available() -> bool:
-    """True when a Docker engine answers (testcontainers needs one; the docker CLI alone is not enough)."""
+    """True when a Docker(-compatible) engine answers (testcontainers needs one; a CLI alone is not
+    enough). Podman's first answer can take seconds on a busy machine, hence the long timeout; with no
+    engine at all the connection is refused at once."""
     if os.environ.get("FERRY_NO_TESTCONTAINERS"):
         return False
-    try:
-        import docker
+    from tests.support.containers import docker_answers
 
-        docker.from_env(timeout=2).ping()
-        return True
-    except Exception:
-        return False
+    return docker_answers(timeout=20)
 
 
 @dataclass
@@ -87,7 +88,7 @@ def kube() -> Iterator[KubeEnv]:
     container = None
     if env_config := os.environ.get("KUBECONFIG"):
         kubeconfig = Path(env_config)
-    elif docker_engine_available():
+    elif docker_engine_available() and os.environ.get("FERRY_TESTCONTAINERS_K3S", "1") != "0":
         from testcontainers.k3s import K3SContainer
 
         container = K3SContainer()
@@ -144,9 +145,9 @@ def nats_url(nats_server: NatsServer | None) -> Iterator[str]:
     elif url := os.environ.get("NATS_URL"):
         yield url
     else:
-        from testcontainers.nats import NatsContainer
+        from testcontainers.community.nats import NatsContainer
 
-        with NatsContainer("nats:2.10", jetstream=True) as container:
+        with NatsContainer(os.environ.get("FERRY_NATS_IMAGE", "nats:2.11"), jetstream=True) as container:
             yield container.nats_uri()
 
 

@@ -1,4 +1,7 @@
-"""``ferry-local up|down|status|env|kubectl``: drive the local stack from the Makefile or a shell."""
+"""``ferry-local up|down|status|env|kubectl``: drive the local stack from the Makefile or a shell.
+
+``ferry-local pki|bootstrap`` are the one-shot steps of ``docker-compose.yml``.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +11,7 @@ import sys
 from pathlib import Path
 
 from ferry_local.binaries import MissingBinary, kubernetes_bin_dir
+from ferry_local.compose import bootstrap, write_pki
 from ferry_local.paths import state_dir
 from ferry_local.readiness import StackError
 from ferry_local.stack import LocalStack, StackInfo, install_crds
@@ -47,9 +51,24 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("env", help='print shell exports (eval "$(ferry-local env)")')
     kubectl = sub.add_parser("kubectl", help="run the stack's kubectl with its kubeconfig")
     kubectl.add_argument("args", nargs=argparse.REMAINDER)
+    pki = sub.add_parser("pki", help="compose: write the cluster PKI and kubeconfigs into a directory")
+    pki.add_argument("directory", type=Path)
+    pki.add_argument("--server", required=True, help="API server URL as the containers reach it")
+    pki.add_argument("--host-server", required=True, help="API server URL as the host reaches it")
+    pki.add_argument("--san", action="append", default=[], help="another DNS name for the serving cert")
+    boot = sub.add_parser("bootstrap", help="compose: wait for the API server and NATS, install the CRDs")
+    boot.add_argument("--kubeconfig", type=Path, required=True)
+    boot.add_argument("--crds", type=Path, required=True)
+    boot.add_argument("--nats", required=True, help="host:port of NATS")
     args = parser.parse_args(argv)
-    directory = _stack_dir(args)
     try:
+        if args.command in ("pki", "bootstrap"):  # inside a container: no repository, no state dir
+            if args.command == "pki":
+                write_pki(args.directory, args.server, args.host_server, tuple(args.san))
+            else:
+                bootstrap(args.kubeconfig, args.crds, args.nats)
+            return 0
+        directory = _stack_dir(args)
         if args.command == "build":
             print(kubernetes_bin_dir())
         elif args.command == "up":

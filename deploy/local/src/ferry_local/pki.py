@@ -6,6 +6,7 @@ created once per state directory with ``openssl`` and reused.
 
 from __future__ import annotations
 
+import base64
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,8 +41,11 @@ def _signed_cert(directory: Path, name: str, subject: str, extensions: str) -> N
              "-out", f"{name}.crt", "-days", "3650", "-extfile", ext.name, cwd=directory)  # fmt: skip
 
 
-def ensure_pki(directory: Path) -> Pki:
-    """Create (once) a CA, the API server's serving cert, an admin client cert and SA signing keys."""
+def ensure_pki(directory: Path, extra_sans: tuple[str, ...] = ()) -> Pki:
+    """Create (once) a CA, the API server's serving cert, an admin client cert and SA signing keys.
+
+    ``extra_sans`` are more DNS names for the serving cert (e.g. ``apiserver`` in docker compose).
+    """
     directory.mkdir(parents=True, exist_ok=True)
     pki = Pki(
         ca_crt=directory / "ca.crt",
@@ -62,7 +66,9 @@ def ensure_pki(directory: Path) -> Pki:
         "apiserver",
         "/CN=kube-apiserver",
         "subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,"
-        "DNS:kubernetes.default.svc,IP:10.0.0.1\nextendedKeyUsage=serverAuth\n",
+        "DNS:kubernetes.default.svc,IP:10.0.0.1"
+        + "".join(f",DNS:{name}" for name in extra_sans)
+        + "\nextendedKeyUsage=serverAuth\n",
     )
     _signed_cert(directory, "admin", "/O=system:masters/CN=ferry-admin", "extendedKeyUsage=clientAuth\n")
     _openssl("genrsa", "-out", "sa.key", "2048", cwd=directory)
@@ -70,22 +76,26 @@ def ensure_pki(directory: Path) -> Pki:
     return pki
 
 
-def write_kubeconfig(path: Path, server: str, pki: Pki) -> Path:
-    """A kubeconfig for the admin user, with absolute paths to the certificates."""
+def write_kubeconfig(path: Path, server: str, pki: Pki, *, embed: bool = False) -> Path:
+    """A kubeconfig for the admin user: absolute paths to the certificates, or (``embed``) their contents,
+    for a kubeconfig read where the certificate files are elsewhere (the host of a compose stack)."""
+    if embed:
+        cluster: dict[str, str] = {"certificate-authority-data": _b64(pki.ca_crt)}
+        user = {"client-certificate-data": _b64(pki.admin_crt), "client-key-data": _b64(pki.admin_key)}
+    else:
+        cluster = {"certificate-authority": str(pki.ca_crt)}
+        user = {"client-certificate": str(pki.admin_crt), "client-key": str(pki.admin_key)}
     config = {
         "apiVersion": "v1",
         "kind": "Config",
-        "clusters": [
-            {"name": "ferry-local", "cluster": {"server": server, "certificate-authority": str(pki.ca_crt)}}
-        ],
-        "users": [
-            {
-                "name": "ferry-admin",
-                "user": {"client-certificate": str(pki.admin_crt), "client-key": str(pki.admin_key)},
-            }
-        ],
+        "clusters": [{"name": "ferry-local", "cluster": {"server": server, **cluster}}],
+        "users": [{"name": "ferry-admin", "user": user}],
         "contexts": [{"name": "ferry-local", "context": {"cluster": "ferry-local", "user": "ferry-admin"}}],
         "current-context": "ferry-local",
     }
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return path
+
+
+def _b64(path: Path) -> str:
+    return base64.b64encode(path.read_bytes()).decode()

@@ -1,0 +1,110 @@
+"""docker compose for real: `up` of docker-compose.yml on the container engine brings up NATS, etcd,
+kube-apiserver, kube-controller-manager, the CRDs, every Ferry service, the local node, the OTel
+collector and Jaeger; a booster applied with kubectl becomes Active, a chat through the router's
+published port is answered, the reconcile's trace is readable from Jaeger's API, and `down` leaves
+nothing running."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import urllib.request
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+from ferry_local.binaries import kubernetes_bin_dir
+from ferry_local.paths import repo_root, state_dir
+from ferry_local.readiness import free_port
+from openai import OpenAI
+
+from tests.conftest import KubeEnv
+from tests.support.containers import Compose, ContainerEngine
+from tests.support.polling import eventually, has_condition
+
+pytestmark = [pytest.mark.e2e, pytest.mark.containers]
+
+DEMO = repo_root() / "deploy" / "local" / "demo"
+FERRY_SERVICES = {"ferry-watcher", "ferry-converter", "ferry-applier", "ferry-status"}
+
+
+def _json(url: str) -> Any:
+    with urllib.request.urlopen(url, timeout=5) as response:
+        return json.load(response)
+
+
+def _project_containers(engine: ContainerEngine, project: str) -> list[str]:
+    import docker
+
+    client = docker.DockerClient(base_url=engine.env.get("DOCKER_HOST") or None, timeout=30)
+    found = client.containers.list(all=True, filters={"label": f"com.docker.compose.project={project}"})
+    return [c.name for c in found]
+
+
+def _reconcile_trace(jaeger: str) -> dict[str, Any] | None:
+    """A trace that starts at the watcher and reaches the converter, applier and status services."""
+    found = _json(f"{jaeger}/api/traces?service=ferry-watcher&limit=50&lookback=1h")
+    for trace in found.get("data") or []:
+        services = {p["serviceName"] for p in trace["processes"].values()}
+        if services >= FERRY_SERVICES:
+            return dict(trace)
+    return None
+
+
+@pytest.mark.timeout(1200)
+def test_compose_up_serves_a_booster_and_traces_it(engine: ContainerEngine, engine_compose: Compose) -> None:
+    project = f"ferry-e2e-{uuid.uuid4().hex[:6]}"
+    state = Path(tempfile.mkdtemp(prefix="compose-", dir=state_dir()))
+    names = ("FERRY_APISERVER_PORT", "FERRY_ROUTER_PORT", "FERRY_JAEGER_PORT", "FERRY_NATS_PORT")
+    ports = {key: str(free_port()) for key in names}
+    compose = Compose(
+        engine_compose.argv,
+        {**engine_compose.env, **ports, "FERRY_COMPOSE_STATE": str(state), "COMPOSE_PROJECT_NAME": project},
+    )
+    env_file = ["--env-file", str(engine.images_env)] if engine.images_env else []
+    try:
+        up = compose.run(*env_file, "up", "--detach", *([] if engine.podman else ["--build"]), timeout=1200)
+        assert up.returncode == 0, f"docker compose up failed:\n{up.stdout}\n{up.stderr}"
+        kube = KubeEnv(kubeconfig=state / "kubeconfig", kubectl=kubernetes_bin_dir() / "kubectl",
+                       server=f"https://127.0.0.1:{ports['FERRY_APISERVER_PORT']}")  # fmt: skip
+        eventually(
+            lambda: kube.kubectl_run("get", "crd", "modelboosters.workload.serving.volcano.sh", check=False)
+            .returncode == 0,
+            "the CRDs installed by the bootstrap one-shot", timeout=120,
+        )  # fmt: skip
+        kube.kubectl_run(
+            "apply", "-f", str(DEMO / "00-namespace.yaml"), "-f", str(DEMO / "10-quickstart.yaml")
+        )
+
+        def active() -> bool:
+            booster = json.loads(kube.kubectl_run("-n", "ferry-demo", "get", "modelbooster", "qwen", "-o",
+                                                  "json").stdout)  # fmt: skip
+            return has_condition(booster, "Active")
+
+        eventually(active, "the booster to become Active under compose", timeout=240)
+
+        client = OpenAI(base_url=f"http://127.0.0.1:{ports['FERRY_ROUTER_PORT']}/v1", api_key="compose",
+                        timeout=30, max_retries=0)  # fmt: skip
+
+        def answered() -> str | None:
+            try:
+                reply = client.chat.completions.create(
+                    model="qwen", messages=[{"role": "user", "content": "hello from compose"}], max_tokens=8
+                )
+            except Exception:  # the router may not see the new endpoint yet
+                return None
+            return reply.choices[0].message.content
+
+        text = eventually(answered, "a chat answered through the router's published port", timeout=120)
+        assert text
+
+        jaeger = f"http://127.0.0.1:{ports['FERRY_JAEGER_PORT']}"
+        trace = eventually(lambda: _reconcile_trace(jaeger), "a reconcile trace in Jaeger", timeout=120)
+        names = {span["operationName"] for span in trace["spans"]}
+        assert any("reconcile" in name for name in names), names
+    finally:
+        down = compose.run(*env_file, "down", "--volumes", "--remove-orphans", "--timeout", "10", timeout=600)
+        left = _project_containers(engine, project)
+    assert down.returncode == 0, f"docker compose down failed:\n{down.stderr}"
+    assert left == [], f"containers left after down: {left}"
