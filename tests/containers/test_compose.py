@@ -82,7 +82,14 @@ def test_compose_up_serves_a_booster_and_traces_it(engine: ContainerEngine, engi
                                                   "json").stdout)  # fmt: skip
             return has_condition(booster, "Active")
 
-        eventually(active, "the booster to become Active under compose", timeout=240)
+        try:
+            eventually(active, "the booster to become Active under compose", timeout=420)
+        except BaseException:
+            what = "modelbooster,modelserving,pods"
+            shown = kube.kubectl_run("-n", "ferry-demo", "get", what, "-o", "wide", check=False)
+            print(f"compose stack when the booster was not Active:\n{shown.stdout}{shown.stderr}")
+            print(compose.run(*env_file, "logs", "--tail", "30", timeout=120).stdout[-20000:])
+            raise
 
         client = OpenAI(base_url=f"http://127.0.0.1:{ports['FERRY_ROUTER_PORT']}/v1", api_key="compose",
                         timeout=30, max_retries=0)  # fmt: skip
