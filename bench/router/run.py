@@ -23,7 +23,9 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -140,6 +142,53 @@ async def concurrent_streams(url: str, count: int, tokens: int) -> tuple[int, in
     return ok, errors, time.perf_counter() - started
 
 
+def rss_mib(pid: int) -> float:
+    """Resident memory of a process and its worker processes, MiB (VmRSS from /proc)."""
+    total = 0
+    for each in [pid, *children_of(pid)]:
+        try:
+            status = Path(f"/proc/{each}/status").read_text()
+        except OSError:
+            continue
+        if match := re.search(r"^VmRSS:\s+(\d+) kB", status, re.M):
+            total += int(match.group(1))
+    return total / 1024
+
+
+def gauge(metrics_url: str, name: str) -> float:
+    """One unlabelled gauge of the router's /metrics (0 when unreadable)."""
+    try:
+        with urllib.request.urlopen(metrics_url, timeout=2) as response:
+            text = response.read().decode()
+    except OSError:
+        return 0.0
+    match = re.search(rf"^{name} (\S+)$", text, re.M)
+    return float(match.group(1)) if match else 0.0
+
+
+class PeakSampler:
+    """Samples the router's RSS and open requests every 50 ms on a thread; keeps the peaks."""
+
+    def __init__(self, pid: int, metrics_url: str) -> None:
+        self.pid, self.metrics_url = pid, metrics_url
+        self.rss = self.active = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.05):
+            self.rss = max(self.rss, rss_mib(self.pid))
+            self.active = max(self.active, gauge(self.metrics_url, "kthena_router_active_requests"))
+
+    def __enter__(self) -> PeakSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU of a process and its live worker processes (from /proc), to separate cost
     from CPU contention."""
@@ -181,6 +230,8 @@ def main() -> None:
     parser.add_argument("--engines", type=int, default=2, help="mock engines behind the router")
     parser.add_argument("--concurrency", default="1,16,64,256")
     parser.add_argument("--streams", type=int, default=1000, help="concurrent streams in the last phase")
+    parser.add_argument("--stream-tokens", type=int, default=64, help="tokens per stream in that phase")
+    parser.add_argument("--streams-only", action="store_true", help="skip the wrk runs")
     parser.add_argument("--access-log", choices=["file", "off"], default="file")
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
     parser.add_argument("--workers", default="", help="worker counts for the scaling table, e.g. 1,2")
@@ -238,7 +289,7 @@ def main() -> None:
         )
         print(header)
         print("-" * len(header))
-        for concurrency in (int(c) for c in args.concurrency.split(",")):
+        for concurrency in (int(c) for c in args.concurrency.split(",") if c and not args.streams_only):
             cpu_before = cpu_seconds(router.pid)
             spy = None
             if args.profile and concurrency == 16:
@@ -259,10 +310,16 @@ def main() -> None:
             print("py-spy at concurrency 16 (share of the router's samples, by the innermost known frame):")
             pyspy_summary.print_summary(work / "profile.raw")
         if args.streams:
-            ok, errors, seconds = asyncio.run(concurrent_streams(router_url, args.streams, tokens=16))
+            idle = rss_mib(router.pid)
+            metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
+            with PeakSampler(router.pid, metrics_url) as peak:
+                ok, errors, seconds = asyncio.run(
+                    concurrent_streams(router_url, args.streams, tokens=args.stream_tokens)
+                )
             print(
-                f"{args.streams} concurrent streams through the router: "
-                f"{ok} complete, {errors} errors, {seconds:.1f}s"
+                f"{args.streams} concurrent streams through the router ({args.stream_tokens} tokens each): "
+                f"{ok} complete, {errors} errors, {seconds:.1f}s; at most {peak.active:.0f} open at once; "
+                f"router RSS {idle:.0f} MiB before, peak {peak.rss:.0f} MiB"
             )
         if args.workers:
             router.stop(timeout=10)
