@@ -12,12 +12,87 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
+import logging
+import math
+import os
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
+import orjson
+
 from ferry_router import errors
+from ferry_router.durations import parse_duration
+
+log = logging.getLogger(__name__)
+Publish = Callable[[str, bytes], Awaitable[None]]
+
+
+# --- Kthena's queue settings: an invalid value falls back to the default with a warning ----------
+
+
+def env_enabled(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes")
+
+
+def env_duration(
+    name: str, default: float, *, low: float = 0.0, high: float = math.inf, signed: bool = False
+) -> float:
+    """A Go duration in ``(low, high]``; ``signed`` accepts a leading ``-`` and skips the range."""
+    raw = os.environ.get(name)
+    if not raw:
+        return default
+    negative = signed and raw.startswith("-")
+    try:
+        value = parse_duration(raw[1:] if negative else raw)
+    except ValueError:
+        log.warning("%s=%r is not a duration; using %ss", name, raw, default)
+        return default
+    if negative:
+        return -value
+    if not signed and not low < value <= high:
+        log.warning("%s=%r out of range; using %ss", name, raw, default)
+        return default
+    return value
+
+
+def env_number(name: str, default: float) -> float:
+    """A finite number >= 0."""
+    raw = os.environ.get(name)
+    try:
+        value = float(raw) if raw else default
+    except ValueError:
+        log.warning("%s=%r is not a number; using %s", name, raw, default)
+        return default
+    if not math.isfinite(value) or value < 0:
+        log.warning("%s=%r must be finite and >= 0; using %s", name, raw, default)
+        return default
+    return value
+
+
+def env_count(name: str, default: int) -> int:
+    """A positive integer."""
+    raw = os.environ.get(name)
+    try:
+        value = int(raw) if raw else default
+    except ValueError:
+        value = 0
+    if value <= 0:
+        if raw:
+            log.warning("%s=%r must be a positive integer; using %d", name, raw, default)
+        return default
+    return value
+
+
+async def share(publish: Publish | None, subject: str, message: dict[str, Any]) -> None:
+    """Tell the other router replicas (core NATS, best effort: this replica already has it)."""
+    if publish is None:
+        return
+    try:
+        await publish(subject, orjson.dumps(message))
+    except Exception as exc:
+        log.warning("publish on %s failed: %r", subject, exc)
 
 
 @dataclass(order=True)
@@ -64,19 +139,13 @@ class AdmissionQueue:
             if not (entry.admitted.done() and not entry.admitted.cancelled()):
                 entry.admitted.cancel()
                 self.metrics.cancelled.inc()
-                raise errors.RouterError(
-                    504, "Request processing timed out in queue", type="server_error",
-                    code="queue_timeout", reason="scheduling",
-                ) from None  # fmt: skip
+                raise errors.queue_timeout() from None
         except asyncio.CancelledError:
             task = asyncio.current_task()
             if not entry.admitted.cancelled() or (task is not None and task.cancelling()):
                 raise
             # the dispatcher found the client gone, or the model's last route went away
-            raise errors.RouterError(
-                503, "Client disconnected while waiting in queue", type="server_error",
-                code="client_disconnected", reason="scheduling",
-            ) from None  # fmt: skip
+            raise errors.queue_client_gone() from None
         self.metrics.waited.observe(time.perf_counter() - started)
 
     def release(self) -> None:

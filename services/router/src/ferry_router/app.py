@@ -245,8 +245,7 @@ class Router:
             except Exception as exc:
                 log.exception("request %s failed", request_id)
                 record.error_type, record.error_message = "internal", repr(exc)
-                internal = errors.RouterError(500, "internal router error", type="server_error")
-                response = started_or(request, error_response(internal, request.path))
+                response = started_or(request, error_response(errors.internal(), request.path))
             finally:
                 ACTIVE.dec()
             record.status = response.status

@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
@@ -23,6 +22,7 @@ from collections.abc import Awaitable, Callable
 from ferry_schemas.autoscaling import Demand, demand_subject
 from prometheus_client import Counter, Gauge, Histogram
 
+from ferry_router import errors
 from ferry_router.errors import RouterError
 from ferry_router.state.resources import Server
 from ferry_router.state.table import Endpoint, RoutingTable
@@ -42,15 +42,7 @@ DEMANDS = Counter("ferry_router_demand_published_total", "Demand messages publis
 
 
 def cold_start_unavailable(key: str, detail: str, retry_after: float) -> RouterError:
-    error = RouterError(
-        503,
-        f"no ready endpoints for model server {key}: {detail}",
-        type="server_error",
-        code="no_endpoints",
-        reason="pod_discovery",
-    )
-    error.headers["Retry-After"] = str(max(1, math.ceil(retry_after)))
-    return error
+    return errors.no_endpoints(key, detail, retry_after)
 
 
 class ColdStartHold:

@@ -64,75 +64,88 @@ def anthropic_error_body(status: int, message: str) -> bytes:
     return orjson.dumps({"type": "error", "error": {"type": kind, "message": message}})
 
 
+def client_error(
+    status: int, message: str, code: str, reason: str, *, param: str | None = None
+) -> RouterError:
+    """A 4xx the client can fix (``invalid_request_error``)."""
+    return RouterError(status, message, param=param, code=code, reason=reason)
+
+
+def server_error(
+    status: int, message: str, code: str, reason: str, *, retry_after: float | None = None
+) -> RouterError:
+    """A 5xx (``server_error``); ``retry_after`` seconds become a ``Retry-After`` header."""
+    error = RouterError(status, message, type="server_error", code=code, reason=reason)
+    if retry_after is not None:
+        error.headers["Retry-After"] = str(max(math.ceil(retry_after), 1))
+    return error
+
+
 # --- client errors (4xx) ------------------------------------------------------------------------
 
 
 def unauthorized(detail: str) -> RouterError:
-    error = RouterError(401, f"Unauthorized: {detail}", code="invalid_api_key", reason="authentication")
+    error = client_error(401, f"Unauthorized: {detail}", "invalid_api_key", "authentication")
     error.headers["WWW-Authenticate"] = 'Bearer error="invalid_token"'
     return error
 
 
 def invalid_json(detail: str) -> RouterError:
-    return RouterError(
-        400, f"request body is not valid JSON: {detail}", code="invalid_json", reason="request_parsing"
-    )
+    return client_error(400, f"request body is not valid JSON: {detail}", "invalid_json", "request_parsing")
 
 
 def not_an_object() -> RouterError:
-    return RouterError(
-        400, "request body must be a JSON object", code="invalid_json", reason="request_parsing"
-    )
+    return client_error(400, "request body must be a JSON object", "invalid_json", "request_parsing")
 
 
 def missing_model() -> RouterError:
-    return RouterError(
-        400,
-        "you must provide a model parameter (a non-empty string)",
-        param="model",
-        code="missing_model",
-        reason="request_parsing",
-    )
+    message = "you must provide a model parameter (a non-empty string)"
+    return client_error(400, message, "missing_model", "request_parsing", param="model")
 
 
 def invalid_param(param: str, message: str) -> RouterError:
     """A field of the request that the router cannot serve as given."""
-    return RouterError(400, message, param=param, code="invalid_request", reason="request_parsing")
+    return client_error(400, message, "invalid_request", "request_parsing", param=param)
 
 
 def missing_prompt(detail: str) -> RouterError:
-    return RouterError(400, detail, param="messages", code="invalid_prompt", reason="prompt_parsing")
+    return client_error(400, detail, "invalid_prompt", "prompt_parsing", param="messages")
 
 
 def unknown_model(model: str) -> RouterError:
-    return RouterError(
-        404,
-        f"route not found: the model {model!r} does not exist or no route matches this request",
-        param="model",
-        code="model_not_found",
-        reason="route_not_found",
-    )
+    message = f"route not found: the model {model!r} does not exist or no route matches this request"
+    return client_error(404, message, "model_not_found", "route_not_found", param="model")
 
 
 def body_too_large(limit: int) -> RouterError:
-    return RouterError(
-        413,
-        f"request body exceeds the limit of {limit} bytes",
-        code="request_too_large",
-        reason="request_parsing",
-    )
+    message = f"request body exceeds the limit of {limit} bytes"
+    return client_error(413, message, "request_too_large", "request_parsing")
 
 
 def unsupported_path(method: str, path: str) -> RouterError:
-    return RouterError(
-        404, f"unsupported endpoint: {method} {path}", code="unknown_url", reason="request_parsing"
-    )
+    return client_error(404, f"unsupported endpoint: {method} {path}", "unknown_url", "request_parsing")
 
 
 def method_not_allowed(method: str, path: str) -> RouterError:
-    return RouterError(
-        405, f"method {method} is not allowed on {path}", code="method_not_allowed", reason="request_parsing"
+    message = f"method {method} is not allowed on {path}"
+    return client_error(405, message, "method_not_allowed", "request_parsing")
+
+
+def no_model_endpoint(tried: str) -> RouterError:
+    """Every endpoint answered 404 for a LoRA request: none has the adapter."""
+    message = f"no endpoint serves the requested model (tried {tried})"
+    return client_error(404, message, "model_not_found", "proxy")
+
+
+def provider_missing(key: str) -> RouterError:
+    return client_error(
+        404, f"external model provider {key} not found", "provider_not_found", "provider_discovery"
     )
+
+
+def provider_path(provider_type: str, path: str) -> RouterError:
+    message = f"path {path} is not supported by {provider_type} providers"
+    return client_error(400, message, "unsupported_path", "provider_request_build")
 
 
 class RateLimited(RouterError):
@@ -158,77 +171,42 @@ def rate_limited(kind: str, model: str, retry_after: float | None = None) -> Rat
 # --- server side (5xx) --------------------------------------------------------------------------
 
 
+def internal() -> RouterError:
+    return server_error(500, "internal router error", "internal_error", "internal")
+
+
 def server_missing(key: str) -> RouterError:
-    return RouterError(
-        503,
-        f"model server {key} is not known to the router",
-        type="server_error",
-        code="model_server_not_found",
-        reason="pod_discovery",
-    )
+    message = f"model server {key} is not known to the router"
+    return server_error(503, message, "model_server_not_found", "pod_discovery")
 
 
-def no_endpoints(key: str) -> RouterError:
-    return RouterError(
-        503,
-        f"no ready endpoints for model server {key}",
-        type="server_error",
-        code="no_endpoints",
-        reason="pod_discovery",
-    )
+def no_endpoints(key: str, detail: str = "", retry_after: float | None = None) -> RouterError:
+    message = f"no ready endpoints for model server {key}" + (f": {detail}" if detail else "")
+    return server_error(503, message, "no_endpoints", "pod_discovery", retry_after=retry_after)
 
 
 def unschedulable(key: str, detail: str) -> RouterError:
-    return RouterError(
-        503,
-        f"no endpoint of model server {key} can take the request: {detail}",
-        type="server_error",
-        code="no_capacity",
-        reason="scheduling",
-    )
+    message = f"no endpoint of model server {key} can take the request: {detail}"
+    return server_error(503, message, "no_capacity", "scheduling")
 
 
 def upstream_failed(detail: str) -> RouterError:
-    return RouterError(
-        502, f"upstream request failed: {detail}", type="server_error", code="bad_gateway", reason="proxy"
-    )
+    return server_error(502, f"upstream request failed: {detail}", "bad_gateway", "proxy")
 
 
 def upstream_timeout(detail: str) -> RouterError:
-    return RouterError(
-        504, f"upstream timed out: {detail}", type="server_error", code="upstream_timeout", reason="proxy"
-    )
-
-
-def not_supported(detail: str) -> RouterError:
-    return RouterError(501, detail, type="server_error", code="not_implemented", reason="route_not_found")
-
-
-def provider_missing(key: str) -> RouterError:
-    return RouterError(
-        404,
-        f"external model provider {key} not found",
-        type="invalid_request_error",
-        code="provider_not_found",
-        reason="provider_discovery",
-    )
+    return server_error(504, f"upstream timed out: {detail}", "upstream_timeout", "proxy")
 
 
 def provider_not_ready(key: str) -> RouterError:
-    return RouterError(
-        503,
-        f"external provider {key} is not ready",
-        type="server_error",
-        code="provider_not_ready",
-        reason="provider_config",
-    )
+    return server_error(503, f"external provider {key} is not ready", "provider_not_ready", "provider_config")
 
 
-def provider_path(provider_type: str, path: str) -> RouterError:
-    return RouterError(
-        400,
-        f"path {path} is not supported by {provider_type} providers",
-        type="invalid_request_error",
-        code="unsupported_path",
-        reason="provider_request_build",
+def queue_timeout() -> RouterError:
+    return server_error(504, "Request processing timed out in queue", "queue_timeout", "scheduling")
+
+
+def queue_client_gone() -> RouterError:
+    return server_error(
+        503, "Client disconnected while waiting in queue", "client_disconnected", "scheduling"
     )

@@ -19,14 +19,22 @@ import math
 import os
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import orjson
 from prometheus_client import Counter, Gauge, Histogram
 
-from ferry_router.admission import AdmissionQueue, ModelQueues, QueueMetrics
-from ferry_router.durations import parse_duration
+from ferry_router.admission import (
+    AdmissionQueue,
+    ModelQueues,
+    Publish,
+    QueueMetrics,
+    env_duration,
+    env_enabled,
+    env_number,
+    share,
+)
 
 log = logging.getLogger(__name__)
 
@@ -56,32 +64,6 @@ USAGE = Counter(
 )
 
 
-def _env_float(name: str, default: float) -> float:
-    raw = os.environ.get(name)
-    try:
-        value = float(raw) if raw else default
-    except ValueError:
-        log.warning("%s=%r is not a number; using %s", name, raw, default)
-        return default
-    if not math.isfinite(value) or value < 0:
-        log.warning("%s=%r must be finite and >= 0; using %s", name, raw, default)
-        return default
-    return value
-
-
-def _env_duration(name: str, default: float, low: float = 0.0, high: float = math.inf) -> float:
-    raw = os.environ.get(name)
-    try:
-        value = parse_duration(raw) if raw else default
-    except ValueError:
-        log.warning("%s=%r is not a duration; using %ss", name, raw, default)
-        return default
-    if not low < value <= high:
-        log.warning("%s=%r out of range; using %ss", name, raw, default)
-        return default
-    return value
-
-
 @dataclass(frozen=True, slots=True)
 class FairnessSettings:
     """Kthena's environment variables (invalid values fall back to the default with a warning)."""
@@ -99,15 +81,15 @@ class FairnessSettings:
     @classmethod
     def from_env(cls) -> FairnessSettings:
         return cls(
-            enabled=os.environ.get("ENABLE_FAIRNESS_SCHEDULING", "").strip().lower() in ("1", "true", "yes"),
-            queue_timeout=_env_duration("FAIRNESS_QUEUE_TIMEOUT", 60.0),
-            window=_env_duration("FAIRNESS_WINDOW_SIZE", 300.0, 59.999, 3600.0),
-            input_weight=_env_float("FAIRNESS_INPUT_TOKEN_WEIGHT", 1.0),
-            output_weight=_env_float("FAIRNESS_OUTPUT_TOKEN_WEIGHT", 2.0),
-            token_weight=_env_float("FAIRNESS_PRIORITY_TOKEN_WEIGHT", 1.0),
-            request_weight=_env_float("FAIRNESS_PRIORITY_REQUEST_NUM_WEIGHT", 0.0),
-            max_concurrent=int(_env_float("FAIRNESS_MAX_CONCURRENT", 0)),
-            max_qps=_env_float("FAIRNESS_MAX_QPS", 100.0) or 100.0,
+            enabled=env_enabled("ENABLE_FAIRNESS_SCHEDULING"),
+            queue_timeout=env_duration("FAIRNESS_QUEUE_TIMEOUT", 60.0),
+            window=env_duration("FAIRNESS_WINDOW_SIZE", 300.0, low=59.999, high=3600.0),
+            input_weight=env_number("FAIRNESS_INPUT_TOKEN_WEIGHT", 1.0),
+            output_weight=env_number("FAIRNESS_OUTPUT_TOKEN_WEIGHT", 2.0),
+            token_weight=env_number("FAIRNESS_PRIORITY_TOKEN_WEIGHT", 1.0),
+            request_weight=env_number("FAIRNESS_PRIORITY_REQUEST_NUM_WEIGHT", 0.0),
+            max_concurrent=int(env_number("FAIRNESS_MAX_CONCURRENT", 0)),
+            max_qps=env_number("FAIRNESS_MAX_QPS", 100.0) or 100.0,
         )
 
 
@@ -182,9 +164,6 @@ class FairQueue(AdmissionQueue):
                 await asyncio.sleep(interval)
 
 
-Publish = Callable[[str, bytes], Awaitable[None]]
-
-
 class Fairness(ModelQueues[FairQueue]):
     """The queues of every model, the shared usage tracker and its NATS exchange."""
 
@@ -200,13 +179,10 @@ class Fairness(ModelQueues[FairQueue]):
         at = time.time()
         self.tracker.record(user, model, input_tokens, output_tokens, at)
         USAGE.labels("local").inc()
-        if self._publish is not None and user:
+        if user:
             message = {"replica": self._replica, "user": user, "model": model,
                        "input": input_tokens, "output": output_tokens, "at": at}  # fmt: skip
-            try:
-                await self._publish(USAGE_SUBJECT, orjson.dumps(message))
-            except Exception as exc:  # usage exchange is best effort; the local tracker has it
-                log.warning("usage publish failed: %r", exc)
+            await share(self._publish, USAGE_SUBJECT, message)
 
     def on_usage_message(self, data: bytes) -> None:
         try:

@@ -495,11 +495,6 @@ def failure(last: UpstreamError | None, tried: list[Endpoint]) -> errors.RouterE
     if last is not None and last.timeout:
         return errors.upstream_timeout(f"every endpoint tried ({names}) timed out")
     if last is not None and last.status == 404:
-        return errors.RouterError(
-            404,
-            f"no endpoint serves the requested model (tried {names})",
-            code="model_not_found",
-            reason="proxy",
-        )
+        return errors.no_model_endpoint(names)
     detail = str(last) if last is not None else "no attempt made"
     return errors.upstream_failed(f"all {len(tried)} endpoints failed ({names}); last: {detail}")

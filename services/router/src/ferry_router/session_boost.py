@@ -20,14 +20,22 @@ import logging
 import os
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import orjson
 from prometheus_client import Counter, Gauge, Histogram
 
-from ferry_router.admission import AdmissionQueue, ModelQueues, QueueMetrics
-from ferry_router.durations import parse_duration
+from ferry_router.admission import (
+    AdmissionQueue,
+    ModelQueues,
+    Publish,
+    QueueMetrics,
+    env_count,
+    env_duration,
+    env_enabled,
+    share,
+)
 from ferry_router.state.table import Endpoint
 
 log = logging.getLogger(__name__)
@@ -54,31 +62,6 @@ COMPLETIONS = Counter(
 )
 
 
-def _duration(name: str, default: float, *, allow_negative: bool = False) -> float:
-    raw = os.environ.get(name)
-    if not raw:
-        return default
-    try:
-        value = parse_duration(raw.removeprefix("-"))
-    except ValueError:
-        log.warning("%s=%r is not a duration; using %ss", name, raw, default)
-        return default
-    return -value if raw.startswith("-") and allow_negative else value
-
-
-def _int(name: str, default: int) -> int:
-    raw = os.environ.get(name)
-    try:
-        value = int(raw) if raw else default
-    except ValueError:
-        value = 0
-    if value <= 0:
-        if raw:
-            log.warning("%s=%r must be a positive integer; using %d", name, raw, default)
-        return default
-    return value
-
-
 @dataclass(frozen=True, slots=True)
 class SessionBoostSettings:
     enabled: bool = False
@@ -91,12 +74,12 @@ class SessionBoostSettings:
     @classmethod
     def from_env(cls) -> SessionBoostSettings:
         return cls(
-            enabled=os.environ.get("ENABLE_SESSION_BOOST", "").strip().lower() in ("1", "true", "yes"),
+            enabled=env_enabled("ENABLE_SESSION_BOOST"),
             header=os.environ.get("SESSION_BOOST_HEADER") or "X-Session-ID",
-            max_sessions=_int("SESSION_BOOST_MAX_SESSIONS", 4096),
-            inflight_per_pod=_int("SESSION_BOOST_INFLIGHT_PER_POD", 16),
-            grace_period=max(0.0, _duration("SESSION_BOOST_GRACE_PERIOD", 0.0)),
-            timeout=_duration("SESSION_BOOST_TIMEOUT", 30.0, allow_negative=True),
+            max_sessions=env_count("SESSION_BOOST_MAX_SESSIONS", 4096),
+            inflight_per_pod=env_count("SESSION_BOOST_INFLIGHT_PER_POD", 16),
+            grace_period=env_duration("SESSION_BOOST_GRACE_PERIOD", 0.0),
+            timeout=env_duration("SESSION_BOOST_TIMEOUT", 30.0, signed=True),
         )
 
 
@@ -169,9 +152,6 @@ class SessionQueue(AdmissionQueue):
                     await asyncio.wait_for(self.wake.wait(), RECHECK)
 
 
-Publish = Callable[[str, bytes], Awaitable[None]]
-
-
 class SessionBoost(ModelQueues[SessionQueue]):
     """Every model's session queue, the shared LRU and its NATS exchange."""
 
@@ -187,11 +167,7 @@ class SessionBoost(ModelQueues[SessionQueue]):
         at = time.time()
         self.sessions.completed(session, at)
         COMPLETIONS.labels("local").inc()
-        if self._publish is not None:
-            try:
-                await self._publish(COMPLETED_SUBJECT, orjson.dumps({"session": session, "at": at}))
-            except Exception as exc:  # best effort: this replica has it
-                log.warning("session completion publish failed: %r", exc)
+        await share(self._publish, COMPLETED_SUBJECT, {"session": session, "at": at})
 
     def on_completed_message(self, data: bytes) -> None:
         try:

@@ -39,21 +39,17 @@ MODEL_LIST_PATHS = frozenset({"/v1/models", "/models"})
 
 
 def no_listener(host: str, port: int) -> errors.RouterError:
-    return errors.RouterError(
-        404, f"No matching listener found for host {host!r} on port {port}", code="listener_not_found",
-        reason="route_not_found",
-    )  # fmt: skip
+    message = f"No matching listener found for host {host!r} on port {port}"
+    return errors.client_error(404, message, "listener_not_found", "route_not_found")
 
 
 def route_not_found(path: str) -> errors.RouterError:
-    return errors.RouterError(
-        404, f"route not found for {path}", code="route_not_found", reason="route_not_found"
-    )
+    return errors.client_error(404, f"route not found for {path}", "route_not_found", "route_not_found")
 
 
 def backend_error(message: str, reason: str = "inference_pool_selection") -> errors.RouterError:
     """Gateway API: a request whose rule has no usable backend gets a 500."""
-    return errors.RouterError(500, message, type="server_error", code="invalid_backend", reason=reason)
+    return errors.server_error(500, message, "invalid_backend", reason)
 
 
 def request_host(request: web.Request) -> str:
@@ -224,15 +220,11 @@ class GatewayHandler:
         server = table.servers.get(key)
         record.inference_pool = backend.key
         if server is None:
-            raise errors.RouterError(
-                404, f"can't find inference pool: {backend.key}", code="inference_pool_not_found",
-                reason="inference_pool_discovery",
-            )  # fmt: skip
+            message = f"can't find inference pool: {backend.key}"
+            raise errors.client_error(404, message, "inference_pool_not_found", "inference_pool_discovery")
         if not table.server_endpoints(key):
-            raise errors.RouterError(
-                503, f"no available pods for inference pool: {backend.key}", type="server_error",
-                code="no_endpoints", reason="pod_discovery",
-            )  # fmt: skip
+            message = f"no available pods for inference pool: {backend.key}"
+            raise errors.server_error(503, message, "no_endpoints", "pod_discovery")
         record.model_server = key
         if body is None:
             body = await self.router.read_json(request)
@@ -278,10 +270,8 @@ class GatewayHandler:
         target = service.target_port(backend.port or 0) if service is not None else None
         endpoints = table.server_endpoints(key)
         if base is None or target is None or not endpoints:
-            raise errors.RouterError(
-                503, f"no ready endpoints for Service {backend.key}", type="server_error",
-                code="no_endpoints", reason="pod_discovery",
-            )  # fmt: skip
+            message = f"no ready endpoints for Service {backend.key}"
+            raise errors.server_error(503, message, "no_endpoints", "pod_discovery")
         record.model_server = key
         self._rng.shuffle(endpoints)
         attempt = Attempt(
