@@ -10,7 +10,11 @@ answers (a listening socket nobody accepts on: hung engines), the others at addr
 127.0.0.0/8 that refuse connections -- plus one probe model whose single pod is a live mock engine.
 Then one router process (pinned to CPU 0) is started and the table prints:
 
-- ``/readyz`` seconds from spawn, RSS, CPU share while idle (``--idle`` seconds, scraper running);
+- ``/readyz`` seconds from spawn, RSS, CPU share while idle (``--idle`` seconds): first with every
+  engine left to the router's scraper (they all refuse or hang but the probe: the scraper backs off),
+  then with every engine's load pushed on the bus as its runtime sidecar would (``--push-rate``
+  messages per engine per second, 1 by default: what the router reads when every engine's load
+  changes every second; an idle sidecar sends one per 5 s heartbeat);
 - route change → routable p99: a new ModelRoute to the probe server is published and the router
   is polled until it serves it (``--changes`` times);
 - added p50 at concurrency 1 for the 1-endpoint probe model (wrk through the router minus wrk
@@ -32,6 +36,7 @@ import socket
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -41,13 +46,14 @@ import aiohttp
 import nats
 import orjson
 from ferry_local.binaries import find_binaries
-from ferry_local.natsd import NatsServer
+from ferry_local.natsd import NatsServer, service_url
 from ferry_local.processes import ManagedProcess, spawn
 from ferry_local.readiness import free_port
 from ferry_router.scheduler import SchedulingContext, build_scheduler
 from ferry_router.scheduler.config import DEFAULT_SAMPLE_SIZE, DEFAULT_YAML, parse_config
 from ferry_router.state.resources import Pod
 from ferry_router.state.table import Endpoint, EndpointMetrics
+from ferry_schemas.load import load_subject
 from ferry_schemas.runtime.jetstream import declare_streams
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
@@ -105,6 +111,57 @@ def fleet(
     objects.append(("modelroutes", route("probe", PROBE, "probe")))
     objects.append(("pods", pod("probe-0", "probe", probe_host)))
     return objects
+
+
+class LoadPusher:
+    """Every pod's sidecar, in one thread: ``rate`` EngineLoad messages per pod per second."""
+
+    def __init__(self, nats_url: str, models: int, pods: int, rate: float) -> None:
+        self.url, self.rate = service_url("runtime", nats_url), rate
+        self.subjects = [load_subject(NAMESPACE, f"model-{p % models}", f"pod-{p}") for p in range(pods)]
+        self.templates = [
+            orjson.dumps({
+                "namespace": NAMESPACE, "pod": f"pod-{p}", "model": f"model-{p % models}", "epoch": "bench",
+                "seq": 0, "sentAt": 0.0, "waiting": 1.0, "running": 2.0, "kvCacheUsage": 0.25,
+            }).replace(b'"seq":0,"sentAt":0.0', b'"seq":%d,"sentAt":%f')
+            for p in range(pods)
+        ]  # fmt: skip
+        self.sent = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True)
+
+    def __enter__(self) -> LoadPusher:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+    async def _run(self) -> None:
+        nc = await nats.connect(self.url)
+        seq, period = 0, 1.0 / self.rate
+        while not self._stop.is_set():
+            started, seq = time.monotonic(), seq + 1
+            now = time.time()
+            for subject, template in zip(self.subjects, self.templates, strict=True):
+                await nc.publish(subject, template % (seq, now))
+            await nc.flush()
+            self.sent += len(self.subjects)
+            await asyncio.sleep(max(period - (time.monotonic() - started), 0.0))
+        await nc.drain()
+
+
+def pushed_endpoints(metrics_url: str) -> int:
+    """Endpoints the router schedules on pushed load (its load-age gauge says ``source="push"``)."""
+    import urllib.request
+
+    with urllib.request.urlopen(metrics_url, timeout=30) as response:
+        text = response.read().decode()
+    return sum(
+        1 for line in text.splitlines()
+        if line.startswith("ferry_router_endpoint_load_age_seconds{") and 'source="push"' in line
+    )  # fmt: skip
 
 
 def rss_mb(pid: int) -> float:
@@ -174,7 +231,8 @@ def measure_fleet(models: int, pods: int, args: argparse.Namespace, work: Path) 
         processes_cleanup.append(hung.close)
         asyncio.run(publish(nats_server.url, fleet(models, pods, port, probe_host, args.hang_every)))
         router_port = free_port()
-        env = router_env(nats_server.url, router_port, free_port())
+        metrics_port = free_port()
+        env = router_env(nats_server.url, router_port, metrics_port)
         started = time.perf_counter()
         router = spawn(f"router-{models}", pinned(router_cpu, ROUTER_ARGV), work / "logs", env)
         processes.append(router)
@@ -184,6 +242,15 @@ def measure_fleet(models: int, pods: int, args: argparse.Namespace, work: Path) 
         before = cpu_seconds(router.pid)
         time.sleep(args.idle)
         idle_pct = (cpu_seconds(router.pid) - before) / args.idle * 100
+        pushed_pct, push_rate, on_push = float("nan"), 0.0, 0
+        if args.push_rate > 0:
+            with LoadPusher(nats_server.url, models, pods, args.push_rate) as pusher:
+                time.sleep(2)  # the board takes the pushed load; the scraper stops visiting those pods
+                sent, before = pusher.sent, cpu_seconds(router.pid)
+                time.sleep(args.idle)
+                pushed_pct = (cpu_seconds(router.pid) - before) / args.idle * 100
+                push_rate = (pusher.sent - sent) / args.idle
+                on_push = pushed_endpoints(f"http://127.0.0.1:{metrics_port}/metrics")
         router_url = f"http://127.0.0.1:{router_port}/v1/completions"
         changes = asyncio.run(route_change_ms(nats_server.url, router_url, args.changes))
         body = orjson.dumps({"model": PROBE, "prompt": "hello router", "max_tokens": 4}).decode()
@@ -191,7 +258,8 @@ def measure_fleet(models: int, pods: int, args: argparse.Namespace, work: Path) 
         direct = run_wrk(f"http://{probe_host}:{port}/v1/completions", 1, args.wrk, load_cpu, body)
         return (
             f"{models:>6,} / {pods:<7,} | {ready_s:>9.1f} s | {rss_mb(router.pid):>6.0f} MB | "
-            f"{idle_pct:>7.0f} % | {p99(changes):>10.1f} ms ({len(changes)}/{args.changes}) | "
+            f"{idle_pct:>7.0f} % | {pushed_pct:>5.0f} % at {push_rate:>6,.0f}/s ({on_push:,} on push) | "
+            f"{p99(changes):>10.1f} ms ({len(changes)}/{args.changes}) | "
             f"{via.p50_ms - direct.p50_ms:>8.2f} ms"
         )
     finally:
@@ -243,6 +311,9 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=2000, help="scheduler calls per size")
     parser.add_argument("--hang-every", type=int, default=10, help="every n-th pod hangs (0: none)")
     parser.add_argument("--skip-fleet", action="store_true", help="only the scheduler table")
+    parser.add_argument(
+        "--push-rate", type=float, default=1.0, help="pushed load messages per engine per second (0: none)"
+    )
     args = parser.parse_args()
     scales = [tuple(int(x) for x in s.split("x")) for s in args.scales.split(",") if s]
     if args.big:
@@ -256,6 +327,7 @@ def main() -> None:
             )
             header = (
                 f"{'models / pods':>16} | {'/readyz':>11} | {'RSS':>9} | {'idle CPU':>9} | "
+                f"{'idle CPU, load pushed (endpoints on push)':>41} | "
                 f"{'route change→routable p99':>26} | {'added p50':>11}"
             )
             print(header)

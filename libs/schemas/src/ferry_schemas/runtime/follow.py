@@ -5,7 +5,8 @@ everything, and rebuilds what it holds from the stream on start). A filter is *s
 snapshot is delivered -- at once when nothing matches, else at the message with ``num_pending ==
 0`` -- and :meth:`StreamFollower.seen` tells the stream sequence of the last message handled, so a
 reader can wait for a message it knows about (:meth:`StreamFollower.wait_for`). The bus-fed object
-view, the router's routing-table feed and the engine-load board all read the bus this way.
+view, the router's routing-table feed, the engine-load board and (from the stream's start,
+``DeliverPolicy.ALL``) the router's KV-block index all read the bus this way.
 """
 
 from __future__ import annotations

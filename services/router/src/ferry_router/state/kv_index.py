@@ -9,17 +9,15 @@ table drops its blocks.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Sequence
 
 from ferry_schemas.bus import KV_STREAM
 from ferry_schemas.kv import KV_FILTER, KvBlockEvents
+from ferry_schemas.runtime.follow import StreamFollower
 from nats.aio.msg import Msg
-from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext
 from nats.js.api import DeliverPolicy
-from nats.js.errors import NotFoundError
 from prometheus_client import Counter, Gauge
 from pydantic import ValidationError
 
@@ -100,35 +98,20 @@ class KvFeed:
     """Feeds a :class:`KvIndex` from ``ferry.kv.>`` (an ordered consumer from the stream's start)."""
 
     def __init__(self, js: JetStreamContext, index: KvIndex, stream: str = KV_STREAM) -> None:
-        self._js = js
         self._index = index
-        self._stream = stream
-        self._sub: Subscription | None = None
-        self._task: asyncio.Task[None] | None = None
+        self._follower = StreamFollower(
+            js,
+            stream,
+            {"kv": KV_FILTER},
+            self._on_message,
+            name="router-kv-feed",
+            deliver_policy=DeliverPolicy.ALL,
+        )
 
     async def start(self) -> None:
-        self._task = asyncio.create_task(self._subscribe(), name="router-kv-feed")
+        await self._follower.start()
 
-    async def _subscribe(self) -> None:
-        while True:
-            try:
-                self._sub = await self._js.subscribe(
-                    KV_FILTER,
-                    stream=self._stream,
-                    cb=self._on_message,
-                    ordered_consumer=True,
-                    deliver_policy=DeliverPolicy.ALL,
-                )
-                log.info("following KV block events on %s", KV_FILTER)
-                return
-            except (NotFoundError, TimeoutError) as exc:
-                log.warning("waiting for stream %s: %r", self._stream, exc)
-                await asyncio.sleep(1.0)
-            except Exception as exc:
-                log.error("cannot subscribe to %s, retrying: %r", self._stream, exc)
-                await asyncio.sleep(2.0)
-
-    async def _on_message(self, msg: Msg) -> None:
+    def _on_message(self, _: str, msg: Msg) -> None:
         try:
             event = KvBlockEvents.model_validate_json(msg.data)
         except ValidationError as exc:
@@ -139,11 +122,4 @@ class KvFeed:
             KV_MESSAGES.labels("snapshot" if event.snapshot else "changes").inc()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-        if self._sub is not None:
-            try:
-                await self._sub.unsubscribe()
-            except Exception as exc:
-                log.debug("unsubscribe failed: %r", exc)
-            self._sub = None
+        await self._follower.stop()
