@@ -65,6 +65,7 @@ from ferry_applier.kube import WRITES, KubeClient, Written, load_api_client
 from ferry_applier.lease import LEASES_BUCKET, OwnerLeases
 from ferry_applier.metrics import FAILURES, MESSAGES, RECONCILE_SECONDS
 from ferry_applier.pending import PendingPodEvents
+from ferry_applier.projections import PROJECTIONS
 from ferry_applier.reconciler import OwnerRef, Reconciler, owner_of
 from ferry_applier.settings import ApplierSettings
 from ferry_applier.workload.engine import WorkloadEngine
@@ -156,7 +157,11 @@ class Applier:
         self._leases = OwnerLeases(await key_value(self._js, LEASES_BUCKET), holder, ttl=s.ack_wait)
         # ModelServings keep managedFields: whether the autoscaler owns replicas is read from them
         self.view = ObjectView(
-            self._js, VIEWED, namespace=s.namespace, keep_managed_fields=(Resource.MODEL_SERVINGS,)
+            self._js,
+            VIEWED,
+            namespace=s.namespace,
+            keep_managed_fields=(Resource.MODEL_SERVINGS,),
+            project=PROJECTIONS,
         )
         engine = WorkloadEngine(self.kube, self.view, render_group, read_spec)
         self._reconciler = Reconciler(self.kube, self.view, GenerationGuard(kv), engine)

@@ -18,7 +18,9 @@ snapshot included (that is how owners are re-queued when a child changes). ``syn
 every resource delivered its snapshot; a service's ``/readyz`` waits for it.
 
 Objects are stored as the API server sent them minus ``metadata.managedFields`` (kept small), except
-for the resources named in ``keep_managed_fields`` (the applier reads who owns ``spec.replicas``).
+for the resources named in ``keep_managed_fields`` (the applier reads who owns ``spec.replicas``),
+then through the resource's ``project`` function when one is given (keep only what the service
+reads: memory grows with the fleet).
 A view may lag the API server by a moment; writers stay safe because deletes carry uid
 preconditions and creates are server-side applies on fixed names.
 """
@@ -81,10 +83,12 @@ class ObjectView:
         namespace: str = "",
         stream: str = OBJECTS_STREAM,
         keep_managed_fields: Iterable[str] = (),
+        project: Mapping[str, Callable[[Obj], Obj]] | None = None,
     ) -> None:
         self.resources = tuple(str(r) for r in resources)
         self._namespace = namespace
         self._keep_managed_fields = frozenset(str(r) for r in keep_managed_fields)
+        self._project = {str(r): fn for r, fn in (project or {}).items()}
         self._objects: dict[ObjKey, Obj] = {}
         self._by_namespace: dict[tuple[str, str], set[str]] = defaultdict(set)
         self._by_owner: dict[str, set[ObjKey]] = defaultdict(set)
@@ -193,6 +197,8 @@ class ObjectView:
                 and event.resource not in self._keep_managed_fields
             ):
                 obj = {**obj, "metadata": {k: v for k, v in meta.items() if k != "managedFields"}}
+            if (projection := self._project.get(event.resource)) is not None:
+                obj = projection(obj)
             self._objects[key] = obj
             self._by_namespace[(event.resource, event.namespace)].add(event.name)
             for uid in owner_uids(obj):
