@@ -46,6 +46,7 @@ Snapshots = dict[str, tuple[Obj, ServingWorkload | None]]
 SNAPSHOT_FIELD_MANAGER = "ferry"
 _APPLIED_METADATA = ("name", "labels", "annotations", "ownerReferences")
 REVISION_FIELD_MANAGER = "ferry-revision"
+PARSED_SNAPSHOTS = 10_000
 POD_LABELS_FIELD_MANAGER = "ferry-pod-labels"
 """Owns the labels a pod edited by hand gets back (always the whole rendered set, so no label it
 applied before is ever dropped by a later apply)."""
@@ -113,6 +114,9 @@ class WorkloadEngine:
         self.view = view
         self.render = render
         self.read_spec = read_spec
+        self._parsed: dict[tuple[str, str], ServingWorkload | None] = {}
+        """Snapshot (uid, resourceVersion) → its workload: a snapshot is never rewritten, so each is
+        validated once, not on every reconcile of its owner."""
 
     # ------------------------------------------------------------------ revisions
 
@@ -125,14 +129,21 @@ class WorkloadEngine:
         for obj in self.view.list(Resource.CONTROLLER_REVISIONS, owner.namespace, {L.MS_NAME: owner.name}):
             if not owned_by(obj, owner.uid):
                 continue
-            revision = labels_of(obj).get(L.MS_REVISION, "")
-            data = obj.get("data") or {}
+            found[labels_of(obj).get(L.MS_REVISION, "")] = (obj, self._workload_of(obj))
+        return found
+
+    def _workload_of(self, snapshot: Obj) -> ServingWorkload | None:
+        meta = snapshot.get("metadata") or {}
+        key = (str(meta.get("uid") or ""), str(meta.get("resourceVersion") or ""))
+        if key not in self._parsed:
             try:
-                workload = ServingWorkload.model_validate(data.get("workload"))
+                workload = ServingWorkload.model_validate((snapshot.get("data") or {}).get("workload"))
             except Exception:
                 workload = None
-            found[revision] = (obj, workload)
-        return found
+            while len(self._parsed) >= PARSED_SNAPSHOTS:
+                del self._parsed[next(iter(self._parsed))]  # the oldest first
+            self._parsed[key] = workload
+        return self._parsed[key]
 
     async def _ensure_snapshot(self, owner: OwnerKey, workload: ServingWorkload, existing: Snapshots) -> None:
         """Keep the template of every revision in a ControllerRevision (created once, never rewritten).
