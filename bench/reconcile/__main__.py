@@ -21,6 +21,7 @@ import argparse
 import asyncio
 import json
 import os
+import resource as rusage
 import shutil
 import statistics
 import tempfile
@@ -42,7 +43,7 @@ from kubernetes_asyncio.client.exceptions import ApiException
 from tests.conftest import KubeEnv
 from tests.support.apimetrics import RequestKey, delta, request_counts
 from tests.support.cluster import Cluster, booster
-from tests.support.services import PIPELINE, ServiceSet
+from tests.support.services import PIPELINE, ServiceSet, process_cpu_seconds
 
 JSON = dict[str, Any]
 CHILD_PATHS = {  # every namespace: the benchmark's stack holds only its own objects
@@ -101,8 +102,30 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
 
 
+def own_cpu_seconds() -> float:
+    """CPU of the benchmark itself (its watches) and of the children it waited for (``kubectl create``)."""
+    cpu = 0.0
+    for who in (rusage.RUSAGE_SELF, rusage.RUSAGE_CHILDREN):
+        usage = rusage.getrusage(who)
+        cpu += usage.ru_utime + usage.ru_stime
+    return cpu
+
+
+def infrastructure_cpu(infrastructure: dict[str, int]) -> dict[str, float]:
+    """CPU seconds so far of the processes that are not Ferry's (label → pid), and of the bench."""
+    return {
+        **{label: process_cpu_seconds(pid) for label, pid in infrastructure.items()},
+        "bench": own_cpu_seconds(),
+    }
+
+
 async def measure(
-    namespaces: list[str], names: list[str], cluster: Cluster, services: ServiceSet, limit: float
+    namespaces: list[str],
+    names: list[str],
+    cluster: Cluster,
+    services: ServiceSet,
+    limit: float,
+    infrastructure: dict[str, int],
 ) -> JSON:
     api = await load_api_client()
     timeline = Timeline()
@@ -144,6 +167,7 @@ async def measure(
     items = [booster(n, namespaces[i % len(namespaces)]) for i, n in enumerate(names)]
     listing = {"apiVersion": "v1", "kind": "List", "items": items}
     cpu_before = {p.label: p.cpu_seconds() for p in services.services.values()}
+    infrastructure_before = infrastructure_cpu(infrastructure)
     requests_before = await asyncio.to_thread(request_counts, cluster.kube)
     started = time.monotonic()
     # create (one POST per object, no read first); the watch stamps each booster as it is stored
@@ -163,6 +187,7 @@ async def measure(
     except TimeoutError:
         timed_out = True
     finished = time.monotonic()
+    infrastructure_after = infrastructure_cpu(infrastructure)
     requests = delta(await asyncio.to_thread(request_counts, cluster.kube), requests_before)
     stop.set()
     for task in [*tasks, sampler]:
@@ -198,17 +223,23 @@ async def measure(
             p.label: (p.cpu_seconds() - cpu_before[p.label], p.peak_rss_kib / 1024)
             for p in services.services.values()
         },
+        "infrastructure": {
+            label: infrastructure_after[label] - infrastructure_before[label]
+            for label in infrastructure_after
+        },
     }
 
 
-def run_size(kube: KubeEnv, n: int, spread: int, work: Path, limit: float) -> JSON:
+def run_size(
+    kube: KubeEnv, n: int, spread: int, work: Path, limit: float, infrastructure: dict[str, int]
+) -> JSON:
     run = f"bench-{n}-{uuid.uuid4().hex[:6]}"
     namespaces = [run] if spread == 1 else [f"{run}-{i}" for i in range(spread)]
     for namespace in namespaces:
         kube.kubectl_run("create", "namespace", namespace)
     nats_dir = work / f"nats-{run}"
     server = NatsServer(find_binaries().nats_server, nats_dir / "store", nats_dir / "logs")
-    server.start()
+    nats_process = server.start()
     env = {
         **kube.env,
         "FERRY_NATS_URL": server.url,
@@ -221,7 +252,8 @@ def run_size(kube: KubeEnv, n: int, spread: int, work: Path, limit: float) -> JS
         services.start(PIPELINE)
         cluster = Cluster(kube, namespaces[0])
         names = [f"m{i:04d}" for i in range(n)]
-        return asyncio.run(measure(namespaces, names, cluster, services, limit))
+        measured = {**infrastructure, "nats-server": nats_process.pid}
+        return asyncio.run(measure(namespaces, names, cluster, services, limit, measured))
     finally:
         services.stop()
         server.stop()
@@ -254,6 +286,15 @@ def print_table(results: list[JSON]) -> None:
             f"{r['n']:>5} {r['namespaces']:>3} "
             + " ".join(f"{c:>18}" for c in cells)
             + f" {per_booster:>14.3f}"
+        )
+    print()
+    print("CPU seconds used during the run by what is not Ferry (bench: its own watches and kubectl)")
+    others = list(results[0]["infrastructure"]) if results else []
+    print(f"{'N':>5} {'ns':>3} " + " ".join(f"{label:>23}" for label in others))
+    for r in results:
+        print(
+            f"{r['n']:>5} {r['namespaces']:>3} "
+            + " ".join(f"{r['infrastructure'][label]:>22.1f}s" for label in others)
         )
     print_requests(results)
 
@@ -293,6 +334,8 @@ def main() -> None:
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench-reconcile-", dir=state_dir()))
     stack: LocalStack | None = None
+    infrastructure: dict[str, int] = {}
+    """label → pid of the non-Ferry processes whose CPU is reported (the local stack's, when started)."""
     if kubeconfig := os.environ.get("KUBECONFIG"):
         kube = KubeEnv(Path(kubeconfig), kubernetes_bin_dir() / "kubectl", "", {"KUBECONFIG": kubeconfig})
     else:
@@ -302,6 +345,7 @@ def main() -> None:
             Path(info.kubeconfig), Path(info.kubectl), info.server, {"KUBECONFIG": info.kubeconfig}
         )
         os.environ["KUBECONFIG"] = info.kubeconfig  # the in-process watch client reads it too
+        infrastructure = {p.name: p.pid for p in info.processes}
     info_for_crds = StackInfo(state_dir="", kubeconfig=str(kube.kubeconfig), kubectl=str(kube.kubectl),
                               server="", nats_url="", nats_monitor="", etcd_url="")  # fmt: skip
     install_crds(info_for_crds)
@@ -312,7 +356,7 @@ def main() -> None:
                 if spread > n:
                     continue
                 print(f"==> {n} boosters over {spread} namespace(s)", flush=True)
-                results.append(run_size(kube, n, spread, work, args.limit))
+                results.append(run_size(kube, n, spread, work, args.limit, infrastructure))
                 print_table(results)  # after every run: a long run shows its figures as it goes
     finally:
         if stack is not None:

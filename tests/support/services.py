@@ -33,6 +33,15 @@ PIPELINE = ("watcher", "converter", "applier", "status")
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of ``pid`` so far (from ``/proc/<pid>/stat``); 0 once it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
 class ServiceError(RuntimeError):
     """A service died or never became ready; the message carries the end of its log."""
 
@@ -131,14 +140,7 @@ class ServiceProcess:
             pass
 
     def _cpu_seconds_now(self) -> float:
-        if self.process is None:
-            return 0.0
-        try:
-            fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            return 0.0
-        utime, stime = int(fields[11]), int(fields[12])
-        return (utime + stime) / CLOCK_TICKS
+        return 0.0 if self.process is None else process_cpu_seconds(self.process.pid)
 
     def cpu_seconds(self) -> float:
         """User + system CPU of every incarnation so far."""
