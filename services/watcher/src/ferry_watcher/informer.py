@@ -109,6 +109,7 @@ class Informer:
         fresh = {self._subject(obj): self.slim(obj) for obj in items if self.wants(obj)}
         if len(fresh) < len(items):
             EVENTS_FILTERED.labels(self.resource).inc(len(items) - len(fresh))
+        self._listed_unwanted([obj for obj in items if self._subject(obj) not in fresh])
         for subject in sorted(self._known.keys() - fresh.keys()):
             await self._tombstone(subject, resource_version)
         for subject, obj in fresh.items():
@@ -141,6 +142,7 @@ class Informer:
             event = ObjectEvent.from_object(kind, self.resource, obj)
             if not self.wants(obj):
                 EVENTS_FILTERED.labels(self.resource).inc()
+                self._unwanted(event)
                 if event.subject not in self._known:
                     continue
                 # it was published and is no longer wanted: consumers must forget it
@@ -165,6 +167,12 @@ class Informer:
     def slim(self, obj: JSON) -> JSON:
         """What of ``obj`` goes on the stream (all of it, unless a subclass trims it)."""
         return obj
+
+    def _listed_unwanted(self, objects: list[JSON]) -> None:
+        """Told, on every list, of the objects :meth:`wants` filtered out (a subclass may track them)."""
+
+    def _unwanted(self, event: ObjectEvent) -> None:
+        """Told of every watched change of an object :meth:`wants` filters out."""
 
     def _remember(self, event: ObjectEvent) -> None:
         self._known[event.subject] = event.msg_id

@@ -134,6 +134,10 @@ class PodInformer(Informer):
         self._selectors_synced = selectors_synced
         self._labels: dict[str, dict[str, dict[str, str]]] = {}
         """namespace → subject → labels of every published pod (small: only wanted pods)."""
+        self._others: dict[str, dict[str, dict[str, str]]] = {}
+        """namespace → name → labels of every pod not published: a new selector lists the API
+        server only when one of them matches (a booster's ModelServer selects its own pods, already
+        published, so it costs no LIST)."""
         self._covered = 0
         """Selector changes up to this sequence are covered by the last full list."""
 
@@ -154,7 +158,22 @@ class PodInformer(Informer):
     def wants(self, obj: JSON) -> bool:
         return self._selection.wants(obj)
 
+    def _listed_unwanted(self, objects: list[JSON]) -> None:
+        self._others = {}
+        for obj in objects:
+            meta = obj.get("metadata") or {}
+            others = self._others.setdefault(str(meta.get("namespace") or ""), {})
+            others[str(meta.get("name") or "")] = dict(meta.get("labels") or {})
+
+    def _unwanted(self, event: ObjectEvent) -> None:
+        others = self._others.setdefault(event.namespace, {})
+        if event.deleted:
+            others.pop(event.name, None)
+        else:
+            others[event.name] = dict((event.object.get("metadata") or {}).get("labels") or {})
+
     def _remember(self, event: ObjectEvent) -> None:
+        self._others.get(event.namespace, {}).pop(event.name, None)
         super()._remember(event)
         self._labels.setdefault(event.namespace, {})[event.subject] = selection_labels(event.object)
 
@@ -186,6 +205,14 @@ class PodInformer(Informer):
             if not self._selection.wants_labels(namespace, labels):
                 await self._tombstone(subject, "")
         if not selector or (self._namespace and namespace != self._namespace):
+            return
+        others = self._others.get(namespace, {}).values()
+        if not any(all(labels.get(k) == v for k, v in selector) for labels in others):
+            log.debug(
+                "pods: selector %s in %s selects no unpublished pod",
+                label_selector_query(selector),
+                namespace,
+            )
             return
         items, _ = await list_objects(self._api, self.watched.path(namespace), label_selector_query(selector))
         added = 0
