@@ -82,3 +82,18 @@ def test_label_selection_follows_label_changes_and_deletes() -> None:
     v.apply(ObjectEvent.from_object("DELETED", "pods", pod("a", "o1", {"app": "x", "role": "leader"})))
     assert names({"app": "x"}) == []
     assert names({"role": "leader"}) == []
+
+
+def test_a_change_of_nothing_kept_is_told_apart() -> None:
+    v = ObjectView(None, [Resource.PODS], project={Resource.PODS: lambda o: {**o, "status": {}}})  # type: ignore[arg-type]
+    first = pod("a", "o1", {"app": "x"})
+    assert not v.apply(ObjectEvent.from_object("ADDED", "pods", first))
+    status_only = {
+        **first,
+        "metadata": {**first["metadata"], "resourceVersion": "2"},
+        "status": {"podIP": "1"},
+    }
+    assert v.apply(ObjectEvent.from_object("MODIFIED", "pods", status_only))  # projected away: same
+    relabelled = pod("a", "o1", {"app": "y"})
+    assert not v.apply(ObjectEvent.from_object("MODIFIED", "pods", relabelled))
+    assert not v.apply(ObjectEvent.from_object("DELETED", "pods", relabelled))

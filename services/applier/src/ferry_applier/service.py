@@ -241,6 +241,9 @@ class Applier:
         assert self.view is not None
         if not await self.view.wait_for(event.resource, msg.metadata.sequence.stream):
             log.warning("the view lags behind %s; reconciling from what it holds", msg.subject)
+        elif self.view.unchanged(event.resource, event.namespace, event.name, msg.metadata.sequence.stream):
+            MESSAGES.labels(self.objects_durable, "unchanged").inc()
+            return  # a status write or a relist: nothing a reconcile reads (the view keeps) changed
         if event.resource == Resource.PODS:
             self._pod_events.add(owner, event)
         MESSAGES.labels(self.objects_durable, event.resource).inc()

@@ -64,6 +64,11 @@ def owner_uids(obj: Mapping[str, Any]) -> list[str]:
     return [str(ref.get("uid")) for ref in (obj.get("metadata") or {}).get("ownerReferences") or []]
 
 
+def _versionless(obj: Mapping[str, Any]) -> dict[str, Any]:
+    meta = {k: v for k, v in (obj.get("metadata") or {}).items() if k != "resourceVersion"}
+    return {**obj, "metadata": meta}
+
+
 def matches(obj: Mapping[str, Any], selector: Mapping[str, str] | None) -> bool:
     """Equality-based label selection (what Ferry's selectors use)."""
     if not selector:
@@ -89,6 +94,8 @@ class ObjectView:
         self._namespace = namespace
         self._keep_managed_fields = frozenset(str(r) for r in keep_managed_fields)
         self._project = {str(r): fn for r, fn in (project or {}).items()}
+        self._unchanged: dict[ObjKey, int] = {}
+        """Object → the stream sequence of its last message, when that message changed nothing kept."""
         self._objects: dict[ObjKey, Obj] = {}
         self._by_namespace: dict[tuple[str, str], set[str]] = defaultdict(set)
         self._by_owner: dict[str, set[ObjKey]] = defaultdict(set)
@@ -173,8 +180,15 @@ class ObjectView:
 
     # ------------------------------------------------------------------ feeding
 
-    def apply(self, event: ObjectEvent) -> None:
-        """Apply one change (also how tests feed a view without a bus)."""
+    def unchanged(self, resource: str, namespace: str, name: str, sequence: int) -> bool:
+        """Whether the bus message ``sequence`` of this object changed nothing the view keeps but the
+        resourceVersion (a status write, a relist), i.e. nothing a reader of this view could act on.
+        False when a later message of the object was applied since (it is judged on its own)."""
+        return self._unchanged.get((str(resource), namespace, name)) == sequence
+
+    def apply(self, event: ObjectEvent) -> bool:
+        """Apply one change (also how tests feed a view without a bus); True when the object kept is
+        the same as before but for its resourceVersion."""
         key = (event.resource, event.namespace, event.name)
         old = self._objects.pop(key, None)
         if old is not None:
@@ -205,6 +219,7 @@ class ObjectView:
                 self._by_owner[uid].add(key)
             for label, value in labels_of(obj).items():
                 self._by_label[(event.resource, event.namespace, label, str(value))].add(event.name)
+        same = old is not None and not event.deleted and _versionless(old) == _versionless(self._objects[key])
         VIEW_EVENTS.labels(event.resource, event.type).inc()
         if old is None and not event.deleted:
             self._counts[event.resource] += 1
@@ -218,6 +233,7 @@ class ObjectView:
                 callback(event)
             except Exception:
                 log.exception("view change callback failed for %s", event.subject)
+        return same
 
     async def start(self) -> None:
         """Subscribe (retrying until the stream exists) without blocking the caller."""
@@ -238,4 +254,8 @@ class ObjectView:
             VIEW_BAD_EVENTS.labels(resource).inc()
             log.error("view: undecodable %s event on %s: %s", resource, msg.subject, exc)
         else:
-            self.apply(event)
+            key = (event.resource, event.namespace, event.name)
+            if self.apply(event):
+                self._unchanged[key] = int(msg.metadata.sequence.stream)
+            else:
+                self._unchanged.pop(key, None)
