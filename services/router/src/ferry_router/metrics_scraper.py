@@ -33,7 +33,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
 import orjson
@@ -55,6 +55,7 @@ BACKING_OFF = Gauge(
 )
 
 JITTER = 0.1
+T = TypeVar("T")
 
 
 def apply_exposition(metrics: EndpointMetrics, text: str) -> None:
@@ -132,9 +133,14 @@ class MetricsScraper:
             connector=aiohttp.TCPConnector(limit=self._concurrency, keepalive_timeout=30),
         )
         now = time.monotonic()
-        for endpoint in self._endpoints():
+        for endpoint in self._table.endpoints_copy():
             self._schedule(endpoint.key, now + self._rng.uniform(0, self.interval))
         asyncio.get_running_loop().create_task(self._run(), name="router-scraper")
+
+    async def call(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Run ``coro`` on the scraper's thread and loop (what must not load the request loop)."""
+        assert self._loop is not None
+        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, self._loop))
 
     def _submit(self, coro: Coroutine[Any, Any, None]) -> None:
         if self._loop is None or not self._loop.is_running():
@@ -156,14 +162,6 @@ class MetricsScraper:
         heapq.heappush(self._due, (due, self._ticket, key))
         if self._wake is not None and self._due[0][1] == self._ticket:
             self._wake.set()
-
-    def _endpoints(self) -> list[Endpoint]:
-        """A copy of the table's endpoints, taken from this thread while the request loop may mutate it."""
-        while True:
-            try:
-                return list(self._table.all_endpoints())
-            except RuntimeError:  # the dict changed size during the copy: take it again
-                continue
 
     async def _run(self) -> None:
         assert self._wake is not None
@@ -226,7 +224,7 @@ class MetricsScraper:
 
     async def scrape_all(self) -> None:
         """Scrape every endpoint once, now (tests and benchmarks)."""
-        endpoints = self._endpoints()
+        endpoints = self._table.endpoints_copy()
         if endpoints:
             await asyncio.gather(*(self.scrape(e) for e in endpoints))
 

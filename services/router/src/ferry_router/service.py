@@ -59,6 +59,7 @@ class RouterService:
             )
         )
         self.pushed_load: PushedLoad | None = None
+        self.load_nc: Client | None = None
         self.scraper = MetricsScraper(
             self.table,
             interval=settings.scrape_interval,
@@ -79,6 +80,20 @@ class RouterService:
         table_metrics.expose(self.table)
         POOL_IN_USE.set_function(lambda: self.client.pool()[0])
         POOL_IDLE.set_function(lambda: self.client.pool()[1])
+
+    async def _follow_load(self) -> None:
+        """On the scraper's loop: its own NATS connection and the pushed-load board."""
+        self.load_nc = await connect(self.nats_url, "ferry-router-load")
+        self.pushed_load = PushedLoad(
+            self.table, LoadBoard(self.load_nc.jetstream(), stale_after=self.settings.load_stale)
+        )
+        await self.pushed_load.start()
+
+    async def _unfollow_load(self) -> None:
+        if self.pushed_load is not None:
+            await self.pushed_load.stop()
+        if self.load_nc is not None:
+            await self.load_nc.drain()
 
     def _load_pushed(self, metrics: EndpointMetrics) -> bool:
         return self.pushed_load is not None and self.pushed_load.is_fresh(metrics)
@@ -150,9 +165,8 @@ class RouterService:
         if self.authenticator is not None:
             await self.authenticator.start()
         await self.client.start()
-        self.pushed_load = PushedLoad(self.table, LoadBoard(js, stale_after=s.load_stale))
-        await self.pushed_load.start()
         await self.scraper.start()
+        await self.scraper.call(self._follow_load())
         await self.feed.start()
         for plugin, _ in self.scheduler.scorers:  # only when kvcache-aware is configured
             if isinstance(plugin, KVCacheAware):
@@ -199,9 +213,9 @@ class RouterService:
         for kv_feed in self.kv_feeds:
             await kv_feed.stop()
         await self.scheduler.close()
+        if self.load_nc is not None:
+            await self.scraper.call(self._unfollow_load())
         await self.scraper.stop()
-        if self.pushed_load is not None:
-            await self.pushed_load.stop()
         for queues in (self.fairness, self.session_boost):
             if queues is not None:
                 queues.close()

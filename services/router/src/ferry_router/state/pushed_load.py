@@ -1,5 +1,9 @@
 """Engine load pushed by the runtime sidecars (``FERRY_LOAD``) into the routing table's endpoints.
 
+It runs on the scraper's thread and loop, with a NATS connection of its own: a burst of load
+messages (every engine of a large fleet reports at least once per heartbeat) is decoded there and
+never queues ahead of route changes or requests on the request loop.
+
 Every router replica reads the last message per pod (:class:`ferry_schemas.runtime.load_board.LoadBoard`)
 and writes it into the pod's :class:`EndpointMetrics` (``source = "push"``); the scraper leaves an
 endpoint with fresh pushed load alone. Once a second the sweep clears load older than
@@ -45,7 +49,7 @@ def apply_pushed(metrics: EndpointMetrics, load: EngineLoad, received: float) ->
 def sweep(table: RoutingTable, now: float, stale_after: float) -> int:
     """Clear load older than ``stale_after``; returns how many endpoints have no fresh load."""
     unknown = 0
-    for endpoint in list(table.endpoints.values()):
+    for endpoint in table.endpoints_copy():
         m = endpoint.metrics
         if not m.updated or now - m.updated > stale_after:
             if m.updated and not m.stale:

@@ -307,3 +307,12 @@ class RoutingTable:
 
     def all_endpoints(self) -> Iterable[Endpoint]:
         return self.endpoints.values()
+
+    def endpoints_copy(self) -> list[Endpoint]:
+        """A copy of the endpoints, safe to take from another thread (the scraper's) while the
+        request loop mutates the table."""
+        while True:
+            try:
+                return list(self.endpoints.values())
+            except RuntimeError:  # the dict changed size during the copy: take it again
+                continue
