@@ -67,7 +67,7 @@ async def harness() -> AsyncIterator[Harness]:
     client = UpstreamClient(UpstreamSettings(connect_timeout=1.0, header_timeout=5.0))
     await client.start()
     router = Router(table, scheduler, RateLimiter(), client, access, max_body_bytes=10_000)
-    runner = web.AppRunner(router.build_app())
+    runner = web.ServerRunner(router.build_server())
     await runner.setup()
     router_port = free_port()
     await web.TCPSite(runner, "127.0.0.1", router_port).start()

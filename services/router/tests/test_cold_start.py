@@ -40,7 +40,7 @@ async def held() -> AsyncIterator[tuple[Harness, ColdStartHold, Published]]:
     client = UpstreamClient(UpstreamSettings(connect_timeout=1.0, header_timeout=5.0))
     await client.start()
     router = Router(table, scheduler, RateLimiter(), client, AccessLog(enabled=False), cold_start=hold)
-    runner = web.AppRunner(router.build_app())
+    runner = web.ServerRunner(router.build_server())
     await runner.setup()
     port = free_port()
     await web.TCPSite(runner, "127.0.0.1", port).start()

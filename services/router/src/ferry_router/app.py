@@ -9,6 +9,7 @@ directly in unit tests.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 import time
@@ -18,6 +19,10 @@ from typing import Any
 
 import orjson
 from aiohttp import web
+from aiohttp.abc import AbstractStreamWriter
+from aiohttp.http_parser import RawRequestMessage
+from aiohttp.streams import StreamReader
+from aiohttp.web_protocol import RequestHandler
 from multidict import CIMultiDict
 from opentelemetry import propagate, trace
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
@@ -180,19 +185,31 @@ class Router:
 
     # ------------------------------------------------------------------ application
 
-    def build_app(self, catch_all: Handler | None = None, *, management: bool = True) -> web.Application:
-        """The listener's application: probes (``management``), then the model list and inference,
-        or ``catch_all`` for every other path (a Gateway listener)."""
-        app = web.Application(client_max_size=self.max_body_bytes, handler_args={"access_log": None})
-        if management:
-            app.router.add_get("/healthz", self.healthz)
-            app.router.add_get("/readyz", self.readyz)
-        if catch_all is not None:
-            app.router.add_route("*", "/{tail:.*}", self.wrapped(catch_all))
-            return app
-        app.router.add_get("/v1/models", self.wrapped(self.list_models))
-        app.router.add_route("*", "/{tail:.*}", self.wrapped(self.inference))
-        return app
+    def build_server(self, catch_all: Handler | None = None, *, management: bool = True) -> web.Server:
+        """The listener's request handler: probes (``management``), then the model list and
+        inference, or ``catch_all`` for every path (a Gateway listener). aiohttp's low-level server:
+        the router dispatches by path itself, so no URL dispatcher or application layer runs per
+        request (about 7 us of CPU per request)."""
+        serve = self.wrapped(catch_all or self.serve_plain)
+        probes = {"/healthz": self.healthz, "/readyz": self.readyz} if management else {}
+
+        async def handle(request: web.Request) -> web.StreamResponse:
+            probe = probes.get(request.path) if request.method in ("GET", "HEAD") else None
+            return await (probe(request) if probe is not None else serve(request))
+
+        loop = asyncio.get_running_loop()
+        limit = self.max_body_bytes
+
+        def make_request(
+            message: RawRequestMessage,
+            payload: StreamReader,
+            protocol: RequestHandler,
+            writer: AbstractStreamWriter,
+            task: asyncio.Task[None],
+        ) -> web.Request:
+            return web.Request(message, payload, protocol, writer, task, loop, client_max_size=limit)
+
+        return web.Server(handle, request_factory=make_request, access_log=None)  # type: ignore[arg-type]
 
     async def serve_plain(self, request: web.Request, record: RequestRecord) -> web.StreamResponse:
         """What the router's own port does without a Gateway listener for the request."""

@@ -73,7 +73,7 @@ class RouterService:
         self.kv_feeds: list[KvFeed] = []
         self.router: Router | None = None
         self.gateway: GatewayMode | None = None
-        self._runners: list[web.AppRunner] = []
+        self._runners: list[web.BaseRunner] = []
         self.probes: ProbeServer | None = None
         self.port = settings.port
         self.draining = False
@@ -175,24 +175,26 @@ class RouterService:
                 self.kv_feeds.append(kv_feed)
         self.probes = ProbeServer(s.metrics_host, s.metrics_port, ready=self.ready)
         await self.probes.start()
-        main_app = (
-            self.router.build_app(catch_all=self.gateway.main_handler())
+        main = (
+            self.router.build_server(catch_all=self.gateway.main_handler())
             if self.gateway is not None
-            else self.router.build_app()
+            else self.router.build_server()
         )
-        self.port = await self._serve(main_app, s.host, s.port)
+        self.port = await self._serve(
+            web.ServerRunner(main, shutdown_timeout=s.drain_timeout), s.host, s.port
+        )
         if self.gateway is not None:
             self.gateway.manager.main_port = self.gateway.handler.main_port = self.port
             await self.gateway.start(js)
         if s.debug_port >= 0:
             try:
-                await self._serve(build_debug_app(self.table), "127.0.0.1", s.debug_port)
+                debug = web.AppRunner(build_debug_app(self.table), access_log=None)
+                await self._serve(debug, "127.0.0.1", s.debug_port)
             except OSError as exc:  # optional: a second replica on the same host must still start
                 log.warning("debug listener on 127.0.0.1:%s not started: %s", s.debug_port, exc)
         log.info("router listening on %s:%s (metrics :%s)", s.host, self.port, self.probes.port)
 
-    async def _serve(self, app: web.Application, host: str, port: int) -> int:
-        runner = web.AppRunner(app, access_log=None, shutdown_timeout=self.settings.drain_timeout)
+    async def _serve(self, runner: web.BaseRunner, host: str, port: int) -> int:
         await runner.setup()
         self._runners.append(runner)
         site = web.TCPSite(

@@ -42,7 +42,7 @@ class ListenerManager:
         self.main_port = main_port
         self.drain_timeout = drain_timeout
         self.reuse_port = reuse_port
-        self.runners: dict[int, web.AppRunner] = {}
+        self.runners: dict[int, web.ServerRunner] = {}
         self.ports: dict[int, str] = {}
         """port -> "" when bound, else the error that kept it closed (the router's own port included)."""
         self.changed: list[Callable[[], None]] = []
@@ -87,9 +87,9 @@ class ListenerManager:
             for callback in self.changed:
                 callback()
 
-    async def _open(self, port: int) -> web.AppRunner:
-        app = self.router.build_app(catch_all=self.handler.for_port(port, None), management=False)
-        runner = web.AppRunner(app, access_log=None, shutdown_timeout=self.drain_timeout)
+    async def _open(self, port: int) -> web.ServerRunner:
+        server = self.router.build_server(catch_all=self.handler.for_port(port, None), management=False)
+        runner = web.ServerRunner(server, shutdown_timeout=self.drain_timeout)
         await runner.setup()
         try:
             site = web.TCPSite(
