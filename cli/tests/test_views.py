@@ -140,6 +140,19 @@ def test_related_events_keep_the_newest_of_the_model_only() -> None:
     assert [e["lastTimestamp"] for e in picked] == ["2026-01-01T00:00:02Z"]
 
 
+def test_events_table_says_how_long_ago_like_kubectl() -> None:
+    event = {
+        "metadata": {},
+        "regarding": {"kind": "ModelServing", "name": "qwen-cpu"},
+        "eventTime": "2026-01-02T03:03:20.000000Z",  # events.k8s.io MicroTime
+        "type": "Normal",
+        "reason": "Created",
+        "note": "Pod qwen-cpu-0 created",
+    }
+    row = render(views.events_table([event], NOW)).splitlines()[1].split()
+    assert row[:3] == ["45s", "Normal", "Created"]
+
+
 def test_last_reconcile_trace_prefers_a_full_newer_trace_of_this_model() -> None:
     subject = "ferry.obj.modelboosters.ns.qwen"
 
@@ -161,3 +174,26 @@ def test_last_reconcile_trace_prefers_a_full_newer_trace_of_this_model() -> None
     assert picked is not None
     assert {s["traceId"] for s in picked} == {"t1"}
     assert last_reconcile_trace(other, "ns", "qwen") is None
+
+
+def test_last_reconcile_trace_prefers_the_one_that_applied_over_a_newer_status_echo() -> None:
+    subject = "ferry.obj.modelboosters.ns.qwen"
+    services = ("ferry-watcher", "ferry-converter", "ferry-applier", "ferry-status")
+
+    def trace(trace_id: str, start: int, applier_span: str) -> list[dict]:
+        return [
+            {
+                "traceId": trace_id,
+                "spanId": f"{trace_id}{service}",
+                "service": service,
+                "start": start,
+                "name": applier_span if service == "ferry-applier" else subject,
+            }
+            for service in services
+        ]
+
+    applied = trace("t1", 10, "applier reconcile")
+    status_echo = trace("t2", 99, f"ferry-applier process {subject}")  # the MODIFIED of a status write
+    picked = last_reconcile_trace(applied + status_echo, "ns", "qwen")
+    assert picked is not None
+    assert {s["traceId"] for s in picked} == {"t1"}

@@ -77,17 +77,18 @@ def test_create_get_describe_chat(
     assert serving_row[4].startswith("127.0."), serving_row
     assert serving_row[4].endswith(":8000"), serving_row
 
-    routes = cli(kube, *ns, "get", "routes")
+    routes = cli(kube, "get", "routes", *ns)  # options after the command, as kubectl takes them
     assert row(routes.output, MODEL)[1:4] == [MODEL, "-", SERVING]
 
-    described = cli(kube, *ns, "describe", "model", MODEL, "--traces", str(trace_file))
+    described = cli(kube, "describe", "model", MODEL, *ns, "--traces", str(trace_file))  # as create's hint
     assert described.exit_code == 0, described.output
     text = described.output
     for expected in (
         f"ModelBooster/{MODEL}", "Active=True", f"ModelServing/{SERVING}", f"ModelServer/{SERVING}",
         f"ModelRoute/{MODEL}", f"Pod/{SERVING}-0-leader-0-0", "Running  Ready", "endpoints", "events",
         "ModelServing qwen-cpu created",  # an Event the applier recorded on the booster
-        "last reconcile trace", "ferry-watcher    watch modelboosters", "ferry-applier",
+        "last reconcile trace", "ferry-watcher    watch modelboosters",
+        "ferry-applier    applier reconcile",  # the trace that applied, not a later status echo
     ):  # fmt: skip
         assert expected in text, f"{expected!r} missing from:\n{text}"
 

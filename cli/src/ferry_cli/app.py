@@ -53,10 +53,22 @@ class Options:
     namespace: str | None
 
 
-def _options(ctx: typer.Context) -> Options:
+KubeconfigOption = Annotated[
+    str | None,
+    typer.Option("--kubeconfig", help="kubeconfig file (default: $KUBECONFIG)", show_default=False),
+]
+NamespaceOption = Annotated[
+    str | None,
+    typer.Option("--namespace", "-n", help="namespace (default: the context's)", show_default=False),
+]
+
+
+def _options(ctx: typer.Context, kubeconfig: str | None, namespace: str | None) -> Options:
+    """The cluster options, given before the command (``ferry -n NS get models``) or after it
+    (``ferry get models -n NS``, as kubectl takes them); after wins."""
     options = ctx.find_object(Options)
     assert options is not None
-    return options
+    return Options(kubeconfig or options.kubeconfig, namespace or options.namespace)
 
 
 def run(fn: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, T]:
@@ -76,12 +88,8 @@ def run(fn: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, T]:
 @app.callback()
 def main_options(
     ctx: typer.Context,
-    kubeconfig: Annotated[
-        str | None, typer.Option("--kubeconfig", help="kubeconfig file (default: $KUBECONFIG)")
-    ] = None,
-    namespace: Annotated[
-        str | None, typer.Option("--namespace", "-n", help="namespace (default: the context's)")
-    ] = None,
+    kubeconfig: KubeconfigOption = None,
+    namespace: NamespaceOption = None,
 ) -> None:
     ctx.obj = Options(kubeconfig=kubeconfig, namespace=namespace)
 
@@ -111,12 +119,14 @@ def _what(value: str) -> What:
 async def get(
     ctx: typer.Context,
     what: Annotated[str, typer.Argument(help="models | servings | routes")],
+    namespace: NamespaceOption = None,
+    kubeconfig: KubeconfigOption = None,
 ) -> None:
     """Tables of models (ModelBoosters), servings (ModelServings) or routes (ModelRoutes)."""
     from ferry_cli import kube, views
 
     kind = _what(what)
-    opts = _options(ctx)
+    opts = _options(ctx, kubeconfig, namespace)
     async with kube.connect(opts.kubeconfig, opts.namespace) as k:
         if kind is What.models:
             boosters = await k.objects(kube.BOOSTER)
@@ -136,6 +146,8 @@ async def get(
         if empty:
             err.print(f"No {kind.value} in namespace {k.namespace}.")
             return
+        # As kubectl: rows as wide as their cells (a narrow terminal wraps them), never cut.
+        out.width = max(out.width, out.measure(table, options=out.options.update_width(1000)).maximum)
         out.print(table)
 
 
@@ -149,13 +161,15 @@ async def describe_cmd(
         Path | None,
         typer.Option(help="span file the services write (default: $FERRY_TRACE_FILE)", show_default=False),
     ] = None,
+    namespace: NamespaceOption = None,
+    kubeconfig: KubeconfigOption = None,
 ) -> None:
     """A model: its children as a tree with conditions, endpoints, recent Events, last reconcile trace."""
     if _what(what) is not What.models:
         raise CliError("describe supports models (`ferry describe model NAME`)")
     from ferry_cli import describe, kube
 
-    opts = _options(ctx)
+    opts = _options(ctx, kubeconfig, namespace)
     trace_file = traces or (Path(p) if (p := os.environ.get("FERRY_TRACE_FILE")) else None)
     async with kube.connect(opts.kubeconfig, opts.namespace) as k:
         report = await describe.gather(k, name, trace_file)
@@ -168,10 +182,13 @@ async def describe_cmd(
 def templates() -> None:
     """The model templates `ferry create model --template` knows, with their parameters."""
     table = Table(box=None, header_style="bold", pad_edge=False)
-    for column in ("TEMPLATE", "DESCRIPTION", "PARAMETERS (default)"):
-        table.add_column(column)
-    for template in all_templates():
-        params = ", ".join(f"{p.name}={p.default!s}" for p in template.parameters.values())
+    table.add_column("TEMPLATE", no_wrap=True)  # the name to type: never cut
+    table.add_column("DESCRIPTION", ratio=1, overflow="fold")
+    table.add_column("PARAMETERS (default)", overflow="fold")
+    for i, template in enumerate(all_templates()):
+        params = "\n".join(f"{p.name}={p.default!s}" for p in template.parameters.values())
+        if i:
+            table.add_row()
         table.add_row(template.name, template.description, params)
     out.print(table)
 
@@ -189,6 +206,8 @@ async def create(
         bool,
         typer.Option("--dry-run", help="print the manifest; the API server validates it, stores nothing"),
     ] = False,
+    namespace: NamespaceOption = None,
+    kubeconfig: KubeconfigOption = None,
 ) -> None:
     """Create a ModelBooster from a template (`--dry-run`: print it after a server-side dry run)."""
     if _what(what) is not What.models:
@@ -196,7 +215,7 @@ async def create(
     from ferry_cli import kube
 
     manifest = find_template(template).render(parse_sets(set_ or []))
-    opts = _options(ctx)
+    opts = _options(ctx, kubeconfig, namespace)
     async with kube.connect(opts.kubeconfig, opts.namespace) as k:
         meta = manifest["metadata"]
         meta["namespace"] = meta.get("namespace") or k.namespace

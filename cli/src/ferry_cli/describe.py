@@ -48,15 +48,26 @@ class Report:
         yield "last reconcile trace", views.trace_view(self.trace, self.trace_source)
 
 
+APPLIER_RECONCILE = "applier reconcile"
+
+
 def last_reconcile_trace(spans: list[Span], namespace: str, name: str) -> list[Span] | None:
-    """The newest trace that mentions the booster's subject, preferring ones through all four services."""
+    """The newest trace that mentions the booster's subject, preferring ones in which the applier
+    reconciled the booster's desired set, then ones through all four services.
+
+    Every status write comes back as a MODIFIED event whose trace also passes all four services
+    (each only reading it), so without the first preference the newest trace would always be one
+    where nothing was applied.
+    """
     needle = object_subject(Resource.MODEL_BOOSTERS.value, namespace, name)
     mentioning = [t for t in traces_by_id(spans).values() if any(needle in str(s) for s in t)]
     if not mentioning:
         return None
 
-    def rank(trace: list[Span]) -> tuple[bool, int]:
-        return services_of(trace) >= RECONCILE_SERVICES, max(s.get("start") or 0 for s in trace)
+    def rank(trace: list[Span]) -> tuple[bool, bool, int]:
+        applied = any(s.get("name") == APPLIER_RECONCILE for s in trace)
+        full = services_of(trace) >= RECONCILE_SERVICES
+        return applied, full, max(s.get("start") or 0 for s in trace)
 
     return max(mentioning, key=rank)
 

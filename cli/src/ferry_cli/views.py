@@ -33,7 +33,7 @@ Obj = dict[str, Any]
 def _table(*columns: str) -> Table:
     table = Table(box=None, header_style="bold", pad_edge=False)
     for column in columns:
-        table.add_column(column, no_wrap=column in ("NAME", "AGE"))
+        table.add_column(column, no_wrap=column in ("NAME", "AGE", "LAST SEEN"), overflow="fold")
     return table
 
 
@@ -213,7 +213,13 @@ def related_events(events: list[Obj], names: set[str], limit: int = 15) -> list[
     return sorted(related, key=_event_time)[-limit:]
 
 
-def events_table(events: list[Obj]) -> RenderableType:
+def _event_age(event: Obj, now: datetime | None) -> str:
+    """kubectl's LAST SEEN: how long ago, as ``age`` reads it."""
+    stamp = _event_time(event)
+    return age({"metadata": {"creationTimestamp": stamp}}, now) if stamp else "?"
+
+
+def events_table(events: list[Obj], now: datetime | None = None) -> RenderableType:
     if not events:
         return Text("no events", style="dim")
     table = _table("LAST SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE")
@@ -222,7 +228,7 @@ def events_table(events: list[Obj]) -> RenderableType:
         count = event.get("count") or (event.get("series") or {}).get("count") or 1
         kind = str(event.get("type", ""))
         table.add_row(
-            _event_time(event).replace("T", " ").removesuffix("Z"),
+            _event_age(event, now),
             Text(kind, style="red" if kind == "Warning" else ""),
             str(event.get("reason", "")) + (f" (x{count})" if count > 1 else ""),
             f"{involved.get('kind', '')}/{involved.get('name', '')}",
