@@ -152,15 +152,25 @@ class LoadPusher:
         await nc.drain()
 
 
-def pushed_endpoints(metrics_url: str) -> int:
-    """Endpoints the router schedules on pushed load (its load-age gauge says ``source="push"``)."""
+def router_metrics(metrics_url: str) -> str:
     import urllib.request
 
     with urllib.request.urlopen(metrics_url, timeout=30) as response:
-        text = response.read().decode()
+        return str(response.read().decode())
+
+
+def pushed_endpoints(text: str) -> int:
+    """Endpoints the router schedules on pushed load (its load-age gauge says ``source="push"``)."""
     return sum(
         1 for line in text.splitlines()
         if line.startswith("ferry_router_endpoint_load_age_seconds{") and 'source="push"' in line
+    )  # fmt: skip
+
+
+def load_messages_read(text: str) -> float:
+    return sum(
+        float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+        if line.startswith('ferry_load_messages_total{result="ok"}')
     )  # fmt: skip
 
 
@@ -242,15 +252,19 @@ def measure_fleet(models: int, pods: int, args: argparse.Namespace, work: Path) 
         before = cpu_seconds(router.pid)
         time.sleep(args.idle)
         idle_pct = (cpu_seconds(router.pid) - before) / args.idle * 100
-        pushed_pct, push_rate, on_push = float("nan"), 0.0, 0
+        pushed_pct, push_rate, read_rate, on_push = float("nan"), 0.0, 0.0, 0
         if args.push_rate > 0:
             with LoadPusher(nats_server.url, models, pods, args.push_rate) as pusher:
                 time.sleep(2)  # the board takes the pushed load; the scraper stops visiting those pods
+                metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
+                read_before = load_messages_read(router_metrics(metrics_url))
                 sent, before = pusher.sent, cpu_seconds(router.pid)
                 time.sleep(args.idle)
                 pushed_pct = (cpu_seconds(router.pid) - before) / args.idle * 100
                 push_rate = (pusher.sent - sent) / args.idle
-                on_push = pushed_endpoints(f"http://127.0.0.1:{metrics_port}/metrics")
+                text = router_metrics(metrics_url)
+                read_rate = (load_messages_read(text) - read_before) / args.idle
+                on_push = pushed_endpoints(text)
         router_url = f"http://127.0.0.1:{router_port}/v1/completions"
         changes = asyncio.run(route_change_ms(nats_server.url, router_url, args.changes))
         body = orjson.dumps({"model": PROBE, "prompt": "hello router", "max_tokens": 4}).decode()
@@ -258,7 +272,8 @@ def measure_fleet(models: int, pods: int, args: argparse.Namespace, work: Path) 
         direct = run_wrk(f"http://{probe_host}:{port}/v1/completions", 1, args.wrk, load_cpu, body)
         return (
             f"{models:>6,} / {pods:<7,} | {ready_s:>9.1f} s | {rss_mb(router.pid):>6.0f} MB | "
-            f"{idle_pct:>7.0f} % | {pushed_pct:>5.0f} % at {push_rate:>6,.0f}/s ({on_push:,} on push) | "
+            f"{idle_pct:>7.0f} % | {pushed_pct:>14.0f} % | {push_rate:>6,.0f}/s {read_rate:>6,.0f}/s "
+            f"{on_push:>7,} | "
             f"{p99(changes):>10.1f} ms ({len(changes)}/{args.changes}) | "
             f"{via.p50_ms - direct.p50_ms:>8.2f} ms"
         )
@@ -327,7 +342,7 @@ def main() -> None:
             )
             header = (
                 f"{'models / pods':>16} | {'/readyz':>11} | {'RSS':>9} | {'idle CPU':>9} | "
-                f"{'idle CPU, load pushed (endpoints on push)':>41} | "
+                f"{'pushed: idle CPU':>16} | {'sent/s':>8} {'read/s':>8} {'on push':>7} | "
                 f"{'route change→routable p99':>26} | {'added p50':>11}"
             )
             print(header)
