@@ -282,8 +282,15 @@ class UpstreamResponse:
             yield piece
 
     async def read(self) -> bytes:
-        pieces = [piece async for piece in self.iter_any()]
-        return pieces[0] if len(pieces) == 1 else b"".join(pieces)
+        """The whole body (no async generator: a small answer is usually one piece)."""
+        conn = self._conn
+        first = await conn.next_piece()
+        if first is None:
+            return b""
+        rest: list[bytes] = []
+        while (piece := await conn.next_piece()) is not None:
+            rest.append(piece)
+        return b"".join((first, *rest)) if rest else first
 
     def release(self) -> None:
         """Back to the pool when the answer was read to its end, otherwise closed."""
