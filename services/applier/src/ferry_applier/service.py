@@ -113,6 +113,9 @@ class Applier:
         self._pod_events = PendingPodEvents()
         """Pod events per owner, handled (recovery) by the owner's next reconcile."""
         self._written: dict[OwnerRef, list[Written]] = {}
+        self._writing: dict[OwnerRef, list[Written]] = {}
+        """What each owner's reconcile in flight has written so far: an echo of a write can arrive
+        before its reconcile ends (the reconcile still records and publishes), and is no drift."""
         """What each owner's last reconcile wrote: the next one waits until the view shows it."""
         self._stopping = asyncio.Event()
         self.resynced = asyncio.Event()
@@ -293,6 +296,7 @@ class Applier:
         events = self._pod_events.take(key)
         writes: list[Written] = []
         token = WRITES.set(writes)
+        self._writing[key] = writes
         with (
             self._span("applier reconcile", context, desired) as span,
             RECONCILE_SECONDS.labels(self.desired_durable).time(),
@@ -309,6 +313,7 @@ class Applier:
                 raise
             finally:
                 WRITES.reset(token)
+                self._writing.pop(key, None)
                 self._written[key] = writes
                 self._reconciler.deleted_on_purpose(
                     w.deleted_uid for w in writes if w.resource == Resource.PODS and w.deleted_uid
@@ -331,8 +336,8 @@ class Applier:
                 record_events(self.events, outcome.result)
 
     def _own_write(self, owner: OwnerRef, event: ObjectEvent) -> bool:
-        """Whether ``event`` only echoes a write of the owner's last reconcile here (the object as
-        this replica wrote it): re-queueing the owner would change nothing.
+        """Whether ``event`` only echoes a write of the owner's last or current reconcile here (the
+        object as this replica wrote it): re-queueing the owner would change nothing.
 
         A tombstone is never an echo, not even of this replica's own delete: the deleting reconcile
         planned with the object still there, and what follows its disappearance (the group a
@@ -342,10 +347,12 @@ class Applier:
         if event.deleted:
             return False
         key = (event.resource, event.namespace, event.name)
-        for written in self._written.get(owner, ()):
-            if (written.resource, written.namespace, written.name) == key:
-                return 0 < written.resource_version == _revision(event.resource_version)
-        return False
+        revision = _revision(event.resource_version)
+        return any(
+            (written.resource, written.namespace, written.name) == key
+            and 0 < written.resource_version == revision
+            for written in (*self._writing.get(owner, ()), *self._written.get(owner, ()))
+        )
 
     def _caught_up(self, key: OwnerRef) -> bool:
         """Whether the view shows every write of the owner's previous reconcile."""

@@ -31,7 +31,7 @@ class ApplierSettings(ServiceSettings):
     )
     resync_period: float = field(default_factory=lambda: env_float("FERRY_RESYNC_PERIOD", 600.0))
     view_wait: float = field(default_factory=lambda: env_float("FERRY_APPLIER_VIEW_WAIT", 2.0))
-    concurrency: int = field(default_factory=lambda: env_int("FERRY_APPLIER_CONCURRENCY", 8))
+    concurrency: int = field(default_factory=lambda: env_int("FERRY_APPLIER_CONCURRENCY", 32))
     batch: int = field(default_factory=lambda: env_int("FERRY_APPLIER_BATCH", 16))
     backoff: float = field(default_factory=lambda: env_float("FERRY_APPLIER_BACKOFF", 0.5))
     backoff_max: float = field(default_factory=lambda: env_float("FERRY_APPLIER_BACKOFF_MAX", 30.0))

@@ -28,7 +28,7 @@ class ConverterSettings(ServiceSettings):
         default_factory=lambda: tuple(shlex.split(env_str("FERRY_RUNTIME_COMMAND", "")))
     )
     durable_prefix: str = field(default_factory=lambda: env_str("FERRY_CONVERTER_DURABLE", "converter"))
-    workers: int = field(default_factory=lambda: env_int("FERRY_CONVERTER_WORKERS", 8))
+    workers: int = field(default_factory=lambda: env_int("FERRY_CONVERTER_WORKERS", 32))
     batch: int = field(default_factory=lambda: env_int("FERRY_CONVERTER_BATCH", 64))
     namespace: str = field(default_factory=lambda: env_str("FERRY_WATCH_NAMESPACE", ""))
     """Only convert owners in this namespace (empty: every namespace)."""

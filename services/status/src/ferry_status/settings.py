@@ -21,7 +21,7 @@ class StatusSettings(ServiceSettings):
     ``FERRY_STATUS_SETTLE``: seconds a reconcile waits for more changes of the same object."""
 
     service: str = "ferry-status"
-    workers: int = field(default_factory=lambda: env_int("FERRY_STATUS_WORKERS", 8))
+    workers: int = field(default_factory=lambda: env_int("FERRY_STATUS_WORKERS", 32))
     batch: int = field(default_factory=lambda: env_int("FERRY_STATUS_BATCH", 32))
     settle: float = field(default_factory=lambda: env_float("FERRY_STATUS_SETTLE", 0.2))
     gateway_mode: bool = field(default_factory=gateway_mode)
