@@ -2,8 +2,8 @@
 
 Each test module gets its own nats-server (restartable, so fault tests can kill it), its own
 namespace, its own watcher/converter/applier/status processes, which only see that
-namespace (``FERRY_WATCH_NAMESPACE``) and write their spans to one trace file, and its own local
-node (``kubelet``) that schedules and runs the pods.
+namespace (``FERRY_WATCH_NAMESPACE``) and write their spans to one trace file, and one local
+node (``kubelet``, shared by ``ferry``) that schedules and runs the pods.
 """
 
 from __future__ import annotations
@@ -86,17 +86,19 @@ def pipeline(
 
 @pytest.fixture(scope="module")
 def ferry(
-    request: pytest.FixtureRequest, kube: KubeEnv, e2e_nats: NatsServer, e2e_namespace: str, e2e_dir: Path
-) -> Iterator[SystemInfo]:
-    """Every service and the local node, as ``make up`` runs them, watching the module's namespace
-    (plus the module's ``FERRY_ENV`` settings, e.g. shorter autoscaling periods)."""
+    request: pytest.FixtureRequest, kube: KubeEnv, e2e_nats: NatsServer, e2e_namespace: str, e2e_dir: Path,
+    kubelet: ManagedProcess,
+) -> Iterator[SystemInfo]:  # fmt: skip
+    """Every service, as ``make up`` runs them, watching the module's namespace (plus the module's
+    ``FERRY_ENV`` settings, e.g. shorter autoscaling periods), on the module's one local node
+    (``kubelet``: a module that asks for both gets one node, never two of the same name)."""
     env = {
         **kube.env,
         "FERRY_NATS_URL": e2e_nats.url,
         "FERRY_WATCH_NAMESPACE": e2e_namespace,
         **getattr(request.module, "FERRY_ENV", {}),
     }
-    system = start_system(env, e2e_dir / "logs", e2e_dir / "spans.jsonl")
+    system = start_system(env, e2e_dir / "logs", e2e_dir / "spans.jsonl", with_node=False)
     try:
         yield system
     finally:
@@ -113,7 +115,9 @@ def cluster(kube: KubeEnv, e2e_namespace: str) -> Cluster:
 def kubelet(kube: KubeEnv, e2e_dir: Path) -> Iterator[ManagedProcess]:
     """The gang-aware local node: binds a pod only when its PodGroup's minMember (and minTaskMember)
     can be met, runs the mock engine for each engine container, reports readiness from the engine's
-    own proof, restarts per restartPolicy (back-off 1 s here), refuses images outside its catalogue."""
+    own proof, restarts per restartPolicy (back-off 1 s here), refuses images outside its catalogue.
+    The module's only node: ``ferry`` runs on it, and a second node of the same name on the cluster
+    (another fixture's :func:`start_node`) refuses to start while this one holds its Lease."""
     node = start_node(kube.env, e2e_dir / "logs", {"FERRY_NODE_RESTART_BACKOFF": "1"})
     try:
         yield node

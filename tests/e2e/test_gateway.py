@@ -21,6 +21,7 @@ import httpx
 import pytest
 from ferry_local.natsd import NatsServer
 from ferry_local.paths import shared_dir
+from ferry_local.processes import ManagedProcess
 from ferry_local.readiness import free_port
 from ferry_local.system import SystemInfo, start_service, start_system
 from openai import OpenAI
@@ -59,10 +60,13 @@ def router_env(router_port: int) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def ferry(
-    kube: KubeEnv, gateway_env: dict[str, str], router_env: dict[str, str], e2e_dir: Path
-) -> Iterator[SystemInfo]:
+    kube: KubeEnv, gateway_env: dict[str, str], router_env: dict[str, str], e2e_dir: Path,
+    kubelet: ManagedProcess,
+) -> Iterator[SystemInfo]:  # fmt: skip
     kube.kubectl_run("create", "namespace", GATEWAY_NS, check=False)
-    system = start_system(gateway_env, e2e_dir / "logs", e2e_dir / "spans.jsonl", router_env=router_env)
+    system = start_system(
+        gateway_env, e2e_dir / "logs", e2e_dir / "spans.jsonl", router_env=router_env, with_node=False
+    )
     try:
         yield system
     finally:

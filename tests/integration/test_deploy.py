@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 import yaml
-from ferry_local.identities import identities_for
+from ferry_local.identities import NODE_IDENTITY, identities, identities_for
 from ferry_local.identities import services as identity_services
 from ferry_local.natsauth import password_variable, render_conf
 from ferry_local.natsauth import users as nats_users
@@ -205,7 +205,8 @@ def test_every_service_deployment_is_production_shaped(rendered: str) -> None:
 
 
 Rule = tuple[str, str, str]
-"""(apiGroup, resource[/subresource], verb) — one permission."""
+"""(apiGroup, resource[/subresource], verb) — one permission; ``resource:name`` when the rule is
+limited to the object of that name (``resourceNames``)."""
 
 
 def rules(group: str, resources: str, verbs: str) -> set[Rule]:
@@ -263,9 +264,30 @@ NEEDS: dict[str, set[Rule]] = {
     # bus only: no Kubernetes access at all
     "converter": set(),
     "router": set(),
+    # the local node (deploy/local/rbac): a scheduler's informer and binding, a kubelet's status
+    # reports (why a pod waits, too) and finished graceful deletions; PodGroups; its own Node (its
+    # labels decide which pods fit); a Ferry-image pod's ConfigMaps, Secrets and ServiceAccount token
+    NODE_IDENTITY: rules("", "pods", "list watch delete")
+    | rules("", "bindings", "create")
+    | rules("", "pods/status", "patch")
+    | rules(SCHEDULING, "podgroups", "list watch")
+    | rules("", "nodes", "create")
+    | rules("", "nodes:ferry-local", "list watch")
+    | rules("", "nodes/status:ferry-local", "patch")
+    | rules("", "configmaps secrets", "get")
+    | rules("", "serviceaccounts/token", "create"),
 }
 """What each service needs from the API server, and not one permission more. A service added to
 ``deploy/base/rbac/`` needs a row here (and a widened Role needs its reason written down here)."""
+
+NAMESPACED_NEEDS: dict[str, dict[str, set[Rule]]] = {
+    # its Lease, as a kubelet keeps one (one live node per node name)
+    NODE_IDENTITY: {
+        "kube-node-lease": rules("coordination.k8s.io", "leases", "create")
+        | rules("coordination.k8s.io", "leases:ferry-local", "get update")
+    },
+}
+"""Permissions that a Role grants in one namespace only, on top of the identity's row of NEEDS."""
 
 SELF_REVIEW = {
     ("authorization.k8s.io", "selfsubjectaccessreviews"),
@@ -275,10 +297,11 @@ SELF_REVIEW = {
 """Granted to every authenticated user by the API server's own roles (system:basic-user)."""
 
 
-def granted(kube: KubeEnv, kubeconfig: Path) -> set[Rule]:
-    """Every permission the identity in ``kubeconfig`` holds, as the API server reports it to itself."""
+def granted(kube: KubeEnv, kubeconfig: Path, namespace: str = "default") -> set[Rule]:
+    """Every permission the identity in ``kubeconfig`` holds in ``namespace`` (cluster-wide ones
+    included), as the API server reports it to itself."""
     review = {"apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectRulesReview",
-              "spec": {"namespace": "default"}}  # fmt: skip
+              "spec": {"namespace": namespace}}  # fmt: skip
     done = subprocess.run(
         [str(kube.kubectl), "--kubeconfig", str(kubeconfig), "create", "--validate=false", "-ojson", "-f-"],
         input=json.dumps(review), capture_output=True, text=True, timeout=60,
@@ -291,7 +314,8 @@ def granted(kube: KubeEnv, kubeconfig: Path) -> set[Rule]:
         for group in rule["apiGroups"]:
             for resource in rule["resources"]:
                 if (group, resource) not in SELF_REVIEW:
-                    found |= {(group, resource, verb) for verb in rule["verbs"]}
+                    named = [f"{resource}:{name}" for name in rule.get("resourceNames") or []]
+                    found |= {(group, r, verb) for r in named or [resource] for verb in rule["verbs"]}
     return found
 
 
@@ -299,13 +323,16 @@ def test_local_identities_come_from_the_files_deploy_installs() -> None:
     listed = {r for r in yaml.safe_load((DEPLOY / "base" / "kustomization.yaml").read_text())["resources"]
               if r.startswith("rbac/")}  # fmt: skip
     assert listed == {f"rbac/{name}.yaml" for name in identity_services()}
-    assert set(NEEDS) == set(identity_services()), "every service with an identity needs a row in NEEDS"
+    assert set(NEEDS) == set(identities()), "every identity needs a row in NEEDS"
 
 
 @pytest.mark.integration
 def test_each_service_holds_exactly_the_permissions_it_needs(kube: KubeEnv) -> None:
-    """Each service's own token (TokenRequest, as the local stack and the tests run it) holds exactly
-    its row of NEEDS: a missing permission fails here and in every test that runs the service; a
-    widened one fails here."""
+    """Each service's and the local node's own token (TokenRequest, as the local stack and the tests
+    run them) holds exactly its row of NEEDS (and of NAMESPACED_NEEDS): a missing permission fails
+    here and in every test that runs it; a widened one fails here."""
     for service, kubeconfig in identities_for(kube.kubeconfig).items():
-        assert granted(kube, kubeconfig) == NEEDS[service], service
+        cluster_wide = granted(kube, kubeconfig)
+        assert cluster_wide == NEEDS[service], service
+        for namespace, needs in NAMESPACED_NEEDS.get(service, {}).items():
+            assert granted(kube, kubeconfig, namespace) - cluster_wide == needs, (service, namespace)

@@ -14,6 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
+from ferry_local.readiness import StackError
 from ferry_local.system import start_node
 
 from tests.conftest import KubeEnv
@@ -213,3 +214,20 @@ def test_an_address_something_listens_on_is_never_given_to_a_pod(
     finally:
         for sock in impostors:
             sock.close()
+
+
+def test_a_second_node_of_the_same_name_refuses_to_start(
+    local_node: Path, kube: KubeEnv, tmp_path: Path
+) -> None:
+    """Two nodes named ferry-local on one cluster would both run every pod: the second one sees the
+    first renew the node's Lease and exits with the reason; the first keeps its Lease and its pods."""
+    holder = lease_holder(kube)
+    assert holder, "the running node holds Lease kube-node-lease/ferry-local"
+    with pytest.raises(StackError, match="another local node named 'ferry-local' is running"):
+        start_node(kube.env, tmp_path)
+    assert lease_holder(kube) == holder
+
+
+def lease_holder(kube: KubeEnv) -> str:
+    done = kube.kubectl_run("-n", "kube-node-lease", "get", "lease", "ferry-local", "-o", "json")
+    return str(json.loads(done.stdout)["spec"].get("holderIdentity") or "")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from ferry_local.node.gang import bindable
+from ferry_local.node.gang import NOT_FIT, bindable, fits, schedule
 
 
 def pod(name: str, group: str | None = None, task: str = "", **extra: Any) -> dict[str, Any]:
@@ -78,3 +78,53 @@ def test_bindable(
     pods: list[dict[str, Any]], groups: dict[tuple[str, str], Any], expected: list[str]
 ) -> None:
     assert names(bindable(pods, groups)) == expected
+
+
+NODE_LABELS = {"kubernetes.io/hostname": "ferry-local", "pool": "a100", "gpus": "8"}
+
+
+def affinity(*expressions: dict[str, Any]) -> dict[str, Any]:
+    terms = [{"matchExpressions": list(expressions)}]
+    return {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": terms}}}
+
+
+@pytest.mark.parametrize(
+    ("spec", "fit"),
+    [
+        ({}, True),
+        ({"nodeSelector": {"pool": "a100"}}, True),
+        ({"nodeSelector": {"pool": "h100"}}, False),
+        ({"affinity": affinity({"key": "pool", "operator": "In", "values": ["h100", "a100"]})}, True),
+        ({"affinity": affinity({"key": "pool", "operator": "NotIn", "values": ["a100"]})}, False),
+        ({"affinity": affinity({"key": "zone", "operator": "Exists"})}, False),
+        ({"affinity": affinity({"key": "zone", "operator": "DoesNotExist"})}, True),
+        ({"affinity": affinity({"key": "gpus", "operator": "Gt", "values": ["4"]})}, True),
+        ({"affinity": affinity({"key": "gpus", "operator": "Lt", "values": ["4"]})}, False),
+        (
+            {
+                "affinity": {
+                    "nodeAffinity": {
+                        "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [{}]}
+                    }
+                }
+            },
+            False,
+        ),  # an empty term matches no node
+    ],
+)
+def test_node_fit(spec: dict[str, Any], fit: bool) -> None:
+    assert fits({"spec": spec}, "ferry-local", NODE_LABELS) is fit
+
+
+def test_a_member_that_cannot_fit_keeps_its_whole_gang_pending_and_each_pod_says_why() -> None:
+    unfit = {"nodeSelector": {"pool": "h100"}}
+    pods = [pod("p0", "g", "prefill-0"), pod("d0", "g", "decode-0", spec=unfit)]
+    plan = schedule(pods, {("ns", "g"): podgroup("g", 2)}, "ferry-local", NODE_LABELS)
+    assert plan.bind == []
+    assert {p["metadata"]["name"]: why for p, why in plan.waiting} == {
+        "p0": "pod group g is not ready: 1 of its minMember 2 pods can be scheduled",
+        "d0": NOT_FIT,
+    }
+    fixed = schedule(pods, {("ns", "g"): podgroup("g", 2)}, "ferry-local", {**NODE_LABELS, "pool": "h100"})
+    assert names(fixed.bind) == ["p0", "d0"]
+    assert fixed.waiting == []

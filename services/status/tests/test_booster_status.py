@@ -123,3 +123,26 @@ def test_a_failed_modelserving_fails_its_booster_until_it_recovers() -> None:
     by_type = {c["type"]: c["status"] for c in status["conditions"]}
     assert by_type["Failed"] == "False"
     assert by_type["Active"] == "True"
+
+
+def test_not_active_says_which_serving_waits_and_why() -> None:
+    ok = ApplyResult(owner=owner(), ok=True)
+    plain = compute_booster_status(booster(), [serving(False)], desired(), ok, pods={"m-b": []}, at=T0)
+    assert (
+        next(c for c in plain["conditions"] if c["type"] == "Active")["message"]
+        == "ModelBooster not ready yet"
+    )
+    waiting = {
+        "metadata": {"name": "m-b-0-decode-0-0"},
+        "status": {"phase": "Pending", "conditions": [
+            {"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": "no node fits"},
+        ]},
+    }  # fmt: skip
+    status = compute_booster_status(
+        booster(), [serving(False)], desired(), ok, pods={"m-b": [waiting]}, at=T0
+    )
+    active = next(c for c in status["conditions"] if c["type"] == "Active")
+    assert (active["status"], active["reason"]) == ("False", "ModelProcessing")
+    assert active["message"] == (
+        "ModelBooster not ready yet: ModelServing m-b: pod m-b-0-decode-0-0 is Unschedulable: no node fits"
+    )

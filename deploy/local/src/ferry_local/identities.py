@@ -6,6 +6,8 @@ ClusterRole and binding) are applied as they are — one source of truth, not a 
 then gets a token from the TokenRequest API (``kubectl create token``) and a kubeconfig of its own
 that carries only that token, so a permission missing from ``deploy/`` fails here as on a cluster.
 Adding a service = adding its ``deploy/base/rbac/<service>.yaml`` (see ``deploy/README.md``).
+The local node (scheduler and kubelet of the local stack only) has its own, ``ferry-local-node``,
+from ``deploy/local/rbac/local-node.yaml``: it never runs as the cluster admin either.
 :func:`with_identity` also gives the service its own NATS user (:mod:`ferry_local.natsd`).
 """
 
@@ -24,6 +26,9 @@ from ferry_local.paths import repo_root, state_dir
 
 NAMESPACE = "ferry-system"
 TOKEN_DURATION = "48h"
+NODE_IDENTITY = "local-node"
+NATS_URL_KEYS = ("FERRY_NATS_URL", "NATS_URL")
+"""The local node's identity: ServiceAccount ``ferry-local-node``."""
 
 
 def rbac_dir() -> Path:
@@ -33,6 +38,15 @@ def rbac_dir() -> Path:
 def services() -> list[str]:
     """The services that have an identity: one ``deploy/base/rbac/<service>.yaml`` each."""
     return sorted(path.stem for path in rbac_dir().glob("*.yaml"))
+
+
+def node_rbac_file() -> Path:
+    return repo_root() / "deploy" / "local" / "rbac" / f"{NODE_IDENTITY}.yaml"
+
+
+def identities() -> list[str]:
+    """Every identity the local stack issues: each service's and the local node's."""
+    return [*services(), NODE_IDENTITY]
 
 
 def service_account(service: str) -> str:
@@ -50,8 +64,12 @@ def _kubectl(kubectl: Path, kubeconfig: Path, *args: str, input: str | None = No
 
 
 def apply_rbac(kubectl: Path, admin_kubeconfig: Path) -> None:
-    """Create the namespace and apply every service's ServiceAccount, ClusterRole and binding."""
-    files = [repo_root() / "deploy" / "base" / "namespace.yaml", *sorted(rbac_dir().glob("*.yaml"))]
+    """Create the namespace and apply every service's and the node's ServiceAccount, roles and bindings."""
+    files = [
+        repo_root() / "deploy" / "base" / "namespace.yaml",
+        *sorted(rbac_dir().glob("*.yaml")),
+        node_rbac_file(),
+    ]
     args = ["apply", "--server-side", "--force-conflicts", "--field-manager", "ferry-local"]
     for path in files:
         args += ["-f", str(path)]
@@ -73,13 +91,13 @@ def service_kubeconfig(cluster: dict[str, str], service: str, token: str) -> str
 
 
 def ensure_identities(kubectl: Path, admin_kubeconfig: Path, out_dir: Path) -> dict[str, Path]:
-    """Apply the RBAC and write ``<out_dir>/<service>.kubeconfig`` for every service; returns them."""
+    """Apply the RBAC and write ``<out_dir>/<identity>.kubeconfig`` for every identity; returns them."""
     apply_rbac(kubectl, admin_kubeconfig)
     out_dir.mkdir(parents=True, exist_ok=True)
     view = json.loads(_kubectl(kubectl, admin_kubeconfig, "config", "view", "--minify", "--raw", "-ojson"))
     cluster = view["clusters"][0]["cluster"]
     found: dict[str, Path] = {}
-    for service in services():
+    for service in identities():
         token = _kubectl(
             kubectl, admin_kubeconfig, "create", "token", service_account(service),
             "-n", NAMESPACE, "--duration", TOKEN_DURATION,
@@ -109,9 +127,9 @@ def with_identity(service: str, env: dict[str, str]) -> dict[str, str]:
     service's token, and the NATS URL to the service's NATS user (when the service has them)."""
     out = dict(env)
     admin = env.get("KUBECONFIG")
-    if admin and service in services():
+    if admin and service in identities():
         out["KUBECONFIG"] = str(identities_for(admin)[service])
-    for key in ("FERRY_NATS_URL", "NATS_URL"):
+    for key in NATS_URL_KEYS:
         if env.get(key):
             out[key] = service_url(service, env[key])
     return out

@@ -12,7 +12,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ferry_local.identities import with_identity
+from ferry_local.identities import NATS_URL_KEYS, NODE_IDENTITY, with_identity
 from ferry_local.processes import ManagedProcess, spawn
 from ferry_local.readiness import free_port, http_ok, say, wait_until_ready
 
@@ -73,10 +73,25 @@ def start_service(
 def start_node(
     kube_env: dict[str, str], log_dir: Path, extra_env: dict[str, str] | None = None
 ) -> ManagedProcess:
-    """Start the local node (scheduler + kubelet running mock engines) for the cluster in ``kube_env``."""
-    env = {**kube_env, "FERRY_NODE_LOG_DIR": str(log_dir / "pods"), "PYTHONUNBUFFERED": "1"}
+    """Start the local node (scheduler + kubelet running mock engines) for the cluster in ``kube_env``,
+    under its own identity (``ferry-local-node``, ``deploy/local/rbac/local-node.yaml``), and wait
+    until it holds its node name: a second node of the same name on one cluster refuses to start,
+    and this raises :class:`StackError` with its reason."""
+    probe_port = free_port()
+    # the node never talks to NATS: it gets no NATS URL (the one in kube_env may be the admin's)
+    env = {k: v for k, v in with_identity(NODE_IDENTITY, kube_env).items() if k not in NATS_URL_KEYS}
+    env.update(
+        FERRY_NODE_LOG_DIR=str(log_dir / "pods"), FERRY_PROBE_PORT=str(probe_port), PYTHONUNBUFFERED="1"
+    )
     env.update(extra_env or {})
-    return spawn("ferry-local-node", [sys.executable, "-m", "ferry_local.node"], log_dir, env=env)
+    process = spawn("ferry-local-node", [sys.executable, "-m", "ferry_local.node"], log_dir, env=env)
+    try:
+        ready = f"http://127.0.0.1:{probe_port}/readyz"
+        wait_until_ready("the local node", process, lambda: http_ok(ready), 90)
+    except BaseException:
+        process.stop()
+        raise
+    return process
 
 
 def start_system(

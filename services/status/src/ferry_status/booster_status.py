@@ -54,15 +54,41 @@ def serving_failure(by_name: dict[str, JSON], expected: set[str]) -> Outcome | N
     return None
 
 
+def unschedulable(pods: list[JSON]) -> str | None:
+    """Why the first pod the scheduler cannot place waits (``PodScheduled`` False, ``Unschedulable``:
+    no node fits it, or its gang cannot be met)."""
+    for pod in sorted(pods, key=lambda p: str(p["metadata"].get("name"))):
+        for cond in (pod.get("status") or {}).get("conditions") or []:
+            if (cond.get("type"), cond.get("status"), cond.get("reason")) == (
+                "PodScheduled",
+                "False",
+                "Unschedulable",
+            ):
+                return f"pod {pod['metadata'].get('name')} is Unschedulable: {cond.get('message') or ''}"
+    return None
+
+
+def not_ready_message(by_name: dict[str, JSON], expected: set[str], pods: dict[str, list[JSON]]) -> str:
+    """Kthena's "not ready yet", plus why when a waiting ModelServing has a pod the scheduler cannot
+    place (``pods`` by ModelServing name): a booster Pending for good says so."""
+    for name in sorted(expected):
+        if serving_available(by_name.get(name)):
+            continue
+        if why := unschedulable(pods.get(name, [])):
+            return f"ModelBooster not ready yet: ModelServing {name}: {why}"
+    return "ModelBooster not ready yet"
+
+
 def compute_booster_status(
     booster: JSON,
     servings: list[JSON],
     desired: DesiredSet | None,
     result: ApplyResult | None,
     *,
+    pods: dict[str, list[JSON]] | None = None,
     at: str | None = None,
 ) -> JSON:
-    """The complete ``status`` the booster should have."""
+    """The complete ``status`` the booster should have (``pods``: each ModelServing's, by name)."""
     meta = booster["metadata"]
     old: JSON = booster.get("status") or {}
     conditions: list[Condition] = list(old.get("conditions") or [])
@@ -85,7 +111,7 @@ def compute_booster_status(
         conditions,
         condition("Active", True, "ModelAvailable", "ModelBooster is ready")
         if active
-        else condition("Active", False, "ModelProcessing", "ModelBooster not ready yet"),
+        else condition("Active", False, "ModelProcessing", not_ready_message(by_name, expected, pods or {})),
         at=at,
     )
     if outcome.failed:

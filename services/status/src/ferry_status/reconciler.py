@@ -20,7 +20,13 @@ from ferry_schemas.bus import (
     content_hash,
     parse_subject,
 )
-from ferry_schemas.labels import BOOSTER_MODEL_UID, MS_NAME
+from ferry_schemas.labels import (
+    BOOSTER_MANAGED_BY,
+    BOOSTER_MANAGED_BY_VALUE,
+    BOOSTER_MODEL_NAME,
+    BOOSTER_MODEL_UID,
+    MS_NAME,
+)
 from ferry_schemas.runtime.view import ObjectView
 from ferry_schemas.workload import LWS_KIND, serving_revision
 from kubernetes_asyncio.client.exceptions import ApiException
@@ -51,11 +57,16 @@ IGNORED_STATUS_KEYS = ("lastTransitionTime",)
 def keys_for_event(event: ObjectEvent) -> list[Key]:
     """Which status objects an object change affects."""
     meta = event.object.get("metadata") or {}
+    keys: list[Key] = []
     if event.resource == Resource.PODS:
-        serving = (meta.get("labels") or {}).get(MS_NAME)
-        return [(SERVINGS, event.namespace, serving)] if serving else []
+        labels = meta.get("labels") or {}
+        if labels.get(MS_NAME):
+            keys.append((SERVINGS, event.namespace, labels[MS_NAME]))
+        if labels.get(BOOSTER_MANAGED_BY) == BOOSTER_MANAGED_BY_VALUE and labels.get(BOOSTER_MODEL_NAME):
+            keys.append((BOOSTERS, event.namespace, labels[BOOSTER_MODEL_NAME]))  # why a booster waits
+        return keys
     if event.resource == Resource.MODEL_SERVINGS:
-        keys: list[Key] = [(SERVINGS, event.namespace, event.name)]
+        keys.append((SERVINGS, event.namespace, event.name))
         for ref in meta.get("ownerReferences") or []:
             if ref.get("kind") == "ModelBooster" and ref.get("controller"):
                 keys.append((BOOSTERS, event.namespace, ref["name"]))
@@ -106,13 +117,17 @@ class StatusReconciler:
         serving = self._view.get(SERVINGS, namespace, name)
         if serving is None:
             return False
-        uid = serving["metadata"].get("uid")
-        pods = [p for p in self._view.list(Resource.PODS, namespace, {MS_NAME: name}) if _owned_by(p, uid)]
+        pods = self._pods_of(serving)
         roles = ((serving.get("spec") or {}).get("template") or {}).get("roles") or []
         desired = await last_desired(self._js, SERVINGS, namespace, name)
         outcome = pipeline_outcome(serving, desired, await last_result(self._js, SERVINGS, namespace, name))
         status = compute_serving_status(serving, pods, serving_revision(roles), outcome=outcome)
         return await self._write(SERVINGS, serving, status)
+
+    def _pods_of(self, serving: JSON) -> list[JSON]:
+        meta = serving["metadata"]
+        pods = self._view.list(Resource.PODS, meta.get("namespace", ""), {MS_NAME: meta["name"]})
+        return [p for p in pods if _owned_by(p, meta.get("uid"))]
 
     async def _reconcile_lws(self, namespace: str, name: str) -> bool:
         lws = self._view.get(LWS, namespace, name)
@@ -133,7 +148,8 @@ class StatusReconciler:
         ]
         desired: DesiredSet | None = await last_desired(self._js, BOOSTERS, namespace, name)
         result: ApplyResult | None = await last_result(self._js, BOOSTERS, namespace, name)
-        status = compute_booster_status(booster, servings, desired, result)
+        pods = {s["metadata"]["name"]: self._pods_of(s) for s in servings}
+        status = compute_booster_status(booster, servings, desired, result, pods=pods)
         return await self._write(BOOSTERS, booster, status)
 
     async def _write(self, kind: Kind, obj: JSON, status: JSON) -> bool:

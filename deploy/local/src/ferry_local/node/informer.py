@@ -33,6 +33,8 @@ async def informer(
     while not stop.is_set():
         try:
             response = await list_fn(_preload_content=False)
+            if response.status >= 300:  # unparsed answers never raise: an error must not empty the cache
+                raise ApiException(status=response.status, reason=(await response.text())[:200])
             listing = json.loads(await response.read())
             fresh = {key_of(o): o for o in listing.get("items", [])}
             cache.clear()

@@ -11,7 +11,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import socket
 import time
+import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,9 +28,10 @@ from kubernetes_asyncio.client.exceptions import ApiException
 from ferry_local.node.addresses import AddressPool
 from ferry_local.node.engine import ProcessPlan, engine_port, plan_for
 from ferry_local.node.ferrypod import FerryPods, PodSetupError, ferry_container
-from ferry_local.node.gang import bindable
+from ferry_local.node.gang import schedule
 from ferry_local.node.images import ImageCatalogue
 from ferry_local.node.informer import informer
+from ferry_local.node.lease import NodeLease, NodeTaken
 from ferry_local.processes import ManagedProcess, spawn
 
 log = logging.getLogger(__name__)
@@ -98,18 +102,36 @@ class LocalNode:
         self.settings = settings
         self._pods: dict[tuple[str, str], Obj] = {}
         self._podgroups: dict[tuple[str, str], Obj] = {}
+        self._nodes: dict[tuple[str, str], Obj] = {}
+        """This node's own Node object (its labels decide which pods fit)."""
         self._runs: dict[str, PodRun] = {}
         self._binding: set[str] = set()
         self._addresses = AddressPool()
         self._changed = asyncio.Event()
         self._http = httpx.AsyncClient(timeout=settings.health_timeout)
         self._ferry_pods = FerryPods(api, settings.log_dir / "ferry-pods")
+        holder = f"{socket.gethostname()}/{os.getpid()}/{uuid.uuid4().hex[:6]}"
+        self.lease = NodeLease(api, settings.node_name, holder)
+        self.ready = False
+        """True once the node holds its Lease and registered its Node."""
 
     async def run(self, stop: asyncio.Event) -> None:
+        """Hold the node's Lease (:class:`NodeTaken` if a live node of this name holds it), register
+        the Node, then bind and run pods until ``stop``."""
+        await self.lease.acquire()
+        try:
+            await self._serve(stop)
+        finally:
+            await self.lease.release()
+
+    async def _serve(self, stop: asyncio.Event) -> None:
         await self._register_node()
+        self.ready = True
         pods = informer(self._core.list_pod_for_all_namespaces, self._pods, self._changed, stop, what="pods")
         groups = informer(self._list_podgroups, self._podgroups, self._changed, stop, what="podgroups")
-        watchers = [asyncio.create_task(pods), asyncio.create_task(groups)]
+        node = informer(self._list_own_node, self._nodes, self._changed, stop, what="node")
+        watchers = [asyncio.create_task(pods), asyncio.create_task(groups), asyncio.create_task(node)]
+        lease = asyncio.create_task(self._keep_lease(stop))
         try:
             while not stop.is_set():
                 with contextlib.suppress(asyncio.TimeoutError):
@@ -125,16 +147,34 @@ class LocalNode:
             await asyncio.gather(*watchers, return_exceptions=True)
             self.stop_all()
             await self._http.aclose()
+        await lease  # re-raises NodeTaken when another node took the name over
+
+    async def _keep_lease(self, stop: asyncio.Event) -> None:
+        try:
+            await self.lease.keep(stop)
+        except NodeTaken:
+            log.error("lost the node's Lease to another local node: stopping")
+            stop.set()
+            raise
 
     async def _list_podgroups(self, **kwargs: Any) -> Any:
         return await self._custom.list_cluster_custom_object(
             "scheduling.volcano.sh", "v1beta1", "podgroups", **kwargs
         )
 
+    async def _list_own_node(self, **kwargs: Any) -> Any:
+        return await self._core.list_node(field_selector=f"metadata.name={self.settings.node_name}", **kwargs)
+
     async def _register_node(self) -> None:
         name = self.settings.node_name
-        with contextlib.suppress(ApiException):
-            await self._core.create_node(client.V1Node(metadata=client.V1ObjectMeta(name=name)))
+        labels = {"kubernetes.io/hostname": name, "kubernetes.io/os": "linux"}
+        try:
+            await self._core.create_node(
+                client.V1Node(metadata=client.V1ObjectMeta(name=name, labels=labels))
+            )
+        except ApiException as exc:
+            if exc.status != 409:  # registered by an earlier run: its labels (an admin's too) stay
+                raise
         ready = {
             "type": "Ready",
             "status": "True",
@@ -160,8 +200,13 @@ class LocalNode:
 
     async def reconcile(self) -> None:
         pods = list(self._pods.values())
-        for pod in bindable(pods, self._podgroups):
+        own = self._nodes.get(("", self.settings.node_name)) or {}
+        labels = (own.get("metadata") or {}).get("labels") or {}
+        plan = schedule(pods, self._podgroups, self.settings.node_name, labels)
+        for pod in plan.bind:
             await self._bind(pod)
+        for pod, why in plan.waiting:
+            await self._unschedulable(pod, why)
         live = set()
         for pod in pods:
             meta, spec = pod["metadata"], pod.get("spec") or {}
@@ -189,12 +234,40 @@ class LocalNode:
             target=client.V1ObjectReference(api_version="v1", kind="Node", name=self.settings.node_name),
         )
         try:
-            await self._core.create_namespaced_binding(meta["namespace"], body, _preload_content=False)
+            # unparsed: the API server answers with a Status, which the client cannot read as a Binding
+            # (and so never raises on its own: the status code is checked here)
+            response: Any = await self._core.create_namespaced_binding(
+                meta["namespace"], body, _preload_content=False
+            )
+            if response.status >= 300:
+                raise ApiException(status=response.status, reason=await response.text())
             self._binding.add(meta["uid"])
             log.info("bound %s/%s", meta["namespace"], meta["name"])
         except ApiException as exc:
             if exc.status != 409:  # already bound or gone: the watch will tell
                 log.warning("binding %s/%s failed: %s", meta["namespace"], meta["name"], exc.reason)
+
+    async def _unschedulable(self, pod: Obj, why: str) -> None:
+        """Say on the pod why it waits, as kube-scheduler does: PodScheduled False, Unschedulable."""
+        meta = pod["metadata"]
+        conditions = (pod.get("status") or {}).get("conditions") or []
+        old: Obj = next((c for c in conditions if c.get("type") == "PodScheduled"), {})
+        if (old.get("status"), old.get("reason"), old.get("message")) == ("False", "Unschedulable", why):
+            return
+        since = old.get("lastTransitionTime") if old.get("status") == "False" else None
+        scheduled = {"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": why,
+                     "lastTransitionTime": since or _now()}  # fmt: skip
+        body = {
+            "metadata": {"resourceVersion": meta.get("resourceVersion")},
+            "status": {
+                "conditions": [*(c for c in conditions if c.get("type") != "PodScheduled"), scheduled]
+            },
+        }
+        try:
+            await self._core.patch_namespaced_pod_status(meta["name"], meta["namespace"], body, **MERGE_PATCH)
+        except ApiException as exc:
+            if exc.status not in (404, 409):  # gone, or changed since: the next pass looks again
+                raise
 
     async def _start(self, pod: Obj) -> None:
         meta, spec = pod["metadata"], pod.get("spec") or {}
