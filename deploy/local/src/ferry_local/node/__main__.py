@@ -1,7 +1,9 @@
 """``python -m ferry_local.node``: run the local node against ``$KUBECONFIG`` until SIGTERM.
 
-Settings: ``FERRY_NODE_LOG_DIR`` (engine logs), ``FERRY_NODE_NAME``, ``FERRY_NODE_IMAGES`` (the image
-catalogue, default ``deploy/local/images.yaml``), ``FERRY_NODE_RESTART_BACKOFF`` (seconds before the
+Settings: ``FERRY_NODE_LOG_DIR`` (engine logs), ``FERRY_NODE_NAME`` (default ``ferry-local``, the
+name ``deploy/local/rbac/local-node.yaml`` lets it write: another name needs it there too),
+``FERRY_NODE_IMAGES`` (the image catalogue, default ``deploy/local/images.yaml``),
+``FERRY_NODE_RESTART_BACKOFF`` (seconds before the
 first restart of an exited engine, doubled per restart up to 5 minutes; default 10 as a kubelet),
 ``FERRY_NODE_ADDRESS_LOCKS`` (the machine-wide directory of pod-address locks), ``FERRY_PROBE_PORT``
 (``/readyz`` answers 200 once the node holds its Lease and registered its Node; 0 = a free port).
