@@ -17,7 +17,7 @@ import pytest
 from ferry_local.processes import ManagedProcess
 from ferry_schemas import labels as L
 
-from tests.support.cluster import Cluster, eventually
+from tests.support.cluster import Cluster, booster, eventually
 from tests.support.services import ServiceSet
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration, pytest.mark.slow]
@@ -39,21 +39,11 @@ def pd_booster(name: str, namespace: str, pool: str) -> JSON:
         return {"type": kind, "image": ENGINE, "replicas": 1, "pods": 1,
                 "config": {"served-model-name": name, "max-model-len": 1024}, **extra}  # fmt: skip
 
-    return {
-        "apiVersion": L.WORKLOAD_API_VERSION,
-        "kind": "ModelBooster",
-        "metadata": {"name": name, "namespace": namespace},
-        "spec": {
-            "backend": {
-                "name": name, "type": "vLLMDisaggregated", "modelURI": f"hf://example/{name}",
-                "cacheURI": "hostpath://mnt/cache/", "replicas": 1,
-                "workers": [
-                    worker("prefill"),
-                    worker("decode", affinity=affinity),
-                ],
-            }
-        },
-    }  # fmt: skip
+    manifest = booster(name, namespace)
+    manifest["spec"]["backend"].update(
+        name=name, type="vLLMDisaggregated", workers=[worker("prefill"), worker("decode", affinity=affinity)]
+    )
+    return manifest
 
 
 def scheduled(pod: JSON) -> JSON:
