@@ -5,7 +5,7 @@
 #   docker run ferry:dev python -m ferry_local.node          (the local node of docker-compose.yml)
 #
 # Offline and reproducible: Python packages are installed from a wheelhouse (`--no-index`) holding the
-# workspace's own wheels and the exact third-party versions of uv.lock. `make images` (or
+# workspace's own wheels and the exact third-party versions of uv.lock. `make containers` (or
 # deploy/compose/wheelhouse.sh .state/wheelhouse) prepares it on the host; without one (a laptop doing
 # `docker compose up --build`), the build prepares it itself with uv from PyPI.
 #

@@ -55,7 +55,7 @@ up: deps ## start the local stack (etcd, kube-apiserver, kube-controller-manager
 down: ## stop exactly what `make up` started
 	@$(UV) run ferry-local down
 
-compose-up: deps ## docker-compose.yml on podman (images built locally, first run ~10 min), left running
+compose-up: deps ## docker-compose.yml on podman (images built locally, first run ~30 min: Jaeger), left running
 	@bash deploy/compose/compose.sh up --detach
 
 compose-down: ## remove what compose-up started
