@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from aiohttp import web
@@ -52,6 +53,9 @@ def _pod(endpoint: Endpoint, detail: bool = False) -> dict[str, Any]:
             "ttft": m.ttft,
             "scraped": m.scraped,
             "consecutiveScrapeFailures": m.failures,
+            "loadSource": m.source or None,  # "push" (the sidecar) or "scrape"
+            "loadAgeSeconds": round(time.monotonic() - m.updated, 3) if m.updated else None,
+            "loadStale": m.stale,
         },
     }
     if detail:
