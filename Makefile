@@ -67,5 +67,6 @@ status:
 demo: deps ## the quick start: stack up, apply the quick-start booster, show it
 	@$(UV) run python -m ferry_local.demo
 
-bench: deps ## run every benchmark and print its table
+bench: deps ## run every benchmark and print its table (bench/reconcile at 1 and 50 boosters; more: its README)
 	@for b in bench/*/run.py; do echo "==> $$b"; $(UV) run python $$b || exit 1; done
+	@echo "==> bench/reconcile"; $(UV) run python -m bench.reconcile 1 50
