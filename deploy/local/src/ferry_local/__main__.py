@@ -77,6 +77,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"export KUBECONFIG={started.kubeconfig}\nexport FERRY_NATS_URL={started.nats_url}")
             if started.router_url:
                 print(f"# router: {started.router_url}  traces: {started.trace_file}")
+            print(
+                '# use it: eval "$(uv run ferry-local env)", then kubectl, `ferry get models -n NS`,'
+                " `ferry chat MODEL`; `make down` stops it"
+            )
         elif args.command == "down":
             stopped = LocalStack.stop_recorded(directory)
             print("local stack stopped" if stopped else "local stack was not running")
