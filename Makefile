@@ -5,7 +5,7 @@ export PATH := $(HOME)/.local/bin:$(PATH)
 UV := uv
 PYTEST_ARGS ?=
 
-.PHONY: help deps sync lint fmt crds nats-auth crds-check chart test test-unit test-integration demo up down status bench
+.PHONY: help deps sync lint fmt crds nats-auth crds-check chart containers test test-unit test-integration demo up down status compose-up compose-down bench
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -49,7 +49,7 @@ test-unit: sync ## unit tests only (no cluster)
 test-integration: deps
 	$(UV) run pytest -m "integration or e2e" $(PYTEST_ARGS)
 
-up: deps ## start the local stack (etcd, kube-apiserver, kube-controller-manager, nats-server) and keep it running
+up: deps ## start the local stack, the six services and the local node, and keep them running
 	@$(UV) run ferry-local up
 
 down: ## stop exactly what `make up` started
@@ -61,10 +61,10 @@ compose-up: deps ## docker-compose.yml on podman (images built locally, first ru
 compose-down: ## remove what compose-up started
 	@bash deploy/compose/compose.sh down --volumes --remove-orphans
 
-status:
+status: ## what `make up` runs: processes, logs, router URL
 	@$(UV) run ferry-local status
 
-demo: deps ## the quick start: stack up, apply the quick-start booster, show it
+demo: deps ## the quick start: stack up, two boosters Active, chats through the router, the CLI, teardown
 	@$(UV) run python -m ferry_local.demo
 
 bench: deps ## run every benchmark and print its table (bench/reconcile at 1 and 50 boosters; more: its README)
