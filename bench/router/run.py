@@ -156,9 +156,10 @@ def rss_mib(pid: int) -> float:
 
 
 def gauge(metrics_url: str, name: str) -> float:
-    """One unlabelled gauge of the router's /metrics (0 when unreadable)."""
+    """One unlabelled gauge of the router's /metrics (0 when unreadable: a loop busy with 1,000
+    streams may answer late, hence the long timeout)."""
     try:
-        with urllib.request.urlopen(metrics_url, timeout=2) as response:
+        with urllib.request.urlopen(metrics_url, timeout=10) as response:
             text = response.read().decode()
     except OSError:
         return 0.0
@@ -236,6 +237,11 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
     parser.add_argument("--workers", default="", help="worker counts for the scaling table, e.g. 1,2")
     parser.add_argument("--profile", action="store_true", help="py-spy the router at concurrency 16")
+    parser.add_argument(
+        "--baseline-src",
+        default="",
+        help="services/router/src of another checkout: a second router from it is measured in the same run",
+    )
     args = parser.parse_args()
     router_cpu, load_cpu = cpus()
     work = Path(tempfile.mkdtemp(prefix="ferry-router-bench-"))
@@ -276,6 +282,18 @@ def main() -> None:
         router_url = f"http://127.0.0.1:{router_port}/v1/completions"
         engine_url = f"http://{hosts[0]}:{port}/v1/completions"
         run_wrk(router_url, 16, 2, load_cpu, body)  # warm-up: connections, scraper, caches
+        baseline = None
+        if args.baseline_src:
+            # the same router settings on its own ports, importing ferry_router from the other tree
+            base_port = free_port()
+            env = {**router_env(nats_url, base_port, free_port()), "PYTHONPATH": args.baseline_src,
+                   "ACCESS_LOG_ENABLED": base_env["ACCESS_LOG_ENABLED"],
+                   "ACCESS_LOG_OUTPUT": str(work / "baseline-access.log")}  # fmt: skip
+            baseline = spawn("router-baseline", pinned(router_cpu, ROUTER_ARGV), work / "logs", env)
+            processes.append(baseline)
+            wait_http(f"http://127.0.0.1:{base_port}/readyz", "baseline router", baseline)
+            baseline_url = f"http://127.0.0.1:{base_port}/v1/completions"
+            run_wrk(baseline_url, 16, 2, load_cpu, body)
         print(f"router on CPU {router_cpu}; {args.engines} engine(s) and wrk on CPU {load_cpu}; "
               f"{args.duration:.0f}s per run; access log {args.access_log}")  # fmt: skip
         print(
@@ -299,13 +317,22 @@ def main() -> None:
             if spy is not None:
                 spy.wait()
             direct = run_wrk(engine_url, concurrency, args.duration, load_cpu, body)
-            print(
+            line = (
                 f"{concurrency:>5} | {via.rps:>12.0f} {via.p50_ms:>8.2f} {via.p99_ms:>8.2f} "
                 f"{via.errors:>4} | "
                 f"{direct.rps:>12.0f} {direct.p50_ms:>8.2f} {direct.p99_ms:>8.2f} {direct.errors:>4} | "
                 f"{via.p50_ms - direct.p50_ms:>9.2f} {via.p99_ms - direct.p99_ms:>9.2f} | {cpu_us:>17.0f} "
                 f"{1e6 / max(cpu_us, 1):>14.0f}"
             )
+            if baseline is not None:
+                before = cpu_seconds(baseline.pid)
+                other = run_wrk(baseline_url, concurrency, args.duration, load_cpu, body)
+                base_us = (cpu_seconds(baseline.pid) - before) / max(other.requests, 1) * 1e6
+                line += (
+                    f" | baseline: {base_us:>4.0f} us/req, added p50 {other.p50_ms - direct.p50_ms:.2f} ms; "
+                    f"CPU ratio {cpu_us / max(base_us, 1):.2f}"
+                )
+            print(line)
         if args.profile and (work / "profile.raw").exists():
             print("py-spy at concurrency 16 (share of the router's samples, by the innermost known frame):")
             pyspy_summary.print_summary(work / "profile.raw")
