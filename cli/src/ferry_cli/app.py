@@ -227,7 +227,8 @@ async def create(
     else:
         out.print(
             f"modelbooster/{created['metadata']['name']} created in namespace {meta['namespace']}; "
-            f"watch it with `ferry describe model {created['metadata']['name']} -n {meta['namespace']}`"
+            f"watch it with `ferry describe model {created['metadata']['name']} -n {meta['namespace']}`",
+            soft_wrap=True,  # one line, so the command copies whole
         )
 
 
