@@ -63,13 +63,13 @@ def _kubectl(kubectl: Path, kubeconfig: Path, *args: str, input: str | None = No
     return done.stdout
 
 
-def apply_rbac(kubectl: Path, admin_kubeconfig: Path) -> None:
-    """Create the namespace and apply every service's and the node's ServiceAccount, roles and bindings."""
-    files = [
-        repo_root() / "deploy" / "base" / "namespace.yaml",
-        *sorted(rbac_dir().glob("*.yaml")),
-        node_rbac_file(),
-    ]
+def rbac_file(identity: str) -> Path:
+    return node_rbac_file() if identity == NODE_IDENTITY else rbac_dir() / f"{identity}.yaml"
+
+
+def apply_rbac(kubectl: Path, admin_kubeconfig: Path, names: list[str]) -> None:
+    """Create the namespace and apply the ServiceAccount, roles and bindings of each identity named."""
+    files = [repo_root() / "deploy" / "base" / "namespace.yaml", *(rbac_file(name) for name in names)]
     args = ["apply", "--server-side", "--force-conflicts", "--field-manager", "ferry-local"]
     for path in files:
         args += ["-f", str(path)]
@@ -90,14 +90,16 @@ def service_kubeconfig(cluster: dict[str, str], service: str, token: str) -> str
     return yaml.safe_dump(config)
 
 
-def ensure_identities(kubectl: Path, admin_kubeconfig: Path, out_dir: Path) -> dict[str, Path]:
-    """Apply the RBAC and write ``<out_dir>/<identity>.kubeconfig`` for every identity; returns them."""
-    apply_rbac(kubectl, admin_kubeconfig)
+def ensure_identities(
+    kubectl: Path, admin_kubeconfig: Path, out_dir: Path, names: list[str]
+) -> dict[str, Path]:
+    """Apply the RBAC and write ``<out_dir>/<identity>.kubeconfig`` for each identity named."""
+    apply_rbac(kubectl, admin_kubeconfig, names)
     out_dir.mkdir(parents=True, exist_ok=True)
     view = json.loads(_kubectl(kubectl, admin_kubeconfig, "config", "view", "--minify", "--raw", "-ojson"))
     cluster = view["clusters"][0]["cluster"]
     found: dict[str, Path] = {}
-    for service in identities():
+    for service in names:
         token = _kubectl(
             kubectl, admin_kubeconfig, "create", "token", service_account(service),
             "-n", NAMESPACE, "--duration", TOKEN_DURATION,
@@ -112,14 +114,17 @@ def ensure_identities(kubectl: Path, admin_kubeconfig: Path, out_dir: Path) -> d
 _ISSUED: dict[str, dict[str, Path]] = {}
 
 
-def identities_for(admin_kubeconfig: str | Path) -> dict[str, Path]:
-    """The services' kubeconfigs for the cluster of ``admin_kubeconfig``, issued once per process
-    (under ``.state/identities/<hash of the admin kubeconfig path>/``)."""
+def identities_for(admin_kubeconfig: str | Path, names: list[str] | None = None) -> dict[str, Path]:
+    """The kubeconfigs of ``names`` (default: every identity) for the cluster of ``admin_kubeconfig``,
+    each issued once per process (under ``.state/identities/<hash of the admin kubeconfig path>/``).
+    Only the RBAC of the identities asked for is applied: a node alone adds no service's roles."""
     key = str(Path(admin_kubeconfig).resolve())
-    if key not in _ISSUED:
+    wanted = identities() if names is None else names
+    issued = _ISSUED.setdefault(key, {})
+    if missing := [name for name in wanted if name not in issued]:
         out = state_dir() / "identities" / hashlib.sha256(key.encode()).hexdigest()[:12]
-        _ISSUED[key] = ensure_identities(kubernetes_bin_dir() / "kubectl", Path(key), out)
-    return _ISSUED[key]
+        issued.update(ensure_identities(kubernetes_bin_dir() / "kubectl", Path(key), out, missing))
+    return {name: issued[name] for name in wanted}
 
 
 def with_identity(service: str, env: dict[str, str]) -> dict[str, str]:
@@ -128,7 +133,9 @@ def with_identity(service: str, env: dict[str, str]) -> dict[str, str]:
     out = dict(env)
     admin = env.get("KUBECONFIG")
     if admin and service in identities():
-        out["KUBECONFIG"] = str(identities_for(admin)[service])
+        # the services' identities are issued together (a stack starts them all), the node's alone
+        group = services() if service in services() else [service]
+        out["KUBECONFIG"] = str(identities_for(admin, group)[service])
     for key in NATS_URL_KEYS:
         if env.get(key):
             out[key] = service_url(service, env[key])
