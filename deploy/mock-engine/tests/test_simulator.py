@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import socket
 from collections.abc import Awaitable, Callable
 
@@ -293,3 +294,63 @@ async def test_events_reach_a_zmq_subscriber_in_vllms_wire_format(
         assert set(hashes) <= set(removed)
     finally:
         sub.close(linger=0)
+
+
+def stepped(blocks: int = 64, block_size: int = 4) -> tuple[Simulator, list[BlockStored]]:
+    """A simulator stepped by hand, and the BlockStored events it publishes."""
+    stored: list[BlockStored] = []
+    sim = Simulator(
+        profile_named(PROFILE), BlockPool(blocks, block_size), max_num_seqs=8, max_num_batched_tokens=1000,
+        publish=lambda events: stored.extend(e for e in events if isinstance(e, BlockStored)),
+        clock=lambda: 0.0,
+    )  # fmt: skip
+    return sim, stored
+
+
+def step_until(sim: Simulator, done: Callable[[], bool]) -> None:
+    while not done():
+        assert sim.step_plan() is not None
+        sim.step_finish()
+
+
+def test_generated_tokens_fill_blocks_that_are_cached_and_announced() -> None:
+    sim, stored = stepped()
+    prompt = tokens(1, 18)  # 4 full blocks and 2 tokens; 10 output tokens complete 3 more blocks
+    req = sim.request("gen", prompt, 10)
+    sim.submit(req)
+    step_until(sim, lambda: req.finished)
+    everything = [*prompt, *req.output_ids]
+    assert [t for event in stored for t in event.token_ids] == everything[:28]
+    assert [h for event in stored for h in event.block_hashes] == prompt_block_hashes(everything, 4)
+    assert all(event.parent_block_hash == prev.block_hashes[-1] for prev, event in itertools.pairwise(stored))
+    assert len(set(req.output_ids)) == 10
+    assert sim.request("other", prompt, 10).output_ids != req.output_ids  # sampled text is its own
+
+
+def test_a_preempted_request_finds_its_prompt_and_output_blocks_when_it_comes_back() -> None:
+    sim, _ = stepped()
+    req = sim.request("long", tokens(1, 18), 12)
+    sim.submit(req)
+    step_until(sim, lambda: req.output == 8)  # 26 tokens: 6 full blocks cached
+    sim._preempt(req)
+    step_until(sim, lambda: req.is_running)
+    assert req.hit_tokens == 24  # every full block, prompt and generated
+    assert sim.stats.prefix_queries == 18 + 26
+    step_until(sim, lambda: req.finished)
+    assert req.output == 12
+
+
+def test_a_lora_adapters_blocks_are_not_the_base_models() -> None:
+    sim, stored = stepped()
+    prompt = tokens(1, 16)
+    adapter = sim.request("a", prompt, 1, lora="sql-lora", lora_id=1)
+    sim.submit(adapter)
+    step_until(sim, lambda: adapter.finished)
+    assert [(e.lora_id, len(e.block_hashes)) for e in stored] == [(1, 4)]
+    assert stored[0].block_hashes != prompt_block_hashes(prompt, 4)
+    base = sim.request("b", prompt, 1)
+    sim.submit(base)
+    step_until(sim, lambda: base.finished)
+    assert base.hit_tokens == 0  # the adapter's KV of the same tokens is not the base model's
+    assert stored[-1].lora_id is None
+    assert stored[-1].block_hashes == prompt_block_hashes(prompt, 4)[: len(stored[-1].block_hashes)]

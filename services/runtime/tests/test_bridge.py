@@ -12,7 +12,7 @@ from ferry_runtime.blocks import BlockTranslator
 from ferry_runtime.kv_bridge import REPLAYED, KvEventBridge
 from ferry_runtime.settings import parse_settings
 from ferry_runtime.vllm_events import BadBatch, Cleared, Removed, Stored, decode_batch
-from ferry_schemas.kv import KvBlockEvents, kv_subject, token_block_hashes
+from ferry_schemas.kv import KvBlockEvents, kv_subject, lora_root, token_block_hashes
 
 TOKENS = list(range(100, 164))  # 4 blocks of 16
 
@@ -157,3 +157,19 @@ async def test_batches_the_engine_no_longer_buffers_stay_missed() -> None:
         assert bridge.message(None).stored == []
     finally:
         publisher.close()
+
+
+def test_an_adapters_blocks_are_kept_apart_from_the_base_models() -> None:
+    batch = msgpack.packb(
+        [0.0, [["BlockStored", [1], None, TOKENS[:16], 16, None, "GPU"],
+               ["BlockStored", [2], None, TOKENS[:16], 16, 3, "GPU"],
+               ["BlockStored", [4], 2, TOKENS[16:32], 16, 3, "GPU"]], 0]
+    )  # fmt: skip
+    _, events = decode_batch(batch)
+    assert [e.lora_id for e in events if isinstance(e, Stored)] == [None, 3, 3]
+    blocks = BlockTranslator()
+    change = blocks.apply(events)
+    base = token_block_hashes(TOKENS[:16], 16)
+    adapter = token_block_hashes(TOKENS[:32], 16, parent=lora_root(3))
+    assert sorted(change.stored) == sorted(base + adapter)
+    assert not set(base) & set(adapter)  # a base-model prompt does not match the adapter's KV

@@ -1,7 +1,9 @@
 """A KV block pool with prefix caching, after vLLM v1's ``BlockPool``/``KVCacheManager``.
 
-* A full block of prompt tokens is identified by a hash chained over the token ids:
-  ``h_i = H(h_{i-1}, tokens of block i)``, starting from a per-process random ``NONE_HASH`` (as
+* A full block of tokens — prompt or generated, as vLLM v1 caches both — is identified by a hash
+  chained over the token ids: ``h_i = H(h_{i-1}, tokens of block i, extra keys)``, where the extra
+  key is the LoRA adapter's name (vLLM's ``extra_keys``: an adapter's KV is not the base model's),
+  starting from a per-process random ``NONE_HASH`` (as
   vLLM does unless ``PYTHONHASHSEED`` is set), so two engines never agree on hashes and consumers
   must key on token ids, as vLLM's consumers do.
 * A request first takes the longest run of cached blocks matching its prompt (a cache hit; at
@@ -34,20 +36,39 @@ def _none_hash() -> int:
 NONE_HASH = _none_hash()
 
 
-def chain_hash(parent: int, tokens: Sequence[int]) -> int:
+def chain_hash(parent: int, tokens: Sequence[int], extra: bytes = b"") -> int:
     """64-bit hash of one block given its parent's hash (vLLM's external int form)."""
-    data = struct.pack(f">Q{len(tokens)}I", parent, *tokens)
+    data = struct.pack(f">Q{len(tokens)}I", parent, *tokens) + extra
     return int.from_bytes(hashlib.sha256(data).digest()[:8], "big")
 
 
-def prompt_block_hashes(tokens: Sequence[int], block_size: int, seed: int = NONE_HASH) -> list[int]:
+def lora_key(lora: str | None) -> bytes:
+    """The extra hash key of a LoRA adapter's blocks (empty for the base model)."""
+    return b"" if lora is None else b"lora:" + lora.encode()
+
+
+def prompt_block_hashes(
+    tokens: Sequence[int], block_size: int, seed: int = NONE_HASH, extra: bytes = b""
+) -> list[int]:
     """Hashes of every *full* block of ``tokens``."""
     hashes: list[int] = []
-    parent = seed
-    for start in range(0, len(tokens) - block_size + 1, block_size):
-        parent = chain_hash(parent, tokens[start : start + block_size])
-        hashes.append(parent)
+    extend_block_hashes(hashes, tokens, block_size, len(tokens) // block_size, seed, extra)
     return hashes
+
+
+def extend_block_hashes(
+    hashes: list[int],
+    tokens: Sequence[int],
+    block_size: int,
+    count: int,
+    seed: int = NONE_HASH,
+    extra: bytes = b"",
+) -> None:
+    """Append the hashes of blocks ``len(hashes)..count-1`` of ``tokens`` (chained from the last)."""
+    parent = hashes[-1] if hashes else seed
+    for i in range(len(hashes), count):
+        parent = chain_hash(parent, tokens[i * block_size : (i + 1) * block_size], extra)
+        hashes.append(parent)
 
 
 @dataclass(slots=True, eq=False)
@@ -123,6 +144,7 @@ class BlockPool:
         hashes: Sequence[int],
         parent: int | None,
         tokens: Sequence[int],
+        lora_id: int | None = None,
     ) -> None:
         """Register newly computed full blocks under their hashes and emit one ``BlockStored``.
 
@@ -144,14 +166,16 @@ class BlockPool:
                 stored.append(h)
                 stored_tokens.extend(tokens[i * size : (i + 1) * size])
             else:  # keep every event a contiguous chain
-                self._emit_stored(stored, event_parent, stored_tokens)
+                self._emit_stored(stored, event_parent, stored_tokens, lora_id)
                 stored, stored_tokens = [], []
             previous = h
-        self._emit_stored(stored, event_parent, stored_tokens)
+        self._emit_stored(stored, event_parent, stored_tokens, lora_id)
 
-    def _emit_stored(self, hashes: list[int], parent: int | None, tokens: list[int]) -> None:
+    def _emit_stored(
+        self, hashes: list[int], parent: int | None, tokens: list[int], lora_id: int | None
+    ) -> None:
         if hashes:
-            self.events.append(BlockStored(hashes, parent, tokens, self.block_size))
+            self.events.append(BlockStored(hashes, parent, tokens, self.block_size, lora_id))
 
     def release(self, blocks: Sequence[Block]) -> None:
         """Drop one reference per block, tail first; unreferenced blocks join the free queue's tail."""

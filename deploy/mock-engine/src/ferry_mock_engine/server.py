@@ -351,7 +351,11 @@ class MockEngine:
         decode = job.pd.role is Role.DECODE
         if decode and self.config.kv_transfer_latency > 0:
             await asyncio.sleep(self.config.kv_transfer_latency * sim.time_scale)
-        req = sim.request(job.record.id, job.prompt_ids or [], len(job.tokens), precomputed=decode)
+        lora = job.record.lora
+        req = sim.request(
+            job.record.id, job.prompt_ids or [], len(job.tokens), precomputed=decode, lora=lora,
+            lora_id=list(self.loras).index(lora) + 1 if lora in self.loras else None,
+        )  # fmt: skip
         sim.submit(req)
         try:
             last = req.arrival

@@ -5,10 +5,14 @@ requests (decodes take one token each, unfinished prefills a chunk of the token 
 admits waiting requests while ``max_num_seqs`` and the budget allow: an admitted request takes
 its longest cached prefix and fresh blocks for the rest of its prompt; when the pool has no room
 it waits (head of line). A decode that needs a block when none is free preempts the newest
-running request (recompute, as vLLM v1 does). The step lasts ``profile.step_time(prefill tokens,
-attended context)`` simulated seconds, i.e. ``time_scale`` times that in wall time. Then newly
-computed full blocks are cached (``BlockStored``), tokens are handed out, finished requests free
-their blocks, and the step's KV events are published.
+running request (recompute, as vLLM v1 does), and a step that preempted admits no waiting request
+(vLLM v1's rule: admitting would preempt what was just preempted). The step lasts
+``profile.step_time(prefill tokens, attended context)`` simulated seconds, i.e. ``time_scale``
+times that in wall time. Then newly filled full blocks -- of the prompt and, as vLLM v1 does, of
+generated tokens, hashed with the LoRA adapter's name as an extra key -- are cached
+(``BlockStored``, with the adapter's ``lora_id``), tokens are handed out, finished requests free
+their blocks, and the step's KV events are published. A preempted request that comes back finds
+its own blocks (prompt and output) cached, unless they were evicted meanwhile.
 
 Times reported (TTFT, TPOT, latencies in ``/metrics``) are simulated seconds: wall time divided by
 ``time_scale``.
@@ -21,12 +25,15 @@ import contextlib
 import logging
 import math
 import time
+import zlib
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from ferry_schemas.sim_tokenizer import VOCAB_SIZE
+
 from ferry_mock_engine.kv_events import KVEvent
-from ferry_mock_engine.kvcache import Block, BlockPool, prompt_block_hashes
+from ferry_mock_engine.kvcache import Block, BlockPool, extend_block_hashes, lora_key, prompt_block_hashes
 from ferry_mock_engine.profiles import Profile
 
 log = logging.getLogger(__name__)
@@ -42,13 +49,16 @@ class SimRequest:
     id: str
     prompt: list[int]
     max_output: int
-    hashes: list[int]
+    hashes: list[int]  # of the full blocks known so far (the prompt's, then generated ones)
     arrival: float  # simulated seconds
     precomputed: bool = False  # a decode instance that received the prompt's KV from a prefill
+    lora: str | None = None
+    lora_id: int | None = None  # the adapter's id on this engine (vLLM's lora_int_id)
+    output_ids: list[int] = field(default_factory=list)  # the ids of the tokens it will generate
     tokens: asyncio.Queue[int] = field(default_factory=asyncio.Queue)
     blocks: list[Block] = field(default_factory=list)
-    computed: int = 0  # prompt tokens whose KV exists
-    registered: int = 0  # full prompt blocks already in the cache (hit or stored)
+    computed: int = 0  # prompt tokens whose KV exists (more after a preemption that hit its output)
+    registered: int = 0  # full blocks already in the cache (hit or stored)
     output: int = 0
     hit_tokens: int = 0
     prefill_time: float = 0.0  # simulated seconds of the steps that prefilled this request
@@ -56,6 +66,7 @@ class SimRequest:
     token_times: list[float] = field(default_factory=list)
     cancelled: bool = False
     finished: bool = False
+    is_running: bool = False  # in ``Simulator.running`` (an O(1) membership test)
 
 
 @dataclass
@@ -76,7 +87,10 @@ class Simulator:
         max_num_batched_tokens: int,
         time_scale: float = 1.0,
         publish: Callable[[list[KVEvent]], None] | None = None,
+        clock: Callable[[], float] | None = None,
     ) -> None:
+        """``clock`` (simulated seconds) replaces the scaled wall clock when a caller drives the steps
+        itself (``step_plan``/``step_finish``) in virtual time, as ``bench/routing/offline.py`` does."""
         if time_scale <= 0:
             raise ValueError("time scale must be positive")
         self.profile = profile
@@ -94,10 +108,13 @@ class Simulator:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._t0 = time.monotonic()
+        self._clock = clock
 
     # ------------------------------------------------------------------ clock and lifecycle
     def now(self) -> float:
         """Simulated seconds since start."""
+        if self._clock is not None:
+            return self._clock()
         return (time.monotonic() - self._t0) / self.time_scale
 
     def start(self) -> None:
@@ -112,10 +129,25 @@ class Simulator:
             self._task = None
 
     def request(
-        self, request_id: str, prompt: list[int], max_output: int, *, precomputed: bool = False
+        self,
+        request_id: str,
+        prompt: list[int],
+        max_output: int,
+        *,
+        precomputed: bool = False,
+        lora: str | None = None,
+        lora_id: int | None = None,
     ) -> SimRequest:
-        hashes = prompt_block_hashes(prompt, self.pool.block_size) if self.pool.enable_caching else []
-        return SimRequest(request_id, prompt, max_output, hashes, self.now(), precomputed=precomputed)
+        """A request of ``prompt`` token ids; its generated tokens get ids unique to it (sampled text
+        is rarely another request's), which only its own recompute after a preemption can hit."""
+        size = self.pool.block_size
+        hashes = prompt_block_hashes(prompt, size, extra=lora_key(lora)) if self.pool.enable_caching else []
+        salt = zlib.crc32(request_id.encode())
+        output_ids = [zlib.crc32(i.to_bytes(4, "big"), salt) % VOCAB_SIZE for i in range(max_output)]
+        return SimRequest(
+            request_id, prompt, max_output, hashes, self.now(), precomputed=precomputed, lora=lora,
+            lora_id=lora_id, output_ids=output_ids,
+        )  # fmt: skip
 
     def submit(self, req: SimRequest) -> None:
         self.waiting.append(req)
@@ -156,6 +188,15 @@ class Simulator:
     def _blocks_for(self, tokens: int) -> int:
         return math.ceil(tokens / self.pool.block_size)
 
+    def _run(self, req: SimRequest) -> None:
+        self.running.append(req)
+        req.is_running = True
+
+    def _unrun(self, req: SimRequest) -> None:
+        if req.is_running:
+            self.running.remove(req)
+            req.is_running = False
+
     def _drop(self, req: SimRequest) -> None:
         self.pool.release(req.blocks)
         req.blocks = []
@@ -165,14 +206,14 @@ class Simulator:
     def _preempt(self, req: SimRequest) -> None:
         self.pool.release(req.blocks)
         req.blocks, req.computed, req.registered = [], 0, 0
-        self.running.remove(req)
+        self._unrun(req)
         self.waiting.appendleft(req)
         self.stats.preemptions += 1
 
     def step_plan(self) -> float | None:
         """Choose this step's work; its simulated duration, or ``None`` when nothing can run."""
         for req in [r for r in self.running if r.cancelled]:
-            self.running.remove(req)
+            self._unrun(req)
             self._drop(req)
         for req in [r for r in self.waiting if r.cancelled]:
             self.waiting.remove(req)
@@ -180,8 +221,9 @@ class Simulator:
         budget = self.max_num_batched_tokens
         self._prefills, self._decodes = [], []
         context = 0
+        preempted = self.stats.preemptions
         for req in list(self.running):
-            if req not in self.running or budget <= 0:
+            if not req.is_running or budget <= 0:
                 continue
             if req.computed < len(req.prompt):
                 n = min(len(req.prompt) - req.computed, budget)
@@ -199,16 +241,18 @@ class Simulator:
                 self._preempt(victim)
                 if victim is req:
                     break
-            if req in self.running:
+            if req.is_running:
                 self._decodes.append(req)
                 budget -= 1
                 context += len(req.prompt) + req.output
+        if self.stats.preemptions > preempted and (self._prefills or self._decodes):
+            budget = 0  # the pool is oversubscribed: drain it before admitting anyone
         while self.waiting and len(self.running) < self.max_num_seqs and budget > 0:
             req = self.waiting[0]
             if not self._admit(req):
                 break
             self.waiting.popleft()
-            self.running.append(req)
+            self._run(req)
             n = min(len(req.prompt) - req.computed, budget)
             self._prefills.append((req, n))
             budget -= n
@@ -221,10 +265,11 @@ class Simulator:
 
     def _admit(self, req: SimRequest) -> bool:
         size = self.pool.block_size
-        usable = (len(req.prompt) - 1) // size  # at least one prompt token is always computed
+        known = len(req.prompt) + req.output  # a preempted request comes back with its output
+        usable = (known - 1) // size  # at least one token is always computed
         hits = self.pool.cached_prefix(req.hashes[:usable])
         self.pool.touch(hits)
-        fresh = self.pool.allocate(self._blocks_for(len(req.prompt) + 1) - len(hits))
+        fresh = self.pool.allocate(max(0, self._blocks_for(known + 1) - len(hits)))
         if fresh is None:
             self.pool.release(hits)
             return False
@@ -232,9 +277,26 @@ class Simulator:
         req.registered = len(hits)
         req.hit_tokens = len(hits) * size
         req.computed = max(req.hit_tokens, len(req.prompt) - 1) if req.precomputed else req.hit_tokens
-        self.stats.prefix_queries += len(req.prompt)
+        self.stats.prefix_queries += known
         self.stats.prefix_hits += req.hit_tokens
         return True
+
+    def _register(self, req: SimRequest, known: int) -> None:
+        """Cache the full blocks among the first ``known`` tokens (prompt, then output) not yet cached."""
+        size = self.pool.block_size
+        full = min(known // size, len(req.blocks)) if self.pool.enable_caching else 0
+        if full <= req.registered:
+            return
+        tokens = req.prompt
+        if full * size > len(req.prompt):
+            tokens = req.prompt + req.output_ids[: full * size - len(req.prompt)]
+        extend_block_hashes(req.hashes, tokens, size, full, extra=lora_key(req.lora))
+        a = req.registered
+        parent = req.hashes[a - 1] if a else None
+        self.pool.cache(
+            req.blocks[a:full], req.hashes[a:full], parent, tokens[a * size : full * size], req.lora_id
+        )
+        req.registered = full
 
     def step_finish(self) -> None:
         """Apply the planned step: cache computed blocks, hand out tokens, free finished requests."""
@@ -243,21 +305,14 @@ class Simulator:
         size = self.pool.block_size
         emitting: list[SimRequest] = []
         for req, n in self._prefills:
-            if req not in self.running:
+            if not req.is_running:
                 continue
             req.computed += n
             req.prefill_time += self._duration
-            full = min(req.computed // size, len(req.hashes))
-            if full > req.registered:
-                a = req.registered
-                parent = req.hashes[a - 1] if a else None
-                self.pool.cache(
-                    req.blocks[a:full], req.hashes[a:full], parent, req.prompt[a * size : full * size]
-                )
-                req.registered = full
+            self._register(req, min(req.computed, len(req.prompt)))
             if req.computed >= len(req.prompt):
                 emitting.append(req)
-        emitting += [r for r in self._decodes if r in self.running]
+        emitting += [r for r in self._decodes if r.is_running]
         for req in emitting:
             if req.output >= req.max_output:
                 self._finish(req)
@@ -267,12 +322,13 @@ class Simulator:
                 req.first_token_at = now
             req.token_times.append(now)
             req.tokens.put_nowait(req.output - 1)
+            if (len(req.prompt) + req.output) % size == 0:  # a block of output just filled
+                self._register(req, len(req.prompt) + req.output)
             if req.output >= req.max_output:
                 self._finish(req)
         self._prefills, self._decodes = [], []
         self.publish(self.pool.take_events())
 
     def _finish(self, req: SimRequest) -> None:
-        if req in self.running:
-            self.running.remove(req)
+        self._unrun(req)
         self._drop(req)

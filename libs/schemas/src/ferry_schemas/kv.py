@@ -41,6 +41,11 @@ def kv_subject(namespace: str, model: str, pod: str) -> str:
     return f"{KV_PREFIX}.{encode_token(namespace)}.{encode_token(model)}.{encode_token(pod)}"
 
 
+def lora_root(lora_id: int) -> int:
+    """The chain root of a LoRA adapter's blocks (vLLM's ``lora_id``): apart from the base model's."""
+    return int.from_bytes(hashlib.sha256(f"lora:{lora_id}".encode()).digest()[:8], "big") & _MASK
+
+
 def block_hash(parent: int, tokens: Sequence[int]) -> int:
     """63-bit SHA-256 of the parent's hash and the block's token ids (big-endian)."""
     data = struct.pack(f">Q{len(tokens)}I", parent, *(t & 0xFFFFFFFF for t in tokens))

@@ -5,6 +5,10 @@ token ids and its parent's engine hash, so the bridge recomputes each block's
 :func:`ferry_schemas.kv.block_hash` chained from its parent's and remembers the mapping for the
 ``BlockRemoved`` that names only engine hashes. A block whose parent the bridge never saw (it
 started after the engine) cannot be chained and is skipped (counted).
+
+A LoRA adapter's blocks (``lora_id`` set: vLLM hashes the adapter's name into them) are chained
+from :func:`ferry_schemas.kv.lora_root` instead of the base model's root, so a prompt scored for
+the base model never matches KV that only the adapter can use.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from ferry_schemas.kv import ROOT_HASH, block_hash
+from ferry_schemas.kv import ROOT_HASH, block_hash, lora_root
 
 from ferry_runtime.vllm_events import Cleared, Event, Removed, Stored
 
@@ -75,7 +79,7 @@ class BlockTranslator:
             return len(event.block_hashes)
         self.block_size = size
         if event.parent_block_hash is None:
-            parent = ROOT_HASH
+            parent = ROOT_HASH if event.lora_id is None else lora_root(event.lora_id)
         else:
             known = self.by_engine.get(event.parent_block_hash)
             if known is None:

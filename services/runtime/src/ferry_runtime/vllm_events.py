@@ -25,6 +25,7 @@ class Stored:
     parent_block_hash: int | None
     token_ids: list[int]
     block_size: int
+    lora_id: int | None = None  # the LoRA adapter whose KV this is (its name is in the engine's hash)
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,7 +40,7 @@ class Cleared:
 
 Event = Stored | Removed | Cleared
 
-_STORED_FIELDS = ("block_hashes", "parent_block_hash", "token_ids", "block_size")
+_STORED_FIELDS = ("block_hashes", "parent_block_hash", "token_ids", "block_size", "lora_id")
 
 
 def _hash(value: Any) -> int:
@@ -66,12 +67,13 @@ def _event(raw: Any) -> Event | None:
         raise BadBatch(f"not a KV cache event: {raw!r:.80}")
     try:
         if tag == "BlockStored":
-            parent = fields.get("parent_block_hash")
+            parent, lora_id = fields.get("parent_block_hash"), fields.get("lora_id")
             return Stored(
                 [_hash(h) for h in fields["block_hashes"]],
                 None if parent is None else _hash(parent),
                 [int(t) for t in fields["token_ids"]],
                 int(fields["block_size"]),
+                None if lora_id is None else int(lora_id),
             )
         if tag == "BlockRemoved":
             return Removed([_hash(h) for h in fields["block_hashes"]])

@@ -1,0 +1,220 @@
+"""The routing benchmark's engines at Kthena's full scale, in virtual time (no processes, no router).
+
+    uv run python bench/routing/offline.py [--profile deepseek-r1-distill-qwen-7b-a100] [--groups 256]
+
+``run.py`` measures the real path (router process, sidecars, NATS, HTTP streaming) and so has to
+scale the workload down to fit 2 cores. This script answers the question the scale-down cannot:
+what does the *same simulator* (``ferry_mock_engine.simulator.Simulator``: the same scheduler,
+prefix-cached block pool and step-time profile each engine process runs) give on Kthena's exact
+workload — 256 groups x 32 requests, a 4,096-token system prompt, 800 req/s, at most 300 in flight,
+max-num-batched-tokens 65,536, each engine's whole KV pool? The engines are stepped in virtual time
+by one event loop, so a run takes a few minutes of one core whatever the simulated load.
+
+The router is modelled, not run: ``random`` picks uniformly; ``least-request`` and
+``kvcache-aware`` use Kthena's formulas (least-request: ``inflight + 100*max(inflight - running, 0)``,
+endpoints with 10 or more waiting filtered out; kvcache-aware: ``int(100*k/n)`` for the first k of
+n <= 128 blocks held) over the engines' exact state — an index with no event lag, which is the
+best case for kvcache-aware. Prints the same columns as ``run.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import heapq
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from ferry_mock_engine.kvcache import BlockPool, prompt_block_hashes
+from ferry_mock_engine.profiles import profile_named
+from ferry_mock_engine.simulator import SimRequest, Simulator
+
+MAX_WAITING = 10  # least-request's filter (Kthena's default maxWaitingRequests)
+MAX_BLOCKS = 128  # kvcache-aware's maxBlocksToMatch
+
+
+@dataclass
+class Fleet:
+    engines: list[Simulator]
+    inflight: list[int]
+    rng: random.Random
+
+    def pick(self, policy: str, prompt: list[int]) -> int:
+        if policy == "Random":
+            return self.rng.randrange(len(self.engines))
+        candidates = [i for i, e in enumerate(self.engines) if len(e.waiting) < MAX_WAITING]
+        candidates = candidates or list(range(len(self.engines)))
+        bases = {
+            i: self.inflight[i] + 100 * max(self.inflight[i] - len(self.engines[i].running), 0)
+            for i in candidates
+        }
+        top = max(bases.values())
+        hashes = prompt_block_hashes(prompt, self.engines[0].pool.block_size)[:MAX_BLOCKS]
+        best, best_score = candidates[0], -1.0
+        for i in self.rng.sample(candidates, len(candidates)):  # random tie-break
+            score = 100.0 if top <= 0 else float(int((top - bases[i]) / top * 100))
+            if policy.endswith("KVCacheAware") and hashes:
+                held = len(self.engines[i].pool.cached_prefix(hashes))
+                score += int(100 * held / len(hashes))
+            if score > best_score:
+                best, best_score = i, score
+        return best
+
+
+@dataclass
+class Result:
+    ttft: list[float] = field(default_factory=list)
+    e2e: list[float] = field(default_factory=list)
+    end: float = 0.0
+    hits: int = 0
+    queries: int = 0
+    preemptions: int = 0
+
+
+def workload(args: argparse.Namespace) -> list[list[int]]:
+    """Token ids of sglang's generated-shared-prefix dataset, shuffled (distinct ids per text)."""
+    rng = random.Random(f"{args.groups}-{args.per_group}")
+    prompts: list[list[int]] = []
+    next_id = 1000
+    for _ in range(args.groups):
+        system = list(range(next_id, next_id + args.system))
+        next_id += args.system
+        for _ in range(args.per_group):
+            prompts.append(system + list(range(next_id, next_id + args.question)))
+            next_id += args.question
+    rng.shuffle(prompts)
+    return prompts
+
+
+def simulate(policy: str, prompts: list[list[int]], args: argparse.Namespace) -> Result:
+    now = 0.0
+
+    def clock() -> float:
+        return now
+
+    profile = profile_named(args.profile)
+    blocks = args.kv_blocks or profile.kv_cache_blocks
+    engines = [
+        Simulator(
+            profile,
+            BlockPool(blocks, profile.block_size),
+            max_num_seqs=args.max_num_seqs,
+            max_num_batched_tokens=args.max_num_batched_tokens,
+            clock=clock,
+        )
+        for _ in range(args.engines)
+    ]
+    fleet = Fleet(engines, [0] * len(engines), random.Random(7))
+    stepping = [False] * len(engines)
+    owner: dict[int, list[SimRequest]] = {i: [] for i in range(len(engines))}
+    events: list[tuple[float, int, int]] = []  # (time, order, engine or -1 for an arrival)
+    order = 0
+    sent, free = 0, args.concurrency
+    result = Result()
+
+    def push(at: float, engine: int) -> None:
+        nonlocal order
+        order += 1
+        heapq.heappush(events, (at, order, engine))
+
+    def step(i: int) -> None:
+        if not stepping[i] and (duration := engines[i].step_plan()) is not None:
+            stepping[i] = True
+            push(now + duration, i)
+
+    def arrive() -> None:
+        nonlocal sent, free
+        while sent < len(prompts) and free > 0 and sent / args.rate <= now + 1e-12:
+            prompt = prompts[sent]
+            i = fleet.pick(policy, prompt)
+            request = engines[i].request(str(sent), prompt, args.output)
+            engines[i].submit(request)
+            owner[i].append(request)
+            fleet.inflight[i] += 1
+            sent, free = sent + 1, free - 1
+            step(i)
+        if sent < len(prompts) and free > 0:
+            push(sent / args.rate, -1)
+
+    push(0.0, -1)
+    while events:
+        now, _, i = heapq.heappop(events)
+        if i >= 0:
+            engines[i].step_finish()
+            engines[i].pool.take_events()
+            stepping[i] = False
+            for request in [r for r in owner[i] if r.finished]:
+                owner[i].remove(request)
+                fleet.inflight[i] -= 1
+                free += 1
+                result.ttft.append((request.first_token_at or now) - request.arrival)
+                result.e2e.append(now - request.arrival)
+                result.end = now
+            step(i)
+        arrive()
+    for engine in engines:
+        result.hits += engine.stats.prefix_hits
+        result.queries += engine.stats.prefix_queries
+        result.preemptions += engine.stats.preemptions
+    return result
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
+
+
+def report(results: dict[str, Result], args: argparse.Namespace) -> None:
+    blocks = args.kv_blocks or profile_named(args.profile).kv_cache_blocks
+    print(
+        f"{args.engines} engines ({args.profile}, {blocks} KV blocks of 16 each, "
+        f"max-num-batched-tokens {args.max_num_batched_tokens}); {args.groups} groups x "
+        f"{args.per_group}, system prompt {args.system}, question {args.question}, output {args.output}, "
+        f"rate {args.rate:g}/s, max concurrency {args.concurrency} (simulated seconds)"
+    )
+    header = (
+        f"{'plugin set':<26} | {'req/s':>6} {'x Random':>8} | {'TTFT p50':>8} {'p99':>7} {'vs Random':>9} | "
+        f"{'e2e p50':>7} {'p99':>7} {'vs Random':>9} | {'cache hit':>9} | {'preempted':>9}"
+    )
+    print(header)
+    print("-" * len(header))
+    base = results.get("Random")
+    rate: Callable[[Result], float] = lambda r: len(r.e2e) / r.end  # noqa: E731
+    for label, r in results.items():
+        ratio = rate(r) / rate(base) if base else float("nan")
+        ttft = (percentile(r.ttft, 50) / percentile(base.ttft, 50) - 1) * 100 if base else float("nan")
+        e2e = (percentile(r.e2e, 50) / percentile(base.e2e, 50) - 1) * 100 if base else float("nan")
+        print(
+            f"{label:<26} | {rate(r):6.2f} {ratio:7.2f}x | {percentile(r.ttft, 50):7.2f}s "
+            f"{percentile(r.ttft, 99):6.2f}s {ttft:+8.1f}% | {percentile(r.e2e, 50):6.2f}s "
+            f"{percentile(r.e2e, 99):6.2f}s {e2e:+8.1f}% | {r.hits / r.queries * 100:8.1f}% | "
+            f"{r.preemptions:>9}",
+            flush=True,
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--profile", default="deepseek-r1-distill-qwen-7b-a100")
+    parser.add_argument("--groups", type=int, default=256)
+    parser.add_argument("--per-group", type=int, default=32)
+    parser.add_argument("--system", type=int, default=4096)
+    parser.add_argument("--question", type=int, default=128)
+    parser.add_argument("--output", type=int, default=256)
+    parser.add_argument("--rate", type=float, default=800.0)
+    parser.add_argument("--concurrency", type=int, default=300)
+    parser.add_argument("--engines", type=int, default=3)
+    parser.add_argument("--max-num-seqs", type=int, default=256)
+    parser.add_argument("--max-num-batched-tokens", type=int, default=65536)
+    parser.add_argument("--kv-blocks", type=int, default=0, help="per engine (default: the profile's pool)")
+    parser.add_argument("--sets", default="Random,LeastRequest,LeastRequest+KVCacheAware")
+    args = parser.parse_args()
+    prompts = workload(args)
+    results: dict[str, Result] = {}
+    for label in args.sets.split(","):
+        results[label] = simulate(label, prompts, args)
+    report(results, args)
+
+
+if __name__ == "__main__":
+    main()
