@@ -1,6 +1,6 @@
 """Routing benchmark: which scheduler plugins raise throughput and cut TTFT, on Kthena's workload.
 
-    uv run python bench/routing/run.py [--groups 32] [--per-group 16] [--repeats long:1,short:3]
+    uv run python bench/routing/run.py [--groups 64] [--per-group 16] [--repeats long:1,short:3]
 
 Kthena's router benchmark, scaled down for 2 cores (bench/routing/README.md says how and why):
 a generated shared-prefix workload (``groups`` x ``per-group`` chat requests; each group shares a
@@ -48,6 +48,7 @@ MODEL = "deepseek-r1-distill-qwen-7b"
 NAMESPACE = "routing-bench"
 PROFILE = "deepseek-r1-distill-qwen-7b-h100"
 KTHENA_GROUPS = 256
+KTHENA_RATE = 800.0
 WORDS = (
     "cache",
     "block",
@@ -289,6 +290,7 @@ def start_stack(args: argparse.Namespace, work: Path, nats_url: str) -> Stack:
             sys.executable, "-m", "ferry_mock_engine", "--host", host, "--port", str(port),
             "--served-model-name", MODEL, "--mock-id", f"engine-{i}", "--sim-profile", args.profile,
             "--time-scale", str(args.time_scale), "--max-num-seqs", str(args.max_num_seqs),
+            "--max-num-batched-tokens", str(args.max_num_batched_tokens),
             "--kv-cache-size", str(args.kv_blocks), "--kv-events-config", config,
         ]  # fmt: skip
         engine = spawn(f"engine-{i}", argv, work / "logs", {"FERRY_LOG_LEVEL": "WARNING"})
@@ -381,15 +383,20 @@ def print_table(workload: Workload, results: dict[str, Outcome], scale: float, r
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--groups", type=int, default=32, help="shared-prefix groups (Kthena: 256)")
+    parser.add_argument("--groups", type=int, default=64, help="shared-prefix groups (Kthena: 256)")
     parser.add_argument("--per-group", type=int, default=16, help="requests per group (Kthena: 32)")
     parser.add_argument("--question", type=int, default=128, help="question tokens")
     parser.add_argument("--output", type=int, default=256, help="output tokens")
-    parser.add_argument("--rate", type=float, default=100.0, help="simulated requests/s (Kthena: 800)")
+    parser.add_argument(
+        "--rate", type=float, help="simulated requests/s (default: Kthena's 800 x groups / 256)"
+    )
     parser.add_argument("--concurrency", type=int, default=300, help="max in flight (Kthena: 300)")
     parser.add_argument("--engines", type=int, default=3)
     parser.add_argument("--profile", default=PROFILE, help="the simulator's model/GPU profile")
     parser.add_argument("--max-num-seqs", type=int, default=256, help="per engine (Kthena: 256)")
+    parser.add_argument(
+        "--max-num-batched-tokens", type=int, default=65536, help="per engine (Kthena: 65536)"
+    )
     parser.add_argument(
         "--kv-blocks",
         type=int,
@@ -405,6 +412,8 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
     args = parser.parse_args()
     repeats = parse_repeats(args.repeats)
+    if args.rate is None:
+        args.rate = KTHENA_RATE * args.groups / KTHENA_GROUPS
     if args.kv_blocks is None:
         args.kv_blocks = round(profile_named(args.profile).kv_cache_blocks * args.groups / KTHENA_GROUPS)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop the processes it started
@@ -420,7 +429,8 @@ def main() -> None:
         stack = start_stack(args, work, nats_url)
         print(
             f"{args.engines} simulated engines ({args.profile}, max-num-seqs {args.max_num_seqs}, "
-            f"{args.kv_blocks} KV blocks of 16 tokens each), time scale {args.time_scale:g}; "
+            f"max-num-batched-tokens {args.max_num_batched_tokens}, {args.kv_blocks} KV blocks of 16 tokens "
+            f"each), time scale {args.time_scale:g}; "
             f"{args.groups} groups x {args.per_group} requests, rate {args.rate:g}/s, "
             f"max concurrency {args.concurrency}"
         )
