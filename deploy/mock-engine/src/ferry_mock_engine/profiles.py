@@ -94,6 +94,9 @@ GPUS: dict[str, Gpu] = {
     "a100": Gpu(
         2.039e12, 312e12, 80 * GIB, "NVIDIA A100 datasheet: SXM 80 GB HBM2e 2,039 GB/s, 312 TFLOPS dense BF16"
     ),
+    "a100-40gb": Gpu(
+        1.555e12, 312e12, 40 * GIB, "NVIDIA A100 datasheet: 40 GB HBM2 1,555 GB/s, 312 TFLOPS dense BF16"
+    ),
     "l40s": Gpu(
         0.864e12, 362e12, 48 * GIB, "NVIDIA L40S datasheet: 48 GB GDDR6 864 GB/s, 362 TFLOPS dense BF16"
     ),
