@@ -248,7 +248,7 @@ def run_size(
         "FERRY_NATS_URL": server.url,
         # one namespace: the services watch only it; several: they watch every namespace
         "FERRY_WATCH_NAMESPACE": run if spread == 1 else "",
-        "FERRY_LOG_LEVEL": "WARNING",
+        "FERRY_LOG_LEVEL": os.environ.get("FERRY_LOG_LEVEL", "WARNING"),
     }
     services = ServiceSet(work / f"logs-{run}", env)
     try:

@@ -15,6 +15,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
+from ferry_schemas.runtime.kube import environment_read_once
 from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client.exceptions import ApiException
 from opentelemetry import trace
@@ -67,7 +68,7 @@ async def load_api_client(kubeconfig: str | None = None) -> client.ApiClient:
         config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
     else:
         await config.load_kube_config(client_configuration=configuration)
-    return client.ApiClient(configuration)
+    return environment_read_once(client.ApiClient(configuration))
 
 
 class KubeClient:
