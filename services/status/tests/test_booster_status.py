@@ -146,3 +146,33 @@ def test_not_active_says_which_serving_waits_and_why() -> None:
     assert active["message"] == (
         "ModelBooster not ready yet: ModelServing m-b: pod m-b-0-decode-0-0 is Unschedulable: no node fits"
     )
+
+
+def test_a_new_booster_waits_for_its_first_apply_result_but_never_hides_a_failure() -> None:
+    from ferry_status.reconciler import awaiting_first_apply
+
+    new = booster()
+    assert awaiting_first_apply(new, None, None)  # the converter has not answered yet
+    assert awaiting_first_apply(new, desired(), None)  # the applier has not answered yet
+    assert not awaiting_first_apply(new, desired(), ApplyResult(owner=owner(), ok=True))
+    assert not awaiting_first_apply(new, desired(), ApplyResult(owner=owner(), ok=False, message="no"))
+    failed = desired(errors=[ConversionError(field="spec", message="bad")])
+    assert not awaiting_first_apply(new, failed, None)
+    # a result for an older generation says nothing about the current children
+    assert awaiting_first_apply(booster(2), desired(2), ApplyResult(owner=owner(1), ok=True))
+    # an object with a status is always reconciled: what it shows must follow every change
+    assert not awaiting_first_apply({**new, "status": {"observedGeneration": 1}}, desired(), None)
+
+
+def test_the_hold_is_counted_from_the_creation_and_bounded() -> None:
+    from datetime import datetime
+
+    from ferry_status.reconciler import hold_left
+
+    created = {"metadata": {"creationTimestamp": "2026-01-01T00:00:00Z"}}
+    at = datetime.fromisoformat("2026-01-01T00:00:00+00:00").timestamp()
+    assert hold_left(created, 5.0, at + 2) == 3.0
+    assert hold_left(created, 5.0, at + 9) < 0
+    assert hold_left(created, 5.0, at - 3600) == 5.0  # a clock behind the server's never holds longer
+    assert hold_left({"metadata": {}}, 5.0, at) == 0.0
+    assert hold_left(created, 0.0, at) == 0.0

@@ -9,3 +9,6 @@ STATUS_WRITES = Counter("ferry_status_writes_total", "Status subresource writes.
 STATUS_UNCHANGED = Counter(
     "ferry_status_unchanged_total", "Reconciles that found the status already right.", ["kind"]
 )
+STATUS_HELD = Counter(
+    "ferry_status_held_total", "Reconciles of a new object that wait for its first apply result.", ["kind"]
+)

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
+from datetime import datetime
 from typing import Any, Literal
 
 from ferry_schemas.bus import (
@@ -38,7 +40,7 @@ from ferry_status.booster_status import compute_booster_status
 from ferry_status.bus_state import last_desired, last_result
 from ferry_status.kube import StatusApi
 from ferry_status.lws_status import compute_lws_status, serving_of
-from ferry_status.metrics import RECONCILE_LATENCY, STATUS_UNCHANGED, STATUS_WRITES
+from ferry_status.metrics import RECONCILE_LATENCY, STATUS_HELD, STATUS_UNCHANGED, STATUS_WRITES
 from ferry_status.outcome import pipeline_outcome
 from ferry_status.serving_status import compute_serving_status
 
@@ -87,10 +89,23 @@ def keys_for_owner_subject(subject: str) -> list[Key]:
 
 
 class StatusReconciler:
-    def __init__(self, kube: StatusApi, js: JetStreamContext, view: ObjectView) -> None:
+    def __init__(
+        self,
+        kube: StatusApi,
+        js: JetStreamContext,
+        view: ObjectView,
+        *,
+        first_write_hold: float = 0.0,
+        requeue: Callable[[Key, float], None] | None = None,
+    ) -> None:
         self._kube = kube
         self._js = js
         self._view = view
+        self._first_write_hold = first_write_hold
+        self._requeue = requeue
+        """Reconciles ``key`` after a delay (the work queue's ``add_after``)."""
+        self._held: set[Key] = set()
+        """Keys held back with a reconcile scheduled for when their hold ends."""
         self._written: dict[str, tuple[str, str, int]] = {}
         """uid → (hash of the status we computed, hash of what the server stored, its resourceVersion):
         avoids writing again when the server stores something slightly different (a pruned field)
@@ -120,7 +135,10 @@ class StatusReconciler:
         pods = self._pods_of(serving)
         roles = ((serving.get("spec") or {}).get("template") or {}).get("roles") or []
         desired = await last_desired(self._js, SERVINGS, namespace, name)
-        outcome = pipeline_outcome(serving, desired, await last_result(self._js, SERVINGS, namespace, name))
+        result = await last_result(self._js, SERVINGS, namespace, name)
+        if self._hold((SERVINGS, namespace, name), serving, desired, result):
+            return False
+        outcome = pipeline_outcome(serving, desired, result)
         status = compute_serving_status(serving, pods, serving_revision(roles), outcome=outcome)
         return await self._write(SERVINGS, serving, status)
 
@@ -148,9 +166,27 @@ class StatusReconciler:
         ]
         desired: DesiredSet | None = await last_desired(self._js, BOOSTERS, namespace, name)
         result: ApplyResult | None = await last_result(self._js, BOOSTERS, namespace, name)
+        if self._hold((BOOSTERS, namespace, name), booster, desired, result):
+            return False
         pods = {s["metadata"]["name"]: self._pods_of(s) for s in servings}
         status = compute_booster_status(booster, servings, desired, result, pods=pods)
         return await self._write(BOOSTERS, booster, status)
+
+    def _hold(self, key: Key, obj: JSON, desired: DesiredSet | None, result: ApplyResult | None) -> bool:
+        """Whether to hold back the first status of a new object until its apply result (at most
+        ``first_write_hold`` seconds after its creation; a reconcile is scheduled for then)."""
+        if self._requeue is None or not awaiting_first_apply(obj, desired, result):
+            self._held.discard(key)
+            return False
+        left = hold_left(obj, self._first_write_hold, time.time())
+        if left <= 0:
+            self._held.discard(key)
+            return False
+        STATUS_HELD.labels(key[0]).inc()
+        if key not in self._held:
+            self._held.add(key)
+            self._requeue(key, left)
+        return True
 
     async def _write(self, kind: Kind, obj: JSON, status: JSON) -> bool:
         meta = obj["metadata"]
@@ -182,6 +218,39 @@ class StatusReconciler:
         STATUS_WRITES.labels(kind).inc()
         log.info("%s %s/%s status written", kind, meta["namespace"], meta["name"])
         return True
+
+
+def awaiting_first_apply(obj: JSON, desired: DesiredSet | None, result: ApplyResult | None) -> bool:
+    """A new object (no status yet) whose children the pipeline has not applied yet.
+
+    Its first status is written when the apply result arrives (which names it, so it is reconciled
+    then); an interim "processing" status before that would be one more server-side apply per object
+    at creation, a third of the status writes of a burst of new boosters. A conversion failure is
+    never held back, nor is anything about an object that already has a status; and the hold is
+    bounded (:meth:`StatusReconciler._hold`), so an object whose pipeline is down still gets one.
+    """
+    if obj.get("status"):
+        return False
+    uid = (obj.get("metadata") or {}).get("uid")
+    if desired is not None and desired.owner.uid != uid:
+        desired = None
+    if desired is not None and desired.errors:
+        return False
+    if result is None or result.owner.uid != uid:
+        return True
+    return desired is not None and result.owner.generation < desired.owner.generation
+
+
+def hold_left(obj: JSON, hold: float, now: float) -> float:
+    """Seconds of ``hold`` left since the object's creation (never more than ``hold``)."""
+    created = (obj.get("metadata") or {}).get("creationTimestamp")
+    if not created or hold <= 0:
+        return 0.0
+    try:
+        since = datetime.fromisoformat(str(created).replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return 0.0
+    return min(hold, hold - (now - since))
 
 
 def _owned_by(obj: JSON, uid: str | None) -> bool:

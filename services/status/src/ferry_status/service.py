@@ -94,10 +94,12 @@ async def run(settings: StatusSettings, stop: asyncio.Event) -> None:
     js = nc.jetstream()
     api = await load_api_client()
     view = ObjectView(js, READ)
-    reconciler = StatusReconciler(StatusApi(api), js, view)
-    queue: WorkQueue[Key] = WorkQueue(
-        "status", reconciler.reconcile, workers=settings.workers, settle=settings.settle
-    )
+    queue: WorkQueue[Key]
+    reconciler = StatusReconciler(
+        StatusApi(api), js, view,
+        first_write_hold=settings.first_write_hold, requeue=lambda key, delay: queue.add_after(key, delay),
+    )  # fmt: skip
+    queue = WorkQueue("status", reconciler.reconcile, workers=settings.workers, settle=settings.settle)
     gateways = None
     if settings.gateway_mode:
         gateways = GatewayStatusController(
