@@ -47,9 +47,9 @@ async def test_hung_and_refusing_engines_do_not_delay_healthy_ones(
     table = RoutingTable()
     table.apply_server("default/srv", server("srv", {"app": "m"}, port=port))
     table.apply_pod("default/healthy", pod("healthy", {"app": "m"}, "127.0.0.3"))
-    # Hung scrapes take 5 s to time out and few may run at once: with one gather per cycle, or one
+    # Hung scrapes take 20 s to time out and few may run at once: with one gather per cycle, or one
     # pool the hung engines fill, the healthy engine would wait for them.
-    scraper = MetricsScraper(table, interval=0.05, timeout=5.0, concurrency=8, max_backoff=30.0)
+    scraper = MetricsScraper(table, interval=0.05, timeout=20.0, concurrency=8, max_backoff=30.0)
     await scraper.start()
     try:
         async with asyncio.timeout(4):
@@ -58,7 +58,7 @@ async def test_hung_and_refusing_engines_do_not_delay_healthy_ones(
         for i, ip in enumerate(HUNG + REFUSING):  # then 40 engines join that never answer
             table.apply_pod(f"default/bad-{i}", pod(f"bad-{i}", {"app": "m"}, ip))
         then = engine.scrapes
-        async with asyncio.timeout(4):  # well before the first hung scrape times out
+        async with asyncio.timeout(15):  # before the first hung scrape times out
             while engine.scrapes < then + 20:  # noqa: ASYNC110
                 await asyncio.sleep(0.02)
         healthy = table.endpoints["default/healthy"].metrics
@@ -81,14 +81,20 @@ async def test_endpoints_with_fresh_pushed_load_are_not_scraped() -> None:
     pushed = table.endpoints["default/pushed"].metrics
     apply_pushed(pushed, load, time.monotonic())
 
+    checks: list[bool] = []
+
     def fresh(metrics: EndpointMetrics) -> bool:
-        return metrics.source == "push" and time.monotonic() - metrics.updated < 0.5
+        checks.append(metrics.source == "push" and time.monotonic() - metrics.updated < 2.0)
+        return checks[-1]
 
     scraper = MetricsScraper(table, interval=0.05, skip=fresh)
     await scraper.start()
     try:
-        assert engine.scrapes == 0
-        async with asyncio.timeout(5):  # once the push is 0.5 s old the scrape takes over
+        async with asyncio.timeout(5):
+            while checks.count(True) < 5:  # noqa: ASYNC110 (the scraper thread)
+                await asyncio.sleep(0.01)
+        assert engine.scrapes == 0  # five rounds passed over it
+        async with asyncio.timeout(10):  # once the push is 2 s old the scrape takes over
             while pushed.source != "scrape":  # noqa: ASYNC110
                 await asyncio.sleep(0.02)
         assert pushed.waiting == 7
