@@ -113,6 +113,7 @@ class MetricsScraper:
         self._ticket = 0
         self._scrapes: dict[str, int] = {}  # endpoint key -> scrapes done (for /v1/models)
         self._failing: set[str] = set()
+        self._closing = False
         self._wake: asyncio.Event | None = None
         self._session: aiohttp.ClientSession | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -191,7 +192,7 @@ class MetricsScraper:
 
     def _dispatch(self, lane: _Lane) -> None:
         """Start what ``lane`` has room for; a scrape that ends makes room for the next."""
-        while lane.waiting and lane.running < lane.limit:
+        while not self._closing and lane.waiting and lane.running < lane.limit:
             due, endpoint = lane.waiting.popleft()
             if self._table.endpoints.get(endpoint.key) is not endpoint:
                 continue
@@ -271,9 +272,11 @@ class MetricsScraper:
         loop.close()
 
     async def _close(self) -> None:
+        self._closing = True
         current = asyncio.current_task()
-        for task in asyncio.all_tasks():
-            if task is not current:
-                task.cancel()
+        tasks = [task for task in asyncio.all_tasks() if task is not current]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)  # scrapes in flight end before the loop
         if self._session is not None:
             await self._session.close()
