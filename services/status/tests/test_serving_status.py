@@ -1,8 +1,15 @@
 from typing import Any
 
+from ferry_status.booster_status import unschedulable
 from ferry_status.lws_status import compute_lws_status, serving_of
 from ferry_status.outcome import Outcome
-from ferry_status.serving_status import compute_serving_status, label_selector, resolve_int_or_percent
+from ferry_status.serving_status import (
+    compute_serving_status,
+    label_selector,
+    pod_kept,
+    pod_ready,
+    resolve_int_or_percent,
+)
 
 T0 = "2026-01-01T00:00:00Z"
 
@@ -125,3 +132,21 @@ def test_a_leaderworkerset_reports_its_servings_groups() -> None:
         "hpaPodSelector": leaders,
     }
     assert compute_lws_status(lws, None)["readyReplicas"] == 0
+
+
+def test_the_view_keeps_of_a_pod_what_status_reads() -> None:
+    waiting = pod(1, ready=False)
+    waiting["status"]["conditions"] = [
+        {"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": "gang of 2"}
+    ]
+    full = [pod(0, ready=True), waiting]
+    for p in full:
+        p["spec"] = {"containers": [{"name": "engine", "image": "vllm", "env": [{"name": "A"}] * 20}]}
+        p["status"]["containerStatuses"] = [{"name": "engine", "restartCount": 0}]
+    kept = [pod_kept(p) for p in full]
+    assert all("spec" not in p and "containerStatuses" not in p["status"] for p in kept)
+    assert [pod_ready(p) for p in kept] == [pod_ready(p) for p in full] == [True, False]
+    assert unschedulable(kept) == unschedulable(full) == "pod ms-1-prefill-0-0 is Unschedulable: gang of 2"
+    assert compute_serving_status(serving(), kept, "r1", at=T0) == compute_serving_status(
+        serving(), full, "r1", at=T0
+    )

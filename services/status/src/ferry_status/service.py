@@ -38,6 +38,7 @@ from ferry_status.gateway.kube import GatewayApi
 from ferry_status.kube import StatusApi
 from ferry_status.providers import ProviderStatusController
 from ferry_status.reconciler import Key, StatusReconciler, keys_for_event, keys_for_owner_subject
+from ferry_status.serving_status import pod_kept
 from ferry_status.settings import StatusSettings
 
 log = logging.getLogger(__name__)
@@ -93,7 +94,7 @@ async def run(settings: StatusSettings, stop: asyncio.Event) -> None:
     nc = await connect(settings.nats_url, settings.service)
     js = nc.jetstream()
     api = await load_api_client()
-    view = ObjectView(js, READ)
+    view = ObjectView(js, READ, project={Resource.PODS: pod_kept})
     queue: WorkQueue[Key]
     reconciler = StatusReconciler(
         StatusApi(api), js, view,

@@ -33,6 +33,15 @@ REASON_PROGRESSING = "GroupProgressing"
 REASON_UPDATING = "GroupsUpdating"
 
 
+def pod_kept(pod: JSON) -> JSON:
+    """What the status view keeps of a pod: its metadata, phase and conditions (readiness, why it
+    cannot be scheduled) — never its spec, the largest part of it."""
+    status = pod.get("status") or {}
+    kept: JSON = {key: pod[key] for key in ("apiVersion", "kind", "metadata") if key in pod}
+    kept["status"] = {key: status[key] for key in ("phase", "conditions") if key in status}
+    return kept
+
+
 def pod_ready(pod: JSON) -> bool:
     """Phase Running and the Ready condition True (what a kubelet would report)."""
     status = pod.get("status") or {}
