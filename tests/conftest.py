@@ -83,43 +83,63 @@ def _test_state_dir(name: str) -> Path:
 
 @pytest.fixture(scope="session")
 def kube() -> Iterator[KubeEnv]:
-    kubectl_bin = kubernetes_bin_dir() / "kubectl"
-    stack: LocalStack | None = None
-    container = None
+    """The session's cluster: ``KUBECONFIG`` if set, else K3s from testcontainers when an engine
+    answers, else a local stack; Ferry's CRDs installed."""
     if env_config := os.environ.get("KUBECONFIG"):
-        kubeconfig = Path(env_config)
+        env = _kube_env(Path(env_config))
+        install_crds(_stack_info(env))
+        yield env
     elif docker_engine_available() and os.environ.get("FERRY_TESTCONTAINERS_K3S", "1") != "0":
         from testcontainers.k3s import K3SContainer
 
         container = K3SContainer()
         container.start()
-        kubeconfig = _test_state_dir("k3s") / "kubeconfig"
-        kubeconfig.write_text(container.config_yaml())
+        try:
+            kubeconfig = _test_state_dir("k3s") / "kubeconfig"
+            kubeconfig.write_text(container.config_yaml())
+            env = _kube_env(kubeconfig)
+            install_crds(_stack_info(env))
+            yield env
+        finally:
+            container.stop()
     else:
-        stack = LocalStack(_test_state_dir("test-stack"), with_nats=False)
+        with local_cluster("test-stack") as env:
+            yield env
+
+
+@contextmanager
+def local_cluster(name: str, *, crds: bool = True) -> Iterator[KubeEnv]:
+    """A local stack of its own (etcd, kube-apiserver, kube-controller-manager; no NATS), for tests
+    that must not share cluster-scoped objects with the session's cluster; stopped afterwards."""
+    stack = LocalStack(_test_state_dir(name), with_nats=False)
+    try:  # a failed start or CRD install must not leak the stack
         stack.start()
         assert stack.info is not None
-        kubeconfig = Path(stack.info.kubeconfig)
+        env = _kube_env(Path(stack.info.kubeconfig))
+        if crds:
+            install_crds(_stack_info(env))
+        yield env
+    finally:
+        stack.stop()
+        shutil.rmtree(stack.state_dir, ignore_errors=True)
+
+
+def _kube_env(kubeconfig: Path) -> KubeEnv:
+    kubectl_bin = kubernetes_bin_dir() / "kubectl"
     server = subprocess.run(
         [str(kubectl_bin), "--kubeconfig", str(kubeconfig), "config", "view", "--minify",
          "-o", "jsonpath={.clusters[0].cluster.server}"],
         capture_output=True, text=True, check=True,
     ).stdout  # fmt: skip
-    info = StackInfo(
-        state_dir="", kubeconfig=str(kubeconfig), kubectl=str(kubectl_bin), server=server,
+    env = {"KUBECONFIG": str(kubeconfig)}
+    return KubeEnv(kubeconfig=kubeconfig, kubectl=kubectl_bin, server=server, env=env)
+
+
+def _stack_info(env: KubeEnv) -> StackInfo:
+    return StackInfo(
+        state_dir="", kubeconfig=str(env.kubeconfig), kubectl=str(env.kubectl), server=env.server,
         nats_url="", nats_monitor="", etcd_url="",
     )  # fmt: skip
-    try:
-        install_crds(info)  # inside the try: a failed install must not leak the stack
-        yield KubeEnv(
-            kubeconfig=kubeconfig, kubectl=kubectl_bin, server=server, env={"KUBECONFIG": str(kubeconfig)}
-        )
-    finally:
-        if stack is not None:
-            stack.stop()
-            shutil.rmtree(stack.state_dir, ignore_errors=True)
-        if container is not None:
-            container.stop()
 
 
 @pytest.fixture(scope="session")

@@ -34,7 +34,7 @@ from ferry_local.processes import ManagedProcess, spawn
 from ferry_local.readiness import free_port, http_ok, wait_until_ready
 from ferry_local.system import start_node
 
-from tests.conftest import KubeEnv, fresh_namespace
+from tests.conftest import KubeEnv, fresh_namespace, local_cluster
 from tests.support.cluster import eventually
 
 pytestmark = [
@@ -46,6 +46,15 @@ pytestmark = [
 SERVICES = ("watcher", "converter", "applier", "status", "router", "autoscaler")
 """One replica each (those the chart has: the autoscaler joins when deploy/ runs it)."""
 CORE = ("watcher", "converter", "applier", "status", "router")
+
+
+@pytest.fixture(scope="module")
+def kube() -> Iterator[KubeEnv]:
+    """A cluster of its own: the chart's cluster-scoped objects (CRDs, ClusterRoles named as in
+    deploy/) would clash with those the session's services were given from deploy/ directly, as two
+    installations of Ferry in one cluster do."""
+    with local_cluster("helm-stack", crds=False) as env:
+        yield env
 
 
 @pytest.fixture(scope="module")
@@ -128,7 +137,6 @@ def release(kube: KubeEnv, e2e_namespace: str, node: ManagedProcess, e2e_dir: Pa
     values = [
         "nats.enabled=false", f"watchNamespace={e2e_namespace}",
         "nats.streamReplicas=1",  # one external server
-        "podGroupCRD.install=false",  # the session's stack installed it from deploy/crds already
         "router.hpa.enabled=false",
         *(f"{service}.replicas=1" for service in SERVICES),
     ]  # fmt: skip
