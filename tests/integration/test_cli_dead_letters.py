@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import uuid
 from typing import Any
 
@@ -94,3 +95,36 @@ async def test_unreachable_nats_is_a_clear_error() -> None:
     assert result.exit_code == 1
     assert "cannot reach NATS at nats://127.0.0.1:1" in result.output
     assert "Traceback" not in result.output
+
+
+async def test_a_message_replaced_before_it_could_be_read_is_not_a_dead_letter(nc: Client) -> None:
+    """A MAX_DELIVERIES advisory can name a message a newer revision of its subject has replaced since
+    (seen when a NATS node and then the meta leader were killed): nothing is lost — the newer revision
+    is delivered on its own — and a letter without subject or data could never be re-driven."""
+    js = nc.jetstream()
+    await declare_streams(js)
+    name = f"dl-{uuid.uuid4().hex[:8]}"
+    subject = desired_subject("modelservings", "dl-test", name)
+    durable = f"dl-test-{name}"
+    forwarder = DeadLetterForwarder(nc, js, "dl-test", DESIRED_STREAM, durable)
+    await forwarder.start()
+    try:
+        replaced = await js.publish(subject, b'{"version": 1}', stream=DESIRED_STREAM)
+        current = await js.publish(subject, b'{"version": 2}', stream=DESIRED_STREAM)
+        for seq in (replaced.seq, current.seq):  # the advisories as the server raises them, in order
+            advisory = {"stream": DESIRED_STREAM, "consumer": durable, "stream_seq": seq, "deliveries": 8}
+            await nc.publish(forwarder.advisory_subject, json.dumps(advisory).encode())
+
+        async def mine() -> list[int]:
+            for _ in range(100):  # one subscription handles its advisories in order
+                letters = [
+                    letter for _, letter in await dead_letters(js) if letter and letter.consumer == durable
+                ]
+                if letters:
+                    return [letter.stream_sequence for letter in letters]
+                await asyncio.sleep(0.1)
+            raise AssertionError("the current message's dead letter never appeared")
+
+        assert await mine() == [current.seq]
+    finally:
+        await forwarder.stop()

@@ -44,6 +44,12 @@ DEAD_LETTERS = Counter(
     "Messages that exhausted max_deliver and were moved to the dead-letter stream.",
     ["service", "stream", "consumer"],
 )
+SUPERSEDED = Counter(
+    "ferry_superseded_undelivered_total",
+    "Messages that exhausted max_deliver after a newer revision of their subject replaced them "
+    "(not dead letters: the newer revision is delivered on its own).",
+    ["service", "stream", "consumer"],
+)
 
 
 PENDING = Gauge(
@@ -170,7 +176,18 @@ class DeadLetterForwarder:
                 raw = await self._js.get_msg(self.stream, seq)
                 subject = raw.subject or ""
                 data = (raw.data or b"").decode("utf-8", "replace")
-            except Exception as exc:  # the message may have been replaced by a newer one
+            except NotFoundError:
+                # Ferry's streams keep the last message per subject: one that is gone was replaced by
+                # a newer revision of its object, which is delivered (and retried) on its own. Nothing
+                # is lost and nothing could be re-driven (a re-drive re-publishes a subject's current
+                # message, and this one has no subject any more).
+                log.warning(
+                    "%s/%s seq %s exhausted %s deliveries, but a newer revision replaced it: no dead letter",
+                    self.stream, self.consumer, seq, deliveries,
+                )  # fmt: skip
+                SUPERSEDED.labels(self.service, self.stream, self.consumer).inc()
+                return
+            except Exception as exc:
                 log.warning(
                     "dead letter %s/%s seq %s could not be read: %s", self.stream, self.consumer, seq, exc
                 )
