@@ -32,7 +32,7 @@ from ferry_local.node.gang import schedule
 from ferry_local.node.images import ImageCatalogue
 from ferry_local.node.informer import informer
 from ferry_local.node.lease import NodeLease, NodeTaken
-from ferry_local.processes import ManagedProcess, spawn
+from ferry_local.processes import ManagedProcess, spawn, stop_all
 
 log = logging.getLogger(__name__)
 Obj = dict[str, Any]
@@ -439,6 +439,8 @@ class LocalNode:
             self._addresses.release(uid)
 
     def stop_all(self) -> None:
+        """Stop every pod's process at once (the node's own stop must not outlast its stopper)."""
+        stop_all([run.process for run in self._runs.values() if run.process is not None], timeout=5)
         for uid in list(self._runs):
             self._stop(uid)
         self._addresses.close()
