@@ -25,33 +25,6 @@ mkdir -p "$BIN"
 
 say() { printf '==> %s\n' "$*" >&2; }
 
-# build NAME PACKAGE VERSION LDFLAGS: go install PACKAGE@VERSION into $TOOLS/NAME-VERSION, link into $BIN.
-build() {
-  local name=$1 pkg=$2 version=$3 ldflags=$4
-  local dir="$TOOLS/$name-$version-$(printf '%s' "$ldflags" | sha256sum | cut -c1-8)"  # flags change → rebuild
-  if [[ ! -x "$dir/$name" ]]; then
-    command -v go >/dev/null || { echo "error: Go is required to build $name $version (not found on PATH)" >&2; exit 1; }
-    say "building $name $version from the Go module proxy ($pkg) — first run only, takes a few minutes"
-    local start
-    start=$(date +%s)
-    rm -rf "$dir.tmp" && mkdir -p "$dir.tmp"
-    (cd "$dir.tmp" && GOBIN="$dir.tmp" CGO_ENABLED=0 GOFLAGS=-mod=mod \
-      go install -trimpath -ldflags "-s -w $ldflags" "$pkg@$version")
-    rm -rf "$dir" && mv "$dir.tmp" "$dir"
-    say "built $name in $(( $(date +%s) - start ))s"
-  fi
-  ln -sfn "$dir/$name" "$BIN/$name"
-}
-
-# The Kubernetes version `helm template`/`lint` assume without a cluster: the client-go minor helm
-# builds with (its Makefile sets the same variables).
-HELM_K8S_MINOR="${HELM_K8S_MINOR:-37}"
-build helm helm.sh/helm/v3/cmd/helm "$HELM_VERSION" \
-  "-X helm.sh/helm/v3/internal/version.version=$HELM_VERSION \
-   -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=$HELM_K8S_MINOR \
-   -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMinor=$HELM_K8S_MINOR"
-build promtool github.com/prometheus/prometheus/cmd/promtool "$PROMETHEUS_VERSION" \
-  "-X github.com/prometheus/common/version.Version=$PROMETHEUS_RELEASE"
 # build_into NAME VERSION-KEY COMMANDS...: run COMMANDS in a fresh $dir.tmp (they leave $dir.tmp/NAME),
 # keep it as $TOOLS/NAME-VERSION-KEY and link it into $BIN; skipped when already built.
 build_into() {
@@ -70,6 +43,26 @@ build_into() {
   ln -sfn "$dir/$name" "$BIN/$name"
 }
 
+# build NAME PACKAGE VERSION LDFLAGS: go install PACKAGE@VERSION into $TOOLS/NAME-VERSION-<flags>, link
+# into $BIN (changed flags → rebuilt).
+build() {
+  local name=$1 pkg=$2 version=$3 ldflags=$4
+  build_into "$name" "$version-$(printf '%s' "$ldflags" | sha256sum | cut -c1-8)" go_install "$pkg@$version" "$ldflags"
+}
+
+go_install() {  # PACKAGE@VERSION LDFLAGS, into the current directory
+  GOBIN="$PWD" CGO_ENABLED=0 GOFLAGS=-mod=mod go install -trimpath -ldflags "-s -w $2" "$1"
+}
+
+# The Kubernetes version `helm template`/`lint` assume without a cluster: the client-go minor helm
+# builds with (its Makefile sets the same variables).
+HELM_K8S_MINOR="${HELM_K8S_MINOR:-37}"
+build helm helm.sh/helm/v3/cmd/helm "$HELM_VERSION" \
+  "-X helm.sh/helm/v3/internal/version.version=$HELM_VERSION \
+   -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=$HELM_K8S_MINOR \
+   -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMinor=$HELM_K8S_MINOR"
+build promtool github.com/prometheus/prometheus/cmd/promtool "$PROMETHEUS_VERSION" \
+  "-X github.com/prometheus/common/version.Version=$PROMETHEUS_RELEASE"
 jaeger_build() {
   printf 'module ferry.local/jaeger\n\ngo 1.25.0\n' > go.mod
   GOFLAGS=-mod=mod go get -tool "github.com/jaegertracing/jaeger/cmd/jaeger@$JAEGER_VERSION" 2>&1 | tail -3 >&2
