@@ -21,7 +21,7 @@ from typing import Any
 
 import openai
 from ferry_local.processes import ManagedProcess, spawn, tail
-from ferry_local.readiness import free_port
+from ferry_local.readiness import free_port, free_port_run
 from ferry_schemas.bus import MSG_ID_HEADER, ObjectEvent
 
 _SUBNET = random.randint(20, 240)
@@ -160,7 +160,9 @@ class World:
         return engine
 
     def router(self, *, name: str = "router", env: dict[str, str] | None = None) -> RouterProcess:
-        port, metrics_port, debug_port = free_port(), free_port(), free_port()
+        port, debug_port = free_port(), free_port()
+        # worker i of FERRY_ROUTER_WORKERS takes metrics_port + i: keep the run clear of the others
+        metrics_port = free_port_run(4, avoid={port, debug_port})
         access_log = self.log_dir / f"{name}-access.log"
         trace_file = self.log_dir / f"{name}-spans.jsonl"
         settings = {

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import ssl
 import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 
 from ferry_local.processes import ManagedProcess, tail
 
@@ -25,6 +26,24 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def free_port_run(length: int, avoid: Collection[int] = ()) -> int:
+    """The first of ``length`` consecutive free ports, none of them in ``avoid`` (for a process that
+    takes ``port + i`` for its i-th worker)."""
+    for _ in range(100):
+        first = free_port()
+        ports = range(first, first + length)
+        if ports[-1] > 65535 or any(port in avoid for port in ports):
+            continue
+        with contextlib.ExitStack() as held:
+            try:
+                for port in ports:
+                    held.enter_context(socket.socket()).bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return first
+    raise RuntimeError(f"no {length} consecutive free ports found")
 
 
 def http_ok(url: str, context: ssl.SSLContext | None = None) -> bool:
