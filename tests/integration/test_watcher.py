@@ -151,21 +151,18 @@ async def test_gone_watch_is_relisted_with_tombstones(kube, nc: Client, namespac
     ancient resourceVersion out of its watch cache instead of answering 410, so a real one cannot be
     provoked on demand. Everything after it (relist, tombstone) runs against the real servers.
     """
+    from ferry_schemas.runtime import kubeconn
+    from ferry_schemas.runtime.kubeconn import ApiError
     from ferry_watcher.informer import Informer
     from ferry_watcher.publisher import EventPublisher
     from ferry_watcher.resources import WATCHED
     from ferry_watcher.service import declare_bus
-    from kubernetes_asyncio import client, config
-    from kubernetes_asyncio.client.exceptions import ApiException
 
     js = nc.jetstream()
     await declare_bus(js)
-    configuration = client.Configuration()
-    await config.load_kube_config(
-        config_file=str(identities_for(kube.kubeconfig)["watcher"]), client_configuration=configuration
-    )
+    api = await kubeconn.connect(str(identities_for(kube.kubeconfig)["watcher"]))
     pods = next(w for w in WATCHED if w.plural == "pods")
-    async with client.ApiClient(configuration) as api:
+    try:
         informer = Informer(api, js, EventPublisher(js), pods, namespace=namespace)
         deleted = asyncio.Event()
         real_watch = informer.watch
@@ -176,7 +173,7 @@ async def test_gone_watch_is_relisted_with_tombstones(kube, nc: Client, namespac
             if not expired:
                 expired += 1
                 await deleted.wait()  # the watch is down while the pod goes away
-                raise ApiException(status=410, reason="Expired: too old resource version")
+                raise ApiError(410, "Expired: too old resource version")
             return await real_watch(resource_version)
 
         informer.watch = watch_that_expires_once  # type: ignore[method-assign]
@@ -194,6 +191,8 @@ async def test_gone_watch_is_relisted_with_tombstones(kube, nc: Client, namespac
             running.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await running
+    finally:
+        await api.close()
 
 
 def plain_pod(name: str, namespace: str, labels: dict[str, str]) -> str:

@@ -15,8 +15,7 @@ from typing import Any
 
 import aiohttp
 from ferry_schemas.bus import ObjectEvent, object_subject, utcnow
-from kubernetes_asyncio import client
-from kubernetes_asyncio.client.exceptions import ApiException
+from ferry_schemas.runtime.kubeconn import ApiError, KubeConnection
 from nats.js import JetStreamContext
 
 from ferry_watcher.backoff import Backoff
@@ -39,7 +38,7 @@ class Informer:
 
     def __init__(
         self,
-        api: client.ApiClient,
+        api: KubeConnection,
         js: JetStreamContext,
         publisher: EventPublisher,
         watched: WatchedResource,
@@ -75,7 +74,7 @@ class Informer:
                     self.synced.set()
                 resource_version = await self.watch(resource_version)
                 self._backoff.reset()
-            except ApiException as exc:
+            except ApiError as exc:
                 if exc.status == 410:
                     log.info("%s: watch expired (410 Gone); relisting", self.resource)
                     RELISTS.labels(self.resource, "gone").inc()

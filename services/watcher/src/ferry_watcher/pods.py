@@ -19,6 +19,7 @@ from typing import Any
 import aiohttp
 from ferry_schemas.bus import OBJECTS_STREAM, ObjectEvent
 from ferry_schemas.labels import MS_NAME
+from ferry_schemas.runtime.kubeconn import ApiError
 from ferry_schemas.selection import (
     Pair,
     SelectorIndex,
@@ -26,7 +27,6 @@ from ferry_schemas.selection import (
     pool_match_labels,
     server_match_labels,
 )
-from kubernetes_asyncio.client.exceptions import ApiException
 
 from ferry_watcher.informer import JSON, Informer
 from ferry_watcher.kube import list_objects
@@ -193,7 +193,7 @@ class PodInformer(Informer):
                 try:
                     await self.reselect(namespace, selector)
                     break
-                except (ApiException, aiohttp.ClientError, TimeoutError, OSError) as exc:
+                except (ApiError, aiohttp.ClientError, TimeoutError, OSError) as exc:
                     log.warning("pods: reselect in %s failed (%s); retrying", namespace, exc)
                     await self._backoff.sleep()
 

@@ -7,9 +7,8 @@ import logging
 from typing import Any
 
 from ferry_schemas.bus import Resource
-from ferry_schemas.runtime import ProbeServer
+from ferry_schemas.runtime import ProbeServer, kubeconn
 from ferry_schemas.runtime.jetstream import connect, declare_streams
-from ferry_schemas.runtime.kube import load_api_client
 from ferry_schemas.runtime.lifecycle import serve
 from nats.aio.client import Client
 from nats.js import JetStreamContext
@@ -46,7 +45,7 @@ async def _connect_and_declare(settings: WatcherSettings) -> tuple[Client, JetSt
 
 async def run(settings: WatcherSettings, stop: asyncio.Event) -> None:
     nc, js = await _connect_and_declare(settings)
-    api = await load_api_client()
+    api = await kubeconn.connect()
     publisher = EventPublisher(js)
     selection = PodSelection()
     common: dict[str, Any] = {"namespace": settings.namespace, "watch_timeout": settings.watch_timeout}

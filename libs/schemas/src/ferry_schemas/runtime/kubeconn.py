@@ -1,0 +1,195 @@
+"""A lean connection to the API server: raw HTTP on one aiohttp pool, objects as plain dicts.
+
+``kubernetes_asyncio``'s package imports every generated model and API class on first import
+(about 75 MiB of a service's RSS); a service that only needs raw requests uses this instead and
+never imports it. Configuration: the in-cluster service account when running in a pod (and no
+``$KUBECONFIG``), otherwise the current context of ``$KUBECONFIG`` / ``~/.kube/config`` (server,
+CA, client certificate/key inline or as files, bearer token or token file; exec and auth-provider
+plugins are refused with a clear error). The proxy environment is resolved once, as in
+:func:`ferry_schemas.runtime.kube.environment_read_once`.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import os
+import ssl
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import yaml
+from aiohttp.helpers import get_env_proxy_for_url
+from yarl import URL
+
+READ_BUFFER = 2**21
+"""Read buffer of the HTTP session (watch events of large objects exceed aiohttp's default)."""
+POOL_SIZE = 100
+SERVICE_ACCOUNT = Path("/var/run/secrets/kubernetes.io/serviceaccount")
+TOKEN_REREAD_SECONDS = 60.0
+"""How often a token file is read again (the kubelet rotates a projected service-account token)."""
+
+
+class ApiError(Exception):
+    """A non-2xx answer (or an in-stream watch ``ERROR``): its HTTP status and the server's text."""
+
+    def __init__(self, status: int, reason: str = "", body: str = "") -> None:
+        super().__init__(f"({status}) {reason}")
+        self.status = status
+        self.reason = reason
+        self.body = body
+
+
+class ConfigError(Exception):
+    """The kubeconfig or the in-cluster environment cannot be used."""
+
+
+@dataclass
+class _Token:
+    """A bearer token, literal or read from a file (again every :data:`TOKEN_REREAD_SECONDS`)."""
+
+    value: str = ""
+    path: str = ""
+    read_at: float = field(default=float("-inf"))
+
+    def current(self) -> str:
+        if self.path and time.monotonic() - self.read_at > TOKEN_REREAD_SECONDS:
+            self.value = Path(self.path).read_text().strip()
+            self.read_at = time.monotonic()
+        return self.value
+
+
+class KubeConnection:
+    """The API server's address, credentials and one connection pool."""
+
+    def __init__(self, host: str, ssl_context: ssl.SSLContext | bool, token: _Token | None = None) -> None:
+        self.host = host.rstrip("/")
+        self._token = token
+        self._proxy: str | None = None
+        self._proxy_headers: dict[str, str] | None = None
+        with contextlib.suppress(LookupError):
+            proxy, proxy_auth = get_env_proxy_for_url(URL(self.host))
+            self._proxy = str(proxy)
+            if proxy_auth is not None:
+                self._proxy_headers = {"Proxy-Authorization": proxy_auth.encode()}
+        connector = aiohttp.TCPConnector(limit=POOL_SIZE, ssl=ssl_context)
+        self.session = aiohttp.ClientSession(connector=connector, trust_env=False, read_bufsize=READ_BUFFER)
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        query: list[tuple[str, str]] | None = None,
+        *,
+        body: bytes | None = None,
+        content_type: str = "application/json",
+        limits: aiohttp.ClientTimeout | float = 30.0,
+    ) -> aiohttp.ClientResponse:
+        """Send one request; the response (to read and release) or :class:`ApiError` for non-2xx."""
+        headers = {"Accept": "application/json"}
+        if body is not None:
+            headers["Content-Type"] = content_type
+        if self._token is not None and (token := self._token.current()):
+            headers["Authorization"] = f"Bearer {token}"
+        if not isinstance(limits, aiohttp.ClientTimeout):
+            limits = aiohttp.ClientTimeout(total=limits)
+        resp = await self.session.request(
+            method, self.host + path, params=query or None, data=body, headers=headers,
+            proxy=self._proxy, proxy_headers=self._proxy_headers, timeout=limits,
+        )  # fmt: skip
+        if not 200 <= resp.status <= 299:
+            text = (await resp.read()).decode("utf-8", "replace")
+            resp.release()
+            raise ApiError(resp.status, text[:500], text)
+        return resp
+
+    async def close(self) -> None:
+        await self.session.close()
+
+
+async def connect(kubeconfig: str | None = None) -> KubeConnection:
+    """In-cluster config in a pod, else ``kubeconfig`` / ``$KUBECONFIG`` / ``~/.kube/config``."""
+    path = kubeconfig or os.environ.get("KUBECONFIG")
+    if not path and os.environ.get("KUBERNETES_SERVICE_HOST"):
+        return in_cluster()
+    return from_kubeconfig(Path(path.split(os.pathsep)[0]) if path else Path.home() / ".kube" / "config")
+
+
+def in_cluster() -> KubeConnection:
+    host, port = os.environ.get("KUBERNETES_SERVICE_HOST", ""), os.environ.get("KUBERNETES_SERVICE_PORT", "")
+    if not host or not port:
+        raise ConfigError("KUBERNETES_SERVICE_HOST/PORT are not set: not running in a pod")
+    if ":" in host:  # IPv6
+        host = f"[{host}]"
+    context = ssl.create_default_context(cafile=str(SERVICE_ACCOUNT / "ca.crt"))
+    return KubeConnection(f"https://{host}:{port}", context, _Token(path=str(SERVICE_ACCOUNT / "token")))
+
+
+def _named(entries: list[dict[str, Any]] | None, name: str, what: str, source: Path) -> dict[str, Any]:
+    for entry in entries or []:
+        if entry.get("name") == name:
+            return dict(entry.get(what) or {})
+    raise ConfigError(f"{source}: no {what} named {name!r}")
+
+
+def from_kubeconfig(source: Path) -> KubeConnection:
+    """The current context of the kubeconfig at ``source``."""
+    try:
+        doc = yaml.safe_load(source.read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{source}: cannot read the kubeconfig: {exc}") from exc
+    context = _named(doc.get("contexts"), doc.get("current-context") or "", "context", source)
+    cluster = _named(doc.get("clusters"), context.get("cluster") or "", "cluster", source)
+    user = _named(doc.get("users"), context.get("user") or "", "user", source) if context.get("user") else {}
+    if "exec" in user or "auth-provider" in user:
+        raise ConfigError(
+            f"{source}: exec/auth-provider credentials are not supported (use a token or a certificate)"
+        )
+    base = source.parent
+
+    def file(key: str, entry: dict[str, Any]) -> str | None:
+        value = entry.get(key)
+        return str(base / value) if value else None
+
+    def data(key: str, entry: dict[str, Any]) -> bytes | None:
+        value = entry.get(f"{key}-data")
+        return base64.b64decode(value) if value else None
+
+    server = str(cluster.get("server") or "")
+    if not server:
+        raise ConfigError(f"{source}: the cluster has no server")
+    ssl_context: ssl.SSLContext | bool = True
+    if server.startswith("https"):
+        if cluster.get("tls-server-name"):
+            raise ConfigError(f"{source}: tls-server-name is not supported")
+        ca_data = data("certificate-authority", cluster)
+        ssl_context = ssl.create_default_context(
+            cafile=file("certificate-authority", cluster), cadata=ca_data.decode() if ca_data else None
+        )
+        if cluster.get("insecure-skip-tls-verify"):
+            ssl_context.check_hostname = False
+            ssl_context.verify_mode = ssl.CERT_NONE
+        _load_client_certificate(ssl_context, user, file, data)
+    token = None
+    if user.get("token") or user.get("tokenFile"):
+        token = _Token(value=str(user.get("token") or ""), path=file("tokenFile", user) or "")
+    return KubeConnection(server, ssl_context, token)
+
+
+def _load_client_certificate(context: ssl.SSLContext, user: dict[str, Any], file: Any, data: Any) -> None:
+    cert_file, key_file = file("client-certificate", user), file("client-key", user)
+    cert_data, key_data = data("client-certificate", user), data("client-key", user)
+    if not (cert_file or cert_data):
+        return
+    if cert_data or key_data:  # ssl loads a certificate chain only from files
+        with tempfile.TemporaryDirectory() as tmp:
+            cert_path, key_path = Path(tmp) / "tls.crt", Path(tmp) / "tls.key"
+            cert_path.write_bytes(cert_data or Path(cert_file).read_bytes())
+            key_path.write_bytes(key_data or Path(key_file).read_bytes())
+            context.load_cert_chain(str(cert_path), str(key_path))
+    else:
+        context.load_cert_chain(cert_file, key_file)
