@@ -36,9 +36,9 @@ from ferry_local.natsd import NatsServer
 from ferry_local.paths import state_dir
 from ferry_local.stack import LocalStack, StackInfo, install_crds
 from ferry_schemas import labels as L
-from ferry_schemas.runtime.kube import load_api_client
+from ferry_schemas.runtime import kubeconn
+from ferry_schemas.runtime.kubeconn import ApiError, KubeConnection
 from ferry_watcher.kube import list_objects, watch_events
-from kubernetes_asyncio.client.exceptions import ApiException
 
 from tests.conftest import KubeEnv
 from tests.support.apimetrics import RequestKey, delta, request_counts
@@ -56,6 +56,36 @@ CHILD_PATHS = {  # every namespace: the benchmark's stack holds only its own obj
 BOOSTERS_PATH = f"/apis/{L.WORKLOAD_API_VERSION}/modelboosters"
 BENCH_REQUESTS = {("POST", "modelboosters")}
 """Requests the benchmark itself makes while measuring (its creates); not counted as Ferry's."""
+IN_FLIGHT = 32
+"""Booster creates in flight at once over one connection pool (kubectl creates one at a time)."""
+RETRIED = {429, 500, 503, 504}
+"""Answers a create is retried on (API Priority and Fairness rejecting, the server busy)."""
+
+
+async def create_all(api: KubeConnection, items: list[JSON], in_flight: int) -> None:
+    """POST every booster, ``in_flight`` at a time over ``api``'s one connection pool.
+
+    ``kubectl create -f`` of a List POSTs one object after the other and waits for each answer, so
+    at a few hundred boosters the run measured kubectl's round trips, not Ferry. A 409 (already
+    there) counts as created; a busy answer (429/5xx) is retried after a short pause.
+    """
+    gate = asyncio.Semaphore(in_flight)
+
+    async def create(obj: JSON) -> None:
+        async with gate:
+            path = f"/apis/{L.WORKLOAD_API_VERSION}/namespaces/{obj['metadata']['namespace']}/modelboosters"
+            for attempt in range(20):
+                try:
+                    (await api.request("POST", path, body=json.dumps(obj).encode())).release()
+                    return
+                except ApiError as error:
+                    if error.status == 409:
+                        return
+                    if error.status not in RETRIED or attempt == 19:
+                        raise
+                await asyncio.sleep(min(1.0, 0.05 * 2**attempt))
+
+    await asyncio.gather(*(create(obj) for obj in items))
 
 
 def expected_children(name: str) -> set[str]:
@@ -91,7 +121,7 @@ async def follow(api: Any, path: str, on_object: Any, stop: asyncio.Event) -> No
                     on_object(event["type"], event["object"])
                 if stop.is_set():
                     return
-        except (ApiException, OSError, TimeoutError):
+        except (ApiError, OSError, TimeoutError):
             await asyncio.sleep(0.5)
 
 
@@ -103,7 +133,7 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def own_cpu_seconds() -> float:
-    """CPU of the benchmark itself (its watches) and of the children it waited for (``kubectl create``)."""
+    """CPU of the benchmark itself (its creates and watches) and of the children it waited for."""
     cpu = 0.0
     for who in (rusage.RUSAGE_SELF, rusage.RUSAGE_CHILDREN):
         usage = rusage.getrusage(who)
@@ -126,8 +156,9 @@ async def measure(
     services: ServiceSet,
     limit: float,
     infrastructure: dict[str, int],
+    in_flight: int = IN_FLIGHT,
 ) -> JSON:
-    api = await load_api_client()
+    api = await kubeconn.connect()
     timeline = Timeline()
     wanted = {n: expected_children(n) for n in names}
     owner_of = {child: n for n, children in wanted.items() for child in children}
@@ -165,15 +196,10 @@ async def measure(
     ]
     await asyncio.sleep(1.0)  # watches established
     items = [booster(n, namespaces[i % len(namespaces)]) for i, n in enumerate(names)]
-    listing = {"apiVersion": "v1", "kind": "List", "items": items}
     cpu_before = {p.label: p.cpu_seconds() for p in services.services.values()}
     infrastructure_before = infrastructure_cpu(infrastructure)
     requests_before = await asyncio.to_thread(request_counts, cluster.kube)
     started = time.monotonic()
-    # create (one POST per object, no read first); the watch stamps each booster as it is stored
-    await asyncio.to_thread(
-        cluster.kube.kubectl_run, "create", "-f", "-", input=json.dumps(listing), timeout=limit
-    )
 
     async def sample() -> None:
         while not timeline.done.is_set():
@@ -181,6 +207,9 @@ async def measure(
             await asyncio.sleep(0.5)
 
     sampler = asyncio.create_task(sample())
+    # create (one POST per object, no read first, IN_FLIGHT at once); the watch stamps each
+    # booster as it is stored
+    await asyncio.wait_for(create_all(api, items, in_flight), timeout=limit)
     timed_out = False
     try:
         await asyncio.wait_for(timeline.done.wait(), timeout=limit)
@@ -217,7 +246,7 @@ async def measure(
         "total": finished - started,
         "namespaces": len(namespaces),
         "pods_per_second": pods_per_second,
-        # how long the API server took to store all N boosters (kubectl's creates): nothing
+        # how long the API server took to store all N boosters (the bench's creates): nothing
         # downstream can finish before the last booster exists
         "created": max(timeline.added.values(), default=started) - first_added,
         "requests": {k: v for k, v in requests.items() if k not in BENCH_REQUESTS},
@@ -234,7 +263,13 @@ async def measure(
 
 
 def run_size(
-    kube: KubeEnv, n: int, spread: int, work: Path, limit: float, infrastructure: dict[str, int]
+    kube: KubeEnv,
+    n: int,
+    spread: int,
+    work: Path,
+    limit: float,
+    infrastructure: dict[str, int],
+    in_flight: int = IN_FLIGHT,
 ) -> JSON:
     run = f"bench-{n}-{uuid.uuid4().hex[:6]}"
     namespaces = [run] if spread == 1 else [f"{run}-{i}" for i in range(spread)]
@@ -256,7 +291,7 @@ def run_size(
         cluster = Cluster(kube, namespaces[0])
         names = [f"m{i:04d}" for i in range(n)]
         measured = {**infrastructure, "nats-server": nats_process.pid}
-        return asyncio.run(measure(namespaces, names, cluster, services, limit, measured))
+        return asyncio.run(measure(namespaces, names, cluster, services, limit, measured, in_flight))
     finally:
         services.stop()
         server.stop()
@@ -294,7 +329,7 @@ def print_table(results: list[JSON]) -> None:
             + f" {per_booster:>14.3f}"
         )
     print()
-    print("CPU seconds used during the run by what is not Ferry (bench: its own watches and kubectl)")
+    print("CPU seconds used during the run by what is not Ferry (bench: its own creates and watches)")
     others = list(results[0]["infrastructure"]) if results else []
     print(f"{'N':>5} {'ns':>3} " + " ".join(f"{label:>23}" for label in others))
     for r in results:
@@ -337,6 +372,7 @@ def main() -> None:
         "--spread", nargs="*", type=int, default=[1, 10], help="namespaces to spread each size over"
     )
     parser.add_argument("--limit", type=float, default=900.0, help="seconds to wait per size")
+    parser.add_argument("--in-flight", type=int, default=IN_FLIGHT, help="booster creates in flight at once")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench-reconcile-", dir=state_dir()))
     stack: LocalStack | None = None
@@ -362,7 +398,7 @@ def main() -> None:
                 if spread > n:
                     continue
                 print(f"==> {n} boosters over {spread} namespace(s)", flush=True)
-                results.append(run_size(kube, n, spread, work, args.limit, infrastructure))
+                results.append(run_size(kube, n, spread, work, args.limit, infrastructure, args.in_flight))
                 print_table(results)  # after every run: a long run shows its figures as it goes
     finally:
         if stack is not None:
