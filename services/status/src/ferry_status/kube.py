@@ -7,7 +7,7 @@ from typing import Any
 from ferry_schemas.bus import Resource
 from ferry_schemas.labels import LWS_GROUP, LWS_VERSION, WORKLOAD_GROUP
 from ferry_schemas.models.route import NETWORKING_GROUP
-from kubernetes_asyncio import client
+from ferry_schemas.runtime.kubeconn import KubeConnection, object_path
 
 JSON = dict[str, Any]
 FIELD_MANAGER = "ferry-status"
@@ -32,9 +32,7 @@ def group_version(plural: str) -> tuple[str, str]:
 class StatusApi:
     """Writes ``/status`` with SSA (field manager ``ferry-status``)."""
 
-    def __init__(self, api: client.ApiClient, request_timeout: float = 30.0) -> None:
-        self._custom = client.CustomObjectsApi(api)
-        self._core = client.CoreV1Api(api)
+    def __init__(self, api: KubeConnection, request_timeout: float = 30.0) -> None:
         self._api = api
         self._timeout = request_timeout
 
@@ -46,11 +44,5 @@ class StatusApi:
             "metadata": {"name": name, "namespace": namespace},
             "status": status,
         }
-        # _content_type is accepted through **kwargs (the stubs do not list it); without it a dict
-        # body is sent as a JSON patch (ecosystem notes §3.4)
-        options: JSON = {"_content_type": "application/apply-patch+yaml", "_request_timeout": self._timeout}
-        obj: JSON = await self._custom.patch_namespaced_custom_object_status(
-            group, version, namespace, plural, name, body,
-            field_manager=FIELD_MANAGER, force=True, **options,
-        )  # fmt: skip
-        return obj
+        path = object_path(group, version, plural, namespace, name, "status")
+        return await self._api.apply(path, body, FIELD_MANAGER, limits=self._timeout)

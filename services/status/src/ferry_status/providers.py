@@ -26,8 +26,8 @@ from urllib.parse import urlsplit
 from ferry_schemas.bus import ObjectEvent, Resource
 from ferry_schemas.models import ExternalModelProvider
 from ferry_schemas.models.provider import CREDENTIAL_LABEL, credential_keys
+from ferry_schemas.runtime.kubeconn import ApiError
 from ferry_schemas.runtime.view import ObjectView
-from kubernetes_asyncio.client.exceptions import ApiException
 from nats.js import JetStreamContext
 from pydantic import ValidationError
 
@@ -218,6 +218,6 @@ class ProviderStatusController:
             try:
                 await self._api.apply_status(VIEWED[0], meta["namespace"], meta["name"], status)
                 log.info("status of externalmodelprovider %s/%s written", meta["namespace"], meta["name"])
-            except ApiException as exc:
+            except ApiError as exc:
                 if exc.status != 404:  # gone meanwhile: its delete event follows
                     raise

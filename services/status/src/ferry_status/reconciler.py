@@ -29,9 +29,9 @@ from ferry_schemas.labels import (
     BOOSTER_MODEL_UID,
     MS_NAME,
 )
+from ferry_schemas.runtime.kubeconn import ApiError
 from ferry_schemas.runtime.view import ObjectView
 from ferry_schemas.workload import LWS_KIND, serving_revision
-from kubernetes_asyncio.client.exceptions import ApiException
 from nats.js import JetStreamContext
 from opentelemetry import trace
 from opentelemetry.context import Context
@@ -205,7 +205,7 @@ class StatusReconciler:
                 return False
         try:
             stored = await self._kube.apply_status(kind, meta["namespace"], meta["name"], status)
-        except ApiException as exc:
+        except ApiError as exc:
             if exc.status == 404:
                 return False
             raise

@@ -22,10 +22,9 @@ from ferry_schemas.bus import (
     Resource,
     object_filter,
 )
-from ferry_schemas.runtime import ProbeServer
+from ferry_schemas.runtime import ProbeServer, kubeconn
 from ferry_schemas.runtime.consumer import BadMessage, DurableConsumer, Handler
 from ferry_schemas.runtime.jetstream import connect
-from ferry_schemas.runtime.kube import load_api_client
 from ferry_schemas.runtime.lifecycle import serve
 from ferry_schemas.runtime.view import ObjectView
 from ferry_schemas.runtime.workqueue import WorkQueue
@@ -93,7 +92,7 @@ def inputs(view: ObjectView, queue: WorkQueue[Key]) -> list[tuple[str, str, str,
 async def run(settings: StatusSettings, stop: asyncio.Event) -> None:
     nc = await connect(settings.nats_url, settings.service)
     js = nc.jetstream()
-    api = await load_api_client()
+    api = await kubeconn.connect()
     view = ObjectView(js, READ, project={Resource.PODS: pod_kept})
     queue: WorkQueue[Key]
     reconciler = StatusReconciler(

@@ -81,7 +81,7 @@ class Informer:
                     resource_version = None
                     continue
                 WATCH_ERRORS.labels(self.resource).inc()
-                log.warning("%s: API error %s %s; retrying", self.resource, exc.status, exc.reason)
+                log.warning("%s: API error %s; retrying", self.resource, exc)
                 if exc.status in (401, 403, 404):
                     resource_version = None  # RBAC or a CRD changed: start over from a list
                 if exc.status == 404 and resource_version is None:

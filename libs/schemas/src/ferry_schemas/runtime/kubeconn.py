@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import json
 import os
 import ssl
 import tempfile
@@ -34,11 +35,31 @@ TOKEN_REREAD_SECONDS = 60.0
 """How often a token file is read again (the kubelet rotates a projected service-account token)."""
 
 
+JSON = dict[str, Any]
+APPLY_PATCH = "application/apply-patch+yaml"
+MERGE_PATCH = "application/merge-patch+json"
+
+
+def object_path(
+    group: str, version: str, plural: str, namespace: str = "", name: str = "", subresource: str = ""
+) -> str:
+    """The REST path of a collection or one object (core kinds have group ``""``)."""
+    path = f"/apis/{group}/{version}" if group else f"/api/{version}"
+    if namespace:
+        path += f"/namespaces/{namespace}"
+    path += f"/{plural}"
+    if name:
+        path += f"/{name}"
+    if subresource:
+        path += f"/{subresource}"
+    return path
+
+
 class ApiError(Exception):
     """A non-2xx answer (or an in-stream watch ``ERROR``): its HTTP status and the server's text."""
 
     def __init__(self, status: int, reason: str = "", body: str = "") -> None:
-        super().__init__(f"({status}) {reason}")
+        super().__init__(f"({status}) {reason}" + (f": {body[:500]}" if body else ""))
         self.status = status
         self.reason = reason
         self.body = body
@@ -104,8 +125,37 @@ class KubeConnection:
         if not 200 <= resp.status <= 299:
             text = (await resp.read()).decode("utf-8", "replace")
             resp.release()
-            raise ApiError(resp.status, text[:500], text)
+            raise ApiError(resp.status, resp.reason or "", text)
         return resp
+
+    async def send(
+        self,
+        method: str,
+        path: str,
+        body: JSON | None = None,
+        *,
+        query: list[tuple[str, str]] | None = None,
+        content_type: str = "application/json",
+        limits: aiohttp.ClientTimeout | float = 30.0,
+    ) -> JSON:
+        """One request with a JSON body (an apply patch is YAML, JSON a subset of it); the answer, a dict."""
+        payload = json.dumps(body).encode() if body is not None else None
+        resp = await self.request(method, path, query, body=payload, content_type=content_type, limits=limits)
+        try:
+            raw = await resp.read()
+        finally:
+            resp.release()
+        answer = json.loads(raw) if raw else {}
+        if not isinstance(answer, dict):
+            raise ApiError(resp.status, f"the API server answered {type(answer).__name__}, not an object")
+        return answer
+
+    async def apply(
+        self, path: str, body: JSON, field_manager: str, *, limits: aiohttp.ClientTimeout | float = 30.0
+    ) -> JSON:
+        """Server-side apply ``body`` at ``path`` (forced: the field manager owns these fields)."""
+        query = [("fieldManager", field_manager), ("force", "true")]
+        return await self.send("PATCH", path, body, query=query, content_type=APPLY_PATCH, limits=limits)
 
     async def close(self) -> None:
         await self.session.close()

@@ -237,6 +237,7 @@ def _expected(exc: Exception) -> bool:
     """Connection trouble and API-server answers need no traceback; anything else might be a bug."""
     return isinstance(exc, OSError | TimeoutError) or type(exc).__name__ in {
         "ApiException",
+        "ApiError",
         "ClientConnectorError",
         "ServerDisconnectedError",
         "TransientError",

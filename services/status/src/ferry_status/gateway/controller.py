@@ -31,8 +31,8 @@ from ferry_schemas.bus import (
 )
 from ferry_schemas.gateway.view import GATEWAY_RESOURCES, GatewayWorld
 from ferry_schemas.runtime.jetstream import key_value
+from ferry_schemas.runtime.kubeconn import ApiError
 from ferry_schemas.runtime.view import ObjectView
-from kubernetes_asyncio.client.exceptions import ApiException
 from nats.js import JetStreamContext
 from nats.js.errors import KeyNotFoundError, NoKeysError
 
@@ -215,7 +215,7 @@ class GatewayStatusController:
         try:
             await self._api.patch_status(resource, key, {**status, **dropped}, version)
             log.info("status of %s %s written", resource, key)
-        except ApiException as exc:
+        except ApiError as exc:
             if exc.status in (404, 409):  # gone, or changed meanwhile: its next event re-drives us
                 log.info("status of %s %s not written (%s); it changed meanwhile", resource, key, exc.status)
                 return
@@ -228,7 +228,7 @@ class GatewayStatusController:
             await self._api.ensure_default_gateway(
                 self.default_namespace, self.default_class, self.default_port
             )
-        except ApiException as exc:
+        except ApiError as exc:
             log.warning(
                 "default GatewayClass/Gateway not created yet (%s %s); retrying", exc.status, exc.reason
             )

@@ -6,11 +6,9 @@ from typing import Any
 
 from ferry_schemas.bus import Resource
 from ferry_schemas.labels import GATEWAY_GROUP, INFERENCE_GROUP
-from kubernetes_asyncio import client
-from kubernetes_asyncio.client.exceptions import ApiException
+from ferry_schemas.runtime.kubeconn import MERGE_PATCH, ApiError, KubeConnection, object_path
 
 JSON = dict[str, Any]
-MERGE_PATCH = "application/merge-patch+json"
 API: dict[str, tuple[str, str]] = {
     Resource.GATEWAY_CLASSES: (GATEWAY_GROUP, "v1"),
     Resource.GATEWAYS: (GATEWAY_GROUP, "v1"),
@@ -20,29 +18,22 @@ API: dict[str, tuple[str, str]] = {
 
 
 class GatewayApi:
-    def __init__(self, api: client.ApiClient, request_timeout: float = 30.0) -> None:
-        self._custom = client.CustomObjectsApi(api)
+    def __init__(self, api: KubeConnection, request_timeout: float = 30.0) -> None:
+        self._api = api
         self._timeout = request_timeout
 
     async def patch_status(self, resource: str, key: str, status: JSON, resource_version: str) -> None:
         """Replace ``status`` if the object is still at ``resource_version`` (409 otherwise)."""
         group, version = API[resource]
         body = {"metadata": {"resourceVersion": resource_version}, "status": status}
-        options: JSON = {"_content_type": MERGE_PATCH, "_request_timeout": self._timeout}
-        if "/" not in key:
-            await self._custom.patch_cluster_custom_object_status(
-                group, version, resource, key, body, **options
-            )
-            return
-        namespace, name = key.split("/", 1)
-        await self._custom.patch_namespaced_custom_object_status(
-            group, version, namespace, resource, name, body, **options
-        )
+        namespace, _, name = key.rpartition("/")
+        path = object_path(group, version, resource, namespace, name, "status")
+        await self._api.send("PATCH", path, body, content_type=MERGE_PATCH, limits=self._timeout)
 
-    async def _create_if_missing(self, create: Any) -> None:
+    async def _create_if_missing(self, path: str, body: JSON) -> None:
         try:
-            await create
-        except ApiException as exc:
+            await self._api.send("POST", path, body, limits=self._timeout)
+        except ApiError as exc:
             if exc.status != 409:  # 409: it exists, and then it is the user's to change
                 raise
 
@@ -53,11 +44,7 @@ class GatewayApi:
             "metadata": {"name": name},
             "spec": {"controllerName": controller_name, "description": "Ferry's router (Kthena-compatible)"},
         }
-        await self._create_if_missing(
-            self._custom.create_cluster_custom_object(
-                GATEWAY_GROUP, "v1", "gatewayclasses", body, _request_timeout=self._timeout
-            )
-        )
+        await self._create_if_missing(object_path(GATEWAY_GROUP, "v1", "gatewayclasses"), body)
 
     async def ensure_default_gateway(self, namespace: str, class_name: str, port: int) -> None:
         body = {
@@ -76,8 +63,4 @@ class GatewayApi:
                 ],
             },
         }
-        await self._create_if_missing(
-            self._custom.create_namespaced_custom_object(
-                GATEWAY_GROUP, "v1", namespace, "gateways", body, _request_timeout=self._timeout
-            )
-        )
+        await self._create_if_missing(object_path(GATEWAY_GROUP, "v1", "gateways", namespace), body)
