@@ -113,6 +113,8 @@ class MetricsScraper:
         self._ticket = 0
         self._scrapes: dict[str, int] = {}  # endpoint key -> scrapes done (for /v1/models)
         self._failing: set[str] = set()
+        self._added: deque[str] = deque()  # endpoints added on the request loop, not yet scheduled
+        self._added_handover = False  # a _take_added is queued on the scraper's loop
         self._closing = False
         self._wake: asyncio.Event | None = None
         self._session: aiohttp.ClientSession | None = None
@@ -143,19 +145,32 @@ class MetricsScraper:
         assert self._loop is not None
         return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, self._loop))
 
-    def _submit(self, coro: Coroutine[Any, Any, None]) -> None:
-        if self._loop is None or not self._loop.is_running():
-            coro.close()
-            return
-        asyncio.run_coroutine_threadsafe(coro, self._loop)
-
     def _on_added(self, endpoint: Endpoint) -> None:
-        """A new endpoint is scraped at once (Kthena does the same), on the scraper's thread."""
-        self._submit(self._add(endpoint.key))
+        """A new endpoint is scraped at once (Kthena does the same), on the scraper's thread.
 
-    async def _add(self, key: str) -> None:
-        self._scrapes.pop(key, None)
-        self._schedule(key, time.monotonic())
+        Called on the request loop for every endpoint of a snapshot (tens of thousands at start):
+        it only queues the key; one hand-over per burst takes the queue to the scraper's loop."""
+        loop = self._loop
+        if loop is None or not loop.is_running():
+            return
+        self._added.append(endpoint.key)
+        if not self._added_handover:
+            self._added_handover = True
+            loop.call_soon_threadsafe(self._take_added)
+
+    def _take_added(self) -> None:
+        """On the scraper's loop: schedule the endpoints added since the last hand-over. A burst
+        larger than the probation lane (a snapshot) is spread over one interval, as the first round
+        is, instead of queueing thousands of scrapes at once."""
+        self._added_handover = False
+        keys: list[str] = []
+        while self._added:
+            keys.append(self._added.popleft())
+        now = time.monotonic()
+        spread = self.interval if len(keys) > self._probation.limit else 0.0
+        for key in keys:
+            self._scrapes.pop(key, None)
+            self._schedule(key, now + (self._rng.uniform(0, spread) if spread else 0.0))
 
     def _schedule(self, key: str, due: float) -> None:
         self._ticket += 1
