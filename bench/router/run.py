@@ -9,8 +9,9 @@ on the bus like the watcher does, then runs ``wrk`` at each concurrency against 
 directly against one engine in the same run, and finally opens N concurrent streams through the
 router and counts errors. ``--workers`` then restarts the router with each number of worker
 processes (``FERRY_ROUTER_WORKERS``, SO_REUSEPORT) and prints the scaling at concurrency 64;
-``--profile`` records the router with py-spy during the concurrency-16 run and prints where the CPU
-went (``pyspy_summary.py``). Prints tables; asserts nothing (a benchmark, not a test).
+``--profile`` records the router with py-spy during the concurrency-16 run (``--profile-at N``:
+another concurrency) and prints where the CPU went (``pyspy_summary.py``). Prints tables; asserts
+nothing (a benchmark, not a test).
 """
 
 from __future__ import annotations
@@ -236,7 +237,8 @@ def main() -> None:
     parser.add_argument("--access-log", choices=["file", "off"], default="file")
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
     parser.add_argument("--workers", default="", help="worker counts for the scaling table, e.g. 1,2")
-    parser.add_argument("--profile", action="store_true", help="py-spy the router at concurrency 16")
+    parser.add_argument("--profile", action="store_true", help="py-spy the router at one concurrency")
+    parser.add_argument("--profile-at", type=int, default=16, help="the concurrency --profile records")
     parser.add_argument(
         "--baseline-src",
         default="",
@@ -310,7 +312,7 @@ def main() -> None:
         for concurrency in (int(c) for c in args.concurrency.split(",") if c and not args.streams_only):
             cpu_before = cpu_seconds(router.pid)
             spy = None
-            if args.profile and concurrency == 16:
+            if args.profile and concurrency == args.profile_at:
                 spy = pyspy_summary.record(router.pid, args.duration, work / "profile.raw")
             via = run_wrk(router_url, concurrency, args.duration, load_cpu, body)
             cpu_us = (cpu_seconds(router.pid) - cpu_before) / max(via.requests, 1) * 1e6
@@ -334,7 +336,10 @@ def main() -> None:
                 )
             print(line)
         if args.profile and (work / "profile.raw").exists():
-            print("py-spy at concurrency 16 (share of the router's samples, by the innermost known frame):")
+            print(
+                f"py-spy at concurrency {args.profile_at} "
+                "(share of the router's samples, by the innermost known frame):"
+            )
             pyspy_summary.print_summary(work / "profile.raw")
         if args.streams:
             idle = rss_mib(router.pid)

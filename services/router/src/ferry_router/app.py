@@ -268,13 +268,21 @@ class Router:
             record.status = response.status
             if span is not None:
                 end_server_span(span, record)
-            if record.model:
-                record.record_metrics()
-            if request.path.startswith("/v1/"):
-                self.access_log.write(record)
+            logged = request.path.startswith("/v1/")
+            if record.model or logged:
+                # after the answer: aiohttp writes it in this same task step, right after the return
+                asyncio.get_running_loop().call_soon(self._account, record, logged)
             return response
 
         return serve
+
+    def _account(self, record: RequestRecord, logged: bool) -> None:
+        """A finished request's metrics and access-log line (run once its answer is written, so the
+        client does not wait for them; their durations include writing the answer)."""
+        if record.model:
+            record.record_metrics()
+        if logged:
+            self.access_log.write(record)
 
     def _forget_queue(self, key: str, route: Any) -> None:
         """A model's queue goes away with its last route (its waiters are cancelled)."""

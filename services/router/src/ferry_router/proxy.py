@@ -186,6 +186,7 @@ class StallWatch:
 
     The reader calls :meth:`touch` per chunk (one clock read); the timer fires once per idle
     period and re-arms itself from the last touch, so a busy stream costs no timer per chunk.
+    An answer whose body arrived with its head (most small ones) needs no timer at all.
     """
 
     __slots__ = ("_handle", "_loop", "_upstream", "idle", "last", "stalled")
@@ -196,7 +197,9 @@ class StallWatch:
         self.idle = idle
         self.last = self._loop.time()
         self.stalled = False
-        self._handle = self._loop.call_at(self.last + idle, self._check)
+        self._handle: asyncio.TimerHandle | None = None
+        if not upstream.complete:
+            self._handle = self._loop.call_at(self.last + idle, self._check)
 
     def touch(self) -> None:
         self.last = self._loop.time()
@@ -209,7 +212,8 @@ class StallWatch:
             self._handle = self._loop.call_at(self.last + self.idle, self._check)
 
     def cancel(self) -> None:
-        self._handle.cancel()
+        if self._handle is not None:
+            self._handle.cancel()
 
 
 def stream_error_event(upstream: UpstreamResponse, message: str, code: str) -> bytes:

@@ -274,6 +274,12 @@ class UpstreamResponse:
         self._released = False
 
     @property
+    def complete(self) -> bool:
+        """The whole body is already here (no read can wait)."""
+        conn = self._conn
+        return conn._state == _DONE and conn._error is None
+
+    @property
     def content(self) -> UpstreamResponse:
         return self  # so relays written for aiohttp read ``response.content.iter_any()``
 
