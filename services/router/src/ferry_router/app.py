@@ -227,6 +227,7 @@ class Router:
 
     def wrapped(self, handler: Any) -> Any:
         """Server span, request record, error rendering, metrics and access log around ``handler``."""
+        loop = asyncio.get_running_loop()  # once: before Python 3.12 each call is a getpid()
 
         async def serve(request: web.Request) -> web.StreamResponse:
             ACTIVE.inc()
@@ -271,7 +272,7 @@ class Router:
             logged = request.path.startswith("/v1/")
             if record.model or logged:
                 # after the answer: aiohttp writes it in this same task step, right after the return
-                asyncio.get_running_loop().call_soon(self._account, record, logged)
+                loop.call_soon(self._account, record, logged)
             return response
 
         return serve

@@ -192,7 +192,7 @@ class StallWatch:
     __slots__ = ("_handle", "_loop", "_upstream", "idle", "last", "stalled")
 
     def __init__(self, upstream: UpstreamResponse, idle: float) -> None:
-        self._loop = asyncio.get_running_loop()
+        self._loop = upstream.loop
         self._upstream = upstream
         self.idle = idle
         self.last = self._loop.time()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 
 from aiohttp import web
@@ -237,6 +238,10 @@ async def run(settings: RouterSettings, nats_url: str) -> None:
 
     service = RouterService(settings, nats_url)
     await service.start()
+    # what startup built (modules, models, the table) lives as long as the process: out of the
+    # collector's way, so an old-generation collection no longer walks it on the request path
+    gc.collect()
+    gc.freeze()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

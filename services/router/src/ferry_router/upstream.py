@@ -227,7 +227,7 @@ class Connection(asyncio.Protocol):
                 raise self._error
             if self._state == _DONE:
                 return None
-            self._waiter = asyncio.get_running_loop().create_future()
+            self._waiter = self.pool.loop.create_future()
             await self._waiter
             self._waiter = None
         piece = self._pieces.popleft()
@@ -241,7 +241,7 @@ class Connection(asyncio.Protocol):
 
     def request(self, head: bytes, body: bytes) -> asyncio.Future[ResponseHead]:
         assert self.transport is not None
-        self._head = asyncio.get_running_loop().create_future()
+        self._head = self.pool.loop.create_future()
         self._state = _HEAD
         self._pieces.clear()
         self._unread = 0
@@ -272,6 +272,10 @@ class UpstreamResponse:
         self.headers = head.headers
         self.content_type = head.content_type
         self._released = False
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        return self._conn.pool.loop
 
     @property
     def complete(self) -> bool:
@@ -324,6 +328,9 @@ class Pool:
         self.connect_timeout = connect_timeout
         self.keepalive = keepalive
         self._ssl = ssl_context
+        self.loop = asyncio.get_running_loop()
+        """The loop the pool serves (kept: before Python 3.12 each ``get_running_loop`` is a
+        ``getpid`` system call, and the request path asked for it about six times)."""
         self._idle: dict[tuple[str, str, int], list[Connection]] = {}
         self._total = asyncio.Semaphore(max_connections) if max_connections > 0 else None
         self._max_per_host = max_per_host
@@ -362,7 +369,7 @@ class Pool:
         await self._acquire_slot(key, deadline)
         try:
             idle = self._idle.get(key)
-            now = asyncio.get_running_loop().time()
+            now = self.loop.time()
             while idle:
                 conn = idle.pop()
                 if not conn.closed and now - conn.idle_since < self.keepalive:
@@ -393,7 +400,7 @@ class Pool:
         self._leased.discard(conn)
         self._release_slot(conn.key)
         if conn.reusable:
-            conn.idle_since = asyncio.get_running_loop().time()
+            conn.idle_since = self.loop.time()
             self._idle.setdefault(conn.key, []).append(conn)
         else:
             conn.close()
@@ -444,7 +451,7 @@ async def send_request(
     ``asyncio.timeout_at`` on the same deadline."""
     key, authority, path = split_url(url)
     head = request_head(method, authority, path, headers, len(body))
-    loop = asyncio.get_running_loop()
+    loop = pool.loop
     deadline = loop.time() + limit
     for attempt in (0, 1):
         conn = await pool.lease(key, deadline)
