@@ -272,18 +272,18 @@ class Router:
             logged = request.path.startswith("/v1/")
             if record.model or logged:
                 # after the answer: aiohttp writes it in this same task step, right after the return
-                loop.call_soon(self._account, record, logged)
+                loop.call_soon(self._account, record, logged, loop)
             return response
 
         return serve
 
-    def _account(self, record: RequestRecord, logged: bool) -> None:
+    def _account(self, record: RequestRecord, logged: bool, loop: asyncio.AbstractEventLoop) -> None:
         """A finished request's metrics and access-log line (run once its answer is written, so the
         client does not wait for them; their durations include writing the answer)."""
         if record.model:
             record.record_metrics()
         if logged:
-            self.access_log.write(record)
+            self.access_log.write(record, loop)
 
     def _forget_queue(self, key: str, route: Any) -> None:
         """A model's queue goes away with its last route (its waiters are cancelled)."""
