@@ -167,6 +167,8 @@ class Router:
         self.limiter = limiter
         self.client = client
         self.access_log = access_log
+        self.in_flight = 0
+        """Requests being handled by this router (what ``kthena_router_active_requests`` shows)."""
         self.max_body_bytes = max_body_bytes
         self._ready = ready or (lambda: True)
         self.authenticator = authenticator
@@ -231,6 +233,7 @@ class Router:
 
         async def serve(request: web.Request) -> web.StreamResponse:
             ACTIVE.inc()
+            self.in_flight += 1
             request_id = request.headers.get("x-request-id") or new_request_id()
             record = RequestRecord(
                 method=request.method,
@@ -266,6 +269,7 @@ class Router:
                 response = started_or(request, error_response(errors.internal(), request.path))
             finally:
                 ACTIVE.dec()
+                self.in_flight -= 1
             record.status = response.status
             if span is not None:
                 end_server_span(span, record)
@@ -283,7 +287,9 @@ class Router:
         if record.model:
             record.record_metrics()
         if logged:
-            self.access_log.write(record, loop)
+            # nothing else in flight: write the line now, while the loop would idle, rather than
+            # in the next turn, where it would delay the next request's handling
+            self.access_log.write(record, loop, now=self.in_flight == 0)
 
     def _forget_queue(self, key: str, route: Any) -> None:
         """A model's queue goes away with its last route (its waiters are cancelled)."""

@@ -319,14 +319,19 @@ class AccessLog:
             enabled, fmt if fmt in ("text", "json") else "text", os.environ.get("ACCESS_LOG_OUTPUT", "stdout")
         )
 
-    def write(self, record: RequestRecord, loop: asyncio.AbstractEventLoop | None = None) -> None:
-        """Buffer the line; flush once per event-loop turn (one syscall for a burst of requests).
-        ``loop``: the running loop, when the caller has it (finding it is a getpid before 3.12)."""
+    def write(
+        self, record: RequestRecord, loop: asyncio.AbstractEventLoop | None = None, *, now: bool = False
+    ) -> None:
+        """Buffer the line; flush once per event-loop turn (one syscall for a burst of requests), or
+        at once with ``now``. ``loop``: the running loop, when the caller has it (finding it is a
+        getpid before Python 3.12)."""
         if not self.enabled:
             return
         line = orjson.dumps(record.as_dict()).decode() if self.json else record.as_text()
         self._stream.write(line + "\n")
-        if not self._flush_pending:
+        if now:
+            self._stream.flush()
+        elif not self._flush_pending:
             try:
                 (loop or asyncio.get_running_loop()).call_soon(self.flush)
                 self._flush_pending = True
