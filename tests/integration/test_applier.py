@@ -612,8 +612,8 @@ async def test_bad_input_is_dead_lettered_and_an_unreachable_api_server_is_retri
     # an applier whose API server is unreachable: retried with back-off, kept in progress (never
     # redelivered, never dead-lettered), and applied once the API server answers again
     api = await load_api_client(str(identities_for(kube.kubeconfig)["applier"]))
-    real_host = api.configuration.host
-    api.configuration.host = "https://127.0.0.1:9"
+    real_host = api.host
+    api.host = "https://127.0.0.1:9"
     settings = ApplierSettings(
         nats_url=nats_url,
         namespace=h.namespace,
@@ -650,7 +650,7 @@ async def test_bad_input_is_dead_lettered_and_an_unreachable_api_server_is_retri
         for name in ("ferry_workqueue_retries_total", "ferry_consumer_messages_total", "ferry_view_objects"):
             assert name in text, name
 
-        api.configuration.host = real_host  # the API server is back
+        api.host = real_host  # the API server is back
         deadline = time.monotonic() + 30
         while (result := await h.result(owner)) is None:
             assert time.monotonic() < deadline, "not applied after the API server came back"

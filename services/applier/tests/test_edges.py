@@ -13,7 +13,7 @@ from ferry_applier.kinds import UnknownKindError, kind_info
 from ferry_applier.lease import LeaseBusy
 from ferry_applier.service import durable_name, subject_filters
 from ferry_schemas.bus import OwnerKey
-from kubernetes_asyncio.client.exceptions import ApiException
+from ferry_schemas.runtime.kubeconn import ApiError
 
 OWNER = OwnerKey(
     api_version="workload.serving.volcano.sh/v1alpha1",
@@ -26,10 +26,8 @@ OWNER = OwnerKey(
 )
 
 
-def api_error(status: int, reason: str = "", message: str = "") -> ApiException:
-    exc = ApiException(status=status, reason=reason)
-    exc.body = json.dumps({"kind": "Status", "reason": reason, "message": message}).encode()
-    return exc
+def api_error(status: int, reason: str = "", message: str = "") -> ApiError:
+    return ApiError(status, reason, json.dumps({"kind": "Status", "reason": reason, "message": message}))
 
 
 @pytest.mark.parametrize(
@@ -62,8 +60,7 @@ def test_the_api_servers_own_words_are_kept() -> None:
     exc = api_error(422, "Invalid", 'ModelRoute.networking "bad" is invalid: spec.rules[0]: Too many')
     assert api_reason(exc) == "Invalid"
     assert api_message(exc).endswith("Too many")
-    raw = ApiException(status=502, reason="Bad Gateway")
-    raw.body = b"upstream down"
+    raw = ApiError(502, "Bad Gateway", "upstream down")
     assert api_message(raw) == "upstream down"
 
 

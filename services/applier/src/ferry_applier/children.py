@@ -14,8 +14,8 @@ from typing import Any
 
 from ferry_schemas.autoscaling import autoscaled_in
 from ferry_schemas.bus import ChildResult, DesiredSet, OwnerKey
+from ferry_schemas.runtime.kubeconn import ApiError
 from ferry_schemas.runtime.view import ObjectView
-from kubernetes_asyncio.client.exceptions import ApiException
 
 from ferry_applier.errors import PermanentApplyError, api_message, is_permanent
 from ferry_applier.kinds import KindInfo, kind_info, kind_of
@@ -118,7 +118,7 @@ async def apply_children(kube: KubeClient, view: ObjectView, desired: DesiredSet
                 stored = await apply_serving(kube, body, previous, name in autoscaled)
             else:
                 stored = await kube.apply(body)
-        except ApiException as exc:
+        except ApiError as exc:
             if not is_permanent(exc):
                 raise
             message = f"{kind} {name}: {api_message(exc)}"

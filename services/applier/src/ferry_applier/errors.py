@@ -6,7 +6,7 @@ import asyncio
 import json
 
 import aiohttp
-from kubernetes_asyncio.client.exceptions import ApiException
+from ferry_schemas.runtime.kubeconn import ApiError
 
 from ferry_applier.kinds import UnknownKindError
 
@@ -26,14 +26,11 @@ class PermanentApplyError(Exception):
         self.reason = reason
 
 
-def _body(exc: ApiException) -> str:
-    body: object = exc.body
-    if isinstance(body, bytes):
-        return body.decode("utf-8", "replace")
-    return body if isinstance(body, str) else ""
+def _body(exc: ApiError) -> str:
+    return exc.body
 
 
-def api_message(exc: ApiException) -> str:
+def api_message(exc: ApiError) -> str:
     """The API server's own message (``Status.message``) or the raw body."""
     body = _body(exc)
     if body:
@@ -47,7 +44,7 @@ def api_message(exc: ApiException) -> str:
     return f"{exc.status} {exc.reason}"
 
 
-def api_reason(exc: ApiException) -> str:
+def api_reason(exc: ApiError) -> str:
     """``Status.reason`` (``Invalid``, ``BadRequest``, ``NotFound``...) or the HTTP reason."""
     body = _body(exc)
     if body:
@@ -64,12 +61,12 @@ def is_permanent(exc: BaseException) -> bool:
     """True for errors a retry cannot fix; everything else (5xx, 429, 409, network) is transient."""
     if isinstance(exc, PermanentApplyError | UnknownKindError):
         return True
-    if isinstance(exc, ApiException):
+    if isinstance(exc, ApiError):
         return exc.status in PERMANENT_STATUSES or _unapplicable(exc)
     return False
 
 
-def _unapplicable(exc: ApiException) -> bool:
+def _unapplicable(exc: ApiError) -> bool:
     """Server-side apply cannot express the object (e.g. duplicate keys of a list map): the API
     server answers 500, but the same request fails the same way every time."""
     return exc.status == 500 and api_message(exc).startswith("failed to create typed patch object")
@@ -77,7 +74,7 @@ def _unapplicable(exc: ApiException) -> bool:
 
 def is_transient(exc: BaseException) -> bool:
     """Network trouble and retryable API answers."""
-    if isinstance(exc, ApiException):
+    if isinstance(exc, ApiError):
         return not is_permanent(exc)
     return isinstance(
         exc, TransientError | aiohttp.ClientError | asyncio.TimeoutError | ConnectionError | OSError

@@ -15,8 +15,8 @@ from typing import Any
 
 from ferry_schemas import labels as L
 from ferry_schemas.bus import ApplyResult, ChildResult, DesiredSet, ObjectEvent, Resource
+from ferry_schemas.runtime.kubeconn import ApiError
 from ferry_schemas.runtime.view import ObjectView
-from kubernetes_asyncio.client.exceptions import ApiException
 
 from ferry_applier.children import apply_children
 from ferry_applier.errors import PermanentApplyError, api_message, api_reason, is_permanent
@@ -117,11 +117,11 @@ class Reconciler:
                 )
             if desired.workload is not None:
                 children += await self.engine.reconcile(owner, desired.workload)
-        except (ApiException, PermanentApplyError, UnknownKindError) as exc:
+        except (ApiError, PermanentApplyError, UnknownKindError) as exc:
             if not is_permanent(exc):
                 raise
             await self.guard.record(owner)
-            if isinstance(exc, ApiException):
+            if isinstance(exc, ApiError):
                 reason, message = api_reason(exc), api_message(exc)
             else:
                 reason, message = getattr(exc, "reason", "ApplyFailed"), str(exc)

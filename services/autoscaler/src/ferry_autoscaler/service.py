@@ -11,7 +11,7 @@ import uuid
 import aiohttp
 from ferry_schemas.autoscaling import DEMAND_PREFIX
 from ferry_schemas.bus import Resource
-from ferry_schemas.runtime import ProbeServer
+from ferry_schemas.runtime import ProbeServer, kubeconn
 from ferry_schemas.runtime.events import EventRecorder
 from ferry_schemas.runtime.jetstream import connect, key_value
 from ferry_schemas.runtime.kube import load_api_client
@@ -52,7 +52,8 @@ async def run(settings: AutoscalerSettings, stop: asyncio.Event) -> None:
     view = ObjectView(js, VIEWED)
     api_client = await load_api_client()
     api = AutoscalerApi(api_client)
-    events = EventRecorder(api_client, "ferry/autoscaler")
+    events_api = await kubeconn.connect()  # the shared recorder writes over the lean connection
+    events = EventRecorder(events_api, "ferry/autoscaler")
     events.start()
     session = aiohttp.ClientSession()
     kv = await key_value(js, LEASES_BUCKET)
@@ -98,6 +99,7 @@ async def run(settings: AutoscalerSettings, stop: asyncio.Event) -> None:
         await demand.unsubscribe()
         await leases.release_all()
         await events.stop()
+        await events_api.close()
         await view.stop()
         await board.stop()
         await probes.stop()

@@ -29,13 +29,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from kubernetes_asyncio import client
-from kubernetes_asyncio.client.exceptions import ApiException
 from prometheus_client import Counter
+
+from ferry_schemas.runtime.kubeconn import MERGE_PATCH, ApiError, KubeConnection, object_path
 
 log = logging.getLogger(__name__)
 
 EventType = Literal["Normal", "Warning"]
+EVENTS_GROUP = "events.k8s.io"
 
 EVENTS = Counter("ferry_events_total", "Events recorded, by how they reached the API server.", ["outcome"])
 """outcome: created, series (patched), aggregated (counted in memory), dropped, failed."""
@@ -85,7 +86,7 @@ class EventRecorder:
 
     def __init__(
         self,
-        api: client.ApiClient,
+        api: KubeConnection,
         controller: str,
         *,
         instance: str = "",
@@ -96,7 +97,7 @@ class EventRecorder:
         queue_size: int = 10_000,
         timeout: float = 10.0,
     ) -> None:
-        self._api = client.EventsV1Api(api)
+        self._api = api
         self.controller = controller
         self.instance = instance or f"{socket.gethostname()}-{os.getpid()}"
         self._burst = burst
@@ -214,7 +215,9 @@ class EventRecorder:
             **event,
         }
         namespace = body["metadata"]["namespace"]
-        await self._api.create_namespaced_event(namespace, body, _request_timeout=self._timeout)  # type: ignore[arg-type]
+        await self._api.send(
+            "POST", object_path(EVENTS_GROUP, "v1", "events", namespace), body, limits=self._timeout
+        )
         self._series[key] = _Series(name=name, namespace=namespace, first_seen=now)
         EVENTS.labels("created").inc()
 
@@ -222,15 +225,10 @@ class EventRecorder:
         if not self._allow(f"series/{series.namespace}/{series.name}", time.monotonic()):
             return  # counted in memory; a later flush writes it
         body = {"series": {"count": series.count, "lastObservedTime": series.last_observed}}
-        # _content_type goes through **kwargs (the stubs do not list it); without it a dict body
-        # is sent as a JSON patch (ecosystem notes §3.4)
-        options: dict[str, Any] = {
-            "_content_type": "application/merge-patch+json",
-            "_request_timeout": self._timeout,
-        }
+        path = object_path(EVENTS_GROUP, "v1", "events", series.namespace, series.name)
         try:
-            await self._api.patch_namespaced_event(series.name, series.namespace, body, **options)
-        except ApiException as exc:
+            await self._api.send("PATCH", path, body, content_type=MERGE_PATCH, limits=self._timeout)
+        except ApiError as exc:
             if exc.status != 404:
                 raise
             # the Event expired (the API server keeps them an hour): start a new one next time

@@ -17,8 +17,8 @@ from typing import Any
 
 from ferry_schemas import labels as L
 from ferry_schemas.bus import ChildResult, OwnerKey, Resource, ServingWorkload
+from ferry_schemas.runtime.kubeconn import ApiError
 from ferry_schemas.runtime.view import ObjectView
-from kubernetes_asyncio.client.exceptions import ApiException
 
 from ferry_applier.kube import KubeClient, Obj
 from ferry_applier.workload.plan import (
@@ -398,7 +398,7 @@ class WorkloadEngine:
         """
         try:
             await self.kube.apply(obj)
-        except ApiException as exc:
+        except ApiError as exc:
             namespace = str(obj["metadata"]["namespace"])
             if (
                 obj.get("kind") == "PodGroup"
