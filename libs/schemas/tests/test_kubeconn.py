@@ -79,3 +79,26 @@ def test_the_lean_connection_does_not_import_the_generated_client() -> None:
     probe = "import ferry_schemas.runtime.kubeconn, sys; print('kubernetes_asyncio' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", probe], check=True, capture_output=True, text=True)
     assert out.stdout.strip() == "False"
+
+
+async def test_in_cluster_uses_the_service_account_and_rereads_its_token(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shutil
+
+    import certifi
+
+    shutil.copyfile(certifi.where(), tmp_path / "ca.crt")
+    (tmp_path / "token").write_text("first\n")
+    monkeypatch.setattr(kubeconn, "SERVICE_ACCOUNT", tmp_path)
+    monkeypatch.setattr(kubeconn, "TOKEN_REREAD_SECONDS", 0.0)
+    monkeypatch.delenv("KUBECONFIG", raising=False)
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "fd00::1")
+    monkeypatch.setenv("KUBERNETES_SERVICE_PORT", "443")
+    conn = await kubeconn.connect()
+    assert conn.host == "https://[fd00::1]:443"
+    assert conn._token is not None
+    assert conn._token.current() == "first"
+    (tmp_path / "token").write_text("rotated\n")  # the kubelet rotates a projected token
+    assert conn._token.current() == "rotated"
+    await conn.close()
