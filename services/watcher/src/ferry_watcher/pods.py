@@ -17,7 +17,7 @@ import logging
 from typing import Any
 
 import aiohttp
-from ferry_schemas.bus import OBJECTS_STREAM, ObjectEvent
+from ferry_schemas.bus import OBJECTS_STREAM, ObjectEvent, decode_token
 from ferry_schemas.labels import MS_NAME
 from ferry_schemas.runtime.kubeconn import ApiError
 from ferry_schemas.selection import (
@@ -204,6 +204,9 @@ class PodInformer(Informer):
         for subject, labels in list(published.items()):
             if not self._selection.wants_labels(namespace, labels):
                 await self._tombstone(subject, "")
+                # unpublished now: a selector that comes back (a re-created InferencePool or
+                # ModelServer) must find it here, or it never lists the API server for it again
+                self._others.setdefault(namespace, {})[decode_token(subject.rsplit(".", 1)[-1])] = labels
         if not selector or (self._namespace and namespace != self._namespace):
             return
         others = self._others.get(namespace, {}).values()
