@@ -26,26 +26,6 @@ Handler = Callable[[str, Msg], None]
 """``handle(key, msg)``: one message of the filter named ``key``; it must not raise."""
 
 
-def delivery_position(reply: str | None) -> tuple[int, int] | None:
-    """(stream sequence, messages pending) of a JetStream delivery, read off its reply subject
-    (``$JS.ACK.<stream>.<consumer>.<delivered>.<stream seq>.<consumer seq>.<time>.<pending>``, or the
-    form with domain and account hash first); ``None`` for any other message.
-
-    nats-py's ``Msg.metadata`` gives the same two numbers but builds a datetime and three objects
-    per message, a good share of the cost of reading a 20,000-object snapshot or a fleet's load."""
-    if not reply or not reply.startswith("$JS.ACK."):
-        return None
-    tokens = reply.split(".")
-    try:
-        if len(tokens) == 9:
-            return int(tokens[5]), int(tokens[8])
-        if len(tokens) >= 11:
-            return int(tokens[7]), int(tokens[10])
-    except ValueError:
-        return None
-    return None
-
-
 class StreamFollower:
     """``filters`` names each subject filter of ``stream``; ``handle`` gets each message."""
 
@@ -147,12 +127,11 @@ class StreamFollower:
 
     def _on_message(self, key: str, msg: Msg) -> None:
         self._handle(key, msg)
-        position = delivery_position(msg.reply)
-        if position is None:
+        try:
+            pending = msg.metadata.num_pending
+            self._seen[key] = max(self._seen[key], int(msg.metadata.sequence.stream))
+        except Exception:
             pending = 0
-        else:
-            sequence, pending = position
-            self._seen[key] = max(self._seen[key], sequence)
         if pending == 0:
             self._synced[key].set()
         advanced, self._advanced[key] = self._advanced[key], asyncio.Event()
