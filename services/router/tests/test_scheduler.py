@@ -73,6 +73,30 @@ def test_gpu_usage() -> None:
     ]
 
 
+def test_gpu_usage_counts_requests_sent_since_the_reading() -> None:
+    """A burst must not all go to the engine that looked emptiest a reading ago: each request sent
+    since adds what a running one held there (the candidates' mean for an engine that ran none)."""
+    a = ep("a", kv_cache_usage=0.2, running=10, inflight=14)
+    a.metrics.inflight_at_sample = 10  # 4 sent since: 0.2 + 4 * 0.02
+    b = ep("b", kv_cache_usage=0.3, running=10, inflight=10)
+    b.metrics.inflight_at_sample = 10
+    idle = ep("idle", inflight=5)  # never read: all 5 unseen, at the mean 0.02 each
+    done = ep("done", kv_cache_usage=0.1, running=10, inflight=0)
+    done.metrics.inflight_at_sample = 20  # more ended than it held: clamped at 0
+    assert GPUUsage().score(CTX, [a, b, idle, done]) == [72, 70, 90, 100]
+
+
+def test_least_latency_projects_latency_by_the_load_sent_since() -> None:
+    """TTFT/TPOT read at a load of 4 are doubled once this router sent 4 more there."""
+    fast = ep("fast", ttft=0.1, tpot=0.01, running=3, waiting=1, inflight=8)
+    fast.metrics.inflight_at_sample = 4
+    slow = ep("slow", ttft=0.15, tpot=0.015, running=4, inflight=4)
+    slow.metrics.inflight_at_sample = 4
+    assert LeastLatency().score(CTX, [fast, slow]) == [0, 100]
+    fast.metrics.inflight_at_sample = 8  # a new reading: nothing unseen
+    assert LeastLatency().score(CTX, [fast, slow]) == [100, 0]
+
+
 @pytest.mark.parametrize(
     ("args", "pods", "expected"),
     [

@@ -112,14 +112,19 @@ def test_old_load_reads_as_unknown() -> None:
     load = EngineLoad(
         namespace="default", pod="a", model="m", epoch="e", seq=1, sent_at=0, waiting=9, ttft=0.4
     )
-    apply_pushed(a, load, received=100.0)
+    endpoint = table.endpoints["default/a"]
+    endpoint.inflight = 3
+    apply_pushed(a, load, received=100.0, inflight=endpoint.inflight)
+    endpoint.inflight = 5
+    assert endpoint.unsampled == 2  # sent since the reading: the gauges cannot show them yet
     assert sweep(table, now=101.0, stale_after=5.0) == 1  # b was never measured
     assert (a.waiting, a.ttft, a.stale) == (9, 0.4, False)
     assert sweep(table, now=106.0, stale_after=5.0) == 2
     assert (a.waiting, a.ttft, a.stale) == (0, 0, True)
+    assert endpoint.unsampled == 5  # load unknown: all the router has there is unseen
     assert not b.stale  # never measured: unknown, nothing to forget
-    apply_pushed(a, load.model_copy(update={"seq": 2, "waiting": 1}), received=107.0)
-    assert (a.waiting, a.stale, a.source) == (1, False, "push")
+    apply_pushed(a, load.model_copy(update={"seq": 2, "waiting": 1}), received=107.0, inflight=5)
+    assert (a.waiting, a.stale, a.source, endpoint.unsampled) == (1, False, "push", 0)
 
 
 def test_backoff_doubles_up_to_the_limit() -> None:

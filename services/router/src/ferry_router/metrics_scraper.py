@@ -58,8 +58,10 @@ JITTER = 0.1
 T = TypeVar("T")
 
 
-def apply_exposition(metrics: EndpointMetrics, text: str) -> None:
+def apply_exposition(metrics: EndpointMetrics, text: str, inflight: int = 0) -> None:
+    """Write a scrape into ``metrics``; ``inflight``: the router's in-flight count there now."""
     update_load(metrics, parse_exposition(text))
+    metrics.inflight_at_sample = inflight
     metrics.scraped = True
     metrics.source = "scrape"
     metrics.updated = time.monotonic()
@@ -256,7 +258,7 @@ class MetricsScraper:
             SCRAPES.labels("error").inc()
             log.debug("scrape of %s failed: %r", endpoint.key, exc)
             return
-        apply_exposition(endpoint.metrics, text)
+        apply_exposition(endpoint.metrics, text, endpoint.inflight)
         endpoint.metrics.failures = 0
         SCRAPES.labels("ok").inc()
         if read_models:

@@ -1,4 +1,11 @@
-"""``gpu-usage``: prefer endpoints with free KV cache: ``int((1 - usage)*100)``."""
+"""``gpu-usage``: prefer endpoints with free KV cache: ``int((1 - usage)*100)``.
+
+``usage`` is the engine's ``kv_cache_usage`` projected to now: the gauge was read up to an interval
+ago, and the requests this router sent there since (:attr:`Endpoint.unsampled`) each add what a
+running request held at the reading (``usage / running``; the mean over the candidates for an
+engine that ran nothing). Read raw, as Kthena does, the gauge sends a whole burst to the engine
+that looked emptiest a reading ago.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +16,19 @@ from ferry_router.scheduler.framework import SchedulingContext
 from ferry_router.state.table import Endpoint
 
 
+def projected_usage(endpoints: Sequence[Endpoint]) -> list[float]:
+    """Each endpoint's KV-cache usage with the requests sent since its reading, within [0, 1]."""
+    per_request = [e.metrics.kv_cache_usage / e.metrics.running for e in endpoints if e.metrics.running > 0]
+    fallback = sum(per_request) / len(per_request) if per_request else 0.0
+    usages = []
+    for e in endpoints:
+        m = e.metrics
+        each = m.kv_cache_usage / m.running if m.running > 0 else fallback
+        usage = m.kv_cache_usage + e.unsampled * each
+        usages.append(0.0 if usage < 0.0 else 1.0 if usage > 1.0 else usage)
+    return usages
+
+
 class GPUUsage:
     name = "gpu-usage"
 
@@ -16,5 +36,4 @@ class GPUUsage:
         del args
 
     def score(self, ctx: SchedulingContext, endpoints: Sequence[Endpoint]) -> list[float]:
-        usages = [e.metrics.kv_cache_usage for e in endpoints]
-        return [float(int((1.0 - (0.0 if u < 0.0 else 1.0 if u > 1.0 else u)) * 100)) for u in usages]
+        return [float(int((1.0 - u) * 100)) for u in projected_usage(endpoints)]

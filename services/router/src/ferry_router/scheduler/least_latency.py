@@ -2,6 +2,12 @@
 
 Endpoints without measurements score 50. Others are scaled min→100, max→0 per measure and mixed
 as ``a*TTFT + (1 - a)*TPOT`` with a = ``TTFTTPOTWeightFactor`` (0.5 by default, must be in [0, 1]).
+
+The measures are means over the engine's last reading interval; both grow with its load, so each is
+projected to now by the load this router added since (:attr:`Endpoint.unsampled`):
+``x * max(load + unsampled, 1) / max(load, 1)`` with ``load = running + waiting`` at the reading.
+Read raw, as Kthena does, the lowest reading draws every request until the next one, and the
+engines take turns being swamped.
 """
 
 from __future__ import annotations
@@ -26,6 +32,12 @@ def validate_factor(args: dict[str, Any] | None) -> float:
     return value
 
 
+def _projection(endpoint: Endpoint) -> float:
+    """How much the engine's latency has grown since its reading, by its load then and now."""
+    load = endpoint.metrics.running + endpoint.metrics.waiting
+    return max(load + endpoint.unsampled, 1.0) / max(load, 1.0)
+
+
 def _scale(value: float, low: float, high: float) -> float:
     return 100.0 if high == low else 100.0 * (high - value) / (high - low)
 
@@ -37,7 +49,8 @@ class LeastLatency:
         self.factor = validate_factor(args)
 
     def score(self, ctx: SchedulingContext, endpoints: Sequence[Endpoint]) -> list[float]:
-        readings = [(m.ttft, m.tpot) for m in (e.metrics for e in endpoints)]
+        growth = [_projection(e) for e in endpoints]
+        readings = [(e.metrics.ttft * g, e.metrics.tpot * g) for e, g in zip(endpoints, growth, strict=True)]
         measured = [(f, p) for f, p in readings if f > 0 and p > 0]
         if not measured:
             return [50.0] * len(endpoints)

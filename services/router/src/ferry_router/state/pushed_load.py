@@ -27,9 +27,11 @@ from ferry_router.state.table import Endpoint, EndpointMetrics, RoutingTable
 log = logging.getLogger(__name__)
 
 
-def apply_pushed(metrics: EndpointMetrics, load: EngineLoad, received: float) -> None:
+def apply_pushed(metrics: EndpointMetrics, load: EngineLoad, received: float, inflight: int = 0) -> None:
+    """Write a pushed reading into ``metrics``; ``inflight``: the router's in-flight count there now."""
     if received < metrics.updated:
         return  # a scrape read this engine after the sidecar did
+    metrics.inflight_at_sample = inflight
     metrics.kv_cache_usage = load.kv_cache_usage
     metrics.waiting = load.waiting
     metrics.running = load.running
@@ -90,12 +92,12 @@ class PushedLoad:
     def _on_load(self, load: EngineLoad, received: float) -> None:
         endpoint = self.table.endpoints.get(load.pod_key)
         if endpoint is not None:
-            apply_pushed(endpoint.metrics, load, received)
+            apply_pushed(endpoint.metrics, load, received, endpoint.inflight)
 
     def _on_added(self, endpoint: Endpoint) -> None:
         load, age = self.board.fresh(endpoint.key), self.board.age(endpoint.key)
         if load is not None and age is not None:
-            apply_pushed(endpoint.metrics, load, self._clock() - age)
+            apply_pushed(endpoint.metrics, load, self._clock() - age, endpoint.inflight)
 
     async def start(self) -> None:
         await self.board.start()

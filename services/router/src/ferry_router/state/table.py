@@ -43,11 +43,13 @@ class EndpointMetrics:
     source: str = ""  # "push" (the sidecar on the bus) or "scrape"
     updated: float = 0.0  # time.monotonic() of the reading (0: never)
     stale: bool = False
+    inflight_at_sample: int = 0  # the router's in-flight count there when this reading arrived
 
     def forget_load(self) -> None:
         """The load is too old to mean anything: unknown, as for an engine never measured."""
         self.kv_cache_usage = self.waiting = self.running = self.ttft = self.tpot = 0.0
         self.ttft_hist = self.tpot_hist = None
+        self.inflight_at_sample = 0
         self.stale = True
 
 
@@ -65,6 +67,12 @@ class Endpoint:
     @property
     def key(self) -> str:
         return self.pod.key
+
+    @property
+    def unsampled(self) -> int:
+        """Requests this router sent there (net of those it saw end) since the load was read:
+        what the engine's gauges cannot show yet. All of ``inflight`` when the load is unknown."""
+        return self.inflight - self.metrics.inflight_at_sample
 
     @property
     def name(self) -> str:
