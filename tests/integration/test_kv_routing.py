@@ -5,6 +5,10 @@ conversation to the pod that holds its prefix.
 Everything is a real process: two ``ferry-mock-engine`` simulators (``--kv-events-config``), two
 ``ferry-runtime`` sidecars, the router, nats-server. The test learns which pod holds a prefix only
 from the ``ferry.kv.>`` messages on NATS, and which pod answered only from the answers.
+
+The engines also serve a LoRA adapter, loaded in a different order on each (so its vLLM
+``lora_id`` differs: 2 on one pod, 1 on the other): a conversation with the adapter must follow the
+adapter's KV, which the sidecars key by the adapter's name.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from typing import Any
 import pytest
 from ferry_local.processes import spawn
 from ferry_local.readiness import free_port
-from ferry_schemas.kv import KV_FILTER, KvBlockEvents, token_block_hashes
+from ferry_schemas.kv import KV_FILTER, KvBlockEvents, lora_root, token_block_hashes
 
 from tests.support.router_world import (
     Engine,
@@ -34,6 +38,8 @@ from tests.support.router_world import (
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 
 SERVED = "org/kv-model"
+ADAPTER = "sql-lora"
+LORAS = (["tone-lora=/adapters/tone", f"{ADAPTER}=/adapters/sql"], [f"{ADAPTER}=/adapters/sql"])
 ROUTER_CONFIG = """
 scheduler:
   pluginConfig:
@@ -47,19 +53,20 @@ scheduler:
 """
 
 
-def start_engine(world: World, name: str, port: int) -> tuple[Engine, str]:
+def start_engine(world: World, name: str, port: int, loras: list[str]) -> tuple[Engine, str]:
     """A simulator publishing KV events on its own address; returns it and its ZMQ endpoint."""
     host, zmq_port = next_ip(), free_port()
     events = json.dumps({"enable_kv_cache_events": True, "endpoint": f"tcp://*:{zmq_port}", "topic": "kv"})
-    engine = world.engine(name, SERVED, port, "--kv-events-config", events, "--time-scale", "0.1", host=host)
+    extra = ["--kv-events-config", events, "--time-scale", "0.1", "--lora-modules", *loras]
+    engine = world.engine(name, SERVED, port, *extra, host=host)
     return engine, f"tcp://{host}:{zmq_port}"
 
 
-def start_sidecar(world: World, namespace: str, pod: str, endpoint: str) -> None:
+def start_sidecar(world: World, namespace: str, pod: str, endpoint: str, engine: Engine) -> None:
     argv = [
         sys.executable, "-m", "ferry_runtime", "--port", str(free_port()), "--host", "127.0.0.1",
         "--pod", f"{pod}.{namespace}", "--model", SERVED, "--kv-events-endpoint", endpoint,
-        "--kv-events-topic", "kv",
+        "--kv-events-topic", "kv", "--engine-base-url", engine.url,
     ]  # fmt: skip
     world.processes.append(spawn(f"runtime-{pod}", argv, world.log_dir, {"FERRY_NATS_URL": world.nats_url}))
 
@@ -72,8 +79,8 @@ async def test_follow_ups_go_to_the_pod_holding_the_prefix(bus: World, tmp_path:
     namespace, port = f"kv-{uuid.uuid4().hex[:8]}", free_port()
     pods = {}
     for i in range(2):
-        engine, endpoint = start_engine(bus, f"kv-{i}", port)
-        start_sidecar(bus, namespace, f"pod-{i}", endpoint)
+        engine, endpoint = start_engine(bus, f"kv-{i}", port, LORAS[i])
+        start_sidecar(bus, namespace, f"pod-{i}", endpoint, engine)
         pods[f"pod-{i}"] = engine
     for engine in pods.values():
         engine.wait_up()
@@ -101,7 +108,11 @@ async def test_follow_ups_go_to_the_pod_holding_the_prefix(bus: World, tmp_path:
             model_route(
                 namespace,
                 "route",
-                {"modelName": model, "rules": [{"targetModels": [{"modelServerName": "srv"}]}]},
+                {
+                    "modelName": model,
+                    "loraAdapters": [ADAPTER],
+                    "rules": [{"targetModels": [{"modelServerName": "srv"}]}],
+                },
             ),
         )
         for pod, engine in pods.items():
@@ -114,12 +125,14 @@ async def test_follow_ups_go_to_the_pod_holding_the_prefix(bus: World, tmp_path:
             text = answer.choices[0].message.content or ""
             return next(pod for pod, engine in pods.items() if f"via {engine.name} " in text + " ")
 
-        for topic in ("astronomy", "botany"):
+        # The adapter's conversation shares the base model's system prompt: only its own KV counts.
+        for topic, asked in (("astronomy", model), ("botany", model), ("astronomy", ADAPTER)):
             system = {"role": "system", "content": system_prompt(topic)}
             messages = [system, {"role": "user", "content": "Where do we start?"}]
-            first = await client.chat.completions.create(model=model, messages=messages, max_tokens=6)  # type: ignore[arg-type]
+            first = await client.chat.completions.create(model=asked, messages=messages, max_tokens=6)  # type: ignore[arg-type]
             tokens = http_json_post(f"{pods['pod-0'].url}/tokenize", {"model": SERVED, "messages": messages})
-            prefix = token_block_hashes(tokens, 16, 128)
+            root = lora_root(ADAPTER) if asked == ADAPTER else 0
+            prefix = token_block_hashes(tokens, 16, 128, root)
             assert len(prefix) > 60
 
             # Who holds the prefix, as the bus tells it (the sidecars' messages, nothing else).
@@ -136,7 +149,7 @@ async def test_follow_ups_go_to_the_pod_holding_the_prefix(bus: World, tmp_path:
             )
             for turn in range(4):
                 follow_up = [system, {"role": "user", "content": f"And then, step {turn} of {topic}?"}]
-                answer = await client.chat.completions.create(model=model, messages=follow_up, max_tokens=6)  # type: ignore[arg-type]
+                answer = await client.chat.completions.create(model=asked, messages=follow_up, max_tokens=6)  # type: ignore[arg-type]
                 assert served_by(answer) == pod, (
                     f"follow-up {turn} of {topic} left the pod holding its prefix"
                 )

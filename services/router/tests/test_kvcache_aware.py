@@ -11,7 +11,8 @@ from ferry_router.scheduler.kvcache_aware import TOKENS_KEY, KVCacheAware, token
 from ferry_router.state.kv_index import KvIndex
 from ferry_router.state.resources import Pod
 from ferry_router.state.table import Endpoint
-from ferry_schemas.kv import KvBlockEvents, token_block_hashes
+from ferry_schemas import sim_tokenizer
+from ferry_schemas.kv import ROOT_HASH, KvBlockEvents, lora_root, token_block_hashes
 
 H = token_block_hashes(list(range(64)), 16)  # 4 chained blocks
 
@@ -111,6 +112,32 @@ async def test_local_tokenizer_gives_the_engines_tokens_without_asking_it() -> N
     finally:
         await plugin.close()
         await engine.stop()
+
+
+async def test_an_adapters_prompt_is_hashed_from_the_adapters_root() -> None:
+    """A LoRA request matches the blocks the sidecars key by the adapter's name, not the base's."""
+    plugin = KVCacheAware({"blockSizeToHash": 16, "localTokenizer": "ferry-mock-engine"})
+    prompt = "p" * 300
+    body = {"prompt": prompt}
+    tokens = sim_tokenizer.tokenize(body)
+    listed = endpoint("a")
+    listed.metrics.models, listed.metrics.base_models = frozenset({"base", "sql"}), ("base",)
+    cases = [
+        (
+            SchedulingContext(model="sql", upstream_model="sql", prompt=prompt, body=body, lora=True),
+            [],
+            "sql",
+        ),
+        (SchedulingContext(model="alias", upstream_model="sql", prompt=prompt, body=body), [listed], "sql"),
+        (SchedulingContext(model="alias", upstream_model="base", prompt=prompt, body=body), [listed], None),
+    ]
+    for ctx, endpoints, adapter in cases:
+        await plugin.prepare(ctx, endpoints)
+        root = ROOT_HASH if adapter is None else lora_root(adapter)
+        assert ctx.scratch[TOKENS_KEY] == token_block_hashes(tokens, 16, 128, root)
+    plugin.index.apply(msg("a", 1, stored=token_block_hashes(tokens, 16, 128)))  # base-model KV only
+    assert plugin.score(cases[0][0], [listed]) == [0.0]
+    assert plugin.score(cases[2][0], [listed]) == [100.0]
 
 
 def test_an_unknown_local_tokenizer_is_a_configuration_error() -> None:

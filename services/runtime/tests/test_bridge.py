@@ -5,11 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 import msgpack
+import orjson
 import pytest
 from ferry_local.readiness import free_port
 from ferry_mock_engine.kv_events import BlockStored, KVEventsConfig, ZmqPublisher, encode_batch
-from ferry_runtime.blocks import BlockTranslator
+from ferry_runtime.blocks import BlockTranslator, unknown_adapter
 from ferry_runtime.kv_bridge import REPLAYED, KvEventBridge
+from ferry_runtime.lora_names import LoraNames, listed_adapters
 from ferry_runtime.settings import parse_settings
 from ferry_runtime.vllm_events import BadBatch, Cleared, Removed, Stored, decode_batch
 from ferry_schemas.kv import KvBlockEvents, kv_subject, lora_root, token_block_hashes
@@ -160,6 +162,7 @@ async def test_batches_the_engine_no_longer_buffers_stay_missed() -> None:
 
 
 def test_an_adapters_blocks_are_kept_apart_from_the_base_models() -> None:
+    """Rooted at the adapter's name: the id (3 here) is only this engine's load counter."""
     batch = msgpack.packb(
         [0.0, [["BlockStored", [1], None, TOKENS[:16], 16, None, "GPU"],
                ["BlockStored", [2], None, TOKENS[:16], 16, 3, "GPU"],
@@ -167,9 +170,43 @@ def test_an_adapters_blocks_are_kept_apart_from_the_base_models() -> None:
     )  # fmt: skip
     _, events = decode_batch(batch)
     assert [e.lora_id for e in events if isinstance(e, Stored)] == [None, 3, 3]
-    blocks = BlockTranslator()
+    names = LoraNames()
+    names.observe(["tone", "legal", "sql"])  # loaded in this order: ids 1, 2, 3
+    blocks = BlockTranslator(names.name)
     change = blocks.apply(events)
     base = token_block_hashes(TOKENS[:16], 16)
-    adapter = token_block_hashes(TOKENS[:32], 16, parent=lora_root(3))
+    adapter = token_block_hashes(TOKENS[:32], 16, parent=lora_root("sql"))
     assert sorted(change.stored) == sorted(base + adapter)
     assert not set(base) & set(adapter)  # a base-model prompt does not match the adapter's KV
+
+
+def test_recent_vllm_names_the_adapter_in_the_event() -> None:
+    as_map = msgpack.packb(
+        {"ts": 0.0, "events": [
+            {"type": "BlockStored", "block_hashes": [5], "parent_block_hash": None, "token_ids": TOKENS[:16],
+             "block_size": 16, "lora_id": 7, "medium": "GPU", "lora_name": "sql", "extra_keys": [["sql"]]},
+        ]}
+    )  # fmt: skip
+    array_like = msgpack.packb([0.0, [["BlockStored", [5], None, TOKENS[:16], 16, 7, "GPU", "sql"]]])
+    for payload in (as_map, array_like):
+        _, events = decode_batch(payload)
+        assert events == [Stored([5], None, TOKENS[:16], 16, 7, "sql")]
+        assert not unknown_adapter(events, LoraNames().name)  # no /v1/models read needed
+        change = BlockTranslator().apply(events)
+        assert change.stored == token_block_hashes(TOKENS[:16], 16, parent=lora_root("sql"))
+
+
+def test_adapter_ids_follow_vllms_load_counter() -> None:
+    """vLLM numbers adapters as it loads them and never reuses an id after an unload."""
+    models = {"data": [{"id": "base"}, {"id": "a", "parent": "base"}, {"id": "b", "parent": "base"}]}
+    assert listed_adapters(orjson.dumps(models)) == ["a", "b"]
+    names = LoraNames()
+    names.observe(["a", "b"])
+    assert (names.name(1), names.name(2)) == ("a", "b")
+    names.observe(["b"])  # a unloaded
+    names.observe(["b", "c", "a"])  # c loaded, then a again
+    assert (names.name(1), names.name(2), names.name(3), names.name(4)) == (None, "b", "c", "a")
+    unnamed = [Stored([9], None, TOKENS[:16], 16, 5)]
+    assert unknown_adapter(unnamed, names.name)
+    change = BlockTranslator(names.name).apply(unnamed)
+    assert (change.stored, change.skipped) == ([], 1)  # not guessed: skipped until it is known

@@ -101,6 +101,10 @@ class MockEngine:
         self.metrics = EngineMetrics(config, self.load, self.sim)
         self.log = RequestLog(limit=config.max_recorded_requests)
         self.loras: dict[str, LoraModule] = {m.name: m for m in config.lora_modules}
+        # vLLM's lora_int_id: a counter over loads (1, 2, ... in --lora-modules order, then each
+        # /v1/load_lora_adapter), never reused after an unload; it is what KV events carry.
+        self.lora_ids: dict[str, int] = {name: i for i, name in enumerate(self.loras, start=1)}
+        self._last_lora_id = len(self.lora_ids)
         self.fault = FaultInjection()
         self._slots = asyncio.Semaphore(max(1, config.max_num_seqs))
         self._runner: web.AppRunner | None = None
@@ -354,7 +358,7 @@ class MockEngine:
         lora = job.record.lora
         req = sim.request(
             job.record.id, job.prompt_ids or [], len(job.tokens), precomputed=decode, lora=lora,
-            lora_id=list(self.loras).index(lora) + 1 if lora in self.loras else None,
+            lora_id=self.lora_ids.get(lora) if lora is not None else None,
         )  # fmt: skip
         sim.submit(req)
         try:
@@ -491,6 +495,8 @@ class MockEngine:
                 error_body(400, f"The lora adapter '{name}' has already been loaded."), status=400
             )
         self.loras[name] = LoraModule(name, str(path), body.get("base_model_name"))
+        self._last_lora_id += 1
+        self.lora_ids[name] = self._last_lora_id
         self.config.enable_lora = True
         log.info("loaded LoRA adapter %s from %s", name, path)
         return web.Response(text=f"Success: LoRA adapter '{name}' added successfully.")
@@ -498,6 +504,7 @@ class MockEngine:
     async def _unload_lora(self, request: web.Request) -> web.Response:
         body = await self._lora_body(request)
         name = body["lora_name"]
+        self.lora_ids.pop(name, None)
         if self.loras.pop(name, None) is None:
             message = f"The lora adapter '{name}' cannot be found."
             return web.json_response(error_body(404, message), status=404)

@@ -27,6 +27,7 @@ __all__ = [
     "KV_STREAM",
     "KvBlockEvents",
     "kv_subject",
+    "lora_root",
     "token_block_hashes",
 ]
 
@@ -41,9 +42,11 @@ def kv_subject(namespace: str, model: str, pod: str) -> str:
     return f"{KV_PREFIX}.{encode_token(namespace)}.{encode_token(model)}.{encode_token(pod)}"
 
 
-def lora_root(lora_id: int) -> int:
-    """The chain root of a LoRA adapter's blocks (vLLM's ``lora_id``): apart from the base model's."""
-    return int.from_bytes(hashlib.sha256(f"lora:{lora_id}".encode()).digest()[:8], "big") & _MASK
+def lora_root(adapter: str) -> int:
+    """The chain root of a LoRA adapter's blocks, apart from the base model's. Keyed by the adapter's
+    *name* (what a request names, and what vLLM hashes into the adapter's blocks): the engine's
+    ``lora_id`` is a per-process load counter, so the same adapter has different ids on two pods."""
+    return int.from_bytes(hashlib.sha256(f"lora:{adapter}".encode()).digest()[:8], "big") & _MASK
 
 
 def block_hash(parent: int, tokens: Sequence[int]) -> int:

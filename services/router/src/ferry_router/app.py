@@ -491,6 +491,7 @@ class Router:
             prompt=prompt,
             metrics_model=record.metrics_model,
             body=body,
+            lora=match.is_lora,
         )
         return await self.dispatch(
             request,

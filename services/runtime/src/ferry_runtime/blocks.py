@@ -6,9 +6,12 @@ token ids and its parent's engine hash, so the bridge recomputes each block's
 ``BlockRemoved`` that names only engine hashes. A block whose parent the bridge never saw (it
 started after the engine) cannot be chained and is skipped (counted).
 
-A LoRA adapter's blocks (``lora_id`` set: vLLM hashes the adapter's name into them) are chained
-from :func:`ferry_schemas.kv.lora_root` instead of the base model's root, so a prompt scored for
-the base model never matches KV that only the adapter can use.
+A LoRA adapter's blocks (``lora_id`` set: vLLM hashes the adapter into them) are chained from
+:func:`ferry_schemas.kv.lora_root` of the adapter's *name* (the event's ``lora_name``, or its
+``lora_id`` looked up in :class:`ferry_runtime.lora_names.LoraNames`) instead of the base model's
+root: a prompt scored for the base model never matches KV only the adapter can use, and one scored
+for the adapter matches it on every pod, whatever id that pod's engine gave the adapter. A block of
+an adapter whose name is not known is skipped (counted) like one whose parent is unknown.
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ from dataclasses import dataclass, field
 from ferry_schemas.kv import ROOT_HASH, block_hash, lora_root
 
 from ferry_runtime.vllm_events import Cleared, Event, Removed, Stored
+
+LoraName = Callable[[int], str | None]
 
 
 @dataclass
@@ -35,8 +40,22 @@ class Change:
         return bool(self.stored or self.removed or self.cleared)
 
 
+def unknown_adapter(events: list[Event], lora_name: LoraName) -> bool:
+    """Whether a block starting a chain names its adapter by a ``lora_id`` ``lora_name`` cannot name."""
+    return any(
+        isinstance(e, Stored)
+        and e.parent_block_hash is None
+        and e.lora_id is not None
+        and e.lora_name is None
+        and lora_name(e.lora_id) is None
+        for e in events
+    )
+
+
 class BlockTranslator:
-    def __init__(self) -> None:
+    def __init__(self, lora_name: LoraName | None = None) -> None:
+        """``lora_name``: the adapter's name for an engine ``lora_id`` (``None``: not known)."""
+        self.lora_name = lora_name or (lambda _: None)
         self.by_engine: dict[int, int] = {}
         self.held: Counter[int] = Counter()  # Ferry hash -> engine blocks holding it
         self.block_size: int | None = None
@@ -79,7 +98,12 @@ class BlockTranslator:
             return len(event.block_hashes)
         self.block_size = size
         if event.parent_block_hash is None:
-            parent = ROOT_HASH if event.lora_id is None else lora_root(event.lora_id)
+            adapter = event.lora_name
+            if adapter is None and event.lora_id is not None:
+                adapter = self.lora_name(event.lora_id)
+                if adapter is None:
+                    return len(event.block_hashes)
+            parent = ROOT_HASH if adapter is None else lora_root(adapter)
         else:
             known = self.by_engine.get(event.parent_block_hash)
             if known is None:

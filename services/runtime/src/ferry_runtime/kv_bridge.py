@@ -15,6 +15,7 @@ import contextlib
 import logging
 import uuid
 
+import aiohttp
 import zmq
 import zmq.asyncio
 from ferry_schemas.bus import MSG_ID_HEADER
@@ -22,9 +23,10 @@ from ferry_schemas.kv import KvBlockEvents
 from nats.js import JetStreamContext
 from prometheus_client import Counter, Gauge
 
-from ferry_runtime.blocks import BlockTranslator, Change
+from ferry_runtime.blocks import BlockTranslator, Change, unknown_adapter
+from ferry_runtime.lora_names import LoraNames
 from ferry_runtime.settings import RuntimeSettings
-from ferry_runtime.vllm_events import BadBatch, Cleared, decode_batch
+from ferry_runtime.vllm_events import BadBatch, Cleared, Event, decode_batch
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +45,9 @@ class KvEventBridge:
     def __init__(self, settings: RuntimeSettings, js: JetStreamContext) -> None:
         self.settings = settings
         self.js = js
-        self.blocks = BlockTranslator()
+        self.loras = LoraNames()
+        self.blocks = BlockTranslator(self.loras.name)
+        self._session: aiohttp.ClientSession | None = None  # for /v1/models (adapter names)
         self.epoch = uuid.uuid4().hex[:12]
         self.seq = 0
         self.connected = False
@@ -81,6 +85,11 @@ class KvEventBridge:
 
     def handle(self, frames: list[bytes]) -> Change | None:
         """One ZMQ message ``(topic, seq, payload)`` → the change it makes (None if nothing)."""
+        decoded = self.decode(frames)
+        return None if decoded is None else self.apply(decoded)
+
+    def decode(self, frames: list[bytes]) -> list[Event] | None:
+        """One ZMQ message's events (a ``Cleared`` first when the engine restarted); None if bad."""
         if len(frames) != 3:
             ERRORS.labels("decode").inc()
             log.warning("ignoring a KV event message of %d frames", len(frames))
@@ -102,7 +111,10 @@ class KvEventBridge:
             log.warning("undecodable KV event batch %d: %s", seq, exc)
             return None
         BATCHES.inc()
-        change = self.blocks.apply([Cleared(), *events] if restarted else events)
+        return [Cleared(), *events] if restarted else events
+
+    def apply(self, events: list[Event]) -> Change | None:
+        change = self.blocks.apply(events)
         if change.skipped:
             SKIPPED.inc(change.skipped)
         return change if change else None
@@ -116,10 +128,23 @@ class KvEventBridge:
             if seq > first:
                 for missed in await self.replay(first, seq):
                     REPLAYED.inc()
-                    if (change := self.handle(missed)) is not None:
-                        await self.publish(change)
-        if (change := self.handle(frames)) is not None:
+                    await self._bridge(missed)
+        await self._bridge(frames)
+
+    async def _bridge(self, frames: list[bytes]) -> None:
+        events = self.decode(frames)
+        if events is None:
+            return
+        if unknown_adapter(events, self.loras.name):
+            await self._read_adapters()
+        if (change := self.apply(events)) is not None:
             await self.publish(change)
+
+    async def _read_adapters(self) -> None:
+        """An event named an adapter by an id not known yet: read the engine's ``/v1/models``."""
+        if self._session is None:
+            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2.0, connect=0.5))
+        await self.loras.refresh(self._session, self.settings.engine_base_url)
 
     async def replay(self, first: int, until: int) -> list[list[bytes]]:
         """Batches ``first``..``until - 1`` that the engine's replay socket still has (vLLM's protocol:
@@ -172,6 +197,9 @@ class KvEventBridge:
             with contextlib.suppress(asyncio.CancelledError):
                 await snapshots
             socket.close(linger=0)
+            if self._session is not None:
+                await self._session.close()
+                self._session = None
 
     async def _snapshots(self, stop: asyncio.Event) -> None:
         while not stop.is_set():

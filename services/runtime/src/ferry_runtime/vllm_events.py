@@ -25,7 +25,8 @@ class Stored:
     parent_block_hash: int | None
     token_ids: list[int]
     block_size: int
-    lora_id: int | None = None  # the LoRA adapter whose KV this is (its name is in the engine's hash)
+    lora_id: int | None = None  # the LoRA adapter whose KV this is: its id on this engine (load order)
+    lora_name: str | None = None  # ... and its name (vLLM releases that send it; older send the id only)
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,7 +41,15 @@ class Cleared:
 
 Event = Stored | Removed | Cleared
 
-_STORED_FIELDS = ("block_hashes", "parent_block_hash", "token_ids", "block_size", "lora_id")
+_STORED_FIELDS = (
+    "block_hashes",
+    "parent_block_hash",
+    "token_ids",
+    "block_size",
+    "lora_id",
+    "medium",
+    "lora_name",
+)
 
 
 def _hash(value: Any) -> int:
@@ -67,13 +76,16 @@ def _event(raw: Any) -> Event | None:
         raise BadBatch(f"not a KV cache event: {raw!r:.80}")
     try:
         if tag == "BlockStored":
-            parent, lora_id = fields.get("parent_block_hash"), fields.get("lora_id")
+            parent, lora_id, lora_name = (
+                fields.get(k) for k in ("parent_block_hash", "lora_id", "lora_name")
+            )
             return Stored(
                 [_hash(h) for h in fields["block_hashes"]],
                 None if parent is None else _hash(parent),
                 [int(t) for t in fields["token_ids"]],
                 int(fields["block_size"]),
                 None if lora_id is None else int(lora_id),
+                None if lora_name is None else str(lora_name),
             )
         if tag == "BlockRemoved":
             return Removed([_hash(h) for h in fields["block_hashes"]])

@@ -46,6 +46,7 @@ class SchedulingContext:
     metrics_model: str = "unknown"
     scratch: dict[str, object] = field(default_factory=dict)  # per-request plugin cache
     body: dict[str, Any] | None = None  # the parsed request (kvcache-aware tokenizes its messages)
+    lora: bool = False  # upstream_model is a LoRA adapter (the route matched its loraAdapters)
 
 
 @runtime_checkable

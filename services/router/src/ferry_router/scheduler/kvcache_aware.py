@@ -7,6 +7,12 @@ sidecar hashes what the engines cache (:func:`ferry_schemas.kv.token_block_hashe
 match is a real prefix match). An endpoint holding the first k of n blocks scores
 ``int(100*k/n)``; one without block 0 scores 0.
 
+A request for a LoRA adapter (its route matched ``loraAdapters``, or an engine lists the name as an
+adapter in ``/v1/models``) is hashed from :func:`ferry_schemas.kv.lora_root` of the adapter's name,
+as the sidecars key the blocks an engine stores for that adapter (vLLM's ``BlockStored.lora_id``
+/ ``lora_name``; ``ferry_runtime.lora_names``): it matches the adapter's KV on every pod, whatever
+id each engine gave the adapter, and never the base model's.
+
 Tokenization is asynchronous, so it runs in :meth:`prepare` before the (synchronous) scoring.
 A failed tokenization scores every endpoint 0 and counts ``..._errors_total{stage="tokenize"}``.
 
@@ -26,7 +32,7 @@ from typing import Any
 
 import aiohttp
 from ferry_schemas import sim_tokenizer
-from ferry_schemas.kv import token_block_hashes
+from ferry_schemas.kv import ROOT_HASH, lora_root, token_block_hashes
 from prometheus_client import Counter
 
 from ferry_router.loop_metrics import LoopHistogram
@@ -100,6 +106,17 @@ def _port(args: dict[str, Any], key: str) -> int | None:
     return value if 0 < value < 65536 else None
 
 
+def chain_root(ctx: SchedulingContext, endpoints: Sequence[Endpoint]) -> int:
+    """Where the prompt's block chain starts: the base model's root, or the adapter's."""
+    adapter = ctx.upstream_model
+    if ctx.lora or any(
+        m.models is not None and adapter in m.models and adapter not in m.base_models
+        for m in (e.metrics for e in endpoints)
+    ):
+        return lora_root(adapter)
+    return ROOT_HASH
+
+
 def tokenize_body(engine: str, model: str, body: dict[str, Any] | None, prompt: str) -> dict[str, Any]:
     """vLLM's or SGLang's ``/tokenize`` body for a chat or a completion request (spec §7.7)."""
     messages = body.get("messages") if body else None
@@ -153,8 +170,9 @@ class KVCacheAware:
         if TOKENS_KEY in ctx.scratch:
             return
         ctx.scratch[TOKENS_KEY] = []
+        root = chain_root(ctx, endpoints)
         if self.local is not None:
-            self._tokenize_locally(ctx, self.local)
+            self._tokenize_locally(ctx, self.local, root)
             return
         tokenizers = self._tokenizers(endpoints)
         if not tokenizers:
@@ -180,10 +198,10 @@ class KVCacheAware:
                 log.warning("tokenize via %s failed: %r", endpoint.key, exc)
                 continue
             TOKENIZE_DURATION.labels(ctx.metrics_model).observe(time.perf_counter() - start)
-            ctx.scratch[TOKENS_KEY] = token_block_hashes(tokens, self.block_size, self.max_blocks)
+            ctx.scratch[TOKENS_KEY] = token_block_hashes(tokens, self.block_size, self.max_blocks, root)
             return
 
-    def _tokenize_locally(self, ctx: SchedulingContext, tokenizer: LocalTokenizer) -> None:
+    def _tokenize_locally(self, ctx: SchedulingContext, tokenizer: LocalTokenizer, root: int) -> None:
         start = time.perf_counter()
         messages = ctx.body.get("messages") if ctx.body else None
         body = {"messages": messages} if isinstance(messages, list) else {"prompt": ctx.prompt}
@@ -194,7 +212,7 @@ class KVCacheAware:
             log.warning("local tokenization failed: %r", exc)
             return
         TOKENIZE_DURATION.labels(ctx.metrics_model).observe(time.perf_counter() - start)
-        ctx.scratch[TOKENS_KEY] = token_block_hashes(tokens, self.block_size, self.max_blocks)
+        ctx.scratch[TOKENS_KEY] = token_block_hashes(tokens, self.block_size, self.max_blocks, root)
 
     def score(self, ctx: SchedulingContext, endpoints: Sequence[Endpoint]) -> list[float]:
         hashes: list[int] = ctx.scratch.get(TOKENS_KEY) or []  # type: ignore[assignment]
