@@ -23,9 +23,9 @@ async def test_scrapes_and_parses_run_on_the_scraper_thread(monkeypatch: pytest.
     parsed_on: list[threading.Thread] = []
     real = metrics_scraper.apply_exposition
 
-    def spy(metrics: metrics_scraper.EndpointMetrics, text: str) -> None:
+    def spy(metrics: metrics_scraper.EndpointMetrics, text: str, inflight: int = 0) -> None:
         parsed_on.append(threading.current_thread())
-        real(metrics, text)
+        real(metrics, text, inflight)
 
     monkeypatch.setattr(metrics_scraper, "apply_exposition", spy)
     scraper = MetricsScraper(table, interval=0.05)
