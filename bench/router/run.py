@@ -205,12 +205,15 @@ def cpu_seconds(pid: int) -> float:
 
 
 def children_of(pid: int) -> list[int]:
-    """Every descendant of ``pid`` (the router's worker processes)."""
+    """Every descendant of ``pid`` (the router's worker processes and load readers), whichever of
+    its threads started them."""
     found: list[int] = []
-    try:
-        direct = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-    except OSError:
-        return found
+    direct: list[str] = []
+    for children in Path(f"/proc/{pid}/task").glob("*/children"):
+        try:
+            direct += children.read_text().split()
+        except OSError:
+            continue
     for child in (int(c) for c in direct):
         found += [child, *children_of(child)]
     return found

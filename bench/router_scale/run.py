@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import random
 import shutil
@@ -161,11 +162,18 @@ def router_metrics(metrics_url: str) -> str:
 
 
 def pushed_endpoints(text: str) -> int:
-    """Endpoints the router schedules on pushed load (its load-age gauge says ``source="push"``)."""
+    """Endpoints the router schedules on fresh pushed load (``ferry_router_endpoints``)."""
     return sum(
-        1 for line in text.splitlines()
-        if line.startswith("ferry_router_endpoint_load_age_seconds{") and 'source="push"' in line
+        int(float(line.rsplit(" ", 1)[1])) for line in text.splitlines()
+        if line.startswith("ferry_router_endpoints{") and 'load_source="push"' in line
+        and 'load_state="fresh"' in line
     )  # fmt: skip
+
+
+def own_cpu_seconds(pid: int) -> float:
+    """User + system CPU of the process alone (without its load reader)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def load_messages_read(text: str) -> float:
@@ -261,27 +269,32 @@ def measure_fleet(models: int, pods: int, args: argparse.Namespace, work: Path) 
         before = cpu_seconds(router.pid)
         time.sleep(args.idle)
         idle_pct = (cpu_seconds(router.pid) - before) / args.idle * 100
-        pushed_pct, push_rate, read_rate, on_push = float("nan"), 0.0, 0.0, 0
-        if args.push_rate > 0:
-            with LoadPusher(nats_server.url, models, pods, args.push_rate) as pusher:
+        pushed_pct, own_pct, push_rate, read_rate, on_push = float("nan"), float("nan"), 0.0, 0.0, 0
+        router_url = f"http://127.0.0.1:{router_port}/v1/completions"
+        body = orjson.dumps({"model": PROBE, "prompt": "hello router", "max_tokens": 4}).decode()
+        with contextlib.ExitStack() as pushing:
+            if args.push_rate > 0:
+                pusher = pushing.enter_context(LoadPusher(nats_server.url, models, pods, args.push_rate))
                 time.sleep(2)  # the board takes the pushed load; the scraper stops visiting those pods
                 metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
                 read_before = load_messages_read(router_metrics(metrics_url))
-                sent, before = pusher.sent, cpu_seconds(router.pid)
+                sent, before, own_before = pusher.sent, cpu_seconds(router.pid), own_cpu_seconds(router.pid)
                 time.sleep(args.idle)
                 pushed_pct = (cpu_seconds(router.pid) - before) / args.idle * 100
+                own_pct = (own_cpu_seconds(router.pid) - own_before) / args.idle * 100
                 push_rate = (pusher.sent - sent) / args.idle
                 text = router_metrics(metrics_url)
                 read_rate = (load_messages_read(text) - read_before) / args.idle
                 on_push = pushed_endpoints(text)
-        router_url = f"http://127.0.0.1:{router_port}/v1/completions"
-        changes = asyncio.run(route_change_ms(nats_server.url, router_url, args.changes))
-        body = orjson.dumps({"model": PROBE, "prompt": "hello router", "max_tokens": 4}).decode()
-        via = run_wrk(router_url, 1, args.wrk, load_cpu, body)
-        direct = run_wrk(f"http://{probe_host}:{port}/v1/completions", 1, args.wrk, load_cpu, body)
+            # while every engine still pushes its load: what a request and a route change see then
+            changes = asyncio.run(route_change_ms(nats_server.url, router_url, args.changes))
+            via = run_wrk(router_url, 1, args.wrk, load_cpu, body)
+            # the engine, wrk and the pusher share a core: straight at the engine under the same push
+            direct = run_wrk(f"http://{probe_host}:{port}/v1/completions", 1, args.wrk, load_cpu, body)
         return (
             f"{models:>6,} / {pods:<7,} | {ready_s:>9.1f} s | {rss_mb(router.pid):>6.0f} MB | "
-            f"{idle_pct:>7.0f} % | {pushed_pct:>14.0f} % | {push_rate:>6,.0f}/s {read_rate:>6,.0f}/s "
+            f"{idle_pct:>7.0f} % | {own_pct:>13.0f} % +{pushed_pct - own_pct:>4.0f} % | "
+            f"{push_rate:>6,.0f}/s {read_rate:>6,.0f}/s "
             f"{on_push:>7,} | "
             f"{p99(changes):>10.1f} ms ({len(changes)}/{args.changes}) | "
             f"{via.p50_ms - direct.p50_ms:>8.2f} ms"
@@ -352,7 +365,7 @@ def main() -> None:
             )
             header = (
                 f"{'models / pods':>16} | {'/readyz':>11} | {'RSS':>9} | {'idle CPU':>9} | "
-                f"{'pushed: idle CPU':>16} | {'sent/s':>8} {'read/s':>8} {'on push':>7} | "
+                f"{'pushed: router + reader':>16} | {'sent/s':>8} {'read/s':>8} {'on push':>7} | "
                 f"{'route change→routable p99':>26} | {'added p50':>11}"
             )
             print(header)

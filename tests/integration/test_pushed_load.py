@@ -10,8 +10,12 @@ the router (as ``router``), nats-server.
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import sys
+import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
@@ -22,10 +26,13 @@ from ferry_autoscaler.policies import MetricTarget, PodSource, ServingRef
 from ferry_local.natsd import service_url
 from ferry_local.processes import ManagedProcess, spawn
 from ferry_local.readiness import free_port
-from ferry_schemas.load import LOAD_FILTER, EngineLoad
-from ferry_schemas.runtime.load_board import LoadBoard
+from ferry_router.state.load_reader import LoadFeed
+from ferry_router.state.pushed_load import PushedLoad
+from ferry_router.state.table import RoutingTable
+from ferry_schemas.load import LOAD_FILTER, EngineLoad, load_subject
+from ferry_schemas.runtime.load_board import LOAD_MESSAGES, LoadBoard
 
-from tests.support.router_world import World, model_server, next_ip, wait_until
+from tests.support.router_world import World, model_server, next_ip, pod_object, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
@@ -178,3 +185,53 @@ def router_scrapes(metrics: str) -> float:
         for line in metrics.splitlines()
         if line.startswith('ferry_router_engine_scrapes_total{result="ok"}')
     )
+
+
+async def test_load_reader_process_feeds_the_table_and_is_restarted(bus: World) -> None:
+    """The router's load reader (a child process on a real NATS): a sidecar's messages reach the
+    table in batches; an undecodable one is counted and skipped; a killed reader is replaced and
+    the next message arrives through the new one."""
+    namespace, port = f"reader-{uuid.uuid4().hex[:8]}", free_port()
+    table = RoutingTable()
+    table.apply_server(f"{namespace}/srv", model_server(namespace, "srv", {"app": "r"}, port, model=SERVED))
+    table.apply_pod(f"{namespace}/pod-0", pod_object(namespace, "pod-0", {"app": "r"}, "127.0.0.2"))
+    endpoint = table.endpoints[f"{namespace}/pod-0"]
+    feed = LoadFeed(service_url("router", bus.nats_url), stale_after=5.0, batch=0.05)
+    pushed = PushedLoad(table, feed)
+    bad_before = LOAD_MESSAGES.labels("bad")._value.get()
+
+    async def publish(seq: int, waiting: float) -> None:
+        load = EngineLoad(
+            namespace=namespace, pod="pod-0", model=SERVED, epoch="e1", seq=seq, sent_at=time.time(),
+            waiting=waiting, running=1.0, kv_cache_usage=0.5, models=[SERVED], base_models=[SERVED],
+        )  # fmt: skip
+        await bus.js.publish(load.subject, load.to_bytes())
+
+    async def until(check: Callable[[], bool], what: str) -> None:
+        async with asyncio.timeout(20):
+            while not check():  # noqa: ASYNC110 (the feed's task fills the table)
+                await asyncio.sleep(0.02)
+
+    await pushed.start()
+    try:
+        await publish(1, 3.0)  # read from the stream's snapshot or live, whichever comes first
+        await until(lambda: endpoint.metrics.waiting == 3.0, "the pushed load")
+        m = endpoint.metrics
+        assert (m.source, m.running, m.kv_cache_usage, m.stale) == ("push", 1.0, 0.5, False)
+        assert m.models == frozenset({SERVED})
+        assert pushed.is_fresh(m)
+
+        await bus.js.publish(load_subject(namespace, SERVED, "pod-0"), b'{"namespace": 1}')
+        await until(lambda: LOAD_MESSAGES.labels("bad")._value.get() > bad_before, "the bad message counted")
+
+        pid = feed.pid
+        assert pid is not None
+        os.kill(pid, signal.SIGKILL)
+        await until(lambda: feed.restarts == 1 and feed.pid not in (None, pid), "a new load reader")
+        await publish(2, 7.0)
+        await until(lambda: endpoint.metrics.waiting == 7.0, "load through the new reader")
+        pid = feed.pid
+    finally:
+        await pushed.stop()
+    with pytest.raises(ProcessLookupError):  # stopping the feed ends its reader
+        os.kill(pid, 0)

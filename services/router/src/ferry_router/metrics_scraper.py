@@ -7,7 +7,9 @@ each field is one atomic store). Each endpoint has its own schedule:
 
 * a new endpoint is scraped at once (as in Kthena), then every ``interval`` with ±10 % jitter, and
   the first round after start is spread over one interval, so scrapes do not come in bursts;
-* an endpoint whose sidecar pushed fresh load is not scraped (checked again an interval later);
+* an endpoint whose sidecar pushed fresh load is not scraped; it is looked at again when that load
+  would go stale if no newer push came (not every interval: at 20,000 pushing engines the
+  per-interval checks alone were 20,000 heap operations a second);
 * a failing endpoint (refused, hung, bad status) backs off: interval x 2^failures, at most
   ``max_backoff``. Engines whose last scrape succeeded are scraped in a lane of their own (at most
   ``concurrency`` at once); new and failing engines share a smaller one, so a hung engine (one
@@ -95,9 +97,10 @@ class MetricsScraper:
         concurrency: int = 128,
         max_backoff: float = 60.0,
         models_every: int = 5,
-        skip: Callable[[EndpointMetrics], bool] | None = None,
+        skip: Callable[[EndpointMetrics], float] | None = None,
     ) -> None:
-        """``skip(metrics)``: true when the endpoint's load is known without a scrape (pushed)."""
+        """``skip(metrics)``: seconds the endpoint's load stays known without a scrape (pushed;
+        0: scrape it)."""
         self._table = table
         self.interval = interval
         self.max_backoff = max_backoff
@@ -118,25 +121,42 @@ class MetricsScraper:
         self._added: deque[str] = deque()  # endpoints added on the request loop, not yet scheduled
         self._added_handover = False  # a _take_added is queued on the scraper's loop
         self._closing = False
+        self._began = False  # scraping started (:meth:`begin`)
         self._wake: asyncio.Event | None = None
         self._session: aiohttp.ClientSession | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self.thread: threading.Thread | None = None
         table.endpoint_added.append(self._on_added)
 
-    async def start(self) -> None:
+    async def start(self, *, scrape: bool = True) -> None:
+        """Start the thread; with ``scrape`` also the scraping (else :meth:`begin` does)."""
         self._loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self._loop.run_forever, name="router-scraper", daemon=True)
         self.thread.start()
-        await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(self._open(), self._loop))
+        await self.call(self._open())
+        if scrape:
+            await self.begin()
+
+    async def begin(self) -> None:
+        """Start scraping: the first round spread over one interval. The router calls it once its
+        snapshot is read: scraping the snapshot's endpoints while it is read only delayed
+        ``/readyz`` (and most of those engines push their load anyway)."""
+        await self.call(self._begin())
 
     async def _open(self) -> None:
-        """On the scraper's loop: its session, the first (spread) round and the scheduler."""
+        """On the scraper's loop: its session."""
         self._wake = asyncio.Event()
         self._session = aiohttp.ClientSession(
             timeout=self._timeout,
             connector=aiohttp.TCPConnector(limit=self._concurrency, keepalive_timeout=30),
         )
+
+    async def _begin(self) -> None:
+        """On the scraper's loop: the first (spread) round and the scheduler."""
+        if self._began:
+            return
+        self._began = True
+        self._added.clear()  # all of them are in the first round
         now = time.monotonic()
         for endpoint in self._table.endpoints_copy():
             self._schedule(endpoint.key, now + self._rng.uniform(0, self.interval))
@@ -153,8 +173,8 @@ class MetricsScraper:
         Called on the request loop for every endpoint of a snapshot (tens of thousands at start):
         it only queues the key; one hand-over per burst takes the queue to the scraper's loop."""
         loop = self._loop
-        if loop is None or not loop.is_running():
-            return
+        if loop is None or not loop.is_running() or not self._began:
+            return  # before begin(): its first round takes every endpoint
         self._added.append(endpoint.key)
         if not self._added_handover:
             self._added_handover = True
@@ -195,8 +215,9 @@ class MetricsScraper:
                     self._scrapes.pop(key, None)
                     self._failing.discard(key)
                     continue
-                if self._skip is not None and self._skip(endpoint.metrics):
-                    self._schedule(key, now + self._jittered(self.interval))
+                fresh_for = self._skip(endpoint.metrics) if self._skip is not None else 0.0
+                if fresh_for > 0:
+                    self._schedule(key, now + max(fresh_for, self._jittered(self.interval)))
                     continue
                 m = endpoint.metrics
                 lane = self._healthy if m.source == "scrape" and not m.failures else self._probation

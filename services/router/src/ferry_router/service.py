@@ -10,7 +10,6 @@ from aiohttp import web
 from ferry_schemas.bus import RATE_LIMIT_BUCKET
 from ferry_schemas.runtime import ProbeServer
 from ferry_schemas.runtime.jetstream import connect, key_value
-from ferry_schemas.runtime.load_board import LoadBoard
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
@@ -31,6 +30,7 @@ from ferry_router.session_boost import COMPLETED_SUBJECT, SessionBoost, SessionB
 from ferry_router.settings import RouterSettings
 from ferry_router.state.feed import BusFeed
 from ferry_router.state.kv_index import KvFeed
+from ferry_router.state.load_reader import LoadFeed
 from ferry_router.state.pushed_load import PushedLoad
 from ferry_router.state.table import EndpointMetrics, RoutingTable
 
@@ -60,7 +60,7 @@ class RouterService:
             )
         )
         self.pushed_load: PushedLoad | None = None
-        self.load_nc: Client | None = None
+        self._scrape_task: asyncio.Task[None] | None = None
         self.scraper = MetricsScraper(
             self.table,
             interval=settings.scrape_interval,
@@ -78,26 +78,29 @@ class RouterService:
         self.probes: ProbeServer | None = None
         self.port = settings.port
         self.draining = False
-        table_metrics.expose(self.table)
+        table_metrics.expose(self.table, settings.metrics_max_endpoints)
         POOL_IN_USE.set_function(lambda: self.client.pool()[0])
         POOL_IDLE.set_function(lambda: self.client.pool()[1])
 
     async def _follow_load(self) -> None:
-        """On the scraper's loop: its own NATS connection and the pushed-load board."""
-        self.load_nc = await connect(self.nats_url, "ferry-router-load")
+        """On the scraper's loop: the load reader process and the pushed-load board."""
         self.pushed_load = PushedLoad(
-            self.table, LoadBoard(self.load_nc.jetstream(), stale_after=self.settings.load_stale)
+            self.table, LoadFeed(self.nats_url, stale_after=self.settings.load_stale)
         )
         await self.pushed_load.start()
 
     async def _unfollow_load(self) -> None:
         if self.pushed_load is not None:
             await self.pushed_load.stop()
-        if self.load_nc is not None:
-            await self.load_nc.drain()
 
-    def _load_pushed(self, metrics: EndpointMetrics) -> bool:
-        return self.pushed_load is not None and self.pushed_load.is_fresh(metrics)
+    def _load_pushed(self, metrics: EndpointMetrics) -> float:
+        return 0.0 if self.pushed_load is None else self.pushed_load.fresh_for(metrics)
+
+    async def _scrape_once_synced(self) -> None:
+        """Engines are scraped once the snapshot is read (not while it is: /readyz first)."""
+        assert self.feed is not None
+        await self.feed.wait_synced()
+        await self.scraper.begin()
 
     def ready(self) -> bool:
         return not self.draining and self.feed is not None and self.feed.synced
@@ -166,15 +169,16 @@ class RouterService:
         if self.authenticator is not None:
             await self.authenticator.start()
         await self.client.start()
-        await self.scraper.start()
+        await self.scraper.start(scrape=False)
         await self.scraper.call(self._follow_load())
         await self.feed.start()
+        self._scrape_task = asyncio.create_task(self._scrape_once_synced(), name="router-scrape-start")
         for plugin, _ in self.scheduler.scorers:  # only when kvcache-aware is configured
             if isinstance(plugin, KVCacheAware):
                 kv_feed = KvFeed(js, plugin.index)
                 await kv_feed.start()
                 self.kv_feeds.append(kv_feed)
-        self.probes = ProbeServer(s.metrics_host, s.metrics_port, ready=self.ready)
+        self.probes = ProbeServer(s.metrics_host, s.metrics_port, ready=self.ready, render_in_thread=True)
         await self.probes.start()
         main = (
             self.router.build_server(catch_all=self.gateway.main_handler())
@@ -211,12 +215,14 @@ class RouterService:
             await self.gateway.stop()
         for runner in reversed(self._runners):
             await runner.cleanup()
+        if self._scrape_task is not None:
+            self._scrape_task.cancel()
         if self.feed is not None:
             await self.feed.stop()
         for kv_feed in self.kv_feeds:
             await kv_feed.stop()
         await self.scheduler.close()
-        if self.load_nc is not None:
+        if self.pushed_load is not None:
             await self.scraper.call(self._unfollow_load())
         await self.scraper.stop()
         for queues in (self.fairness, self.session_boost):

@@ -57,6 +57,10 @@ class RouterSettings:
         default_factory=lambda: _duration_env("FERRY_ROUTER_LOAD_STALE_AFTER", LOAD_STALE_SECONDS)
     )
     """Pushed or scraped load older than this is unknown (the sidecar stopped: scraping takes over)."""
+    metrics_max_endpoints: int = field(
+        default_factory=lambda: env_int("FERRY_ROUTER_METRICS_MAX_ENDPOINTS", 1000)
+    )
+    """Endpoints with per-endpoint series on ``/metrics`` (the rest are only counted)."""
     max_body_bytes: int = field(
         default_factory=lambda: env_int("FERRY_ROUTER_MAX_BODY_BYTES", 8 * 1024 * 1024)
     )

@@ -128,8 +128,9 @@ class StreamFollower:
     def _on_message(self, key: str, msg: Msg) -> None:
         self._handle(key, msg)
         try:
-            pending = msg.metadata.num_pending
-            self._seen[key] = max(self._seen[key], int(msg.metadata.sequence.stream))
+            metadata = msg.metadata  # parsed again on every access
+            pending = metadata.num_pending
+            self._seen[key] = max(self._seen[key], int(metadata.sequence.stream))
         except Exception:
             pending = 0
         if pending == 0:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from typing import Generic, TypeVar
 
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
@@ -25,52 +26,29 @@ log = logging.getLogger(__name__)
 
 LOAD_MESSAGES = Counter("ferry_load_messages_total", "Engine load messages read from the bus.", ["result"])
 
+T = TypeVar("T")
+
 LoadCallback = Callable[[EngineLoad, float], None]
 """``callback(load, received)``: ``received`` on :func:`time.monotonic`'s clock."""
 
 
-class LoadBoard:
-    def __init__(
-        self,
-        js: JetStreamContext | None,
-        *,
-        stale_after: float = LOAD_STALE_SECONDS,
-        stream: str = LOAD_STREAM,
-        clock: Callable[[], float] = time.monotonic,
-        wall: Callable[[], float] = time.time,
-    ) -> None:
+class LatestLoads(Generic[T]):
+    """The newest reading per pod with the monotonic time its sidecar took it."""
+
+    def __init__(self, stale_after: float, clock: Callable[[], float]) -> None:
         self.stale_after = stale_after
         self._clock = clock
-        self._wall = wall
-        self._latest: dict[str, tuple[EngineLoad, float]] = {}
-        self.callbacks: list[LoadCallback] = []
-        self._follower = (
-            StreamFollower(js, stream, {"load": LOAD_FILTER}, self._handle, name="load-board")
-            if js is not None
-            else None
-        )
+        self._latest: dict[str, tuple[T, float]] = {}
 
     def __len__(self) -> int:
         return len(self._latest)
-
-    @property
-    def synced(self) -> bool:
-        return self._follower is None or self._follower.synced
-
-    async def start(self) -> None:
-        if self._follower is not None:
-            await self._follower.start()
-
-    async def stop(self) -> None:
-        if self._follower is not None:
-            await self._follower.stop()
 
     def age(self, pod_key: str) -> float | None:
         """Seconds since the pod's sidecar read its engine's load (``None``: never heard of)."""
         entry = self._latest.get(pod_key)
         return None if entry is None else self._clock() - entry[1]
 
-    def fresh(self, pod_key: str) -> EngineLoad | None:
+    def fresh(self, pod_key: str) -> T | None:
         """The pod's load, unless it is older than ``stale_after``."""
         entry = self._latest.get(pod_key)
         if entry is None or self._clock() - entry[1] > self.stale_after:
@@ -84,6 +62,38 @@ class LoadBoard:
         for key in gone:
             del self._latest[key]
         return len(gone)
+
+
+class LoadBoard(LatestLoads[EngineLoad]):
+    def __init__(
+        self,
+        js: JetStreamContext | None,
+        *,
+        stale_after: float = LOAD_STALE_SECONDS,
+        stream: str = LOAD_STREAM,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        super().__init__(stale_after, clock)
+        self._wall = wall
+        self.callbacks: list[LoadCallback] = []
+        self._follower = (
+            StreamFollower(js, stream, {"load": LOAD_FILTER}, self._handle, name="load-board")
+            if js is not None
+            else None
+        )
+
+    @property
+    def synced(self) -> bool:
+        return self._follower is None or self._follower.synced
+
+    async def start(self) -> None:
+        if self._follower is not None:
+            await self._follower.start()
+
+    async def stop(self) -> None:
+        if self._follower is not None:
+            await self._follower.stop()
 
     def apply(self, load: EngineLoad) -> None:
         """Record one message (also how tests feed a board without a bus)."""

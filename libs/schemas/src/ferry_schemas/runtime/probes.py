@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
@@ -20,8 +21,12 @@ class ProbeServer:
         *,
         ready: ReadyCheck | None = None,
         registry: CollectorRegistry = REGISTRY,
+        render_in_thread: bool = False,
     ) -> None:
+        """``render_in_thread``: render ``/metrics`` on a worker thread, so a large exposition does
+        not hold the event loop (the collectors must then tolerate running beside it)."""
         self.host = host
+        self._render_in_thread = render_in_thread
         self.port = port
         self._ready = ready
         self._registry = registry
@@ -38,7 +43,10 @@ class ProbeServer:
         return web.Response(text="ready\n" if ok else "not ready\n", status=200 if ok else 503)
 
     async def _metrics(self, _: web.Request) -> web.Response:
-        body = generate_latest(self._registry)
+        if self._render_in_thread:
+            body = await asyncio.to_thread(generate_latest, self._registry)
+        else:
+            body = generate_latest(self._registry)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def start(self) -> int:

@@ -11,14 +11,15 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
+from typing import Any, get_args
 
-from ferry_schemas.bus import OBJECTS_STREAM, ObjectEvent, Resource, object_filter
+import orjson
+from ferry_schemas.bus import OBJECTS_STREAM, EventType, Resource, object_filter
 from ferry_schemas.runtime.follow import StreamFollower
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from prometheus_client import Counter
-from pydantic import ValidationError
 
 from ferry_router.state.table import RoutingTable
 
@@ -39,6 +40,29 @@ FED_RESOURCES = (
     Resource.CREDENTIALS,
 )
 Applier = Callable[[str, dict[str, object] | None], None]
+EVENT_TYPES = frozenset(get_args(EventType))
+
+
+def decode_event(data: bytes) -> tuple[str, str, dict[str, Any] | None]:
+    """(type, ``namespace/name``, object or ``None`` for a tombstone) of one ``ObjectEvent``.
+
+    Only what the table needs, checked by hand: at a snapshot of 20,000 pods pydantic's full
+    validation of every envelope (its timestamp, a deep copy of the object) was a third of the
+    time to ``/readyz``. Raises ``ValueError`` naming what is wrong."""
+    try:
+        raw = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise ValueError(f"not JSON: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ValueError("not a JSON object")
+    kind, namespace, name, obj = raw.get("type"), raw.get("namespace"), raw.get("name"), raw.get("object")
+    if kind not in EVENT_TYPES:
+        raise ValueError(f"type: {kind!r} is not one of {sorted(EVENT_TYPES)}")
+    if not isinstance(namespace, str) or not isinstance(name, str):
+        raise ValueError("namespace and name must be strings")
+    if not isinstance(obj, dict):
+        raise ValueError("object must be a JSON object")
+    return str(kind), f"{namespace}/{name}", None if kind == "DELETED" else obj
 
 
 class BusFeed:
@@ -54,6 +78,7 @@ class BusFeed:
     ) -> None:
         """``extra``: more resources and what to do with their objects (gateway mode)."""
         self._table = table
+        self._counted: dict[tuple[str, str], Counter] = {}
         self._appliers: dict[str, Applier] = {
             Resource.MODEL_ROUTES: table.apply_route,
             Resource.MODEL_SERVERS: table.apply_server,
@@ -86,15 +111,17 @@ class BusFeed:
 
     def _handle(self, resource: str, msg: Msg) -> None:
         try:
-            event = ObjectEvent.model_validate_json(msg.data)
-        except ValidationError as exc:
+            kind, key, obj = decode_event(msg.data)
+        except ValueError as exc:
             BAD_EVENTS.labels(resource).inc()
             log.error("undecodable %s event on %s: %s", resource, msg.subject, exc)
         else:
-            key = f"{event.namespace}/{event.name}"
             try:
-                self._appliers[resource](key, None if event.deleted else event.object)
-                EVENTS.labels(resource, event.type).inc()
+                self._appliers[resource](key, obj)
+                counter = self._counted.get((resource, kind))
+                if counter is None:  # labels() per message was a few per cent of a snapshot's read
+                    counter = self._counted[resource, kind] = EVENTS.labels(resource, kind)
+                counter.inc()
             except Exception:
                 BAD_EVENTS.labels(resource).inc()
                 log.exception("could not apply %s %s", resource, key)

@@ -1,11 +1,12 @@
 """Engine load pushed by the runtime sidecars (``FERRY_LOAD``) into the routing table's endpoints.
 
-It runs on the scraper's thread and loop, with a NATS connection of its own: a burst of load
-messages (every engine of a large fleet reports at least once per heartbeat) is decoded there and
-never queues ahead of route changes or requests on the request loop.
+The messages are read and decoded by a child process (``state/load_reader.py``), which hands the
+newest reading of every pod that changed to the scraper's thread in one batch every 0.1 s: a
+fleet's worth of load messages never competes with route changes and requests for the router's
+GIL, and the router's own work is a few µs per changed pod.
 
-Every router replica reads the last message per pod (:class:`ferry_schemas.runtime.load_board.LoadBoard`)
-and writes it into the pod's :class:`EndpointMetrics` (``source = "push"``); the scraper leaves an
+Every router replica reads the last message per pod and writes it into the pod's
+:class:`EndpointMetrics` (``source = "push"``); the scraper leaves an
 endpoint with fresh pushed load alone. Once a second the sweep clears load older than
 ``stale_after`` -- pushed or scraped -- to unknown (:meth:`EndpointMetrics.forget_load`), so an engine
 whose sidecar stopped and that cannot be scraped either is not routed to on a frozen reading.
@@ -17,17 +18,35 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import Protocol
 
-from ferry_schemas.load import EngineLoad
-from ferry_schemas.runtime.load_board import LoadBoard
-
+from ferry_router.state.load_reader import LoadFeed, PushedReading
 from ferry_router.state.table import Endpoint, EndpointMetrics, RoutingTable
 
 log = logging.getLogger(__name__)
 
 
-def apply_pushed(metrics: EndpointMetrics, load: EngineLoad, received: float, inflight: int = 0) -> None:
+class Reading(Protocol):
+    """What the router takes of a pushed load (a :class:`PushedReading`, or an ``EngineLoad``)."""
+
+    @property
+    def kv_cache_usage(self) -> float: ...
+    @property
+    def waiting(self) -> float: ...
+    @property
+    def running(self) -> float: ...
+    @property
+    def ttft(self) -> float: ...
+    @property
+    def tpot(self) -> float: ...
+    @property
+    def models(self) -> Sequence[str] | None: ...
+    @property
+    def base_models(self) -> Sequence[str]: ...
+
+
+def apply_pushed(metrics: EndpointMetrics, load: Reading, received: float, inflight: int = 0) -> None:
     """Write a pushed reading into ``metrics``; ``inflight``: the router's in-flight count there now."""
     if received < metrics.updated:
         return  # a scrape read this engine after the sidecar did
@@ -67,7 +86,7 @@ class PushedLoad:
     def __init__(
         self,
         table: RoutingTable,
-        board: LoadBoard,
+        board: LoadFeed,
         *,
         sweep_interval: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
@@ -87,10 +106,17 @@ class PushedLoad:
 
     def is_fresh(self, metrics: EndpointMetrics) -> bool:
         """Pushed load recent enough that the scraper need not read this engine."""
-        return metrics.source == "push" and self._clock() - metrics.updated <= self.stale_after
+        return self.fresh_for(metrics) > 0
 
-    def _on_load(self, load: EngineLoad, received: float) -> None:
-        endpoint = self.table.endpoints.get(load.pod_key)
+    def fresh_for(self, metrics: EndpointMetrics) -> float:
+        """Seconds until this engine's pushed load goes stale unless a newer one comes (0: not
+        pushed, or stale already): when the scraper needs to look at it again."""
+        if metrics.source != "push":
+            return 0.0
+        return max(self.stale_after - (self._clock() - metrics.updated), 0.0)
+
+    def _on_load(self, key: str, load: PushedReading, received: float) -> None:
+        endpoint = self.table.endpoints.get(key)
         if endpoint is not None:
             apply_pushed(endpoint.metrics, load, received, endpoint.inflight)
 

@@ -1,0 +1,78 @@
+"""The router's hand-written decoders of bus messages: object events (the routing-table feed) and
+engine load (the load reader). Each accepts what the publisher's pydantic model writes and refuses
+what it would refuse, with a message naming the problem."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from ferry_router.state.feed import decode_event
+from ferry_router.state.load_reader import decode
+from ferry_schemas.bus import ObjectEvent
+from ferry_schemas.load import EngineLoad
+
+from .objects import pod
+
+
+def test_an_object_event_as_the_watcher_writes_it() -> None:
+    obj = pod("p0", {"app": "m"}, "127.0.0.2")
+    event = ObjectEvent.from_object("ADDED", "pods", obj)
+    assert decode_event(event.to_bytes()) == ("ADDED", "default/p0", obj)
+    tombstone = ObjectEvent.from_object("DELETED", "pods", obj)
+    assert decode_event(tombstone.to_bytes()) == ("DELETED", "default/p0", None)
+
+
+@pytest.mark.parametrize(
+    ("data", "problem"),
+    [
+        (b"{not json", "not JSON"),
+        (b"[1]", "not a JSON object"),
+        (b'{"type": "CHANGED", "namespace": "a", "name": "b", "object": {}}', "type: 'CHANGED'"),
+        (b'{"type": "ADDED", "namespace": 1, "name": "b", "object": {}}', "namespace and name"),
+        (b'{"type": "ADDED", "namespace": "a", "name": "b", "object": []}', "object must be"),
+        (b'{"type": "ADDED", "namespace": "a", "name": "b"}', "object must be"),
+    ],
+)
+def test_a_bad_object_event_is_refused_with_the_reason(data: bytes, problem: str) -> None:
+    with pytest.raises(ValueError, match=problem):
+        decode_event(data)
+
+
+def test_engine_load_as_the_sidecar_writes_it() -> None:
+    load = EngineLoad(
+        namespace="ns", pod="p0", model="m", epoch="e", seq=3, sent_at=1000.0, waiting=2.0, running=1.0,
+        kv_cache_usage=0.5, ttft=0.1, tpot=0.02, models=["m", "lora"], base_models=["m"],
+        series={"vllm:num_requests_waiting": 2.0},
+    )  # fmt: skip
+    # the sidecar read it 2 s ago by its clock: received 2 s before "now" on the monotonic clock
+    key, epoch, seq, record = decode(load.to_bytes(), wall=1002.0, monotonic=50.0)
+    assert (key, epoch, seq) == ("ns/p0", "e", 3)
+    assert record == ("ns/p0", 48.0, 0.5, 2.0, 1.0, 0.1, 0.02, ["m", "lora"], ["m"])
+    # a sender clock ahead of ours never makes the reading younger than now
+    assert decode(load.to_bytes(), wall=990.0, monotonic=50.0)[3][1] == 50.0
+    minimal = EngineLoad(namespace="ns", pod="p1", model="m", epoch="e", seq=1, sent_at=time.time())
+    assert decode(minimal.to_bytes(), wall=time.time(), monotonic=1.0)[3][2:] == (
+        0.0,
+        0.0,
+        0.0,
+        0.0,
+        0.0,
+        None,
+        [],
+    )
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"{",
+        b'{"namespace": "ns", "pod": "p", "epoch": "e", "seq": 1}',  # no sentAt
+        b'{"namespace": 1, "pod": "p", "epoch": "e", "seq": 1, "sentAt": 1}',
+        b'{"namespace": "ns", "pod": "p", "epoch": "e", "seq": 1, "sentAt": 1, "waiting": "x"}',
+        b'{"namespace": "ns", "pod": "p", "epoch": "e", "seq": 1, "sentAt": 1, "models": "m"}',
+    ],
+)
+def test_bad_engine_load_is_refused(data: bytes) -> None:
+    with pytest.raises((ValueError, TypeError, KeyError)):
+        decode(data, wall=1.0, monotonic=1.0)
