@@ -12,6 +12,9 @@ from ferry_autoscaler.algorithm.histogram import HistogramSnapshot
 from ferry_autoscaler.collector import (
     MetricCollector,
     PrometheusError,
+    is_disrupted,
+    is_ready,
+    pod_kept,
     pod_url,
     query_prometheus,
     target_selector,
@@ -161,3 +164,14 @@ async def test_prometheus_answers(prometheus: int, session: aiohttp.ClientSessio
         await query_prometheus(session, PrometheusSource(url, "hang"), TIMEOUT)
     with pytest.raises(PrometheusError, match="invalid prometheus server URL"):
         await query_prometheus(session, PrometheusSource("ftp://x", "scalar"), TIMEOUT)
+
+
+def test_the_kept_pod_answers_like_the_whole_one() -> None:
+    for whole in (pod("a", "10.0.0.1"), pod("b", "10.0.0.2", ready=False), pod("c", "10.0.0.3", restarts=2)):
+        whole = {**whole, "spec": {"containers": [{"name": "engine", "image": "vllm", "args": ["x"] * 50}]}}
+        kept = pod_kept(whole)
+        assert "spec" not in kept
+        assert (is_ready(kept), is_disrupted(kept)) == (is_ready(whole), is_disrupted(whole))
+        assert kept["metadata"] == whole["metadata"]
+        assert kept["status"]["podIP"] == whole["status"]["podIP"]
+        assert kept["status"]["startTime"] == whole["status"]["startTime"]

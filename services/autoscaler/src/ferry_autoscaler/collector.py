@@ -60,6 +60,22 @@ def pod_url(ip: str, port: int, uri: str) -> str:
     return f"http://{host}:{port or 8100}{uri or '/metrics'}"
 
 
+POD_STATUS_KEPT = ("phase", "conditions", "podIP", "startTime")
+CONTAINER_STATUSES = ("initContainerStatuses", "containerStatuses")
+
+
+def pod_kept(pod: Pod) -> Pod:
+    """What the autoscaler's view keeps of a pod: its metadata and what :func:`is_ready`,
+    :func:`is_disrupted` and a scrape read of its status (never its spec, the largest part of it)."""
+    status = pod.get("status") or {}
+    kept: Pod = {key: pod[key] for key in ("apiVersion", "kind", "metadata") if key in pod}
+    kept["status"] = {key: status[key] for key in POD_STATUS_KEPT if key in status}
+    for key in CONTAINER_STATUSES:
+        if status.get(key):
+            kept["status"][key] = [{"restartCount": c.get("restartCount", 0)} for c in status[key]]
+    return kept
+
+
 def is_ready(pod: Pod) -> bool:
     status = pod.get("status") or {}
     if status.get("phase") != "Running":

@@ -19,8 +19,8 @@ from ferry_schemas.bus import ObjectEvent, Resource
 from ferry_schemas.conditions import now_rfc3339
 from ferry_schemas.labels import MS_NAME, WORKLOAD_API_VERSION
 from ferry_schemas.runtime.events import EventRecorder, EventType
+from ferry_schemas.runtime.kubeconn import ApiError
 from ferry_schemas.runtime.view import ObjectView
-from kubernetes_asyncio.client.exceptions import ApiException
 from nats.aio.msg import Msg
 from opentelemetry import trace
 from pydantic import ValidationError
@@ -195,7 +195,7 @@ class Controller:
         for write in outcome.writes:
             try:
                 await self._write(write)
-            except ApiException as exc:
+            except ApiError as exc:
                 failure = (
                     "ScaleFailed",
                     f"writing replicas of {write.ref} failed: {exc.status} {exc.reason}",
@@ -268,7 +268,7 @@ class Controller:
     async def _apply_status(self, owner: Owner, status: dict[str, Any]) -> None:
         try:
             await self._api.apply_status(owner, status)
-        except ApiException as exc:
+        except ApiError as exc:
             if exc.status != 404:
                 log.warning("status of %s not written: %s %s", owner.key, exc.status, exc.reason)
 

@@ -9,21 +9,20 @@ role's name at its index before ``add``ing its replicas (Kthena's patch, spec §
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from ferry_schemas.autoscaling import REPLICAS_MANAGER
 from ferry_schemas.bus import Resource
 from ferry_schemas.labels import WORKLOAD_GROUP
-from kubernetes_asyncio import client
+from ferry_schemas.runtime.kubeconn import MERGE_PATCH, KubeConnection, object_path
 
 from ferry_autoscaler.policies import Owner, ServingRef
 
 JSON = dict[str, Any]
 VERSION = "v1alpha1"
 COMPONENT = "ferry-autoscaler"
-MERGE_PATCH = "application/merge-patch+json"
 JSON_PATCH = "application/json-patch+json"
-APPLY_PATCH = "application/apply-patch+yaml"
 
 
 def role_patch(serving: JSON, roles: dict[str, int]) -> list[JSON]:
@@ -38,50 +37,45 @@ def role_patch(serving: JSON, roles: dict[str, int]) -> list[JSON]:
     return ops
 
 
-class AutoscalerApi:
-    def __init__(self, api: client.ApiClient, timeout: float = 10.0) -> None:
-        self._api = api
-        self._custom = client.CustomObjectsApi(api)
-        self._core = client.CoreV1Api(api)
-        self._timeout = timeout
+def serving_path(ref: ServingRef, subresource: str = "") -> str:
+    return object_path(
+        WORKLOAD_GROUP, VERSION, Resource.MODEL_SERVINGS.value, ref.namespace, ref.name, subresource
+    )
 
-    def _options(self, content_type: str) -> JSON:
-        # _content_type goes through **kwargs (the stubs do not list it); without it a dict body is
-        # sent as a JSON patch (ecosystem notes §3.4)
-        return {"_content_type": content_type, "_request_timeout": self._timeout}
+
+class AutoscalerApi:
+    """Over the lean :class:`~ferry_schemas.runtime.kubeconn.KubeConnection` (raw REST, plain dicts)."""
+
+    def __init__(self, api: KubeConnection, timeout: float = 10.0) -> None:
+        self._api = api
+        self._timeout = timeout
 
     async def close(self) -> None:
         await self._api.close()
 
     async def scale(self, ref: ServingRef, replicas: int) -> None:
-        await self._custom.patch_namespaced_custom_object_scale(
-            WORKLOAD_GROUP, VERSION, ref.namespace, Resource.MODEL_SERVINGS.value, ref.name,
-            {"spec": {"replicas": replicas}},
-            field_manager=REPLICAS_MANAGER, **self._options(MERGE_PATCH),
+        await self._api.send(
+            "PATCH", serving_path(ref, "scale"), {"spec": {"replicas": replicas}},
+            query=[("fieldManager", REPLICAS_MANAGER)], content_type=MERGE_PATCH, limits=self._timeout,
         )  # fmt: skip
 
     async def read_scale(self, ref: ServingRef) -> int:
-        scale = await self._custom.get_namespaced_custom_object_scale(
-            WORKLOAD_GROUP, VERSION, ref.namespace, Resource.MODEL_SERVINGS.value, ref.name,
-            _request_timeout=self._timeout,
-        )  # fmt: skip
-        return int(((scale or {}).get("spec") or {}).get("replicas") or 0)
+        scale = await self._api.send("GET", serving_path(ref, "scale"), limits=self._timeout)
+        return int((scale.get("spec") or {}).get("replicas") or 0)
 
     async def patch_roles(self, ref: ServingRef, serving: JSON, roles: dict[str, int]) -> None:
         ops = role_patch(serving, roles)
         if not ops:
             return
-        await self._custom.patch_namespaced_custom_object(
-            WORKLOAD_GROUP, VERSION, ref.namespace, Resource.MODEL_SERVINGS.value, ref.name, ops,
-            field_manager=REPLICAS_MANAGER, **self._options(JSON_PATCH),
+        payload = json.dumps(ops).encode()
+        resp = await self._api.request(
+            "PATCH", serving_path(ref), [("fieldManager", REPLICAS_MANAGER)],
+            body=payload, content_type=JSON_PATCH, limits=self._timeout,
         )  # fmt: skip
+        resp.release()
 
     async def get_serving(self, ref: ServingRef) -> JSON:
-        obj: JSON = await self._custom.get_namespaced_custom_object(
-            WORKLOAD_GROUP, VERSION, ref.namespace, Resource.MODEL_SERVINGS.value, ref.name,
-            _request_timeout=self._timeout,
-        )  # fmt: skip
-        return obj
+        return await self._api.send("GET", serving_path(ref), limits=self._timeout)
 
     async def apply_status(self, owner: Owner, status: JSON) -> None:
         body = {
@@ -90,7 +84,5 @@ class AutoscalerApi:
             "metadata": {"name": owner.name, "namespace": owner.namespace},
             "status": status,
         }
-        await self._custom.patch_namespaced_custom_object_status(
-            WORKLOAD_GROUP, VERSION, owner.namespace, owner.resource, owner.name, body,
-            field_manager=COMPONENT, force=True, **self._options(APPLY_PATCH),
-        )  # fmt: skip
+        path = object_path(WORKLOAD_GROUP, VERSION, owner.resource, owner.namespace, owner.name, "status")
+        await self._api.apply(path, body, COMPONENT, limits=self._timeout)

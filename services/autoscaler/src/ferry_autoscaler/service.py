@@ -14,12 +14,11 @@ from ferry_schemas.bus import Resource
 from ferry_schemas.runtime import ProbeServer, kubeconn
 from ferry_schemas.runtime.events import EventRecorder
 from ferry_schemas.runtime.jetstream import connect, key_value
-from ferry_schemas.runtime.kube import load_api_client
 from ferry_schemas.runtime.lifecycle import serve
 from ferry_schemas.runtime.load_board import LoadBoard
 from ferry_schemas.runtime.view import ObjectView
 
-from ferry_autoscaler.collector import MetricCollector
+from ferry_autoscaler.collector import MetricCollector, pod_kept
 from ferry_autoscaler.controller import Controller
 from ferry_autoscaler.kube import AutoscalerApi
 from ferry_autoscaler.leases import LEASES_BUCKET, DeciderLeases
@@ -49,11 +48,10 @@ async def control_loop(controller: Controller, view: ObjectView, period: float, 
 async def run(settings: AutoscalerSettings, stop: asyncio.Event) -> None:
     nc = await connect(settings.nats_url, settings.service)
     js = nc.jetstream()
-    view = ObjectView(js, VIEWED)
-    api_client = await load_api_client()
-    api = AutoscalerApi(api_client)
-    events_api = await kubeconn.connect()  # the shared recorder writes over the lean connection
-    events = EventRecorder(events_api, "ferry/autoscaler")
+    view = ObjectView(js, VIEWED, project={Resource.PODS: pod_kept})
+    connection = await kubeconn.connect()
+    api = AutoscalerApi(connection)
+    events = EventRecorder(connection, "ferry/autoscaler")
     events.start()
     session = aiohttp.ClientSession()
     kv = await key_value(js, LEASES_BUCKET)
@@ -99,7 +97,6 @@ async def run(settings: AutoscalerSettings, stop: asyncio.Event) -> None:
         await demand.unsubscribe()
         await leases.release_all()
         await events.stop()
-        await events_api.close()
         await view.stop()
         await board.stop()
         await probes.stop()

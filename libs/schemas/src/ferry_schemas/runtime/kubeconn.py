@@ -5,8 +5,9 @@
 never imports it. Configuration: the in-cluster service account when running in a pod (and no
 ``$KUBECONFIG``), otherwise the current context of ``$KUBECONFIG`` / ``~/.kube/config`` (server,
 CA, client certificate/key inline or as files, bearer token or token file; exec and auth-provider
-plugins are refused with a clear error). The proxy environment is resolved once, as in
-:func:`ferry_schemas.runtime.kube.environment_read_once`.
+plugins are refused with a clear error). The proxy environment (``HTTPS_PROXY``/``NO_PROXY``) is
+resolved once per connection, never per request (aiohttp's ``trust_env`` reads it and ``~/.netrc`` on
+a worker thread for every request).
 """
 
 from __future__ import annotations
