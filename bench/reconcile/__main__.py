@@ -26,6 +26,7 @@ import shutil
 import statistics
 import tempfile
 import time
+import urllib.request
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -141,6 +142,18 @@ def own_cpu_seconds() -> float:
     return cpu
 
 
+def nats_messages(monitor: str) -> dict[str, tuple[int, int]]:
+    """Messages each client connection (by name) sent to and received from nats-server (``/connz``):
+    publishes, requests (KV, last-message reads, fetches) and acks out; deliveries and replies in."""
+    with urllib.request.urlopen(f"{monitor}/connz?limit=1024", timeout=5) as resp:
+        connections = json.load(resp).get("connections") or []
+    counts: dict[str, tuple[int, int]] = {}
+    for conn in connections:
+        sent, received = counts.get(conn.get("name") or "?", (0, 0))
+        counts[conn.get("name") or "?"] = (sent + conn.get("in_msgs", 0), received + conn.get("out_msgs", 0))
+    return counts
+
+
 def infrastructure_cpu(infrastructure: dict[str, int]) -> dict[str, float]:
     """CPU seconds so far of the processes that are not Ferry's (label → pid), and of the bench."""
     return {
@@ -156,6 +169,7 @@ async def measure(
     services: ServiceSet,
     limit: float,
     infrastructure: dict[str, int],
+    nats_monitor: str,
     in_flight: int = IN_FLIGHT,
 ) -> JSON:
     api = await kubeconn.connect()
@@ -199,6 +213,7 @@ async def measure(
     cpu_before = {p.label: p.cpu_seconds() for p in services.services.values()}
     infrastructure_before = infrastructure_cpu(infrastructure)
     requests_before = await asyncio.to_thread(request_counts, cluster.kube)
+    messages_before = await asyncio.to_thread(nats_messages, nats_monitor)
     started = time.monotonic()
 
     async def sample() -> None:
@@ -218,6 +233,7 @@ async def measure(
     finished = time.monotonic()
     infrastructure_after = infrastructure_cpu(infrastructure)
     requests = delta(await asyncio.to_thread(request_counts, cluster.kube), requests_before)
+    messages_after = await asyncio.to_thread(nats_messages, nats_monitor)
     stop.set()
     for task in [*tasks, sampler]:
         task.cancel()
@@ -255,6 +271,13 @@ async def measure(
             p.label: (p.cpu_seconds() - cpu_before[p.label], p.peak_rss_kib / 1024)
             for p in services.services.values()
         },
+        "nats": {
+            name: (
+                sent - messages_before.get(name, (0, 0))[0],
+                received - messages_before.get(name, (0, 0))[1],
+            )
+            for name, (sent, received) in messages_after.items()
+        },
         "infrastructure": {
             label: infrastructure_after[label] - infrastructure_before[label]
             for label in infrastructure_after
@@ -291,7 +314,9 @@ def run_size(
         cluster = Cluster(kube, namespaces[0])
         names = [f"m{i:04d}" for i in range(n)]
         measured = {**infrastructure, "nats-server": nats_process.pid}
-        return asyncio.run(measure(namespaces, names, cluster, services, limit, measured, in_flight))
+        return asyncio.run(
+            measure(namespaces, names, cluster, services, limit, measured, server.monitor, in_flight)
+        )
     finally:
         services.stop()
         server.stop()
@@ -338,6 +363,22 @@ def print_table(results: list[JSON]) -> None:
             + " ".join(f"{r['infrastructure'][label]:>22.1f}s" for label in others)
         )
     print_requests(results)
+    print_nats(results)
+
+
+def print_nats(results: list[JSON]) -> None:
+    """NATS messages per booster by client connection, sent / received, one column per run."""
+    names = sorted({name for r in results for name in r["nats"]})
+    heads = [f"N={r['n']}/{r['namespaces']}ns" for r in results]
+    print()
+    print("NATS messages per booster by connection, sent / received (nats-server /connz)")
+    print(f"{'connection':<28} " + " ".join(f"{h:>15}" for h in heads))
+    for name in names:
+        cells = []
+        for r in results:
+            sent, received = r["nats"].get(name, (0, 0))
+            cells.append(f"{sent / max(1, r['n']):.1f} / {received / max(1, r['n']):.1f}")
+        print(f"{name:<28} " + " ".join(f"{c:>15}" for c in cells))
 
 
 def print_requests(results: list[JSON]) -> None:

@@ -3,6 +3,12 @@
 The last applied owner generation lives in the JetStream KV bucket
 ``APPLIED_GENERATIONS_BUCKET`` under ``kv_key(resource, ns, name)`` as ``{"uid", "generation"}``,
 so every applier replica (and a restarted one) sees the same value.
+
+A reconcile reads the entry once (:meth:`GenerationGuard.applied`, under the owner's lease) and
+hands what it read to :meth:`GenerationGuard.record`: nothing is written when the entry already
+holds this generation (every reconcile after an owner's first, e.g. a drift repair or a resync),
+and otherwise the compare-and-set names the revision read, so one more round trip is spent only
+when another replica wrote the entry in between.
 """
 
 from __future__ import annotations
@@ -21,6 +27,13 @@ class AppliedGeneration:
     uid: str
     generation: int
     revision: int  # the KV entry's revision, for compare-and-set
+
+
+class Unread:
+    """No entry was read yet (``None`` means: read, and there is none)."""
+
+
+UNREAD = Unread()
 
 
 def is_stale(owner: OwnerKey, applied: AppliedGeneration | None) -> bool:
@@ -54,14 +67,16 @@ class GenerationGuard:
         except (ValueError, KeyError, TypeError):
             return None  # an unreadable entry never blocks reconciling; the next record overwrites it
 
-    async def is_stale(self, owner: OwnerKey) -> bool:
-        return is_stale(owner, await self.applied(owner))
+    async def record(self, owner: OwnerKey, read: AppliedGeneration | Unread | None = UNREAD) -> None:
+        """Advance to ``owner.generation`` unless a newer one is already recorded (CAS, retried).
 
-    async def record(self, owner: OwnerKey) -> None:
-        """Advance to ``owner.generation`` unless a newer one is already recorded (CAS, retried)."""
+        ``read`` is the entry as :meth:`applied` returned it earlier in this reconcile: no second
+        read then (a stale ``read`` only costs a failed compare-and-set and a re-read).
+        """
         value = json.dumps({"uid": owner.uid, "generation": owner.generation}).encode()
         for _ in range(self._attempts):
-            current = await self.applied(owner)
+            current = await self.applied(owner) if isinstance(read, Unread) else read
+            read = UNREAD
             if current is not None and current.uid == owner.uid and current.generation >= owner.generation:
                 return
             try:

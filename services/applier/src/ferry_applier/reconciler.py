@@ -20,7 +20,7 @@ from ferry_schemas.runtime.view import ObjectView
 
 from ferry_applier.children import apply_children
 from ferry_applier.errors import PermanentApplyError, api_message, api_reason, is_permanent
-from ferry_applier.generations import GenerationGuard
+from ferry_applier.generations import GenerationGuard, is_stale
 from ferry_applier.kinds import UnknownKindError, kind_info
 from ferry_applier.kube import KubeClient
 from ferry_applier.workload.engine import WorkloadEngine
@@ -80,7 +80,8 @@ class Reconciler:
         if desired.deleted:
             await self.guard.forget(owner)  # children go with the owner through ownerReferences (GC)
             return Outcome(ApplyResult(owner=owner, ok=True, reason="OwnerDeleted"))
-        if await self.guard.is_stale(owner):
+        applied = await self.guard.applied(owner)
+        if is_stale(owner, applied):
             log.info(
                 "dropping desired set of %s/%s generation %s: a newer one was applied",
                 owner.namespace,
@@ -89,7 +90,7 @@ class Reconciler:
             )
             return Outcome(stale=True)
         if desired.errors:
-            await self.guard.record(owner)
+            await self.guard.record(owner, applied)
             return Outcome(
                 ApplyResult(
                     owner=owner,
@@ -104,7 +105,7 @@ class Reconciler:
             outcome = await apply_children(self.kube, self.view, desired)
             children += outcome.results
             if outcome.failures:
-                await self.guard.record(owner)
+                await self.guard.record(owner, applied)
                 return Outcome(
                     ApplyResult(
                         owner=owner,
@@ -120,7 +121,7 @@ class Reconciler:
         except (ApiError, PermanentApplyError, UnknownKindError) as exc:
             if not is_permanent(exc):
                 raise
-            await self.guard.record(owner)
+            await self.guard.record(owner, applied)
             if isinstance(exc, ApiError):
                 reason, message = api_reason(exc), api_message(exc)
             else:
@@ -130,7 +131,7 @@ class Reconciler:
                     owner=owner, ok=False, permanent=True, reason=reason, message=message, children=children
                 )
             )
-        await self.guard.record(owner)
+        await self.guard.record(owner, applied)
         return Outcome(ApplyResult(owner=owner, ok=True, reason="Applied", children=children))
 
     async def recover(

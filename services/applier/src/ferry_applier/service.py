@@ -86,6 +86,8 @@ VIEWED = (
     Resource.CONTROLLER_REVISIONS,
 )
 """Every kind the applier writes: its reconciles read them from the view."""
+CHANGES = frozenset({"created", "applied", "pruned", "deleted"})
+"""Child actions that are news: a result holding one is published without reading the last one."""
 
 
 class Applier:
@@ -385,6 +387,8 @@ class Applier:
         """The last result says the same, or this one changed nothing and the last was a success
         for the same owner generation (its children's actions are the story worth keeping)."""
         assert self._js is not None
+        if result.ok and any(child.action in CHANGES for child in result.children):
+            return False  # it tells of writes just made: no earlier result can say the same
         try:
             raw = await self._js.get_last_msg(RESULTS_STREAM, result.subject)
             last = ApplyResult.model_validate_json(raw.data or b"")
