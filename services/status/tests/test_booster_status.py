@@ -164,6 +164,27 @@ def test_a_new_booster_waits_for_its_first_apply_result_but_never_hides_a_failur
     assert not awaiting_first_apply({**new, "status": {"observedGeneration": 1}}, desired(), None)
 
 
+def test_a_first_status_waits_until_the_view_shows_what_the_apply_created() -> None:
+    from ferry_schemas.bus import ChildResult
+    from ferry_status.reconciler import awaiting_first_apply
+
+    def child(name: str, action: str) -> ChildResult:
+        return ChildResult(api_version="v1", kind="Pod", name=name, action=action)  # type: ignore[arg-type]
+
+    applied = ApplyResult(
+        owner=owner(), ok=True, children=[child("p-0", "created"), child("p-1", "unchanged")]
+    )
+    new = booster()
+    assert awaiting_first_apply(new, desired(), applied, lambda kind, name: False)  # p-0 not seen yet
+    assert not awaiting_first_apply(new, desired(), applied, lambda kind, name: name == "p-0")
+    # an unchanged child is not waited for, nor is anything after a failure
+    assert not awaiting_first_apply(new, desired(), applied, lambda kind, name: name != "p-1")
+    failed = ApplyResult(owner=owner(), ok=False, message="no", children=[child("p-0", "created")])
+    assert not awaiting_first_apply(new, desired(), failed, lambda kind, name: False)
+    # an object with a status never waits
+    assert not awaiting_first_apply({**new, "status": {"x": 1}}, desired(), applied, lambda kind, name: False)
+
+
 def test_the_hold_is_counted_from_the_creation_and_bounded() -> None:
     from datetime import datetime
 

@@ -136,7 +136,14 @@ class StatusReconciler:
         roles = ((serving.get("spec") or {}).get("template") or {}).get("roles") or []
         desired = await last_desired(self._js, SERVINGS, namespace, name)
         result = await last_result(self._js, SERVINGS, namespace, name)
-        if self._hold((SERVINGS, namespace, name), serving, desired, result):
+        names = {p["metadata"].get("name") for p in pods}
+        if self._hold(
+            (SERVINGS, namespace, name),
+            serving,
+            desired,
+            result,
+            lambda kind, child: kind != "Pod" or child in names,
+        ):
             return False
         outcome = pipeline_outcome(serving, desired, result)
         status = compute_serving_status(serving, pods, serving_revision(roles), outcome=outcome)
@@ -166,16 +173,23 @@ class StatusReconciler:
         ]
         desired: DesiredSet | None = await last_desired(self._js, BOOSTERS, namespace, name)
         result: ApplyResult | None = await last_result(self._js, BOOSTERS, namespace, name)
-        if self._hold((BOOSTERS, namespace, name), booster, desired, result):
+        statuses = {s["metadata"]["name"]: bool(s.get("status")) for s in servings}
+        if self._hold(
+            (BOOSTERS, namespace, name), booster, desired, result,
+            lambda kind, child: kind != "ModelServing" or statuses.get(child, False),
+        ):  # fmt: skip
             return False
         pods = {s["metadata"]["name"]: self._pods_of(s) for s in servings}
         status = compute_booster_status(booster, servings, desired, result, pods=pods)
         return await self._write(BOOSTERS, booster, status)
 
-    def _hold(self, key: Key, obj: JSON, desired: DesiredSet | None, result: ApplyResult | None) -> bool:
-        """Whether to hold back the first status of a new object until its apply result (at most
-        ``first_write_hold`` seconds after its creation; a reconcile is scheduled for then)."""
-        if self._requeue is None or not awaiting_first_apply(obj, desired, result):
+    def _hold(
+        self, key: Key, obj: JSON, desired: DesiredSet | None, result: ApplyResult | None, shown: Shown
+    ) -> bool:
+        """Whether to hold back the first status of a new object until its apply result and what it
+        created are seen (at most ``first_write_hold`` seconds after its creation; a reconcile is
+        scheduled for then)."""
+        if self._requeue is None or not awaiting_first_apply(obj, desired, result, shown):
             self._held.discard(key)
             return False
         left = hold_left(obj, self._first_write_hold, time.time())
@@ -220,14 +234,25 @@ class StatusReconciler:
         return True
 
 
-def awaiting_first_apply(obj: JSON, desired: DesiredSet | None, result: ApplyResult | None) -> bool:
-    """A new object (no status yet) whose children the pipeline has not applied yet.
+Shown = Callable[[str, str], bool]
+"""Whether the view shows a child (kind, name) of an apply result as the first status needs it."""
+
+
+def awaiting_first_apply(
+    obj: JSON, desired: DesiredSet | None, result: ApplyResult | None, shown: Shown | None = None
+) -> bool:
+    """A new object (no status yet) whose children the pipeline has not applied yet, or (``shown``)
+    whose successful apply result names a created or applied child the view does not show yet.
 
     Its first status is written when the apply result arrives (which names it, so it is reconciled
     then); an interim "processing" status before that would be one more server-side apply per object
-    at creation, a third of the status writes of a burst of new boosters. A conversion failure is
-    never held back, nor is anything about an object that already has a status; and the hold is
-    bounded (:meth:`StatusReconciler._hold`), so an object whose pipeline is down still gets one.
+    at creation, a third of the status writes of a burst of new boosters. Likewise a ModelServing's
+    first status waits for the pods its result created to reach the view, and a booster's for its
+    ModelServings' first status (their changes name it, so it is reconciled then): written earlier,
+    each would be written again a moment later with the pod or the ModelServing's counts. A
+    conversion failure is never held back, nor is anything about an object that already has a
+    status; and the hold is bounded (:meth:`StatusReconciler._hold`), so an object whose pipeline is
+    down still gets one.
     """
     if obj.get("status"):
         return False
@@ -238,7 +263,13 @@ def awaiting_first_apply(obj: JSON, desired: DesiredSet | None, result: ApplyRes
         return False
     if result is None or result.owner.uid != uid:
         return True
-    return desired is not None and result.owner.generation < desired.owner.generation
+    if desired is not None and result.owner.generation < desired.owner.generation:
+        return True
+    return (
+        shown is not None
+        and result.ok
+        and not all(shown(c.kind, c.name) for c in result.children if c.action in ("created", "applied"))
+    )
 
 
 def hold_left(obj: JSON, hold: float, now: float) -> float:
