@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from ferry_converter.service import Converter, Newest
+from ferry_converter.service import Converted, Converter, Newest
 from ferry_converter.settings import ConverterSettings
 from ferry_local.paths import shared_dir
 from ferry_schemas.bus import MSG_ID_HEADER, DesiredSet, ObjectEvent, Resource, desired_subject
@@ -143,6 +143,28 @@ async def test_trace_continues_from_the_incoming_traceparent() -> None:
     (_, headers, _) = h.received[0]
     assert headers["traceparent"].split("-")[1] == TRACE_ID
     assert headers["traceparent"].split("-")[2] == f"{span.get_span_context().span_id:016x}"
+
+
+def test_a_status_only_change_is_not_converted_again_but_a_relist_is() -> None:
+    converted = Converted()
+    key = (Resource.MODEL_BOOSTERS, "default", "model")
+    first = booster_event()
+    fingerprint = converted.seen(key, first)
+    assert fingerprint is not None
+    converted.done(key, first, fingerprint)
+    status_only = booster_event(kind="MODIFIED")
+    status_only.object["status"] = {"conditions": [{"type": "Initialized", "status": "True"}]}
+    status_only.object["metadata"]["resourceVersion"] = "99"
+    assert converted.seen(key, status_only) is None
+    assert converted.seen(key, booster_event(kind="SYNC")) is not None  # a relist may follow lost streams
+    assert converted.seen(key, booster_event(kind="MODIFIED", generation=2)) is not None
+    relabelled = booster_event(kind="MODIFIED")
+    relabelled.object["metadata"]["labels"] = {"team": "b"}
+    assert converted.seen(key, relabelled) is not None
+    tombstone = booster_event(kind="DELETED")
+    assert converted.seen(key, tombstone) is not None
+    converted.done(key, tombstone, "x")
+    assert converted.seen(key, first) is not None  # forgotten once the owner is gone
 
 
 def test_newest_keeps_the_latest_event_until_it_was_converted() -> None:

@@ -35,6 +35,7 @@ from ferry_schemas.bus import (
     DesiredSet,
     ObjectEvent,
     Resource,
+    content_hash,
     encode_token,
     object_filter,
 )
@@ -148,6 +149,43 @@ class Converter:
         return desired
 
 
+VOLATILE_METADATA = ("resourceVersion", "managedFields")
+
+
+def input_fingerprint(event: ObjectEvent) -> str:
+    """What a conversion of ``event`` depends on: the object without its status and without the
+    metadata every write changes (a status-only change has the fingerprint of the change before)."""
+    meta = {k: v for k, v in (event.object.get("metadata") or {}).items() if k not in VOLATILE_METADATA}
+    body = {k: v for k, v in event.object.items() if k not in ("status", "metadata")}
+    return content_hash([event.resource, event.deleted, meta, body])
+
+
+@dataclass
+class Converted:
+    """The input fingerprint of each owner's last conversion here.
+
+    An event with the same fingerprint converts to the same desired set, which is then already in
+    FERRY_DESIRED or superseded by a newer one (so a stale input stays skipped); the conversion,
+    the last-message read and the publish are skipped. A relist's ``SYNC`` event is always
+    converted: after a NATS restart that lost the stream it is what puts the desired sets back.
+    """
+
+    fingerprints: dict[OwnerKey, str] = field(default_factory=dict)
+
+    def seen(self, key: OwnerKey, event: ObjectEvent) -> str | None:
+        """The event's fingerprint, or ``None`` when the last conversion of ``key`` had it."""
+        fingerprint = input_fingerprint(event)
+        if event.type != "SYNC" and self.fingerprints.get(key) == fingerprint:
+            return None
+        return fingerprint
+
+    def done(self, key: OwnerKey, event: ObjectEvent, fingerprint: str) -> None:
+        if event.deleted:
+            self.fingerprints.pop(key, None)  # the owner is gone: nothing more to skip
+        else:
+            self.fingerprints[key] = fingerprint
+
+
 @dataclass
 class Newest:
     """The newest event seen per owner and not yet converted (by stream sequence)."""
@@ -181,6 +219,7 @@ class ConverterService:
         self._consumers: list[DurableConsumer] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._newest = Newest()
+        self._converted = Converted()
         self.converter: Converter | None = None
         self.queue: WorkQueue[OwnerKey] = WorkQueue(
             "converter", self._convert, workers=max(1, settings.workers)
@@ -250,10 +289,16 @@ class ConverterService:
             return  # an earlier conversion already took this owner's newest event
         sequence, event = held
         assert self.converter is not None
+        fingerprint = self._converted.seen(key, event)
+        if fingerprint is None:
+            CONVERSIONS.labels(event.resource, "unchanged").inc()
+            self._newest.done(key, sequence)
+            return  # a status-only change (or a redelivery) of what was converted last
         with tracer.start_as_current_span(
             f"converter convert {event.subject}",
             context=context,
             attributes={"ferry.owner.kind": event.resource, "ferry.owner.name": event.name},
         ):
             await self.converter.handle(event)
+        self._converted.done(key, event, fingerprint)
         self._newest.done(key, sequence)
