@@ -143,6 +143,15 @@ async def concurrent_streams(url: str, count: int, tokens: int) -> tuple[int, in
     return ok, errors, time.perf_counter() - started
 
 
+def set_engine_pace(engine: str, itl: float) -> None:
+    """Set a mock engine's inter-token latency (its ``POST /mock/config``)."""
+    request = urllib.request.Request(
+        f"{engine}/mock/config", data=orjson.dumps({"itl": itl}), headers={"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=10):
+        pass
+
+
 def rss_mib(pid: int) -> float:
     """Resident memory of a process and its worker processes, MiB (VmRSS from /proc)."""
     total = 0
@@ -236,6 +245,12 @@ def main() -> None:
     parser.add_argument("--concurrency", default="1,16,64,256")
     parser.add_argument("--streams", type=int, default=1000, help="concurrent streams in the last phase")
     parser.add_argument("--stream-tokens", type=int, default=64, help="tokens per stream in that phase")
+    parser.add_argument(
+        "--stream-itl",
+        type=float,
+        default=0.05,
+        help="the engines' seconds between tokens in that phase (so every stream is open at once)",
+    )
     parser.add_argument("--streams-only", action="store_true", help="skip the wrk runs")
     parser.add_argument("--access-log", choices=["file", "off"], default="file")
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
@@ -345,6 +360,8 @@ def main() -> None:
             )
             pyspy_summary.print_summary(work / "profile.raw")
         if args.streams:
+            for host in hosts:  # a token pace that keeps every stream open until the last one opens
+                set_engine_pace(f"http://{host}:{port}", args.stream_itl)
             idle = rss_mib(router.pid)
             metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
             with PeakSampler(router.pid, metrics_url) as peak:
@@ -354,8 +371,11 @@ def main() -> None:
             print(
                 f"{args.streams} concurrent streams through the router ({args.stream_tokens} tokens each): "
                 f"{ok} complete, {errors} errors, {seconds:.1f}s; at most {peak.active:.0f} open at once; "
-                f"router RSS {idle:.0f} MiB before, peak {peak.rss:.0f} MiB"
+                f"router RSS {idle:.0f} MiB before, peak {peak.rss:.0f} MiB "
+                f"({args.stream_itl * 1000:.0f} ms between tokens)"
             )
+            for host in hosts:
+                set_engine_pace(f"http://{host}:{port}", 0.0)
         if args.workers:
             router.stop(timeout=10)
             print("scaling with worker processes (SO_REUSEPORT), concurrency 64, router on every CPU:")

@@ -27,6 +27,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 
 from ferry_router import errors
 from ferry_router.apis import CLIENT_API, ClientApi
+from ferry_router.http_server import stream_response
 from ferry_router.observability import STREAM_ERRORS, RequestRecord, active_upstream
 from ferry_router.state.resources import Server
 from ferry_router.state.table import Endpoint
@@ -46,6 +47,7 @@ HOP_BY_HOP = frozenset(
         "upgrade",
         "host",
         "content-length",
+        "expect",  # the router answers 100-continue itself and sends the body whole
     }
 )
 STREAM_TYPES = ("text/event-stream", "application/x-ndjson")
@@ -286,7 +288,7 @@ async def _relay(
         if usage:
             await on_usage(*usage)
         return web.Response(body=body, status=upstream.status, headers=headers)
-    response = web.StreamResponse(status=upstream.status, headers=headers)
+    response = stream_response(request, upstream.status, headers)
     await response.prepare(request)
     request[STARTED_RESPONSE] = response  # once bytes are out, this is the only answer there can be
     carry = b""
@@ -348,8 +350,8 @@ async def _relay_translated(
         if usage:
             await on_usage(*usage)
         return web.Response(body=api.answer(chat), status=upstream.status, content_type="application/json")
-    response = web.StreamResponse(
-        status=upstream.status, headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+    response = stream_response(
+        request, upstream.status, {"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
     )
     await response.prepare(request)
     request[STARTED_RESPONSE] = response
