@@ -13,8 +13,11 @@ by one event loop, so a run takes a few minutes of one core whatever the simulat
 The router is modelled, not run: ``random`` picks uniformly; ``least-request`` and
 ``kvcache-aware`` use Kthena's formulas (least-request: ``inflight + 100*max(inflight - running, 0)``,
 endpoints with 10 or more waiting filtered out; kvcache-aware: ``int(100*k/n)`` for the first k of
-n <= 128 blocks held) over the engines' exact state — an index with no event lag, which is the
-best case for kvcache-aware. Prints the same columns as ``run.py``.
+n <= 128 blocks held) over the engines' exact state — an index with no event lag. Like the router's
+plugin, kvcache-aware also counts the blocks of the prompts it sent to an engine in the last
+``--pending-ttl`` seconds as held there (``pendingTTLSeconds``, 10 by default); the set
+``LeastRequest+KVCacheAware/events-only`` leaves that out (Kthena's plugin, ``pendingTTLSeconds: 0``).
+Prints the same columns as ``run.py``.
 """
 
 from __future__ import annotations
@@ -38,6 +41,9 @@ class Fleet:
     engines: list[Simulator]
     inflight: list[int]
     rng: random.Random
+    pending_ttl: float = 0.0
+    now: float = 0.0
+    pending: list[dict[int, float]] = field(default_factory=list)  # per engine: block hash -> expiry
 
     def pick(self, policy: str, prompt: list[int]) -> int:
         if policy == "Random":
@@ -55,9 +61,14 @@ class Fleet:
             score = 100.0 if top <= 0 else float(int((top - bases[i]) / top * 100))
             if policy.endswith("KVCacheAware") and hashes:
                 held = len(self.engines[i].pool.cached_prefix(hashes))
+                expected = self.pending[i]
+                while held < len(hashes) and expected.get(hashes[held], -1.0) > self.now:
+                    held += 1
                 score += int(100 * held / len(hashes))
             if score > best_score:
                 best, best_score = i, score
+        if self.pending_ttl > 0 and policy.endswith("KVCacheAware"):
+            self.pending[best].update(dict.fromkeys(hashes, self.now + self.pending_ttl))
         return best
 
 
@@ -104,7 +115,8 @@ def simulate(policy: str, prompts: list[list[int]], args: argparse.Namespace) ->
         )
         for _ in range(args.engines)
     ]
-    fleet = Fleet(engines, [0] * len(engines), random.Random(7))
+    ttl = 0.0 if policy.endswith("/events-only") else args.pending_ttl
+    fleet = Fleet(engines, [0] * len(engines), random.Random(7), ttl, 0.0, [{} for _ in engines])
     stepping = [False] * len(engines)
     owner: dict[int, list[SimRequest]] = {i: [] for i in range(len(engines))}
     events: list[tuple[float, int, int]] = []  # (time, order, engine or -1 for an arrival)
@@ -126,7 +138,8 @@ def simulate(policy: str, prompts: list[list[int]], args: argparse.Namespace) ->
         nonlocal sent, free
         while sent < len(prompts) and free > 0 and sent / args.rate <= now + 1e-12:
             prompt = prompts[sent]
-            i = fleet.pick(policy, prompt)
+            fleet.now = now
+            i = fleet.pick(policy.removesuffix("/events-only"), prompt)
             request = engines[i].request(str(sent), prompt, args.output)
             engines[i].submit(request)
             owner[i].append(request)
@@ -172,9 +185,11 @@ def report(results: dict[str, Result], args: argparse.Namespace) -> None:
         f"{args.per_group}, system prompt {args.system}, question {args.question}, output {args.output}, "
         f"rate {args.rate:g}/s, max concurrency {args.concurrency} (simulated seconds)"
     )
+    width = max(26, *map(len, results))
     header = (
-        f"{'plugin set':<26} | {'req/s':>6} {'x Random':>8} | {'TTFT p50':>8} {'p99':>7} {'vs Random':>9} | "
-        f"{'e2e p50':>7} {'p99':>7} {'vs Random':>9} | {'cache hit':>9} | {'preempted':>9}"
+        f"{'plugin set':<{width}} | {'req/s':>6} {'x Random':>8} | "
+        f"{'TTFT p50':>8} {'p99':>7} {'vs Random':>9} | {'e2e p50':>7} {'p99':>7} {'vs Random':>9} | "
+        f"{'cache hit':>9} | {'preempted':>9}"
     )
     print(header)
     print("-" * len(header))
@@ -185,7 +200,7 @@ def report(results: dict[str, Result], args: argparse.Namespace) -> None:
         ttft = (percentile(r.ttft, 50) / percentile(base.ttft, 50) - 1) * 100 if base else float("nan")
         e2e = (percentile(r.e2e, 50) / percentile(base.e2e, 50) - 1) * 100 if base else float("nan")
         print(
-            f"{label:<26} | {rate(r):6.2f} {ratio:7.2f}x | {percentile(r.ttft, 50):7.2f}s "
+            f"{label:<{width}} | {rate(r):6.2f} {ratio:7.2f}x | {percentile(r.ttft, 50):7.2f}s "
             f"{percentile(r.ttft, 99):6.2f}s {ttft:+8.1f}% | {percentile(r.e2e, 50):6.2f}s "
             f"{percentile(r.e2e, 99):6.2f}s {e2e:+8.1f}% | {r.hits / r.queries * 100:8.1f}% | "
             f"{r.preemptions:>9}",
@@ -207,7 +222,13 @@ def main() -> None:
     parser.add_argument("--max-num-seqs", type=int, default=256)
     parser.add_argument("--max-num-batched-tokens", type=int, default=65536)
     parser.add_argument("--kv-blocks", type=int, default=0, help="per engine (default: the profile's pool)")
-    parser.add_argument("--sets", default="Random,LeastRequest,LeastRequest+KVCacheAware")
+    parser.add_argument(
+        "--pending-ttl", type=float, default=10.0, help="kvcache-aware's pendingTTLSeconds (simulated s)"
+    )
+    parser.add_argument(
+        "--sets",
+        default="Random,LeastRequest,LeastRequest+KVCacheAware/events-only,LeastRequest+KVCacheAware",
+    )
     args = parser.parse_args()
     prompts = workload(args)
     results: dict[str, Result] = {}

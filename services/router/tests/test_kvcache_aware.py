@@ -52,6 +52,35 @@ def test_index_drops_a_pod_that_is_gone_and_honours_candidates() -> None:
     assert index.owners.keys() == set(H[:2])
 
 
+def test_blocks_just_sent_to_a_pod_count_until_they_expire_or_are_evicted() -> None:
+    """The prompts this router sends are held there before the pod's events can say so."""
+    now = [100.0]
+    index = KvIndex(pending_ttl=5.0, clock=lambda: now[0])
+    index.expect("ns/a", H[:3])
+    assert index.match(H, {"ns/a", "ns/b"}) == {"ns/a": 3}
+    index.apply(msg("a", 1, stored=H[:2]))  # the events confirm two blocks ...
+    index.apply(msg("a", 2, removed=[H[1]]))  # ... and evict one: not expected there any more
+    assert index.match(H, {"ns/a"}) == {"ns/a": 1}
+    now[0] = 104.0
+    index.expect("ns/b", H)
+    now[0] = 105.5  # a's pending block 2 expired; b's are fresh
+    assert index.match(H, {"ns/a", "ns/b"}) == {"ns/a": 1, "ns/b": 4}
+    index.drop_pod("ns/b")
+    assert index.match(H, {"ns/a", "ns/b"}) == {"ns/a": 1}
+    off = KvIndex()  # pendingTTLSeconds 0: Kthena's behaviour, events only
+    off.expect("ns/a", H)
+    assert off.match(H, {"ns/a"}) == {}
+
+
+def test_pending_ttl_is_checked_at_load() -> None:
+    assert KVCacheAware({}).index.pending_ttl == 10.0
+    assert KVCacheAware({"pendingTTLSeconds": 0}).index.pending_ttl == 0.0
+    for bad in (-1, "soon", float("inf")):
+        args = f"{{pendingTTLSeconds: {bad}}}"
+        with pytest.raises(ValueError, match="pendingTTLSeconds"):
+            parse_config(f"scheduler: {{pluginConfig: [{{name: kvcache-aware, args: {args}}}]}}")
+
+
 def test_tokenize_bodies_follow_vllm_and_sglang() -> None:
     chat = {"messages": [{"role": "user", "content": "hi"}]}
     assert tokenize_body("vllm", "m", chat, "user: hi") == {

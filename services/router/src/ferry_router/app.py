@@ -565,6 +565,7 @@ class Router:
                 ranked = self.scheduler.rank(ctx, endpoints, members=self.table.members.get(server_key))
             except SchedulingError as exc:
                 raise errors.unschedulable(server_key, str(exc)) from exc
+        self.scheduler.dispatching(ctx, ranked[0])
         hide_usage = inject_usage(body)
         record.t_upstream_start = time.perf_counter()
         inject_context(headers)

@@ -29,7 +29,7 @@ import yaml
 
 from ferry_router.scheduler.framework import FilterPlugin, Scheduler, ScorePlugin
 from ferry_router.scheduler.gpu_usage import GPUUsage
-from ferry_router.scheduler.kvcache_aware import KVCacheAware, validate_tokenizer
+from ferry_router.scheduler.kvcache_aware import KVCacheAware, validate_args
 from ferry_router.scheduler.least_latency import LeastLatency, validate_factor
 from ferry_router.scheduler.least_request import LeastRequest
 from ferry_router.scheduler.lora_affinity import LoraAffinity
@@ -131,7 +131,7 @@ def parse_config(text: str) -> SchedulerConfig:
     if "least-latency" in config.args:
         validate_factor(config.args["least-latency"])
     if "kvcache-aware" in config.args:
-        validate_tokenizer(config.args["kvcache-aware"])
+        validate_args(config.args["kvcache-aware"])
     if any(n == "random" for n, _ in config.scorers) and len(config.scorers) > 1:
         log.warning("the random score plugin cannot be combined with others; removing it")
         config.scorers = [(n, w) for n, w in config.scorers if n != "random"]

@@ -78,6 +78,13 @@ class NominatePlugin(Protocol):
 
 
 @runtime_checkable
+class DispatchPlugin(Protocol):
+    """A scorer told where a request is being sent, when it is sent (not when it is answered)."""
+
+    def on_dispatch(self, ctx: SchedulingContext, endpoint: Endpoint) -> None: ...
+
+
+@runtime_checkable
 class PostSchedulePlugin(Protocol):
     def on_served(self, ctx: SchedulingContext, endpoints: Sequence[Endpoint]) -> None: ...
 
@@ -100,6 +107,7 @@ class Scheduler:
         self.sample_size = sample_size
         self.scorers = list(scorers)
         self.post_hooks = [p for p, _ in scorers if isinstance(p, PostSchedulePlugin)]
+        self.dispatch_hooks = [p for p, _ in scorers if isinstance(p, DispatchPlugin)]
         self.preparers = [p for p, _ in scorers if isinstance(p, PreparePlugin)]
         self.nominators = [p for p, _ in scorers if isinstance(p, NominatePlugin)]
         self._rng = rng or random.Random()
@@ -208,6 +216,10 @@ class Scheduler:
         if not pairs:
             raise SchedulingError("no valid prefill-decode endpoint pairs found")
         return pairs
+
+    def dispatching(self, ctx: SchedulingContext, endpoint: Endpoint) -> None:
+        for hook in self.dispatch_hooks:
+            hook.on_dispatch(ctx, endpoint)
 
     def served(self, ctx: SchedulingContext, endpoints: Sequence[Endpoint]) -> None:
         for hook in self.post_hooks:

@@ -13,6 +13,11 @@ as the sidecars key the blocks an engine stores for that adapter (vLLM's ``Block
 / ``lora_name``; ``ferry_runtime.lora_names``): it matches the adapter's KV on every pod, whatever
 id each engine gave the adapter, and never the base model's.
 
+Ferry extension: ``pendingTTLSeconds`` (default 10; 0 turns it off, as Kthena has it): the blocks of
+a prompt this router sends to a pod count as held there for that long, or until the pod's events
+evict them (:meth:`KvIndex.expect`) -- the events only list a prefix once the pod has queued and
+prefilled it, and meanwhile the prefix's next requests would go elsewhere and be prefilled again.
+
 Tokenization is asynchronous, so it runs in :meth:`prepare` before the (synchronous) scoring.
 A failed tokenization scores every endpoint 0 and counts ``..._errors_total{stage="tokenize"}``.
 
@@ -25,6 +30,7 @@ unknown name is a configuration error (:func:`validate_tokenizer`), not a silent
 from __future__ import annotations
 
 import logging
+import math
 import random
 import time
 from collections.abc import Callable, Sequence
@@ -70,6 +76,7 @@ UNSUPPORTED_ENGINE = Counter(
 )
 
 _DEFAULTS = {"blockSizeToHash": 16, "maxBlocksToMatch": 128}
+DEFAULT_PENDING_TTL = 10.0
 _ENGINES = ("vllm", "sglang")
 TOKENS_KEY = "kvcache_hashes"
 
@@ -87,12 +94,30 @@ def validate_tokenizer(args: dict[str, Any]) -> None:
         )
 
 
+def validate_args(args: dict[str, Any]) -> None:
+    """``ValueError`` naming the field for a configuration this plugin refuses (at load)."""
+    validate_tokenizer(args)
+    _seconds(args, "pendingTTLSeconds", DEFAULT_PENDING_TTL)
+
+
 def _positive(args: dict[str, Any], key: str, default: int) -> int:
     try:
         value = int(args.get(key, default))
     except (TypeError, ValueError):
         return default
     return value if value > 0 else default
+
+
+def _seconds(args: dict[str, Any], key: str, default: float) -> float:
+    """A non-negative number of seconds; ``ValueError`` naming the field otherwise (fatal at load)."""
+    raw = args.get(key, default)
+    try:
+        value = float(raw)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"kvcache-aware: {key} {raw!r} is not a number") from exc
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"kvcache-aware: {key} must be a finite number of seconds >= 0, got {raw!r}")
+    return value
 
 
 def _port(args: dict[str, Any], key: str) -> int | None:
@@ -143,7 +168,7 @@ class KVCacheAware:
         validate_tokenizer(args)
         self.local: LocalTokenizer | None = LOCAL_TOKENIZERS.get(args.get("localTokenizer", ""))
         self.timeout = aiohttp.ClientTimeout(total=5.0)
-        self.index = KvIndex()
+        self.index = KvIndex(pending_ttl=_seconds(args, "pendingTTLSeconds", DEFAULT_PENDING_TTL))
         self._session: aiohttp.ClientSession | None = None
         self._rng = random.Random()
 
@@ -225,6 +250,10 @@ class KVCacheAware:
         n = len(hashes)
         MATCH_RATIO.labels(ctx.metrics_model).observe(max(found.values(), default=0) / n)
         return [float(int(found.get(e.key, 0) / n * 100)) for e in endpoints]
+
+    def on_dispatch(self, ctx: SchedulingContext, endpoint: Endpoint) -> None:
+        hashes: list[int] = ctx.scratch.get(TOKENS_KEY) or []  # type: ignore[assignment]
+        self.index.expect(endpoint.key, hashes)
 
     def forget(self, endpoint: Endpoint) -> None:
         self.index.drop_pod(endpoint.key)

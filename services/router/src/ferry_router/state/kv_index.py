@@ -5,12 +5,22 @@ each sidecar publishes a snapshot of its pod's blocks periodically), then follow
 replaces what the index held for that pod, a change adds and removes blocks. A message already
 applied (same sidecar epoch, not a newer sequence) changes nothing. A pod that leaves the routing
 table drops its blocks.
+
+Between sending a prompt to a pod and that pod's events listing the prompt's blocks lie the pod's
+queue, its prefill and the event path -- under a burst, seconds, in which every request of the same
+prefix would otherwise look new and go to the least loaded pod, which prefills it again. So the
+index also holds *pending* blocks: those of the prompts this router just sent (:meth:`KvIndex.expect`),
+counted as held for ``ttl`` seconds or until events say otherwise. llm-d's approximate prefix index
+and Kthena's prefix-cache plugin remember their own routing the same way; here it only bridges the
+gap until the events confirm or evict.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
 
 from ferry_schemas.bus import KV_STREAM
 from ferry_schemas.kv import KV_FILTER, KvBlockEvents
@@ -29,9 +39,13 @@ KV_BLOCKS = Gauge("ferry_router_kv_index_blocks", "(pod, block) pairs in the KV 
 
 
 class KvIndex:
-    def __init__(self) -> None:
+    def __init__(self, pending_ttl: float = 0.0, clock: Callable[[], float] = time.monotonic) -> None:
         self.pods: dict[str, set[int]] = {}  # pod key (ns/name) -> block hashes
         self.owners: dict[int, set[str]] = {}  # block hash -> pod keys
+        self.pending_ttl = pending_ttl
+        self._clock = clock
+        self._pending: dict[int, dict[str, float]] = {}  # block hash -> pod key -> expiry
+        self._expiries: deque[tuple[float, int, str]] = deque()  # in expiry order (one ttl)
         self._position: dict[str, tuple[str, int]] = {}  # pod key -> (epoch, seq) last applied
         self._size = 0
         KV_BLOCKS.set_function(lambda: self._size)
@@ -52,6 +66,8 @@ class KvIndex:
                 self.owners.setdefault(h, set()).add(key)
                 self._size += 1
         for h in msg.removed:
+            if (pods := self._pending.get(h)) is not None:
+                pods.pop(key, None)  # evicted: no longer expected there either
             if h in held:
                 held.discard(h)
                 self._unown(h, key)
@@ -74,18 +90,44 @@ class KvIndex:
         """The pod is gone: forget its blocks (a later snapshot from it would bring them back)."""
         self._clear(key)
         self._position.pop(key, None)
+        for pods in self._pending.values():
+            pods.pop(key, None)
+
+    def expect(self, key: str, hashes: Sequence[int]) -> None:
+        """A prompt of these blocks was just sent to pod ``key``: count them as held for a while."""
+        if self.pending_ttl <= 0 or not hashes:
+            return
+        now = self._clock()
+        self._expire(now)
+        until = now + self.pending_ttl
+        for h in hashes:
+            self._pending.setdefault(h, {})[key] = until
+            self._expiries.append((until, h, key))
+
+    def _expire(self, now: float) -> None:
+        while self._expiries and self._expiries[0][0] <= now:
+            until, h, key = self._expiries.popleft()
+            pods = self._pending.get(h)
+            if pods is not None and pods.get(key) == until:  # not renewed since
+                del pods[key]
+                if not pods:
+                    del self._pending[h]
 
     def match(self, hashes: Sequence[int], candidates: set[str]) -> dict[str, int]:
-        """Pod → number of leading blocks of ``hashes`` it holds, for candidates holding block 0."""
+        """Pod → number of leading blocks of ``hashes`` it holds (or is about to: pending), for the
+        candidates holding block 0."""
         if not hashes:
             return {}
+        if self._expiries:
+            self._expire(self._clock())
+        pending = self._pending
         found: dict[str, int] = {}
-        for pod in self.owners.get(hashes[0], ()):
+        for pod in {*self.owners.get(hashes[0], ()), *pending.get(hashes[0], ())}:
             if pod not in candidates:
                 continue
-            held = self.pods[pod]
+            held = self.pods.get(pod, set())
             count = 1
-            while count < len(hashes) and hashes[count] in held:
+            while count < len(hashes) and (hashes[count] in held or pod in pending.get(hashes[count], ())):
                 count += 1
             found[pod] = count
         return found
