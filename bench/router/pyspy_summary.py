@@ -17,6 +17,7 @@ from collections import Counter
 from pathlib import Path
 
 PARTS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("router: HTTP server", ("ferry_router/http_server",)),
     ("router: upstream client", ("ferry_router/upstream",)),
     ("router: relay", ("ferry_router/proxy",)),
     ("router: scheduler", ("ferry_router/scheduler",)),

@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 KEEPALIVE_TIMEOUT = 75.0  # aiohttp's default
 MAX_HEAD_BYTES = 64 * 1024
+MAX_PIPELINED = 16  # requests parsed ahead of their answers before the connection stops reading
 _REASONS = {status.value: status.phrase for status in HTTPStatus}
 _SKIPPED = frozenset({"content-length", "transfer-encoding", "connection", "date"})
 
@@ -376,8 +377,10 @@ class LeanConnection(asyncio.Protocol):
         )
         if self.task is None:
             self.task = self.loop.create_task(self._serve(request))
-        else:
-            self._pending.append(request)
+            return
+        self._pending.append(request)
+        if len(self._pending) >= MAX_PIPELINED and self.transport is not None:
+            self.transport.pause_reading()  # resumed once the requests in hand are answered
 
     # ---------------------------------------------------------------- answering
 
@@ -400,6 +403,8 @@ class LeanConnection(asyncio.Protocol):
                 if not self._pending:
                     return
                 request = self._pending.popleft()
+                if not self._pending and self.transport is not None:
+                    self.transport.resume_reading()
         except asyncio.CancelledError:  # shutdown's deadline passed
             self.close()
             raise
