@@ -126,6 +126,7 @@ class LoadPusher:
                 "namespace": NAMESPACE, "pod": f"pod-{p}", "model": f"model-{p % models}", "epoch": "bench",
                 "seq": 0, "sentAt": 0.0, "waiting": 1.0, "running": 2.0, "kvCacheUsage": 0.25,
             }).replace(b'"seq":0,"sentAt":0.0', b'"seq":%d,"sentAt":%f')
+              .replace(b'"waiting":1.0', b'"waiting":%d')
             for p in range(pods)
         ]  # fmt: skip
         self.sent = 0
@@ -146,8 +147,8 @@ class LoadPusher:
         while not self._stop.is_set():
             started, seq = time.monotonic(), seq + 1
             now = time.time()
-            for subject, template in zip(self.subjects, self.templates, strict=True):
-                await nc.publish(subject, template % (seq, now))
+            for p, (subject, template) in enumerate(zip(self.subjects, self.templates, strict=True)):
+                await nc.publish(subject, template % (seq, now, (seq + p) % 8))  # a new value each time
             await nc.flush()
             self.sent += len(self.subjects)
             await asyncio.sleep(max(period - (time.monotonic() - started), 0.0))
@@ -162,11 +163,18 @@ def router_metrics(metrics_url: str) -> str:
 
 
 def pushed_endpoints(text: str) -> int:
-    """Endpoints the router schedules on fresh pushed load (``ferry_router_endpoints``)."""
+    """Endpoints the router schedules on fresh pushed load (``ferry_router_endpoints``; a router
+    from before that gauge: its per-endpoint load-age series that say ``source="push"``)."""
+    lines = text.splitlines()
+    if any(line.startswith("ferry_router_endpoints{") for line in lines):
+        return sum(
+            int(float(line.rsplit(" ", 1)[1])) for line in lines
+            if line.startswith("ferry_router_endpoints{") and 'load_source="push"' in line
+            and 'load_state="fresh"' in line
+        )  # fmt: skip
     return sum(
-        int(float(line.rsplit(" ", 1)[1])) for line in text.splitlines()
-        if line.startswith("ferry_router_endpoints{") and 'load_source="push"' in line
-        and 'load_state="fresh"' in line
+        1 for line in lines
+        if line.startswith("ferry_router_endpoint_load_age_seconds{") and 'source="push"' in line
     )  # fmt: skip
 
 

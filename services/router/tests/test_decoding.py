@@ -8,9 +8,10 @@ import time
 
 import pytest
 from ferry_router.state.feed import decode_event
-from ferry_router.state.load_reader import decode
+from ferry_router.state.load_reader import HEADER, LoadFeed, Reader, decode
 from ferry_schemas.bus import ObjectEvent
 from ferry_schemas.load import EngineLoad
+from ferry_schemas.runtime.load_board import LOAD_MESSAGES
 
 from .objects import pod
 
@@ -46,21 +47,13 @@ def test_engine_load_as_the_sidecar_writes_it() -> None:
         series={"vllm:num_requests_waiting": 2.0},
     )  # fmt: skip
     # the sidecar read it 2 s ago by its clock: received 2 s before "now" on the monotonic clock
-    key, epoch, seq, record = decode(load.to_bytes(), wall=1002.0, monotonic=50.0)
-    assert (key, epoch, seq) == ("ns/p0", "e", 3)
-    assert record == ("ns/p0", 48.0, 0.5, 2.0, 1.0, 0.1, 0.02, ["m", "lora"], ["m"])
+    decoded = decode(load.to_bytes(), wall=1002.0, monotonic=50.0)
+    assert decoded == ("ns/p0", "e", 3, (48.0, 0.5, 2.0, 1.0, 0.1, 0.02), ["m", "lora"], ["m"])
     # a sender clock ahead of ours never makes the reading younger than now
-    assert decode(load.to_bytes(), wall=990.0, monotonic=50.0)[3][1] == 50.0
+    assert decode(load.to_bytes(), wall=990.0, monotonic=50.0).load[0] == 50.0
     minimal = EngineLoad(namespace="ns", pod="p1", model="m", epoch="e", seq=1, sent_at=time.time())
-    assert decode(minimal.to_bytes(), wall=time.time(), monotonic=1.0)[3][2:] == (
-        0.0,
-        0.0,
-        0.0,
-        0.0,
-        0.0,
-        None,
-        [],
-    )
+    decoded = decode(minimal.to_bytes(), wall=time.time(), monotonic=1.0)
+    assert (decoded.load[1:], decoded.models, decoded.base_models) == ((0.0, 0.0, 0.0, 0.0, 0.0), None, [])
 
 
 @pytest.mark.parametrize(
@@ -76,3 +69,58 @@ def test_engine_load_as_the_sidecar_writes_it() -> None:
 def test_bad_engine_load_is_refused(data: bytes) -> None:
     with pytest.raises((ValueError, TypeError, KeyError)):
         decode(data, wall=1.0, monotonic=1.0)
+
+
+def test_reader_frames_carry_new_pods_changed_models_and_fixed_size_loads() -> None:
+    """The reader's batch (one function pair: the child's flush, the router's frame parser)."""
+    written: list[bytes] = []
+    reader = Reader(written.append)
+
+    def load(pod: str, seq: int, waiting: float, models: list[str] | None = None, epoch: str = "e") -> bytes:
+        return EngineLoad(
+            namespace="ns", pod=pod, model="m", epoch=epoch, seq=seq, sent_at=time.time(), waiting=waiting,
+            models=models, base_models=models or [],
+        ).to_bytes()  # fmt: skip
+
+    reader.handle(load("a", 1, 1.0, ["m"]))
+    reader.handle(load("b", 1, 2.0))
+    reader.handle(load("a", 2, 3.0, ["m"]))  # newer: replaces the first
+    reader.handle(load("a", 1, 9.0, ["m"]))  # older, same sidecar: dropped
+    reader.handle(b"{")
+    reader.flush()
+
+    got: dict[str, list[object]] = {"loads": [], "models": []}
+
+    class Sink:
+        def loads(self, loads: list[tuple[str, float, float, float, float, float, float]]) -> None:
+            got["loads"] += [(key, waiting) for key, _, _, waiting, *_ in loads]
+
+        def models(self, key: str, models: list[str], base_models: list[str]) -> None:
+            got["models"].append((key, models))
+
+    feed = LoadFeed("nats://unused", stale_after=5.0)
+    feed.sink = Sink()
+
+    def apply(data: bytes) -> list[bytes]:
+        kinds = []
+        while data:
+            kind, size = HEADER.unpack_from(data)
+            feed.apply_frame(kind, data[HEADER.size : HEADER.size + size])
+            kinds.append(kind)
+            data = data[HEADER.size + size :]
+        return kinds
+
+    ok_before, bad_before = LOAD_MESSAGES.labels("ok")._value.get(), LOAD_MESSAGES.labels("bad")._value.get()
+    assert apply(written.pop()) == [b"K", b"M", b"L", b"C"]
+    assert got == {"loads": [("ns/a", 3.0), ("ns/b", 2.0)], "models": [("ns/a", ["m"])]}
+    assert LOAD_MESSAGES.labels("ok")._value.get() - ok_before == 4
+    assert LOAD_MESSAGES.labels("bad")._value.get() - bad_before == 1
+
+    got = {"loads": [], "models": []}
+    reader.handle(load("a", 3, 4.0, ["m"]))  # same models: not sent again
+    reader.handle(load("b", 1, 5.0, ["m"], epoch="f"))  # a new sidecar of b, now with models
+    reader.flush()
+    assert apply(written.pop()) == [b"M", b"L", b"C"]  # no new pods
+    assert got == {"loads": [("ns/a", 4.0), ("ns/b", 5.0)], "models": [("ns/b", ["m"])]}
+    reader.flush()
+    assert not written  # nothing happened since

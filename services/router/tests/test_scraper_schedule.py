@@ -10,7 +10,8 @@ from collections.abc import Iterator
 
 import pytest
 from ferry_router.metrics_scraper import MetricsScraper, backoff
-from ferry_router.state.pushed_load import apply_pushed, sweep
+from ferry_router.state.load_reader import decode
+from ferry_router.state.pushed_load import apply_load, sweep
 from ferry_router.state.table import EndpointMetrics, RoutingTable
 from ferry_schemas.load import EngineLoad
 
@@ -80,7 +81,7 @@ async def test_endpoints_with_fresh_pushed_load_are_not_scraped() -> None:
     )
     pushed = table.endpoints["default/pushed"].metrics
     pushed_at = time.monotonic()
-    apply_pushed(pushed, load, pushed_at)
+    apply_load(pushed, *decode(load.to_bytes(), wall=load.sent_at, monotonic=pushed_at).load)
 
     checks: list[float] = []
 
@@ -117,7 +118,7 @@ def test_old_load_reads_as_unknown() -> None:
     )
     endpoint = table.endpoints["default/a"]
     endpoint.inflight = 3
-    apply_pushed(a, load, received=100.0, inflight=endpoint.inflight)
+    apply_load(a, *decode(load.to_bytes(), wall=0, monotonic=100.0).load, inflight=endpoint.inflight)
     endpoint.inflight = 5
     assert endpoint.unsampled == 2  # sent since the reading: the gauges cannot show them yet
     assert sweep(table, now=101.0, stale_after=5.0) == 1  # b was never measured
@@ -126,7 +127,8 @@ def test_old_load_reads_as_unknown() -> None:
     assert (a.waiting, a.ttft, a.stale) == (0, 0, True)
     assert endpoint.unsampled == 5  # load unknown: all the router has there is unseen
     assert not b.stale  # never measured: unknown, nothing to forget
-    apply_pushed(a, load.model_copy(update={"seq": 2, "waiting": 1}), received=107.0, inflight=5)
+    newer = load.model_copy(update={"seq": 2, "waiting": 1})
+    apply_load(a, *decode(newer.to_bytes(), wall=0, monotonic=107.0).load, inflight=5)
     assert (a.waiting, a.stale, a.source, endpoint.unsampled) == (1, False, "push", 0)
 
 

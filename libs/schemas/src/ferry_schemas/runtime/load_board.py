@@ -43,6 +43,15 @@ class LatestLoads(Generic[T]):
     def __len__(self) -> int:
         return len(self._latest)
 
+    def put(self, pod_key: str, value: T, received: float) -> None:
+        self._latest[pod_key] = (value, received)
+
+    def pop(self, pod_key: str) -> T | None:
+        """The pod's reading if it is fresh, forgetting it either way."""
+        value = self.fresh(pod_key)
+        self._latest.pop(pod_key, None)
+        return value
+
     def age(self, pod_key: str) -> float | None:
         """Seconds since the pod's sidecar read its engine's load (``None``: never heard of)."""
         entry = self._latest.get(pod_key)

@@ -1,21 +1,24 @@
 """Engine load from ``FERRY_LOAD`` read in a process of its own, handed to the router in batches.
 
-At 20,000 engines each pushing its load once a second, decoding the messages (nats-py's per-message
-work plus the decode) took most of a core inside the router: on its scraper thread it still held
-the GIL the request loop needs, and route changes and requests waited behind it (tens of ms). So a
-child process (``python -m ferry_router.state.load_reader``, one per router process) follows the
-stream (the last message per pod, then changes), keeps only the newest reading per pod and, every
-``FERRY_ROUTER_LOAD_BATCH`` seconds (default 0.1), writes the pods that changed as one line of
-JSON to a pipe the router gave it::
+At 20,000 engines each pushing its load once a second, reading the messages (nats-py's per-message
+work plus the decode, ~25 µs each) took most of a core inside the router: on its scraper thread it
+still held the GIL the request loop needs, and route changes and requests waited behind it (tens
+of ms). So a child process (``python -m ferry_router.state.load_reader``, one per router process)
+follows the stream (the last message per pod, then changes), keeps only the newest reading per
+pod and, every ``FERRY_ROUTER_LOAD_BATCH`` seconds (default 0.1), writes the pods that changed to a
+pipe the router gave it, in frames of ``kind`` (1 byte) + payload length (u32) + payload:
 
-    {"ok": <messages decoded>, "bad": <undecodable>, "loads": [[pod_key, received, kv, waiting,
-     running, ttft, tpot, models | null, base_models], ...]}
+* ``K``: the keys (``namespace/pod``) of pods seen for the first time, JSON list; the n-th key
+  ever sent is slot n;
+* ``M``: ``[[slot, models, base_models], ...]`` (JSON) for pods whose ``/v1/models`` changed;
+* ``L``: one fixed 52-byte record per pod (:data:`LOAD`): slot, received, KV-cache usage,
+  waiting, running, TTFT, TPOT -- no JSON and no object per pod to decode in the router;
+* ``C``: messages decoded and undecodable since the last batch (two u32).
 
 ``received`` is on ``time.monotonic``'s clock, which is the system's (CLOCK_MONOTONIC) and so the
-same in the router: the sidecar's read time (``sentAt``), never later than the child saw it. The
-router (:class:`LoadFeed`) applies a batch to its table in one pass on its scraper thread: a few
-µs per changed pod instead of the whole per-message cost, and load arrives at most one batch
-period (plus the sidecar's own read interval) later than it would in-process.
+same in the router: the sidecar's read time (``sentAt``), never later than the child saw it.
+The router (:class:`LoadFeed`) applies a batch in one pass on its scraper thread (about 1 µs per
+pod), and load arrives at most one batch period later than it would in-process.
 
 The child exits when the router does (its parent changes) and the router starts a new one when it
 dies, so a crash costs at most a restart's worth of load age (stale load reads as unknown as
@@ -29,16 +32,16 @@ import contextlib
 import functools
 import logging
 import os
+import struct
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from typing import NamedTuple, Protocol
 
 import orjson
 from ferry_schemas.bus import LOAD_STREAM
 from ferry_schemas.load import LOAD_FILTER
-from ferry_schemas.runtime.load_board import LOAD_MESSAGES, LatestLoads
+from ferry_schemas.runtime.load_board import LOAD_MESSAGES
 from nats.aio.msg import Msg
 
 log = logging.getLogger(__name__)
@@ -46,83 +49,109 @@ log = logging.getLogger(__name__)
 BATCH_ENV = "FERRY_ROUTER_LOAD_BATCH"
 FD_ENV = "FERRY_ROUTER_LOAD_FD"  # the pipe the batches go to (stdout stays free for anything else)
 DEFAULT_BATCH = 0.1
-LINE_LIMIT = 64 * 1024 * 1024  # one batch of 20,000 changed pods is about 2 MB
+
+HEADER = struct.Struct("<cI")
+LOAD = struct.Struct("<Idddddd")
+COUNTS = struct.Struct("<II")
+
+Load = tuple[float, float, float, float, float, float]
+"""(received, kv_cache_usage, waiting, running, ttft, tpot) of one engine."""
 
 
-@dataclass(slots=True)
-class PushedReading:
-    """One engine's load as its sidecar last published it (what the router schedules on)."""
-
-    kv_cache_usage: float
-    waiting: float
-    running: float
-    ttft: float
-    tpot: float
+class Decoded(NamedTuple):
+    key: str
+    epoch: str
+    seq: int
+    load: Load
     models: list[str] | None
     base_models: list[str]
 
 
-Record = tuple[str, float, float, float, float, float, float, list[str] | None, list[str]]
+def decode(data: bytes, wall: float, monotonic: float) -> Decoded:
+    """What the router uses of one ``EngineLoad`` message; raises on a malformed one.
 
-
-def decode(data: bytes, wall: float, monotonic: float) -> tuple[str, str, int, Record]:
-    """(pod key, epoch, seq, record) of one ``EngineLoad`` message; raises on a malformed one.
-
-    Only the fields the router uses are read (orjson, no model validation: about 2 µs against
-    pydantic's 18)."""
+    Only those fields are read (orjson, no model validation)."""
     raw = orjson.loads(data)
-    key = f"{raw['namespace']}/{raw['pod']}"
-    if not isinstance(raw["namespace"], str) or not isinstance(raw["pod"], str):
+    namespace, pod = raw["namespace"], raw["pod"]
+    if not isinstance(namespace, str) or not isinstance(pod, str):
         raise TypeError("namespace and pod must be strings")
-    received = monotonic - max(0.0, wall - float(raw["sentAt"]))
     models = raw.get("models")
     if models is not None and not isinstance(models, list):
         raise TypeError("models must be a list")
     base = raw.get("baseModels") or []
-    record: Record = (
-        key,
-        received,
+    if not isinstance(base, list):
+        raise TypeError("baseModels must be a list")
+    load = (
+        monotonic - max(0.0, wall - float(raw["sentAt"])),
         float(raw.get("kvCacheUsage", 0.0)),
         float(raw.get("waiting", 0.0)),
         float(raw.get("running", 0.0)),
         float(raw.get("ttft", 0.0)),
         float(raw.get("tpot", 0.0)),
-        models,
-        base,
     )
-    return key, str(raw["epoch"]), int(raw["seq"]), record
+    return Decoded(f"{namespace}/{pod}", str(raw["epoch"]), int(raw["seq"]), load, models, base)
+
+
+def frame(kind: bytes, payload: bytes) -> bytes:
+    return HEADER.pack(kind, len(payload)) + payload
 
 
 class Reader:
-    """The child's state: newest record per pod, those changed since the last batch."""
+    """The child's state: a slot per pod, the newest load per pod changed since the last batch."""
 
     def __init__(self, write: Callable[[bytes], None]) -> None:
         self._write = write
+        self._slots: dict[str, int] = {}
+        self._new_keys: list[str] = []
         self._seq: dict[str, tuple[str, int]] = {}  # pod key -> (epoch, seq) last taken
-        self._pending: dict[str, Record] = {}
+        self._pending: dict[int, Load] = {}
+        self._models: dict[int, tuple[list[str], list[str]]] = {}  # slot -> models last sent
+        self._pending_models: dict[int, tuple[list[str], list[str]]] = {}
         self.ok = self.bad = 0
 
     def handle(self, data: bytes) -> None:
         try:
-            key, epoch, seq, record = decode(data, time.time(), time.monotonic())
+            decoded = decode(data, time.time(), time.monotonic())
         except (ValueError, TypeError, KeyError) as exc:
             self.bad += 1
             log.error("undecodable engine load: %r", exc)
             return
         self.ok += 1
+        key = decoded.key
         last = self._seq.get(key)
-        if last is not None and last[0] == epoch and last[1] >= seq:
+        if last is not None and last[0] == decoded.epoch and last[1] >= decoded.seq:
             return  # an older message of the same sidecar (redelivered snapshot)
-        self._seq[key] = (epoch, seq)
-        self._pending[key] = record
+        self._seq[key] = (decoded.epoch, decoded.seq)
+        slot = self._slots.get(key)
+        if slot is None:
+            slot = self._slots[key] = len(self._slots)
+            self._new_keys.append(key)
+        elif last is not None and last[0] != decoded.epoch:
+            self._models.pop(slot, None)  # a new sidecar: its models are sent again
+        self._pending[slot] = decoded.load
+        if decoded.models is not None:
+            served = (decoded.models, decoded.base_models)
+            if self._models.get(slot) != served:
+                self._models[slot] = self._pending_models[slot] = served
 
     def flush(self) -> None:
         if not (self._pending or self.ok or self.bad):
             return
-        line = orjson.dumps({"ok": self.ok, "bad": self.bad, "loads": list(self._pending.values())})
-        self._pending.clear()
+        frames = []
+        if self._new_keys:
+            frames.append(frame(b"K", orjson.dumps(self._new_keys)))
+            self._new_keys = []
+        if self._pending_models:
+            models = [[slot, m, b] for slot, (m, b) in self._pending_models.items()]
+            frames.append(frame(b"M", orjson.dumps(models)))
+            self._pending_models.clear()
+        if self._pending:
+            pack = LOAD.pack
+            frames.append(frame(b"L", b"".join(pack(slot, *load) for slot, load in self._pending.items())))
+            self._pending.clear()
+        frames.append(frame(b"C", COUNTS.pack(self.ok, self.bad)))
         self.ok = self.bad = 0
-        self._write(line + b"\n")
+        self._write(b"".join(frames))
 
 
 def write_all(fd: int, data: bytes) -> None:
@@ -174,28 +203,26 @@ def main() -> None:
     asyncio.run(_child(os.environ["FERRY_NATS_URL"], batch, int(os.environ[FD_ENV])))
 
 
-LoadCallback = Callable[[str, PushedReading, float], None]
-"""``callback(pod_key, reading, received)``."""
+class LoadSink(Protocol):
+    """Where a batch goes (the router's :class:`~ferry_router.state.pushed_load.PushedLoad`)."""
+
+    def loads(self, loads: list[tuple[str, float, float, float, float, float, float]]) -> None:
+        """``(pod_key, received, kv, waiting, running, ttft, tpot)`` of each pod in a batch."""
+
+    def models(self, key: str, models: list[str], base_models: list[str]) -> None: ...
 
 
-class LoadFeed(LatestLoads[PushedReading]):
-    """The router's side: runs the child, keeps the newest reading per pod with its time, and calls
-    ``callbacks`` for each pod in a batch (see the module docstring). Runs on one event loop (the
-    scraper's)."""
+class LoadFeed:
+    """The router's side: runs the child and hands each batch to ``sink`` (see the module
+    docstring). Runs on one event loop (the scraper's)."""
 
-    def __init__(
-        self,
-        nats_url: str,
-        *,
-        stale_after: float,
-        batch: float = DEFAULT_BATCH,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
+    def __init__(self, nats_url: str, *, stale_after: float, batch: float = DEFAULT_BATCH) -> None:
         self.nats_url = nats_url
-        super().__init__(stale_after, clock)
+        self.stale_after = stale_after
         self.batch = batch
-        self.callbacks: list[LoadCallback] = []
+        self.sink: LoadSink | None = None
         self.restarts = 0
+        self._keys: list[str] = []  # slot -> pod key, for the running child
         self._task: asyncio.Task[None] | None = None
         self._process: asyncio.subprocess.Process | None = None
 
@@ -203,24 +230,26 @@ class LoadFeed(LatestLoads[PushedReading]):
     def pid(self) -> int | None:
         return None if self._process is None else self._process.pid
 
-    def apply_batch(self, line: bytes) -> int:
-        """Take one batch line of the child; returns the pods in it."""
-        batch: dict[str, Any] = orjson.loads(line)
-        if batch["ok"]:
-            LOAD_MESSAGES.labels("ok").inc(batch["ok"])
-        if batch["bad"]:
-            LOAD_MESSAGES.labels("bad").inc(batch["bad"])
-        latest, callbacks = self._latest, self.callbacks
-        loads = batch["loads"]
-        for key, received, kv, waiting, running, ttft, tpot, models, base in loads:
-            reading = PushedReading(kv, waiting, running, ttft, tpot, models, base)
-            latest[key] = (reading, received)
-            for callback in callbacks:
-                try:
-                    callback(key, reading, received)
-                except Exception:
-                    log.exception("load callback failed for %s", key)
-        return len(loads)
+    def apply_frame(self, kind: bytes, payload: bytes) -> None:
+        """Take one frame of the child."""
+        sink, keys = self.sink, self._keys
+        if kind == b"K":
+            keys.extend(orjson.loads(payload))
+        elif kind == b"L":
+            if sink is not None:
+                sink.loads([(keys[slot], *load) for slot, *load in LOAD.iter_unpack(payload)])
+        elif kind == b"M":
+            if sink is not None:
+                for slot, models, base in orjson.loads(payload):
+                    sink.models(keys[slot], models, base)
+        elif kind == b"C":
+            ok, bad = COUNTS.unpack(payload)
+            if ok:
+                LOAD_MESSAGES.labels("ok").inc(ok)
+            if bad:
+                LOAD_MESSAGES.labels("bad").inc(bad)
+        else:
+            raise ValueError(f"unknown frame kind {kind!r}")
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="router-load-feed")
@@ -263,7 +292,7 @@ class LoadFeed(LatestLoads[PushedReading]):
             raise
         finally:
             os.close(write_fd)
-        stream = asyncio.StreamReader(limit=LINE_LIMIT, loop=loop)
+        stream = asyncio.StreamReader(loop=loop)
         await loop.connect_read_pipe(
             lambda: asyncio.StreamReaderProtocol(stream, loop=loop), os.fdopen(read_fd, "rb", buffering=0)
         )
@@ -273,11 +302,14 @@ class LoadFeed(LatestLoads[PushedReading]):
         while True:
             try:
                 stream = await self._spawn()
-                while line := await stream.readline():
+                self._keys = []  # a new child numbers its slots afresh
+                while True:
                     try:
-                        self.apply_batch(line)
-                    except (ValueError, KeyError, TypeError) as exc:
-                        log.error("bad batch from the load reader: %r", exc)
+                        kind, size = HEADER.unpack(await stream.readexactly(HEADER.size))
+                        payload = await stream.readexactly(size)
+                    except asyncio.IncompleteReadError:
+                        break  # the child ended
+                    self.apply_frame(kind, payload)
                 assert self._process is not None
                 log.warning("load reader exited (%s): starting another", await self._process.wait())
             except asyncio.CancelledError:

@@ -18,53 +18,45 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Sequence
-from typing import Protocol
+from collections.abc import Callable
 
-from ferry_router.state.load_reader import LoadFeed, PushedReading
+from ferry_schemas.runtime.load_board import LatestLoads
+
+from ferry_router.state.load_reader import Load, LoadFeed
 from ferry_router.state.table import Endpoint, EndpointMetrics, RoutingTable
 
 log = logging.getLogger(__name__)
 
 
-class Reading(Protocol):
-    """What the router takes of a pushed load (a :class:`PushedReading`, or an ``EngineLoad``)."""
-
-    @property
-    def kv_cache_usage(self) -> float: ...
-    @property
-    def waiting(self) -> float: ...
-    @property
-    def running(self) -> float: ...
-    @property
-    def ttft(self) -> float: ...
-    @property
-    def tpot(self) -> float: ...
-    @property
-    def models(self) -> Sequence[str] | None: ...
-    @property
-    def base_models(self) -> Sequence[str]: ...
-
-
-def apply_pushed(metrics: EndpointMetrics, load: Reading, received: float, inflight: int = 0) -> None:
+def apply_load(
+    metrics: EndpointMetrics,
+    received: float,
+    kv: float,
+    waiting: float,
+    running: float,
+    ttft: float,
+    tpot: float,
+    inflight: int = 0,
+) -> None:
     """Write a pushed reading into ``metrics``; ``inflight``: the router's in-flight count there now."""
     if received < metrics.updated:
         return  # a scrape read this engine after the sidecar did
     metrics.inflight_at_sample = inflight
-    metrics.kv_cache_usage = load.kv_cache_usage
-    metrics.waiting = load.waiting
-    metrics.running = load.running
-    if load.ttft > 0:
-        metrics.ttft = load.ttft
-    if load.tpot > 0:
-        metrics.tpot = load.tpot
-    if load.models is not None:
-        metrics.models = frozenset(load.models)
-        metrics.base_models = tuple(load.base_models)
+    metrics.kv_cache_usage = kv
+    metrics.waiting = waiting
+    metrics.running = running
+    if ttft > 0:
+        metrics.ttft = ttft
+    if tpot > 0:
+        metrics.tpot = tpot
     metrics.scraped = True
     metrics.source = "push"
     metrics.updated = received
     metrics.stale = False
+
+
+Served = tuple[frozenset[str], tuple[str, ...]]
+"""(every id ``/v1/models`` lists, the base models among them)."""
 
 
 def sweep(table: RoutingTable, now: float, stale_after: float) -> int:
@@ -93,11 +85,15 @@ class PushedLoad:
     ) -> None:
         self.table = table
         self.board = board
+        # load and served models of pods not in the table (yet)
+        self.unplaced: LatestLoads[Load] = LatestLoads(board.stale_after, clock)
+        self.served: dict[str, Served] = {}  # pod key -> its engine's models (as pushed)
+        self._interned: dict[tuple[tuple[str, ...], tuple[str, ...]], Served] = {}
         self.sweep_interval = sweep_interval
         self.unknown = 0  # endpoints without fresh load at the last sweep
         self._clock = clock
         self._task: asyncio.Task[None] | None = None
-        board.callbacks.append(self._on_load)
+        board.sink = self
         table.endpoint_added.append(self._on_added)
 
     @property
@@ -115,15 +111,44 @@ class PushedLoad:
             return 0.0
         return max(self.stale_after - (self._clock() - metrics.updated), 0.0)
 
-    def _on_load(self, key: str, load: PushedReading, received: float) -> None:
+    def loads(self, loads: list[tuple[str, float, float, float, float, float, float]]) -> None:
+        """One batch into the endpoints' metrics; a pod not in the table yet is kept until it is
+        (or until its load goes stale). Nothing else is kept per pod and batch."""
+        endpoints = self.table.endpoints
+        for key, received, kv, waiting, running, ttft, tpot in loads:
+            endpoint = endpoints.get(key)
+            if endpoint is not None:
+                apply_load(endpoint.metrics, received, kv, waiting, running, ttft, tpot, endpoint.inflight)
+            else:
+                self.unplaced.put(key, (received, kv, waiting, running, ttft, tpot), received)
+
+    def models(self, key: str, models: list[str], base_models: list[str]) -> None:
+        """A pod's served models (sent when they change): kept per pod, shared between pods that
+        serve the same (one set per model, not per pod)."""
+        served = self._interned.setdefault(
+            (tuple(models), tuple(base_models)), (frozenset(models), tuple(base_models))
+        )
+        self.served[key] = served
         endpoint = self.table.endpoints.get(key)
         if endpoint is not None:
-            apply_pushed(endpoint.metrics, load, received, endpoint.inflight)
+            endpoint.metrics.models, endpoint.metrics.base_models = served
 
     def _on_added(self, endpoint: Endpoint) -> None:
-        load, age = self.board.fresh(endpoint.key), self.board.age(endpoint.key)
-        if load is not None and age is not None:
-            apply_pushed(endpoint.metrics, load, self._clock() - age, endpoint.inflight)
+        load = self.unplaced.pop(endpoint.key)
+        if load is not None:
+            apply_load(endpoint.metrics, *load, inflight=endpoint.inflight)
+        served = self.served.get(endpoint.key)
+        if served is not None:
+            endpoint.metrics.models, endpoint.metrics.base_models = served
+
+    def _prune(self) -> None:
+        """Forget what pods that left (or whose sidecar stopped) pushed."""
+        self.unplaced.prune()
+        endpoints, unplaced = self.table.endpoints, self.unplaced
+        for key in [k for k in self.served if k not in endpoints and unplaced.fresh(k) is None]:
+            del self.served[key]
+        if len(self._interned) > 2 * len(self.served) + 64:
+            self._interned = {}  # sets no pod serves any more: the next pushes intern again
 
     async def start(self) -> None:
         await self.board.start()
@@ -141,6 +166,6 @@ class PushedLoad:
             await asyncio.sleep(self.sweep_interval)
             try:
                 self.unknown = sweep(self.table, self._clock(), self.stale_after)
-                self.board.prune()
+                self._prune()
             except Exception:
                 log.exception("load sweep failed")
