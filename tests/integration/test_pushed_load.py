@@ -226,6 +226,8 @@ async def test_load_reader_process_feeds_the_table_and_is_restarted(bus: World) 
 
         pid = feed.pid
         assert pid is not None
+        lower = min(os.getpriority(os.PRIO_PROCESS, 0) + 5, 19)  # requests win a shared core
+        await until(lambda: os.getpriority(os.PRIO_PROCESS, pid) == lower, "the reader's niceness")
         os.kill(pid, signal.SIGKILL)
         await until(lambda: feed.restarts == 1 and feed.pid not in (None, pid), "a new load reader")
         await publish(2, 7.0)

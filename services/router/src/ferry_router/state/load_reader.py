@@ -20,6 +20,10 @@ same in the router: the sidecar's read time (``sentAt``), never later than the c
 The router (:class:`LoadFeed`) applies a batch in one pass on its scraper thread (about 1 µs per
 pod), and load arrives at most one batch period later than it would in-process.
 
+The child runs at a lower CPU priority (``FERRY_ROUTER_LOAD_NICE``, default 5): where it shares a
+core with the router, a request is not kept waiting by a burst of load messages -- the load waits
+(its age shows in ``ferry_router_endpoint_load_age_seconds``).
+
 The child exits when the router does (its parent changes) and the router starts a new one when it
 dies, so a crash costs at most a restart's worth of load age (stale load reads as unknown as
 always).
@@ -49,6 +53,8 @@ log = logging.getLogger(__name__)
 BATCH_ENV = "FERRY_ROUTER_LOAD_BATCH"
 FD_ENV = "FERRY_ROUTER_LOAD_FD"  # the pipe the batches go to (stdout stays free for anything else)
 DEFAULT_BATCH = 0.1
+NICE_ENV = "FERRY_ROUTER_LOAD_NICE"
+DEFAULT_NICE = 5
 
 HEADER = struct.Struct("<cI")
 LOAD = struct.Struct("<Idddddd")
@@ -199,6 +205,10 @@ async def _child(nats_url: str, batch: float, fd: int) -> None:
 
 def main() -> None:
     logging.basicConfig(level=os.environ.get("FERRY_LOG_LEVEL", "WARNING"), stream=sys.stderr)
+    try:  # the request loop wins the CPU when both want it: load gets older, requests do not wait
+        os.nice(int(os.environ.get(NICE_ENV) or DEFAULT_NICE))
+    except (OSError, ValueError) as exc:
+        log.warning("load reader: niceness not changed: %r", exc)
     batch = float(os.environ.get(BATCH_ENV) or DEFAULT_BATCH)
     asyncio.run(_child(os.environ["FERRY_NATS_URL"], batch, int(os.environ[FD_ENV])))
 
