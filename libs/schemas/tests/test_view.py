@@ -1,8 +1,11 @@
 """The bus-fed object view's indexes (fed directly; the bus feeding is covered by integration tests)."""
 
+import sys
 from typing import Any
 
+import pytest
 from ferry_schemas.bus import ObjectEvent, Resource
+from ferry_schemas.runtime.packed import Packed
 from ferry_schemas.runtime.view import ObjectView
 
 
@@ -22,12 +25,18 @@ def pod(name: str, owner: str, labels: dict[str, str], ns: str = "ns") -> dict[s
     }
 
 
-def view() -> ObjectView:
-    return ObjectView(None, [Resource.PODS, Resource.SERVICES])  # type: ignore[arg-type]
+@pytest.fixture(params=[False, True], ids=["parsed", "packed"])
+def packed(request: pytest.FixtureRequest) -> bool:
+    """Every test runs against both ways of keeping objects."""
+    return bool(request.param)
 
 
-def test_get_list_and_owner_index_follow_changes() -> None:
-    v = view()
+def view(packed: bool) -> ObjectView:
+    return ObjectView(None, [Resource.PODS, Resource.SERVICES], pack=packed)  # type: ignore[arg-type]
+
+
+def test_get_list_and_owner_index_follow_changes(packed: bool) -> None:
+    v = view(packed)
     seen: list[str] = []
     v.on_change(lambda e: seen.append(f"{e.type} {e.name}"))
     v.apply(ObjectEvent.from_object("ADDED", "pods", pod("a", "o1", {"app": "x"})))
@@ -52,8 +61,8 @@ def test_get_list_and_owner_index_follow_changes() -> None:
     assert seen == ["ADDED a", "ADDED b", "ADDED c", "MODIFIED a", "DELETED a"]
 
 
-def test_a_failing_callback_does_not_stop_the_view() -> None:
-    v = view()
+def test_a_failing_callback_does_not_stop_the_view(packed: bool) -> None:
+    v = view(packed)
 
     def broken(_: ObjectEvent) -> None:
         raise RuntimeError("bug")
@@ -63,8 +72,8 @@ def test_a_failing_callback_does_not_stop_the_view() -> None:
     assert v.get("pods", "ns", "a") is not None
 
 
-def test_label_selection_follows_label_changes_and_deletes() -> None:
-    v = view()
+def test_label_selection_follows_label_changes_and_deletes(packed: bool) -> None:
+    v = view(packed)
     v.apply(ObjectEvent.from_object("ADDED", "pods", pod("a", "o1", {"app": "x", "role": "leader"})))
     v.apply(ObjectEvent.from_object("ADDED", "pods", pod("b", "o1", {"app": "x", "role": "worker"})))
     v.apply(ObjectEvent.from_object("ADDED", "pods", pod("c", "o1", {"app": "x"}, ns="other")))
@@ -84,8 +93,9 @@ def test_label_selection_follows_label_changes_and_deletes() -> None:
     assert names({"role": "leader"}) == []
 
 
-def test_a_change_of_nothing_kept_is_told_apart() -> None:
-    v = ObjectView(None, [Resource.PODS], project={Resource.PODS: lambda o: {**o, "status": {}}})  # type: ignore[arg-type]
+def test_a_change_of_nothing_kept_is_told_apart(packed: bool) -> None:
+    project = {Resource.PODS: lambda o: {**o, "status": {}}}
+    v = ObjectView(None, [Resource.PODS], project=project, pack=packed)  # type: ignore[arg-type]
     first = pod("a", "o1", {"app": "x"})
     assert not v.apply(ObjectEvent.from_object("ADDED", "pods", first))
     status_only = {
@@ -97,3 +107,77 @@ def test_a_change_of_nothing_kept_is_told_apart() -> None:
     relabelled = pod("a", "o1", {"app": "y"})
     assert not v.apply(ObjectEvent.from_object("MODIFIED", "pods", relabelled))
     assert not v.apply(ObjectEvent.from_object("DELETED", "pods", relabelled))
+
+
+def serving(name: str) -> dict[str, Any]:
+    """A ModelServing as the API server stores it: a large spec shared in shape by every serving."""
+    container = {
+        "name": "engine",
+        "image": "vllm/vllm-openai:v0.10.1",
+        "args": ["--model", f"/models/{name}", "--served-model-name", name, "--port", "8000"],
+        "env": [{"name": f"VAR_{i}", "value": str(i)} for i in range(20)],
+        "resources": {"limits": {"cpu": "4", "memory": "16Gi"}, "requests": {"cpu": "2", "memory": "8Gi"}},
+        "readinessProbe": {"httpGet": {"path": "/health", "port": 8000}, "periodSeconds": 5},
+    }
+    return {
+        "apiVersion": "workload.serving.volcano.sh/v1alpha1",
+        "kind": "ModelServing",
+        "metadata": {
+            "name": name,
+            "namespace": "ns",
+            "uid": f"uid-{name}",
+            "resourceVersion": "7",
+            "labels": {"app": name, "tier": "serving"},
+            "ownerReferences": [{"uid": "booster-uid", "kind": "ModelBooster", "name": name}],
+        },
+        "spec": {
+            "replicas": 1,
+            "template": {
+                "roles": [
+                    {
+                        "name": "leader",
+                        "replicas": 1,
+                        "entryTemplate": {
+                            "spec": {
+                                "containers": [container],
+                                "nodeSelector": {"pool": "gpu"},
+                            }
+                        },
+                    }
+                ]
+            },
+        },
+        "status": {"replicas": 1, "conditions": [{"type": "Available", "status": "True"}]},
+    }
+
+
+def deep_size(value: Any) -> int:
+    if isinstance(value, Packed):
+        parts = (value.blob, value.version, value.uid, value.labels, value.owners)
+        return sys.getsizeof(value) + sum(deep_size(part) for part in parts)
+    if isinstance(value, dict):
+        return sys.getsizeof(value) + sum(deep_size(k) + deep_size(v) for k, v in value.items())
+    if isinstance(value, list | tuple):
+        return sys.getsizeof(value) + sum(deep_size(v) for v in value)
+    return sys.getsizeof(value)
+
+
+def test_a_packed_view_reads_back_exactly_what_it_stored_in_a_fraction_of_the_memory() -> None:
+    parsed, packed = view(False), view(True)
+    for v in (parsed, packed):
+        for i in range(300):
+            v.apply(ObjectEvent.from_object("ADDED", "modelservings", serving(f"s{i:03d}")))
+    for i in (0, 150, 299):
+        name = f"s{i:03d}"
+        assert (
+            packed.get("modelservings", "ns", name)
+            == parsed.get("modelservings", "ns", name)
+            == serving(name)
+        )
+    assert packed.list("modelservings", "ns", {"app": "s007"}) == [serving("s007")]
+    assert [o["metadata"]["name"] for o in packed.owned("booster-uid")] == [f"s{i:03d}" for i in range(300)]
+    kept = {
+        name: sum(deep_size(obj) for key, obj in v._objects.items() if key[0] == "modelservings")
+        for name, v in (("parsed", parsed), ("packed", packed))
+    }
+    assert kept["packed"] * 5 < kept["parsed"], kept

@@ -56,7 +56,7 @@ def _revision(obj: Obj) -> int:
 
 async def load_api_client(kubeconfig: str | None = None) -> KubeConnection:
     """A connection from ``kubeconfig`` / ``$KUBECONFIG``, or the in-cluster service account."""
-    return await kubeconn.connect(kubeconfig)
+    return await kubeconn.connect(kubeconfig, pool_size=kubeconn.REQUEST_POOL_SIZE)
 
 
 def _path(info: KindInfo, namespace: str, name: str = "") -> str:

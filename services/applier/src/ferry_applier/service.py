@@ -167,6 +167,7 @@ class Applier:
             namespace=s.namespace,
             keep_managed_fields=(Resource.MODEL_SERVINGS,),
             project=PROJECTIONS,
+            pack=True,
         )
         engine = WorkloadEngine(self.kube, self.view, render_group, read_spec)
         self._reconciler = Reconciler(self.kube, self.view, GenerationGuard(kv), engine)

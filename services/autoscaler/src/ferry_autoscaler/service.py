@@ -49,7 +49,7 @@ async def run(settings: AutoscalerSettings, stop: asyncio.Event) -> None:
     nc = await connect(settings.nats_url, settings.service)
     js = nc.jetstream()
     view = ObjectView(js, VIEWED, project={Resource.PODS: pod_kept})
-    connection = await kubeconn.connect()
+    connection = await kubeconn.connect(pool_size=kubeconn.REQUEST_POOL_SIZE)
     api = AutoscalerApi(connection)
     events = EventRecorder(connection, "ferry/autoscaler")
     events.start()

@@ -1,57 +1,116 @@
-"""The last desired set and apply result per owner, read from the snapshot streams.
+"""The last desired set and apply result per owner, followed from the snapshot streams.
 
-A message is decoded once: an owner's status is reconciled many times against the same desired
-set (a booster's is read on every change of its ModelServing), and decoding it was most of the
-status service's CPU. Decoded messages are remembered by (stream, sequence), which names one
-message for good.
+Like the object view: one ordered consumer per stream and owner kind, from the last message per
+subject (the snapshot) and then every change (:class:`~ferry_schemas.runtime.follow.StreamFollower`),
+so a reconcile reads them from memory instead of a JetStream get per owner and reconcile. Only what
+a status reads is kept (:func:`slim_desired`): a desired set without its children's bodies and
+workload (a booster's is tens of KB parsed); an apply result is small and kept whole (its children's
+kinds and names tell which children a first status waits to see).
 """
 
 from __future__ import annotations
 
 import json
-from typing import TypeVar
+import logging
+from typing import Any
 
 from ferry_schemas.bus import (
+    DESIRED_PREFIX,
     DESIRED_STREAM,
+    RESULTS_PREFIX,
     RESULTS_STREAM,
     ApplyResult,
     DesiredSet,
-    desired_subject,
-    result_subject,
+    Resource,
+    parse_subject,
 )
+from ferry_schemas.runtime.follow import StreamFollower
+from nats.aio.msg import Msg
 from nats.js import JetStreamContext
-from nats.js.errors import NotFoundError
-from pydantic import BaseModel
+from pydantic import ValidationError
 
-M = TypeVar("M", bound=BaseModel)
-DECODED_LIMIT = 4096
-_decoded: dict[tuple[str, int], BaseModel] = {}
+log = logging.getLogger(__name__)
 
-
-def _decode(stream: str, sequence: int, data: bytes, model: type[M]) -> M:
-    key = (stream, sequence)
-    found = _decoded.get(key)
-    if isinstance(found, model):
-        return found
-    decoded = model.model_validate(json.loads(data or b"{}"))
-    if sequence:
-        while len(_decoded) >= DECODED_LIMIT:
-            del _decoded[next(iter(_decoded))]  # the oldest first
-        _decoded[key] = decoded
-    return decoded
+OWNERS = (Resource.MODEL_SERVINGS, Resource.MODEL_BOOSTERS)
+"""The owner kinds whose status this service writes from a desired set and an apply result."""
+Owner = tuple[str, str, str]
+"""(resource, namespace, name)."""
 
 
-async def last_desired(js: JetStreamContext, resource: str, namespace: str, name: str) -> DesiredSet | None:
-    try:
-        raw = await js.get_last_msg(DESIRED_STREAM, desired_subject(resource, namespace, name))
-    except NotFoundError:
-        return None
-    return _decode(DESIRED_STREAM, int(raw.seq or 0), raw.data or b"", DesiredSet)
+def slim_desired(data: dict[str, Any]) -> DesiredSet:
+    """A desired set as status reads it: owner, tombstone, errors and its ModelServings' names."""
+    servings = [
+        {"kind": "ModelServing", "metadata": {"name": (child.get("metadata") or {}).get("name")}}
+        for child in data.get("children") or ()
+        if isinstance(child, dict) and child.get("kind") == "ModelServing"
+    ]
+    kept = {key: data[key] for key in ("owner", "deleted", "errors", "produced_at") if key in data}
+    return DesiredSet.model_validate({**kept, "children": servings})
 
 
-async def last_result(js: JetStreamContext, resource: str, namespace: str, name: str) -> ApplyResult | None:
-    try:
-        raw = await js.get_last_msg(RESULTS_STREAM, result_subject(resource, namespace, name))
-    except NotFoundError:
-        return None
-    return _decode(RESULTS_STREAM, int(raw.seq or 0), raw.data or b"", ApplyResult)
+def slim_result(data: dict[str, Any]) -> ApplyResult:
+    """An apply result as status reads it (all of it: owner, ok, reason, message, the children's
+    kinds, names and actions)."""
+    return ApplyResult.model_validate(data)
+
+
+class PipelineView:
+    """:meth:`desired` and :meth:`result` of an owner; :meth:`wait_for` a message of either stream."""
+
+    def __init__(self, js: JetStreamContext) -> None:
+        self._desired: dict[Owner, DesiredSet] = {}
+        self._results: dict[Owner, ApplyResult] = {}
+        self._feeds = {
+            DESIRED_STREAM: StreamFollower(
+                js, DESIRED_STREAM, {str(r): f"{DESIRED_PREFIX}.{r}.>" for r in OWNERS},
+                self._on_desired, name="status-desired-view",
+            ),
+            RESULTS_STREAM: StreamFollower(
+                js, RESULTS_STREAM, {str(r): f"{RESULTS_PREFIX}.{r}.>" for r in OWNERS},
+                self._on_result, name="status-results-view",
+            ),
+        }  # fmt: skip
+
+    @property
+    def synced(self) -> bool:
+        return all(feed.synced for feed in self._feeds.values())
+
+    def desired(self, resource: str, namespace: str, name: str) -> DesiredSet | None:
+        return self._desired.get((str(resource), namespace, name))
+
+    def result(self, resource: str, namespace: str, name: str) -> ApplyResult | None:
+        return self._results.get((str(resource), namespace, name))
+
+    async def wait_for(self, stream: str, subject: str, sequence: int, limit: float = 5.0) -> bool:
+        """Wait until message ``sequence`` of ``stream`` on ``subject`` (or a later one) was applied."""
+        feed = self._feeds.get(stream)
+        if feed is None:
+            return True
+        return await feed.wait_for(subject.split(".")[2], sequence, limit)
+
+    async def start(self) -> None:
+        for feed in self._feeds.values():
+            await feed.start()
+
+    async def stop(self) -> None:
+        for feed in self._feeds.values():
+            await feed.stop()
+
+    def _on_desired(self, _: str, msg: Msg) -> None:
+        self._keep(msg, self._desired, slim_desired)
+
+    def _on_result(self, _: str, msg: Msg) -> None:
+        self._keep(msg, self._results, slim_result)
+
+    def _keep(self, msg: Msg, into: dict[Owner, Any], slim: Any) -> None:
+        try:
+            parts = parse_subject(msg.subject)
+        except ValueError:
+            return
+        owner = (parts.resource, parts.namespace, parts.name)
+        try:
+            data = json.loads(msg.data or b"{}")
+            into[owner] = slim(data if isinstance(data, dict) else {})
+        except (ValueError, ValidationError) as exc:  # what it said before is no longer current
+            into.pop(owner, None)
+            log.error("undecodable message on %s: %s", msg.subject, exc)

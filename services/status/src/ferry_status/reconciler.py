@@ -2,7 +2,8 @@
 
 A message only says *which* object to look at; the reconcile reads the object, its pods or
 ModelServings from the bus-fed :class:`~ferry_schemas.runtime.view.ObjectView` (never from the API
-server) and the last desired set / apply result from the snapshot streams, computes the whole
+server) and the last desired set / apply result from the :class:`~ferry_status.bus_state.PipelineView`
+(followed from the snapshot streams), computes the whole
 status and writes it with SSA only when it differs. The only API request is that write.
 """
 
@@ -32,12 +33,11 @@ from ferry_schemas.labels import (
 from ferry_schemas.runtime.kubeconn import ApiError
 from ferry_schemas.runtime.view import ObjectView
 from ferry_schemas.workload import LWS_KIND, serving_revision
-from nats.js import JetStreamContext
 from opentelemetry import trace
 from opentelemetry.context import Context
 
 from ferry_status.booster_status import compute_booster_status
-from ferry_status.bus_state import last_desired, last_result
+from ferry_status.bus_state import PipelineView
 from ferry_status.kube import StatusApi
 from ferry_status.lws_status import compute_lws_status, serving_of
 from ferry_status.metrics import RECONCILE_LATENCY, STATUS_HELD, STATUS_UNCHANGED, STATUS_WRITES
@@ -92,14 +92,14 @@ class StatusReconciler:
     def __init__(
         self,
         kube: StatusApi,
-        js: JetStreamContext,
+        pipeline: PipelineView,
         view: ObjectView,
         *,
         first_write_hold: float = 0.0,
         requeue: Callable[[Key, float], None] | None = None,
     ) -> None:
         self._kube = kube
-        self._js = js
+        self._pipeline = pipeline
         self._view = view
         self._first_write_hold = first_write_hold
         self._requeue = requeue
@@ -134,8 +134,8 @@ class StatusReconciler:
             return False
         pods = self._pods_of(serving)
         roles = ((serving.get("spec") or {}).get("template") or {}).get("roles") or []
-        desired = await last_desired(self._js, SERVINGS, namespace, name)
-        result = await last_result(self._js, SERVINGS, namespace, name)
+        desired = self._pipeline.desired(SERVINGS, namespace, name)
+        result = self._pipeline.result(SERVINGS, namespace, name)
         names = {p["metadata"].get("name") for p in pods}
         if self._hold(
             (SERVINGS, namespace, name),
@@ -171,8 +171,8 @@ class StatusReconciler:
         servings = [
             s for s in self._view.list(SERVINGS, namespace, {BOOSTER_MODEL_UID: uid}) if _owned_by(s, uid)
         ]
-        desired: DesiredSet | None = await last_desired(self._js, BOOSTERS, namespace, name)
-        result: ApplyResult | None = await last_result(self._js, BOOSTERS, namespace, name)
+        desired = self._pipeline.desired(BOOSTERS, namespace, name)
+        result = self._pipeline.result(BOOSTERS, namespace, name)
         statuses = {s["metadata"]["name"]: bool(s.get("status")) for s in servings}
         if self._hold(
             (BOOSTERS, namespace, name), booster, desired, result,

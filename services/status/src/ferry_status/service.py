@@ -32,6 +32,7 @@ from nats.aio.msg import Msg
 from opentelemetry.context import Context
 from pydantic import ValidationError
 
+from ferry_status.bus_state import PipelineView
 from ferry_status.gateway.controller import GatewayStatusController
 from ferry_status.gateway.kube import GatewayApi
 from ferry_status.kube import StatusApi
@@ -63,22 +64,28 @@ def object_handler(view: ObjectView, queue: WorkQueue[Key]) -> Handler:
     return handle
 
 
-def owner_handler(queue: WorkQueue[Key]) -> Handler:
-    """A desired set or apply result: reconcile its owner."""
+def owner_handler(pipeline: PipelineView, queue: WorkQueue[Key]) -> Handler:
+    """A desired set or apply result: wait for the pipeline view to hold it, then reconcile its owner."""
 
     async def handle(msg: Msg, context: Context) -> None:
         try:
             keys = keys_for_owner_subject(msg.subject)
         except ValueError as exc:
             raise BadMessage(str(exc)) from exc
+        if keys and not await pipeline.wait_for(
+            msg.metadata.stream, msg.subject, msg.metadata.sequence.stream
+        ):
+            log.warning("the pipeline view lags behind %s; reconciling from what it holds", msg.subject)
         await asyncio.gather(*(queue.submit(k, context) for k in keys))
 
     return handle
 
 
-def inputs(view: ObjectView, queue: WorkQueue[Key]) -> list[tuple[str, str, str, Handler]]:
+def inputs(
+    view: ObjectView, pipeline: PipelineView, queue: WorkQueue[Key]
+) -> list[tuple[str, str, str, Handler]]:
     """(stream, durable, filter subject, handler) for each input."""
-    on_object, on_owner = object_handler(view, queue), owner_handler(queue)
+    on_object, on_owner = object_handler(view, queue), owner_handler(pipeline, queue)
     return [
         *(
             (OBJECTS_STREAM, f"ferry-status-{resource}", object_filter(resource), on_object)
@@ -92,11 +99,12 @@ def inputs(view: ObjectView, queue: WorkQueue[Key]) -> list[tuple[str, str, str,
 async def run(settings: StatusSettings, stop: asyncio.Event) -> None:
     nc = await connect(settings.nats_url, settings.service)
     js = nc.jetstream()
-    api = await kubeconn.connect()
-    view = ObjectView(js, READ, project={Resource.PODS: pod_kept})
+    api = await kubeconn.connect(pool_size=kubeconn.REQUEST_POOL_SIZE)
+    view = ObjectView(js, READ, project={Resource.PODS: pod_kept}, pack=True)
+    pipeline = PipelineView(js)
     queue: WorkQueue[Key]
     reconciler = StatusReconciler(
-        StatusApi(api), js, view,
+        StatusApi(api), pipeline, view,
         first_write_hold=settings.first_write_hold, requeue=lambda key, delay: queue.add_after(key, delay),
     )  # fmt: skip
     queue = WorkQueue("status", reconciler.reconcile, workers=settings.workers, settle=settings.settle)
@@ -123,18 +131,19 @@ async def run(settings: StatusSettings, stop: asyncio.Event) -> None:
             ack_wait=settings.ack_wait,
             batch=settings.batch,
         )
-        for stream, durable, subject, handler in inputs(view, queue)
+        for stream, durable, subject, handler in inputs(view, pipeline, queue)
     ]
 
     def ready() -> bool:
         gateways_ready = gateways is None or gateways.synced
-        views_ready = view.synced and providers.synced and gateways_ready
+        views_ready = view.synced and pipeline.synced and providers.synced and gateways_ready
         return nc.is_connected and views_ready and all(c.bound.is_set() for c in consumers)
 
     probes = ProbeServer(settings.probe_host, settings.probe_port, ready=ready)
     port = await probes.start()
     log.info("status probes on %s:%d", settings.probe_host, port)
     await view.start()
+    await pipeline.start()
     tasks = [asyncio.create_task(c.run(), name=c.durable) for c in consumers]
     try:
         await stop.wait()
@@ -147,6 +156,7 @@ async def run(settings: StatusSettings, stop: asyncio.Event) -> None:
         await providers.stop()
         await queue.stop()
         await view.stop()
+        await pipeline.stop()
         await probes.stop()
         await api.close()
         await nc.drain()

@@ -31,6 +31,10 @@ from yarl import URL
 READ_BUFFER = 2**21
 """Read buffer of the HTTP session (watch events of large objects exceed aiohttp's default)."""
 POOL_SIZE = 100
+REQUEST_POOL_SIZE = 32
+"""Connections of a service that holds no watches: each TLS connection costs about 300 KB (asyncio's
+256 KiB TLS read buffer and OpenSSL's own), so 100 of them were a quarter of an applier's memory,
+while a 2-core API server serves far fewer requests at once than 32."""
 SERVICE_ACCOUNT = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 TOKEN_REREAD_SECONDS = 60.0
 """How often a token file is read again (the kubelet rotates a projected service-account token)."""
@@ -88,7 +92,14 @@ class _Token:
 class KubeConnection:
     """The API server's address, credentials and one connection pool."""
 
-    def __init__(self, host: str, ssl_context: ssl.SSLContext | bool, token: _Token | None = None) -> None:
+    def __init__(
+        self,
+        host: str,
+        ssl_context: ssl.SSLContext | bool,
+        token: _Token | None = None,
+        *,
+        pool_size: int = POOL_SIZE,
+    ) -> None:
         self.host = host.rstrip("/")
         self._token = token
         self._proxy: str | None = None
@@ -98,7 +109,7 @@ class KubeConnection:
             self._proxy = str(proxy)
             if proxy_auth is not None:
                 self._proxy_headers = {"Proxy-Authorization": proxy_auth.encode()}
-        connector = aiohttp.TCPConnector(limit=POOL_SIZE, ssl=ssl_context)
+        connector = aiohttp.TCPConnector(limit=pool_size, ssl=ssl_context)
         self.session = aiohttp.ClientSession(connector=connector, trust_env=False, read_bufsize=READ_BUFFER)
 
     async def request(
@@ -162,22 +173,25 @@ class KubeConnection:
         await self.session.close()
 
 
-async def connect(kubeconfig: str | None = None) -> KubeConnection:
-    """In-cluster config in a pod, else ``kubeconfig`` / ``$KUBECONFIG`` / ``~/.kube/config``."""
+async def connect(kubeconfig: str | None = None, *, pool_size: int = POOL_SIZE) -> KubeConnection:
+    """In-cluster config in a pod, else ``kubeconfig`` / ``$KUBECONFIG`` / ``~/.kube/config``;
+    at most ``pool_size`` connections at once (a watch holds one for as long as it runs)."""
     path = kubeconfig or os.environ.get("KUBECONFIG")
     if not path and os.environ.get("KUBERNETES_SERVICE_HOST"):
-        return in_cluster()
-    return from_kubeconfig(Path(path.split(os.pathsep)[0]) if path else Path.home() / ".kube" / "config")
+        return in_cluster(pool_size=pool_size)
+    source = Path(path.split(os.pathsep)[0]) if path else Path.home() / ".kube" / "config"
+    return from_kubeconfig(source, pool_size=pool_size)
 
 
-def in_cluster() -> KubeConnection:
+def in_cluster(*, pool_size: int = POOL_SIZE) -> KubeConnection:
     host, port = os.environ.get("KUBERNETES_SERVICE_HOST", ""), os.environ.get("KUBERNETES_SERVICE_PORT", "")
     if not host or not port:
         raise ConfigError("KUBERNETES_SERVICE_HOST/PORT are not set: not running in a pod")
     if ":" in host:  # IPv6
         host = f"[{host}]"
     context = ssl.create_default_context(cafile=str(SERVICE_ACCOUNT / "ca.crt"))
-    return KubeConnection(f"https://{host}:{port}", context, _Token(path=str(SERVICE_ACCOUNT / "token")))
+    token = _Token(path=str(SERVICE_ACCOUNT / "token"))
+    return KubeConnection(f"https://{host}:{port}", context, token, pool_size=pool_size)
 
 
 def _named(entries: list[dict[str, Any]] | None, name: str, what: str, source: Path) -> dict[str, Any]:
@@ -187,7 +201,7 @@ def _named(entries: list[dict[str, Any]] | None, name: str, what: str, source: P
     raise ConfigError(f"{source}: no {what} named {name!r}")
 
 
-def from_kubeconfig(source: Path) -> KubeConnection:
+def from_kubeconfig(source: Path, *, pool_size: int = POOL_SIZE) -> KubeConnection:
     """The current context of the kubeconfig at ``source``."""
     try:
         doc = yaml.safe_load(source.read_text()) or {}
@@ -228,7 +242,7 @@ def from_kubeconfig(source: Path) -> KubeConnection:
     token = None
     if user.get("token") or user.get("tokenFile"):
         token = _Token(value=str(user.get("token") or ""), path=file("tokenFile", user) or "")
-    return KubeConnection(server, ssl_context, token)
+    return KubeConnection(server, ssl_context, token, pool_size=pool_size)
 
 
 def _load_client_certificate(context: ssl.SSLContext, user: dict[str, Any], file: Any, data: Any) -> None:

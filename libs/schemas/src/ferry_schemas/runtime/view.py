@@ -20,7 +20,9 @@ every resource delivered its snapshot; a service's ``/readyz`` waits for it.
 Objects are stored as the API server sent them minus ``metadata.managedFields`` (kept small), except
 for the resources named in ``keep_managed_fields`` (the applier reads who owns ``spec.replicas``),
 then through the resource's ``project`` function when one is given (keep only what the service
-reads: memory grows with the fleet).
+reads: memory grows with the fleet). With ``pack=True`` objects are kept as compressed JSON
+(:mod:`ferry_schemas.runtime.packed`, a few hundred bytes an object instead of tens of KB) and decoded
+on read: readers get exactly the object stored.
 A view may lag the API server by a moment; writers stay safe because deletes carry uid
 preconditions and creates are server-side applies on fixed names.
 """
@@ -41,6 +43,7 @@ from pydantic import ValidationError
 
 from ferry_schemas.bus import OBJECTS_PREFIX, OBJECTS_STREAM, ObjectEvent, encode_token, object_filter
 from ferry_schemas.runtime.follow import StreamFollower
+from ferry_schemas.runtime.packed import Packed, PackedStore
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +80,30 @@ def matches(obj: Mapping[str, Any], selector: Mapping[str, str] | None) -> bool:
     return all(labels.get(k) == v for k, v in selector.items())
 
 
+def _owners(stored: Obj | Packed) -> Iterable[str]:
+    return stored.owners if isinstance(stored, Packed) else owner_uids(stored)
+
+
+def _labels(stored: Obj | Packed) -> Iterable[tuple[str, str]]:
+    return stored.label_pairs() if isinstance(stored, Packed) else labels_of(stored).items()
+
+
+def _selected(stored: Obj | Packed, selector: Mapping[str, str] | None) -> bool:
+    if not isinstance(stored, Packed):
+        return matches(stored, selector)
+    labels = dict(stored.label_pairs())
+    return all(labels.get(k) == v for k, v in (selector or {}).items())
+
+
+def _same(old: Obj | Packed, new: Obj | Packed) -> bool:
+    """The same object but for its resourceVersion."""
+    if isinstance(old, Packed) and isinstance(new, Packed):
+        return old.blob == new.blob
+    if isinstance(old, Packed) or isinstance(new, Packed):
+        return False
+    return _versionless(old) == _versionless(new)
+
+
 class ObjectView:
     """See the module docstring. ``namespace`` limits the view to one namespace's subjects."""
 
@@ -89,6 +116,7 @@ class ObjectView:
         stream: str = OBJECTS_STREAM,
         keep_managed_fields: Iterable[str] = (),
         project: Mapping[str, Callable[[Obj], Obj]] | None = None,
+        pack: bool = False,
     ) -> None:
         self.resources = tuple(str(r) for r in resources)
         self._namespace = namespace
@@ -96,7 +124,8 @@ class ObjectView:
         self._project = {str(r): fn for r, fn in (project or {}).items()}
         self._unchanged: dict[ObjKey, int] = {}
         """Object → the stream sequence of its last message, when that message changed nothing kept."""
-        self._objects: dict[ObjKey, Obj] = {}
+        self._packer = PackedStore() if pack else None
+        self._objects: dict[ObjKey, Obj | Packed] = {}
         self._by_namespace: dict[tuple[str, str], set[str]] = defaultdict(set)
         self._by_owner: dict[str, set[ObjKey]] = defaultdict(set)
         self._by_label: dict[tuple[str, str, str, str], set[str]] = defaultdict(set)
@@ -118,7 +147,9 @@ class ObjectView:
         await self._follower.wait_synced()
 
     def get(self, resource: str, namespace: str, name: str) -> Obj | None:
-        return self._objects.get((str(resource), namespace, name))
+        key = (str(resource), namespace, name)
+        stored = self._objects.get(key)
+        return None if stored is None else self._read(key, stored)
 
     def list(
         self, resource: str, namespace: str, selector: Mapping[str, str] | None = None
@@ -129,18 +160,18 @@ class ObjectView:
             names = min(candidates, key=len)
         else:
             names = self._by_namespace.get((resource, namespace), set())
-        found = (self._objects[(resource, namespace, name)] for name in sorted(names))
-        return [obj for obj in found if matches(obj, selector)]
+        keys = ((resource, namespace, name) for name in sorted(names))
+        return [self._read(k, self._objects[k]) for k in keys if _selected(self._objects[k], selector)]
 
     def all(self, resource: str) -> builtins.list[Obj]:
         """Every object of ``resource`` in the view, in (namespace, name) order."""
         resource = str(resource)
-        return [self._objects[k] for k in sorted(k for k in self._objects if k[0] == resource)]
+        return [self._read(k, self._objects[k]) for k in sorted(k for k in self._objects if k[0] == resource)]
 
     def owned(self, uid: str, resource: str | None = None) -> builtins.list[Obj]:
         """Objects that list ``uid`` among their ownerReferences (of one resource, or all)."""
         keys = sorted(self._by_owner.get(uid, set()))
-        return [self._objects[k] for k in keys if resource is None or k[0] == str(resource)]
+        return [self._read(k, self._objects[k]) for k in keys if resource is None or k[0] == str(resource)]
 
     def __len__(self) -> int:
         return len(self._objects)
@@ -192,12 +223,12 @@ class ObjectView:
         key = (event.resource, event.namespace, event.name)
         old = self._objects.pop(key, None)
         if old is not None:
-            for uid in owner_uids(old):
+            for uid in _owners(old):
                 self._by_owner[uid].discard(key)
                 if not self._by_owner[uid]:
                     del self._by_owner[uid]
             self._by_namespace[(event.resource, event.namespace)].discard(event.name)
-            for label, value in labels_of(old).items():
+            for label, value in _labels(old):
                 index = (event.resource, event.namespace, label, str(value))
                 self._by_label[index].discard(event.name)
                 if not self._by_label[index]:
@@ -213,13 +244,14 @@ class ObjectView:
                 obj = {**obj, "metadata": {k: v for k, v in meta.items() if k != "managedFields"}}
             if (projection := self._project.get(event.resource)) is not None:
                 obj = projection(obj)
-            self._objects[key] = obj
+            stored = obj if self._packer is None else self._packer.pack(event.resource, obj)
+            self._objects[key] = stored
             self._by_namespace[(event.resource, event.namespace)].add(event.name)
-            for uid in owner_uids(obj):
+            for uid in _owners(stored):
                 self._by_owner[uid].add(key)
-            for label, value in labels_of(obj).items():
+            for label, value in _labels(stored):
                 self._by_label[(event.resource, event.namespace, label, str(value))].add(event.name)
-        same = old is not None and not event.deleted and _versionless(old) == _versionless(self._objects[key])
+        same = old is not None and not event.deleted and _same(old, self._objects[key])
         VIEW_EVENTS.labels(event.resource, event.type).inc()
         if old is None and not event.deleted:
             self._counts[event.resource] += 1
@@ -241,6 +273,12 @@ class ObjectView:
 
     async def stop(self) -> None:
         await self._follower.stop()
+
+    def _read(self, key: ObjKey, stored: Obj | Packed) -> Obj:
+        if isinstance(stored, Packed):
+            assert self._packer is not None
+            return self._packer.unpack(key[0], stored)
+        return stored
 
     def filter_subject(self, resource: str) -> str:
         if self._namespace:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -46,7 +46,9 @@ Snapshots = dict[str, tuple[Obj, ServingWorkload | None]]
 SNAPSHOT_FIELD_MANAGER = "ferry"
 _APPLIED_METADATA = ("name", "labels", "annotations", "ownerReferences")
 REVISION_FIELD_MANAGER = "ferry-revision"
-PARSED_SNAPSHOTS = 10_000
+PARSED_SNAPSHOTS = 256
+"""Workloads of the snapshots reconciled last, kept parsed (the view keeps every snapshot packed; a
+parsed workload holds the whole template, so keeping every one would cost what packing saves)."""
 POD_LABELS_FIELD_MANAGER = "ferry-pod-labels"
 """Owns the labels a pod edited by hand gets back (always the whole rendered set, so no label it
 applied before is ever dropped by a later apply)."""
@@ -114,7 +116,7 @@ class WorkloadEngine:
         self.view = view
         self.render = render
         self.read_spec = read_spec
-        self._parsed: dict[tuple[str, str], ServingWorkload | None] = {}
+        self._parsed: OrderedDict[tuple[str, str], ServingWorkload | None] = OrderedDict()
         """Snapshot (uid, resourceVersion) → its workload: a snapshot is never rewritten, so each is
         validated once, not on every reconcile of its owner."""
 
@@ -135,15 +137,17 @@ class WorkloadEngine:
     def _workload_of(self, snapshot: Obj) -> ServingWorkload | None:
         meta = snapshot.get("metadata") or {}
         key = (str(meta.get("uid") or ""), str(meta.get("resourceVersion") or ""))
-        if key not in self._parsed:
-            try:
-                workload = ServingWorkload.model_validate((snapshot.get("data") or {}).get("workload"))
-            except Exception:
-                workload = None
-            while len(self._parsed) >= PARSED_SNAPSHOTS:
-                del self._parsed[next(iter(self._parsed))]  # the oldest first
-            self._parsed[key] = workload
-        return self._parsed[key]
+        if key in self._parsed:
+            self._parsed.move_to_end(key)
+            return self._parsed[key]
+        try:
+            workload = ServingWorkload.model_validate((snapshot.get("data") or {}).get("workload"))
+        except Exception:
+            workload = None
+        while len(self._parsed) >= PARSED_SNAPSHOTS:
+            self._parsed.popitem(last=False)  # the least recently read first
+        self._parsed[key] = workload
+        return workload
 
     async def _ensure_snapshot(self, owner: OwnerKey, workload: ServingWorkload, existing: Snapshots) -> None:
         """Keep the template of every revision in a ControllerRevision (created once, never rewritten).
