@@ -24,7 +24,7 @@ Obj = dict[str, Any]
 LEVEL = 6
 DICTIONARY_LIMIT = 32 * 1024
 """zlib uses at most the last 32 KiB of a preset dictionary."""
-DECODED_KEPT = 256
+DECODED_KEPT = 64
 """Objects kept decoded (a reconcile reads its owner's few objects several times in a row)."""
 
 
