@@ -148,7 +148,14 @@ def nats_server() -> Iterator[NatsServer | None]:
     if os.environ.get("NATS_URL") or docker_engine_available():
         yield None
         return
-    directory = _test_state_dir("test-nats")
+    with local_nats_server("test-nats") as server:
+        yield server
+
+
+@contextmanager
+def local_nats_server(name: str) -> Iterator[NatsServer]:
+    """A nats-server (JetStream) with its store in a fresh state directory, removed afterwards."""
+    directory = _test_state_dir(name)
     server = NatsServer(find_binaries().nats_server, directory / "store", directory / "logs")
     server.start()
     try:

@@ -245,9 +245,13 @@ class Applier:
             MESSAGES.labels(self.objects_durable, "own-write").inc()
             return  # the echo of this replica's own last write: nothing drifted
         assert self.view is not None
-        if not await self.view.wait_for(event.resource, msg.metadata.sequence.stream):
-            log.warning("the view lags behind %s; reconciling from what it holds", msg.subject)
-        elif self.view.unchanged(event.resource, event.namespace, event.name, msg.metadata.sequence.stream):
+        sequence = msg.metadata.sequence.stream
+        if not await self.view.wait_for(event.resource, sequence):
+            log.warning(
+                "the view lags behind %s; reconciling from what it holds, again once it holds it", msg.subject
+            )
+            self.view.when_holds(event.resource, sequence, lambda: self.queue.add(owner))
+        elif self.view.unchanged(event.resource, event.namespace, event.name, sequence):
             MESSAGES.labels(self.objects_durable, "unchanged").inc()
             return  # a status write or a relist: nothing a reconcile reads (the view keeps) changed
         if event.resource == Resource.PODS:

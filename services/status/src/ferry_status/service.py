@@ -57,9 +57,19 @@ def object_handler(view: ObjectView, queue: WorkQueue[Key]) -> Handler:
             event = ObjectEvent.model_validate_json(msg.data)
         except ValidationError as exc:
             raise BadMessage(f"not an ObjectEvent: {exc}") from exc
-        if not await view.wait_for(event.resource, msg.metadata.sequence.stream):
-            log.warning("view lags behind %s; reconciling from what it holds", msg.subject)
-        await asyncio.gather(*(queue.submit(k, context) for k in keys_for_event(event)))
+        keys = keys_for_event(event)
+        sequence = msg.metadata.sequence.stream
+        if not await view.wait_for(event.resource, sequence):
+            log.warning(
+                "view lags behind %s; reconciling from what it holds, again once it holds it", msg.subject
+            )
+
+            def again() -> None:
+                for key in keys:
+                    queue.add(key)
+
+            view.when_holds(event.resource, sequence, again)
+        await asyncio.gather(*(queue.submit(k, context) for k in keys))
 
     return handle
 

@@ -14,6 +14,8 @@ import json
 import logging
 import os
 import ssl
+import weakref
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -87,16 +89,42 @@ def nats_options(url: str) -> dict[str, Any]:
     return options
 
 
+Listener = Callable[[], None]
+_RECONNECT_LISTENERS: weakref.WeakKeyDictionary[Client, list[Listener]] = weakref.WeakKeyDictionary()
+
+
+def on_reconnect(nc: Client, listener: Listener) -> Callable[[], None]:
+    """Call ``listener()`` each time ``nc`` (a connection made by :func:`connect`) is connected again;
+    returns the function that removes it. What lived only in the server's memory -- ephemeral
+    (ordered) consumers -- may be gone then: a restarted server keeps streams and durables only."""
+    listeners = _RECONNECT_LISTENERS.setdefault(nc, [])
+    listeners.append(listener)
+    return lambda: listeners.remove(listener) if listener in listeners else None
+
+
 async def connect(url: str, name: str) -> Client:
-    """Connect with unlimited reconnects (a NATS restart must not kill a service)."""
-    return await nats.connect(
+    """Connect with unlimited reconnects (a NATS restart must not kill a service); listeners added
+    with :func:`on_reconnect` hear of every reconnect."""
+    connected: list[Client] = []
+
+    async def reconnected() -> None:
+        for listener in list(_RECONNECT_LISTENERS.get(connected[0], ())):
+            try:
+                listener()
+            except Exception:
+                log.exception("reconnect listener failed")
+
+    nc = await nats.connect(
         **nats_options(url),
         name=name,
         max_reconnect_attempts=-1,
         reconnect_time_wait=0.5,
         connect_timeout=5,
         allow_reconnect=True,
+        reconnected_cb=reconnected,
     )
+    connected.append(nc)
+    return nc
 
 
 REPLICAS_ENV = "FERRY_STREAM_REPLICAS"
