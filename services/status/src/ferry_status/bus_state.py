@@ -10,6 +10,7 @@ kinds and names tell which children a first status waits to see).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from typing import Any
@@ -74,6 +75,9 @@ class PipelineView:
     @property
     def synced(self) -> bool:
         return all(feed.synced for feed in self._feeds.values())
+
+    async def wait_synced(self) -> None:
+        await asyncio.gather(*(feed.wait_synced() for feed in self._feeds.values()))
 
     def desired(self, resource: str, namespace: str, name: str) -> DesiredSet | None:
         return self._desired.get((str(resource), namespace, name))

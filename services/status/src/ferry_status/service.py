@@ -154,7 +154,18 @@ async def run(settings: StatusSettings, stop: asyncio.Event) -> None:
     log.info("status probes on %s:%d", settings.probe_host, port)
     await view.start()
     await pipeline.start()
-    tasks = [asyncio.create_task(c.run(), name=c.durable) for c in consumers]
+    # a reconcile reads every resource of the views: none runs before they hold the world (a
+    # trigger handled earlier would be acked after reading a half-loaded view, and lost)
+
+    async def synced() -> None:
+        await asyncio.gather(view.wait_synced(), pipeline.wait_synced())
+
+    first = [asyncio.create_task(synced()), asyncio.create_task(stop.wait())]
+    await asyncio.wait(first, return_when=asyncio.FIRST_COMPLETED)
+    for waiting in first:
+        waiting.cancel()
+    loaded = view.synced and pipeline.synced
+    tasks = [asyncio.create_task(c.run(), name=c.durable) for c in consumers] if loaded else []
     try:
         await stop.wait()
     finally:
