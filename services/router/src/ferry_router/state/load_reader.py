@@ -1,10 +1,10 @@
 """Engine load from ``FERRY_LOAD`` read in a process of its own, handed to the router in batches.
 
 At 20,000 engines each pushing its load once a second, reading the messages (nats-py's per-message
-work plus the decode, ~25 µs each) took most of a core inside the router: on its scraper thread it
-still held the GIL the request loop needs, and route changes and requests waited behind it (tens
-of ms). So a child process (``python -m ferry_router.state.load_reader``, one per router process)
-follows the stream (the last message per pod, then changes), keeps only the newest reading per
+work plus the decode, 14-17 µs of CPU each) took a third of a core inside the router: on its
+scraper thread it still held the GIL the request loop needs, and route changes and requests waited
+behind it (tens of ms). So a child process (``python -m ferry_router.state.load_reader``, one per
+router process) follows the stream (the last message per pod, then changes), keeps only the newest reading per
 pod and, every ``FERRY_ROUTER_LOAD_BATCH`` seconds (default 0.1), writes the pods that changed to a
 pipe the router gave it, in frames of ``kind`` (1 byte) + payload length (u32) + payload:
 
