@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from ferry_schemas.bus import (
@@ -91,6 +92,15 @@ class PipelineView:
         if feed is None:
             return True
         return await feed.wait_for(subject.split(".")[2], sequence, limit)
+
+    def when_holds(self, stream: str, subject: str, sequence: int, callback: Callable[[], None]) -> None:
+        """Call ``callback()`` once message ``sequence`` of ``stream`` on ``subject`` (or a later one)
+        was applied (at once for a stream this view does not follow)."""
+        feed = self._feeds.get(stream)
+        if feed is None:
+            callback()
+        else:
+            feed.when_holds(subject.split(".")[2], sequence, callback)
 
     async def start(self) -> None:
         for feed in self._feeds.values():

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 
 from ferry_schemas.bus import (
     DESIRED_PREFIX,
@@ -61,14 +62,9 @@ def object_handler(view: ObjectView, queue: WorkQueue[Key]) -> Handler:
         sequence = msg.metadata.sequence.stream
         if not await view.wait_for(event.resource, sequence):
             log.warning(
-                "view lags behind %s; reconciling from what it holds, again once it holds it", msg.subject
+                "view lags behind %s; reconciling from what it holds, again once it does", msg.subject
             )
-
-            def again() -> None:
-                for key in keys:
-                    queue.add(key)
-
-            view.when_holds(event.resource, sequence, again)
+            view.when_holds(event.resource, sequence, requeue(queue, keys))
         await asyncio.gather(*(queue.submit(k, context) for k in keys))
 
     return handle
@@ -82,13 +78,26 @@ def owner_handler(pipeline: PipelineView, queue: WorkQueue[Key]) -> Handler:
             keys = keys_for_owner_subject(msg.subject)
         except ValueError as exc:
             raise BadMessage(str(exc)) from exc
-        if keys and not await pipeline.wait_for(
-            msg.metadata.stream, msg.subject, msg.metadata.sequence.stream
-        ):
-            log.warning("the pipeline view lags behind %s; reconciling from what it holds", msg.subject)
+        stream, sequence = msg.metadata.stream, msg.metadata.sequence.stream
+        if keys and not await pipeline.wait_for(stream, msg.subject, sequence):
+            log.warning(
+                "the pipeline view lags behind %s; reconciling from what it holds, again once it does",
+                msg.subject,
+            )
+            pipeline.when_holds(stream, msg.subject, sequence, requeue(queue, keys))
         await asyncio.gather(*(queue.submit(k, context) for k in keys))
 
     return handle
+
+
+def requeue(queue: WorkQueue[Key], keys: list[Key]) -> Callable[[], None]:
+    """Queue ``keys`` again (a reconcile that read a view without its trigger runs once more)."""
+
+    def add() -> None:
+        for key in keys:
+            queue.add(key)
+
+    return add
 
 
 def inputs(

@@ -62,6 +62,7 @@ class StreamFollower:
         """Bumped on every resubscription: a message of an older subscription is not handled."""
         self._task: asyncio.Task[None] | None = None
         self._forget_reconnects: Callable[[], None] | None = None
+        self._holding: set[asyncio.Task[None]] = set()
 
     @property
     def synced(self) -> bool:
@@ -92,6 +93,22 @@ class StreamFollower:
                 return False
         return True
 
+    def when_holds(self, key: str, sequence: int, callback: Callable[[], None]) -> None:
+        """Call ``callback()`` once ``key``'s message ``sequence`` (or a later one) was handled: what a
+        reader that stopped waiting (:meth:`wait_for` said False) and acted on less does again then, so
+        the message is acted on as it is, not lost (level-triggered)."""
+
+        async def call_when_held() -> None:
+            await self.wait_for(key, sequence, limit=None)
+            try:
+                callback()
+            except Exception:
+                log.exception("%s: callback for %s message %d failed", self._name, key, sequence)
+
+        task = asyncio.create_task(call_when_held(), name=f"{self._name}-holds-{key}-{sequence}")
+        self._holding.add(task)
+        task.add_done_callback(self._holding.discard)
+
     async def start(self) -> None:
         """Subscribe (retrying until the stream exists) without blocking the caller; subscribe again
         after every reconnect."""
@@ -114,6 +131,8 @@ class StreamFollower:
         self._generation += 1
         if self._task is not None:
             self._task.cancel()
+        for task in list(self._holding):
+            task.cancel()
         await self._unsubscribe(list(self._subs.values()))
         self._subs.clear()
 

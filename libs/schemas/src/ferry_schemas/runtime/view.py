@@ -133,7 +133,6 @@ class ObjectView:
         self._counts: dict[str, int] = defaultdict(int)
         self._changed = asyncio.Event()
         self._callbacks: list[ChangeCallback] = []
-        self._holding: set[asyncio.Task[None]] = set()
         self._follower = StreamFollower(
             js, stream, {r: self.filter_subject(r) for r in self.resources}, self._handle, name="object-view"
         )
@@ -193,18 +192,8 @@ class ObjectView:
     def when_holds(self, resource: str, sequence: int, callback: Callable[[], None]) -> None:
         """Call ``callback()`` once the view applied ``resource``'s message ``sequence`` (or a later
         one): what a reader that stopped waiting (:meth:`wait_for` said False) and acted on an older
-        view does again then, so the message is acted on as it is, not lost (level-triggered)."""
-
-        async def call_when_held() -> None:
-            await self.wait_for(resource, sequence, limit=None)
-            try:
-                callback()
-            except Exception:
-                log.exception("view: callback for %s message %d failed", resource, sequence)
-
-        task = asyncio.create_task(call_when_held(), name=f"view-holds-{resource}-{sequence}")
-        self._holding.add(task)
-        task.add_done_callback(self._holding.discard)
+        view does again then (:meth:`StreamFollower.when_holds`)."""
+        self._follower.when_holds(str(resource), sequence, callback)
 
     async def wait_until(self, condition: Callable[[], bool], limit: float = 5.0) -> bool:
         """Wait until ``condition()`` holds, re-checked after every change; False after ``limit`` s.
@@ -289,8 +278,6 @@ class ObjectView:
         await self._follower.start()
 
     async def stop(self) -> None:
-        for task in list(self._holding):
-            task.cancel()
         await self._follower.stop()
 
     def _read(self, key: ObjKey, stored: Obj | Packed) -> Obj:
