@@ -52,6 +52,7 @@ log = logging.getLogger(__name__)
 
 BATCH_ENV = "FERRY_ROUTER_LOAD_BATCH"
 FD_ENV = "FERRY_ROUTER_LOAD_FD"  # the pipe the batches go to (stdout stays free for anything else)
+PARENT_ENV = "FERRY_ROUTER_LOAD_PARENT"  # the router's pid: the reader ends when it is gone
 DEFAULT_BATCH = 0.1
 NICE_ENV = "FERRY_ROUTER_LOAD_NICE"
 DEFAULT_NICE = 5
@@ -166,12 +167,19 @@ def write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view) :]
 
 
-async def _child(nats_url: str, batch: float, fd: int) -> None:
+async def _child(nats_url: str, batch: float, fd: int, parent: int) -> None:
     from ferry_schemas.runtime.jetstream import connect
     from nats.js.api import DeliverPolicy
 
     reader = Reader(functools.partial(write_all, fd))
-    nc = await connect(nats_url, "ferry-router-load")
+    orphaned = asyncio.Event()
+    watch = asyncio.create_task(_watch_parent(parent, orphaned))
+    connected = asyncio.create_task(connect(nats_url, "ferry-router-load"))
+    await asyncio.wait({connected, watch}, return_when=asyncio.FIRST_COMPLETED)
+    if orphaned.is_set():  # the router went away while NATS was unreachable
+        connected.cancel()
+        return
+    nc = connected.result()
 
     async def on_message(msg: Msg) -> None:
         reader.handle(msg.data)
@@ -190,17 +198,31 @@ async def _child(nats_url: str, batch: float, fd: int) -> None:
             break
         except Exception as exc:  # the stream is not declared yet, NATS is reconnecting...
             log.warning("load reader: cannot subscribe to %s, retrying: %r", LOAD_STREAM, exc)
-            await asyncio.sleep(1.0)
-    parent = os.getppid()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(orphaned.wait(), 1.0)
+            if orphaned.is_set():
+                break
     try:
-        while os.getppid() == parent:
-            await asyncio.sleep(batch)
+        while not orphaned.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(orphaned.wait(), batch)
             reader.flush()
     except BrokenPipeError:
         pass  # the router went away
     finally:
+        watch.cancel()
         with contextlib.suppress(Exception):
             await nc.close()
+
+
+async def _watch_parent(parent: int, orphaned: asyncio.Event) -> None:
+    """Sets ``orphaned`` once the router that started this process is gone (re-parented), in every
+    phase — a reader still connecting to an unreachable NATS must not outlive its router."""
+    while True:
+        if os.getppid() != parent:
+            orphaned.set()
+            return
+        await asyncio.sleep(0.5)
 
 
 def main() -> None:
@@ -210,7 +232,10 @@ def main() -> None:
     except (OSError, ValueError) as exc:
         log.warning("load reader: niceness not changed: %r", exc)
     batch = float(os.environ.get(BATCH_ENV) or DEFAULT_BATCH)
-    asyncio.run(_child(os.environ["FERRY_NATS_URL"], batch, int(os.environ[FD_ENV])))
+    # the pid the router passed, not getppid() now: a router that died before this line would
+    # leave the reader comparing against init's pid for ever
+    parent = int(os.environ.get(PARENT_ENV) or os.getppid())
+    asyncio.run(_child(os.environ["FERRY_NATS_URL"], batch, int(os.environ[FD_ENV]), parent))
 
 
 class LoadSink(Protocol):
@@ -291,6 +316,7 @@ class LoadFeed:
             "FERRY_NATS_URL": self.nats_url,
             BATCH_ENV: str(self.batch),
             FD_ENV: str(write_fd),
+            PARENT_ENV: str(os.getpid()),
         }
         try:
             self._process = await asyncio.create_subprocess_exec(
