@@ -197,3 +197,22 @@ def test_the_hold_is_counted_from_the_creation_and_bounded() -> None:
     assert hold_left(created, 5.0, at - 3600) == 5.0  # a clock behind the server's never holds longer
     assert hold_left({"metadata": {}}, 5.0, at) == 0.0
     assert hold_left(created, 0.0, at) == 0.0
+    # counted from the pipeline's last step when that is later: a busy pipeline is waited for
+    assert hold_left(created, 5.0, at + 9, step=at + 6) == 2.0
+    assert hold_left(created, 5.0, at + 2, step=at - 60) == 3.0
+
+
+def test_the_last_step_is_the_latest_desired_set_or_result_of_this_object() -> None:
+    from datetime import UTC, datetime
+
+    from ferry_status.reconciler import last_step
+
+    new = booster()
+    assert last_step(new, None, None) is None
+    produced = desired()
+    produced.produced_at = datetime.fromtimestamp(100.0, UTC)
+    assert last_step(new, produced, None) == 100.0
+    applied = ApplyResult(owner=owner(), ok=True, finished_at=datetime.fromtimestamp(150.0, UTC))
+    assert last_step(new, produced, applied) == 150.0
+    other = ApplyResult(owner=owner().model_copy(update={"uid": "someone-else"}), ok=True)
+    assert last_step(new, produced, other) == 100.0  # a result for an earlier object of that name

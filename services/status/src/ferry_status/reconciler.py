@@ -104,8 +104,8 @@ class StatusReconciler:
         self._first_write_hold = first_write_hold
         self._requeue = requeue
         """Reconciles ``key`` after a delay (the work queue's ``add_after``)."""
-        self._held: set[Key] = set()
-        """Keys held back with a reconcile scheduled for when their hold ends."""
+        self._held: dict[Key, float] = {}
+        """Keys held back, with when (monotonic) the reconcile scheduled for the end of the hold runs."""
         self._written: dict[str, tuple[str, str, int]] = {}
         """uid → (hash of the status we computed, hash of what the server stored, its resourceVersion):
         avoids writing again when the server stores something slightly different (a pruned field)
@@ -187,18 +187,20 @@ class StatusReconciler:
         self, key: Key, obj: JSON, desired: DesiredSet | None, result: ApplyResult | None, shown: Shown
     ) -> bool:
         """Whether to hold back the first status of a new object until its apply result and what it
-        created are seen (at most ``first_write_hold`` seconds after its creation; a reconcile is
-        scheduled for then)."""
+        created are seen: at most ``first_write_hold`` seconds after the object's last step through
+        the pipeline (its creation, its desired set, its apply result), so a busy pipeline is waited
+        for and a stalled one is not; a reconcile is scheduled for when the hold ends."""
         if self._requeue is None or not awaiting_first_apply(obj, desired, result, shown):
-            self._held.discard(key)
+            self._held.pop(key, None)
             return False
-        left = hold_left(obj, self._first_write_hold, time.time())
+        left = hold_left(obj, self._first_write_hold, time.time(), last_step(obj, desired, result))
         if left <= 0:
-            self._held.discard(key)
+            self._held.pop(key, None)
             return False
         STATUS_HELD.labels(key[0]).inc()
-        if key not in self._held:
-            self._held.add(key)
+        now = time.monotonic()
+        if self._held.get(key, 0.0) <= now:  # no reconcile scheduled yet, or it is this one
+            self._held[key] = now + left
             self._requeue(key, left)
         return True
 
@@ -272,8 +274,9 @@ def awaiting_first_apply(
     )
 
 
-def hold_left(obj: JSON, hold: float, now: float) -> float:
-    """Seconds of ``hold`` left since the object's creation (never more than ``hold``)."""
+def hold_left(obj: JSON, hold: float, now: float, step: float | None = None) -> float:
+    """Seconds of ``hold`` left since the object's creation or its pipeline's last ``step`` (a Unix
+    time), whichever is later; never more than ``hold``."""
     created = (obj.get("metadata") or {}).get("creationTimestamp")
     if not created or hold <= 0:
         return 0.0
@@ -281,7 +284,20 @@ def hold_left(obj: JSON, hold: float, now: float) -> float:
         since = datetime.fromisoformat(str(created).replace("Z", "+00:00")).timestamp()
     except ValueError:
         return 0.0
+    if step is not None:
+        since = max(since, step)
     return min(hold, hold - (now - since))
+
+
+def last_step(obj: JSON, desired: DesiredSet | None, result: ApplyResult | None) -> float | None:
+    """When the pipeline last moved for this object: its desired set produced, its apply result."""
+    uid = (obj.get("metadata") or {}).get("uid")
+    steps = []
+    if desired is not None and desired.owner.uid == uid:
+        steps.append(desired.produced_at.timestamp())
+    if result is not None and result.owner.uid == uid:
+        steps.append(result.finished_at.timestamp())
+    return max(steps, default=None)
 
 
 def _owned_by(obj: JSON, uid: str | None) -> bool:
