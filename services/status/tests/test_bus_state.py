@@ -38,6 +38,7 @@ def test_a_slim_desired_set_answers_what_status_asks_of_the_whole_one() -> None:
     assert expected_servings(booster(), slim) == expected_servings(booster(), whole) == {"b-0", "b-1"}
     assert all("spec" not in c for c in slim.children)
     assert pipeline_outcome(booster(), slim, None) == pipeline_outcome(booster(), whole, None)
+    assert slim.produced_at == whole.produced_at  # the first-write hold counts from it
 
 
 def test_conversion_errors_and_results_survive_the_slimming() -> None:

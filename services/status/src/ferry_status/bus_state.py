@@ -46,7 +46,7 @@ def slim_desired(data: dict[str, Any]) -> DesiredSet:
         for child in data.get("children") or ()
         if isinstance(child, dict) and child.get("kind") == "ModelServing"
     ]
-    kept = {key: data[key] for key in ("owner", "deleted", "errors", "produced_at") if key in data}
+    kept = {key: data[key] for key in ("owner", "deleted", "errors", "producedAt") if key in data}
     return DesiredSet.model_validate({**kept, "children": servings})
 
 
