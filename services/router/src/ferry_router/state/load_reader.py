@@ -40,13 +40,17 @@ import struct
 import sys
 import time
 from collections.abc import Callable
-from typing import NamedTuple, Protocol
+from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 import orjson
-from ferry_schemas.bus import LOAD_STREAM
-from ferry_schemas.load import LOAD_FILTER
-from ferry_schemas.runtime.load_board import LOAD_MESSAGES
-from nats.aio.msg import Msg
+
+if TYPE_CHECKING:
+    from nats.aio.msg import Msg
+
+# The child imports only what reading the stream needs (asyncio, nats, orjson: about 27 MiB
+# resident); the bus contracts (pydantic), aiohttp and prometheus_client would double that, and
+# the child's memory counts in the router's. So the router passes the stream and subjects, and
+# the router-side names are imported where the router uses them.
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +58,8 @@ BATCH_ENV = "FERRY_ROUTER_LOAD_BATCH"
 FD_ENV = "FERRY_ROUTER_LOAD_FD"  # the pipe the batches go to (stdout stays free for anything else)
 PARENT_ENV = "FERRY_ROUTER_LOAD_PARENT"  # the router's pid: the reader ends when it is gone
 DEFAULT_BATCH = 0.1
+STREAM_ENV = "FERRY_ROUTER_LOAD_STREAM"  # the stream and subject filter, from the router's contracts
+FILTER_ENV = "FERRY_ROUTER_LOAD_FILTER"
 NICE_ENV = "FERRY_ROUTER_LOAD_NICE"
 DEFAULT_NICE = 5
 
@@ -167,8 +173,8 @@ def write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view) :]
 
 
-async def _child(nats_url: str, batch: float, fd: int, parent: int) -> None:
-    from ferry_schemas.runtime.jetstream import connect
+async def _child(nats_url: str, stream: str, subjects: str, batch: float, fd: int, parent: int) -> None:
+    from ferry_schemas.runtime.nats_connect import connect
     from nats.js.api import DeliverPolicy
 
     reader = Reader(functools.partial(write_all, fd))
@@ -189,15 +195,15 @@ async def _child(nats_url: str, batch: float, fd: int, parent: int) -> None:
     while True:
         try:
             await nc.jetstream().subscribe(
-                LOAD_FILTER,
-                stream=LOAD_STREAM,
+                subjects,
+                stream=stream,
                 cb=on_message,
                 ordered_consumer=True,
                 deliver_policy=DeliverPolicy.LAST_PER_SUBJECT,
             )
             break
         except Exception as exc:  # the stream is not declared yet, NATS is reconnecting...
-            log.warning("load reader: cannot subscribe to %s, retrying: %r", LOAD_STREAM, exc)
+            log.warning("load reader: cannot subscribe to %s, retrying: %r", stream, exc)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(orphaned.wait(), 1.0)
             if orphaned.is_set():
@@ -235,7 +241,9 @@ def main() -> None:
     # the pid the router passed, not getppid() now: a router that died before this line would
     # leave the reader comparing against init's pid for ever
     parent = int(os.environ.get(PARENT_ENV) or os.getppid())
-    asyncio.run(_child(os.environ["FERRY_NATS_URL"], batch, int(os.environ[FD_ENV]), parent))
+    sys.modules.setdefault("aiohttp", None)  # type: ignore[arg-type]  # nats' websocket transport, unused here
+    nats_url, stream, subjects = os.environ["FERRY_NATS_URL"], os.environ[STREAM_ENV], os.environ[FILTER_ENV]
+    asyncio.run(_child(nats_url, stream, subjects, batch, int(os.environ[FD_ENV]), parent))
 
 
 class LoadSink(Protocol):
@@ -252,6 +260,9 @@ class LoadFeed:
     docstring). Runs on one event loop (the scraper's)."""
 
     def __init__(self, nats_url: str, *, stale_after: float, batch: float = DEFAULT_BATCH) -> None:
+        from ferry_schemas.runtime.load_board import LOAD_MESSAGES
+
+        self._messages = LOAD_MESSAGES
         self.nats_url = nats_url
         self.stale_after = stale_after
         self.batch = batch
@@ -280,9 +291,9 @@ class LoadFeed:
         elif kind == b"C":
             ok, bad = COUNTS.unpack(payload)
             if ok:
-                LOAD_MESSAGES.labels("ok").inc(ok)
+                self._messages.labels("ok").inc(ok)
             if bad:
-                LOAD_MESSAGES.labels("bad").inc(bad)
+                self._messages.labels("bad").inc(bad)
         else:
             raise ValueError(f"unknown frame kind {kind!r}")
 
@@ -311,9 +322,14 @@ class LoadFeed:
         """Start a reader process; returns the read end of its batch pipe."""
         loop = asyncio.get_running_loop()
         read_fd, write_fd = os.pipe()
+        from ferry_schemas.bus import LOAD_STREAM
+        from ferry_schemas.load import LOAD_FILTER
+
         env = {
             **os.environ,
             "FERRY_NATS_URL": self.nats_url,
+            STREAM_ENV: LOAD_STREAM,
+            FILTER_ENV: LOAD_FILTER,
             BATCH_ENV: str(self.batch),
             FD_ENV: str(write_fd),
             PARENT_ENV: str(os.getpid()),
