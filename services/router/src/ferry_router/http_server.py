@@ -213,7 +213,9 @@ class LeanConnection(asyncio.Protocol):
     def __init__(self, server: LeanServer) -> None:
         self.server = server
         self.loop = server.loop
-        self.parser = httptools.HttpRequestParser(self)
+        self.parser: httptools.HttpRequestParser | None = httptools.HttpRequestParser(self)
+        """None once the connection is gone: the parser refers back to this protocol, and that cycle
+        would keep the connection's objects until a full collection (after 1,000 streams: thousands)."""
         self.transport: asyncio.Transport | None = None
         self.write_paused = False
         self._drain: asyncio.Future[None] | None = None
@@ -243,9 +245,11 @@ class LeanConnection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
         self.closing = True
+        self.parser = None
         self.server.lean.discard(self)
         if self._idle_timer is not None:
             self._idle_timer.cancel()
+            self._idle_timer = None
         self._wake_drain()
 
     def pause_writing(self) -> None:
@@ -288,10 +292,11 @@ class LeanConnection(asyncio.Protocol):
             self._idle_timer = self.loop.call_at(max(due, self.loop.time() + 1.0), self._idle)
 
     def data_received(self, data: bytes) -> None:
-        if self.closing:
+        parser = self.parser
+        if self.closing or parser is None:
             return
         try:
-            self.parser.feed_data(data)
+            parser.feed_data(data)
         except httptools.HttpParserUpgrade:
             self._reject(400, "protocol upgrades are not supported here")
         except httptools.HttpParserError as exc:
@@ -301,7 +306,7 @@ class LeanConnection(asyncio.Protocol):
         """A request that cannot be parsed: an OpenAI-style error, then the connection closes
         (after the answers of the requests before it)."""
         self.closing = True
-        self.parser = httptools.HttpRequestParser(self)  # stop parsing the rest
+        self.parser = None  # stop parsing the rest
         error = errors.client_error(status, message, "bad_request", "bad_request")
         body = error.body()
         answer = (
@@ -363,6 +368,7 @@ class LeanConnection(asyncio.Protocol):
 
     def on_message_complete(self) -> None:
         parser = self.parser
+        assert parser is not None, "parsed after the connection was lost"
         version = HttpVersion11 if parser.get_http_version() == "1.1" else HttpVersion10
         body = self._body[0] if len(self._body) == 1 else b"".join(self._body)
         request = LeanRequest(
