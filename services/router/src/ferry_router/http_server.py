@@ -381,6 +381,8 @@ class LeanConnection(asyncio.Protocol):
             parser.should_keep_alive() and not self._too_large,
             self._too_large,
         )
+        # the request holds copies: a stream's connection keeps no second set for its whole life
+        self._headers, self._body, self._target = [], [], b""
         if self.task is None:
             self.task = self.loop.create_task(self._serve(request))
             return

@@ -306,6 +306,7 @@ class UpstreamResponse:
         """Back to the pool when the answer was read to its end, otherwise closed."""
         if not self._released:
             self._released = True
+            self._conn._head = None  # an idle connection keeps no answer's head (pool of hundreds)
             self._conn.pool.put_back(self._conn)
 
     def close(self) -> None:
