@@ -7,7 +7,9 @@ malformed requests, HEAD, the idle timeout and a graceful shutdown with a reques
 from __future__ import annotations
 
 import asyncio
+import gc
 import re
+import weakref
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -232,3 +234,27 @@ async def test_shutdown_lets_a_request_in_hand_finish_and_closes_idle_connection
     assert b"Connection: close" in answer
     await cleanup
     idle_writer.close()
+
+
+async def test_a_closed_connection_is_freed_without_the_cycle_collector(stack: Stack) -> None:
+    """Nothing refers back to a lost connection (the parser did): 1,000 closed streams must not
+    wait for a full collection to give their memory back."""
+    server = stack.runner.server
+    assert isinstance(server, LeanServer)
+    reader, writer = await asyncio.open_connection("127.0.0.1", stack.router_port)
+    gc.disable()
+    try:
+        writer.write(post())
+        assert (await read_answers(reader, 1, False)).startswith(b"HTTP/1.1 200 OK\r\n")
+        (conn,) = server.lean
+        gone = weakref.ref(conn)
+        del conn
+        writer.close()
+        await writer.wait_closed()
+        for _ in range(500):  # the server sees the close within 5 s
+            if gone() is None:
+                break
+            await asyncio.sleep(0.01)
+        assert gone() is None, "the closed connection is still referenced"
+    finally:
+        gc.enable()
