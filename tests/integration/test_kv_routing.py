@@ -38,8 +38,6 @@ from tests.support.router_world import (
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 
 SERVED = "org/kv-model"
-ADAPTER = "sql-lora"
-LORAS = (["tone-lora=/adapters/tone", f"{ADAPTER}=/adapters/sql"], [f"{ADAPTER}=/adapters/sql"])
 ROUTER_CONFIG = """
 scheduler:
   pluginConfig:
@@ -51,6 +49,11 @@ scheduler:
       - {name: least-request, weight: 1}
       - {name: kvcache-aware, weight: 1}
 """
+
+
+def lora_modules(adapter: str) -> tuple[list[str], list[str]]:
+    """Each engine's ``--lora-modules``: ``adapter`` loaded second on one, first on the other."""
+    return ["tone-lora=/adapters/tone", f"{adapter}=/adapters/sql"], [f"{adapter}=/adapters/sql"]
 
 
 def start_engine(world: World, name: str, port: int, loras: list[str]) -> tuple[Engine, str]:
@@ -77,9 +80,10 @@ def system_prompt(topic: str) -> str:
 
 async def test_follow_ups_go_to_the_pod_holding_the_prefix(bus: World, tmp_path: Path) -> None:
     namespace, port = f"kv-{uuid.uuid4().hex[:8]}", free_port()
+    adapter = f"sql-{namespace}"  # routable names are global: the session's bus holds other modules' routes
     pods = {}
-    for i in range(2):
-        engine, endpoint = start_engine(bus, f"kv-{i}", port, LORAS[i])
+    for i, loras in enumerate(lora_modules(adapter)):
+        engine, endpoint = start_engine(bus, f"kv-{i}", port, loras)
         start_sidecar(bus, namespace, f"pod-{i}", endpoint, engine)
         pods[f"pod-{i}"] = engine
     for engine in pods.values():
@@ -110,7 +114,7 @@ async def test_follow_ups_go_to_the_pod_holding_the_prefix(bus: World, tmp_path:
                 "route",
                 {
                     "modelName": model,
-                    "loraAdapters": [ADAPTER],
+                    "loraAdapters": [adapter],
                     "rules": [{"targetModels": [{"modelServerName": "srv"}]}],
                 },
             ),
@@ -126,12 +130,12 @@ async def test_follow_ups_go_to_the_pod_holding_the_prefix(bus: World, tmp_path:
             return next(pod for pod, engine in pods.items() if f"via {engine.name} " in text + " ")
 
         # The adapter's conversation shares the base model's system prompt: only its own KV counts.
-        for topic, asked in (("astronomy", model), ("botany", model), ("astronomy", ADAPTER)):
+        for topic, asked in (("astronomy", model), ("botany", model), ("astronomy", adapter)):
             system = {"role": "system", "content": system_prompt(topic)}
             messages = [system, {"role": "user", "content": "Where do we start?"}]
             first = await client.chat.completions.create(model=asked, messages=messages, max_tokens=6)  # type: ignore[arg-type]
             tokens = http_json_post(f"{pods['pod-0'].url}/tokenize", {"model": SERVED, "messages": messages})
-            root = lora_root(ADAPTER) if asked == ADAPTER else 0
+            root = lora_root(adapter) if asked == adapter else 0
             prefix = token_block_hashes(tokens, 16, 128, root)
             assert len(prefix) > 60
 

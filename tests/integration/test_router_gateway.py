@@ -132,8 +132,9 @@ async def test_chat_and_completions_streaming_and_not(bus: World, router: Router
 
 async def test_lora_adapter_requests_reach_the_engine_that_has_it(bus: World, router: RouterProcess) -> None:
     namespace, port = ns(), free_port()
+    adapter = f"sql-{namespace}"
     with_lora = bus.engine(
-        "lora-yes", "base-model", port, "--enable-lora", "--lora-modules", "sql-lora=/adapters/sql"
+        "lora-yes", "base-model", port, "--enable-lora", "--lora-modules", f"{adapter}=/adapters/sql"
     )
     without = bus.engine("lora-no", "base-model", port)
     for engine in (with_lora, without):
@@ -148,7 +149,7 @@ async def test_lora_adapter_requests_reach_the_engine_that_has_it(bus: World, ro
             "lora",
             {
                 "modelName": f"base-{namespace}",
-                "loraAdapters": ["sql-lora"],
+                "loraAdapters": [adapter],
                 "rules": [{"targetModels": [{"modelServerName": "srv"}]}],
             },
         ),
@@ -156,14 +157,14 @@ async def test_lora_adapter_requests_reach_the_engine_that_has_it(bus: World, ro
     await bus.pod(namespace, "with", {"app": "lora"}, with_lora.host)
     await bus.pod(namespace, "without", {"app": "lora"}, without.host)
     router.wait_endpoints(namespace, "srv", 2)
-    router.wait_model("sql-lora")
+    router.wait_model(adapter)
     client = router.client()
     for _ in range(6):
-        answer = await client.completions.create(model="sql-lora", prompt="select", max_tokens=4)
+        answer = await client.completions.create(model=adapter, prompt="select", max_tokens=4)
         assert answer.choices[0].text
-    lora_requests = [r for r in with_lora.requests() if r.get("lora") == "sql-lora"]
+    lora_requests = [r for r in with_lora.requests() if r.get("lora") == adapter]
     assert len(lora_requests) == 6
-    assert all(r["model"] == "sql-lora" for r in lora_requests)  # LoRA names are not rewritten
+    assert all(r["model"] == adapter for r in lora_requests)  # LoRA names are not rewritten
     base = await client.completions.create(model=f"base-{namespace}", prompt="x", max_tokens=2)
     assert base.model == "base-model"
     await client.close()

@@ -237,6 +237,13 @@ def model_server(namespace: str, name: str, labels: dict[str, str], port: int, *
 
 
 def model_route(namespace: str, name: str, spec: dict[str, Any]) -> dict[str, Any]:
+    """A ModelRoute whose routable names (``modelName``, ``loraAdapters``) carry ``namespace``.
+
+    Those names are global across namespaces, and the session's bus keeps every module's objects
+    (nothing deletes them): a later module's router reads an earlier module's routes too, and for a
+    name they share the oldest route wins -- with engines that module has already stopped."""
+    shared = [n for n in (spec.get("modelName"), *spec.get("loraAdapters", ())) if n and namespace not in n]
+    assert not shared, f"routable names {shared} must carry the test's namespace {namespace!r}"
     return {
         "apiVersion": "networking.serving.volcano.sh/v1alpha1",
         "kind": "ModelRoute",
