@@ -23,6 +23,7 @@ from ferry_schemas.bus import (
 )
 from ferry_schemas.runtime.jetstream import connect, declare_streams
 from nats.aio.client import Client
+from nats.js import JetStreamContext
 from nats.js.api import KeyValueConfig
 
 pytestmark = pytest.mark.integration
@@ -93,6 +94,18 @@ async def until(check: Callable[[], bool], what: str) -> None:
         if asyncio.get_running_loop().time() > deadline:
             pytest.fail(f"timed out waiting for {what}")
         await asyncio.sleep(0.05)
+
+
+async def last_stored(js: JetStreamContext, stream: str, subject: str) -> bytes | None:
+    """The subject's last message in ``stream``, polled for up to 5 s."""
+    deadline = asyncio.get_running_loop().time() + 5.0
+    while True:
+        try:
+            return (await js.get_last_msg(stream, subject)).data
+        except nats.js.errors.NotFoundError:
+            if asyncio.get_running_loop().time() > deadline:
+                pytest.fail(f"nothing stored on {subject} in {stream}")
+            await asyncio.sleep(0.05)
 
 
 async def test_the_router_cannot_publish_desired_sets(nats_url: str, nc: Client) -> None:
@@ -168,7 +181,8 @@ async def test_only_the_sidecar_publishes_engine_load(nats_url: str, nc: Client)
         await runtime.publish(subject, b"{}")  # core publish, kept by the stream
         await runtime.flush()
         assert not errors
-    assert (await js.get_last_msg(LOAD_STREAM, subject)).data == b"{}"
+    # a core publish is stored by the stream after the server read it, not before flush() returns
+    assert await last_stored(js, LOAD_STREAM, subject) == b"{}"
     async with as_user(nats_url, "router") as (router, errors):  # and it may read it
         info = await router.jetstream().stream_info(LOAD_STREAM)
         assert info.config.name == LOAD_STREAM
