@@ -42,9 +42,8 @@ async def informer(
                 version = await _relist(list_fn, cache)
                 changed.set()
             async with watch.Watch() as w:
-                stream = w.stream(
-                    list_fn, resource_version=version, allow_watch_bookmarks=True, timeout_seconds=watch_seconds
-                )
+                ends = {"timeout_seconds": watch_seconds, "allow_watch_bookmarks": True}
+                stream = w.stream(list_fn, resource_version=version, **ends)
                 async for event in stream:
                     if event["type"] != "BOOKMARK":
                         obj = event["raw_object"]
