@@ -39,8 +39,10 @@ from ferry_local.stack import LocalStack, StackInfo, install_crds
 from ferry_schemas import labels as L
 from ferry_schemas.runtime import kubeconn
 from ferry_schemas.runtime.kubeconn import ApiError, KubeConnection
+from ferry_schemas.runtime.spans import read_spans
 from ferry_watcher.kube import list_objects, watch_events
 
+from bench.reconcile.stages import booster_stages, print_stages
 from tests.conftest import KubeEnv
 from tests.support.apimetrics import RequestKey, delta, request_counts
 from tests.support.cluster import Cluster, booster
@@ -250,8 +252,16 @@ async def measure(
     pod_times = sorted(t for key, t in timeline.seen.items() if key.startswith("Pod/"))
     first_added = min(timeline.added.values(), default=started)
     pods_per_second = len(pod_times) / (pod_times[-1] - first_added) if len(pod_times) > 1 else float("nan")
+    epoch = time.time() - time.monotonic()  # the spans' clock
     return {
         "n": len(names),
+        # per booster, when it was stored and when its last child was (for the stage breakdown)
+        "added": {n: t + epoch for n, t in timeline.added.items()},
+        "done": {
+            n: max(timeline.seen[c] for c in wanted[n]) + epoch
+            for n in names
+            if all(c in timeline.seen for c in wanted[n])
+        },
         "complete": len(children_latency),
         "initialized": len(init_latency),
         "timed_out": timed_out,
@@ -293,6 +303,7 @@ def run_size(
     limit: float,
     infrastructure: dict[str, int],
     in_flight: int = IN_FLIGHT,
+    trace: bool = True,
 ) -> JSON:
     run = f"bench-{n}-{uuid.uuid4().hex[:6]}"
     namespaces = [run] if spread == 1 else [f"{run}-{i}" for i in range(spread)]
@@ -308,13 +319,16 @@ def run_size(
         "FERRY_WATCH_NAMESPACE": run if spread == 1 else "",
         "FERRY_LOG_LEVEL": os.environ.get("FERRY_LOG_LEVEL", "WARNING"),
     }
+    spans = work / f"spans-{run}.jsonl"
+    if trace:
+        env["FERRY_TRACE_FILE"] = str(spans)
     services = ServiceSet(work / f"logs-{run}", env)
     try:
         services.start(PIPELINE)
         cluster = Cluster(kube, namespaces[0])
         names = [f"m{i:04d}" for i in range(n)]
         measured = {**infrastructure, "nats-server": nats_process.pid}
-        return asyncio.run(
+        result = asyncio.run(
             measure(namespaces, names, cluster, services, limit, measured, server.monitor, in_flight)
         )
     finally:
@@ -322,6 +336,10 @@ def run_size(
         server.stop()
         for namespace in namespaces:
             kube.kubectl_run("delete", "namespace", namespace, "--wait=false", check=False)
+    # the services are stopped: every span is in the file
+    added, done = result.pop("added"), result.pop("done")
+    result["stages"] = booster_stages(read_spans(spans), added, done) if trace else {}
+    return result
 
 
 def print_table(results: list[JSON]) -> None:
@@ -364,6 +382,9 @@ def print_table(results: list[JSON]) -> None:
         )
     print_requests(results)
     print_nats(results)
+    for r in results:
+        if r["stages"]:
+            print_stages(r["stages"], r["n"], r["namespaces"])
 
 
 def print_nats(results: list[JSON]) -> None:
@@ -414,6 +435,11 @@ def main() -> None:
     )
     parser.add_argument("--limit", type=float, default=900.0, help="seconds to wait per size")
     parser.add_argument("--in-flight", type=int, default=IN_FLIGHT, help="booster creates in flight at once")
+    parser.add_argument(
+        "--no-stages",
+        action="store_true",
+        help="no span file (the services then spend nothing on writing spans), no stage breakdown",
+    )
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench-reconcile-", dir=state_dir()))
     stack: LocalStack | None = None
@@ -439,7 +465,11 @@ def main() -> None:
                 if spread > n:
                     continue
                 print(f"==> {n} boosters over {spread} namespace(s)", flush=True)
-                results.append(run_size(kube, n, spread, work, args.limit, infrastructure, args.in_flight))
+                results.append(
+                    run_size(
+                        kube, n, spread, work, args.limit, infrastructure, args.in_flight, not args.no_stages
+                    )
+                )
                 print_table(results)  # after every run: a long run shows its figures as it goes
     finally:
         if stack is not None:
