@@ -124,3 +124,66 @@ def test_reader_frames_carry_new_pods_changed_models_and_fixed_size_loads() -> N
     assert got == {"loads": [("ns/a", 4.0), ("ns/b", 5.0)], "models": [("ns/b", ["m"])]}
     reader.flush()
     assert not written  # nothing happened since
+
+
+def test_an_unchanged_reading_is_held_and_passed_on_when_its_refresh_is_due() -> None:
+    """An engine re-reporting the same load does not wake the router on every message: the
+    reader passes the newest such reading on ``refresh`` seconds after the last one it sent, so a
+    sidecar that stopped still ages out ``stale_after`` after its last message."""
+    written: list[bytes] = []
+    now = [100.0]
+    reader = Reader(written.append, refresh=5.0, clock=lambda: now[0])
+    sent_at = time.time()
+
+    def load(seq: int, waiting: float, age: float = 0.0) -> bytes:
+        return EngineLoad(
+            namespace="ns", pod="a", model="m", epoch="e", seq=seq, sent_at=sent_at - age, waiting=waiting
+        ).to_bytes()
+
+    got: list[tuple[str, float, float]] = []
+
+    class Sink:
+        def loads(self, batch: list[tuple[str, float, float, float, float, float, float]]) -> None:
+            got.extend((key, received, waiting) for key, received, _, waiting, *_ in batch)
+
+        def models(self, key: str, models: list[str], base_models: list[str]) -> None: ...
+
+    feed = LoadFeed("nats://unused", stale_after=10.0)
+    feed.sink = Sink()
+
+    def loads() -> list[tuple[str, float, float]]:
+        """(pod, received, waiting) of the L frame of the last batch; [] when none was written."""
+        got.clear()
+        data = written.pop() if written else b""
+        while data:
+            kind, size = HEADER.unpack_from(data)
+            feed.apply_frame(kind, data[HEADER.size : HEADER.size + size])
+            data = data[HEADER.size + size :]
+        return list(got)
+
+    reader.handle(load(1, 2.0))
+    reader.flush()
+    [(_, first, waiting)] = loads()
+    assert waiting == 2.0
+    now[0] += 1.0
+    reader.handle(load(2, 2.0))  # the same load again: held
+    reader.flush()
+    assert loads() == []  # counted (a C frame), no load
+    now[0] += 1.0
+    reader.handle(load(3, 2.0, age=-1.0))  # held: the newest received is kept
+    reader.flush()
+    assert loads() == []
+    now[0] += 3.0  # 5 s after the last one sent: the held reading goes, with its own received
+    reader.flush()
+    [(_, received, waiting)] = loads()
+    assert (waiting, received > first) == (2.0, True)
+    now[0] += 10.0  # the sidecar stopped: nothing is held, nothing sent
+    reader.flush()
+    assert loads() == []
+    reader.handle(load(4, 2.0))
+    reader.handle(load(5, 3.0))  # a change goes with the next batch
+    reader.flush()
+    assert [w for _, _, w in loads()] == [3.0]
+    reader.handle(load(6, 2.0))  # back to the value sent before: a change too
+    reader.flush()
+    assert [w for _, _, w in loads()] == [2.0]

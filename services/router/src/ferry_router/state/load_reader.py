@@ -4,9 +4,11 @@ At 20,000 engines each pushing its load once a second, reading the messages (nat
 work plus the decode, 14-17 µs of CPU each) took a third of a core inside the router: on its
 scraper thread it still held the GIL the request loop needs, and route changes and requests waited
 behind it (tens of ms). So a child process (``python -m ferry_router.state.load_reader``, one per
-router process) follows the stream (the last message per pod, then changes), keeps only the newest reading per
-pod and, every ``FERRY_ROUTER_LOAD_BATCH`` seconds (default 0.1), writes the pods that changed to a
-pipe the router gave it, in frames of ``kind`` (1 byte) + payload length (u32) + payload:
+router process) follows the stream (the last message per pod, then changes) with a NATS client of
+its own (:mod:`~ferry_router.state.load_wire`: frames cut straight from the socket buffer, no
+object or task per message), keeps only the newest reading per pod and, every
+``FERRY_ROUTER_LOAD_BATCH`` seconds (default 0.1), writes the pods that changed to a pipe the router
+gave it, in frames of ``kind`` (1 byte) + payload length (u32) + payload:
 
 * ``K``: the keys (``namespace/pod``) of pods seen for the first time, JSON list; the n-th key
   ever sent is slot n;
@@ -14,6 +16,12 @@ pipe the router gave it, in frames of ``kind`` (1 byte) + payload length (u32) +
 * ``L``: one fixed 52-byte record per pod (:data:`LOAD`): slot, received, KV-cache usage,
   waiting, running, TTFT, TPOT -- no JSON and no object per pod to decode in the router;
 * ``C``: messages decoded and undecodable since the last batch (two u32).
+
+A reading equal to the last one passed on (an idle engine re-reporting its load, a sidecar's
+heartbeat) only says the load is still fresh: it is held and passed on once
+``FERRY_ROUTER_LOAD_REFRESH`` seconds (the router's ``stale_after`` / 2) after the last one, so the
+router is not woken per message and a stopped sidecar still ages out ``stale_after`` after its last
+message (see :class:`Reader`).
 
 ``received`` is on ``time.monotonic``'s clock, which is the system's (CLOCK_MONOTONIC) and so the
 same in the router: the sidecar's read time (``sentAt``), never later than the child saw it.
@@ -26,7 +34,7 @@ core with the router, a request is not kept waiting by a burst of load messages 
 
 The child exits when the router does (its parent changes) and the router starts a new one when it
 dies, so a crash costs at most a restart's worth of load age (stale load reads as unknown as
-always).
+always). A NATS restart does not end it: it connects again and follows the stream again.
 """
 
 from __future__ import annotations
@@ -34,21 +42,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import heapq
 import logging
 import os
 import struct
 import sys
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, NamedTuple, Protocol
+from typing import NamedTuple, Protocol
 
 import orjson
 
-if TYPE_CHECKING:
-    from nats.aio.msg import Msg
-
-# The child imports only what reading the stream needs (asyncio, nats, orjson: about 27 MiB
-# resident); the bus contracts (pydantic), aiohttp and prometheus_client would double that, and
+# The child imports only what reading the stream needs (asyncio, ssl, orjson; not even nats-py);
+# the bus contracts (pydantic), aiohttp and prometheus_client would double that, and
 # the child's memory counts in the router's. So the router passes the stream and subjects, and
 # the router-side names are imported where the router uses them.
 
@@ -62,6 +68,8 @@ STREAM_ENV = "FERRY_ROUTER_LOAD_STREAM"  # the stream and subject filter, from t
 FILTER_ENV = "FERRY_ROUTER_LOAD_FILTER"
 NICE_ENV = "FERRY_ROUTER_LOAD_NICE"
 DEFAULT_NICE = 5
+REFRESH_ENV = "FERRY_ROUTER_LOAD_REFRESH"  # an unchanged reading is passed on at least this often
+DEFAULT_REFRESH = 7.5  # LoadFeed passes half its stale_after (15 s by default)
 
 HEADER = struct.Struct("<cI")
 LOAD = struct.Struct("<Idddddd")
@@ -69,6 +77,8 @@ COUNTS = struct.Struct("<II")
 
 Load = tuple[float, float, float, float, float, float]
 """(received, kv_cache_usage, waiting, running, ttft, tpot) of one engine."""
+Values = tuple[float, float, float, float, float]
+"""A :data:`Load` without ``received``: what changes the router's view of an engine."""
 
 
 class Decoded(NamedTuple):
@@ -110,14 +120,32 @@ def frame(kind: bytes, payload: bytes) -> bytes:
 
 
 class Reader:
-    """The child's state: a slot per pod, the newest load per pod changed since the last batch."""
+    """The child's state: a slot per pod, the newest load per pod changed since the last batch.
 
-    def __init__(self, write: Callable[[bytes], None]) -> None:
+    A reading equal to the last one passed on (an engine re-reporting the same load, its sidecar's
+    heartbeat) is not passed on at once: the router would only learn that the load is still fresh.
+    It is passed on ``refresh`` seconds after the last one (with its newer ``received``), so the
+    router's ``updated`` lags the newest message by at most ``refresh`` and a sidecar that stopped
+    ages out ``stale_after`` after its last message, as before, as long as ``refresh`` is well below
+    ``stale_after``."""
+
+    def __init__(
+        self,
+        write: Callable[[bytes], None],
+        *,
+        refresh: float = DEFAULT_REFRESH,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._write = write
+        self.refresh = refresh
+        self._clock = clock
         self._slots: dict[str, int] = {}
         self._new_keys: list[str] = []
         self._seq: dict[str, tuple[str, int]] = {}  # pod key -> (epoch, seq) last taken
         self._pending: dict[int, Load] = {}
+        self._sent: dict[int, tuple[float, Values]] = {}  # slot -> (when, values) last passed on
+        self._held: dict[int, float] = {}  # slot -> received of its newest reading not passed on
+        self._due: list[tuple[float, int]] = []  # (when a held reading is due, slot), a heap
         self._models: dict[int, tuple[list[str], list[str]]] = {}  # slot -> models last sent
         self._pending_models: dict[int, tuple[list[str], list[str]]] = {}
         self.ok = self.bad = 0
@@ -141,13 +169,39 @@ class Reader:
             self._new_keys.append(key)
         elif last is not None and last[0] != decoded.epoch:
             self._models.pop(slot, None)  # a new sidecar: its models are sent again
-        self._pending[slot] = decoded.load
+            self._sent.pop(slot, None)  # and its load
+        load = decoded.load
+        sent = self._sent.get(slot)
+        if sent is not None and sent[1] == load[1:] and slot not in self._pending:
+            if slot not in self._held:
+                heapq.heappush(self._due, (sent[0] + self.refresh, slot))
+            self._held[slot] = load[0]
+        else:
+            self._pending[slot] = load
+            self._held.pop(slot, None)
         if decoded.models is not None:
             served = (decoded.models, decoded.base_models)
             if self._models.get(slot) != served:
                 self._models[slot] = self._pending_models[slot] = served
 
+    def _release_due(self, now: float) -> None:
+        """Held readings whose refresh is due join the batch."""
+        due, held, sent = self._due, self._held, self._sent
+        while due and due[0][0] <= now:
+            _, slot = heapq.heappop(due)
+            received = held.get(slot)
+            if received is None:
+                continue  # passed on since (changed)
+            when = sent[slot][0] + self.refresh
+            if when > now:  # passed on since, then held again: due later
+                heapq.heappush(due, (when, slot))
+                continue
+            del held[slot]
+            self._pending[slot] = (received, *sent[slot][1])
+
     def flush(self) -> None:
+        now = self._clock()
+        self._release_due(now)
         if not (self._pending or self.ok or self.bad):
             return
         frames = []
@@ -159,7 +213,9 @@ class Reader:
             frames.append(frame(b"M", orjson.dumps(models)))
             self._pending_models.clear()
         if self._pending:
-            pack = LOAD.pack
+            pack, sent = LOAD.pack, self._sent
+            for slot, load in self._pending.items():
+                sent[slot] = (now, load[1:])
             frames.append(frame(b"L", b"".join(pack(slot, *load) for slot, load in self._pending.items())))
             self._pending.clear()
         frames.append(frame(b"C", COUNTS.pack(self.ok, self.bad)))
@@ -173,52 +229,31 @@ def write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view) :]
 
 
-async def _child(nats_url: str, stream: str, subjects: str, batch: float, fd: int, parent: int) -> None:
-    from ferry_schemas.runtime.nats_connect import connect
-    from nats.js.api import DeliverPolicy
+async def _child(
+    nats_url: str, stream: str, subjects: str, batch: float, refresh: float, fd: int, parent: int
+) -> None:
+    from ferry_router.state.load_wire import LoadSubscription
 
-    reader = Reader(functools.partial(write_all, fd))
+    reader = Reader(functools.partial(write_all, fd), refresh=refresh)
+    subscription = LoadSubscription(nats_url, stream, subjects, reader.handle, "ferry-router-load")
     orphaned = asyncio.Event()
     watch = asyncio.create_task(_watch_parent(parent, orphaned))
-    connected = asyncio.create_task(connect(nats_url, "ferry-router-load"))
-    await asyncio.wait({connected, watch}, return_when=asyncio.FIRST_COMPLETED)
-    if orphaned.is_set():  # the router went away while NATS was unreachable
-        connected.cancel()
-        return
-    nc = connected.result()
-
-    async def on_message(msg: Msg) -> None:
-        reader.handle(msg.data)
-
-    # the ordered consumer alone: no per-message metadata (StreamFollower's sync tracking), which
-    # cost as much as decoding the message
-    while True:
-        try:
-            await nc.jetstream().subscribe(
-                subjects,
-                stream=stream,
-                cb=on_message,
-                ordered_consumer=True,
-                deliver_policy=DeliverPolicy.LAST_PER_SUBJECT,
-            )
-            break
-        except Exception as exc:  # the stream is not declared yet, NATS is reconnecting...
-            log.warning("load reader: cannot subscribe to %s, retrying: %r", stream, exc)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(orphaned.wait(), 1.0)
-            if orphaned.is_set():
-                break
+    reading = asyncio.create_task(subscription.run())
     try:
         while not orphaned.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(orphaned.wait(), batch)
+            if reading.done():  # a bug, not the bus (that reconnects): the router starts another reader
+                reading.result()
+                return
             reader.flush()
     except BrokenPipeError:
         pass  # the router went away
     finally:
         watch.cancel()
-        with contextlib.suppress(Exception):
-            await nc.close()
+        reading.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await reading
 
 
 async def _watch_parent(parent: int, orphaned: asyncio.Event) -> None:
@@ -241,9 +276,9 @@ def main() -> None:
     # the pid the router passed, not getppid() now: a router that died before this line would
     # leave the reader comparing against init's pid for ever
     parent = int(os.environ.get(PARENT_ENV) or os.getppid())
-    sys.modules.setdefault("aiohttp", None)  # type: ignore[arg-type]  # nats' websocket transport, unused here
+    refresh = float(os.environ.get(REFRESH_ENV) or DEFAULT_REFRESH)
     nats_url, stream, subjects = os.environ["FERRY_NATS_URL"], os.environ[STREAM_ENV], os.environ[FILTER_ENV]
-    asyncio.run(_child(nats_url, stream, subjects, batch, int(os.environ[FD_ENV]), parent))
+    asyncio.run(_child(nats_url, stream, subjects, batch, refresh, int(os.environ[FD_ENV]), parent))
 
 
 class LoadSink(Protocol):
@@ -331,6 +366,7 @@ class LoadFeed:
             STREAM_ENV: LOAD_STREAM,
             FILTER_ENV: LOAD_FILTER,
             BATCH_ENV: str(self.batch),
+            REFRESH_ENV: str(self.stale_after / 2),
             FD_ENV: str(write_fd),
             PARENT_ENV: str(os.getpid()),
         }

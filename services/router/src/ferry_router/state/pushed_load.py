@@ -39,6 +39,8 @@ def apply_load(
     inflight: int = 0,
 ) -> None:
     """Write a pushed reading into ``metrics``; ``inflight``: the router's in-flight count there now."""
+    if received > metrics.pushed:
+        metrics.pushed = received  # the sidecar is alive: the scraper can leave this engine alone
     if received < metrics.updated:
         return  # a scrape read this engine after the sidecar did
     metrics.inflight_at_sample = inflight
@@ -107,9 +109,9 @@ class PushedLoad:
     def fresh_for(self, metrics: EndpointMetrics) -> float:
         """Seconds until this engine's pushed load goes stale unless a newer one comes (0: not
         pushed, or stale already): when the scraper needs to look at it again."""
-        if metrics.source != "push":
+        if not metrics.pushed:
             return 0.0
-        return max(self.stale_after - (self._clock() - metrics.updated), 0.0)
+        return max(self.stale_after - (self._clock() - metrics.pushed), 0.0)
 
     def loads(self, loads: list[tuple[str, float, float, float, float, float, float]]) -> None:
         """One batch into the endpoints' metrics; a pod not in the table yet is kept until it is

@@ -42,6 +42,7 @@ class EndpointMetrics:
     failures: int = 0  # scrapes failed in a row
     source: str = ""  # "push" (the sidecar on the bus) or "scrape"
     updated: float = 0.0  # time.monotonic() of the reading (0: never)
+    pushed: float = 0.0  # time.monotonic() of the newest pushed reading, taken or not (0: never)
     stale: bool = False
     inflight_at_sample: int = 0  # the router's in-flight count there when this reading arrived
 
