@@ -1,6 +1,7 @@
-"""The router's load reader across a nats-server restart: the same reader process connects again,
-creates its consumer again (ephemeral consumers do not survive a restart) and load published after
-the restart reaches the routing table.
+"""The router's load reader (its own NATS client, ``state/load_wire.py``) on a nats-server of its
+own: across a restart the same reader process connects again, creates its consumer again
+(ephemeral consumers do not survive a restart) and load published after the restart reaches the
+routing table; over TLS it connects as every Ferry service does (``tls://``, ``FERRY_NATS_CA``).
 
 Real processes: nats-server (JetStream, the users of ``deploy/base/nats``), the load reader child
 as the ``router`` user.
@@ -9,11 +10,16 @@ as the ``router`` user.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
+from ferry_local.binaries import find_binaries
 from ferry_local.natsd import NatsServer
+from ferry_local.pki import ensure_pki
 from ferry_router.state.load_reader import LoadFeed
 from ferry_router.state.pushed_load import PushedLoad
 from ferry_router.state.table import RoutingTable
@@ -36,6 +42,55 @@ def own_nats() -> Iterator[NatsServer]:
         yield server
 
 
+@dataclass
+class TlsNatsServer(NatsServer):
+    """nats-server that takes clients over TLS only (a certificate for 127.0.0.1 from ``ca``)."""
+
+    cert: Path = Path()
+    key: Path = Path()
+
+    def config(self) -> str:
+        tls = f"tls {{ cert_file: {json.dumps(str(self.cert))}, key_file: {json.dumps(str(self.key))} }}"
+        return f"{super().config()}\n{tls}\n"
+
+
+@pytest.fixture
+def tls_nats(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[TlsNatsServer]:
+    directory = tmp_path
+    pki = ensure_pki(directory / "pki")
+    monkeypatch.setenv("FERRY_NATS_CA", str(pki.ca_crt))  # this test's clients and the reader child
+    binary = find_binaries().nats_server
+    store, logs = directory / "store", directory / "logs"
+    server = TlsNatsServer(binary, store, logs, cert=pki.server_crt, key=pki.server_key)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def pushed_table() -> tuple[RoutingTable, str]:
+    table = RoutingTable()
+    table.apply_server("ns/srv", model_server("ns", "srv", {"app": "r"}, 8000, model=SERVED))
+    table.apply_pod("ns/pod-0", pod_object("ns", "pod-0", {"app": "r"}, "127.0.0.2"))
+    return table, "ns/pod-0"
+
+
+class Sidecar:
+    """Publishes ``pod-0``'s load as its runtime sidecar would."""
+
+    def __init__(self) -> None:
+        self.seq = 0
+
+    async def publish(self, js: JetStreamContext, waiting: float) -> None:
+        self.seq += 1
+        load = EngineLoad(
+            namespace="ns", pod="pod-0", model=SERVED, epoch="e1", seq=self.seq, sent_at=time.time(),
+            waiting=waiting, models=[SERVED], base_models=[SERVED],
+        )  # fmt: skip
+        await js.publish(load.subject, load.to_bytes(), timeout=2)
+
+
 async def until(check: Callable[[], bool], what: str) -> None:
     deadline = time.monotonic() + 30
     while not check():
@@ -47,26 +102,15 @@ async def test_the_load_reader_follows_the_stream_again_after_nats_restarts(own_
     nc = await connect(own_nats.url, "load-restart-test")
     js = nc.jetstream()
     await declare_streams(js)
-    table = RoutingTable()
-    table.apply_server("ns/srv", model_server("ns", "srv", {"app": "r"}, 8000, model=SERVED))
-    table.apply_pod("ns/pod-0", pod_object("ns", "pod-0", {"app": "r"}, "127.0.0.2"))
-    endpoint = table.endpoints["ns/pod-0"]
+    table, key = pushed_table()
+    endpoint = table.endpoints[key]
     feed = LoadFeed(own_nats.url_for("router"), stale_after=30.0, batch=0.05)
     pushed = PushedLoad(table, feed)
-    seq = 0
-
-    async def publish(js: JetStreamContext, waiting: float) -> None:
-        nonlocal seq
-        seq += 1
-        load = EngineLoad(
-            namespace="ns", pod="pod-0", model=SERVED, epoch="e1", seq=seq, sent_at=time.time(),
-            waiting=waiting, models=[SERVED], base_models=[SERVED],
-        )  # fmt: skip
-        await js.publish(load.subject, load.to_bytes(), timeout=2)
+    sidecar = Sidecar()
 
     await pushed.start()
     try:
-        await publish(js, 3.0)
+        await sidecar.publish(js, 3.0)
         await until(lambda: endpoint.metrics.waiting == 3.0, "the pushed load")
         reader = feed.pid
         await nc.close()
@@ -79,7 +123,7 @@ async def test_the_load_reader_follows_the_stream_again_after_nats_restarts(own_
 
         async def published_after_restart() -> bool:
             try:
-                await publish(js, 7.0)
+                await sidecar.publish(js, 7.0)
             except Exception:  # JetStream still starting
                 return False
             return True
@@ -93,4 +137,22 @@ async def test_the_load_reader_follows_the_stream_again_after_nats_restarts(own_
         assert endpoint.metrics.source == "push"
     finally:
         await pushed.stop()
+        await nc.close()
+
+
+async def test_the_load_reader_connects_over_tls_as_every_service(tls_nats: TlsNatsServer) -> None:
+    nc = await connect(tls_nats.url.replace("nats://", "tls://"), "load-tls-test")
+    try:
+        js = nc.jetstream()
+        await declare_streams(js)
+        table, key = pushed_table()
+        feed = LoadFeed(tls_nats.url_for("router").replace("nats://", "tls://"), stale_after=30.0, batch=0.05)
+        pushed = PushedLoad(table, feed)
+        await pushed.start()
+        try:
+            await Sidecar().publish(js, 4.0)
+            await until(lambda: table.endpoints[key].metrics.waiting == 4.0, "load read over TLS")
+        finally:
+            await pushed.stop()
+    finally:
         await nc.close()

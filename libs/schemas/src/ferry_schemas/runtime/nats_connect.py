@@ -12,11 +12,11 @@ import os
 import ssl
 import weakref
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-import nats
-from nats.aio.client import Client
+if TYPE_CHECKING:  # nats-py is imported by connect(): the load reader needs nats_options alone
+    from nats.aio.client import Client
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +59,8 @@ def on_reconnect(nc: Client, listener: Listener) -> Callable[[], None]:
 async def connect(url: str, name: str) -> Client:
     """Connect with unlimited reconnects (a NATS restart must not kill a service); listeners added
     with :func:`on_reconnect` hear of every reconnect."""
+    import nats
+
     connected: list[Client] = []
 
     async def reconnected() -> None:

@@ -8,10 +8,10 @@ needs -- every message of ``FERRY_LOAD`` (the last per pod, then changes) handed
 ``bytes`` -- in a :class:`asyncio.Protocol` that cuts ``MSG`` frames out of each chunk the socket
 delivers, without an object or a task per message.
 
-What it keeps of a NATS client: the servers, user and TLS of
-:func:`ferry_schemas.runtime.nats_connect.nats_options` (user/password or token from the URL or the
-environment, ``FERRY_NATS_CA``/``CERT``/``KEY``; ``tls://`` or a server that requires TLS), its own
-inbox prefix (``_INBOX_<user>``, which the router's NATS permissions allow), PING/PONG both ways (a
+What it keeps of a NATS client: the servers, user, inbox prefix (``_INBOX_<user>``, which the
+router's NATS permissions allow) and TLS of every Ferry service
+(:func:`ferry_schemas.runtime.nats_connect.nats_options`; a ``tls://`` URL or a server that
+requires TLS gets the default context when ``FERRY_NATS_CA`` names none), PING/PONG both ways (a
 connection whose server stops answering is dropped), flow control and idle heartbeats of the
 consumer (a consumer the server lost -- the stream was recreated -- is created again), and
 reconnects: when the connection ends (a restarted server), it connects again, every 0.5 s, to the
@@ -25,7 +25,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import secrets
 import ssl
 import time
@@ -34,6 +33,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import orjson
+from ferry_schemas.runtime.nats_connect import nats_options
 
 log = logging.getLogger(__name__)
 
@@ -65,31 +65,17 @@ class Server:
         self.password = unquote(parts.password) if parts.password is not None else None
 
 
-def credentials(server: Server) -> dict[str, str]:
-    """The CONNECT fields that say who we are: as ``nats_options`` (``FERRY_NATS_USER`` wins over
-    the URL; a URL with a user and no password carries a token)."""
-    if user := os.environ.get("FERRY_NATS_USER"):
-        return {"user": user, "pass": os.environ.get("FERRY_NATS_PASSWORD", "")}
+def credentials(server: Server, options: dict[str, Any]) -> dict[str, str]:
+    """The CONNECT fields that say who we are, as nats-py sends them: the user of
+    :func:`nats_options` (``FERRY_NATS_USER``), else the URL's (a user without a password is a
+    token)."""
+    if "user" in options:
+        return {"user": options["user"], "pass": options["password"]}
     if server.user and server.password is not None:
         return {"user": server.user, "pass": server.password}
     if server.user:
         return {"auth_token": server.user}
     return {}
-
-
-def inbox_prefix(servers: list[Server]) -> str:
-    """``_INBOX_<user>``: the router's permissions let it subscribe only to its own inbox."""
-    user = os.environ.get("FERRY_NATS_USER") or (servers[0].user if servers and servers[0].password else None)
-    return f"_INBOX_{user}" if user else "_INBOX"
-
-
-def tls_context() -> ssl.SSLContext | None:
-    if ca := os.environ.get("FERRY_NATS_CA"):
-        context = ssl.create_default_context(cafile=ca)
-        if cert := os.environ.get("FERRY_NATS_CERT"):
-            context.load_cert_chain(cert, os.environ.get("FERRY_NATS_KEY") or None)
-        return context
-    return None
 
 
 class Wire(asyncio.Protocol):
@@ -209,11 +195,12 @@ class LoadSubscription:
     def __init__(
         self, url: str, stream: str, subjects: str, on_message: Callable[[bytes], None], name: str
     ) -> None:
-        self.servers = [Server(u.strip()) for u in url.split(",") if u.strip()]
+        self.options = nats_options(url)  # servers, user, inbox prefix and TLS as every service's
+        self.servers = [Server(u) for u in self.options["servers"]]
         self.stream, self.subjects, self.name = stream, subjects, name
         self.on_message = on_message
-        self.inbox = inbox_prefix(self.servers)
-        self.tls = tls_context()
+        self.inbox = self.options.get("inbox_prefix", "_INBOX")
+        self.tls: ssl.SSLContext | None = self.options.get("tls")
         self.sessions = 0  # connections that got a consumer (1 + reconnects)
 
     async def run(self) -> None:
@@ -264,7 +251,7 @@ class LoadSubscription:
         connect = {
             "verbose": False, "pedantic": False, "tls_required": tls is not None, "name": self.name,
             "lang": "python3", "version": "ferry-load-wire", "protocol": 1, "headers": True,
-            "no_responders": True, "echo": False, **credentials(server),
+            "no_responders": True, "echo": False, **credentials(server, self.options),
         }  # fmt: skip
         wire.pong = asyncio.get_running_loop().create_future()
         wire.write(b"CONNECT " + orjson.dumps(connect) + b"\r\nPING\r\n")
