@@ -63,6 +63,9 @@ IN_FLIGHT = 32
 """Booster creates in flight at once over one connection pool (kubectl creates one at a time)."""
 RETRIED = {429, 500, 503, 504}
 """Answers a create is retried on (API Priority and Fairness rejecting, the server busy)."""
+EVENTS_SETTLE = 5.0
+EVENTS_DRAIN_LIMIT = 60.0
+"""After the run: Event writes are counted once none came for EVENTS_SETTLE s (at most this long)."""
 
 
 async def create_all(api: KubeConnection, items: list[JSON], in_flight: int) -> None:
@@ -126,6 +129,37 @@ async def follow(api: Any, path: str, on_object: Any, stop: asyncio.Event) -> No
                     return
         except (ApiError, OSError, TimeoutError):
             await asyncio.sleep(0.5)
+
+
+def event_writes(counts: Any) -> int:
+    return sum(v for (_, res), v in counts.items() if res == "events")
+
+
+async def drain_events(cluster: Cluster, limit: float = EVENTS_DRAIN_LIMIT) -> tuple[int, float]:
+    """Wait until the API server stops receiving Event writes (the recorders write in the background,
+    so at ``done`` some are still queued); the Event write count then, and the seconds waited."""
+    started = time.monotonic()
+    last = event_writes(await asyncio.to_thread(request_counts, cluster.kube))
+    quiet_since = time.monotonic()
+    while time.monotonic() - started < limit and time.monotonic() - quiet_since < EVENTS_SETTLE:
+        await asyncio.sleep(1.0)
+        now = event_writes(await asyncio.to_thread(request_counts, cluster.kube))
+        if now != last:
+            last, quiet_since = now, time.monotonic()
+    return last, time.monotonic() - started
+
+
+async def events_by_reason(api: KubeConnection, namespaces: list[str]) -> dict[str, tuple[int, int]]:
+    """``controller reason`` → (Event objects, occurrences: the sum of their series counts)."""
+    found: dict[str, tuple[int, int]] = {}
+    for namespace in namespaces:
+        items, _ = await list_objects(api, f"/apis/events.k8s.io/v1/namespaces/{namespace}/events", None)
+        for event in items:
+            key = f"{event.get('reportingController') or '?'} {event.get('reason') or '?'}"
+            objects, occurrences = found.get(key, (0, 0))
+            count = int((event.get("series") or {}).get("count") or event.get("deprecatedCount") or 1)
+            found[key] = (objects + 1, occurrences + count)
+    return found
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -236,6 +270,9 @@ async def measure(
     infrastructure_after = infrastructure_cpu(infrastructure)
     requests = delta(await asyncio.to_thread(request_counts, cluster.kube), requests_before)
     messages_after = await asyncio.to_thread(nats_messages, nats_monitor)
+    before_drain = event_writes(requests_before)
+    drained, drain_seconds = await drain_events(cluster)
+    by_reason = await events_by_reason(api, namespaces)
     stop.set()
     for task in [*tasks, sampler]:
         task.cancel()
@@ -292,6 +329,9 @@ async def measure(
             label: infrastructure_after[label] - infrastructure_before[label]
             for label in infrastructure_after
         },
+        "event_writes_drained": drained - before_drain,
+        "event_drain_seconds": drain_seconds,
+        "events_by_reason": by_reason,
     }
 
 
@@ -381,10 +421,33 @@ def print_table(results: list[JSON]) -> None:
             + " ".join(f"{r['infrastructure'][label]:>22.1f}s" for label in others)
         )
     print_requests(results)
+    print_events(results)
     print_nats(results)
     for r in results:
         if r["stages"]:
             print_stages(r["stages"], r["n"], r["namespaces"])
+
+
+def print_events(results: list[JSON]) -> None:
+    """Event writes once the recorders are drained, and the Events stored by controller and reason."""
+    heads = [f"N={r['n']}/{r['namespaces']}ns" for r in results]
+    print()
+    print(
+        "Events per booster once the recorders are drained (writes: POST + PATCH; then Event objects "
+        "/ occurrences by reason)"
+    )
+    print(f"{'':<44} " + " ".join(f"{h:>15}" for h in heads))
+    writes = [f"{r['event_writes_drained'] / max(1, r['n']):.2f}" for r in results]
+    print(f"{'writes (drained after ' + 'done)':<44} " + " ".join(f"{w:>15}" for w in writes))
+    waited = [f"{r['event_drain_seconds']:.0f}s" for r in results]
+    print(f"{'  drain waited':<44} " + " ".join(f"{w:>15}" for w in waited))
+    reasons = sorted({k for r in results for k in r["events_by_reason"]})
+    for reason in reasons:
+        cells = []
+        for r in results:
+            objects, occurrences = r["events_by_reason"].get(reason, (0, 0))
+            cells.append(f"{objects / max(1, r['n']):.2f} / {occurrences / max(1, r['n']):.2f}")
+        print(f"{reason:<44} " + " ".join(f"{c:>15}" for c in cells))
 
 
 def print_nats(results: list[JSON]) -> None:
