@@ -2,7 +2,9 @@
 
 ``kubectl describe modelbooster X`` / ``modelserving Y`` then lists children created, updated and
 pruned, pods created and deleted (scale, rolling update, recovery), refusals and failed reconciles.
-Unchanged children make no Event.
+Unchanged children make no Event. One apply result makes at most one Event per reason (its note names
+every child with that action), and the recorder aggregates an owner's Events per reason into a
+series, so a booster's creation costs one ``Created`` Event, not one per child.
 """
 
 from __future__ import annotations
@@ -35,12 +37,16 @@ def child_note(child: ChildResult, verb: str) -> str:
 
 
 def record_events(events: EventRecorder, result: ApplyResult) -> None:
-    """One Event per child that changed, and a Warning when the owner's set was refused."""
+    """One Event per kind of change (created, updated, pruned, deleted) naming every child it
+    touched, and a Warning when the owner's set was refused."""
     regarding = owner_reference(result.owner)
+    notes: dict[str, list[str]] = {}
     for child in result.children:
         if child.action in ACTIONS:
-            reason, action, verb = ACTIONS[child.action]
-            events.record(regarding, reason=reason, action=action, note=child_note(child, verb))
+            notes.setdefault(child.action, []).append(child_note(child, ACTIONS[child.action][2]))
+    for child_action, changed in notes.items():
+        reason, action, _ = ACTIONS[child_action]
+        events.record(regarding, reason=reason, action=action, note="; ".join(changed))
     if not result.ok:
         events.record(
             regarding,

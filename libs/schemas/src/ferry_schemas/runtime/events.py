@@ -5,10 +5,12 @@ Modelled on client-go's ``tools/events`` broadcaster:
 * **Asynchronous.** :meth:`EventRecorder.record` never blocks a reconcile and never fails it; a
   background task writes, and an event that cannot be written is logged and counted, not retried
   forever (events are an explanation, not state).
-* **Aggregated.** Isomorphic events (same object, type, reason, action and note) within
-  ``series_window`` become one Event with a ``series`` (count, lastObservedTime): the first is
-  created, the second patches ``series.count = 2``, later ones only count in memory and are
-  patched at most every ``flush_interval``. So a pod recreated 40 times is one Event, count 40.
+* **Aggregated.** Isomorphic events within ``series_window`` become one Event with a ``series``
+  (count, lastObservedTime): the first is created, the second patches ``series.count = 2``, later
+  ones only count in memory and are patched at most every ``flush_interval``. So a pod recreated
+  40 times is one Event, count 40. Isomorphic is client-go's ``tools/events`` key: the same object,
+  related object, type, reason and action; the note is not part of it (the series keeps the first
+  note), so notes that name what changed do not defeat the aggregation.
 * **Rate-limited.** Each regarded object has a token bucket (``burst`` writes, refilled at
   ``refill_per_second``, client-go's spam filter: 25 and one per 5 minutes); writes past it are
   dropped and counted (``ferry_events_dropped_total``).
@@ -179,13 +181,15 @@ class EventRecorder:
 
     async def _write(self, event: dict[str, Any]) -> None:
         ref = event["regarding"]
+        related = event.get("related") or {}
         key = (
             ref.get("uid", ""),
             ref.get("name", ""),
+            related.get("uid", ""),
+            related.get("name", ""),
             event["type"],
             event["reason"],
             event["action"],
-            event["note"],
         )
         now = time.monotonic()
         series = self._series.get(key)
