@@ -7,7 +7,9 @@ down what status computes from the cluster and from the desired sets and apply r
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,7 +25,9 @@ from ferry_schemas.bus import (
     DesiredSet,
     OwnerKey,
 )
+from ferry_schemas.runtime import kubeconn
 from ferry_schemas.workload import serving_revision
+from ferry_watcher.kube import list_objects, watch_events
 from nats.aio.client import Client
 
 from tests.conftest import KubeEnv
@@ -237,3 +241,148 @@ async def test_booster_status_from_bus_outcome_and_servings(
     assert final is not None
     assert final["status"]["availableReplicas"] == 1
     assert final["status"]["observedGeneration"] == generation
+
+
+# ------------------------------------------------------------------ first-status coalescing
+
+HOLD, HOLD_MAX = 1.5, 12.0
+"""The coalescing tests' first-write hold: short, so a busy pipeline must be what extends it."""
+
+
+@pytest.fixture
+def held_status(kube: KubeEnv, nats_url: str, namespace: str, tmp_path: Path) -> Iterator[ServiceSet]:
+    """One status replica (the hold is per replica) with a short first-write hold and bound."""
+    env = {
+        **kube.env,
+        "FERRY_NATS_URL": nats_url,
+        "FERRY_WATCH_NAMESPACE": namespace,
+        "FERRY_STATUS_FIRST_WRITE_HOLD": str(HOLD),
+        "FERRY_STATUS_FIRST_WRITE_HOLD_MAX": str(HOLD_MAX),
+    }
+    started = ServiceSet(tmp_path / "logs", env)
+    started.start(["watcher", "status"])
+    try:
+        yield started
+    finally:
+        started.stop()
+
+
+def booster_manifest(name: str, namespace: str) -> JSON:
+    return {
+        "apiVersion": L.WORKLOAD_API_VERSION,
+        "kind": "ModelBooster",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {
+            "backend": {
+                "name": "b",
+                "type": "vLLM",
+                "modelURI": "hf://x/y",
+                "replicas": 1,
+                "workers": [{"type": "server", "image": "img", "pods": 1}],
+            }
+        },
+    }
+
+
+async def watch_statuses(
+    kube: KubeEnv, namespace: str, written: dict[str, list[JSON]], stop: asyncio.Event
+) -> None:
+    """Every status each booster of ``namespace`` is stored with, in order (one per status write)."""
+    api = await kubeconn.connect(str(kube.kubeconfig))
+    path = f"/apis/{L.WORKLOAD_API_VERSION}/namespaces/{namespace}/modelboosters"
+    try:
+        _, version = await list_objects(api, path, None)
+        while not stop.is_set():
+            async for event in watch_events(api, path, None, version, 30):
+                obj = event.get("object") or {}
+                version = (obj.get("metadata") or {}).get("resourceVersion") or version
+                status = obj.get("status")
+                seen = written.setdefault(obj["metadata"]["name"], [])
+                if event.get("type") == "MODIFIED" and status and (not seen or seen[-1] != status):
+                    seen.append(status)
+                if stop.is_set():
+                    return
+    finally:
+        await api.close()
+
+
+async def test_first_statuses_wait_for_a_busy_pipeline_and_failures_and_the_bound_do_not(
+    held_status: ServiceSet, kube: KubeEnv, namespace: str, nc: Client
+) -> None:
+    """While the pipeline works through a backlog (another new booster keeps taking steps), a new
+    booster's first status waits far past the fixed hold and is written once, complete, when its
+    own apply result comes; a refused booster's Failed is written at once; a booster whose pipeline
+    never moves gets its status at the bound although the backlog goes on."""
+    cluster = Cluster(kube, namespace)
+    written: dict[str, list[JSON]] = {}
+    stop = asyncio.Event()
+    watching = asyncio.create_task(watch_statuses(kube, namespace, written, stop))
+    boosters: dict[str, JSON] = {}
+
+    async def create(name: str) -> None:
+        await asyncio.to_thread(cluster.apply, booster_manifest(name, namespace))
+        boosters[name] = await asyncio.to_thread(
+            eventually, lambda: cluster.get("ModelBooster", name), 30, name
+        )
+
+    async def keep_busy() -> None:
+        """The backlog: ``busy``'s desired set produced again and again (each one a step)."""
+        steps = 0
+        while not stop.is_set():
+            step = DesiredSet(owner=owner_key(boosters["busy"], 1), children=[])
+            steps += 1  # the same set produced again: its own message id, or JetStream keeps one
+            await publish(nc, DESIRED_STREAM, step.subject, step.to_bytes(), f"{step.msg_id}/{steps}")
+            await asyncio.sleep(HOLD / 4)
+
+    await create("busy")
+    busy = asyncio.create_task(keep_busy())
+    try:
+        for name in ("slow", "bad", "stuck"):
+            await create(name)
+        started = time.monotonic()
+        # a refused booster is never held: Failed while the backlog goes on
+        refused = DesiredSet(
+            owner=owner_key(boosters["bad"], 1),
+            errors=[ConversionError(field="spec.backend", message="no way to build this")],
+        )
+        await publish(nc, DESIRED_STREAM, refused.subject, refused.to_bytes(), refused.msg_id)
+        failed = await asyncio.to_thread(
+            eventually, lambda: cluster.condition_with("ModelBooster", "bad", "Failed"), 30, "Failed"
+        )
+        assert "no way to build this" in failed["message"]
+        # well past the fixed hold, the others still wait: the pipeline is busy, not stalled
+        await asyncio.to_thread(
+            eventually, lambda: time.monotonic() - started > 3 * HOLD or None, 30, "three holds"
+        )
+        for name in ("slow", "stuck"):
+            assert not (await asyncio.to_thread(cluster.get, "ModelBooster", name) or {}).get("status"), name
+
+        # slow's turn comes: its status is written once, complete
+        desired = DesiredSet(owner=owner_key(boosters["slow"], 1), children=[])
+        await publish(nc, DESIRED_STREAM, desired.subject, desired.to_bytes(), desired.msg_id)
+        applied = ApplyResult(owner=owner_key(boosters["slow"], 1), ok=True)
+        await publish(nc, RESULTS_STREAM, applied.subject, applied.to_bytes(), applied.msg_id)
+        await asyncio.to_thread(
+            eventually, lambda: cluster.condition_is("ModelBooster", "slow", "Initialized"), 30, "Init"
+        )
+        # stuck's pipeline never moved: its hold ends at the bound, while the backlog goes on
+        await asyncio.to_thread(
+            eventually,
+            lambda: (cluster.get("ModelBooster", "stuck") or {}).get("status"),
+            30,
+            "stuck's status",
+        )
+        assert not busy.done()
+        assert time.monotonic() - started < HOLD_MAX + 10
+        await asyncio.to_thread(
+            eventually, lambda: len(written.get("slow", [])) >= 1, 10, "slow's write watched"
+        )
+    finally:
+        stop.set()
+        await busy
+        watching.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watching
+    assert len(written["slow"]) == 1, written["slow"]
+    assert [c["type"] for c in written["bad"][0]["conditions"] if c["status"] == "True"] == ["Failed"]
+    assert "busy" not in written or len(written["busy"]) <= 1

@@ -185,21 +185,49 @@ def test_a_first_status_waits_until_the_view_shows_what_the_apply_created() -> N
     assert not awaiting_first_apply({**new, "status": {"x": 1}}, desired(), applied, lambda kind, name: False)
 
 
-def test_the_hold_is_counted_from_the_creation_and_bounded() -> None:
+def test_the_hold_starts_at_the_creation_or_the_last_step() -> None:
     from datetime import datetime
 
-    from ferry_status.reconciler import hold_left
+    from ferry_status.reconciler import hold_start
 
     created = {"metadata": {"creationTimestamp": "2026-01-01T00:00:00Z"}}
     at = datetime.fromisoformat("2026-01-01T00:00:00+00:00").timestamp()
-    assert hold_left(created, 5.0, at + 2) == 3.0
-    assert hold_left(created, 5.0, at + 9) < 0
-    assert hold_left(created, 5.0, at - 3600) == 5.0  # a clock behind the server's never holds longer
-    assert hold_left({"metadata": {}}, 5.0, at) == 0.0
-    assert hold_left(created, 0.0, at) == 0.0
-    # counted from the pipeline's last step when that is later: a busy pipeline is waited for
-    assert hold_left(created, 5.0, at + 9, step=at + 6) == 2.0
-    assert hold_left(created, 5.0, at + 2, step=at - 60) == 3.0
+    assert hold_start(created) == at
+    assert hold_start(created, at + 6) == at + 6  # counted from the pipeline's last step when later
+    assert hold_start(created, at - 60) == at
+    assert hold_start({"metadata": {}}) is None
+
+
+def test_holds_extend_while_the_pipeline_works_through_a_backlog_and_are_bounded() -> None:
+    from ferry_status.reconciler import FirstWriteHolds
+
+    holds = FirstWriteHolds(hold=5.0, limit=60.0)
+    a, b, c = (("modelboosters", "ns", n) for n in "abc")
+    assert holds.hold(a, 100.0, 101.0)
+    assert holds.hold(b, 100.0, 101.0)
+    assert holds.hold(a, 100.0, 104.9)
+    assert not holds.hold(a, 100.0, 105.0)  # nothing moved: the fixed hold ends
+    # the pipeline moves (b takes a step, c is released): held objects keep waiting for their turn
+    assert holds.hold(c, 100.0, 101.0)
+    assert holds.hold(b, 120.0, 121.0)
+    holds.release(c, 130.0)
+    assert holds.hold(a, 100.0, 134.0)
+    assert holds.ended(134.0) == []
+    assert holds.next_end() == 135.0  # 5 s after the last movement (c released at 130)
+    # stalled: every hold ends `hold` seconds after the last movement
+    assert set(holds.ended(135.0)) == {a, b}
+    assert not holds
+    # however far behind the pipeline is, no hold outlasts `limit` after the object's own last step
+    holds.hold(a, 100.0, 101.0)
+    for moment in range(101, 160, 2):
+        holds.hold(b, float(moment), float(moment))  # b keeps moving
+        assert holds.hold(a, 100.0, float(moment))
+    assert not holds.hold(a, 100.0, 160.0)
+    # a clock behind the server's never holds longer than `hold`
+    assert holds.hold(c, 10_000.0, 200.0)
+    assert not holds.hold(c, 10_000.0, 205.0)
+    # 0 disables the hold (an interim status is written first)
+    assert not FirstWriteHolds(hold=0.0, limit=60.0).hold(a, 100.0, 100.0)
 
 
 def test_the_last_step_is_the_latest_desired_set_or_result_of_this_object() -> None:

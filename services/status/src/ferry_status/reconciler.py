@@ -9,6 +9,7 @@ status and writes it with SSA only when it differs. The only API request is that
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable
@@ -54,6 +55,8 @@ SERVINGS: Kind = "modelservings"
 BOOSTERS: Kind = "modelboosters"
 LWS: Kind = "leaderworkersets"
 IGNORED_STATUS_KEYS = ("lastTransitionTime",)
+SWEEP_MIN = 0.1
+"""Seconds between two sweeps of ended holds at the least."""
 
 
 def keys_for_event(event: ObjectEvent) -> list[Key]:
@@ -96,16 +99,17 @@ class StatusReconciler:
         view: ObjectView,
         *,
         first_write_hold: float = 0.0,
+        first_write_hold_max: float = 0.0,
         requeue: Callable[[Key, float], None] | None = None,
     ) -> None:
         self._kube = kube
         self._pipeline = pipeline
         self._view = view
-        self._first_write_hold = first_write_hold
+        self._holds = FirstWriteHolds(first_write_hold, max(first_write_hold, first_write_hold_max))
         self._requeue = requeue
         """Reconciles ``key`` after a delay (the work queue's ``add_after``)."""
-        self._held: dict[Key, float] = {}
-        """Keys held back, with when (monotonic) the reconcile scheduled for the end of the hold runs."""
+        self._sweep: asyncio.TimerHandle | None = None
+        self._sweep_at = 0.0
         self._written: dict[str, tuple[str, str, int]] = {}
         """uid → (hash of the status we computed, hash of what the server stored, its resourceVersion):
         avoids writing again when the server stores something slightly different (a pruned field)
@@ -187,22 +191,37 @@ class StatusReconciler:
         self, key: Key, obj: JSON, desired: DesiredSet | None, result: ApplyResult | None, shown: Shown
     ) -> bool:
         """Whether to hold back the first status of a new object until its apply result and what it
-        created are seen: at most ``first_write_hold`` seconds after the object's last step through
-        the pipeline (its creation, its desired set, its apply result), so a busy pipeline is waited
-        for and a stalled one is not; a reconcile is scheduled for when the hold ends."""
+        created are seen (:class:`FirstWriteHolds` says for how long); a sweep reconciles held
+        objects again when their hold ends."""
         if self._requeue is None or not awaiting_first_apply(obj, desired, result, shown):
-            self._held.pop(key, None)
+            self._holds.release(key, time.time())
             return False
-        left = hold_left(obj, self._first_write_hold, time.time(), last_step(obj, desired, result))
-        if left <= 0:
-            self._held.pop(key, None)
+        since = hold_start(obj, last_step(obj, desired, result))
+        if since is None or not self._holds.hold(key, since, time.time()):
             return False
         STATUS_HELD.labels(key[0]).inc()
-        now = time.monotonic()
-        if self._held.get(key, 0.0) <= now:  # no reconcile scheduled yet, or it is this one
-            self._held[key] = now + left
-            self._requeue(key, left)
+        self._arm_sweep(self._holds.end(since))
         return True
+
+    def _arm_sweep(self, end: float | None = None) -> None:
+        """One timer for every held object, at the earliest time a hold can end (``end``: of the
+        hold just made, else of every hold)."""
+        if not self._holds:
+            return
+        at = max(time.time() + SWEEP_MIN, self._holds.next_end() if end is None else end)
+        if self._sweep is not None:
+            if self._sweep_at <= at:
+                return
+            self._sweep.cancel()
+        self._sweep_at = at
+        self._sweep = asyncio.get_running_loop().call_later(at - time.time(), self._run_sweep)
+
+    def _run_sweep(self) -> None:
+        self._sweep = None
+        assert self._requeue is not None
+        for key in self._holds.ended(time.time()):
+            self._requeue(key, 0.0)  # its reconcile writes the status (or holds it again)
+        self._arm_sweep()
 
     async def _write(self, kind: Kind, obj: JSON, status: JSON) -> bool:
         meta = obj["metadata"]
@@ -274,19 +293,75 @@ def awaiting_first_apply(
     )
 
 
-def hold_left(obj: JSON, hold: float, now: float, step: float | None = None) -> float:
-    """Seconds of ``hold`` left since the object's creation or its pipeline's last ``step`` (a Unix
-    time), whichever is later; never more than ``hold``."""
+def hold_start(obj: JSON, step: float | None = None) -> float | None:
+    """The object's creation or its pipeline's last ``step`` (Unix times), whichever is later."""
     created = (obj.get("metadata") or {}).get("creationTimestamp")
-    if not created or hold <= 0:
-        return 0.0
+    if not created:
+        return None
     try:
         since = datetime.fromisoformat(str(created).replace("Z", "+00:00")).timestamp()
     except ValueError:
-        return 0.0
-    if step is not None:
-        since = max(since, step)
-    return min(hold, hold - (now - since))
+        return None
+    return since if step is None else max(since, step)
+
+
+class FirstWriteHolds:
+    """How long a new object's first status waits for its pipeline: coalescing while it is behind.
+
+    An object is held at least ``hold`` seconds after its own last step through the pipeline
+    (creation, desired set, apply result). While the pipeline works through a backlog — some held
+    object took a step or was released in the last ``hold`` seconds — the hold is extended, so in a
+    burst each status is written once, when its object's turn comes, however far behind the
+    pipeline is. A stalled pipeline (no held object moving) ends every hold ``hold`` seconds after
+    the last movement; no hold lasts more than ``limit`` seconds after the object's own last step.
+    Nothing is held that says Failed (:func:`awaiting_first_apply`), and an object that has a
+    status is never held, so a Ready or Failed change is never hidden; only a first status saying
+    "not applied yet" waits, at most ``limit``.
+    """
+
+    def __init__(self, hold: float, limit: float) -> None:
+        self.base = hold
+        self.limit = limit
+        self._held: dict[Key, float] = {}
+        """Held keys → the start of their hold (the object's creation or last step, Unix time)."""
+        self._moved = 0.0
+        """When (Unix time) a held object last took a step or was released."""
+
+    def __bool__(self) -> bool:
+        return bool(self._held)
+
+    def hold(self, key: Key, since: float, now: float) -> bool:
+        """Whether ``key`` (whose pipeline last moved at ``since``) is held at ``now``."""
+        previous = self._held.get(key)
+        if since > now:  # a clock behind the server's never holds longer
+            since = now if previous is None else previous
+        if previous is not None and since > previous:
+            self._moved = max(self._moved, since)  # its pipeline took a step
+        if now >= self.end(since):
+            self._held.pop(key, None)  # a hold that ran out is no movement of the pipeline
+            return False
+        self._held[key] = since
+        return True
+
+    def release(self, key: Key, now: float) -> None:
+        """``key`` is no longer held (its first status is complete, or its hold ended)."""
+        if self._held.pop(key, None) is not None:
+            self._moved = max(self._moved, now)
+
+    def end(self, since: float) -> float:
+        """When the hold of an object whose pipeline last moved at ``since`` ends, unless the
+        pipeline moves again."""
+        return min(since + self.limit, max(since, self._moved) + self.base)
+
+    def next_end(self) -> float:
+        return min((self.end(since) for since in self._held.values()), default=0.0)
+
+    def ended(self, now: float) -> list[Key]:
+        """The keys whose hold has ended (forgotten here: their reconcile holds them again if it must)."""
+        done = [key for key, since in self._held.items() if self.end(since) <= now]
+        for key in done:
+            del self._held[key]
+        return done
 
 
 def last_step(obj: JSON, desired: DesiredSet | None, result: ApplyResult | None) -> float | None:

@@ -124,7 +124,8 @@ async def run(settings: StatusSettings, stop: asyncio.Event) -> None:
     queue: WorkQueue[Key]
     reconciler = StatusReconciler(
         StatusApi(api), pipeline, view,
-        first_write_hold=settings.first_write_hold, requeue=lambda key, delay: queue.add_after(key, delay),
+        first_write_hold=settings.first_write_hold, first_write_hold_max=settings.first_write_hold_max,
+        requeue=lambda key, delay: queue.add_after(key, delay),
     )  # fmt: skip
     queue = WorkQueue("status", reconciler.reconcile, workers=settings.workers, settle=settings.settle)
     gateways = None

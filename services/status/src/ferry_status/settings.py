@@ -19,15 +19,21 @@ from ferry_schemas.runtime.settings import (
 class StatusSettings(ServiceSettings):
     """``FERRY_STATUS_WORKERS``: reconciles in flight; ``FERRY_STATUS_BATCH``: messages per fetch;
     ``FERRY_STATUS_SETTLE``: seconds a reconcile waits for more changes of the same object;
-    ``FERRY_STATUS_FIRST_WRITE_HOLD``: see ``first_write_hold``."""
+    ``FERRY_STATUS_FIRST_WRITE_HOLD`` and ``_MAX``: see ``first_write_hold``."""
 
     service: str = "ferry-status"
     workers: int = field(default_factory=lambda: env_int("FERRY_STATUS_WORKERS", 32))
     batch: int = field(default_factory=lambda: env_int("FERRY_STATUS_BATCH", 32))
     settle: float = field(default_factory=lambda: env_float("FERRY_STATUS_SETTLE", 0.2))
     first_write_hold: float = field(default_factory=lambda: env_float("FERRY_STATUS_FIRST_WRITE_HOLD", 5.0))
-    """Seconds after its creation a new object's first status may wait for its first apply result
-    (then written with ``Initialized`` at once; 0 writes an interim status first)."""
+    """Seconds after its last step through the pipeline (creation, desired set, apply result) a new
+    object's first status waits for its apply result and what it created (then written complete at
+    once; 0 writes an interim status first); extended while the pipeline works through a backlog."""
+    first_write_hold_max: float = field(
+        default_factory=lambda: env_float("FERRY_STATUS_FIRST_WRITE_HOLD_MAX", 120.0)
+    )
+    """``FERRY_STATUS_FIRST_WRITE_HOLD_MAX``: the bound of that wait, however far behind the pipeline
+    is (a failure is never held)."""
     gateway_mode: bool = field(default_factory=gateway_mode)
     """``FERRY_GATEWAY_API``: also write Gateway API / InferencePool status and ensure the defaults."""
     gateway_controller: str = field(default_factory=gateway_controller_name)
