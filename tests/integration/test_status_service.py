@@ -31,7 +31,7 @@ from ferry_watcher.kube import list_objects, watch_events
 from nats.aio.client import Client
 
 from tests.conftest import KubeEnv
-from tests.support.cluster import Cluster, eventually
+from tests.support.cluster import Cluster, booster, eventually
 from tests.support.services import ServiceSet
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -47,15 +47,23 @@ ROLES = [
 ]
 
 
+def status_services(kube: KubeEnv, nats_url: str, namespace: str, tmp_path: Path, **env: str) -> ServiceSet:
+    """The watcher and status for ``namespace`` (not started), with ``env`` on top."""
+    return ServiceSet(
+        tmp_path / "logs",
+        {
+            **kube.env,
+            "FERRY_NATS_URL": nats_url,
+            "FERRY_WATCH_NAMESPACE": namespace,
+            "FERRY_TRACE_FILE": str(tmp_path / "spans.jsonl"),
+            **env,
+        },
+    )
+
+
 @pytest.fixture
 def services(kube: KubeEnv, nats_url: str, namespace: str, tmp_path: Path) -> Iterator[ServiceSet]:
-    env = {
-        **kube.env,
-        "FERRY_NATS_URL": nats_url,
-        "FERRY_WATCH_NAMESPACE": namespace,
-        "FERRY_TRACE_FILE": str(tmp_path / "spans.jsonl"),
-    }
-    started = ServiceSet(tmp_path / "logs", env)
+    started = status_services(kube, nats_url, namespace, tmp_path)
     started.add("status", instance=1)
     started.add("status", instance=2)  # two replicas share the durable consumers
     started.start(["watcher", "status-1", "status-2"])
@@ -252,36 +260,15 @@ HOLD, HOLD_MAX = 1.5, 12.0
 @pytest.fixture
 def held_status(kube: KubeEnv, nats_url: str, namespace: str, tmp_path: Path) -> Iterator[ServiceSet]:
     """One status replica (the hold is per replica) with a short first-write hold and bound."""
-    env = {
-        **kube.env,
-        "FERRY_NATS_URL": nats_url,
-        "FERRY_WATCH_NAMESPACE": namespace,
-        "FERRY_STATUS_FIRST_WRITE_HOLD": str(HOLD),
-        "FERRY_STATUS_FIRST_WRITE_HOLD_MAX": str(HOLD_MAX),
-    }
-    started = ServiceSet(tmp_path / "logs", env)
+    started = status_services(
+        kube, nats_url, namespace, tmp_path,
+        FERRY_STATUS_FIRST_WRITE_HOLD=str(HOLD), FERRY_STATUS_FIRST_WRITE_HOLD_MAX=str(HOLD_MAX),
+    )  # fmt: skip
     started.start(["watcher", "status"])
     try:
         yield started
     finally:
         started.stop()
-
-
-def booster_manifest(name: str, namespace: str) -> JSON:
-    return {
-        "apiVersion": L.WORKLOAD_API_VERSION,
-        "kind": "ModelBooster",
-        "metadata": {"name": name, "namespace": namespace},
-        "spec": {
-            "backend": {
-                "name": "b",
-                "type": "vLLM",
-                "modelURI": "hf://x/y",
-                "replicas": 1,
-                "workers": [{"type": "server", "image": "img", "pods": 1}],
-            }
-        },
-    }
 
 
 async def watch_statuses(
@@ -320,7 +307,7 @@ async def test_first_statuses_wait_for_a_busy_pipeline_and_failures_and_the_boun
     boosters: dict[str, JSON] = {}
 
     async def create(name: str) -> None:
-        await asyncio.to_thread(cluster.apply, booster_manifest(name, namespace))
+        await asyncio.to_thread(cluster.apply, booster(name, namespace))
         boosters[name] = await asyncio.to_thread(
             eventually, lambda: cluster.get("ModelBooster", name), 30, name
         )
