@@ -81,7 +81,7 @@ async def test_endpoints_with_fresh_pushed_load_are_not_scraped() -> None:
     )
     pushed = table.endpoints["default/pushed"].metrics
     pushed_at = time.monotonic()
-    apply_load(pushed, *decode(load.to_bytes(), wall=load.sent_at, monotonic=pushed_at).load)
+    apply_load(pushed, *decode(load.to_bytes(), wall=load.sent_at, monotonic=pushed_at)[3])
 
     checks: list[float] = []
 
@@ -118,7 +118,7 @@ def test_old_load_reads_as_unknown() -> None:
     )
     endpoint = table.endpoints["default/a"]
     endpoint.inflight = 3
-    apply_load(a, *decode(load.to_bytes(), wall=0, monotonic=100.0).load, inflight=endpoint.inflight)
+    apply_load(a, *decode(load.to_bytes(), wall=0, monotonic=100.0)[3], inflight=endpoint.inflight)
     endpoint.inflight = 5
     assert endpoint.unsampled == 2  # sent since the reading: the gauges cannot show them yet
     assert sweep(table, now=101.0, stale_after=5.0) == 1  # b was never measured
@@ -128,7 +128,7 @@ def test_old_load_reads_as_unknown() -> None:
     assert endpoint.unsampled == 5  # load unknown: all the router has there is unseen
     assert not b.stale  # never measured: unknown, nothing to forget
     newer = load.model_copy(update={"seq": 2, "waiting": 1})
-    apply_load(a, *decode(newer.to_bytes(), wall=0, monotonic=107.0).load, inflight=5)
+    apply_load(a, *decode(newer.to_bytes(), wall=0, monotonic=107.0)[3], inflight=5)
     assert (a.waiting, a.stale, a.source, endpoint.unsampled) == (1, False, "push", 0)
 
 

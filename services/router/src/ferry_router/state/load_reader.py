@@ -49,7 +49,7 @@ import struct
 import sys
 import time
 from collections.abc import Callable
-from typing import NamedTuple, Protocol
+from typing import Protocol
 
 import orjson
 
@@ -81,13 +81,8 @@ Values = tuple[float, float, float, float, float]
 """A :data:`Load` without ``received``: what changes the router's view of an engine."""
 
 
-class Decoded(NamedTuple):
-    key: str
-    epoch: str
-    seq: int
-    load: Load
-    models: list[str] | None
-    base_models: list[str]
+Decoded = tuple[str, str, int, Load, list[str] | None, list[str]]
+"""(pod key, epoch, seq, load, models, base models) of one message."""
 
 
 def decode(data: bytes, wall: float, monotonic: float) -> Decoded:
@@ -104,19 +99,49 @@ def decode(data: bytes, wall: float, monotonic: float) -> Decoded:
     base = raw.get("baseModels") or []
     if not isinstance(base, list):
         raise TypeError("baseModels must be a list")
+    get = raw.get
     load = (
         monotonic - max(0.0, wall - float(raw["sentAt"])),
-        float(raw.get("kvCacheUsage", 0.0)),
-        float(raw.get("waiting", 0.0)),
-        float(raw.get("running", 0.0)),
-        float(raw.get("ttft", 0.0)),
-        float(raw.get("tpot", 0.0)),
+        float(get("kvCacheUsage", 0.0)),
+        float(get("waiting", 0.0)),
+        float(get("running", 0.0)),
+        float(get("ttft", 0.0)),
+        float(get("tpot", 0.0)),
     )
-    return Decoded(f"{namespace}/{pod}", str(raw["epoch"]), int(raw["seq"]), load, models, base)
+    return f"{namespace}/{pod}", str(raw["epoch"]), int(raw["seq"]), load, models, base
 
 
 def frame(kind: bytes, payload: bytes) -> bytes:
     return HEADER.pack(kind, len(payload)) + payload
+
+
+SEQ, SENT_AT = b'"seq":', b',"sentAt":'
+
+
+def split_times(data: bytes) -> tuple[bytes, bytes, bytes, bytes] | None:
+    """``(before, seq, sent_at, after)`` of a message as a sidecar writes it (``seq`` then
+    ``sentAt``, compact JSON); None for another layout."""
+    at = data.find(SEQ)
+    sent = data.find(SENT_AT, at)
+    end = data.find(b",", sent + 10)
+    if at < 0 or sent < 0 or end < 0:
+        return None
+    return data[:at], data[at + 6 : sent], data[sent + 10 : end], data[end:]
+
+
+class _Pod:
+    """What the reader keeps of one pod."""
+
+    __slots__ = ("epoch", "held", "layout", "models", "pending", "sent", "seq", "slot", "values")
+
+    def __init__(self, slot: int, epoch: str, seq: int) -> None:
+        self.slot, self.epoch, self.seq = slot, epoch, seq
+        self.pending: Load | None = None  # the newest reading, for the next batch
+        self.values: Values | None = None  # the load last passed on
+        self.sent = 0.0  # when (the reader's clock)
+        self.held: float | None = None  # ``received`` of the newest reading equal to it, not passed on
+        self.models: tuple[list[str], list[str]] | None = None  # last passed on
+        self.layout: tuple[bytes, bytes] | None = None  # the last message but its seq and sentAt
 
 
 class Reader:
@@ -127,7 +152,8 @@ class Reader:
     It is passed on ``refresh`` seconds after the last one (with its newer ``received``), so the
     router's ``updated`` lags the newest message by at most ``refresh`` and a sidecar that stopped
     ages out ``stale_after`` after its last message, as before, as long as ``refresh`` is well below
-    ``stale_after``."""
+    ``stale_after``. Such a message is not even decoded: when it is byte for byte the pod's last
+    one but for ``seq`` and ``sentAt``, only those two are read."""
 
     def __init__(
         self,
@@ -139,65 +165,83 @@ class Reader:
         self._write = write
         self.refresh = refresh
         self._clock = clock
-        self._slots: dict[str, int] = {}
+        self._pods: dict[str, _Pod] = {}
+        self._by_layout: dict[bytes, _Pod] = {}  # the bytes before "seq" (pod, epoch) -> its pod
         self._new_keys: list[str] = []
-        self._seq: dict[str, tuple[str, int]] = {}  # pod key -> (epoch, seq) last taken
-        self._pending: dict[int, Load] = {}
-        self._sent: dict[int, tuple[float, Values]] = {}  # slot -> (when, values) last passed on
-        self._held: dict[int, float] = {}  # slot -> received of its newest reading not passed on
-        self._due: list[tuple[float, int]] = []  # (when a held reading is due, slot), a heap
-        self._models: dict[int, tuple[list[str], list[str]]] = {}  # slot -> models last sent
-        self._pending_models: dict[int, tuple[list[str], list[str]]] = {}
+        self._pending: list[_Pod] = []  # pods with a reading for the next batch
+        self._pending_models: list[tuple[int, list[str], list[str]]] = []
+        self._due: list[tuple[float, int, _Pod]] = []  # (when a held reading is due, slot, pod), a heap
         self.ok = self.bad = 0
 
     def handle(self, data: bytes) -> None:
+        parts = split_times(data)
+        if parts is not None:
+            pod = self._by_layout.get(parts[0])
+            if pod is not None and pod.layout is not None and pod.layout[1] == parts[3]:
+                try:
+                    seq, sent_at = int(parts[1]), float(parts[2])
+                except ValueError:
+                    pass
+                else:
+                    self.ok += 1
+                    if seq > pod.seq:
+                        pod.seq = seq
+                        self._hold(pod, time.monotonic() - max(0.0, time.time() - sent_at))
+                    return
         try:
-            decoded = decode(data, time.time(), time.monotonic())
+            key, epoch, seq, load, models, base = decode(data, time.time(), time.monotonic())
         except (ValueError, TypeError, KeyError) as exc:
             self.bad += 1
             log.error("undecodable engine load: %r", exc)
             return
         self.ok += 1
-        key = decoded.key
-        last = self._seq.get(key)
-        if last is not None and last[0] == decoded.epoch and last[1] >= decoded.seq:
-            return  # an older message of the same sidecar (redelivered snapshot)
-        self._seq[key] = (decoded.epoch, decoded.seq)
-        slot = self._slots.get(key)
-        if slot is None:
-            slot = self._slots[key] = len(self._slots)
+        pod = self._pods.get(key)
+        if pod is None:
+            pod = self._pods[key] = _Pod(len(self._pods), epoch, seq)
             self._new_keys.append(key)
-        elif last is not None and last[0] != decoded.epoch:
-            self._models.pop(slot, None)  # a new sidecar: its models are sent again
-            self._sent.pop(slot, None)  # and its load
-        load = decoded.load
-        sent = self._sent.get(slot)
-        if sent is not None and sent[1] == load[1:] and slot not in self._pending:
-            if slot not in self._held:
-                heapq.heappush(self._due, (sent[0] + self.refresh, slot))
-            self._held[slot] = load[0]
+        elif pod.epoch != epoch:  # a new sidecar: its load and models are passed on again
+            pod.epoch, pod.seq, pod.values, pod.models = epoch, seq, None, None
+        elif pod.seq >= seq:
+            return  # an older message of the same sidecar (redelivered snapshot)
         else:
-            self._pending[slot] = load
-            self._held.pop(slot, None)
-        if decoded.models is not None:
-            served = (decoded.models, decoded.base_models)
-            if self._models.get(slot) != served:
-                self._models[slot] = self._pending_models[slot] = served
+            pod.seq = seq
+        if parts is not None:
+            if pod.layout is not None and self._by_layout.get(pod.layout[0]) is pod:
+                del self._by_layout[pod.layout[0]]
+            pod.layout = (parts[0], parts[3])
+            self._by_layout[parts[0]] = pod
+        if pod.pending is None and load[1:] == pod.values:
+            self._hold(pod, load[0])
+        else:
+            if pod.pending is None:
+                self._pending.append(pod)
+            pod.pending, pod.held = load, None
+        if models is not None and pod.models != (models, base):
+            pod.models = (models, base)
+            self._pending_models.append((pod.slot, models, base))
+
+    def _hold(self, pod: _Pod, received: float) -> None:
+        if pod.pending is not None:  # a newer reading of a changed load: it replaces the pending one
+            pod.pending = (received, *pod.pending[1:])
+            return
+        if pod.held is None:
+            heapq.heappush(self._due, (pod.sent + self.refresh, pod.slot, pod))
+        pod.held = received
 
     def _release_due(self, now: float) -> None:
         """Held readings whose refresh is due join the batch."""
-        due, held, sent = self._due, self._held, self._sent
+        due = self._due
         while due and due[0][0] <= now:
-            _, slot = heapq.heappop(due)
-            received = held.get(slot)
-            if received is None:
+            _, slot, pod = heapq.heappop(due)
+            if pod.held is None:
                 continue  # passed on since (changed)
-            when = sent[slot][0] + self.refresh
+            when = pod.sent + self.refresh
             if when > now:  # passed on since, then held again: due later
-                heapq.heappush(due, (when, slot))
+                heapq.heappush(due, (when, slot, pod))
                 continue
-            del held[slot]
-            self._pending[slot] = (received, *sent[slot][1])
+            assert pod.values is not None
+            pod.pending, pod.held = (pod.held, *pod.values), None
+            self._pending.append(pod)
 
     def flush(self) -> None:
         now = self._clock()
@@ -209,15 +253,17 @@ class Reader:
             frames.append(frame(b"K", orjson.dumps(self._new_keys)))
             self._new_keys = []
         if self._pending_models:
-            models = [[slot, m, b] for slot, (m, b) in self._pending_models.items()]
-            frames.append(frame(b"M", orjson.dumps(models)))
-            self._pending_models.clear()
+            frames.append(frame(b"M", orjson.dumps(self._pending_models)))
+            self._pending_models = []
         if self._pending:
-            pack, sent = LOAD.pack, self._sent
-            for slot, load in self._pending.items():
-                sent[slot] = (now, load[1:])
-            frames.append(frame(b"L", b"".join(pack(slot, *load) for slot, load in self._pending.items())))
-            self._pending.clear()
+            pack, records = LOAD.pack, []
+            for pod in self._pending:
+                load = pod.pending
+                assert load is not None
+                records.append(pack(pod.slot, *load))
+                pod.pending, pod.values, pod.sent = None, load[1:], now
+            frames.append(frame(b"L", b"".join(records)))
+            self._pending = []
         frames.append(frame(b"C", COUNTS.pack(self.ok, self.bad)))
         self.ok = self.bad = 0
         self._write(b"".join(frames))
