@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import multiprocessing
 import os
 import random
 import shutil
@@ -38,7 +39,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -116,43 +116,65 @@ def fleet(
 
 
 class LoadPusher:
-    """Every pod's sidecar, in one thread: ``rate`` EngineLoad messages per pod per second."""
+    """Every pod's sidecar, in one process of its own pinned to ``cpu``: ``rate`` EngineLoad messages
+    per pod per second. (A thread of the bench process held the GIL for tens of ms per burst, and the
+    route-change probe's own timings waited behind it.)"""
 
-    def __init__(self, nats_url: str, models: int, pods: int, rate: float) -> None:
-        self.url, self.rate = service_url("runtime", nats_url), rate
-        self.subjects = [load_subject(NAMESPACE, f"model-{p % models}", f"pod-{p}") for p in range(pods)]
-        self.templates = [
-            orjson.dumps({
-                "namespace": NAMESPACE, "pod": f"pod-{p}", "model": f"model-{p % models}", "epoch": "bench",
-                "seq": 0, "sentAt": 0.0, "waiting": 1.0, "running": 2.0, "kvCacheUsage": 0.25,
-            }).replace(b'"seq":0,"sentAt":0.0', b'"seq":%d,"sentAt":%f')
-              .replace(b'"waiting":1.0', b'"waiting":%d')
-            for p in range(pods)
-        ]  # fmt: skip
-        self.sent = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True)
+    def __init__(self, nats_url: str, models: int, pods: int, rate: float, cpu: str) -> None:
+        context = multiprocessing.get_context("spawn")
+        self._sent = context.Value("q", 0)
+        self._stop = context.Event()
+        self._process = context.Process(
+            target=push_load,
+            args=(service_url("runtime", nats_url), models, pods, rate, cpu, self._sent, self._stop),
+            daemon=True,
+        )
+
+    @property
+    def sent(self) -> int:
+        return int(self._sent.value)
 
     def __enter__(self) -> LoadPusher:
-        self._thread.start()
+        self._process.start()
         return self
 
     def __exit__(self, *_: object) -> None:
         self._stop.set()
-        self._thread.join(10)
+        self._process.join(10)
+        if self._process.is_alive():
+            self._process.kill()
+            self._process.join()
 
-    async def _run(self) -> None:
-        nc = await nats.connect(self.url)
-        seq, period = 0, 1.0 / self.rate
-        while not self._stop.is_set():
+
+def push_load(url: str, models: int, pods: int, rate: float, cpu: str, sent: Any, stop: Any) -> None:
+    """The pusher process: one burst of every pod's load per ``1 / rate`` seconds until ``stop``."""
+    with contextlib.suppress(OSError, AttributeError):
+        os.sched_setaffinity(0, {int(cpu)})
+    subjects = [load_subject(NAMESPACE, f"model-{p % models}", f"pod-{p}") for p in range(pods)]
+    templates = [
+        orjson.dumps({
+            "namespace": NAMESPACE, "pod": f"pod-{p}", "model": f"model-{p % models}", "epoch": "bench",
+            "seq": 0, "sentAt": 0.0, "waiting": 1.0, "running": 2.0, "kvCacheUsage": 0.25,
+        }).replace(b'"seq":0,"sentAt":0.0', b'"seq":%d,"sentAt":%f')
+          .replace(b'"waiting":1.0', b'"waiting":%d')
+        for p in range(pods)
+    ]  # fmt: skip
+
+    async def run() -> None:
+        nc = await nats.connect(url)
+        seq, period = 0, 1.0 / rate
+        while not stop.is_set():
             started, seq = time.monotonic(), seq + 1
             now = time.time()
-            for p, (subject, template) in enumerate(zip(self.subjects, self.templates, strict=True)):
+            for p, (subject, template) in enumerate(zip(subjects, templates, strict=True)):
                 await nc.publish(subject, template % (seq, now, (seq + p) % 8))  # a new value each time
             await nc.flush()
-            self.sent += len(self.subjects)
+            with sent.get_lock():
+                sent.value += len(subjects)
             await asyncio.sleep(max(period - (time.monotonic() - started), 0.0))
         await nc.drain()
+
+    asyncio.run(run())
 
 
 def router_metrics(metrics_url: str) -> str:
@@ -206,28 +228,45 @@ async def publish(nats_url: str, objects: list[tuple[str, dict[str, Any]]]) -> N
     await nc.drain()
 
 
-async def route_change_ms(nats_url: str, router_url: str, changes: int) -> list[float]:
-    """Publish a new ModelRoute to the probe server; time until the router serves its model."""
+async def route_change_ms(
+    nats_url: str, debug_url: str, router_url: str, changes: int
+) -> tuple[list[float], list[float]]:
+    """Publish a new ModelRoute to the probe server ``changes`` times; per change, the ms until the
+    router's routing table holds it (its debug view polled back to back from the moment of publishing:
+    the table the request path matches against, read on the same event loop) and until a completion
+    for its model is answered 200 through the router (one request once the route is held: that adds a
+    whole proxied request, engine included, which is the added-latency column's business)."""
     nc = await nats.connect(nats_url)
     js = nc.jetstream()
-    times: list[float] = []
+    routable: list[float] = []
+    answered: list[float] = []
     async with aiohttp.ClientSession() as session:
-        for i in range(changes):
-            model = f"changed-{i}-{time.time_ns()}"
-            body = orjson.dumps({"model": model, "prompt": "hi", "max_tokens": 1})
-            started = time.perf_counter()
-            await publish_objects(js, [("modelroutes", route(model, model, "probe"))])
-            deadline = started + 30
+
+        async def held(url: str, deadline: float) -> float | None:
             while time.perf_counter() < deadline:
-                async with session.post(
-                    router_url, data=body, headers={"Content-Type": "application/json"}
-                ) as r:
+                async with session.get(url) as r:
                     await r.read()
                     if r.status == 200:
-                        times.append((time.perf_counter() - started) * 1000)
-                        break
+                        return time.perf_counter()
+            return None
+
+        for i in range(changes):
+            model = f"changed-{i}-{time.time_ns()}"
+            url = f"{debug_url}/debug/config_dump/namespaces/{NAMESPACE}/modelroutes/{model}"
+            started = time.perf_counter()
+            at, _ = await asyncio.gather(
+                held(url, started + 30), publish_objects(js, [("modelroutes", route(model, model, "probe"))])
+            )
+            if at is None:
+                continue
+            routable.append((at - started) * 1000)
+            body = orjson.dumps({"model": model, "prompt": "hi", "max_tokens": 1})
+            async with session.post(router_url, data=body, headers={"Content-Type": "application/json"}) as r:
+                await r.read()
+                if r.status == 200:
+                    answered.append((time.perf_counter() - started) * 1000)
     await nc.drain()
-    return times
+    return routable, answered
 
 
 def p99(values: list[float]) -> float:
@@ -265,9 +304,9 @@ def measure_fleet(models: int, pods: int, args: argparse.Namespace, work: Path) 
         hung = socket.create_server((HANG_HOST, port), backlog=4096)  # never accepted: engines that hang
         processes_cleanup.append(hung.close)
         asyncio.run(publish(nats_server.url, fleet(models, pods, port, probe_host, args.hang_every)))
-        router_port = free_port()
-        metrics_port = free_port()
+        router_port, metrics_port, debug_port = free_port(), free_port(), free_port()
         env = router_env(nats_server.url, router_port, metrics_port)
+        env["FERRY_ROUTER_DEBUG_PORT"] = str(debug_port)  # the probe reads the routing table there
         started = time.perf_counter()
         router = spawn(f"router-{models}", pinned(router_cpu, ROUTER_ARGV), work / "logs", env)
         processes.append(router)
@@ -282,7 +321,8 @@ def measure_fleet(models: int, pods: int, args: argparse.Namespace, work: Path) 
         body = orjson.dumps({"model": PROBE, "prompt": "hello router", "max_tokens": 4}).decode()
         with contextlib.ExitStack() as pushing:
             if args.push_rate > 0:
-                pusher = pushing.enter_context(LoadPusher(nats_server.url, models, pods, args.push_rate))
+                pusher = LoadPusher(nats_server.url, models, pods, args.push_rate, load_cpu)
+                pushing.enter_context(pusher)
                 time.sleep(2)  # the board takes the pushed load; the scraper stops visiting those pods
                 metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
                 read_before = load_messages_read(router_metrics(metrics_url))
@@ -295,7 +335,10 @@ def measure_fleet(models: int, pods: int, args: argparse.Namespace, work: Path) 
                 read_rate = (load_messages_read(text) - read_before) / args.idle
                 on_push = pushed_endpoints(text)
             # while every engine still pushes its load: what a request and a route change see then
-            changes = asyncio.run(route_change_ms(nats_server.url, router_url, args.changes))
+            debug_url = f"http://127.0.0.1:{debug_port}"
+            changes, answered = asyncio.run(
+                route_change_ms(nats_server.url, debug_url, router_url, args.changes)
+            )
             via = run_wrk(router_url, 1, args.wrk, load_cpu, body)
             # the engine, wrk and the pusher share a core: straight at the engine under the same push
             direct = run_wrk(f"http://{probe_host}:{port}/v1/completions", 1, args.wrk, load_cpu, body)
@@ -305,6 +348,7 @@ def measure_fleet(models: int, pods: int, args: argparse.Namespace, work: Path) 
             f"{push_rate:>6,.0f}/s {read_rate:>6,.0f}/s "
             f"{on_push:>7,} | "
             f"{p99(changes):>10.1f} ms ({len(changes)}/{args.changes}) | "
+            f"{p99(answered):>7.1f} ms ({len(answered)}/{args.changes}) | "
             f"{via.p50_ms - direct.p50_ms:>8.2f} ms"
         )
     finally:
@@ -374,7 +418,7 @@ def main() -> None:
             header = (
                 f"{'models / pods':>16} | {'/readyz':>11} | {'RSS':>9} | {'idle CPU':>9} | "
                 f"{'pushed: router + reader':>16} | {'sent/s':>8} {'read/s':>8} {'on push':>7} | "
-                f"{'route change→routable p99':>26} | {'added p50':>11}"
+                f"{'route change→routable p99':>26} | {'first answer p99':>19} | {'added p50':>11}"
             )
             print(header)
             print("-" * len(header))
