@@ -21,7 +21,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
-from ferry_router.loop_metrics import LoopHistogram
+from ferry_router.loop_metrics import LoopHistogram, LoopHistogramChild
 from ferry_router.state.table import Endpoint, PDSets
 
 TOP_N = 5
@@ -111,6 +111,17 @@ class Scheduler:
         self.preparers = [p for p, _ in scorers if isinstance(p, PreparePlugin)]
         self.nominators = [p for p, _ in scorers if isinstance(p, NominatePlugin)]
         self._rng = rng or random.Random()
+        self._timers: dict[str, tuple[list[LoopHistogramChild], list[LoopHistogramChild]]] = {}
+        """metrics model -> the duration histograms of (filters, scorers), in plugin order."""
+
+    def _timers_of(self, model: str) -> tuple[list[LoopHistogramChild], list[LoopHistogramChild]]:
+        timers = self._timers.get(model)
+        if timers is None:
+            timers = self._timers[model] = (
+                [PLUGIN_DURATION.labels(model, f.name, "filter") for f in self.filters],
+                [PLUGIN_DURATION.labels(model, p.name, "score") for p, _ in self.scorers],
+            )
+        return timers
 
     async def prepare(self, ctx: SchedulingContext, endpoints: Sequence[Endpoint]) -> None:
         for plugin in self.preparers:
@@ -128,19 +139,18 @@ class Scheduler:
         """k random endpoints plus the nominees of :class:`NominatePlugin` scorers (O(k)), in a
         uniformly random order (so ``rank`` needs no shuffle for its random tie-break)."""
         n, k, draw = len(endpoints), self.sample_size, self._rng.random
-        drawn: set[int] = set()
-        picked: list[Endpoint] = []
-        while len(picked) < k:  # k < n: a few redraws at most; draw order is a random order
-            i = int(draw() * n)
-            if i not in drawn:
-                drawn.add(i)
-                picked.append(endpoints[i])
+        # k draws at once, repeats dropped (first kept), then one at a time until k are distinct (k < n:
+        # a few redraws at most): the same draws, in the same order, as drawing one at a time
+        drawn = dict.fromkeys([int(draw() * n) for _ in range(k)])
+        while len(drawn) < k:
+            drawn.setdefault(int(draw() * n))
+        picked = [endpoints[i] for i in drawn]  # draw order is a random order
         if self.nominators:
             if members is None:
                 members = {e.key: e for e in endpoints}
             nominees = [e for plugin in self.nominators for e in plugin.nominate(ctx, members)]
             if nominees:
-                seen = {id(e) for e in picked}  # endpoints are one object per pod
+                seen = set(map(id, picked))  # endpoints are one object per pod
                 for endpoint in nominees:
                     if id(endpoint) not in seen:
                         seen.add(id(endpoint))
@@ -150,10 +160,11 @@ class Scheduler:
         return picked
 
     def _filter(self, ctx: SchedulingContext, candidates: list[Endpoint]) -> list[Endpoint]:
-        for flt in self.filters:
-            start = time.perf_counter()
+        clock = time.perf_counter
+        for flt, timer in zip(self.filters, self._timers_of(ctx.metrics_model)[0], strict=True):
+            start = clock()
             candidates = flt.filter(ctx, candidates)
-            PLUGIN_DURATION.labels(ctx.metrics_model, flt.name, "filter").observe(time.perf_counter() - start)
+            timer.observe(clock() - start)
             if not candidates:
                 raise SchedulingError(f'endpoints have all been filtered out by "{flt.name}"')
         return candidates
@@ -187,15 +198,15 @@ class Scheduler:
         if not self.scorers:
             return candidates[:top]
         totals = [0.0] * len(candidates)
-        for plugin, weight in self.scorers:
-            start = time.perf_counter()
+        clock = time.perf_counter
+        for (plugin, weight), timer in zip(self.scorers, self._timers_of(ctx.metrics_model)[1], strict=True):
+            start = clock()
             scores = plugin.score(ctx, candidates)
-            PLUGIN_DURATION.labels(ctx.metrics_model, plugin.name, "score").observe(
-                time.perf_counter() - start
-            )
-            if weight:
-                for i, value in enumerate(scores):
-                    totals[i] += weight * value
+            timer.observe(clock() - start)
+            if weight == 1:  # x + 1 * v is x + v exactly: the same totals, one multiply fewer
+                totals = [t + v for t, v in zip(totals, scores, strict=True)]
+            elif weight:
+                totals = [t + weight * v for t, v in zip(totals, scores, strict=True)]
         order = sorted(range(len(candidates)), key=totals.__getitem__, reverse=True)
         return [candidates[i] for i in order[:top]]
 

@@ -18,13 +18,13 @@ from ferry_router.state.table import Endpoint
 
 def projected_usage(endpoints: Sequence[Endpoint]) -> list[float]:
     """Each endpoint's KV-cache usage with the requests sent since its reading, within [0, 1]."""
-    per_request = [e.metrics.kv_cache_usage / e.metrics.running for e in endpoints if e.metrics.running > 0]
+    readings = [e.metrics for e in endpoints]
+    per_request = [m.kv_cache_usage / m.running for m in readings if m.running > 0]
     fallback = sum(per_request) / len(per_request) if per_request else 0.0
     usages = []
-    for e in endpoints:
-        m = e.metrics
-        each = m.kv_cache_usage / m.running if m.running > 0 else fallback
-        usage = m.kv_cache_usage + e.unsampled * each
+    for e, m in zip(endpoints, readings, strict=True):
+        usage, running = m.kv_cache_usage, m.running
+        usage += (e.inflight - m.inflight_at_sample) * (usage / running if running > 0 else fallback)
         usages.append(0.0 if usage < 0.0 else 1.0 if usage > 1.0 else usage)
     return usages
 

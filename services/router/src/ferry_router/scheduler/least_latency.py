@@ -32,16 +32,6 @@ def validate_factor(args: dict[str, Any] | None) -> float:
     return value
 
 
-def _projection(endpoint: Endpoint) -> float:
-    """How much the engine's latency has grown since its reading, by its load then and now."""
-    load = endpoint.metrics.running + endpoint.metrics.waiting
-    return max(load + endpoint.unsampled, 1.0) / max(load, 1.0)
-
-
-def _scale(value: float, low: float, high: float) -> float:
-    return 100.0 if high == low else 100.0 * (high - value) / (high - low)
-
-
 class LeastLatency:
     name = "least-latency"
 
@@ -49,19 +39,36 @@ class LeastLatency:
         self.factor = validate_factor(args)
 
     def score(self, ctx: SchedulingContext, endpoints: Sequence[Endpoint]) -> list[float]:
-        growth = [_projection(e) for e in endpoints]
-        readings = [(e.metrics.ttft * g, e.metrics.tpot * g) for e, g in zip(endpoints, growth, strict=True)]
-        measured = [(f, p) for f, p in readings if f > 0 and p > 0]
-        if not measured:
+        # Runs per request on every candidate: one pass reads each endpoint once, and the arithmetic
+        # is written out (``1.0 if x < 1.0 else x`` is ``max(x, 1.0)``, NaN included) -- the same
+        # floats as the formula above, at a third of the calls.
+        ttfts: list[float] = []  # projected; 0.0 where unmeasured
+        tpots: list[float] = []
+        for e in endpoints:
+            m = e.metrics
+            load = m.running + m.waiting
+            now = load + (e.inflight - m.inflight_at_sample)
+            growth = (1.0 if now < 1.0 else now) / (1.0 if load < 1.0 else load)
+            f, p = m.ttft * growth, m.tpot * growth
+            if not (f > 0 and p > 0):
+                f = p = 0.0
+            ttfts.append(f)
+            tpots.append(p)
+        known_f = [f for f in ttfts if f > 0]
+        if not known_f:
             return [50.0] * len(endpoints)
-        ttfts = [f for f, _ in measured]
-        tpots = [p for _, p in measured]
-        lo_f, hi_f, lo_p, hi_p = min(ttfts), max(ttfts), min(tpots), max(tpots)
-        w_f, w_p = self.factor, 1 - self.factor
-        scores = []
-        for f, p in readings:
-            if f <= 0 or p <= 0:
-                scores.append(50.0)
-                continue
-            scores.append(float(int(w_f * _scale(f, lo_f, hi_f) + w_p * _scale(p, lo_p, hi_p))))
-        return scores
+        known_p = [p for p in tpots if p > 0]
+        lo_f, hi_f, lo_p, hi_p = min(known_f), max(known_f), min(known_p), max(known_p)
+        span_f, span_p, w_f, w_p = hi_f - lo_f, hi_p - lo_p, self.factor, 1 - self.factor
+        flat_f, flat_p = hi_f == lo_f, hi_p == lo_p
+        return [
+            float(
+                int(
+                    w_f * (100.0 if flat_f else 100.0 * (hi_f - f) / span_f)
+                    + w_p * (100.0 if flat_p else 100.0 * (hi_p - p) / span_p)
+                )
+            )
+            if f > 0
+            else 50.0
+            for f, p in zip(ttfts, tpots, strict=True)
+        ]

@@ -27,13 +27,14 @@ class LeastRequest:
         self.max_waiting = value if value > 0 else DEFAULT_MAX_WAITING
 
     def filter(self, ctx: SchedulingContext, endpoints: list[Endpoint]) -> list[Endpoint]:
-        return [e for e in endpoints if e.metrics.waiting < self.max_waiting]
+        max_waiting = self.max_waiting
+        return [e for e in endpoints if e.metrics.waiting < max_waiting]
 
     def score(self, ctx: SchedulingContext, endpoints: Sequence[Endpoint]) -> list[float]:
-        bases = [
-            e.inflight + (100 * (e.inflight - e.metrics.running) if e.inflight > e.metrics.running else 0)
-            for e in endpoints
-        ]
+        bases = []
+        for e in endpoints:
+            inflight, running = e.inflight, e.metrics.running
+            bases.append(inflight + (100 * (inflight - running) if inflight > running else 0))
         top = max(bases)
         if top <= 0:
             return [100.0] * len(bases)

@@ -36,7 +36,7 @@ def hash_prompt(model: str, prompt: str, block_size: int, max_blocks: int) -> li
     prev = xxhash.xxh64_intdigest(model.encode())
     hashes: list[int] = []
     for start in range(0, min(len(data), block_size * max_blocks), block_size):
-        prev = xxhash.xxh64_intdigest(str(prev).encode() + data[start : start + block_size])
+        prev = xxhash.xxh64_intdigest(b"%d%b" % (prev, data[start : start + block_size]))
         hashes.append(prev)
     return hashes
 
@@ -61,7 +61,11 @@ class PrefixStore:
                 continue
             lru[key] = None
             self._size += 1
-            owners.setdefault(h, set()).add(endpoint)
+            holders = owners.get(h)
+            if holders is None:
+                owners[h] = {endpoint}
+            else:
+                holders.add(endpoint)
             if len(lru) > self.capacity:
                 (old_model, old_hash), _ = lru.popitem(last=False)
                 self._size -= 1
@@ -128,14 +132,17 @@ class PrefixCache:
         hashes = self._hashes(ctx)
         if not hashes:
             return [0.0] * len(endpoints)
-        keys = [e.key for e in endpoints]
         found = ctx.scratch.pop("prefix_nominees", None)  # this rank's nominees (one use: PD ranks twice)
         if found is None:
-            found = self.store.match(ctx.model, hashes, set(keys), self.top_k)
+            found = self.store.match(ctx.model, hashes, {e.key for e in endpoints}, self.top_k)
         assert isinstance(found, dict)
         n = len(hashes)
         MATCH_RATIO.labels(ctx.metrics_model).observe(max(found.values(), default=0) / n)
-        return [float(int(found.get(key, 0) / n * 100)) for key in keys]
+        if not found:
+            return [0.0] * len(endpoints)
+        # at most topKMatches endpoints score above 0: their scores once, then a lookup per endpoint
+        scores = {key: float(int(blocks / n * 100)) for key, blocks in found.items()}
+        return [scores.get(e.key, 0.0) for e in endpoints]
 
     def nominate(self, ctx: SchedulingContext, members: Mapping[str, Endpoint]) -> list[Endpoint]:
         """The (at most ``topKMatches``) members holding the longest prefix of this prompt: the

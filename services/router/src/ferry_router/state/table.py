@@ -64,10 +64,10 @@ class Endpoint:
     metrics: EndpointMetrics = field(default_factory=EndpointMetrics)
     inflight: int = 0
     servers: set[str] = field(default_factory=set)
+    key: str = field(init=False, repr=False)  # the pod's ``namespace/name``, read per candidate
 
-    @property
-    def key(self) -> str:
-        return self.pod.key
+    def __post_init__(self) -> None:
+        self.key = self.pod.key  # a later ``pod`` is the same pod's next version: the same key
 
     @property
     def unsampled(self) -> int:
