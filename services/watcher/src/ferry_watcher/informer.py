@@ -119,6 +119,7 @@ class Informer:
                 continue
             await self._publisher.publish(event)
             self._remember(event)
+        await self._publisher.flush()  # synced means stored
         OBJECTS.labels(self.resource).set(len(self._known))
         log.info("%s: listed %d objects at rv %s", self.resource, len(items), resource_version)
         return resource_version
@@ -189,6 +190,7 @@ class Informer:
         An entry newer than the list (``listed_at``) was published after the list was taken, so its
         absence from the list proves nothing; it is left alone.
         """
+        await self._publisher.flush()  # the stream read next must hold everything sent
         last = await stored_object(self._js, subject)
         self._forget(subject)
         if last is None or last.deleted or _newer(last.resource_version, listed_at):

@@ -234,6 +234,7 @@ class PodInformer(Informer):
         ``uid/resourceVersion`` as before: its id names the tombstone's stream sequence, or the
         stream would drop it as a duplicate of the first publication (every watcher replica derives
         the same id, so high availability still publishes it once)."""
+        await self._publisher.flush()  # the stream read next must hold everything sent
         try:
             last = await self._js.get_last_msg(OBJECTS_STREAM, event.subject)
             deleted = ObjectEvent.model_validate_json(last.data or b"{}").deleted

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from typing import Any
 
@@ -22,6 +23,8 @@ from ferry_watcher.resources import watched_resources
 from ferry_watcher.settings import WatcherSettings
 
 log = logging.getLogger(__name__)
+FLUSH_ON_STOP = 5.0
+"""Seconds a stopping watcher waits for the acks of what it sent."""
 
 
 async def declare_bus(js: JetStreamContext) -> None:
@@ -90,6 +93,8 @@ async def run(settings: WatcherSettings, stop: asyncio.Event) -> None:
         for task in [*tasks, stopper]:
             task.cancel()
         await asyncio.gather(*tasks, stopper, return_exceptions=True)
+        with contextlib.suppress(TimeoutError):  # what was sent is stored before the connection goes
+            await asyncio.wait_for(publisher.flush(), FLUSH_ON_STOP)
         await probes.stop()
         await api.close()
         await nc.drain()
