@@ -79,8 +79,7 @@ class EventPublisher:
                 event.subject, sent.data, stream=OBJECTS_STREAM, headers=dict(headers)
             )
         except (NatsError, OSError) as exc:  # not even sent (connection down): retried in order below
-            PUBLISH_FAILURES.labels(event.resource).inc()
-            log.warning("publish of %s failed (%s); retrying", event.subject, exc)
+            await self._failed(event, exc)
             ack = None
         task = asyncio.create_task(self._confirm(sent, ack))
         self._confirming.add(task)
@@ -98,13 +97,8 @@ class EventPublisher:
             if ack is not None:
                 try:
                     stored = await asyncio.wait_for(ack, self._timeout)
-                except NoStreamResponseError:
-                    PUBLISH_FAILURES.labels(event.resource).inc()
-                    log.warning("stream %s missing (NATS lost its store?); redeclaring", OBJECTS_STREAM)
-                    await self._redeclare()
                 except (NatsError, TimeoutError, OSError) as exc:
-                    PUBLISH_FAILURES.labels(event.resource).inc()
-                    log.warning("publish of %s failed (%s); retrying", event.subject, exc)
+                    await self._failed(event, exc)
             if stored is None:
                 stored = await self._resend(sent)
             if stored is not None:
@@ -135,19 +129,20 @@ class EventPublisher:
                     event.subject, sent.data, stream=OBJECTS_STREAM, headers=dict(sent.headers),
                     timeout=self._timeout,
                 )  # fmt: skip
-            except NoStreamResponseError:
-                PUBLISH_FAILURES.labels(event.resource).inc()
-                log.warning("stream %s missing (NATS lost its store?); redeclaring", OBJECTS_STREAM)
-                await self._redeclare()
             except (NatsError, TimeoutError, OSError) as exc:
-                PUBLISH_FAILURES.labels(event.resource).inc()
-                log.warning("publish of %s failed (%s); retrying", event.subject, exc)
+                await self._failed(event, exc)
 
-    async def _redeclare(self) -> None:
+    async def _failed(self, event: ObjectEvent, exc: Exception) -> None:
+        """Count and log a failed publish; a missing stream is declared again."""
+        PUBLISH_FAILURES.labels(event.resource).inc()
+        if not isinstance(exc, NoStreamResponseError):
+            log.warning("publish of %s failed (%s); retrying", event.subject, exc)
+            return
+        log.warning("stream %s missing (NATS lost its store?); redeclaring", OBJECTS_STREAM)
         try:
             await declare_streams(self._js)
-        except Exception as exc:
-            log.warning("could not declare streams: %s", exc)
+        except Exception as declare_failure:
+            log.warning("could not declare streams: %s", declare_failure)
 
 
 class _Sent:
