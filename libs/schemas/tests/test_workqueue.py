@@ -52,6 +52,48 @@ async def test_different_keys_run_concurrently_up_to_workers() -> None:
     await asyncio.gather(*tasks)
 
 
+async def test_a_free_worker_takes_the_lowest_priority_key_first() -> None:
+    order: list[str] = []
+    release = asyncio.Event()
+
+    async def reconcile(key: str, _ctx: object) -> None:
+        order.append(key)
+        if key == "busy":
+            await release.wait()
+
+    queue: WorkQueue[str] = WorkQueue(
+        "t", reconcile, workers=1, priority=lambda key: 0 if key[0] == "s" else 1
+    )
+    busy = asyncio.create_task(queue.submit("busy"))
+    await asyncio.sleep(0)
+    waiting = [asyncio.create_task(queue.submit(k)) for k in ("b1", "b2", "s1", "b3", "s2")]
+    await asyncio.sleep(0.01)
+    release.set()
+    await asyncio.gather(busy, *waiting)
+    assert order == ["busy", "s1", "s2", "b1", "b2", "b3"]
+
+
+async def test_adds_while_waiting_for_a_worker_join_the_coming_reconcile() -> None:
+    calls: list[str] = []
+    release = asyncio.Event()
+
+    async def reconcile(key: str, _ctx: object) -> None:
+        calls.append(key)
+        if key == "busy":
+            await release.wait()
+
+    queue: WorkQueue[str] = WorkQueue("t", reconcile, workers=1)
+    busy = asyncio.create_task(queue.submit("busy"))
+    await asyncio.sleep(0)
+    first = asyncio.create_task(queue.submit("a"))
+    await asyncio.sleep(0.01)  # "a" waits for the worker "busy" holds
+    later = [asyncio.create_task(queue.submit("a")) for _ in range(3)]
+    await asyncio.sleep(0)
+    release.set()
+    await asyncio.gather(busy, first, *later)
+    assert calls == ["busy", "a"]
+
+
 async def test_failures_are_retried_until_success_and_waiters_see_only_success() -> None:
     attempts: list[float] = []
 

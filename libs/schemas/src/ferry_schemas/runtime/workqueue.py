@@ -12,6 +12,9 @@
   :meth:`WorkQueue.add` and :meth:`WorkQueue.add_after` are fire-and-forget (resync, re-queues).
 * ``settle`` waits briefly before each reconcile so that a burst of changes of one key (pods of a
   ServingGroup appearing one by one) becomes one reconcile.
+* ``priority`` (lower first) orders keys waiting for a worker; equal priorities run in the order
+  they were queued. The applier gives the owners of pods precedence over their own owners, so work
+  already half done is finished before new work is started.
 
 The OpenTelemetry context of the first add that queued a reconcile is handed to it, so the
 reconcile continues the trace that caused it.
@@ -20,6 +23,8 @@ reconcile continues the trace that caused it.
 from __future__ import annotations
 
 import asyncio
+import heapq
+import itertools
 import logging
 import random
 import time
@@ -80,12 +85,14 @@ class WorkQueue(Generic[K]):
         workers: int = 8,
         settle: float = 0.0,
         backoff: Backoff | None = None,
+        priority: Callable[[K], int] | None = None,
     ) -> None:
         self.name = name
         self._reconcile = reconcile
         self._settle = settle
         self._backoff = backoff or Backoff()
-        self._slots = asyncio.Semaphore(max(1, workers))
+        self._priority = priority or (lambda _: 0)
+        self._slots = PrioritySlots(max(1, workers))
         self._states: dict[K, _KeyState] = {}
         self._delayed = 0
         self._closed = False
@@ -165,19 +172,22 @@ class WorkQueue(Generic[K]):
             while state.queued and not self._closed:
                 if self._settle:
                     await asyncio.sleep(self._settle)  # let a burst of changes join this reconcile
+                await self._slots.acquire(self._priority(key))
+                # taken once a worker is free: adds made while waiting for one join this reconcile
                 waiters, context = state.waiters, state.context
                 state.waiters, state.context, state.queued = [], None, False
-                async with self._slots:
-                    started = time.perf_counter()
-                    try:
-                        await self._reconcile(key, context)
-                    except asyncio.CancelledError:
-                        raise
-                    except Exception as exc:
-                        LATENCY.labels(self.name).observe(time.perf_counter() - started)
-                        self._failed(key, state, exc, waiters, context)
-                        return
+                started = time.perf_counter()
+                try:
+                    await self._reconcile(key, context)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
                     LATENCY.labels(self.name).observe(time.perf_counter() - started)
+                    self._failed(key, state, exc, waiters, context)
+                    return
+                finally:
+                    self._slots.release()
+                LATENCY.labels(self.name).observe(time.perf_counter() - started)
                 RECONCILES.labels(self.name, "ok").inc()
                 if state.failures:
                     log.info("%s: %s reconciled after %d failed attempts", self.name, key, state.failures)
@@ -231,6 +241,37 @@ class WorkQueue(Generic[K]):
         if not state.queued and state.task is None and state.timer is None and self._states.get(key) is state:
             del self._states[key]
             DEPTH.labels(self.name).set(len(self._states))
+
+
+class PrioritySlots:
+    """A semaphore that hands a freed slot to the waiter of the lowest priority (first come first
+    among equals), not simply to the longest waiting one like :class:`asyncio.Semaphore`."""
+
+    def __init__(self, slots: int) -> None:
+        self._free = slots
+        self._waiting: list[tuple[int, int, asyncio.Future[None]]] = []
+        self._arrivals = itertools.count()
+
+    async def acquire(self, priority: int = 0) -> None:
+        if self._free > 0 and not self._waiting:
+            self._free -= 1
+            return
+        turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._waiting, (priority, next(self._arrivals), turn))
+        try:
+            await turn
+        except asyncio.CancelledError:
+            if turn.done() and not turn.cancelled():
+                self.release()  # handed a slot at the moment of cancellation: pass it on
+            raise  # a cancelled waiter left in the heap is skipped by release()
+
+    def release(self) -> None:
+        while self._waiting:
+            _, _, turn = heapq.heappop(self._waiting)
+            if not turn.done():
+                turn.set_result(None)
+                return
+        self._free += 1
 
 
 def _expected(exc: Exception) -> bool:
