@@ -86,6 +86,8 @@ VIEWED = (
     Resource.CONTROLLER_REVISIONS,
 )
 """Every kind the applier writes: its reconciles read them from the view."""
+PODS_OWNERS = frozenset({Resource.MODEL_SERVINGS.value, Resource.LEADER_WORKER_SETS.value})
+"""Owners whose reconcile creates pods: they take a free worker before the owners above them."""
 CHANGES = frozenset({"created", "applied", "pruned", "deleted"})
 """Child actions that are news: a result holding one is published without reading the last one."""
 
@@ -107,6 +109,7 @@ class Applier:
             self._reconcile,
             workers=max(1, settings.concurrency),
             backoff=Backoff(base=settings.backoff, cap=settings.backoff_max),
+            priority=owner_priority,
         )
         self._reconciler: Reconciler | None = None
         self._leases: OwnerLeases | None = None
@@ -437,6 +440,17 @@ class Applier:
             },
         ) as span:
             yield span
+
+
+def owner_priority(key: OwnerRef) -> int:
+    """Which owner a free worker takes first (lower first): a ModelServing before a ModelBooster.
+
+    A burst of new boosters queues their reconciles before any of their ModelServings exists; taken
+    in arrival order, every booster's pods would wait until the last booster's children are written.
+    Finishing the owners already half way down the chain first lets each booster reach its pods
+    sooner, with the same total work.
+    """
+    return 0 if key[0] in PODS_OWNERS else 1
 
 
 def durable_name(base: str, namespace: str) -> str:
