@@ -324,6 +324,12 @@ def main() -> None:
     parent = int(os.environ.get(PARENT_ENV) or os.getppid())
     refresh = float(os.environ.get(REFRESH_ENV) or DEFAULT_REFRESH)
     nats_url, stream, subjects = os.environ["FERRY_NATS_URL"], os.environ[STREAM_ENV], os.environ[FILTER_ENV]
+    try:  # as the router: its socket reads and callbacks in C
+        import uvloop
+
+        uvloop.install()
+    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
+        pass
     asyncio.run(_child(nats_url, stream, subjects, batch, refresh, int(os.environ[FD_ENV]), parent))
 
 

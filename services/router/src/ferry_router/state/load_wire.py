@@ -29,7 +29,7 @@ import secrets
 import ssl
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 from urllib.parse import unquote, urlsplit
 
 import orjson
@@ -38,6 +38,7 @@ from ferry_schemas.runtime.nats_connect import nats_options
 log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT = 5.0
+REQUEST_TIMEOUT = 20.0  # the consumer create request: a busy server (or a starved reader) may take long
 RECONNECT_WAIT = 0.5
 PING_INTERVAL = 10.0
 MAX_OUTSTANDING_PINGS = 2
@@ -95,8 +96,7 @@ class Wire(asyncio.Protocol):
         self._buffer = b""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
 
     def connection_lost(self, exc: Exception | None) -> None:
         for future in (self.info, self.pong, self.reply):
@@ -246,8 +246,7 @@ class LoadSubscription:
             upgraded = await asyncio.wait_for(
                 loop.start_tls(transport, wire, tls, server_hostname=server.host), CONNECT_TIMEOUT
             )
-            assert isinstance(upgraded, asyncio.Transport)
-            wire.transport = upgraded
+            wire.transport = cast(asyncio.Transport, upgraded)
         connect = {
             "verbose": False, "pedantic": False, "tls_required": tls is not None, "name": self.name,
             "lang": "python3", "version": "ferry-load-wire", "protocol": 1, "headers": True,
@@ -282,7 +281,7 @@ class LoadSubscription:
             + request + b"\r\n"
         )  # fmt: skip
         try:
-            answer = orjson.loads(await asyncio.wait_for(wire.reply, CONNECT_TIMEOUT))
+            answer = orjson.loads(await asyncio.wait_for(wire.reply, REQUEST_TIMEOUT))
         finally:
             wire.write(b"UNSUB " + REPLY_SID + b"\r\n")
         if error := answer.get("error"):
