@@ -1,7 +1,9 @@
+from datetime import UTC, datetime
 from typing import Any
 
 from ferry_schemas.bus import ApplyResult, ConversionError, DesiredSet, OwnerKey
 from ferry_status.booster_status import compute_booster_status
+from ferry_status.bus_state import DesiredRecord, ResultRecord
 
 T0, T1 = "2026-01-01T00:00:00Z", "2026-01-02T00:00:00Z"
 
@@ -21,13 +23,22 @@ def owner(generation: int = 1) -> OwnerKey:
     )  # fmt: skip
 
 
-def desired(generation: int = 1, errors: list[ConversionError] | None = None) -> DesiredSet:
+def desired(
+    generation: int = 1, errors: list[ConversionError] | None = None, produced: float | None = None
+) -> DesiredRecord:
     child = {
         "apiVersion": "workload.serving.volcano.sh/v1alpha1",
         "kind": "ModelServing",
         "metadata": {"name": "m-b"},
     }
-    return DesiredSet(owner=owner(generation), children=[] if errors else [child], errors=errors or [])
+    whole = DesiredSet(owner=owner(generation), children=[] if errors else [child], errors=errors or [])
+    if produced is not None:
+        whole.produced_at = datetime.fromtimestamp(produced, UTC)
+    return DesiredRecord.of(whole)
+
+
+def apply_result(**fields: Any) -> ResultRecord:
+    return ResultRecord.of(ApplyResult(**{"owner": owner(), **fields}))
 
 
 def serving(available: bool) -> dict[str, Any]:
@@ -45,7 +56,7 @@ def types(status: dict[str, Any]) -> dict[str, str]:
 
 
 def test_initialized_then_active_with_counts() -> None:
-    result = ApplyResult(owner=owner(), ok=True)
+    result = apply_result(ok=True)
     status = compute_booster_status(booster(), [serving(False)], desired(), result, at=T0)
     assert types(status) == {"Initialized": "True", "Active": "False"}
     status = compute_booster_status(
@@ -68,21 +79,21 @@ def test_converter_error_fails_and_fix_clears_it() -> None:
         {**booster(3), "status": failed},
         [serving(True)],
         desired(3),
-        ApplyResult(owner=owner(3), ok=True),
+        apply_result(owner=owner(3), ok=True),
         at=T1,
     )
     assert types(fixed) == {"Active": "True", "Failed": "False", "Initialized": "True"}
 
 
 def test_apply_failure_fails_and_stale_result_is_ignored() -> None:
-    failed = ApplyResult(owner=owner(1), ok=False, message="422: invalid", permanent=True)
+    failed = apply_result(owner=owner(1), ok=False, message="422: invalid", permanent=True)
     assert types(compute_booster_status(booster(), [], desired(1), failed, at=T0))["Failed"] == "True"
     # a failure of an older generation says nothing about the new desired set
     assert "Failed" not in types(compute_booster_status(booster(2), [], desired(2), failed, at=T0))
 
 
 def test_disaggregated_condition_for_pd_backends() -> None:
-    ok = ApplyResult(owner=owner(), ok=True)
+    ok = apply_result(ok=True)
     assert (
         types(compute_booster_status(booster(pd=True), [serving(False)], desired(), ok, at=T0))[
             "Disaggregated"
@@ -102,7 +113,7 @@ def test_disaggregated_condition_for_pd_backends() -> None:
 
 def test_a_stale_desired_set_never_moves_status_backwards() -> None:
     current = compute_booster_status(
-        booster(3), [serving(True)], desired(3), ApplyResult(owner=owner(3), ok=True)
+        booster(3), [serving(True)], desired(3), apply_result(owner=owner(3), ok=True)
     )
     stale = compute_booster_status({**booster(3), "status": current}, [serving(True)], desired(2), None)
     assert stale["observedGeneration"] == 3
@@ -114,7 +125,7 @@ def test_a_failed_modelserving_fails_its_booster_until_it_recovers() -> None:
     refused["status"]["conditions"].append(
         {"type": "Failed", "status": "True", "reason": "Invalid", "message": 'Pod "m-b-0-x-0-0" is invalid'}
     )
-    ok = ApplyResult(owner=owner(), ok=True)
+    ok = apply_result(ok=True)
     status = compute_booster_status(booster(), [refused], desired(), ok, at=T0)
     failed = next(c for c in status["conditions"] if c["type"] == "Failed")
     assert failed["status"] == "True"
@@ -126,7 +137,7 @@ def test_a_failed_modelserving_fails_its_booster_until_it_recovers() -> None:
 
 
 def test_not_active_says_which_serving_waits_and_why() -> None:
-    ok = ApplyResult(owner=owner(), ok=True)
+    ok = apply_result(ok=True)
     plain = compute_booster_status(booster(), [serving(False)], desired(), ok, pods={"m-b": []}, at=T0)
     assert (
         next(c for c in plain["conditions"] if c["type"] == "Active")["message"]
@@ -154,12 +165,12 @@ def test_a_new_booster_waits_for_its_first_apply_result_but_never_hides_a_failur
     new = booster()
     assert awaiting_first_apply(new, None, None)  # the converter has not answered yet
     assert awaiting_first_apply(new, desired(), None)  # the applier has not answered yet
-    assert not awaiting_first_apply(new, desired(), ApplyResult(owner=owner(), ok=True))
-    assert not awaiting_first_apply(new, desired(), ApplyResult(owner=owner(), ok=False, message="no"))
+    assert not awaiting_first_apply(new, desired(), apply_result(ok=True))
+    assert not awaiting_first_apply(new, desired(), apply_result(ok=False, message="no"))
     failed = desired(errors=[ConversionError(field="spec", message="bad")])
     assert not awaiting_first_apply(new, failed, None)
     # a result for an older generation says nothing about the current children
-    assert awaiting_first_apply(booster(2), desired(2), ApplyResult(owner=owner(1), ok=True))
+    assert awaiting_first_apply(booster(2), desired(2), apply_result(owner=owner(1), ok=True))
     # an object with a status is always reconciled: what it shows must follow every change
     assert not awaiting_first_apply({**new, "status": {"observedGeneration": 1}}, desired(), None)
 
@@ -171,15 +182,13 @@ def test_a_first_status_waits_until_the_view_shows_what_the_apply_created() -> N
     def child(name: str, action: str) -> ChildResult:
         return ChildResult(api_version="v1", kind="Pod", name=name, action=action)  # type: ignore[arg-type]
 
-    applied = ApplyResult(
-        owner=owner(), ok=True, children=[child("p-0", "created"), child("p-1", "unchanged")]
-    )
+    applied = apply_result(ok=True, children=[child("p-0", "created"), child("p-1", "unchanged")])
     new = booster()
     assert awaiting_first_apply(new, desired(), applied, lambda kind, name: False)  # p-0 not seen yet
     assert not awaiting_first_apply(new, desired(), applied, lambda kind, name: name == "p-0")
     # an unchanged child is not waited for, nor is anything after a failure
     assert not awaiting_first_apply(new, desired(), applied, lambda kind, name: name != "p-1")
-    failed = ApplyResult(owner=owner(), ok=False, message="no", children=[child("p-0", "created")])
+    failed = apply_result(ok=False, message="no", children=[child("p-0", "created")])
     assert not awaiting_first_apply(new, desired(), failed, lambda kind, name: False)
     # an object with a status never waits
     assert not awaiting_first_apply({**new, "status": {"x": 1}}, desired(), applied, lambda kind, name: False)
@@ -231,16 +240,13 @@ def test_holds_extend_while_the_pipeline_works_through_a_backlog_and_are_bounded
 
 
 def test_the_last_step_is_the_latest_desired_set_or_result_of_this_object() -> None:
-    from datetime import UTC, datetime
-
     from ferry_status.reconciler import last_step
 
     new = booster()
     assert last_step(new, None, None) is None
-    produced = desired()
-    produced.produced_at = datetime.fromtimestamp(100.0, UTC)
+    produced = desired(produced=100.0)
     assert last_step(new, produced, None) == 100.0
-    applied = ApplyResult(owner=owner(), ok=True, finished_at=datetime.fromtimestamp(150.0, UTC))
+    applied = apply_result(ok=True, finished_at=datetime.fromtimestamp(150.0, UTC))
     assert last_step(new, produced, applied) == 150.0
-    other = ApplyResult(owner=owner().model_copy(update={"uid": "someone-else"}), ok=True)
+    other = apply_result(owner=owner().model_copy(update={"uid": "someone-else"}), ok=True)
     assert last_step(new, produced, other) == 100.0  # a result for an earlier object of that name

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from ferry_schemas.bus import ApplyResult, DesiredSet
 from ferry_schemas.labels import booster_child_name
 
+from ferry_status.bus_state import DesiredRecord, ResultRecord
 from ferry_status.conditions import Condition, condition, find, is_true, merge_condition
 from ferry_status.outcome import Outcome, pipeline_outcome
 
@@ -30,10 +30,10 @@ def backends(booster: JSON) -> list[JSON]:
     return [spec["backend"]] if spec.get("backend") else []
 
 
-def expected_servings(booster: JSON, desired: DesiredSet | None) -> set[str]:
+def expected_servings(booster: JSON, desired: DesiredRecord | None) -> set[str]:
     """ModelServing names this booster should have (from the desired set when there is one)."""
-    if desired is not None and not desired.errors and desired.owner.uid == booster["metadata"].get("uid"):
-        return {c["metadata"]["name"] for c in desired.children if c.get("kind") == "ModelServing"}
+    if desired is not None and not desired.errors and desired.uid == booster["metadata"].get("uid"):
+        return set(desired.servings)
     name = booster["metadata"]["name"]
     return {booster_child_name(name, b.get("name", "")) for b in backends(booster)}
 
@@ -82,8 +82,8 @@ def not_ready_message(by_name: dict[str, JSON], expected: set[str], pods: dict[s
 def compute_booster_status(
     booster: JSON,
     servings: list[JSON],
-    desired: DesiredSet | None,
-    result: ApplyResult | None,
+    desired: DesiredRecord | None,
+    result: ResultRecord | None,
     *,
     pods: dict[str, list[JSON]] | None = None,
     at: str | None = None,
@@ -93,7 +93,7 @@ def compute_booster_status(
     old: JSON = booster.get("status") or {}
     conditions: list[Condition] = list(old.get("conditions") or [])
     seen = int(old.get("observedGeneration") or 0)
-    if desired is not None and desired.owner.uid == meta.get("uid") and desired.owner.generation < seen:
+    if desired is not None and desired.uid == meta.get("uid") and desired.generation < seen:
         desired = None  # a stale replay (e.g. a slow watcher's old event) never moves status backwards
     outcome = pipeline_outcome(booster, desired, result)
     by_name = {s["metadata"]["name"]: s for s in servings}
@@ -142,8 +142,6 @@ def compute_booster_status(
         status[key] = sum(
             int((s.get("status") or {}).get(key) or 0) for s in servings if s["metadata"]["name"] in expected
         )
-    generation = (
-        desired.owner.generation if desired is not None and desired.owner.uid == meta.get("uid") else None
-    )
+    generation = desired.generation if desired is not None and desired.uid == meta.get("uid") else None
     status["observedGeneration"] = generation if generation is not None else old.get("observedGeneration")
     return {k: v for k, v in status.items() if v is not None}

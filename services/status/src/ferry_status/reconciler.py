@@ -17,8 +17,6 @@ from datetime import datetime
 from typing import Any, Literal
 
 from ferry_schemas.bus import (
-    ApplyResult,
-    DesiredSet,
     ObjectEvent,
     Resource,
     content_hash,
@@ -38,7 +36,7 @@ from opentelemetry import trace
 from opentelemetry.context import Context
 
 from ferry_status.booster_status import compute_booster_status
-from ferry_status.bus_state import PipelineView
+from ferry_status.bus_state import DesiredRecord, PipelineView, ResultRecord
 from ferry_status.kube import StatusApi
 from ferry_status.lws_status import compute_lws_status, serving_of
 from ferry_status.metrics import RECONCILE_LATENCY, STATUS_HELD, STATUS_UNCHANGED, STATUS_WRITES
@@ -188,7 +186,7 @@ class StatusReconciler:
         return await self._write(BOOSTERS, booster, status)
 
     def _hold(
-        self, key: Key, obj: JSON, desired: DesiredSet | None, result: ApplyResult | None, shown: Shown
+        self, key: Key, obj: JSON, desired: DesiredRecord | None, result: ResultRecord | None, shown: Shown
     ) -> bool:
         """Whether to hold back the first status of a new object until its apply result and what it
         created are seen (:class:`FirstWriteHolds` says for how long); a sweep reconciles held
@@ -260,7 +258,7 @@ Shown = Callable[[str, str], bool]
 
 
 def awaiting_first_apply(
-    obj: JSON, desired: DesiredSet | None, result: ApplyResult | None, shown: Shown | None = None
+    obj: JSON, desired: DesiredRecord | None, result: ResultRecord | None, shown: Shown | None = None
 ) -> bool:
     """A new object (no status yet) whose children the pipeline has not applied yet, or (``shown``)
     whose successful apply result names a created or applied child the view does not show yet.
@@ -278,19 +276,15 @@ def awaiting_first_apply(
     if obj.get("status"):
         return False
     uid = (obj.get("metadata") or {}).get("uid")
-    if desired is not None and desired.owner.uid != uid:
+    if desired is not None and desired.uid != uid:
         desired = None
     if desired is not None and desired.errors:
         return False
-    if result is None or result.owner.uid != uid:
+    if result is None or result.uid != uid:
         return True
-    if desired is not None and result.owner.generation < desired.owner.generation:
+    if desired is not None and result.generation < desired.generation:
         return True
-    return (
-        shown is not None
-        and result.ok
-        and not all(shown(c.kind, c.name) for c in result.children if c.action in ("created", "applied"))
-    )
+    return shown is not None and result.ok and not all(shown(kind, name) for kind, name in result.shown)
 
 
 def hold_start(obj: JSON, step: float | None = None) -> float | None:
@@ -364,14 +358,14 @@ class FirstWriteHolds:
         return done
 
 
-def last_step(obj: JSON, desired: DesiredSet | None, result: ApplyResult | None) -> float | None:
+def last_step(obj: JSON, desired: DesiredRecord | None, result: ResultRecord | None) -> float | None:
     """When the pipeline last moved for this object: its desired set produced, its apply result."""
     uid = (obj.get("metadata") or {}).get("uid")
     steps = []
-    if desired is not None and desired.owner.uid == uid:
-        steps.append(desired.produced_at.timestamp())
-    if result is not None and result.owner.uid == uid:
-        steps.append(result.finished_at.timestamp())
+    if desired is not None and desired.uid == uid:
+        steps.append(desired.produced_at)
+    if result is not None and result.uid == uid:
+        steps.append(result.finished_at)
     return max(steps, default=None)
 
 
