@@ -181,3 +181,25 @@ def test_a_packed_view_reads_back_exactly_what_it_stored_in_a_fraction_of_the_me
         for name, v in (("parsed", parsed), ("packed", packed))
     }
     assert kept["packed"] * 5 < kept["parsed"], kept
+
+
+def test_the_label_index_keeps_one_name_as_itself_and_forgets_emptied_values(packed: bool) -> None:
+    v = view(packed)
+
+    def add(name: str, app: str) -> None:
+        v.apply(ObjectEvent.from_object("ADDED", "pods", pod(name, "o", {"app": app})))
+
+    add("a", "x")
+    add("b", "x")
+    add("c", "y")
+    index = v._by_label
+    assert index[("pods", "ns", "app", "x")] == {"a", "b"}
+    assert index[("pods", "ns", "app", "y")] == "c"  # a single name is not wrapped in a set
+    v.apply(ObjectEvent.from_object("DELETED", "pods", pod("a", "o", {"app": "x"})))
+    assert index[("pods", "ns", "app", "x")] == "b"
+    assert [p["metadata"]["name"] for p in v.list("pods", "ns", {"app": "x"})] == ["b"]
+    add("b", "y")  # relabelled: leaves x, joins y
+    assert ("pods", "ns", "app", "x") not in index
+    assert index[("pods", "ns", "app", "y")] == {"b", "c"}
+    assert v.list("pods", "ns", {"app": "x"}) == []
+    assert [p["metadata"]["name"] for p in v.list("pods", "ns", {"app": "y"})] == ["b", "c"]

@@ -33,7 +33,7 @@ import asyncio
 import builtins
 import logging
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from typing import Any
 
 from nats.aio.msg import Msg
@@ -95,6 +95,36 @@ def _selected(stored: Obj | Packed, selector: Mapping[str, str] | None) -> bool:
     return all(labels.get(k) == v for k, v in (selector or {}).items())
 
 
+def _names(held: str | set[str] | None) -> Collection[str]:
+    if held is None:
+        return ()
+    return (held,) if isinstance(held, str) else held
+
+
+def _add(index: dict[Any, str | set[str]], key: Any, name: str) -> None:
+    held = index.get(key)
+    if held is None:
+        index[key] = name
+    elif isinstance(held, str):
+        if held != name:
+            index[key] = {held, name}
+    else:
+        held.add(name)
+
+
+def _discard(index: dict[Any, str | set[str]], key: Any, name: str) -> None:
+    held = index.get(key)
+    if isinstance(held, str):
+        if held == name:
+            del index[key]
+    elif held is not None:
+        held.discard(name)
+        if len(held) == 1:
+            index[key] = next(iter(held))
+        elif not held:
+            del index[key]
+
+
 def _same(old: Obj | Packed, new: Obj | Packed) -> bool:
     """The same object but for its resourceVersion."""
     if isinstance(old, Packed) and isinstance(new, Packed):
@@ -128,8 +158,9 @@ class ObjectView:
         self._objects: dict[ObjKey, Obj | Packed] = {}
         self._by_namespace: dict[tuple[str, str], set[str]] = defaultdict(set)
         self._by_owner: dict[str, set[ObjKey]] = defaultdict(set)
-        self._by_label: dict[tuple[str, str, str, str], set[str]] = defaultdict(set)
-        """(resource, namespace, label, value) → names."""
+        self._by_label: dict[tuple[str, str, str, str], str | set[str]] = {}
+        """(resource, namespace, label, value) → names: one name as itself, not as a set (most label
+        values name one object: its uid, its name, its revision; a set costs 216 bytes)."""
         self._counts: dict[str, int] = defaultdict(int)
         self._changed = asyncio.Event()
         self._callbacks: list[ChangeCallback] = []
@@ -156,7 +187,8 @@ class ObjectView:
     ) -> builtins.list[Obj]:
         resource = str(resource)
         if selector:
-            candidates = [self._by_label.get((resource, namespace, k, v), set()) for k, v in selector.items()]
+            index = self._by_label
+            candidates = [_names(index.get((resource, namespace, k, v))) for k, v in selector.items()]
             names = min(candidates, key=len)
         else:
             names = self._by_namespace.get((resource, namespace), set())
@@ -235,10 +267,7 @@ class ObjectView:
                     del self._by_owner[uid]
             self._by_namespace[(event.resource, event.namespace)].discard(event.name)
             for label, value in _labels(old):
-                index = (event.resource, event.namespace, label, str(value))
-                self._by_label[index].discard(event.name)
-                if not self._by_label[index]:
-                    del self._by_label[index]
+                _discard(self._by_label, (event.resource, event.namespace, label, str(value)), event.name)
         if not event.deleted:
             obj = event.object
             meta = obj.get("metadata")
@@ -256,7 +285,7 @@ class ObjectView:
             for uid in _owners(stored):
                 self._by_owner[uid].add(key)
             for label, value in _labels(stored):
-                self._by_label[(event.resource, event.namespace, label, str(value))].add(event.name)
+                _add(self._by_label, (event.resource, event.namespace, label, str(value)), event.name)
         same = old is not None and not event.deleted and _same(old, self._objects[key])
         VIEW_EVENTS.labels(event.resource, event.type).inc()
         if old is None and not event.deleted:
