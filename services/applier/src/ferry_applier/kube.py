@@ -26,7 +26,7 @@ tracer = trace.get_tracer("ferry_applier.kube")
 Obj = dict[str, Any]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Written:
     """One write of a reconcile: the object's resource, namespace and name, and what the view must
     show once it caught up — at least ``resource_version``, or (``deleted_uid``) not that uid."""

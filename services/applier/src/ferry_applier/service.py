@@ -202,6 +202,7 @@ class Applier:
             handler=handler,
             max_deliver=s.max_deliver,
             ack_wait=s.ack_wait,
+            max_ack_pending=s.max_ack_pending,
             batch=s.batch,
         )
 
@@ -249,17 +250,21 @@ class Applier:
             return  # the echo of this replica's own last write: nothing drifted
         assert self.view is not None
         sequence = msg.metadata.sequence.stream
-        if not await self.view.wait_for(event.resource, sequence):
+        resource, namespace, name = event.resource, event.namespace, event.name
+        pod = event if resource == Resource.PODS else None
+        del event  # the whole object: not kept while waiting (thousands of handlers wait in a burst)
+        if not await self.view.wait_for(resource, sequence):
             log.warning(
                 "the view lags behind %s; reconciling from what it holds, again once it holds it", msg.subject
             )
-            self.view.when_holds(event.resource, sequence, lambda: self.queue.add(owner))
-        elif self.view.unchanged(event.resource, event.namespace, event.name, sequence):
+            self.view.when_holds(resource, sequence, lambda: self.queue.add(owner))
+        elif self.view.unchanged(resource, namespace, name, sequence):
             MESSAGES.labels(self.objects_durable, "unchanged").inc()
             return  # a status write or a relist: nothing a reconcile reads (the view keeps) changed
-        if event.resource == Resource.PODS:
-            self._pod_events.add(owner, event)
-        MESSAGES.labels(self.objects_durable, event.resource).inc()
+        if pod is not None:
+            self._pod_events.add(owner, pod)
+            del pod
+        MESSAGES.labels(self.objects_durable, resource).inc()
         await self.queue.submit(owner, context)
 
     async def resync(self) -> int:
@@ -300,6 +305,7 @@ class Applier:
         found = await self._last_desired(resource, namespace, name)
         if found is None:
             self._pod_events.drop(key)
+            self._written.pop(key, None)
             return
         desired, sequence = found
         await self.view.wait_until(lambda: self._caught_up(key), limit=self.settings.view_wait)

@@ -253,6 +253,7 @@ class ConverterService:
                 handler=self._on_event,
                 max_deliver=settings.max_deliver,
                 ack_wait=settings.ack_wait,
+                max_ack_pending=settings.max_ack_pending,
                 batch=settings.batch,
             )
             for resource in RESOURCES

@@ -55,19 +55,26 @@ def object_handler(view: ObjectView, queue: WorkQueue[Key]) -> Handler:
 
     async def handle(msg: Msg, context: Context) -> None:
         try:
-            event = ObjectEvent.model_validate_json(msg.data)
+            resource, keys = _keys_of(msg)
         except ValidationError as exc:
             raise BadMessage(f"not an ObjectEvent: {exc}") from exc
-        keys = keys_for_event(event)
         sequence = msg.metadata.sequence.stream
-        if not await view.wait_for(event.resource, sequence):
+        if not await view.wait_for(resource, sequence):
             log.warning(
                 "view lags behind %s; reconciling from what it holds, again once it does", msg.subject
             )
-            view.when_holds(event.resource, sequence, requeue(queue, keys))
+            view.when_holds(resource, sequence, requeue(queue, keys))
         await asyncio.gather(*(queue.submit(k, context) for k in keys))
 
     return handle
+
+
+def _keys_of(msg: Msg) -> tuple[str, list[Key]]:
+    """The resource of an object message and the status keys it names. The parsed event (the whole
+    object) is not kept: a handler waits until its keys are reconciled, and in a burst thousands wait
+    at once (at 2000 boosters their parsed objects were most of the status service's peak memory)."""
+    event = ObjectEvent.model_validate_json(msg.data)
+    return event.resource, keys_for_event(event)
 
 
 def owner_handler(pipeline: PipelineView, queue: WorkQueue[Key]) -> Handler:
@@ -150,6 +157,7 @@ async def run(settings: StatusSettings, stop: asyncio.Event) -> None:
             max_deliver=settings.max_deliver,
             ack_wait=settings.ack_wait,
             batch=settings.batch,
+            max_ack_pending=settings.max_ack_pending,
         )
         for stream, durable, subject, handler in inputs(view, pipeline, queue)
     ]

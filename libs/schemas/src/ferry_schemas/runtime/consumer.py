@@ -46,6 +46,7 @@ from prometheus_client import Counter, Histogram
 
 from ferry_schemas.bus import DEAD_LETTER_STREAM, MSG_ID_HEADER, DeadLetter, dead_letter_subject
 from ferry_schemas.runtime.jetstream import DEAD_LETTERS, DeadLetterForwarder, record_pending
+from ferry_schemas.runtime.settings import MAX_ACK_PENDING
 from ferry_schemas.runtime.workqueue import Backoff, WorkQueue
 
 log = logging.getLogger(__name__)
@@ -78,7 +79,7 @@ class DurableConsumer:
         max_deliver: int,
         ack_wait: float,
         batch: int = 32,
-        max_ack_pending: int = 1000,
+        max_ack_pending: int = MAX_ACK_PENDING,
         backoff: Backoff | None = None,
     ) -> None:
         self._nc = nc

@@ -62,12 +62,21 @@ def gateway_controller_name() -> str:
     return env_str("FERRY_GATEWAY_CONTROLLER_NAME", DEFAULT_GATEWAY_CONTROLLER)
 
 
+MAX_ACK_PENDING = 256
+"""Each message in flight holds a task, a span, an in-progress timer and its bytes (about 25 KB of
+Python objects in the status service, by ``gc`` census at 500 boosters) until its reconcile is done;
+a burst of 2000 boosters kept the old 1000 per consumer (5 consumers in status) full, which set the
+services' peak memory. The rest of a burst waits in the stream, where it costs nothing; 256 still
+keeps far more keys queued than the 32 reconciles a service runs at once."""
+
+
 @dataclass(frozen=True)
 class ServiceSettings:
     """What every service reads: where NATS is, where to serve probes, how to log.
 
     ``FERRY_NATS_URL`` (or ``NATS_URL``), ``FERRY_PROBE_HOST``/``FERRY_PROBE_PORT`` (``/healthz``,
-    ``/readyz``, ``/metrics``), ``FERRY_LOG_LEVEL``, ``FERRY_MAX_DELIVER``, ``FERRY_ACK_WAIT``.
+    ``/readyz``, ``/metrics``), ``FERRY_LOG_LEVEL``, ``FERRY_MAX_DELIVER``, ``FERRY_ACK_WAIT``,
+    ``FERRY_MAX_ACK_PENDING``.
     """
 
     service: str
@@ -81,3 +90,5 @@ class ServiceSettings:
     log_level: str = field(default_factory=lambda: env_str("FERRY_LOG_LEVEL", "INFO"))
     max_deliver: int = field(default_factory=lambda: env_int("FERRY_MAX_DELIVER", 8))
     ack_wait: float = field(default_factory=lambda: env_float("FERRY_ACK_WAIT", 30.0))
+    max_ack_pending: int = field(default_factory=lambda: env_int("FERRY_MAX_ACK_PENDING", MAX_ACK_PENDING))
+    """Messages of one durable consumer in flight at once (fetched, not yet acked)."""
