@@ -32,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import builtins
 import logging
+import sys
 from collections import defaultdict
 from collections.abc import Callable, Collection, Iterable, Mapping
 from typing import Any
@@ -258,34 +259,36 @@ class ObjectView:
     def apply(self, event: ObjectEvent) -> bool:
         """Apply one change (also how tests feed a view without a bus); True when the object kept is
         the same as before but for its resourceVersion."""
-        key = (event.resource, event.namespace, event.name)
+        # one string object per resource and namespace, not one per object kept (keys, indexes)
+        resource, namespace, name = sys.intern(event.resource), sys.intern(event.namespace), event.name
+        key = (resource, namespace, name)
         old = self._objects.pop(key, None)
         if old is not None:
             for uid in _owners(old):
                 self._by_owner[uid].discard(key)
                 if not self._by_owner[uid]:
                     del self._by_owner[uid]
-            self._by_namespace[(event.resource, event.namespace)].discard(event.name)
+            self._by_namespace[(resource, namespace)].discard(name)
             for label, value in _labels(old):
-                _discard(self._by_label, (event.resource, event.namespace, label, str(value)), event.name)
+                _discard(self._by_label, (resource, namespace, label, str(value)), name)
         if not event.deleted:
             obj = event.object
             meta = obj.get("metadata")
             if (
                 isinstance(meta, dict)
                 and "managedFields" in meta
-                and event.resource not in self._keep_managed_fields
+                and resource not in self._keep_managed_fields
             ):
                 obj = {**obj, "metadata": {k: v for k, v in meta.items() if k != "managedFields"}}
-            if (projection := self._project.get(event.resource)) is not None:
+            if (projection := self._project.get(resource)) is not None:
                 obj = projection(obj)
-            stored = obj if self._packer is None else self._packer.pack(event.resource, obj)
+            stored = obj if self._packer is None else self._packer.pack(resource, obj)
             self._objects[key] = stored
-            self._by_namespace[(event.resource, event.namespace)].add(event.name)
+            self._by_namespace[(resource, namespace)].add(name)
             for uid in _owners(stored):
                 self._by_owner[uid].add(key)
             for label, value in _labels(stored):
-                _add(self._by_label, (event.resource, event.namespace, label, str(value)), event.name)
+                _add(self._by_label, (resource, namespace, label, str(value)), name)
         same = old is not None and not event.deleted and _same(old, self._objects[key])
         VIEW_EVENTS.labels(event.resource, event.type).inc()
         if old is None and not event.deleted:
@@ -327,7 +330,7 @@ class ObjectView:
             VIEW_BAD_EVENTS.labels(resource).inc()
             log.error("view: undecodable %s event on %s: %s", resource, msg.subject, exc)
         else:
-            key = (event.resource, event.namespace, event.name)
+            key = (sys.intern(event.resource), sys.intern(event.namespace), event.name)
             if self.apply(event):
                 self._unchanged[key] = int(msg.metadata.sequence.stream)
             else:
