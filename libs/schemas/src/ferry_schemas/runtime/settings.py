@@ -63,11 +63,11 @@ def gateway_controller_name() -> str:
 
 
 MAX_ACK_PENDING = 256
-"""Each message in flight holds a task, a span, an in-progress timer and its bytes (about 25 KB of
-Python objects in the status service, by ``gc`` census at 500 boosters) until its reconcile is done;
-a burst of 2000 boosters kept the old 1000 per consumer (5 consumers in status) full, which set the
-services' peak memory. The rest of a burst waits in the stream, where it costs nothing; 256 still
-keeps far more keys queued than the 32 reconciles a service runs at once."""
+"""Each message in flight holds its bytes, a task, coroutines, a span and an in-progress timer until
+its reconcile is done (about 300 Python allocations per message in the status service, by a ``gc``
+census at 500 boosters); a burst of 2000 boosters filled the old 1000 per consumer (status has five
+consumers), which set the services' peak memory. The rest of a burst waits in the stream, where it
+costs nothing; 256 still keeps far more keys queued than the 32 reconciles a service runs at once."""
 
 
 @dataclass(frozen=True)
