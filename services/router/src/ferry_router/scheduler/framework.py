@@ -19,6 +19,7 @@ import random
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from operator import add
 from typing import Any, Protocol, runtime_checkable
 
 from ferry_router.loop_metrics import LoopHistogram, LoopHistogramChild
@@ -204,9 +205,9 @@ class Scheduler:
             scores = plugin.score(ctx, candidates)
             timer.observe(clock() - start)
             if weight == 1:  # x + 1 * v is x + v exactly: the same totals, one multiply fewer
-                totals = [t + v for t, v in zip(totals, scores, strict=True)]
+                totals = list(map(add, totals, scores))
             elif weight:
-                totals = [t + weight * v for t, v in zip(totals, scores, strict=True)]
+                totals = list(map(add, totals, map(float(weight).__mul__, scores)))
         order = sorted(range(len(candidates)), key=totals.__getitem__, reverse=True)
         return [candidates[i] for i in order[:top]]
 
