@@ -250,3 +250,35 @@ def test_the_last_step_is_the_latest_desired_set_or_result_of_this_object() -> N
     assert last_step(new, produced, applied) == 150.0
     other = apply_result(owner=owner().model_copy(update={"uid": "someone-else"}), ok=True)
     assert last_step(new, produced, other) == 100.0  # a result for an earlier object of that name
+
+
+def test_a_trigger_names_the_objects_whose_status_it_affects() -> None:
+    from ferry_schemas import labels as L
+    from ferry_schemas.bus import ObjectEvent
+    from ferry_status.reconciler import TRIGGER, keys_for_event
+
+    def keys(resource: str, obj: dict[str, Any]) -> list[tuple[str, str, str]]:
+        event = ObjectEvent.from_object("MODIFIED", resource, {"metadata": {"namespace": "ns"}, **obj})
+        return keys_for_event(TRIGGER.decode(event.model_dump_json().encode()))
+
+    pod_labels = {
+        L.MS_NAME: "mb-main",
+        L.BOOSTER_MANAGED_BY: L.BOOSTER_MANAGED_BY_VALUE,
+        L.BOOSTER_MODEL_NAME: "mb",
+    }
+    pod = {"metadata": {"name": "p", "namespace": "ns", "labels": pod_labels}, "spec": {"containers": []}}
+    assert keys("pods", pod) == [("modelservings", "ns", "mb-main"), ("modelboosters", "ns", "mb")]
+    assert keys("pods", {"metadata": {"name": "p", "namespace": "ns", "labels": None}}) == []
+    refs = [
+        {"kind": "ModelBooster", "name": "mb", "uid": "u", "controller": True},
+        {"kind": "ModelBooster", "name": "other", "uid": "v"},  # not the controller
+    ]
+    serving = {"metadata": {"name": "mb-main", "namespace": "ns", "ownerReferences": refs}, "spec": {"x": 1}}
+    assert keys("modelservings", serving) == [
+        ("modelservings", "ns", "mb-main"),
+        ("modelboosters", "ns", "mb"),
+    ]
+    assert keys("modelboosters", {"metadata": {"name": "mb", "namespace": "ns"}}) == [
+        ("modelboosters", "ns", "mb")
+    ]
+    assert keys("services", {"metadata": {"name": "s", "namespace": "ns"}}) == []

@@ -16,8 +16,8 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any, Literal
 
+import msgspec
 from ferry_schemas.bus import (
-    ObjectEvent,
     Resource,
     content_hash,
     parse_subject,
@@ -57,12 +57,43 @@ SWEEP_MIN = 0.1
 """Seconds between two sweeps of ended holds at the least."""
 
 
-def keys_for_event(event: ObjectEvent) -> list[Key]:
+class _OwnerRef(msgspec.Struct, frozen=True):
+    kind: str = ""
+    name: str = ""
+    controller: bool | None = None
+
+
+class _Meta(msgspec.Struct, frozen=True):
+    labels: dict[str, str] | None = None
+    ownerReferences: tuple[_OwnerRef, ...] | None = None
+
+
+class _Object(msgspec.Struct, frozen=True):
+    metadata: _Meta | None = None
+
+
+class ObjectTrigger(msgspec.Struct, frozen=True):
+    """What a trigger reads of an :class:`~ferry_schemas.bus.ObjectEvent`: which object, its labels
+    and controller references. Decoded alone (msgspec skips the rest of the message), this costs a
+    fraction of validating the whole event (a ModelServing's is several KB), which the view already
+    does for every message: the full parse twice was 7 % of the status service's samples at 2000
+    boosters."""
+
+    resource: str
+    namespace: str
+    name: str
+    object: _Object = _Object()
+
+
+TRIGGER = msgspec.json.Decoder(ObjectTrigger)
+
+
+def keys_for_event(event: ObjectTrigger) -> list[Key]:
     """Which status objects an object change affects."""
-    meta = event.object.get("metadata") or {}
+    meta = event.object.metadata or _Meta()
     keys: list[Key] = []
     if event.resource == Resource.PODS:
-        labels = meta.get("labels") or {}
+        labels = meta.labels or {}
         if labels.get(MS_NAME):
             keys.append((SERVINGS, event.namespace, labels[MS_NAME]))
         if labels.get(BOOSTER_MANAGED_BY) == BOOSTER_MANAGED_BY_VALUE and labels.get(BOOSTER_MODEL_NAME):
@@ -70,11 +101,11 @@ def keys_for_event(event: ObjectEvent) -> list[Key]:
         return keys
     if event.resource == Resource.MODEL_SERVINGS:
         keys.append((SERVINGS, event.namespace, event.name))
-        for ref in meta.get("ownerReferences") or []:
-            if ref.get("kind") == "ModelBooster" and ref.get("controller"):
-                keys.append((BOOSTERS, event.namespace, ref["name"]))
-            elif ref.get("kind") == LWS_KIND and ref.get("controller"):
-                keys.append((LWS, event.namespace, ref["name"]))
+        for ref in meta.ownerReferences or ():
+            if ref.kind == "ModelBooster" and ref.controller:
+                keys.append((BOOSTERS, event.namespace, ref.name))
+            elif ref.kind == LWS_KIND and ref.controller:
+                keys.append((LWS, event.namespace, ref.name))
         return keys
     if event.resource == Resource.MODEL_BOOSTERS:
         return [(BOOSTERS, event.namespace, event.name)]

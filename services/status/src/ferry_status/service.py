@@ -13,13 +13,13 @@ import asyncio
 import logging
 from collections.abc import Callable
 
+import msgspec
 from ferry_schemas.bus import (
     DESIRED_PREFIX,
     DESIRED_STREAM,
     OBJECTS_STREAM,
     RESULTS_PREFIX,
     RESULTS_STREAM,
-    ObjectEvent,
     Resource,
     object_filter,
 )
@@ -31,14 +31,13 @@ from ferry_schemas.runtime.view import ObjectView
 from ferry_schemas.runtime.workqueue import WorkQueue
 from nats.aio.msg import Msg
 from opentelemetry.context import Context
-from pydantic import ValidationError
 
 from ferry_status.bus_state import PipelineView
 from ferry_status.gateway.controller import GatewayStatusController
 from ferry_status.gateway.kube import GatewayApi
 from ferry_status.kube import StatusApi
 from ferry_status.providers import ProviderStatusController
-from ferry_status.reconciler import Key, StatusReconciler, keys_for_event, keys_for_owner_subject
+from ferry_status.reconciler import TRIGGER, Key, StatusReconciler, keys_for_event, keys_for_owner_subject
 from ferry_status.serving_status import pod_kept
 from ferry_status.settings import StatusSettings
 
@@ -55,9 +54,12 @@ def object_handler(view: ObjectView, queue: WorkQueue[Key]) -> Handler:
 
     async def handle(msg: Msg, context: Context) -> None:
         try:
-            resource, keys = _keys_of(msg)
-        except ValidationError as exc:
+            trigger = TRIGGER.decode(msg.data)
+        except msgspec.DecodeError as exc:  # ValidationError included
             raise BadMessage(f"not an ObjectEvent: {exc}") from exc
+        # only the trigger is kept while the handler waits for its reconcile, not the whole object:
+        # in a burst thousands wait at once
+        keys, resource = keys_for_event(trigger), trigger.resource
         sequence = msg.metadata.sequence.stream
         if not await view.wait_for(resource, sequence):
             log.warning(
@@ -67,14 +69,6 @@ def object_handler(view: ObjectView, queue: WorkQueue[Key]) -> Handler:
         await asyncio.gather(*(queue.submit(k, context) for k in keys))
 
     return handle
-
-
-def _keys_of(msg: Msg) -> tuple[str, list[Key]]:
-    """The resource of an object message and the status keys it names. The parsed event (the whole
-    object) is not kept: a handler waits until its keys are reconciled, and in a burst thousands wait
-    at once (at 2000 boosters their parsed objects were most of the status service's peak memory)."""
-    event = ObjectEvent.model_validate_json(msg.data)
-    return event.resource, keys_for_event(event)
 
 
 def owner_handler(pipeline: PipelineView, queue: WorkQueue[Key]) -> Handler:
