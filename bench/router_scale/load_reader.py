@@ -3,9 +3,9 @@
     uv run python bench/router_scale/load_reader.py [--pods 20000] [--rate 1] [--seconds 10]
         [--unchanged] [--python /work/main/.venv/bin/python] [--profile out.txt]
 
-A private nats-server gets ``--pods`` engines' load on ``ferry.load.>`` as their runtime sidecars
-would send it (``--rate`` messages per pod per second; each with a new value, or with
-``--unchanged`` the same load every time: idle engines re-reporting), and one load reader child
+A private nats-server gets ``--pods`` engines' load on ``ferry.load.>`` from ``run.py``'s pusher
+(``--rate`` messages per pod per second; each with a new value, or with ``--unchanged`` the same
+load every time: idle engines re-reporting), and one load reader child
 (``python -m ferry_router.state.load_reader``, run by ``--python``: another worktree's interpreter
 runs that tree's reader, for an A/B in one sitting) reads it as the router's child does, its
 batches read off the pipe here. After a warm-up, over ``--seconds``, it prints the reader's
@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -27,7 +28,6 @@ import time
 from pathlib import Path
 
 import nats
-import orjson
 from ferry_local.binaries import find_binaries
 from ferry_local.natsd import NatsServer, service_url
 from ferry_router.state.load_reader import (
@@ -42,53 +42,11 @@ from ferry_router.state.load_reader import (
     STREAM_ENV,
 )
 from ferry_schemas.bus import LOAD_STREAM
-from ferry_schemas.load import LOAD_FILTER, load_subject
+from ferry_schemas.load import LOAD_FILTER
 from ferry_schemas.runtime.jetstream import declare_streams
 
-NAMESPACE = "bench"
-
-
-class Pusher:
-    """Every pod's sidecar, in one thread: ``rate`` EngineLoad messages per pod per second."""
-
-    def __init__(self, url: str, pods: int, rate: float, *, unchanged: bool) -> None:
-        self.url, self.rate, self.unchanged = url, rate, unchanged
-        self.subjects = [load_subject(NAMESPACE, f"model-{p % 2000}", f"pod-{p}") for p in range(pods)]
-        self.templates = [
-            orjson.dumps({
-                "namespace": NAMESPACE, "pod": f"pod-{p}", "model": f"model-{p % 2000}", "epoch": "bench",
-                "seq": 0, "sentAt": 0.0, "heartbeat": 5.0, "kvCacheUsage": 0.25, "waiting": 1.0,
-                "running": 2.0, "ttft": 0.0, "tpot": 0.0, "series": {}, "models": [f"model-{p % 2000}"],
-                "baseModels": [f"model-{p % 2000}"],
-            }).replace(b'"seq":0,"sentAt":0.0', b'"seq":%d,"sentAt":%f')
-              .replace(b'"waiting":1.0', b'"waiting":%d')
-            for p in range(pods)
-        ]  # fmt: skip
-        self.sent = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True)
-
-    def __enter__(self) -> Pusher:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._stop.set()
-        self._thread.join(10)
-
-    async def _run(self) -> None:
-        nc = await nats.connect(self.url)
-        seq, period = 0, 1.0 / self.rate
-        while not self._stop.is_set():
-            started, seq = time.monotonic(), seq + 1
-            now = time.time()
-            for p, (subject, template) in enumerate(zip(self.subjects, self.templates, strict=True)):
-                waiting = 1 if self.unchanged else (seq + p) % 8
-                await nc.publish(subject, template % (seq, now, waiting))
-            await nc.flush()
-            self.sent += len(self.subjects)
-            await asyncio.sleep(max(period - (time.monotonic() - started), 0.0))
-        await nc.drain()
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from bench.router_scale.run import LoadPusher
 
 
 class Batches:
@@ -161,8 +119,7 @@ def main() -> None:
         )  # fmt: skip
         os.close(write_fd)
         batches = Batches(read_fd)
-        runtime = service_url("runtime", server.url)
-        with Pusher(runtime, args.pods, args.rate, unchanged=args.unchanged) as pusher:
+        with LoadPusher(server.url, 2000, args.pods, args.rate, unchanged=args.unchanged) as pusher:
             time.sleep(args.warmup)
             sent, read, records, cpu = pusher.sent, batches.read, batches.records, cpu_seconds(reader.pid)
             profiler = None
@@ -190,6 +147,7 @@ def main() -> None:
             reader.terminate()
             reader.wait(10)
         server.stop()
+        shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -121,13 +121,15 @@ class LoadPusher:
     probe's own timings waited behind it.) Not pinned: on a core shared with the engine and wrk it
     fell behind its rate on a loaded machine."""
 
-    def __init__(self, nats_url: str, models: int, pods: int, rate: float) -> None:
+    def __init__(
+        self, nats_url: str, models: int, pods: int, rate: float, *, unchanged: bool = False
+    ) -> None:
         context = multiprocessing.get_context("spawn")
         self._sent = context.Value("q", 0)
         self._stop = context.Event()
         self._process = context.Process(
             target=push_load,
-            args=(service_url("runtime", nats_url), models, pods, rate, self._sent, self._stop),
+            args=(service_url("runtime", nats_url), models, pods, rate, self._sent, self._stop, unchanged),
             daemon=True,
         )
 
@@ -152,8 +154,9 @@ class LoadPusher:
             self._process.join()
 
 
-def push_load(url: str, models: int, pods: int, rate: float, sent: Any, stop: Any) -> None:
-    """The pusher process: one burst of every pod's load per ``1 / rate`` seconds until ``stop``."""
+def push_load(url: str, models: int, pods: int, rate: float, sent: Any, stop: Any, unchanged: bool) -> None:
+    """The pusher process: one burst of every pod's load per ``1 / rate`` seconds until ``stop``;
+    each with a new value, or with ``unchanged`` the same every time (idle engines re-reporting)."""
     subjects = [load_subject(NAMESPACE, f"model-{p % models}", f"pod-{p}") for p in range(pods)]
     templates = [
         orjson.dumps({
@@ -171,7 +174,8 @@ def push_load(url: str, models: int, pods: int, rate: float, sent: Any, stop: An
             started, seq = time.monotonic(), seq + 1
             now = time.time()
             for p, (subject, template) in enumerate(zip(subjects, templates, strict=True)):
-                await nc.publish(subject, template % (seq, now, (seq + p) % 8))  # a new value each time
+                waiting = 1 if unchanged else (seq + p) % 8  # a new value each time, or never
+                await nc.publish(subject, template % (seq, now, waiting))
             await nc.flush()
             with sent.get_lock():
                 sent.value += len(subjects)
@@ -325,7 +329,9 @@ def measure_fleet(models: int, pods: int, args: argparse.Namespace, work: Path) 
         body = orjson.dumps({"model": PROBE, "prompt": "hello router", "max_tokens": 4}).decode()
         with contextlib.ExitStack() as pushing:
             if args.push_rate > 0:
-                pusher = LoadPusher(nats_server.url, models, pods, args.push_rate)
+                pusher = LoadPusher(
+                    nats_server.url, models, pods, args.push_rate, unchanged=args.push_unchanged
+                )
                 pushing.enter_context(pusher)
                 time.sleep(2)  # the board takes the pushed load; the scraper stops visiting those pods
                 metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
@@ -413,6 +419,11 @@ def main() -> None:
     parser.add_argument("--skip-fleet", action="store_true", help="only the scheduler table")
     parser.add_argument(
         "--push-rate", type=float, default=1.0, help="pushed load messages per engine per second (0: none)"
+    )
+    parser.add_argument(
+        "--push-unchanged",
+        action="store_true",
+        help="every pushed message repeats the engine's load (idle engines)",
     )
     args = parser.parse_args()
     scales = [tuple(int(x) for x in s.split("x")) for s in args.scales.split(",") if s]

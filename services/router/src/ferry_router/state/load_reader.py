@@ -213,10 +213,12 @@ class Reader:
         else:
             pod.seq = seq
         if parts is not None:
-            if pod.layout is not None and self._by_layout.get(pod.layout[0]) is pod:
-                del self._by_layout[pod.layout[0]]
+            layout = pod.layout
+            if layout is None or layout[0] != parts[0]:  # a new pod or sidecar (epoch)
+                if layout is not None and self._by_layout.get(layout[0]) is pod:
+                    del self._by_layout[layout[0]]
+                self._by_layout[parts[0]] = pod
             pod.layout = (parts[0], parts[3])
-            self._by_layout[parts[0]] = pod
         if pod.pending is None and load[1:] == pod.values:
             self._hold(pod, load[0])
         else:
