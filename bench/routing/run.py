@@ -4,16 +4,18 @@
 
 Kthena's router benchmark, scaled down for 2 cores (bench/routing/README.md says how and why):
 a generated shared-prefix workload (``groups`` x ``per-group`` chat requests; each group shares a
-system prompt of 4,096 tokens (long) or 256 (short); questions of 128 tokens; 256 output tokens;
-shuffled; sent at a fixed rate with a maximum concurrency) against 3 simulated engines (the
-``deepseek-r1-distill-qwen-7b-h100`` profile, prefix caching, KV events) through the real router,
-once per plugin set: Random, LeastRequest, GPU usage, LeastLatency, LeastRequest+PrefixCache,
-LeastRequest+KVCacheAware. Ferry's runtime sidecars bridge the engines' KV events onto NATS.
+system prompt of 4,096 tokens (long, 128-token questions) or 256 (short, 2,048-token questions, as
+Kthena's committed job); 256 output tokens; shuffled; sent at a fixed rate with a maximum
+concurrency) against 3 simulated engines (the ``deepseek-r1-distill-qwen-7b-a100`` profile, blocks
+of 128 as Kthena's, prefix caching, KV events) through the real router, once per plugin set:
+Random, LeastRequest, GPU usage, LeastLatency, LeastRequest+PrefixCache, LeastRequest+KVCacheAware.
+Ferry's runtime sidecars bridge the engines' KV events onto NATS.
 
 Every engine runs ``--time-scale`` times slower than the simulated GPU, so the Python processes'
 own CPU time is small next to a simulated second; all figures are in simulated seconds (wall
-time ÷ scale). Between sets the engines' prefix caches are reset (vLLM's ``/reset_prefix_cache``)
-and a fresh router is started. Prints one table per workload (the median run of each set when a
+time ÷ scale; the router's stream idle timeout and ``pendingTTLSeconds`` are scaled too). Between
+sets the engines' prefix caches are reset (vLLM's ``/reset_prefix_cache``) and a fresh router is
+started. Prints one table per workload (the median run of each set when a
 workload is repeated); asserts nothing.
 """
 
@@ -46,9 +48,14 @@ from bench.fleet import publish_fleet, wait_http  # the repository's root
 
 MODEL = "deepseek-r1-distill-qwen-7b"
 NAMESPACE = "routing-bench"
-PROFILE = "deepseek-r1-distill-qwen-7b-h100"
+PROFILE = "deepseek-r1-distill-qwen-7b-a100"  # README: the GPU whose figures match Kthena's
 KTHENA_GROUPS = 256
 KTHENA_RATE = 800.0
+# (system prompt, question) tokens per workload. The long system prompt and the short one are the
+# blog's; Kthena's committed job (benchmark/kthena-router/job.yaml: system 256, question 2,048) is
+# the short one's question; the long one's is not published and is sglang's default (128) -- a
+# 2,048-token question there would cap KV-aware far below Kthena's 32 req/s (README).
+SHAPES = {"long": (4096, 128), "short": (256, 2048)}
 WORDS = (
     "cache",
     "block",
@@ -87,14 +94,16 @@ PLUGIN_SETS: dict[str, list[tuple[str, int]]] = {
 }
 
 
-def router_yaml(scorers: list[tuple[str, int]]) -> str:
+def router_yaml(scorers: list[tuple[str, int]], block_size: int, scale: float) -> str:
+    """Kthena's plugin arguments; the router's clock is wall time, so its one duration (the pending
+    blocks' TTL, 10 s by default) is scaled like the engines."""
     enabled = "\n".join(f"      - {{name: {name}, weight: {weight}}}" for name, weight in scorers)
     return f"""scheduler:
   pluginConfig:
   - name: prefix-cache
     args: {{blockSizeToHash: 64, maxBlocksToMatch: 128, maxHashCacheSize: 50000, topKMatches: 5}}
   - name: kvcache-aware
-    args: {{blockSizeToHash: 16, maxBlocksToMatch: 128}}
+    args: {{blockSizeToHash: {block_size}, maxBlocksToMatch: 128, pendingTTLSeconds: {10 * scale:g}}}
   - name: least-latency
     args: {{TTFTTPOTWeightFactor: 0.5}}
   plugins:
@@ -174,6 +183,9 @@ async def one_request(
                 await resp.read()
                 return
             async for line in resp.content:
+                if line.startswith(b'data: {"error"'):  # the router cut the stream
+                    out.failed += 1
+                    return
                 if first is None and line.startswith(b"data: {") and b'"content"' in line:
                     first = time.monotonic()
     except (aiohttp.ClientError, TimeoutError):
@@ -241,6 +253,8 @@ class Stack:
     nats_url: str
     hosts: list[str]
     port: int
+    block_size: int
+    scale: float
     processes: list[ManagedProcess] = field(default_factory=list)
 
     def engine_urls(self) -> list[str]:
@@ -248,13 +262,16 @@ class Stack:
 
     def start_router(self, label: str, scorers: list[tuple[str, int]]) -> tuple[ManagedProcess, str]:
         config = self.work / f"router-{len(self.processes)}.yaml"
-        config.write_text(router_yaml(scorers))
+        config.write_text(router_yaml(scorers, self.block_size, self.scale))
         port = free_port()
         env = {
             "FERRY_NATS_URL": self.nats_url,
             "FERRY_ROUTER_PORT": str(port),
             "FERRY_ROUTER_METRICS_PORT": str(free_port()),
             "FERRY_ROUTER_DEBUG_PORT": "-1",
+            # A stream's longest silence is its wait for the first token: scaled like the engines
+            # (the default 120 s cut a slow GPU profile's queued requests at time scale 4).
+            "FERRY_ROUTER_IDLE_TIMEOUT": f"{120 * self.scale:g}s",
             "FERRY_ROUTER_CONFIG": str(config),
             "ACCESS_LOG_ENABLED": "false",
             "FERRY_LOG_LEVEL": "WARNING",
@@ -279,7 +296,8 @@ class Stack:
 def start_stack(args: argparse.Namespace, work: Path, nats_url: str) -> Stack:
     port = free_port()
     subnet = random.randint(30, 230)
-    stack = Stack(work, nats_url, [f"127.{subnet}.9.{i + 2}" for i in range(args.engines)], port)
+    hosts = [f"127.{subnet}.9.{i + 2}" for i in range(args.engines)]
+    stack = Stack(work, nats_url, hosts, port, args.block_size, args.time_scale)
     events = {"enable_kv_cache_events": True, "topic": "kv-events"}
     for i, host in enumerate(stack.hosts):
         zmq_port, replay_port = free_port(), free_port()
@@ -291,7 +309,8 @@ def start_stack(args: argparse.Namespace, work: Path, nats_url: str) -> Stack:
             "--served-model-name", MODEL, "--mock-id", f"engine-{i}", "--sim-profile", args.profile,
             "--time-scale", str(args.time_scale), "--max-num-seqs", str(args.max_num_seqs),
             "--max-num-batched-tokens", str(args.max_num_batched_tokens),
-            "--kv-cache-size", str(args.kv_blocks), "--kv-events-config", config,
+            "--block-size", str(args.block_size), "--kv-cache-size", str(engine_blocks(args)),
+            "--kv-events-config", config,
         ]  # fmt: skip
         engine = spawn(f"engine-{i}", argv, work / "logs", {"FERRY_LOG_LEVEL": "WARNING"})
         stack.processes.append(engine)
@@ -308,6 +327,11 @@ def start_stack(args: argparse.Namespace, work: Path, nats_url: str) -> Stack:
         wait_http(f"http://{host}:{port}/health", f"engine {i}", engine)
     asyncio.run(publish_fleet(nats_url, NAMESPACE, MODEL, stack.hosts, port))
     return stack
+
+
+def engine_blocks(args: argparse.Namespace) -> int:
+    """Each engine's pool in blocks of ``--block-size``: the bytes of ``--kv-blocks`` blocks of 16."""
+    return int(args.kv_blocks * 16 // args.block_size)
 
 
 def run_set(stack: Stack, label: str, workload: Workload, args: argparse.Namespace) -> Outcome:
@@ -385,7 +409,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--groups", type=int, default=64, help="shared-prefix groups (Kthena: 256)")
     parser.add_argument("--per-group", type=int, default=16, help="requests per group (Kthena: 32)")
-    parser.add_argument("--question", type=int, default=128, help="question tokens")
+    parser.add_argument(
+        "--question",
+        type=int,
+        help="question tokens (default: long 128 as sglang's default, short 2,048 as Kthena's job)",
+    )
     parser.add_argument("--output", type=int, default=256, help="output tokens")
     parser.add_argument(
         "--rate", type=float, help="simulated requests/s (default: Kthena's 800 x groups / 256)"
@@ -402,6 +430,12 @@ def main() -> None:
         type=int,
         help="KV blocks of 16 tokens per engine (default: the profile's pool x groups / 256, i.e. "
         "the fraction of a real engine's cache that Kthena's 256 groups had)",
+    )
+    parser.add_argument(
+        "--block-size",
+        type=int,
+        default=128,
+        help="the engines' KV block size and blockSizeToHash (Kthena: 128)",
     )
     parser.add_argument("--time-scale", type=float, default=4.0, help="wall seconds per simulated second")
     parser.add_argument("--workloads", default="long,short")
@@ -429,14 +463,15 @@ def main() -> None:
         stack = start_stack(args, work, nats_url)
         print(
             f"{args.engines} simulated engines ({args.profile}, max-num-seqs {args.max_num_seqs}, "
-            f"max-num-batched-tokens {args.max_num_batched_tokens}, {args.kv_blocks} KV blocks of 16 tokens "
-            f"each), time scale {args.time_scale:g}; "
+            f"max-num-batched-tokens {args.max_num_batched_tokens}, {engine_blocks(args)} KV blocks "
+            f"of {args.block_size} tokens each), time scale {args.time_scale:g}; "
             f"{args.groups} groups x {args.per_group} requests, rate {args.rate:g}/s, "
             f"max concurrency {args.concurrency}"
         )
-        sizes = {"long": 4096, "short": 256}
         for name in args.workloads.split(","):
-            workload = generate(name, args.groups, args.per_group, sizes[name], args.question, args.output)
+            system, question = SHAPES[name]
+            question = args.question or question
+            workload = generate(name, args.groups, args.per_group, system, question, args.output)
             runs: dict[str, list[Outcome]] = {label: [] for label in args.sets.split(",")}
             for round_ in range(repeats.get(name, 1)):  # round-robin: machine load drifts over all sets
                 for label in runs:

@@ -1,0 +1,74 @@
+"""``bench/routing/run.py``'s own parts: the router configuration it writes and how it counts a stream."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from pathlib import Path
+
+import aiohttp
+from aiohttp import web
+from ferry_router.scheduler.config import build_scheduler, parse_config
+from ferry_router.scheduler.kvcache_aware import KVCacheAware
+
+ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path:  # as the benchmark scripts do: ``bench`` lives at the root
+    sys.path.insert(0, str(ROOT))
+run = importlib.import_module("bench.routing.run")
+Outcome, one_request, router_yaml = run.Outcome, run.one_request, run.router_yaml
+
+CUT = b'data: {"error": {"message": "the upstream engine sent nothing for 120s", "type": "server_error"}}\n\n'
+TOKEN = b'data: {"choices": [{"delta": {"content": "cache"}}]}\n\n'
+
+
+def test_the_router_gets_kthenas_kvcache_arguments_with_its_ttl_in_wall_time() -> None:
+    config = parse_config(
+        router_yaml([("least-request", 1), ("kvcache-aware", 1)], block_size=128, scale=4.0)
+    )
+    assert config.args["kvcache-aware"] == {
+        "blockSizeToHash": 128,
+        "maxBlocksToMatch": 128,
+        "pendingTTLSeconds": 40,
+    }
+    plugin = next(p for p, _ in build_scheduler(config).scorers if isinstance(p, KVCacheAware))
+    assert (plugin.block_size, plugin.index.pending_ttl) == (128, 40.0)
+
+
+async def _serve(*chunks: bytes) -> tuple[web.AppRunner, str]:
+    async def handler(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        for chunk in chunks:
+            await response.write(chunk)
+        return response
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    return runner, f"http://127.0.0.1:{port}/v1/chat/completions"
+
+
+async def test_a_stream_the_router_cut_is_a_failed_request_not_a_fast_one() -> None:
+    runner, url = await _serve(TOKEN, CUT)
+    out = Outcome()
+    try:
+        async with aiohttp.ClientSession() as http:
+            await one_request(http, url, [{"role": "user", "content": "q"}], 4, out)
+    finally:
+        await runner.cleanup()
+    assert (out.ok, out.failed, out.e2e) == (0, 1, [])
+
+
+async def test_a_whole_stream_is_timed() -> None:
+    runner, url = await _serve(TOKEN, TOKEN, b"data: [DONE]\n\n")
+    out = Outcome()
+    try:
+        async with aiohttp.ClientSession() as http:
+            await one_request(http, url, [{"role": "user", "content": "q"}], 4, out)
+    finally:
+        await runner.cleanup()
+    assert (out.ok, out.failed, len(out.ttft), len(out.e2e)) == (1, 0, 1, 1)
