@@ -52,23 +52,23 @@ async def _serve(*chunks: bytes) -> tuple[web.AppRunner, str]:
     return runner, f"http://127.0.0.1:{port}/v1/chat/completions"
 
 
-async def test_a_stream_the_router_cut_is_a_failed_request_not_a_fast_one() -> None:
-    runner, url = await _serve(TOKEN, CUT)
+async def _request_through(*chunks: bytes) -> Outcome:
+    """What ``one_request`` records for one stream of these chunks."""
+    runner, url = await _serve(*chunks)
     out = Outcome()
     try:
         async with aiohttp.ClientSession() as http:
             await one_request(http, url, [{"role": "user", "content": "q"}], 4, out)
     finally:
         await runner.cleanup()
+    return out
+
+
+async def test_a_stream_the_router_cut_is_a_failed_request_not_a_fast_one() -> None:
+    out = await _request_through(TOKEN, CUT)
     assert (out.ok, out.failed, out.e2e) == (0, 1, [])
 
 
 async def test_a_whole_stream_is_timed() -> None:
-    runner, url = await _serve(TOKEN, TOKEN, b"data: [DONE]\n\n")
-    out = Outcome()
-    try:
-        async with aiohttp.ClientSession() as http:
-            await one_request(http, url, [{"role": "user", "content": "q"}], 4, out)
-    finally:
-        await runner.cleanup()
+    out = await _request_through(TOKEN, TOKEN, b"data: [DONE]\n\n")
     assert (out.ok, out.failed, len(out.ttft), len(out.e2e)) == (1, 0, 1, 1)
