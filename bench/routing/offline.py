@@ -7,8 +7,8 @@ scale the workload down to fit 2 cores. This script answers the question the sca
 what does the *same simulator* (``ferry_mock_engine.simulator.Simulator``: the same scheduler,
 prefix-cached block pool and step-time profile each engine process runs) give on Kthena's exact
 workload — 256 groups x 32 requests, a 4,096-token system prompt, 800 req/s, at most 300 in flight,
-max-num-batched-tokens 65,536, each engine's whole KV pool? The engines are stepped in virtual time
-by one event loop, so a run takes a few minutes of one core whatever the simulated load.
+max-num-batched-tokens 65,536, blocks of 128, each engine's whole KV pool? The engines are stepped
+in virtual time by one event loop, so a run takes a few minutes of one core whatever the load.
 
 The router is modelled, not run: ``random`` picks uniformly; ``least-request`` and
 ``kvcache-aware`` use Kthena's formulas (least-request: ``inflight + 100*max(inflight - running, 0)``,
@@ -104,11 +104,10 @@ def simulate(policy: str, prompts: list[list[int]], args: argparse.Namespace) ->
         return now
 
     profile = profile_named(args.profile)
-    blocks = args.kv_blocks or profile.kv_cache_blocks
     engines = [
         Simulator(
             profile,
-            BlockPool(blocks, profile.block_size),
+            BlockPool(pool_blocks(args), args.block_size),
             max_num_seqs=args.max_num_seqs,
             max_num_batched_tokens=args.max_num_batched_tokens,
             clock=clock,
@@ -172,15 +171,19 @@ def simulate(policy: str, prompts: list[list[int]], args: argparse.Namespace) ->
     return result
 
 
+def pool_blocks(args: argparse.Namespace) -> int:
+    """Blocks of ``--block-size`` per engine: the same bytes as ``--kv-blocks`` blocks of 16 tokens."""
+    return (args.kv_blocks or profile_named(args.profile).kv_cache_blocks) * 16 // args.block_size
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
 
 
 def report(results: dict[str, Result], args: argparse.Namespace) -> None:
-    blocks = args.kv_blocks or profile_named(args.profile).kv_cache_blocks
     print(
-        f"{args.engines} engines ({args.profile}, {blocks} KV blocks of 16 each, "
+        f"{args.engines} engines ({args.profile}, {pool_blocks(args)} KV blocks of {args.block_size} each, "
         f"max-num-batched-tokens {args.max_num_batched_tokens}); {args.groups} groups x "
         f"{args.per_group}, system prompt {args.system}, question {args.question}, output {args.output}, "
         f"rate {args.rate:g}/s, max concurrency {args.concurrency} (simulated seconds)"
@@ -221,7 +224,15 @@ def main() -> None:
     parser.add_argument("--engines", type=int, default=3)
     parser.add_argument("--max-num-seqs", type=int, default=256)
     parser.add_argument("--max-num-batched-tokens", type=int, default=65536)
-    parser.add_argument("--kv-blocks", type=int, default=0, help="per engine (default: the profile's pool)")
+    parser.add_argument(
+        "--kv-blocks",
+        type=int,
+        default=0,
+        help="per engine, in blocks of 16 tokens (default: the profile's pool)",
+    )
+    parser.add_argument(
+        "--block-size", type=int, default=128, help="the engines' KV block size (Kthena: 128)"
+    )
     parser.add_argument(
         "--pending-ttl", type=float, default=10.0, help="kvcache-aware's pendingTTLSeconds (simulated s)"
     )

@@ -441,7 +441,7 @@ def main() -> None:
     parser.add_argument("--workloads", default="long,short")
     parser.add_argument("--sets", default=",".join(PLUGIN_SETS))
     parser.add_argument(
-        "--repeats", default="long:1,short:3", help="runs per set, per workload; the median run is shown"
+        "--repeats", default="long:1,short:1", help="runs per set, per workload; the median run is shown"
     )
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
     args = parser.parse_args()
