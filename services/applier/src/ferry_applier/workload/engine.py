@@ -178,28 +178,9 @@ class WorkloadEngine:
     async def reconcile(
         self, owner: OwnerKey, workload: ServingWorkload, current_revision: str = ""
     ) -> list[ChildResult]:
-        """Observe, plan, act; returns what was created and deleted.
-
-        The revision's snapshot is written alongside the group's objects, not before them: nothing
-        this reconcile does reads it (the plan knows the new revision from ``workload``), and a
-        ModelServing's first reconcile is then two round trips to the API server (PodGroup and
-        Services, then pods), not three. It is awaited before the reconcile ends, so a failed
-        snapshot write fails the reconcile and is retried like any other.
-        """
+        """Observe, plan, act; returns what was created and deleted."""
         snapshots = await self._snapshots(owner)
-        snapshot = asyncio.create_task(self._ensure_snapshot(owner, workload, snapshots))
-        try:
-            results = await self._act(owner, workload, current_revision, snapshots)
-        except BaseException:
-            snapshot.cancel()
-            await asyncio.gather(snapshot, return_exceptions=True)
-            raise
-        await snapshot
-        return results
-
-    async def _act(
-        self, owner: OwnerKey, workload: ServingWorkload, current_revision: str, snapshots: Snapshots
-    ) -> list[ChildResult]:
+        await self._ensure_snapshot(owner, workload, snapshots)
         ns = owner.namespace
         results: list[ChildResult] = []
         new = self.revision(workload, owner)
