@@ -54,7 +54,7 @@ from typing import Protocol
 import msgspec
 import orjson
 
-# The child imports only what reading the stream needs (asyncio, ssl, orjson; not even nats-py);
+# The child imports only what reading the stream needs (asyncio, ssl, orjson, msgspec; not even nats-py);
 # the bus contracts (pydantic), aiohttp and prometheus_client would double that, and
 # the child's memory counts in the router's. So the router passes the stream and subjects, and
 # the router-side names are imported where the router uses them.
