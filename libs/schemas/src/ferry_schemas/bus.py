@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Literal
 
+import msgspec
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
@@ -230,7 +231,15 @@ class Envelope(BaseModel):
 
     def to_bytes(self) -> bytes:
         """Deterministic JSON (sorted keys) so identical content gives identical bytes."""
-        return canonical_json(self.model_dump(mode="json", exclude_none=True))
+        return WIRE_JSON.encode(self.model_dump(mode="json", exclude_none=True))
+
+
+WIRE_JSON = msgspec.json.Encoder(order="sorted")
+"""The wire form of bus messages: :func:`canonical_json`'s bytes (sorted keys, no spaces, UTF-8
+unescaped), except that a float with an exponent is written ``1e16``, not ``1e+16``. A seventh of
+the cost of ``json.dumps(sort_keys=True)`` (its C encoder still sorts each dict in Python): 245 µs
+for a 4 KB pod, most of the watcher's CPU per event. Hashes keep :func:`canonical_json`, whose bytes
+name revisions stored in the cluster."""
 
 
 def canonical_json(value: Any) -> bytes:
@@ -280,6 +289,24 @@ class ObjectEvent(Envelope):
         """``<uid>/<resourceVersion>/<type>``; a relist re-publishes as SYNC, deduplicated per rv."""
         kind = "DELETED" if self.deleted else "LIVE"
         return f"{self.uid}/{self.resource_version}/{kind}"
+
+    def to_bytes(self) -> bytes:
+        """:meth:`Envelope.to_bytes` without a model dump: the object is a parsed API answer (JSON
+        already), so only the envelope's own fields are converted. The dump copied the whole object
+        (115 µs of a 4 KB pod's 150 µs in the watcher)."""
+        wire: dict[str, Any] = {
+            "type": self.type,
+            "resource": self.resource,
+            "namespace": self.namespace,
+            "name": self.name,
+            "uid": self.uid,
+            "resourceVersion": self.resource_version,
+            "object": self.object,
+            "observedAt": self.observed_at,
+        }
+        if self.generation is not None:
+            wire["generation"] = self.generation
+        return WIRE_JSON.encode(wire)
 
     @classmethod
     def from_object(cls, event_type: EventType, resource: str, obj: dict[str, Any]) -> ObjectEvent:

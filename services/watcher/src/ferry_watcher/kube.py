@@ -7,11 +7,11 @@ and its generated models).
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
+import msgspec
 from ferry_schemas.runtime.kubeconn import ApiError, KubeConnection
 
 JSON = dict[str, Any]
@@ -30,7 +30,7 @@ async def list_objects(
         if cont:
             query.append(("continue", cont))
         resp = await api.request("GET", path, query, limits=aiohttp.ClientTimeout(total=request_timeout))
-        body = json.loads(await resp.read())
+        body = msgspec.json.decode(await resp.read())
         resp.release()
         api_version = body.get("apiVersion", "")
         kind = str(body.get("kind", "")).removesuffix("List")
@@ -71,7 +71,7 @@ async def watch_events(
             line = raw.strip()
             if not line:
                 continue
-            event = json.loads(line)
+            event = msgspec.json.decode(line)
             if event.get("type") == "ERROR":
                 status = event.get("object") or {}
                 reason = f"{status.get('reason')}: {status.get('message')}"
