@@ -214,20 +214,6 @@ OwnerRef = tuple[str, str, str]
 """(resource, namespace, name) of an owner: the work queue's key."""
 
 
-def owner_of(event: ObjectEvent) -> OwnerRef | None:
-    """The owner to re-queue when ``event``'s object changed: its controller reference, or, for a
-    pod without one, the ModelServing its labels name."""
-    meta = event.object.get("metadata") or {}
-    refs = meta.get("ownerReferences") or []
-    for ref in refs:
-        if ref.get("controller") and ref.get("name"):
-            return owner_resource(str(ref.get("kind") or "")), event.namespace, str(ref["name"])
-    name = (meta.get("labels") or {}).get(L.MS_NAME)
-    if event.resource == Resource.PODS and name and not refs:
-        return Resource.MODEL_SERVINGS.value, event.namespace, name
-    return None
-
-
 def owner_resource(kind: str) -> str:
     """The plural resource of an owner kind (Ferry's table, else Kubernetes' regular plural)."""
     try:

