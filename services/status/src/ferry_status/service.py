@@ -37,7 +37,14 @@ from ferry_status.gateway.controller import GatewayStatusController
 from ferry_status.gateway.kube import GatewayApi
 from ferry_status.kube import StatusApi
 from ferry_status.providers import ProviderStatusController
-from ferry_status.reconciler import TRIGGER, Key, StatusReconciler, keys_for_event, keys_for_owner_subject
+from ferry_status.reconciler import (
+    TRIGGER,
+    Key,
+    ObjectTrigger,
+    StatusReconciler,
+    keys_for_event,
+    keys_for_owner_subject,
+)
 from ferry_status.serving_status import pod_kept
 from ferry_status.settings import StatusSettings
 
@@ -49,8 +56,11 @@ READ = (*VIEWED, Resource.LEADER_WORKER_SETS)
 """What reconciles read from the view; TRIGGERS are the object kinds whose changes name keys."""
 
 
-def object_handler(view: ObjectView, queue: WorkQueue[Key]) -> Handler:
-    """An object change: wait for the view to hold it, then reconcile what it affects."""
+def object_handler(
+    view: ObjectView, queue: WorkQueue[Key], own_write: Callable[[ObjectTrigger], bool] | None = None
+) -> Handler:
+    """An object change: wait for the view to hold it, then reconcile what it affects (not the object
+    itself when the change is ``own_write``: our status write coming back; its owner still is)."""
 
     async def handle(msg: Msg, context: Context) -> None:
         try:
@@ -60,6 +70,10 @@ def object_handler(view: ObjectView, queue: WorkQueue[Key]) -> Handler:
         # only the trigger is kept while the handler waits for its reconcile, not the whole object:
         # in a burst thousands wait at once
         keys, resource = keys_for_event(trigger), trigger.resource
+        if own_write is not None and own_write(trigger):
+            keys = [key for key in keys if key != (resource, trigger.namespace, trigger.name)]
+        if not keys:
+            return
         sequence = msg.metadata.sequence.stream
         if not await view.wait_for(resource, sequence):
             log.warning(
@@ -102,10 +116,13 @@ def requeue(queue: WorkQueue[Key], keys: list[Key]) -> Callable[[], None]:
 
 
 def inputs(
-    view: ObjectView, pipeline: PipelineView, queue: WorkQueue[Key]
+    view: ObjectView,
+    pipeline: PipelineView,
+    queue: WorkQueue[Key],
+    own_write: Callable[[ObjectTrigger], bool] | None = None,
 ) -> list[tuple[str, str, str, Handler]]:
     """(stream, durable, filter subject, handler) for each input."""
-    on_object, on_owner = object_handler(view, queue), owner_handler(pipeline, queue)
+    on_object, on_owner = object_handler(view, queue, own_write), owner_handler(pipeline, queue)
     return [
         *(
             (OBJECTS_STREAM, f"ferry-status-{resource}", object_filter(resource), on_object)
@@ -153,7 +170,7 @@ async def run(settings: StatusSettings, stop: asyncio.Event) -> None:
             batch=settings.batch,
             max_ack_pending=settings.max_ack_pending,
         )
-        for stream, durable, subject, handler in inputs(view, pipeline, queue)
+        for stream, durable, subject, handler in inputs(view, pipeline, queue, reconciler.own_write)
     ]
 
     def ready() -> bool:
