@@ -142,12 +142,30 @@ def labels(obj: JSON | None) -> dict[str, str]:
     return dict(((obj or {}).get("metadata") or {}).get("labels") or {})
 
 
+def current_pod(cluster: Cluster, name: str) -> JSON:
+    """Pod ``name`` once it is the current ModelServing's.
+
+    The ModelServing deleted by hand above came back as a new object, and its old pod of the same
+    name stays until the garbage collector removes it: on a stack whose kube-controller-manager
+    started before Ferry's CRDs were installed, that waits for the collector's next resync (every
+    30 s; until then it logs "unable to get REST mapping" for ModelServing). The applier rightly
+    leaves a pod that is not its owner's alone, and the collector then replaces it.
+    """
+
+    def found() -> JSON | None:
+        serving, pod = cluster.get("ModelServing", SERVING), cluster.get("Pod", name)
+        refs = ((pod or {}).get("metadata") or {}).get("ownerReferences") or []
+        return pod if serving and any(ref.get("uid") == uid(serving) for ref in refs) else None
+
+    return eventually(found, REPAIR, f"pod {name} of the current {SERVING}")
+
+
 def test_a_pod_whose_labels_were_edited_by_hand_gets_them_back(
     cluster: Cluster, deployed: dict[str, str]
 ) -> None:
     """Routing and ModelServers select pods by these labels: they are applied again, in place."""
     name = deployed["Pod"]
-    pod = eventually(lambda: cluster.get("Pod", name), REPAIR, f"pod {name}")
+    pod = current_pod(cluster, name)
     wanted = {key: labels(pod)[key] for key in (L.MS_NAME, L.MS_ROLE, L.MS_REVISION)}
     cluster.patch("Pod", name, {"metadata": {"labels": {L.MS_NAME: None, L.MS_ROLE: "hand-edited"}}})
     # (no check that the labels are gone: the repair can land before kubectl's next read)
@@ -167,7 +185,7 @@ def test_a_pod_whose_image_was_edited_by_hand_is_replaced_from_its_revision(
     cluster: Cluster, deployed: dict[str, str]
 ) -> None:
     name = deployed["Pod"]
-    pod = eventually(lambda: cluster.get("Pod", name), REPAIR, f"pod {name}")
+    pod = current_pod(cluster, name)
     containers = pod["spec"]["containers"]
     original = containers[0]["image"]
     edited = [dict(c) for c in containers]

@@ -785,6 +785,48 @@ async def test_partition_keeps_the_first_groups_on_the_old_template_even_when_re
     }
 
 
+async def test_no_pod_is_created_while_its_revision_snapshot_is_refused(harness: Harness) -> None:
+    """The snapshot is written alongside the group's PodGroup and Services, and the pods wait for it.
+
+    A ModelServing deleted and recreated under its name finds the old incarnation's snapshot of the
+    same name until the garbage collector removes it, and the API server refuses the new one (a
+    ControllerRevision's data is immutable): no pod is created from a revision whose snapshot was
+    not written, and once the old one is gone the next reconcile writes both.
+    """
+    h = harness
+    h.cluster.apply(serving_manifest("snap", 1))
+    obj = h.cluster.get("ModelServing", "snap")
+    assert obj is not None
+    desired = desired_serving(obj)
+    assert desired.workload is not None
+    name = f"snap-{desired.workload.revision}"
+    h.cluster.apply(
+        {
+            "apiVersion": "apps/v1",
+            "kind": "ControllerRevision",
+            "metadata": {"name": name, "namespace": h.namespace},
+            "revision": 1,
+            "data": {"workload": {"replicas": 0}},
+        }
+    )
+    await h.publish_desired(desired)
+    await h.idle()
+    result = await h.result(desired.owner)
+    assert result is not None
+    assert not result.ok
+    assert name in result.message
+    assert h.cluster.get("PodGroup", "snap-0") is not None  # written alongside the refused snapshot
+    assert h.pods("snap") == {}
+
+    h.cluster.kube.kubectl_run("delete", "controllerrevision", name, "-n", h.namespace, "--wait")
+    await h.applier.resync()
+    await h.settle()
+    assert set(h.pods("snap")) == {"snap-0-prefill-0-0", "snap-0-prefill-0-1", "snap-0-decode-0-0"}
+    done = h.cluster.kube.kubectl_run("get", "controllerrevision", name, "-n", h.namespace, "-o", "json")
+    (ref,) = json.loads(done.stdout)["metadata"]["ownerReferences"]
+    assert ref["uid"] == obj["metadata"]["uid"]
+
+
 async def test_owner_leases_serialise_replicas_and_expire(nats_url: str) -> None:
     nc = await nats.connect(nats_url)
     try:

@@ -12,7 +12,7 @@ import asyncio
 import logging
 import uuid
 from collections import Counter, OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from ferry_schemas import labels as L
@@ -178,9 +178,34 @@ class WorkloadEngine:
     async def reconcile(
         self, owner: OwnerKey, workload: ServingWorkload, current_revision: str = ""
     ) -> list[ChildResult]:
-        """Observe, plan, act; returns what was created and deleted."""
+        """Observe, plan, act; returns what was created and deleted.
+
+        The revision's snapshot is written alongside the group's PodGroup and Services (nothing this
+        reconcile reads needs it: the plan knows the new revision from ``workload``) and awaited
+        before any pod is created, so a ModelServing's first reconcile is two round trips before
+        its pods, not three, and no pod is ever created while its revision's snapshot failed to be
+        written (a recreated ModelServing's snapshot is refused while the old incarnation's one of
+        the same name waits for the garbage collector: its pods must wait too).
+        """
         snapshots = await self._snapshots(owner)
-        await self._ensure_snapshot(owner, workload, snapshots)
+        snapshot = asyncio.ensure_future(self._ensure_snapshot(owner, workload, snapshots))
+        try:
+            results = await self._act(owner, workload, current_revision, snapshots, snapshot)
+            await snapshot
+        finally:
+            if not snapshot.done():
+                snapshot.cancel()
+            await asyncio.gather(snapshot, return_exceptions=True)
+        return results
+
+    async def _act(
+        self,
+        owner: OwnerKey,
+        workload: ServingWorkload,
+        current_revision: str,
+        snapshots: Snapshots,
+        snapshot: Awaitable[None],
+    ) -> list[ChildResult]:
         ns = owner.namespace
         results: list[ChildResult] = []
         new = self.revision(workload, owner)
@@ -207,7 +232,9 @@ class WorkloadEngine:
 
         for action in plan.actions:
             log.info("%s/%s: %s", owner.namespace, owner.name, action)
-            results += await self._execute(owner, action, workloads, new.name, plan.groups, taken_names)
+            results += await self._execute(
+                owner, action, workloads, new.name, plan.groups, taken_names, snapshot
+            )
 
         rendered = self._renderings(owner, workloads, new.name)
         results += await self._sync_group_objects(owner, plan.groups, new, rendered)
@@ -295,7 +322,9 @@ class WorkloadEngine:
         new: str,
         groups: list[GroupState],
         taken: set[str],
+        before_pods: Awaitable[None],
     ) -> list[ChildResult]:
+        """Carry out one action; ``before_pods`` is awaited before any pod is created."""
         ns = owner.namespace
         ordinal = action.ordinal if isinstance(action, CreateGroup | DeleteGroup) else action.group
         group_name = L.group_name(owner.name, ordinal)
@@ -311,6 +340,7 @@ class WorkloadEngine:
             wanted = [obj for obj in ordered if _wanted(obj, taken)]
             first = [obj for obj in wanted if obj.get("kind") != "Pod"]
             created = await self._create_all(owner, first, taken)
+            await before_pods
             created += await self._create_all(
                 owner, [obj for obj in wanted if obj.get("kind") == "Pod"], taken
             )
@@ -327,6 +357,7 @@ class WorkloadEngine:
             group_id, instance_id = incarnations_for(groups, action)
             for obj in objects:
                 stamp(obj, group_id, instance_id)
+            await before_pods
             return await self._create_all(owner, [obj for obj in objects if name_of(obj) not in taken], taken)
         if isinstance(action, DeleteGroup):
             await self.delete_group(owner, action.ordinal)
