@@ -213,6 +213,26 @@ def _inject_env(containers: list[dict[str, Any]], values: dict[str, str]) -> Non
         container["env"] = env
 
 
+def _template_hash(bp: dict[str, Any], role: dict[str, Any]) -> str:
+    """The role's template hash as the blueprint recorded it (computed only for a role it lacks)."""
+    hashes = bp["roleTemplateHashes"]
+    name = role.get("name", "")
+    return str(hashes[name]) if name in hashes else role_template_hash(role)
+
+
+def _json_copy(value: Any) -> Any:
+    """A deep copy of JSON data (dicts, lists, scalars), as :func:`copy.deepcopy` makes it, without
+    its memo bookkeeping (a pod template's copy was most of rendering a pod); other values are
+    deep-copied."""
+    if type(value) is dict:
+        return {key: _json_copy(item) for key, item in value.items()}
+    if type(value) is list:
+        return [_json_copy(item) for item in value]
+    if value is None or type(value) in (str, int, float, bool):
+        return value
+    return copy.deepcopy(value)
+
+
 def render_pod(
     bp: dict[str, Any], revision: str, ordinal: int, role: dict[str, Any], role_ordinal: int, index: int
 ) -> dict[str, Any]:
@@ -234,12 +254,12 @@ def render_pod(
         L.MS_ROLE: role_name,
         L.MS_ROLE_ID: rid,
         L.MS_REVISION: revision,
-        L.MS_ROLE_TEMPLATE_HASH: bp["roleTemplateHashes"].get(role_name, role_template_hash(role)),
+        L.MS_ROLE_TEMPLATE_HASH: _template_hash(bp, role),
     }
     if entry:
         labels[L.MS_ENTRY] = L.ENTRY_VALUE
     annotations = dict(template_meta.get("annotations") or {})
-    spec = copy.deepcopy(template.get("spec") or {})
+    spec = _json_copy(template.get("spec") or {})
     if bp.get("schedulerName"):
         spec["schedulerName"] = bp["schedulerName"]
     else:
