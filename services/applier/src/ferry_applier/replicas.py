@@ -133,7 +133,7 @@ async def apply_autoscaled(kube: KubeClient, body: Obj, previous: Obj | None) ->
     if previous is None:
         previous = await kube.get(kind_of(body), body["metadata"]["namespace"], body["metadata"]["name"])
     if previous is None:
-        previous = await kube.apply(body)  # created with the initial replicas
+        previous = await kube.apply(body, whole=True)  # created with the initial replicas
     if owns_replicas(previous, kube.field_manager):
         current = (previous.get("spec") or {}).get("replicas", (body.get("spec") or {}).get("replicas"))
         await kube.apply(replicas_only(body, current), field_manager=REPLICAS_MANAGER)
