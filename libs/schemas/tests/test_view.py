@@ -61,6 +61,18 @@ def test_get_list_and_owner_index_follow_changes(packed: bool) -> None:
     assert seen == ["ADDED a", "ADDED b", "ADDED c", "MODIFIED a", "DELETED a"]
 
 
+def test_stamp_is_the_uid_and_resource_version_get_shows(packed: bool) -> None:
+    v = view(packed)
+    assert v.stamp("pods", "ns", "a") is None
+    changed = pod("a", "o1", {})
+    changed["metadata"]["resourceVersion"] = "7"
+    v.apply(ObjectEvent.from_object("ADDED", "pods", changed))
+    meta = v.get("pods", "ns", "a")["metadata"]  # type: ignore[index]
+    assert v.stamp("pods", "ns", "a") == (meta["uid"], meta["resourceVersion"]) == ("uid-a", "7")
+    v.apply(ObjectEvent.from_object("DELETED", "pods", changed))
+    assert v.stamp("pods", "ns", "a") is None
+
+
 def test_a_failing_callback_does_not_stop_the_view(packed: bool) -> None:
     v = view(packed)
 

@@ -378,12 +378,11 @@ class Applier:
         """Whether the view shows every write of the owner's previous reconcile."""
         assert self.view is not None
         for written in self._written.get(key, ()):
-            obj = self.view.get(written.resource, written.namespace, written.name)
-            meta = (obj or {}).get("metadata") or {}
+            stamp = self.view.stamp(written.resource, written.namespace, written.name)
             if written.deleted_uid:
-                if meta.get("uid") == written.deleted_uid:
+                if stamp is not None and stamp[0] == written.deleted_uid:
                     return False
-            elif obj is None or _revision(meta.get("resourceVersion")) < written.resource_version:
+            elif stamp is None or _revision(stamp[1]) < written.resource_version:
                 return False
         return True
 

@@ -13,11 +13,12 @@ the writers' barriers read (uid, resourceVersion, labels, owner uids) stay decod
 
 from __future__ import annotations
 
-import json
 import sys
 import zlib
 from collections import OrderedDict
 from typing import Any
+
+import orjson
 
 Obj = dict[str, Any]
 
@@ -63,10 +64,10 @@ class PackedStore:
     def pack(self, resource: str, obj: Obj) -> Packed:
         meta = obj.get("metadata") or {}
         version = str(meta.get("resourceVersion") or "")
-        body = json.dumps(
+        body = orjson.dumps(  # a ModelServing ~100 µs with json.dumps, a few with orjson
             {**obj, "metadata": {k: v for k, v in meta.items() if k != "resourceVersion"}},
-            separators=(",", ":"),
-        ).encode()
+            option=orjson.OPT_NON_STR_KEYS,
+        )
         dictionary = self._dictionaries.setdefault(resource, body[-DICTIONARY_LIMIT:])
         deflate = zlib.compressobj(LEVEL, zdict=dictionary)
         labels = tuple(_text(part) for pair in (meta.get("labels") or {}).items() for part in pair)
@@ -83,7 +84,7 @@ class PackedStore:
             self._decoded.move_to_end(id(packed))
             return found[1]
         inflate = zlib.decompressobj(zdict=self._dictionaries[resource])
-        obj: Obj = json.loads(inflate.decompress(packed.blob) + inflate.flush())
+        obj: Obj = orjson.loads(inflate.decompress(packed.blob) + inflate.flush())
         if packed.version:
             obj.setdefault("metadata", {})["resourceVersion"] = packed.version
         self._remember(packed, obj)

@@ -183,6 +183,17 @@ class ObjectView:
         stored = self._objects.get(key)
         return None if stored is None else self._read(key, stored)
 
+    def stamp(self, resource: str, namespace: str, name: str) -> tuple[str, str] | None:
+        """The object's uid and resourceVersion, without decoding a packed object (what a writer's
+        barrier compares, re-checked on every change while it waits); None when it is not held."""
+        stored = self._objects.get((str(resource), namespace, name))
+        if stored is None:
+            return None
+        if isinstance(stored, Packed):
+            return stored.uid, stored.version
+        meta = stored.get("metadata") or {}
+        return str(meta.get("uid") or ""), str(meta.get("resourceVersion") or "")
+
     def list(
         self, resource: str, namespace: str, selector: Mapping[str, str] | None = None
     ) -> builtins.list[Obj]:
