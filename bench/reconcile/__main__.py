@@ -63,6 +63,8 @@ IN_FLIGHT = 32
 """Booster creates in flight at once over one connection pool (kubectl creates one at a time)."""
 RETRIED = {429, 500, 503, 504}
 """Answers a create is retried on (API Priority and Fairness rejecting, the server busy)."""
+GC_PROBE_LIMIT = 120.0
+"""Seconds to wait for the garbage collector to follow the owners of Ferry's children."""
 EVENTS_SETTLE = 5.0
 EVENTS_DRAIN_LIMIT = 60.0
 """After the run: Event writes are counted once none came for EVENTS_SETTLE s (at most this long)."""
@@ -92,6 +94,60 @@ async def create_all(api: KubeConnection, items: list[JSON], in_flight: int) -> 
                 await asyncio.sleep(min(1.0, 0.05 * 2**attempt))
 
     await asyncio.gather(*(create(obj) for obj in items))
+
+
+def gc_probes(namespace: str) -> list[JSON]:
+    """A ModelBooster and a ModelServing owned by a ConfigMap that never existed."""
+    dangling = [{"apiVersion": "v1", "kind": "ConfigMap", "name": "gone", "uid": str(uuid.uuid4())}]
+    serving = {
+        "apiVersion": L.WORKLOAD_API_VERSION,
+        "kind": "ModelServing",
+        "metadata": {"name": "gc-probe", "namespace": namespace},
+        "spec": {
+            "template": {
+                "roles": [
+                    {
+                        "name": "leader",
+                        "workerReplicas": 0,
+                        "entryTemplate": {"spec": {"containers": [{"name": "c", "image": "probe"}]}},
+                    }
+                ]
+            }
+        },
+    }
+    probes = [booster("gc-probe", namespace), serving]
+    for probe in probes:
+        probe["metadata"]["ownerReferences"] = dangling
+    return probes
+
+
+def wait_for_garbage_collector(kube: KubeEnv, limit: float = GC_PROBE_LIMIT) -> float:
+    """Wait until the garbage collector follows ModelBoosters and ModelServings (the owners of every
+    child Ferry creates); the seconds waited.
+
+    On a new stack it starts following freshly installed CRDs only at its next discovery (every
+    30 s); until then each child a burst creates makes it GET the child's owner, 0 to 2 GETs per
+    booster from run to run, and those GETs and its catching up were counted as Ferry's. A cluster's
+    collector follows them long before. It deletes an object whose owner does not exist once it
+    follows that object's kind: one probe of each kind, owned by a ConfigMap that never existed.
+    """
+    started = time.monotonic()
+    namespace = f"bench-gc-{uuid.uuid4().hex[:6]}"
+    kube.kubectl_run("create", "namespace", namespace)
+    try:
+        probes = gc_probes(namespace)
+        kube.kubectl_run(
+            "create", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": probes})
+        )
+        names = [f"{p['kind'].lower()}/{p['metadata']['name']}" for p in probes]
+        while time.monotonic() - started < limit:
+            left = kube.kubectl_run("get", *names, "-n", namespace, "-o", "name", "--ignore-not-found")
+            if not left.stdout.strip():
+                break
+            time.sleep(1.0)
+    finally:
+        kube.kubectl_run("delete", "namespace", namespace, "--wait=false", check=False)
+    return time.monotonic() - started
 
 
 def expected_children(name: str) -> set[str]:
@@ -521,6 +577,10 @@ def main() -> None:
     info_for_crds = StackInfo(state_dir="", kubeconfig=str(kube.kubeconfig), kubectl=str(kube.kubectl),
                               server="", nats_url="", nats_monitor="", etcd_url="")  # fmt: skip
     install_crds(info_for_crds)
+    print(
+        f"==> the garbage collector follows Ferry's kinds ({wait_for_garbage_collector(kube):.0f} s)",
+        flush=True,
+    )
     results = []
     try:
         for n in args.sizes:
