@@ -7,10 +7,11 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from ferry_converter.desired import desired_set
 from ferry_converter.service import Converted, Converter, Newest
 from ferry_converter.settings import ConverterSettings
 from ferry_local.paths import shared_dir
-from ferry_schemas.bus import MSG_ID_HEADER, DesiredSet, ObjectEvent, Resource, desired_subject
+from ferry_schemas.bus import MSG_ID_HEADER, DesiredSet, ObjectEvent, Resource, content_hash, desired_subject
 from opentelemetry import propagate
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import TracerProvider
@@ -194,3 +195,16 @@ async def test_same_input_gives_the_same_msg_id() -> None:
     assert json.loads(h.received[0][2].to_bytes()) == json.loads(h.received[1][2].to_bytes()) | {
         "producedAt": json.loads(h.received[0][2].to_bytes())["producedAt"]
     }
+
+
+def test_wire_is_the_published_bytes_and_the_content_id() -> None:
+    """``DesiredSet.wire`` dumps once for both: the bytes are ``to_bytes()`` and the id hashes the
+    content without ``producedAt`` (two sets that differ only in when they were made share it)."""
+    desired = desired_set(booster_event())
+    body, msg_id = desired.wire()
+    assert body == desired.to_bytes()
+    content = desired.model_dump(mode="json", exclude={"produced_at"}, exclude_none=True)
+    assert msg_id == f"uid-1/1/{content_hash(content)}" == desired.msg_id
+    later = desired.model_copy(update={"produced_at": desired.produced_at.replace(year=2030)})
+    assert later.wire()[1] == msg_id
+    assert later.wire()[0] != body

@@ -396,8 +396,15 @@ class DesiredSet(Envelope):
     @property
     def msg_id(self) -> str:
         """``<uid>/<generation>/<content hash>``: a redelivered or duplicated input publishes once."""
-        body = self.model_dump(mode="json", exclude={"produced_at"}, exclude_none=True)
-        return f"{self.owner.uid}/{self.owner.generation}/{content_hash(body)}"
+        return self.wire()[1]
+
+    def wire(self) -> tuple[bytes, str]:
+        """``(to_bytes(), msg_id)`` from one dump of the set (a publisher needs both; each alone
+        dumps the whole set again)."""
+        body = self.model_dump(mode="json", exclude_none=True)
+        wire = WIRE_JSON.encode(body)
+        body.pop("producedAt", None)
+        return wire, f"{self.owner.uid}/{self.owner.generation}/{content_hash(body)}"
 
 
 class ChildResult(Envelope):

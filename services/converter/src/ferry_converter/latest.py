@@ -37,9 +37,10 @@ class StoredDesired:
     def same_owner(self, desired: DesiredSet) -> bool:
         return self.sequence > 0 and self.uid == desired.owner.uid
 
-    def holds(self, desired: DesiredSet) -> bool:
-        """The stored message is this desired set (its id is ``<msg_id>`` or ``<msg_id>/<sequence>``)."""
-        return self.msg_id == desired.msg_id or self.msg_id.startswith(f"{desired.msg_id}/")
+    def holds(self, msg_id: str) -> bool:
+        """The stored message is the desired set whose id is ``msg_id`` (stored as ``<msg_id>`` or
+        ``<msg_id>/<sequence>``)."""
+        return self.msg_id == msg_id or self.msg_id.startswith(f"{msg_id}/")
 
 
 LatestDesired = Callable[[DesiredSet], Awaitable[StoredDesired]]

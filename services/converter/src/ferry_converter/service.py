@@ -107,10 +107,11 @@ class Converter:
         started = time.perf_counter()
         desired = desired_set(event, self.settings.render_options)
         CONVERSION_SECONDS.labels(event.resource).observe(time.perf_counter() - started)
-        headers = {MSG_ID_HEADER: desired.msg_id}
+        body, msg_id = desired.wire()
+        headers = {MSG_ID_HEADER: msg_id}
         if self.latest_desired is not None:
             stored = await self.latest_desired(desired)
-            if stored.same_owner(desired) and stored.holds(desired):
+            if stored.same_owner(desired) and stored.holds(msg_id):
                 CONVERSIONS.labels(event.resource, "unchanged").inc()
                 return desired  # already in the stream: a redelivery, a duplicate or a status-only change
             if (
@@ -131,10 +132,10 @@ class Converter:
                 return None
             # The id carries the sequence it follows: content that returns after a different set
             # (A, B, A within the duplicate window) is stored again instead of being dropped.
-            headers[MSG_ID_HEADER] = f"{desired.msg_id}/{stored.sequence}"
+            headers[MSG_ID_HEADER] = f"{msg_id}/{stored.sequence}"
             headers[EXPECTED_LAST_SUBJECT_SEQUENCE] = str(stored.sequence)
         propagate.inject(headers, context=context)
-        if await self.publish(desired.subject, desired.to_bytes(), headers):
+        if await self.publish(desired.subject, body, headers):
             PUBLISH_DUPLICATES.labels(event.resource).inc()
         outcome = "deleted" if desired.deleted else ("failed" if desired.errors else "ok")
         CONVERSIONS.labels(event.resource, outcome).inc()
