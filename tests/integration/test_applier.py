@@ -832,7 +832,7 @@ async def test_owner_leases_serialise_replicas_and_expire(nats_url: str) -> None
     try:
         kv = await key_value(nc.jetstream(), LEASES_BUCKET)
         key = f"test.{uuid.uuid4().hex[:8]}.owner"
-        first, second = OwnerLeases(kv, "first", ttl=30.0), OwnerLeases(kv, "second", ttl=0.5)
+        first, second = OwnerLeases(nc, kv, "first", ttl=30.0), OwnerLeases(nc, kv, "second", ttl=0.5)
         revision = await first.acquire(key, wait=1.0)
         with pytest.raises(LeaseBusy):
             await second.acquire(key, wait=0.3)
@@ -865,7 +865,7 @@ async def test_a_reconcile_slower_than_the_lease_ttl_keeps_its_lease_and_its_mes
         (msg,) = await sub.fetch(1, timeout=5)
         kv = await key_value(js, LEASES_BUCKET)
         key = f"test.{uuid.uuid4().hex[:8]}.owner"
-        first, second = OwnerLeases(kv, "first", ttl=0.9), OwnerLeases(kv, "second", ttl=0.9)
+        first, second = OwnerLeases(nc, kv, "first", ttl=0.9), OwnerLeases(nc, kv, "second", ttl=0.9)
         beats = 0
 
         async def keepalive() -> None:

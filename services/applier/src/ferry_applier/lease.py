@@ -7,7 +7,16 @@ an expired lease (a replica died holding it) is taken over with ``kv.update(last
 
 While a reconcile runs, the lease is heart-beaten every ``ttl / 3`` (a compare-and-set that moves
 ``until`` forward), and the same beat calls ``keepalive`` (the message's ``in_progress()``), so a
-reconcile slower than the TTL keeps both its exclusivity and its message.
+reconcile slower than the TTL keeps both its exclusivity and its message. The beat is a timer, not a
+task: most reconciles end long before the first beat is due.
+
+The release is the KV delete with ``last = <our revision>`` published *without a reply subject*: the
+server stores it (or rejects it when the revision moved on) without answering, so a release is one
+message, not a round trip. Nothing would be done with the answer: a delete rejected because another
+replica took the expired lease over is exactly the no-op it should be, and a release that never
+arrives (the connection dropped) leaves a lease that expires after ``ttl``, as a replica dying
+would. This replica's next ``create`` of the key goes out on the same connection after the delete,
+and NATS keeps a connection's messages in order, so it finds the key free.
 """
 
 from __future__ import annotations
@@ -19,15 +28,16 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
-from nats.js.errors import BadRequestError, KeyNotFoundError, KeyWrongLastSequenceError
-from nats.js.kv import KeyValue
+from nats.aio.client import Client
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.kv import KV_DEL, KV_OP, KeyValue
 
 from ferry_applier.errors import TransientError
 
 log = logging.getLogger(__name__)
 
 LEASES_BUCKET = "ferry_applier_leases"
-WRONG_LAST_SEQUENCE = 10071
+EXPECTED_LAST_SUBJECT_SEQUENCE = "Nats-Expected-Last-Subject-Sequence"
 Keepalive = Callable[[], Awaitable[None]]
 
 
@@ -36,8 +46,21 @@ class LeaseBusy(TransientError):
 
 
 class OwnerLeases:
-    def __init__(self, kv: KeyValue, holder: str, *, ttl: float, poll: float = 0.05) -> None:
+    """The leases in ``kv``, the bucket ``bucket`` (``nc``: the connection the releases go out on)."""
+
+    def __init__(
+        self,
+        nc: Client,
+        kv: KeyValue,
+        holder: str,
+        *,
+        ttl: float,
+        poll: float = 0.05,
+        bucket: str = LEASES_BUCKET,
+    ) -> None:
+        self._nc = nc
         self._kv = kv
+        self._subject_prefix = f"$KV.{bucket}."
         self.holder = holder
         self.ttl = ttl
         self.poll = poll
@@ -45,36 +68,18 @@ class OwnerLeases:
     @contextlib.asynccontextmanager
     async def hold(self, key: str, *, wait: float, keepalive: Keepalive | None = None) -> AsyncIterator[None]:
         """Hold ``key``'s lease for the body, renewing it (and calling ``keepalive``) every ttl/3."""
-        revision = [await self.acquire(key, wait=wait)]
-        done = asyncio.Event()
-        beat = asyncio.create_task(self._heartbeat(key, revision, done, keepalive))
+        beat = _Heartbeat(self, key, await self.acquire(key, wait=wait), keepalive)
         try:
             yield
         finally:
-            done.set()  # not cancel: a renewal in flight must finish so the release names its revision
-            await beat
-            await self.release(key, revision[0])
+            # not cancelled: a renewal in flight must finish so the release names its revision
+            await beat.stop()
+            await self.release(key, beat.revision)
 
-    async def _heartbeat(
-        self, key: str, revision: list[int], done: asyncio.Event, keepalive: Keepalive | None
-    ) -> None:
-        while not done.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(done.wait(), self.ttl / 3)
-                return
-            value = json.dumps({"holder": self.holder, "until": time.time() + self.ttl}).encode()
-            try:
-                revision[0] = int(await self._kv.update(key, value, last=revision[0]))
-            except KeyWrongLastSequenceError:
-                log.error("lost the lease on %s: another replica took it over", key)
-                return
-            except Exception as exc:  # NATS briefly away: keep trying while the lease lasts
-                log.warning("could not renew the lease on %s: %s", key, exc)
-            if keepalive is not None:
-                try:
-                    await keepalive()
-                except Exception as exc:
-                    log.warning("keepalive for %s failed: %s", key, exc)
+    async def renew(self, key: str, revision: int) -> int:
+        """Move the lease's ``until`` forward; its new revision (KeyWrongLastSequenceError: lost)."""
+        value = json.dumps({"holder": self.holder, "until": time.time() + self.ttl}).encode()
+        return int(await self._kv.update(key, value, last=revision))
 
     async def acquire(self, key: str, *, wait: float) -> int:
         """The lease's KV revision once it is ours; LeaseBusy after ``wait`` seconds."""
@@ -100,14 +105,52 @@ class OwnerLeases:
             await asyncio.sleep(self.poll)
 
     async def release(self, key: str, revision: int) -> None:
-        """Give the lease back, unless someone took it over after it expired."""
+        """Give the lease back, unless someone took it over after it expired (module docstring:
+        published without waiting for an answer)."""
+        headers = {KV_OP: KV_DEL, EXPECTED_LAST_SUBJECT_SEQUENCE: str(revision)}
+        await self._nc.publish(f"{self._subject_prefix}{key}", headers=headers)
+
+
+class _Heartbeat:
+    """Renews a held lease every ``ttl / 3`` from a timer until stopped."""
+
+    def __init__(self, leases: OwnerLeases, key: str, revision: int, keepalive: Keepalive | None) -> None:
+        self._leases = leases
+        self._key = key
+        self.revision = revision
+        self._keepalive = keepalive
+        self._loop = asyncio.get_running_loop()
+        self._timer: asyncio.TimerHandle | None = self._loop.call_later(leases.ttl / 3, self._due)
+        self._beating: asyncio.Task[None] | None = None
+
+    def _due(self) -> None:
+        self._timer = None
+        self._beating = self._loop.create_task(self._beat())
+
+    async def _beat(self) -> None:
         try:
-            await self._kv.delete(key, last=revision)
-        except (KeyWrongLastSequenceError, KeyNotFoundError):
-            pass
-        except BadRequestError as exc:  # delete reports a stale ``last`` as a plain 400 (10071)
-            if exc.err_code != WRONG_LAST_SEQUENCE:
-                raise
+            self.revision = await self._leases.renew(self._key, self.revision)
+        except KeyWrongLastSequenceError:
+            log.error("lost the lease on %s: another replica took it over", self._key)
+            return
+        except Exception as exc:  # NATS briefly away: keep trying while the lease lasts
+            log.warning("could not renew the lease on %s: %s", self._key, exc)
+        if self._keepalive is not None:
+            try:
+                await self._keepalive()
+            except Exception as exc:
+                log.warning("keepalive for %s failed: %s", self._key, exc)
+        self._timer = self._loop.call_later(self._leases.ttl / 3, self._due)
+
+    async def stop(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._beating is not None:
+            await self._beating
+            if self._timer is not None:  # the beat that just finished scheduled the next one
+                self._timer.cancel()
+                self._timer = None
 
 
 def _expired(raw: bytes | None, now: float) -> bool:

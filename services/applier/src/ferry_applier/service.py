@@ -166,7 +166,8 @@ class Applier:
             return
         kv = await key_value(self._js, APPLIED_GENERATIONS_BUCKET)
         holder = f"{socket.gethostname()}/{os.getpid()}/{uuid.uuid4().hex[:6]}"
-        self._leases = OwnerLeases(await key_value(self._js, LEASES_BUCKET), holder, ttl=s.ack_wait)
+        leases = await key_value(self._js, LEASES_BUCKET)
+        self._leases = OwnerLeases(self._nc, leases, holder, ttl=s.ack_wait)
         # ModelServings keep managedFields: whether the autoscaler owns replicas is read from them
         self.view = ObjectView(
             self._js,
