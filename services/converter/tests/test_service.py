@@ -8,7 +8,8 @@ from typing import Any
 
 import yaml
 from ferry_converter.desired import desired_set
-from ferry_converter.service import Converted, Converter, Newest
+from ferry_converter.latest import EXPECTED_LAST_SUBJECT_SEQUENCE, StoredDesired, WrongLastSequence
+from ferry_converter.service import Converted, Converter, Newest, Published
 from ferry_converter.settings import ConverterSettings
 from ferry_local.paths import shared_dir
 from ferry_schemas.bus import MSG_ID_HEADER, DesiredSet, ObjectEvent, Resource, content_hash, desired_subject
@@ -56,9 +57,9 @@ class Harness:
         self.received: list[tuple[str, dict[str, str], DesiredSet]] = []
         self.converter = Converter(self.publish, ConverterSettings(nats_url="nats://127.0.0.1:1"))
 
-    async def publish(self, subject: str, body: bytes, headers: dict[str, str]) -> bool:
+    async def publish(self, subject: str, body: bytes, headers: dict[str, str]) -> Published:
         self.received.append((subject, dict(headers), DesiredSet.model_validate_json(body)))
-        return False
+        return Published(len(self.received), duplicate=False)
 
     async def send(self, event: ObjectEvent, context: Context | None = None) -> None:
         await self.converter.handle(event, context)
@@ -208,3 +209,103 @@ def test_wire_is_the_published_bytes_and_the_content_id() -> None:
     later = desired.model_copy(update={"produced_at": desired.produced_at.replace(year=2030)})
     assert later.wire()[1] == msg_id
     assert later.wire()[0] != body
+
+
+class Stream:
+    """FERRY_DESIRED in memory: the last message per subject, expected-last-sequence enforced."""
+
+    def __init__(self) -> None:
+        self.sequence = 0
+        self.last: dict[str, tuple[int, str, DesiredSet]] = {}
+        self.reads = 0
+
+    async def publish(self, subject: str, body: bytes, headers: dict[str, str]) -> Published:
+        held = self.last.get(subject)
+        if int(headers[EXPECTED_LAST_SUBJECT_SEQUENCE]) != (held[0] if held else 0):
+            raise WrongLastSequence(f"wrong last sequence: {held[0] if held else 0}")
+        self.sequence += 1
+        self.last[subject] = (self.sequence, headers[MSG_ID_HEADER], DesiredSet.model_validate_json(body))
+        return Published(self.sequence, duplicate=False)
+
+    async def latest(self, desired: DesiredSet) -> StoredDesired:
+        self.reads += 1
+        held = self.last.get(desired.subject)
+        if held is None:
+            return StoredDesired()
+        sequence, msg_id, stored = held
+        return StoredDesired.of(stored, sequence, msg_id)
+
+
+def on_stream(stream: Stream) -> Converter:
+    return Converter(stream.publish, ConverterSettings(nats_url="nats://127.0.0.1:1"), stream.latest)
+
+
+async def test_a_replica_publishes_after_what_it_stored_without_reading() -> None:
+    stream = Stream()
+    converter = on_stream(stream)
+    for generation in (1, 2, 3):
+        await converter.handle(booster_event(generation=generation))
+    assert stream.reads == 0  # a new subject, then after its own messages: the server checks
+    subject = desired_subject("modelboosters", "default", "test-model")
+    assert stream.last[subject][0] == 3
+    assert stream.last[subject][2].owner.generation == 3
+
+
+async def test_a_message_of_another_replica_is_read_and_decided_on() -> None:
+    stream = Stream()
+    mine, other = on_stream(stream), on_stream(stream)
+    subject = desired_subject("modelboosters", "default", "test-model")
+    await mine.handle(booster_event(generation=1))
+    await other.handle(booster_event(generation=3))  # reads: mine's message is not what it expected
+    assert stream.reads == 1
+    assert await mine.handle(booster_event(generation=2)) is None  # stale, decided on a read
+    assert stream.reads == 2
+    assert stream.last[subject][2].owner.generation == 3
+    await mine.handle(booster_event(generation=4))  # after what it read: no read
+    assert stream.reads == 2
+    assert stream.last[subject][2].owner.generation == 4
+
+
+async def test_unchanged_is_decided_on_a_fresh_read() -> None:
+    """What a replica remembers says "already stored", but another replica stored something else
+    since: the set is published again."""
+    stream = Stream()
+    mine, other = on_stream(stream), on_stream(stream)
+    subject = desired_subject("modelboosters", "default", "test-model")
+    first = booster_event(generation=1)
+    await mine.handle(first)
+    changed = booster_event(generation=1)
+    changed.object["spec"]["backend"]["env"][0]["value"] = "https://obs.example.com"
+    await other.handle(ObjectEvent.from_object("MODIFIED", Resource.MODEL_BOOSTERS, changed.object))
+    before = stream.last[subject][0]
+    await mine.handle(first)  # back to the first content
+    sequence, _, stored = stream.last[subject]
+    assert sequence == before + 1
+    assert stored.msg_id == desired_set(first).msg_id
+    await mine.handle(first)  # now it is the last message: unchanged, after a read
+    assert stream.last[subject][0] == sequence
+
+
+async def test_a_duplicate_id_is_decided_on_a_read() -> None:
+    """The server deduplicates before it checks the expected sequence: content that comes back
+    after a tombstone (A, deleted, A) under the id of its first publish is read and stored again."""
+    stream = Stream()
+    converter = on_stream(stream)
+    ids: set[str] = set()
+    publish = stream.publish
+
+    async def deduplicating(subject: str, body: bytes, headers: dict[str, str]) -> Published:
+        if headers[MSG_ID_HEADER] in ids:
+            return Published(1, duplicate=True)
+        ids.add(headers[MSG_ID_HEADER])
+        return await publish(subject, body, headers)
+
+    converter.publish = deduplicating
+    subject = desired_subject("modelboosters", "default", "test-model")
+    live = booster_event()
+    await converter.handle(live)
+    await converter.handle(booster_event(kind="DELETED"))
+    assert stream.last[subject][2].deleted
+    await converter.handle(live)
+    assert not stream.last[subject][2].deleted
+    assert stream.last[subject][0] == 3

@@ -22,6 +22,12 @@ log = logging.getLogger(__name__)
 
 
 EXPECTED_LAST_SUBJECT_SEQUENCE = "Nats-Expected-Last-Subject-Sequence"
+WRONG_LAST_SEQUENCE = 10071
+"""JetStream's error code when the subject's last sequence is not the expected one."""
+
+
+class WrongLastSequence(Exception):
+    """The publish expected another last message on the subject than the one stored."""
 
 
 @dataclass(frozen=True)
@@ -33,6 +39,12 @@ class StoredDesired:
     generation: int = 0
     msg_id: str = ""
     deleted: bool = False
+
+    @classmethod
+    def of(cls, desired: DesiredSet, sequence: int, msg_id: str) -> StoredDesired:
+        """What the subject holds once ``desired`` was stored at ``sequence`` with ``msg_id``."""
+        owner = desired.owner
+        return cls(sequence, owner.uid, owner.generation, msg_id, desired.deleted)
 
     def same_owner(self, desired: DesiredSet) -> bool:
         return self.sequence > 0 and self.uid == desired.owner.uid

@@ -26,6 +26,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Literal, NamedTuple
 
 from ferry_schemas.bus import (
     DESIRED_STREAM,
@@ -45,12 +46,20 @@ from ferry_schemas.runtime.workqueue import WorkQueue
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
+from nats.js.errors import BadRequestError
 from opentelemetry import propagate, trace
 from opentelemetry.context import Context
 from pydantic import ValidationError
 
 from ferry_converter.desired import desired_set
-from ferry_converter.latest import EXPECTED_LAST_SUBJECT_SEQUENCE, LatestDesired, stored_desired
+from ferry_converter.latest import (
+    EXPECTED_LAST_SUBJECT_SEQUENCE,
+    WRONG_LAST_SEQUENCE,
+    LatestDesired,
+    StoredDesired,
+    WrongLastSequence,
+    stored_desired,
+)
 from ferry_converter.metrics import CONVERSION_SECONDS, CONVERSIONS, PUBLISH_DUPLICATES
 from ferry_converter.settings import ConverterSettings
 
@@ -63,9 +72,18 @@ RESOURCES = (Resource.MODEL_BOOSTERS, Resource.MODEL_SERVINGS, Resource.LEADER_W
 OwnerKey = tuple[str, str, str]
 """(resource, namespace, name): one conversion at a time per owner."""
 
-Publish = Callable[[str, bytes, dict[str, str]], Awaitable[bool]]
-"""Publish a desired set to FERRY_DESIRED (subject, body, headers); ``True`` when the server
-reports it a duplicate of a stored message."""
+
+class Published(NamedTuple):
+    """Where the stream stored a published message (``duplicate``: an earlier one with its id)."""
+
+    sequence: int
+    duplicate: bool
+
+
+Publish = Callable[[str, bytes, dict[str, str]], Awaitable[Published]]
+"""Publish a desired set to FERRY_DESIRED (subject, body, headers); raises
+:class:`~ferry_converter.latest.WrongLastSequence` when the subject's last message is not the
+one the headers expect."""
 
 
 def durable_name(settings: ConverterSettings, resource: str) -> str:
@@ -84,9 +102,14 @@ def subject_filter(settings: ConverterSettings, resource: str) -> str:
 def jetstream_publisher(js: JetStreamContext) -> Publish:
     """A :data:`Publish` through JetStream (the ack is awaited, so an error means retry)."""
 
-    async def publish(subject: str, body: bytes, headers: dict[str, str]) -> bool:
-        ack = await js.publish(subject, body, stream=DESIRED_STREAM, headers=headers)
-        return bool(ack.duplicate)
+    async def publish(subject: str, body: bytes, headers: dict[str, str]) -> Published:
+        try:
+            ack = await js.publish(subject, body, stream=DESIRED_STREAM, headers=headers)
+        except BadRequestError as exc:
+            if exc.err_code == WRONG_LAST_SEQUENCE:
+                raise WrongLastSequence(str(exc)) from exc
+            raise
+        return Published(int(ack.seq), bool(ack.duplicate))
 
     return publish
 
@@ -98,6 +121,8 @@ class Converter:
     publish: Publish
     settings: ConverterSettings
     latest_desired: LatestDesired | None = None
+    _last: dict[str, StoredDesired] = field(default_factory=dict)
+    """Per desired subject, its last message as this replica last stored or read it."""
 
     async def handle(self, event: ObjectEvent, context: Context | None = None) -> DesiredSet | None:
         """Convert and publish; ``None`` when a newer generation is already stored (stale input).
@@ -108,37 +133,30 @@ class Converter:
         desired = desired_set(event, self.settings.render_options)
         CONVERSION_SECONDS.labels(event.resource).observe(time.perf_counter() - started)
         body, msg_id = desired.wire()
-        headers = {MSG_ID_HEADER: msg_id}
-        if self.latest_desired is not None:
-            stored = await self.latest_desired(desired)
-            if stored.same_owner(desired) and stored.holds(msg_id):
-                CONVERSIONS.labels(event.resource, "unchanged").inc()
-                return desired  # already in the stream: a redelivery, a duplicate or a status-only change
-            if (
-                stored.same_owner(desired)
-                and not desired.deleted
-                and not stored.deleted
-                and stored.generation > desired.owner.generation
-            ):
+        if self.latest_desired is None:
+            headers = {MSG_ID_HEADER: msg_id}
+            propagate.inject(headers, context=context)
+            published = await self.publish(desired.subject, body, headers)
+        else:
+            outcome = await self._publish_after_last(desired, body, msg_id, context)
+            if outcome == "stale":
                 CONVERSIONS.labels(event.resource, "stale").inc()
                 log.info(
-                    "skip %s %s/%s generation %s: generation %s already desired",
+                    "skip %s %s/%s generation %s: a newer generation is already desired",
                     event.resource,
                     event.namespace,
                     event.name,
                     desired.owner.generation,
-                    stored.generation,
                 )
                 return None
-            # The id carries the sequence it follows: content that returns after a different set
-            # (A, B, A within the duplicate window) is stored again instead of being dropped.
-            headers[MSG_ID_HEADER] = f"{msg_id}/{stored.sequence}"
-            headers[EXPECTED_LAST_SUBJECT_SEQUENCE] = str(stored.sequence)
-        propagate.inject(headers, context=context)
-        if await self.publish(desired.subject, body, headers):
+            if outcome == "unchanged":
+                CONVERSIONS.labels(event.resource, "unchanged").inc()
+                return desired  # already in the stream: a redelivery, a duplicate or a status-only change
+            published = outcome
+        if published.duplicate:
             PUBLISH_DUPLICATES.labels(event.resource).inc()
-        outcome = "deleted" if desired.deleted else ("failed" if desired.errors else "ok")
-        CONVERSIONS.labels(event.resource, outcome).inc()
+        outcome_label = "deleted" if desired.deleted else ("failed" if desired.errors else "ok")
+        CONVERSIONS.labels(event.resource, outcome_label).inc()
         if desired.errors:
             log.warning(
                 "%s %s/%s cannot be converted: %s",
@@ -148,6 +166,67 @@ class Converter:
                 "; ".join(str(e) for e in desired.errors),
             )
         return desired
+
+    async def _publish_after_last(
+        self, desired: DesiredSet, body: bytes, msg_id: str, context: Context | None
+    ) -> Published | Literal["unchanged", "stale"]:
+        """Publish ``desired`` after the last message on its subject, unless that one already is
+        this set (``unchanged``) or a newer generation of its owner (``stale``).
+
+        What this replica last stored or read on the subject (nothing, for a subject it never saw)
+        stands in for reading it: the publish expects that sequence, so the server rejects it when
+        anything else is the last message (another replica, a restart), and the subject is then
+        read and decided on again. A skip is only ever decided on a fresh read. The outcome is the
+        same as reading first, without a read per conversion.
+        """
+        assert self.latest_desired is not None
+        stored, read = self._last.get(desired.subject, StoredDesired()), False
+        while True:
+            if stored.same_owner(desired) and (
+                stored.holds(msg_id)
+                or (
+                    not desired.deleted
+                    and not stored.deleted
+                    and stored.generation > desired.owner.generation
+                )
+            ):
+                if not read:
+                    stored, read = await self.latest_desired(desired), True
+                    continue
+                self._remember(desired, stored)
+                return "unchanged" if stored.holds(msg_id) else "stale"
+            # The id carries the sequence it follows: content that returns after a different set
+            # (A, B, A within the duplicate window) is stored again instead of being dropped.
+            headers = {
+                MSG_ID_HEADER: f"{msg_id}/{stored.sequence}",
+                EXPECTED_LAST_SUBJECT_SEQUENCE: str(stored.sequence),
+            }
+            propagate.inject(headers, context=context)
+            try:
+                published = await self.publish(desired.subject, body, headers)
+            except WrongLastSequence:
+                self._last.pop(desired.subject, None)
+                if read:
+                    raise  # a replica published between our read and our publish: retried
+                stored, read = await self.latest_desired(desired), True
+                continue
+            if published.duplicate:
+                # The id was stored before, and deduplication comes before the sequence check: the
+                # subject may hold anything after that message. Decide on what it holds.
+                self._last.pop(desired.subject, None)
+                if not read:
+                    stored, read = await self.latest_desired(desired), True
+                    continue
+                return published
+            self._remember(desired, StoredDesired.of(desired, published.sequence, headers[MSG_ID_HEADER]))
+            return published
+
+    def _remember(self, desired: DesiredSet, stored: StoredDesired) -> None:
+        """Keep the subject's last message while its owner lives (a tombstone ends it)."""
+        if desired.deleted or stored.sequence <= 0:
+            self._last.pop(desired.subject, None)
+        else:
+            self._last[desired.subject] = stored
 
 
 VOLATILE_METADATA = ("resourceVersion", "managedFields")
