@@ -5,7 +5,10 @@ from __future__ import annotations
 import asyncio
 from typing import Any, cast
 
+import pytest
 from ferry_schemas.runtime.consumer import InProgress
+from ferry_schemas.runtime.jetstream import num_pending
+from nats.aio.msg import Msg
 
 
 class Message:
@@ -34,3 +37,21 @@ async def test_a_message_settled_at_once_sends_no_beat() -> None:
     InProgress(cast(Any, msg), 0.05).cancel()
     await asyncio.sleep(0.15)
     assert msg.beats == 0
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        "$JS.ACK.FERRY_OBJECTS.applier-objects.1.4242.17.1700000000000000000.93",
+        "$JS.ACK._.hash.FERRY_OBJECTS.applier-objects.2.4242.17.1700000000000000000.93",
+        "$JS.ACK.hub.hash.FERRY_OBJECTS.applier-objects.2.4242.17.1700000000000000000.93.rAnDoM",
+    ],
+)
+def test_num_pending_reads_what_the_metadata_says(reply: str) -> None:
+    msg = Msg(cast(Any, None), subject="ferry.obj.pods.ns.p", reply=reply)
+    assert num_pending(reply) == msg.metadata.num_pending == 93
+
+
+@pytest.mark.parametrize("reply", [None, "", "_INBOX.abc", "$JS.ACK.too.short", "$JS.ACK.S.C.1.2.3.4.x"])
+def test_num_pending_of_what_is_no_ack_subject_is_none(reply: str | None) -> None:
+    assert num_pending(reply) is None

@@ -48,7 +48,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from prometheus_client import Counter, Histogram
 
 from ferry_schemas.bus import DEAD_LETTER_STREAM, MSG_ID_HEADER, DeadLetter, dead_letter_subject
-from ferry_schemas.runtime.jetstream import DEAD_LETTERS, DeadLetterForwarder, record_pending
+from ferry_schemas.runtime.jetstream import DEAD_LETTERS, PENDING, DeadLetterForwarder, record_pending
 from ferry_schemas.runtime.nats_connect import on_reconnect
 from ferry_schemas.runtime.settings import MAX_ACK_PENDING
 from ferry_schemas.runtime.workqueue import Backoff, WorkQueue
@@ -109,6 +109,10 @@ class DurableConsumer:
         self._slots = asyncio.Semaphore(max_ack_pending)
         self._backoff = backoff or Backoff(jitter=0.0)
         self._dead_letters = DeadLetterForwarder(nc, js, service, stream, durable)
+        # metric children looked up once: labels() costs a lock and a tuple per call and message
+        self._acked = MESSAGES.labels(durable, "acked")
+        self._handle_seconds = HANDLE_SECONDS.labels(durable)
+        self._pending = PENDING.labels(durable)
         self._tasks: set[asyncio.Task[None]] = set()
         self.bound = asyncio.Event()
 
@@ -156,7 +160,7 @@ class DurableConsumer:
 
     async def _handle(self, msg: Msg) -> None:
         started = time.monotonic()
-        record_pending(self.durable, msg)
+        record_pending(self._pending, msg)
         parent = propagate.extract(dict(msg.headers or {}))
         heartbeat = InProgress(msg, max(0.5, self._ack_wait / 3))
         try:
@@ -196,8 +200,8 @@ class DurableConsumer:
                     await _settle(msg.nak(delay=delay))
                     return
             heartbeat.cancel()
-            MESSAGES.labels(self.durable, "acked").inc()
-            HANDLE_SECONDS.labels(self.durable).observe(time.monotonic() - started)
+            self._acked.inc()
+            self._handle_seconds.observe(time.monotonic() - started)
             await _settle(msg.ack())
         finally:
             heartbeat.cancel()
