@@ -33,7 +33,7 @@ from typing import Any, Literal
 
 from prometheus_client import Counter
 
-from ferry_schemas.runtime.kubeconn import MERGE_PATCH, ApiError, KubeConnection, object_path
+from ferry_schemas.runtime.kubeconn import MERGE_PATCH, METADATA_ONLY, ApiError, KubeConnection, object_path
 
 log = logging.getLogger(__name__)
 
@@ -220,7 +220,11 @@ class EventRecorder:
         }
         namespace = body["metadata"]["namespace"]
         await self._api.send(
-            "POST", object_path(EVENTS_GROUP, "v1", "events", namespace), body, limits=self._timeout
+            "POST",
+            object_path(EVENTS_GROUP, "v1", "events", namespace),
+            body,
+            limits=self._timeout,
+            accept=METADATA_ONLY,  # the answer is not read
         )
         self._series[key] = _Series(name=name, namespace=namespace, first_seen=now)
         EVENTS.labels("created").inc()
@@ -231,7 +235,9 @@ class EventRecorder:
         body = {"series": {"count": series.count, "lastObservedTime": series.last_observed}}
         path = object_path(EVENTS_GROUP, "v1", "events", series.namespace, series.name)
         try:
-            await self._api.send("PATCH", path, body, content_type=MERGE_PATCH, limits=self._timeout)
+            await self._api.send(
+                "PATCH", path, body, content_type=MERGE_PATCH, limits=self._timeout, accept=METADATA_ONLY
+            )
         except ApiError as exc:
             if exc.status != 404:
                 raise
