@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import logging
 import os
 import socket
@@ -497,11 +496,6 @@ async def run(settings: ApplierSettings, stop: asyncio.Event) -> None:
     log.info("applier probes on %s:%s", settings.probe_host, port)
     try:
         await applier.start()
-        # what start-up built (modules, clients, settings) lives as long as the process: out of the
-        # collector's way, so an old-generation collection no longer walks it on every burst
-        gc.collect()
-        gc.freeze()
-        gc.set_threshold(10_000, 10, 10)
         await stop.wait()
     finally:
         await applier.stop()

@@ -6,7 +6,7 @@ import asyncio
 import logging
 
 from ferry_schemas.runtime import ProbeServer, setup_tracing
-from ferry_schemas.runtime.lifecycle import configure_logging, stop_on_signals
+from ferry_schemas.runtime.lifecycle import configure_logging, settle_heap, stop_on_signals
 
 from ferry_converter.service import ConverterService
 from ferry_converter.settings import ConverterSettings
@@ -19,6 +19,7 @@ async def amain(settings: ConverterSettings | None = None, stop: asyncio.Event |
     settings = settings or ConverterSettings()
     configure_logging(settings.log_level, "ferry-converter")
     provider = setup_tracing("ferry-converter")
+    settle_heap()
     stop = stop or asyncio.Event()
     stop_on_signals(stop)
     service = ConverterService(settings)

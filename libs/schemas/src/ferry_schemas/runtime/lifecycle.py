@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import signal
 from collections.abc import Awaitable, Callable
 from typing import Protocol, TypeVar
@@ -11,7 +12,10 @@ from typing import Protocol, TypeVar
 from ferry_schemas.runtime.logs import configure_logging
 from ferry_schemas.runtime.tracing import setup_tracing
 
-__all__ = ["configure_logging", "serve", "stop_on_signals"]
+__all__ = ["configure_logging", "serve", "settle_heap", "stop_on_signals"]
+
+YOUNG_GENERATION = 10_000
+"""Allocations between two young collections (CPython's default is 700)."""
 
 
 class _Named(Protocol):
@@ -33,10 +37,26 @@ def stop_on_signals(stop: asyncio.Event) -> None:
             loop.add_signal_handler(sig, stop.set)
 
 
+def settle_heap() -> None:
+    """Take what start-up built (modules, settings, clients: alive as long as the process) out of the
+    cyclic collector's way, and collect the young generation every 10,000 allocations, not 700.
+
+    A service's burst allocates messages, tasks and parsed objects by the thousand, and CPython
+    collected the young generation so often that the collector's own walk was 7 % of the applier's
+    CPU and 8 to 12 % of the watcher's and the converter's (perf, 200 boosters); most of what a
+    collection found alive was start-up's objects or work still in flight.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(YOUNG_GENERATION, 10, 10)
+
+
 async def serve(settings: S, run: Callable[[S, asyncio.Event], Awaitable[None]]) -> None:
-    """Configure logging and tracing for ``settings.service``, then ``run`` until a stop signal."""
+    """Configure logging and tracing for ``settings.service``, settle the heap, then ``run`` until a
+    stop signal."""
     configure_logging(settings.log_level, settings.service)
     provider = setup_tracing(settings.service)
+    settle_heap()
     stop = asyncio.Event()
     stop_on_signals(stop)
     try:
