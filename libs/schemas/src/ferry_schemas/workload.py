@@ -64,7 +64,7 @@ def blueprint(serving: dict[str, Any]) -> dict[str, Any]:
     """What :func:`render_group` needs from a ModelServing, in one JSON-able dict."""
     meta = serving.get("metadata") or {}
     spec = serving.get("spec") or {}
-    template = copy.deepcopy(spec.get("template") or {})
+    template = _json_copy(spec.get("template") or {})
     roles = template.get("roles") or []
     annotations = meta.get("annotations") or {}
     scheduler = spec.get("schedulerName")
@@ -79,7 +79,7 @@ def blueprint(serving: dict[str, Any]) -> dict[str, Any]:
         },
         "schedulerName": scheduler if isinstance(scheduler, str) else "",
         "queue": annotations.get(L.VOLCANO_QUEUE_ANNOTATION),
-        "plugins": copy.deepcopy(spec.get("plugins")),
+        "plugins": _json_copy(spec.get("plugins")),
         "lwsOwner": next(
             (ref.get("name") for ref in meta.get("ownerReferences") or [] if ref.get("kind") == LWS_KIND),
             None,
@@ -87,7 +87,7 @@ def blueprint(serving: dict[str, Any]) -> dict[str, Any]:
         "template": template,
         "roleTemplateHashes": {role.get("name", ""): role_template_hash(role) for role in roles},
         # read by the applier's rollout and recovery decisions (spec/serving.md §6.4, §6.6)
-        "rolloutStrategy": copy.deepcopy(spec.get("rolloutStrategy")),
+        "rolloutStrategy": _json_copy(spec.get("rolloutStrategy")),
         "recoveryPolicy": spec.get("recoveryPolicy"),
     }
 
