@@ -65,6 +65,8 @@ RETRIED = {429, 500, 503, 504}
 """Answers a create is retried on (API Priority and Fairness rejecting, the server busy)."""
 GC_PROBE_LIMIT = 120.0
 """Seconds to wait for the garbage collector to follow the owners of Ferry's children."""
+NAMESPACE_DELETE_LIMIT = 600.0
+"""Seconds to wait for a benchmark namespace to be gone before the next size starts."""
 EVENTS_SETTLE = 5.0
 EVENTS_DRAIN_LIMIT = 60.0
 """After the run: Event writes are counted once none came for EVENTS_SETTLE s (at most this long)."""
@@ -121,6 +123,16 @@ def gc_probes(namespace: str) -> list[JSON]:
     return probes
 
 
+def delete_namespace(kube: KubeEnv, namespace: str, limit: float = NAMESPACE_DELETE_LIMIT) -> None:
+    """Delete ``namespace`` and wait until it is gone: the namespace controller and the garbage
+    collector emptying it (a LIST and a DELETE of every kind, a cascade of deletes) would otherwise
+    be counted in the next size's API requests and kube-apiserver CPU."""
+    kube.kubectl_run(
+        "delete", "namespace", namespace, "--wait=true", f"--timeout={limit:.0f}s",
+        check=False, timeout=limit + 10,
+    )  # fmt: skip
+
+
 def wait_for_garbage_collector(kube: KubeEnv, limit: float = GC_PROBE_LIMIT) -> float:
     """Wait until the garbage collector follows ModelBoosters and ModelServings (the owners of every
     child Ferry creates); the seconds waited.
@@ -146,7 +158,7 @@ def wait_for_garbage_collector(kube: KubeEnv, limit: float = GC_PROBE_LIMIT) -> 
                 break
             time.sleep(1.0)
     finally:
-        kube.kubectl_run("delete", "namespace", namespace, "--wait=false", check=False)
+        delete_namespace(kube, namespace)
     return time.monotonic() - started
 
 
@@ -431,7 +443,7 @@ def run_size(
         services.stop()
         server.stop()
         for namespace in namespaces:
-            kube.kubectl_run("delete", "namespace", namespace, "--wait=false", check=False)
+            delete_namespace(kube, namespace)
     # the services are stopped: every span is in the file
     added, done = result.pop("added"), result.pop("done")
     result["stages"] = booster_stages(read_spans(spans), added, done) if trace else {}
