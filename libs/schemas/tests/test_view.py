@@ -84,8 +84,10 @@ def test_a_failing_callback_does_not_stop_the_view(packed: bool) -> None:
     assert v.get("pods", "ns", "a") is not None
 
 
-def test_label_selection_follows_label_changes_and_deletes(packed: bool) -> None:
-    v = view(packed)
+@pytest.mark.parametrize("indexed", [None, {"app"}, set()], ids=["all-labels", "app-only", "no-labels"])
+def test_label_selection_follows_label_changes_and_deletes(packed: bool, indexed: set[str] | None) -> None:
+    """The same answers whichever label keys the index holds (the rest are filtered)."""
+    v = ObjectView(None, [Resource.PODS], pack=packed, indexed_labels=indexed)  # type: ignore[arg-type]
     v.apply(ObjectEvent.from_object("ADDED", "pods", pod("a", "o1", {"app": "x", "role": "leader"})))
     v.apply(ObjectEvent.from_object("ADDED", "pods", pod("b", "o1", {"app": "x", "role": "worker"})))
     v.apply(ObjectEvent.from_object("ADDED", "pods", pod("c", "o1", {"app": "x"}, ns="other")))
@@ -103,6 +105,10 @@ def test_label_selection_follows_label_changes_and_deletes(packed: bool) -> None
     v.apply(ObjectEvent.from_object("DELETED", "pods", pod("a", "o1", {"app": "x", "role": "leader"})))
     assert names({"app": "x"}) == []
     assert names({"role": "leader"}) == []
+    assert {key[2] for key in v._by_label} <= ({"app", "role"} if indexed is None else indexed)
+    v.apply(ObjectEvent.from_object("ADDED", "pods", pod("d", "o1", {"app": "x", "role": "leader"})))
+    assert names({"role": "leader"}) == ["d"]
+    assert names({"app": "x", "role": "leader"}) == ["d"]
 
 
 def test_a_change_of_nothing_kept_is_told_apart(packed: bool) -> None:

@@ -27,6 +27,7 @@ import uuid
 from typing import Any
 
 import msgspec
+from ferry_schemas import labels as L
 from ferry_schemas.bus import (
     APPLIED_GENERATIONS_BUCKET,
     DESIRED_PREFIX,
@@ -91,6 +92,11 @@ VIEWED = (
 VIEWED_RESOURCES = frozenset(str(r) for r in VIEWED)
 PODS_OWNERS = frozenset({Resource.MODEL_SERVINGS.value, Resource.LEADER_WORKER_SETS.value})
 """Owners whose reconcile creates pods: they take a free worker before the owners above them."""
+SELECTED_BY = frozenset({L.MS_NAME, L.BOOSTER_MODEL_UID})
+"""The label keys the applier's view indexes: what its reconciles select children by (a ModelServing's
+name; a booster's uid, beside the managed-by label every booster child carries). A selector naming
+no indexed key is answered by filtering the namespace's objects, so the index holds one entry per
+object instead of one per label."""
 CHANGES = frozenset({"created", "applied", "pruned", "deleted"})
 """Child actions that are news: a result holding one is published without reading the last one."""
 
@@ -175,6 +181,7 @@ class Applier:
             keep_managed_fields=(Resource.MODEL_SERVINGS,),
             project=PROJECTIONS,
             pack=True,
+            indexed_labels=SELECTED_BY,
         )
         engine = WorkloadEngine(self.kube, self.view, render_group, read_spec)
         self._reconciler = Reconciler(self.kube, self.view, GenerationGuard(kv), engine)

@@ -10,7 +10,8 @@ Reads never touch the API server:
 * :meth:`ObjectView.get` — one object by resource, namespace and name;
 * :meth:`ObjectView.list` — a resource's objects in a namespace, optionally by label selector
   (through a (namespace, label, value) index: the cost follows the objects selected, not the
-  objects in the namespace);
+  objects in the namespace; ``indexed_labels`` limits it to the keys the service selects by, the
+  other keys of a selector are filtered);
 * :meth:`ObjectView.owned` — the objects whose ownerReferences name a uid (by owner uid index).
 
 :meth:`ObjectView.on_change` registers ``callback(event)`` for every change after it was applied,
@@ -148,8 +149,12 @@ class ObjectView:
         keep_managed_fields: Iterable[str] = (),
         project: Mapping[str, Callable[[Obj], Obj]] | None = None,
         pack: bool = False,
+        indexed_labels: Iterable[str] | None = None,
     ) -> None:
         self.resources = tuple(str(r) for r in resources)
+        self._indexed = None if indexed_labels is None else frozenset(indexed_labels)
+        """Label keys the label index holds (None: every key). A selector naming none of them is
+        answered from the namespace's objects, filtered: the same answer, for less memory."""
         self._namespace = namespace
         self._keep_managed_fields = frozenset(str(r) for r in keep_managed_fields)
         self._project = {str(r): fn for r, fn in (project or {}).items()}
@@ -198,9 +203,10 @@ class ObjectView:
         self, resource: str, namespace: str, selector: Mapping[str, str] | None = None
     ) -> builtins.list[Obj]:
         resource = str(resource)
-        if selector:
+        indexed = [(k, v) for k, v in (selector or {}).items() if self._is_indexed(k)]
+        if indexed:
             index = self._by_label
-            candidates = [_names(index.get((resource, namespace, k, v))) for k, v in selector.items()]
+            candidates = [_names(index.get((resource, namespace, k, v))) for k, v in indexed]
             names = min(candidates, key=len)
         else:
             names = self._by_namespace.get((resource, namespace), set())
@@ -281,7 +287,8 @@ class ObjectView:
                     del self._by_owner[uid]
             self._by_namespace[(resource, namespace)].discard(name)
             for label, value in _labels(old):
-                _discard(self._by_label, (resource, namespace, label, str(value)), name)
+                if self._is_indexed(label):
+                    _discard(self._by_label, (resource, namespace, label, str(value)), name)
         if not event.deleted:
             obj = event.object
             meta = obj.get("metadata")
@@ -299,7 +306,8 @@ class ObjectView:
             for uid in _owners(stored):
                 self._by_owner[uid].add(key)
             for label, value in _labels(stored):
-                _add(self._by_label, (resource, namespace, label, str(value)), name)
+                if self._is_indexed(label):
+                    _add(self._by_label, (resource, namespace, label, str(value)), name)
         same = old is not None and not event.deleted and _same(old, self._objects[key])
         VIEW_EVENTS.labels(event.resource, event.type).inc()
         if old is None and not event.deleted:
@@ -322,6 +330,9 @@ class ObjectView:
 
     async def stop(self) -> None:
         await self._follower.stop()
+
+    def _is_indexed(self, label: str) -> bool:
+        return self._indexed is None or label in self._indexed
 
     def _read(self, key: ObjKey, stored: Obj | Packed) -> Obj:
         if isinstance(stored, Packed):
