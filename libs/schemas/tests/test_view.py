@@ -109,6 +109,9 @@ def test_label_selection_follows_label_changes_and_deletes(packed: bool, indexed
     v.apply(ObjectEvent.from_object("ADDED", "pods", pod("d", "o1", {"app": "x", "role": "leader"})))
     assert names({"role": "leader"}) == ["d"]
     assert names({"app": "x", "role": "leader"}) == ["d"]
+    stored = v._objects[("pods", "ns", "d")]
+    if isinstance(stored, Packed):  # the record keeps the indexed labels only, the object all of them
+        assert {k for k, _ in stored.label_pairs()} == ({"app", "role"} if indexed is None else indexed)
 
 
 def test_a_change_of_nothing_kept_is_told_apart(packed: bool) -> None:

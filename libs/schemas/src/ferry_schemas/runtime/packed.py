@@ -42,7 +42,7 @@ class Packed:
         """``metadata.resourceVersion`` (left out of ``blob``, so equal blobs mean an unchanged object)."""
         self.uid = uid
         self.labels = labels
-        """Label keys and values, flat: (key, value, key, value, ...)."""
+        """Label keys and values, flat: (key, value, key, value, ...); only the keys the store keeps."""
         self.owners = owners
         """The uids ``metadata.ownerReferences`` name."""
 
@@ -57,7 +57,9 @@ def _text(value: Any) -> str:
 class PackedStore:
     """Packs and unpacks the objects of one view (one preset dictionary per resource)."""
 
-    def __init__(self) -> None:
+    def __init__(self, labels_kept: frozenset[str] | None = None) -> None:
+        self._labels_kept = labels_kept
+        """The label keys a record keeps decoded (None: every key): the view's indexed ones."""
         self._dictionaries: dict[str, bytes] = {}
         self._decoded: OrderedDict[int, tuple[Packed, Obj]] = OrderedDict()
 
@@ -70,7 +72,13 @@ class PackedStore:
         )
         dictionary = self._dictionaries.setdefault(resource, body[-DICTIONARY_LIMIT:])
         deflate = zlib.compressobj(LEVEL, zdict=dictionary)
-        labels = tuple(_text(part) for pair in (meta.get("labels") or {}).items() for part in pair)
+        kept = self._labels_kept
+        labels = tuple(
+            _text(part)
+            for pair in (meta.get("labels") or {}).items()
+            if kept is None or pair[0] in kept
+            for part in pair
+        )
         owners = tuple(_text(ref.get("uid")) for ref in meta.get("ownerReferences") or ())
         packed = Packed(
             deflate.compress(body) + deflate.flush(), version, str(meta.get("uid") or ""), labels, owners

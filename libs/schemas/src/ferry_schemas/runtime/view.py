@@ -10,8 +10,8 @@ Reads never touch the API server:
 * :meth:`ObjectView.get` — one object by resource, namespace and name;
 * :meth:`ObjectView.list` — a resource's objects in a namespace, optionally by label selector
   (through a (namespace, label, value) index: the cost follows the objects selected, not the
-  objects in the namespace; ``indexed_labels`` limits it to the keys the service selects by, the
-  other keys of a selector are filtered);
+  objects in the namespace; ``indexed_labels`` limits it to the keys the service selects by, and a
+  packed record then keeps only those labels decoded: the others are matched on the object read);
 * :meth:`ObjectView.owned` — the objects whose ownerReferences name a uid (by owner uid index).
 
 :meth:`ObjectView.on_change` registers ``callback(event)`` for every change after it was applied,
@@ -160,7 +160,7 @@ class ObjectView:
         self._project = {str(r): fn for r, fn in (project or {}).items()}
         self._unchanged: dict[ObjKey, int] = {}
         """Object → the stream sequence of its last message, when that message changed nothing kept."""
-        self._packer = PackedStore() if pack else None
+        self._packer = PackedStore(self._indexed) if pack else None
         self._objects: dict[ObjKey, Obj | Packed] = {}
         self._by_namespace: dict[tuple[str, str], set[str]] = defaultdict(set)
         self._by_owner: dict[str, set[ObjKey]] = defaultdict(set)
@@ -211,7 +211,9 @@ class ObjectView:
         else:
             names = self._by_namespace.get((resource, namespace), set())
         keys = ((resource, namespace, name) for name in sorted(names))
-        return [self._read(k, self._objects[k]) for k in keys if _selected(self._objects[k], selector)]
+        held = (self._read(k, self._objects[k]) for k in keys if _selected(self._objects[k], dict(indexed)))
+        # a packed record holds the indexed labels only: the others are matched on the object read
+        return [obj for obj in held if matches(obj, selector)]
 
     def all(self, resource: str) -> builtins.list[Obj]:
         """Every object of ``resource`` in the view, in (namespace, name) order."""
