@@ -255,11 +255,12 @@ def test_the_last_step_is_the_latest_desired_set_or_result_of_this_object() -> N
 def test_a_trigger_names_the_objects_whose_status_it_affects() -> None:
     from ferry_schemas import labels as L
     from ferry_schemas.bus import ObjectEvent
-    from ferry_status.reconciler import TRIGGER, keys_for_event
+    from ferry_schemas.object_trigger import decode_trigger
+    from ferry_status.reconciler import keys_for_event
 
     def keys(resource: str, obj: dict[str, Any]) -> list[tuple[str, str, str]]:
         event = ObjectEvent.from_object("MODIFIED", resource, {"metadata": {"namespace": "ns"}, **obj})
-        return keys_for_event(TRIGGER.decode(event.model_dump_json().encode()))
+        return keys_for_event(decode_trigger(event.model_dump_json().encode()))
 
     pod_labels = {
         L.MS_NAME: "mb-main",

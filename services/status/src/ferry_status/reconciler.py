@@ -16,7 +16,6 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any, Literal
 
-import msgspec
 from ferry_schemas.bus import (
     Resource,
     content_hash,
@@ -29,6 +28,7 @@ from ferry_schemas.labels import (
     BOOSTER_MODEL_UID,
     MS_NAME,
 )
+from ferry_schemas.object_trigger import ObjectTrigger
 from ferry_schemas.runtime.kubeconn import ApiError
 from ferry_schemas.runtime.view import ObjectView
 from ferry_schemas.workload import LWS_KIND, serving_revision
@@ -57,43 +57,9 @@ SWEEP_MIN = 0.1
 """Seconds between two sweeps of ended holds at the least."""
 
 
-class _OwnerRef(msgspec.Struct, frozen=True):
-    kind: str = ""
-    name: str = ""
-    controller: bool | None = None
-
-
-class _Meta(msgspec.Struct, frozen=True):
-    labels: dict[str, str] | None = None
-    ownerReferences: tuple[_OwnerRef, ...] | None = None
-
-
-class _Object(msgspec.Struct, frozen=True):
-    metadata: _Meta | None = None
-
-
-class ObjectTrigger(msgspec.Struct, frozen=True):
-    """What a trigger reads of an :class:`~ferry_schemas.bus.ObjectEvent`: which object, its labels
-    and controller references. Decoded alone (msgspec skips the rest of the message), this costs a
-    fraction of validating the whole event (a ModelServing's is several KB), which the view already
-    does for every message: the full parse twice was 7 % of the status service's samples at 2000
-    boosters."""
-
-    resource: str
-    namespace: str
-    name: str
-    type: str = ""
-    uid: str = ""
-    resource_version: str = msgspec.field(name="resourceVersion", default="")
-    object: _Object = _Object()
-
-
-TRIGGER = msgspec.json.Decoder(ObjectTrigger)
-
-
 def keys_for_event(event: ObjectTrigger) -> list[Key]:
     """Which status objects an object change affects."""
-    meta = event.object.metadata or _Meta()
+    meta = event.meta
     keys: list[Key] = []
     if event.resource == Resource.PODS:
         labels = meta.labels or {}

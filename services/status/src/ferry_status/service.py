@@ -24,6 +24,7 @@ from ferry_schemas.bus import (
     Resource,
     object_filter,
 )
+from ferry_schemas.object_trigger import ObjectTrigger, decode_trigger
 from ferry_schemas.runtime import ProbeServer, kubeconn
 from ferry_schemas.runtime.consumer import BadMessage, DurableConsumer, Handler
 from ferry_schemas.runtime.jetstream import connect
@@ -39,9 +40,7 @@ from ferry_status.gateway.kube import GatewayApi
 from ferry_status.kube import StatusApi
 from ferry_status.providers import ProviderStatusController
 from ferry_status.reconciler import (
-    TRIGGER,
     Key,
-    ObjectTrigger,
     StatusReconciler,
     keys_for_event,
     keys_for_owner_subject,
@@ -65,7 +64,7 @@ def object_handler(
 
     async def handle(msg: Msg, context: Context) -> None:
         try:
-            trigger = TRIGGER.decode(msg.data)
+            trigger = decode_trigger(msg.data)
         except msgspec.DecodeError as exc:  # ValidationError included
             raise BadMessage(f"not an ObjectEvent: {exc}") from exc
         # only the trigger is kept while the handler waits for its reconcile, not the whole object:
