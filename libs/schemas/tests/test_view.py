@@ -6,7 +6,7 @@ from typing import Any
 import pytest
 from ferry_schemas.bus import ObjectEvent, Resource
 from ferry_schemas.runtime.packed import Packed
-from ferry_schemas.runtime.view import ObjectView
+from ferry_schemas.runtime.view import Change, ObjectView
 
 
 def pod(name: str, owner: str, labels: dict[str, str], ns: str = "ns") -> dict[str, Any]:
@@ -38,7 +38,7 @@ def view(packed: bool) -> ObjectView:
 def test_get_list_and_owner_index_follow_changes(packed: bool) -> None:
     v = view(packed)
     seen: list[str] = []
-    v.on_change(lambda e: seen.append(f"{e.type} {e.name}"))
+    v.on_change(lambda c: seen.append(f"{c.event.type} {c.event.name}{' same' if c.same else ''}"))
     v.apply(ObjectEvent.from_object("ADDED", "pods", pod("a", "o1", {"app": "x"})))
     v.apply(ObjectEvent.from_object("ADDED", "pods", pod("b", "o1", {"app": "y"})))
     v.apply(ObjectEvent.from_object("ADDED", "pods", pod("c", "o2", {"app": "x"}, ns="other")))
@@ -54,11 +54,13 @@ def test_get_list_and_owner_index_follow_changes(packed: bool) -> None:
     assert [p["metadata"]["name"] for p in v.owned("o1")] == ["b"]
     assert [p["metadata"]["name"] for p in v.owned("o2")] == ["a", "c"]
 
+    relisted = {**moved, "metadata": {**moved["metadata"], "resourceVersion": "9"}}
+    v.apply(ObjectEvent.from_object("SYNC", "pods", relisted))
     v.apply(ObjectEvent.from_object("DELETED", "pods", moved))
     assert v.get("pods", "ns", "a") is None
     assert [p["metadata"]["name"] for p in v.owned("o2")] == ["c"]
     assert len(v) == 2
-    assert seen == ["ADDED a", "ADDED b", "ADDED c", "MODIFIED a", "DELETED a"]
+    assert seen == ["ADDED a", "ADDED b", "ADDED c", "MODIFIED a", "SYNC a same", "DELETED a"]
 
 
 def test_stamp_is_the_uid_and_resource_version_get_shows(packed: bool) -> None:
@@ -76,7 +78,7 @@ def test_stamp_is_the_uid_and_resource_version_get_shows(packed: bool) -> None:
 def test_a_failing_callback_does_not_stop_the_view(packed: bool) -> None:
     v = view(packed)
 
-    def broken(_: ObjectEvent) -> None:
+    def broken(_: Change) -> None:
         raise RuntimeError("bug")
 
     v.on_change(broken)

@@ -69,7 +69,7 @@ async def run(settings: AutoscalerSettings, stop: asyncio.Event) -> None:
         lambda namespace: view.list(Resource.PODS, namespace),
     )
     controller = Controller(view, scaler, api, leases, events, StateStore(kv), settings.workers)
-    view.on_change(controller.on_change)
+    view.on_change(lambda change: controller.on_change(change.event))
     await view.start()
     await board.start()
     demand = await nc.subscribe(f"{DEMAND_PREFIX}.>", cb=controller.on_demand)

@@ -157,7 +157,7 @@ class ProviderStatusController:
     ) -> None:
         self._api = api
         self.view = ObjectView(js, VIEWED)
-        self.view.on_change(self._on_change)
+        self.view.on_change(lambda change: self._on_change(change.event))
         self.probe_interval = probe_interval
         self.probe_timeout = probe_timeout
         self.probes: dict[tuple[str, int, bool], Probe] = {}

@@ -76,7 +76,7 @@ class ServiceSettings:
 
     ``FERRY_NATS_URL`` (or ``NATS_URL``), ``FERRY_PROBE_HOST``/``FERRY_PROBE_PORT`` (``/healthz``,
     ``/readyz``, ``/metrics``), ``FERRY_LOG_LEVEL``, ``FERRY_MAX_DELIVER``, ``FERRY_ACK_WAIT``,
-    ``FERRY_MAX_ACK_PENDING``.
+    ``FERRY_MAX_ACK_PENDING``, ``FERRY_MEMBER_TTL``.
     """
 
     service: str
@@ -92,3 +92,6 @@ class ServiceSettings:
     ack_wait: float = field(default_factory=lambda: env_float("FERRY_ACK_WAIT", 30.0))
     max_ack_pending: int = field(default_factory=lambda: env_int("FERRY_MAX_ACK_PENDING", MAX_ACK_PENDING))
     """Messages of one durable consumer in flight at once (fetched, not yet acked)."""
+    member_ttl: float = field(default_factory=lambda: env_float("FERRY_MEMBER_TTL", 6.0))
+    """Seconds after its last heartbeat a replica counts as gone and its keys move to the others
+    (:mod:`ferry_schemas.runtime.members`; a replica that stops leaves at once)."""

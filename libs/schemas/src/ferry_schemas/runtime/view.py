@@ -14,9 +14,12 @@ Reads never touch the API server:
   packed record then keeps only those labels decoded: the others are matched on the object read);
 * :meth:`ObjectView.owned` — the objects whose ownerReferences name a uid (by owner uid index).
 
-:meth:`ObjectView.on_change` registers ``callback(event)`` for every change after it was applied,
-snapshot included (that is how owners are re-queued when a child changes). ``synced`` turns true once
-every resource delivered its snapshot; a service's ``/readyz`` waits for it.
+:meth:`ObjectView.on_change` registers ``callback(change)`` for every change after it was applied,
+snapshot included (a :class:`Change`: the event, whether the object kept stayed the same but for its
+resourceVersion, the message's headers). That is the informer's event handler: the applier re-queues
+a changed child's owner from it, as controller-runtime's informer feeds its work queue, so each
+object message reaches a service once. ``synced`` turns true once every resource delivered its
+snapshot; a service's ``/readyz`` waits for it.
 
 Objects are stored as the API server sent them minus ``metadata.managedFields`` (kept small), except
 for the resources named in ``keep_managed_fields`` (the applier reads who owns ``spec.replicas``),
@@ -36,6 +39,7 @@ import logging
 import sys
 from collections import defaultdict
 from collections.abc import Callable, Collection, Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from nats.aio.msg import Msg
@@ -52,7 +56,21 @@ log = logging.getLogger(__name__)
 Obj = dict[str, Any]
 ObjKey = tuple[str, str, str]
 """(resource, namespace, name)."""
-ChangeCallback = Callable[[ObjectEvent], None]
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One change the view applied."""
+
+    event: ObjectEvent
+    same: bool = False
+    """What the view keeps of the object is the same as before but for its resourceVersion (a status
+    write, a relist): nothing a reader of the view could act on changed."""
+    headers: Mapping[str, str] | None = None
+    """The bus message's headers (its trace context); None when the change was not read off the bus."""
+
+
+ChangeCallback = Callable[[Change], None]
 
 VIEW_EVENTS = Counter("ferry_view_events_total", "Object events applied to the view.", ["resource", "type"])
 VIEW_BAD_EVENTS = Counter(
@@ -275,9 +293,10 @@ class ObjectView:
         False when a later message of the object was applied since (it is judged on its own)."""
         return self._unchanged.get((str(resource), namespace, name)) == sequence
 
-    def apply(self, event: ObjectEvent) -> bool:
+    def apply(self, event: ObjectEvent, headers: Mapping[str, str] | None = None) -> bool:
         """Apply one change (also how tests feed a view without a bus); True when the object kept is
-        the same as before but for its resourceVersion."""
+        the same as before but for its resourceVersion. ``headers``: the bus message's, for the
+        change callbacks."""
         # one string object per resource and namespace, not one per object kept (keys, indexes)
         resource, namespace, name = sys.intern(event.resource), sys.intern(event.namespace), event.name
         key = (resource, namespace, name)
@@ -319,11 +338,13 @@ class ObjectView:
         VIEW_OBJECTS.labels(event.resource).set(self._counts[event.resource])
         changed, self._changed = self._changed, asyncio.Event()
         changed.set()
-        for callback in self._callbacks:
-            try:
-                callback(event)
-            except Exception:
-                log.exception("view change callback failed for %s", event.subject)
+        if self._callbacks:
+            change = Change(event, same, headers)
+            for callback in self._callbacks:
+                try:
+                    callback(change)
+                except Exception:
+                    log.exception("view change callback failed for %s", event.subject)
         return same
 
     async def start(self) -> None:
@@ -355,7 +376,7 @@ class ObjectView:
             log.error("view: undecodable %s event on %s: %s", resource, msg.subject, exc)
         else:
             key = (sys.intern(event.resource), sys.intern(event.namespace), event.name)
-            if self.apply(event):
+            if self.apply(event, msg.headers):
                 self._unchanged[key] = int(msg.metadata.sequence.stream)
             else:
                 self._unchanged.pop(key, None)

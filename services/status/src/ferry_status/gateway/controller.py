@@ -76,7 +76,7 @@ class GatewayStatusController:
         self.view = ObjectView(js, GATEWAY_RESOURCES)
         self.keys: dict[str, set[str]] = {}
         """resource -> keys (``ns/name``, ``name`` when cluster-scoped) of the objects in the view."""
-        self.view.on_change(self._on_change)
+        self.view.on_change(lambda change: self._on_change(change.event))
         self._tasks: list[asyncio.Task[None]] = []
         self.defaults_ensured = False
 
