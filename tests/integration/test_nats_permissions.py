@@ -40,9 +40,9 @@ EXPECTED: dict[str, NatsUser] = {
     "applier": NatsUser("applier", publish=("ferry.applied.>", "ferry.dlq.ferry-applier.>"), streams={
         "FERRY_DESIRED": ("consume",), "FERRY_OBJECTS": ("consume",), "FERRY_RESULTS": ("read",),
     }, kv=(APPLIED_GENERATIONS_BUCKET, "ferry_applier_leases")),
-    "status": NatsUser("status", publish=("ferry.dlq.ferry-status.>",), streams={
+    "status": NatsUser("status", streams={
         "FERRY_OBJECTS": ("consume",), "FERRY_RESULTS": ("consume",), "FERRY_DESIRED": ("consume",),
-    }, kv=(GATEWAY_LISTENERS_BUCKET,)),
+    }, kv=(GATEWAY_LISTENERS_BUCKET, "ferry_status_members")),
     "router": NatsUser("router", publish=("ferry.demand.>", "ferry.fairness.>", "ferry.sessionboost.>"),
                        subscribe=("ferry.fairness.>", "ferry.sessionboost.>"),
                        streams={"FERRY_OBJECTS": ("consume",), "FERRY_KV": ("consume",),

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,13 +27,14 @@ from ferry_schemas.bus import (
     OwnerKey,
 )
 from ferry_schemas.runtime import kubeconn
+from ferry_schemas.runtime.members import owner
 from ferry_schemas.workload import serving_revision
 from ferry_watcher.kube import list_objects, watch_events
 from nats.aio.client import Client
 
 from tests.conftest import KubeEnv
 from tests.support.cluster import Cluster, booster, eventually
-from tests.support.services import ServiceSet
+from tests.support.services import ServiceProcess, ServiceSet
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 JSON = dict[str, Any]
@@ -65,7 +67,7 @@ def status_services(kube: KubeEnv, nats_url: str, namespace: str, tmp_path: Path
 def services(kube: KubeEnv, nats_url: str, namespace: str, tmp_path: Path) -> Iterator[ServiceSet]:
     started = status_services(kube, nats_url, namespace, tmp_path)
     started.add("status", instance=1)
-    started.add("status", instance=2)  # two replicas share the durable consumers
+    started.add("status", instance=2)  # two replicas split the keys (ferry_status_members)
     started.start(["watcher", "status-1", "status-2"])
     try:
         yield started
@@ -249,6 +251,88 @@ async def test_booster_status_from_bus_outcome_and_servings(
     assert final is not None
     assert final["status"]["availableReplicas"] == 1
     assert final["status"]["observedGeneration"] == generation
+
+
+# ------------------------------------------------------------------ level-triggered start, replicas
+
+
+def written_keys(proc: ServiceProcess) -> list[str]:
+    """``<kind> <namespace>/<name>`` of each status write ``proc`` logged, in order."""
+    assert proc.process is not None
+    lines = Path(proc.process.log).read_text().splitlines()
+    messages = (json.loads(line).get("message", "") for line in lines if line.startswith("{"))
+    return [m.removesuffix(" status written") for m in messages if m.endswith(" status written")]
+
+
+def member_id(proc: ServiceProcess) -> str:
+    """The membership id ``proc`` logged at start."""
+    assert proc.process is not None
+    for line in Path(proc.process.log).read_text().splitlines():
+        if line.startswith("{") and (found := MEMBER.search(json.loads(line).get("message", ""))):
+            return found.group(1)
+    raise AssertionError(f"{proc.label} logged no member id")
+
+
+MEMBER = re.compile(r"^status replica (\S+) in ")
+
+
+def test_a_change_made_while_status_was_stopped_is_written_after_it_starts(
+    kube: KubeEnv, nats_url: str, namespace: str, tmp_path: Path
+) -> None:
+    """Level-triggered start: no durable consumer keeps the change for it; its views' snapshot does."""
+    started = status_services(kube, nats_url, namespace, tmp_path, FERRY_STATUS_FIRST_WRITE_HOLD="0")
+    started.start(["watcher", "status"])
+    try:
+        cluster = Cluster(kube, namespace)
+        cluster.apply(serving_manifest("ms", namespace, replicas=1))
+        serving = eventually(lambda: cluster.get("ModelServing", "ms"), 30, "the ModelServing")
+        eventually(lambda: cluster.condition_is("ModelServing", "ms", "Progressing"), 30, "Progressing")
+        started["status"].stop()
+        for pod in pods_for(serving, 0):
+            cluster.apply(pod)
+        assert not ((cluster.get("ModelServing", "ms") or {}).get("status") or {}).get("replicas")
+        started["status"].start()
+        started["status"].wait_ready()
+
+        def counted() -> bool:
+            return ((cluster.get("ModelServing", "ms") or {}).get("status") or {}).get("replicas") == 1
+
+        eventually(counted, 30, "the group counted by the restarted status service")
+    finally:
+        started.stop()
+
+
+def test_two_status_replicas_write_disjoint_keys(
+    kube: KubeEnv, nats_url: str, namespace: str, tmp_path: Path
+) -> None:
+    """Both replicas hear every change; each key's status is written by the replica that owns it."""
+    started = status_services(kube, nats_url, namespace, tmp_path, FERRY_STATUS_FIRST_WRITE_HOLD="0")
+    replicas = [started.add("status", instance=1), started.add("status", instance=2)]
+    started.start(["watcher", "status-1", "status-2"])
+    try:
+        ids = {member_id(proc): proc for proc in replicas}
+
+        def both_live() -> bool:
+            logs = [Path(p.process.log).read_text() if p.process else "" for p in replicas]
+            return all(f"live members {sorted(ids)}" in log for log in logs)
+
+        eventually(both_live, 30, "each replica to see the other")
+        cluster = Cluster(kube, namespace)
+        names = [f"ms-{i}" for i in range(12)]
+        for name in names:
+            cluster.apply(serving_manifest(name, namespace, replicas=1))
+
+        def all_written() -> bool:
+            return all(((cluster.get("ModelServing", n) or {}).get("status") or {}) for n in names)
+
+        eventually(all_written, 60, "every ModelServing's status")
+        keys = {name: f"modelservings {namespace}/{name}" for name in names}
+        by_replica = {member: set(written_keys(proc)) for member, proc in ids.items()}
+        for name, key in keys.items():
+            want = owner(f"modelservings/{namespace}/{name}", ids)
+            assert [m for m, written in by_replica.items() if key in written] == [want], (name, by_replica)
+    finally:
+        started.stop()
 
 
 # ------------------------------------------------------------------ first-status coalescing

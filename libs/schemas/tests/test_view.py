@@ -226,3 +226,13 @@ def test_the_label_index_keeps_one_name_as_itself_and_forgets_emptied_values(pac
     assert index[("pods", "ns", "app", "y")] == {"b", "c"}
     assert v.list("pods", "ns", {"app": "x"}) == []
     assert [p["metadata"]["name"] for p in v.list("pods", "ns", {"app": "y"})] == ["b", "c"]
+
+
+def test_keys_name_every_held_object_of_a_resource(packed: bool) -> None:
+    v = view(packed)
+    v.apply(ObjectEvent.from_object("ADDED", "pods", pod("b", "o1", {})))
+    v.apply(ObjectEvent.from_object("ADDED", "pods", pod("a", "o1", {})))
+    v.apply(ObjectEvent.from_object("ADDED", "pods", pod("c", "o1", {}, ns="other")))
+    v.apply(ObjectEvent.from_object("DELETED", "pods", pod("b", "o1", {})))
+    assert sorted(v.keys("pods")) == [("ns", "a"), ("other", "c")]
+    assert v.keys("services") == []

@@ -255,12 +255,11 @@ def test_the_last_step_is_the_latest_desired_set_or_result_of_this_object() -> N
 def test_a_trigger_names_the_objects_whose_status_it_affects() -> None:
     from ferry_schemas import labels as L
     from ferry_schemas.bus import ObjectEvent
-    from ferry_schemas.object_trigger import decode_trigger
     from ferry_status.reconciler import keys_for_event
 
     def keys(resource: str, obj: dict[str, Any]) -> list[tuple[str, str, str]]:
         event = ObjectEvent.from_object("MODIFIED", resource, {"metadata": {"namespace": "ns"}, **obj})
-        return keys_for_event(decode_trigger(event.model_dump_json().encode()))
+        return keys_for_event(event)
 
     pod_labels = {
         L.MS_NAME: "mb-main",
@@ -283,3 +282,14 @@ def test_a_trigger_names_the_objects_whose_status_it_affects() -> None:
         ("modelboosters", "ns", "mb")
     ]
     assert keys("services", {"metadata": {"name": "s", "namespace": "ns"}}) == []
+
+
+def test_a_desired_set_or_apply_result_names_its_owner() -> None:
+    from ferry_schemas.bus import DESIRED_STREAM, RESULTS_STREAM
+    from ferry_status.reconciler import keys_for_owner
+
+    booster, serving = ("modelboosters", "ns", "mb"), ("modelservings", "ns", "mb-main")
+    assert keys_for_owner(DESIRED_STREAM, booster) == [booster]
+    assert keys_for_owner(RESULTS_STREAM, booster) == [booster]
+    assert keys_for_owner(RESULTS_STREAM, serving) == [serving]
+    assert keys_for_owner(DESIRED_STREAM, serving) == []  # its apply result follows

@@ -4,7 +4,6 @@ import asyncio
 from typing import Any
 
 from ferry_schemas.bus import ObjectEvent, Resource
-from ferry_schemas.object_trigger import decode_trigger
 from ferry_schemas.runtime.view import ObjectView
 from ferry_status.bus_state import PipelineView
 from ferry_status.reconciler import StatusReconciler
@@ -35,11 +34,10 @@ def booster() -> dict[str, Any]:
     }  # fmt: skip
 
 
-def trigger(event_type: str, resource_version: str, uid: str = "u1") -> Any:
+def trigger(event_type: str, resource_version: str, uid: str = "u1") -> ObjectEvent:
     obj = booster()
     obj["metadata"].update(resourceVersion=resource_version, uid=uid)
-    event = ObjectEvent.from_object(event_type, Resource.MODEL_BOOSTERS, obj)  # type: ignore[arg-type]
-    return decode_trigger(event.to_bytes())
+    return ObjectEvent.from_object(event_type, Resource.MODEL_BOOSTERS, obj)  # type: ignore[arg-type]
 
 
 def test_only_the_change_our_write_made_is_our_own() -> None:

@@ -6,7 +6,9 @@ so a reconcile reads them from memory instead of a JetStream get per owner and r
 a status reads is kept, as one slotted record per owner (:class:`DesiredRecord`,
 :class:`ResultRecord`): kept as pydantic models they cost about 12 KB per booster (a model, its
 ``__dict__``, its fields-set, an owner model, a model per child; 25 MB at 2000 boosters, by
-``tracemalloc``), as records a few hundred bytes.
+``tracemalloc``), as records a few hundred bytes. :meth:`PipelineView.on_change` registers
+``callback(stream, owner, headers)`` for every message kept (how the status service queues the
+owner's reconcile, in the trace the message's headers carry).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import asyncio
 import json
 import logging
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,6 +43,9 @@ OWNERS = (Resource.MODEL_SERVINGS, Resource.MODEL_BOOSTERS)
 """The owner kinds whose status this service writes from a desired set and an apply result."""
 Owner = tuple[str, str, str]
 """(resource, namespace, name)."""
+OwnerCallback = Callable[[str, Owner, Mapping[str, str] | None], None]
+"""``callback(stream, owner, headers)``: ``FERRY_DESIRED`` or ``FERRY_RESULTS`` said something new of
+``owner`` in a message with ``headers``."""
 SHOWN_ACTIONS = ("created", "applied")
 """The actions of an apply result's children a first status waits to see in the view."""
 
@@ -115,7 +120,7 @@ def _text(value: str) -> str:
 
 
 class PipelineView:
-    """:meth:`desired` and :meth:`result` of an owner; :meth:`wait_for` a message of either stream."""
+    """:meth:`desired` and :meth:`result` of an owner; :meth:`on_change` a message of either stream."""
 
     def __init__(self, js: JetStreamContext) -> None:
         self._desired: dict[Owner, DesiredRecord] = {}
@@ -130,6 +135,7 @@ class PipelineView:
                 self._on_result, name="status-results-view",
             ),
         }  # fmt: skip
+        self._callbacks: list[OwnerCallback] = []
 
     @property
     def synced(self) -> bool:
@@ -144,21 +150,9 @@ class PipelineView:
     def result(self, resource: str, namespace: str, name: str) -> ResultRecord | None:
         return self._results.get((str(resource), namespace, name))
 
-    async def wait_for(self, stream: str, subject: str, sequence: int, limit: float = 5.0) -> bool:
-        """Wait until message ``sequence`` of ``stream`` on ``subject`` (or a later one) was applied."""
-        feed = self._feeds.get(stream)
-        if feed is None:
-            return True
-        return await feed.wait_for(subject.split(".")[2], sequence, limit)
-
-    def when_holds(self, stream: str, subject: str, sequence: int, callback: Callable[[], None]) -> None:
-        """Call ``callback()`` once message ``sequence`` of ``stream`` on ``subject`` (or a later one)
-        was applied (at once for a stream this view does not follow)."""
-        feed = self._feeds.get(stream)
-        if feed is None:
-            callback()
-        else:
-            feed.when_holds(subject.split(".")[2], sequence, callback)
+    def on_change(self, callback: OwnerCallback) -> None:
+        """Call ``callback(stream, owner, headers)`` after each message kept (snapshot included)."""
+        self._callbacks.append(callback)
 
     async def start(self) -> None:
         for feed in self._feeds.values():
@@ -169,12 +163,12 @@ class PipelineView:
             await feed.stop()
 
     def _on_desired(self, _: str, msg: Msg) -> None:
-        self._keep(msg, self._desired, DesiredRecord.from_wire)
+        self._keep(DESIRED_STREAM, msg, self._desired, DesiredRecord.from_wire)
 
     def _on_result(self, _: str, msg: Msg) -> None:
-        self._keep(msg, self._results, ResultRecord.from_wire)
+        self._keep(RESULTS_STREAM, msg, self._results, ResultRecord.from_wire)
 
-    def _keep(self, msg: Msg, into: dict[Owner, Any], slim: Any) -> None:
+    def _keep(self, stream: str, msg: Msg, into: dict[Owner, Any], slim: Any) -> None:
         try:
             parts = parse_subject(msg.subject)
         except ValueError:
@@ -186,3 +180,8 @@ class PipelineView:
         except (ValueError, ValidationError) as exc:  # what it said before is no longer current
             into.pop(owner, None)
             log.error("undecodable message on %s: %s", msg.subject, exc)
+        for callback in self._callbacks:
+            try:
+                callback(stream, owner, msg.headers)
+            except Exception:
+                log.exception("pipeline change callback failed for %s", msg.subject)

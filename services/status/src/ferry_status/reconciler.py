@@ -16,11 +16,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any, Literal
 
-from ferry_schemas.bus import (
-    Resource,
-    content_hash,
-    parse_subject,
-)
+from ferry_schemas.bus import RESULTS_STREAM, ObjectEvent, Resource, content_hash
 from ferry_schemas.labels import (
     BOOSTER_MANAGED_BY,
     BOOSTER_MANAGED_BY_VALUE,
@@ -28,7 +24,6 @@ from ferry_schemas.labels import (
     BOOSTER_MODEL_UID,
     MS_NAME,
 )
-from ferry_schemas.object_trigger import ObjectTrigger
 from ferry_schemas.runtime.kubeconn import ApiError
 from ferry_schemas.runtime.view import ObjectView
 from ferry_schemas.workload import LWS_KIND, serving_revision
@@ -57,12 +52,12 @@ SWEEP_MIN = 0.1
 """Seconds between two sweeps of ended holds at the least."""
 
 
-def keys_for_event(event: ObjectTrigger) -> list[Key]:
+def keys_for_event(event: ObjectEvent) -> list[Key]:
     """Which status objects an object change affects."""
-    meta = event.meta
+    meta = event.object.get("metadata") or {}
     keys: list[Key] = []
     if event.resource == Resource.PODS:
-        labels = meta.labels or {}
+        labels = meta.get("labels") or {}
         if labels.get(MS_NAME):
             keys.append((SERVINGS, event.namespace, labels[MS_NAME]))
         if labels.get(BOOSTER_MANAGED_BY) == BOOSTER_MANAGED_BY_VALUE and labels.get(BOOSTER_MODEL_NAME):
@@ -70,22 +65,25 @@ def keys_for_event(event: ObjectTrigger) -> list[Key]:
         return keys
     if event.resource == Resource.MODEL_SERVINGS:
         keys.append((SERVINGS, event.namespace, event.name))
-        for ref in meta.ownerReferences or ():
-            if ref.kind == "ModelBooster" and ref.controller:
-                keys.append((BOOSTERS, event.namespace, ref.name))
-            elif ref.kind == LWS_KIND and ref.controller:
-                keys.append((LWS, event.namespace, ref.name))
+        for ref in meta.get("ownerReferences") or ():
+            if not ref.get("controller"):
+                continue
+            if ref.get("kind") == "ModelBooster":
+                keys.append((BOOSTERS, event.namespace, ref["name"]))
+            elif ref.get("kind") == LWS_KIND:
+                keys.append((LWS, event.namespace, ref["name"]))
         return keys
     if event.resource == Resource.MODEL_BOOSTERS:
         return [(BOOSTERS, event.namespace, event.name)]
     return []
 
 
-def keys_for_owner_subject(subject: str) -> list[Key]:
-    """``ferry.desired.…`` / ``ferry.applied.…``: the owner the set or result is for."""
-    parts = parse_subject(subject)
-    if parts.resource in (SERVINGS, BOOSTERS):
-        return [(parts.resource, parts.namespace, parts.name)]
+def keys_for_owner(stream: str, owner: tuple[str, str, str]) -> list[Key]:
+    """The owner a desired set (of a booster: a ModelServing's is followed by its apply result) or an
+    apply result is for."""
+    resource, namespace, name = owner
+    if resource == BOOSTERS or (resource == SERVINGS and stream == RESULTS_STREAM):
+        return [(resource, namespace, name)]
     return []
 
 
@@ -113,7 +111,7 @@ class StatusReconciler:
         avoids writing again when the server stores something slightly different (a pruned field)
         or when the view has not caught up with our own write yet."""
 
-    def own_write(self, trigger: ObjectTrigger) -> bool:
+    def own_write(self, trigger: ObjectEvent) -> bool:
         """Whether ``trigger`` is the change our last status write of its object made (its
         resourceVersion is the one that write returned). Reconciling the object for it computes
         nothing new: every other input of its status (its spec, its children, its pipeline) comes

@@ -17,14 +17,15 @@ from ferry_schemas.runtime.settings import (
 
 @dataclass(frozen=True)
 class StatusSettings(ServiceSettings):
-    """``FERRY_STATUS_WORKERS``: reconciles in flight; ``FERRY_STATUS_BATCH``: messages per fetch;
-    ``FERRY_STATUS_SETTLE``: seconds a reconcile waits for more changes of the same object;
-    ``FERRY_STATUS_FIRST_WRITE_HOLD`` and ``_MAX``: see ``first_write_hold``."""
+    """``FERRY_STATUS_WORKERS``: reconciles in flight; ``FERRY_STATUS_SETTLE``: seconds a reconcile
+    waits for more changes of the same object; ``FERRY_STATUS_FIRST_WRITE_HOLD`` and ``_MAX``: see
+    ``first_write_hold``; ``FERRY_RESYNC_PERIOD``: seconds between resyncs of every status (as the
+    applier's)."""
 
     service: str = "ferry-status"
     workers: int = field(default_factory=lambda: env_int("FERRY_STATUS_WORKERS", 32))
-    batch: int = field(default_factory=lambda: env_int("FERRY_STATUS_BATCH", 32))
     settle: float = field(default_factory=lambda: env_float("FERRY_STATUS_SETTLE", 0.2))
+    resync_period: float = field(default_factory=lambda: env_float("FERRY_RESYNC_PERIOD", 600.0))
     first_write_hold: float = field(default_factory=lambda: env_float("FERRY_STATUS_FIRST_WRITE_HOLD", 5.0))
     """Seconds after its last step through the pipeline (creation, desired set, apply result) a new
     object's first status waits for its apply result and what it created (then written complete at

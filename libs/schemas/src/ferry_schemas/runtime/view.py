@@ -238,6 +238,12 @@ class ObjectView:
         resource = str(resource)
         return [self._read(k, self._objects[k]) for k in sorted(k for k in self._objects if k[0] == resource)]
 
+    def keys(self, resource: str) -> builtins.list[tuple[str, str]]:
+        """The (namespace, name) of every object of ``resource`` held, nothing decoded (a resync)."""
+        resource = str(resource)
+        held = self._by_namespace.items()
+        return [(ns, name) for (r, ns), names in held if r == resource for name in sorted(names)]
+
     def owned(self, uid: str, resource: str | None = None) -> builtins.list[Obj]:
         """Objects that list ``uid`` among their ownerReferences (of one resource, or all)."""
         keys = sorted(self._by_owner.get(uid, set()))

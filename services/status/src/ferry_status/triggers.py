@@ -1,0 +1,104 @@
+"""What queues status reconciles: the views' own changes, each heard once.
+
+The object view (pods, ModelServings, ModelBoosters) and the pipeline view (apply results, booster
+desired sets) follow their streams anyway; their change callbacks name the status keys each change
+affects (:func:`~ferry_status.reconciler.keys_for_event`, :func:`~ferry_status.reconciler.keys_for_owner`)
+and queue those this replica owns, with the change's trace context (controller-runtime's informer
+event → work queue). No durable consumer delivers the same change a second time.
+
+Why nothing is lost without a durable consumer: status is level-triggered — a reconcile reads the
+whole state of its key from the views and writes what it computes, so a key needs one reconcile
+after its last change, not one per change. The views never skip a message (ordered consumers that
+resume after the last one handled, :mod:`ferry_schemas.runtime.follow`); a failed reconcile is
+retried by the work queue until it succeeds; and what changed while no replica ran, or while the
+replica that owned a key was going away, is caught by :meth:`Triggers.resync`: at start once both
+views hold their snapshot (every key the object view holds is queued), on every membership change
+(the keys that became this replica's), and periodically (``FERRY_RESYNC_PERIOD``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+from ferry_schemas.bus import ObjectEvent
+from ferry_schemas.runtime.view import Change, ObjectView
+from ferry_schemas.runtime.workqueue import WorkQueue
+from opentelemetry import propagate
+from opentelemetry.context import Context
+
+from ferry_status.bus_state import Owner
+from ferry_status.reconciler import BOOSTERS, LWS, SERVINGS, Key, keys_for_event, keys_for_owner
+
+RESYNCED = (SERVINGS, BOOSTERS, LWS)
+"""The kinds whose status this service writes from the object view, each held object a key."""
+
+
+def key_name(key: Key) -> str:
+    """A key as the members module partitions it."""
+    return "/".join(key)
+
+
+class Triggers:
+    """Queues the keys the views' changes name, once :meth:`start` found both views synced.
+
+    ``owns(key)``: whether this replica reconciles ``key`` (every key when it runs alone);
+    ``own_write(event)``: whether a change is our own status write coming back (its object is then
+    not reconciled for it; its owner still is).
+    """
+
+    def __init__(
+        self,
+        view: ObjectView,
+        queue: WorkQueue[Key],
+        *,
+        own_write: Callable[[ObjectEvent], bool] | None = None,
+        owns: Callable[[Key], bool] | None = None,
+    ) -> None:
+        self._view = view
+        self._queue = queue
+        self._own_write = own_write
+        self._owns = owns
+        self.live = False
+        """False until :meth:`start`: while the views load their snapshots no reconcile may read them
+        (a status computed from half the world would be written), and start's resync queues every
+        key they then hold."""
+
+    def object_changed(self, change: Change) -> None:
+        if not self.live or change.same:  # same: only its resourceVersion moved, nothing status reads
+            return
+        event = change.event
+        keys = keys_for_event(event)
+        if keys and self._own_write is not None and self._own_write(event):
+            own = (event.resource, event.namespace, event.name)
+            keys = [key for key in keys if key != own]
+        if keys:
+            self._add(keys, _context(change.headers))
+
+    def pipeline_changed(self, stream: str, owner: Owner, headers: Mapping[str, str] | None) -> None:
+        if self.live and (keys := keys_for_owner(stream, owner)):
+            self._add(keys, _context(headers))
+
+    def start(self) -> int:
+        """Both views hold their snapshot: queue every key, and from now on every change's keys."""
+        self.live = True
+        return self.resync()
+
+    def resync(self) -> int:
+        """Queue every key the object view holds that this replica owns; how many."""
+        keys: list[Key] = [
+            (kind, namespace, name) for kind in RESYNCED for namespace, name in self._view.keys(kind)
+        ]
+        return self._add(keys, None)
+
+    def _add(self, keys: list[Key], context: Context | None) -> int:
+        added = 0
+        for key in keys:
+            if self._owns is None or self._owns(key):
+                self._queue.add(key, context)
+                added += 1
+        return added
+
+
+def _context(headers: Mapping[str, str] | None) -> Context | None:
+    """The trace context a change's message carried (its ``traceparent``)."""
+    return propagate.extract(headers) if headers else None
