@@ -164,3 +164,32 @@ def test_backoff_is_capped_and_jittered_downwards() -> None:
     backoff = Backoff(base=0.5, cap=30.0, jitter=0.2)
     assert backoff.delay(1) <= 0.5
     assert 24.0 <= backoff.delay(20) <= 30.0
+
+
+async def test_idle_for_counts_from_the_last_reconcile_not_while_a_key_waits_backs_off_or_not() -> None:
+    release = asyncio.Event()
+    attempts = 0
+
+    async def reconcile(key: str, _ctx: object) -> None:
+        nonlocal attempts
+        attempts += 1
+        await release.wait()
+        if attempts == 1:
+            raise RuntimeError("first attempt fails")
+
+    queue: WorkQueue[str] = WorkQueue("t", reconcile, workers=1, backoff=Backoff(base=60.0, jitter=0.0))
+    assert queue.idle_for() > 0.0
+    queue.add("a")
+    assert queue.idle_for() == 0.0  # waiting for a worker is work
+    release.set()
+    for _ in range(100):
+        if queue.failures("a"):
+            break
+        await asyncio.sleep(0.005)
+    assert queue.failures("a") == 1
+    first = queue.idle_for()
+    assert first > 0.0  # backing off for a minute: no work now
+    assert len(queue) == 1
+    await asyncio.sleep(0.01)
+    assert queue.idle_for() > first
+    await queue.stop()

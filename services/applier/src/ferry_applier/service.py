@@ -196,7 +196,7 @@ class Applier:
         resync = Resync(s.service, s.resync_period, self.resync)
         self._tasks.append(asyncio.create_task(resync.run(), name="applier-resync"))
         if self.events is not None:
-            self.events.start()
+            self.events.start(idle_for=self.queue.idle_for)  # Events yield to reconciles
         log.info("applier consuming %s and %s", desired_filter, objects_filter)
 
     def _consumer(self, stream: str, durable: str, subject: str, handler: Any) -> DurableConsumer:

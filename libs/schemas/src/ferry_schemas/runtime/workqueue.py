@@ -95,11 +95,20 @@ class WorkQueue(Generic[K]):
         self._slots = PrioritySlots(max(1, workers))
         self._states: dict[K, _KeyState] = {}
         self._delayed = 0
+        self._active = 0
+        """Keys with a drain task: waiting to settle, for a worker, or reconciling."""
+        self._idle_since = time.monotonic()
         self._closed = False
 
     def __len__(self) -> int:
         """Keys waiting for, in, or backing off from a reconcile, plus delayed adds not due yet."""
         return len(self._states) + self._delayed
+
+    def idle_for(self) -> float:
+        """Seconds since the last key waiting for a worker or reconciling was done, 0.0 while one is
+        (keys backing off and delayed adds not due yet are not work now): what background writers
+        such as the Event recorder yield to."""
+        return 0.0 if self._active else time.monotonic() - self._idle_since
 
     def __contains__(self, key: object) -> bool:
         return key in self._states
@@ -148,6 +157,7 @@ class WorkQueue(Generic[K]):
                     waiter.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         self._states.clear()
+        self._active = 0
         DEPTH.labels(self.name).set(0)
 
     # ------------------------------------------------------------------ internals
@@ -164,8 +174,12 @@ class WorkQueue(Generic[K]):
         elif state.context is None:
             state.context = context  # a queued reconcile without a trace (resync) joins this one
         if state.task is None and state.timer is None and not self._closed:
-            state.task = asyncio.create_task(self._drain(key, state), name=f"{self.name}:{key}")
+            self._spawn(key, state)
         return state
+
+    def _spawn(self, key: K, state: _KeyState) -> None:
+        self._active += 1  # until the drain's end (or stop: a task cancelled before it ran ends no drain)
+        state.task = asyncio.create_task(self._drain(key, state), name=f"{self.name}:{key}")
 
     async def _drain(self, key: K, state: _KeyState) -> None:
         try:
@@ -196,6 +210,9 @@ class WorkQueue(Generic[K]):
                     if not waiter.done():
                         waiter.set_result(None)
         finally:
+            self._active -= 1
+            if not self._active:
+                self._idle_since = time.monotonic()
             state.task = None
             self._forget_if_idle(key, state)
 
@@ -235,7 +252,7 @@ class WorkQueue(Generic[K]):
         if self._closed or self._states.get(key) is not state:
             return
         if state.task is None:
-            state.task = asyncio.create_task(self._drain(key, state), name=f"{self.name}:{key}")
+            self._spawn(key, state)
 
     def _forget_if_idle(self, key: K, state: _KeyState) -> None:
         if not state.queued and state.task is None and state.timer is None and self._states.get(key) is state:
