@@ -306,7 +306,9 @@ def test_two_status_replicas_write_disjoint_keys(
     kube: KubeEnv, nats_url: str, namespace: str, tmp_path: Path
 ) -> None:
     """Both replicas hear every change; each key's status is written by the replica that owns it."""
-    started = status_services(kube, nats_url, namespace, tmp_path, FERRY_STATUS_FIRST_WRITE_HOLD="0")
+    started = status_services(  # a long member TTL: a loaded machine's late heartbeat drops no one
+        kube, nats_url, namespace, tmp_path, FERRY_STATUS_FIRST_WRITE_HOLD="0", FERRY_MEMBER_TTL="30"
+    )
     replicas = [started.add("status", instance=1), started.add("status", instance=2)]
     started.start(["watcher", "status-1", "status-2"])
     try:
