@@ -24,7 +24,7 @@ import pytest
 from ferry_applier.kube import KubeClient, load_api_client
 from ferry_applier.lease import LEASES_BUCKET, LeaseBusy, OwnerLeases
 from ferry_applier.metrics import MESSAGES
-from ferry_applier.service import Applier
+from ferry_applier.service import Applier, delete_retired_durables
 from ferry_applier.settings import ApplierSettings
 from ferry_local.identities import identities_for
 from ferry_local.node.gang import gang_satisfied, group_of
@@ -191,7 +191,6 @@ async def harness(
         nats_url=nats_url,
         namespace=namespace,
         desired_consumer="test-desired",
-        objects_consumer="test-objects",
         max_deliver=4,
         ack_wait=20.0,
         backoff=0.2,
@@ -618,7 +617,6 @@ async def test_bad_input_is_dead_lettered_and_an_unreachable_api_server_is_retri
         nats_url=nats_url,
         namespace=h.namespace,
         desired_consumer="test-broken",
-        objects_consumer="test-broken-objects",
         max_deliver=2,
         ack_wait=2.0,
         backoff=0.1,
@@ -887,4 +885,23 @@ async def test_a_reconcile_slower_than_the_lease_ttl_keeps_its_lease_and_its_mes
     finally:
         with contextlib.suppress(Exception):
             await js.delete_stream(stream)
+        await nc.close()
+
+
+async def test_the_retired_objects_durable_is_deleted_at_start(nats_url: str) -> None:
+    """Object changes come from the view now: an upgraded applier deletes the durable consumer its
+    predecessor read (what its start does), so the server stops keeping its state."""
+    nc = await nats.connect(nats_url)
+    js = nc.jetstream()
+    try:
+        await declare_streams(js)
+        namespace = f"retired-{uuid.uuid4().hex[:6]}"
+        retired = f"applier-objects-{namespace}"
+        await js.add_consumer(OBJECTS_STREAM, ConsumerConfig(durable_name=retired, ack_wait=30.0))
+        assert (await js.consumer_info(OBJECTS_STREAM, retired)).name == retired
+        await delete_retired_durables(js, namespace)
+        with pytest.raises(NotFoundError):
+            await js.consumer_info(OBJECTS_STREAM, retired)
+        await delete_retired_durables(js, namespace)  # nothing left to delete: no error
+    finally:
         await nc.close()

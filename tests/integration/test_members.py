@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Callable
 
 import pytest
 from ferry_schemas.runtime.jetstream import connect
-from ferry_schemas.runtime.members import Members
+from ferry_schemas.runtime.members import ALL, Members
 from nats.aio.client import Client
 
 pytestmark = pytest.mark.integration
@@ -34,10 +34,12 @@ async def connections(nats_url: str) -> AsyncIterator[list[Client]]:
             await nc.close()
 
 
-async def member(nats_url: str, connections: list[Client], bucket: str, name: str) -> Members:
+async def member(
+    nats_url: str, connections: list[Client], bucket: str, name: str, scope: str = ALL
+) -> Members:
     nc = await connect(nats_url, name)
     connections.append(nc)
-    members = Members(nc.jetstream(), bucket, name, ttl=TTL)
+    members = Members(nc.jetstream(), bucket, name, ttl=TTL, scope=scope)
     await members.start()
     await members.wait_known()
     return members
@@ -57,9 +59,13 @@ async def test_members_split_the_keys_and_take_over_when_one_leaves_or_dies(
     a.on_change(lambda: changes.append(a.live))
     b = await member(nats_url, connections, bucket, "b/2")
     c = await member(nats_url, connections, bucket, "c/3")
+    elsewhere = await member(nats_url, connections, bucket, "d/4", scope="other-namespace")
     everyone = {"a/1", "b/2", "c/3"}
     for m in (a, b, c):
         await within(5, lambda m=m: m.live == everyone, f"{m.member_id} sees every member")  # type: ignore[misc]
+    assert elsewhere.live == {"d/4"}  # another scope: neither sees the other
+    assert owned(elsewhere) == set(KEYS)
+    await elsewhere.stop()
     assert changes[-1:] == [everyone]
     shares = [owned(m) for m in (a, b, c)]
     assert set().union(*shares) == set(KEYS)

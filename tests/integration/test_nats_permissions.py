@@ -39,7 +39,7 @@ EXPECTED: dict[str, NatsUser] = {
     }),
     "applier": NatsUser("applier", publish=("ferry.applied.>", "ferry.dlq.ferry-applier.>"), streams={
         "FERRY_DESIRED": ("consume",), "FERRY_OBJECTS": ("consume",), "FERRY_RESULTS": ("read",),
-    }, kv=(APPLIED_GENERATIONS_BUCKET, "ferry_applier_leases")),
+    }, kv=(APPLIED_GENERATIONS_BUCKET, "ferry_applier_leases", "ferry_applier_members")),
     "status": NatsUser("status", streams={
         "FERRY_OBJECTS": ("consume",), "FERRY_RESULTS": ("consume",), "FERRY_DESIRED": ("consume",),
     }, kv=(GATEWAY_LISTENERS_BUCKET, "ferry_status_members")),

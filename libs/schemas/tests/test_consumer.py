@@ -42,9 +42,9 @@ async def test_a_message_settled_at_once_sends_no_beat() -> None:
 @pytest.mark.parametrize(
     "reply",
     [
-        "$JS.ACK.FERRY_OBJECTS.applier-objects.1.4242.17.1700000000000000000.93",
-        "$JS.ACK._.hash.FERRY_OBJECTS.applier-objects.2.4242.17.1700000000000000000.93",
-        "$JS.ACK.hub.hash.FERRY_OBJECTS.applier-objects.2.4242.17.1700000000000000000.93.rAnDoM",
+        "$JS.ACK.FERRY_OBJECTS.converter-modelboosters.1.4242.17.1700000000000000000.93",
+        "$JS.ACK._.hash.FERRY_OBJECTS.converter-modelboosters.2.4242.17.1700000000000000000.93",
+        "$JS.ACK.hub.hash.FERRY_OBJECTS.converter-modelboosters.2.4242.17.1700000000000000000.93.rAnDoM",
     ],
 )
 def test_num_pending_reads_what_the_metadata_says(reply: str) -> None:

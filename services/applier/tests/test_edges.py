@@ -11,7 +11,7 @@ from ferry_applier.errors import api_message, api_reason, backoff_delay, is_perm
 from ferry_applier.generations import AppliedGeneration, is_stale
 from ferry_applier.kinds import UnknownKindError, kind_info
 from ferry_applier.lease import LeaseBusy
-from ferry_applier.service import durable_name, subject_filters
+from ferry_applier.service import durable_name, subject_filter
 from ferry_schemas.bus import OwnerKey
 from ferry_schemas.runtime.kubeconn import ApiError
 
@@ -110,8 +110,8 @@ def test_kinds_by_kind_or_plural() -> None:
 
 
 def test_subject_filters_and_durables_per_namespace() -> None:
-    assert subject_filters("") == ("ferry.desired.>", "ferry.obj.>")
-    assert subject_filters("team.a") == ("ferry.desired.*.team_a.*", "ferry.obj.*.team_a.*")
+    assert subject_filter("") == "ferry.desired.>"
+    assert subject_filter("team.a") == "ferry.desired.*.team_a.*"
     assert durable_name("applier-desired", "") == "applier-desired"
     assert durable_name("applier-desired", "ns") == "applier-desired-ns"
 

@@ -4,12 +4,17 @@ Controller-runtime's shape with the bus as the informer:
 
 * an :class:`~ferry_schemas.runtime.view.ObjectView` of every kind the applier writes (snapshot of
   ``FERRY_OBJECTS``, then changes) is what each reconcile reads — no LIST, no GET;
-* two durable consumers shared by replicas name the owners to reconcile: ``applier-desired`` on
-  ``ferry.desired.>`` (a new desired set) and ``applier-objects`` on ``ferry.obj.>`` (any change or
-  deletion of an owned object re-queues its owner, so drift is repaired);
+* the view's change callback is the informer's event handler: a change or deletion of an owned
+  object re-queues its owner (so drift is repaired), on the replica that owns the owner
+  (:class:`~ferry_schemas.runtime.members.Members`: rendezvous hashing over the live replicas). Each
+  object message reaches the applier once, and nothing is acked for it: what changed while no
+  applier ran is repaired by the resyncs, level-triggered (README, "One delivery");
+* the durable consumer ``applier-desired`` on ``ferry.desired.>``, shared by replicas, names owners
+  whose desired set changed (work: acked once reconciled);
 * one :class:`~ferry_schemas.runtime.workqueue.WorkQueue` keyed by owner coalesces them and retries a
   failed reconcile forever with capped back-off while the message stays in progress;
-* a periodic jittered resync (and one at start) re-queues every owner of the ``FERRY_DESIRED`` snapshot.
+* a periodic jittered resync (one at start, and one after the live replicas changed) re-queues every
+  owner of the ``FERRY_DESIRED`` snapshot this replica owns.
 
 A reconcile reads the owner's *latest* desired set from ``FERRY_DESIRED``, waits until the view
 holds its own previous writes, takes the owner's KV lease (one reconcile per owner across replicas),
@@ -26,14 +31,12 @@ import socket
 import uuid
 from typing import Any
 
-import msgspec
 from ferry_schemas import labels as L
 from ferry_schemas.bus import (
     APPLIED_GENERATIONS_BUCKET,
     DESIRED_PREFIX,
     DESIRED_STREAM,
     MSG_ID_HEADER,
-    OBJECTS_PREFIX,
     OBJECTS_STREAM,
     RESULTS_STREAM,
     ApplyResult,
@@ -49,9 +52,10 @@ from ferry_schemas.runtime.consumer import BadMessage, DurableConsumer
 from ferry_schemas.runtime.events import EventRecorder
 from ferry_schemas.runtime.jetstream import connect, key_value, last_subjects, wait_for_streams
 from ferry_schemas.runtime.lifecycle import serve
+from ferry_schemas.runtime.members import ALL, Members, members_bucket
 from ferry_schemas.runtime.probes import ProbeServer
 from ferry_schemas.runtime.resync import Resync
-from ferry_schemas.runtime.view import ObjectView
+from ferry_schemas.runtime.view import Change, ObjectView
 from ferry_schemas.runtime.workqueue import Backoff, WorkQueue
 from nats.aio.client import Client
 from nats.aio.msg import Msg
@@ -70,9 +74,10 @@ from ferry_applier.pending import PendingPodEvents
 from ferry_applier.projections import PROJECTIONS
 from ferry_applier.reconciler import OwnerRef, Reconciler
 from ferry_applier.settings import ApplierSettings
-from ferry_applier.triggers import ObjectTrigger, decode_trigger, owner_of
+from ferry_applier.triggers import owner_of
 from ferry_applier.workload.engine import WorkloadEngine
 from ferry_applier.workload.render import read_spec, render_group
+from ferry_applier.workload.state import pod_state
 
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer("ferry_applier")
@@ -89,7 +94,6 @@ VIEWED = (
     Resource.CONTROLLER_REVISIONS,
 )
 """Every kind the applier writes: its reconciles read them from the view."""
-VIEWED_RESOURCES = frozenset(str(r) for r in VIEWED)
 PODS_OWNERS = frozenset({Resource.MODEL_SERVINGS.value, Resource.LEADER_WORKER_SETS.value})
 """Owners whose reconcile creates pods: they take a free worker before the owners above them."""
 SELECTED_BY = frozenset({L.MS_NAME, L.BOOSTER_MODEL_UID})
@@ -99,6 +103,11 @@ no indexed key is answered by filtering the namespace's objects, so the index ho
 object instead of one per label."""
 CHANGES = frozenset({"created", "applied", "pruned", "deleted"})
 """Child actions that are news: a result holding one is published without reading the last one."""
+VIEW_TRIGGER = "view"
+"""The ``consumer`` label of object changes in the applier's metrics (they come from the view)."""
+RETIRED_DURABLES = ((OBJECTS_STREAM, "applier-objects"),)
+"""Durable consumers an earlier applier read (object changes now come from the view): deleted at
+start, so the server stops keeping their state and pending counts."""
 
 
 class Applier:
@@ -122,8 +131,10 @@ class Applier:
         )
         self._reconciler: Reconciler | None = None
         self._leases: OwnerLeases | None = None
+        self._members: Members | None = None
         self._consumers: list[DurableConsumer] = []
         self._tasks: list[asyncio.Task[None]] = []
+        self._resyncs: set[asyncio.Task[None]] = set()
         self._pod_events = PendingPodEvents()
         """Pod events per owner, handled (recovery) by the owner's next reconcile."""
         self._written: dict[OwnerRef, list[Written]] = {}
@@ -143,13 +154,13 @@ class Applier:
         return durable_name(self.settings.desired_consumer, self.settings.namespace)
 
     @property
-    def objects_durable(self) -> str:
-        return durable_name(self.settings.objects_consumer, self.settings.namespace)
-
-    @property
     def durables(self) -> list[tuple[str, str]]:
         """(stream, durable consumer) of every consumer this applier reads."""
-        return [(DESIRED_STREAM, self.desired_durable), (OBJECTS_STREAM, self.objects_durable)]
+        return [(DESIRED_STREAM, self.desired_durable)]
+
+    @property
+    def members(self) -> Members | None:
+        return self._members
 
     def ready(self) -> bool:
         return (
@@ -169,10 +180,15 @@ class Applier:
             self._js, (DESIRED_STREAM, OBJECTS_STREAM, RESULTS_STREAM), self._stopping
         ):
             return
+        await delete_retired_durables(self._js, s.namespace)
         kv = await key_value(self._js, APPLIED_GENERATIONS_BUCKET)
         holder = f"{socket.gethostname()}/{os.getpid()}/{uuid.uuid4().hex[:6]}"
         leases = await key_value(self._js, LEASES_BUCKET)
         self._leases = OwnerLeases(self._nc, leases, holder, ttl=s.ack_wait)
+        scope = encode_token(s.namespace) if s.namespace else ALL  # appliers that see the same owners
+        self._members = Members(self._js, members_bucket(s.service), holder, ttl=s.member_ttl, scope=scope)
+        await self._members.start()
+        self._members.on_change(self._on_members_changed)
         # ModelServings keep managedFields: whether the autoscaler owns replicas is read from them
         self.view = ObjectView(
             self._js,
@@ -185,11 +201,11 @@ class Applier:
         )
         engine = WorkloadEngine(self.kube, self.view, render_group, read_spec)
         self._reconciler = Reconciler(self.kube, self.view, GenerationGuard(kv), engine)
+        self.view.on_change(self._on_change)
         await self.view.start()
-        desired_filter, objects_filter = subject_filters(s.namespace)
+        desired_filter = subject_filter(s.namespace)
         self._consumers = [
             self._consumer(DESIRED_STREAM, self.desired_durable, desired_filter, self._on_desired),
-            self._consumer(OBJECTS_STREAM, self.objects_durable, objects_filter, self._on_object),
         ]
         self._tasks = [asyncio.create_task(c.run(), name=c.durable) for c in self._consumers]
         self._tasks.append(asyncio.create_task(self._resync_at_start(), name="applier-first-resync"))
@@ -197,7 +213,7 @@ class Applier:
         self._tasks.append(asyncio.create_task(resync.run(), name="applier-resync"))
         if self.events is not None:
             self.events.start(idle_for=self.queue.idle_for)  # Events yield to reconciles
-        log.info("applier consuming %s and %s", desired_filter, objects_filter)
+        log.info("applier consuming %s; object changes from its view", desired_filter)
 
     def _consumer(self, stream: str, durable: str, subject: str, handler: Any) -> DurableConsumer:
         assert self._nc is not None
@@ -219,10 +235,13 @@ class Applier:
 
     async def stop(self) -> None:
         self._stopping.set()
-        for task in self._tasks:
+        tasks = [*self._tasks, *self._resyncs]
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
         await self.queue.stop()
+        if self._members is not None:
+            await self._members.stop()  # the other replicas take this one's owners over at once
         if self.view is not None:
             await self.view.stop()
         if self.events is not None:
@@ -243,57 +262,83 @@ class Applier:
         MESSAGES.labels(self.desired_durable, "desired").inc()
         await self.queue.submit((parts.resource, parts.namespace, parts.name), context)
 
-    async def _on_object(self, msg: Msg, context: Context) -> None:
-        """An object changed: re-queue its owner once the view holds the change."""
-        resource = msg.subject.split(".")[2] if msg.subject.count(".") >= 4 else ""
-        if resource not in VIEWED_RESOURCES:
-            return  # owners themselves (boosters) reach the applier as desired sets
-        try:
-            event = decode_trigger(msg.data)
-        except msgspec.DecodeError as exc:  # ValidationError included
-            raise BadMessage(f"not an ObjectEvent: {exc}") from exc
+    def _on_change(self, change: Change) -> None:
+        """A viewed object changed, and the view holds the change: re-queue its owner (the informer's
+        event handler), on the replica that owns it, unless the change cannot matter to it."""
+        assert self.view is not None
+        if not self.view.synced:
+            return  # the snapshot: every owner is queued by the start-up resync once it is in
+        event = change.event
         owner = owner_of(event)
         if owner is None:
-            MESSAGES.labels(self.objects_durable, "unowned").inc()
+            MESSAGES.labels(VIEW_TRIGGER, "unowned").inc()
+            return
+        if not self._owns(owner):
+            MESSAGES.labels(VIEW_TRIGGER, "other-replica").inc()
             return
         if self._own_write(owner, event):
-            MESSAGES.labels(self.objects_durable, "own-write").inc()
+            MESSAGES.labels(VIEW_TRIGGER, "own-write").inc()
             return  # the echo of this replica's own last write: nothing drifted
-        assert self.view is not None
-        sequence = msg.metadata.sequence.stream
-        resource, namespace, name = event.resource, event.namespace, event.name
-        if not await self.view.wait_for(resource, sequence):
-            log.warning(
-                "the view lags behind %s; reconciling from what it holds, again once it holds it", msg.subject
-            )
-            self.view.when_holds(resource, sequence, lambda: self.queue.add(owner))
-        elif self.view.unchanged(resource, namespace, name, sequence):
-            MESSAGES.labels(self.objects_durable, "unchanged").inc()
+        if change.same:
+            MESSAGES.labels(VIEW_TRIGGER, "unchanged").inc()
             return  # a status write or a relist: nothing a reconcile reads (the view keeps) changed
-        if resource == Resource.PODS:  # news of a pod: kept whole for the owner's recovery
-            try:
-                self._pod_events.add(owner, ObjectEvent.model_validate_json(msg.data))
-            except ValidationError as exc:
-                raise BadMessage(f"not an ObjectEvent: {exc}") from exc
-        MESSAGES.labels(self.objects_durable, resource).inc()
-        await self.queue.submit(owner, context)
+        if event.resource == Resource.PODS:  # news of a pod: kept whole for the owner's recovery
+            self._pod_events.add(owner, event)
+        MESSAGES.labels(VIEW_TRIGGER, event.resource).inc()
+        self.queue.add(owner, propagate.extract(dict(change.headers)) if change.headers else None)
+
+    def _owns(self, owner: OwnerRef) -> bool:
+        return self._members is None or self._members.owns(kv_key(*owner))
+
+    def _on_members_changed(self) -> None:
+        """The live replicas changed: take over the owners that became this replica's (all of its
+        owners are queued: level-triggered, like any resync)."""
+        task = asyncio.create_task(self._resync_logged("membership change"), name="applier-members-resync")
+        self._resyncs.add(task)
+        task.add_done_callback(self._resyncs.discard)
+
+    async def _resync_logged(self, why: str) -> None:
+        try:
+            log.info("%s: resync queued %d owners", why, await self.resync())
+        except Exception as exc:  # the periodic resync comes next
+            log.warning("%s: resync failed: %s", why, exc)
 
     async def resync(self) -> int:
-        """Queue every owner the FERRY_DESIRED snapshot names."""
+        """Queue every owner the FERRY_DESIRED snapshot names that this replica owns, after taking
+        the failed pods of its owners for their recovery."""
         assert self._js is not None
-        desired_filter, _ = subject_filters(self.settings.namespace)
+        self._adopt_failed_pods()
         owners = 0
-        for subject in await last_subjects(self._js, DESIRED_STREAM, desired_filter):
+        for subject in await last_subjects(self._js, DESIRED_STREAM, subject_filter(self.settings.namespace)):
             parts = parse_subject(subject)
-            self.queue.add((parts.resource, parts.namespace, parts.name))
-            owners += 1
+            owner = (parts.resource, parts.namespace, parts.name)
+            if self._owns(owner):
+                self.queue.add(owner)
+                owners += 1
         return owners
 
-    async def _resync_at_start(self) -> None:
-        """Once the view is loaded: what changed while no applier ran is repaired now, not at the
-        first periodic resync."""
+    def _adopt_failed_pods(self) -> None:
+        """A failed pod of an owner of this replica's waits for its owner's recovery whether or not
+        its change was seen here: it failed while no applier ran (object changes are not kept for an
+        applier that is away) or while another replica owned its owner."""
         assert self.view is not None
+        for pod in self.view.all(Resource.PODS):
+            state = pod_state(pod)
+            if not state.failed or state.terminating:
+                continue
+            event = ObjectEvent.from_object("SYNC", Resource.PODS, pod)
+            owner = owner_of(event)
+            if owner is not None and self._owns(owner):
+                self._pod_events.add(owner, event)
+
+    async def _resync_at_start(self) -> None:
+        """Once the view is loaded (and who else runs is known, for a while): what changed while no
+        applier ran is repaired now, not at the first periodic resync."""
+        assert self.view is not None
+        assert self._members is not None
         await self.view.wait_synced()
+        with contextlib.suppress(TimeoutError):  # not known by then: this replica takes every owner
+            await asyncio.wait_for(self._members.wait_known(), self._members.ttl)
         while True:
             try:
                 count = await self.resync()
@@ -362,7 +407,7 @@ class Applier:
             if self.events is not None:
                 record_events(self.events, outcome.result)
 
-    def _own_write(self, owner: OwnerRef, event: ObjectTrigger) -> bool:
+    def _own_write(self, owner: OwnerRef, event: ObjectEvent) -> bool:
         """Whether ``event`` only echoes a write of the owner's last or current reconcile here (the
         object as this replica wrote it): re-queueing the owner would change nothing.
 
@@ -474,12 +519,20 @@ def durable_name(base: str, namespace: str) -> str:
     return f"{base}-{namespace}" if namespace else base
 
 
-def subject_filters(namespace: str) -> tuple[str, str]:
-    """Desired-set and object subjects to consume: everything, or one namespace's."""
+async def delete_retired_durables(js: JetStreamContext, namespace: str) -> None:
+    """Delete the durable consumers an earlier applier read (:data:`RETIRED_DURABLES`), if any."""
+    for stream, base in RETIRED_DURABLES:
+        durable = durable_name(base, namespace)
+        with contextlib.suppress(NotFoundError):
+            await js.delete_consumer(stream, durable)
+            log.info("deleted the retired durable consumer %s on %s", durable, stream)
+
+
+def subject_filter(namespace: str) -> str:
+    """Desired-set subjects to consume: everything, or one namespace's."""
     if not namespace:
-        return f"{DESIRED_PREFIX}.>", f"{OBJECTS_PREFIX}.>"
-    token = encode_token(namespace)
-    return f"{DESIRED_PREFIX}.*.{token}.*", f"{OBJECTS_PREFIX}.*.{token}.*"
+        return f"{DESIRED_PREFIX}.>"
+    return f"{DESIRED_PREFIX}.*.{encode_token(namespace)}.*"
 
 
 def _revision(value: object) -> int:

@@ -11,8 +11,8 @@ from ferry_schemas.runtime.settings import ServiceSettings, env_float, env_int, 
 class ApplierSettings(ServiceSettings):
     """``FERRY_*`` service settings plus:
 
-    ``KUBECONFIG`` (else in-cluster), ``FERRY_APPLIER_DESIRED_CONSUMER`` / ``..._OBJECTS_CONSUMER``
-    (durable names shared by replicas), ``FERRY_APPLIER_CONCURRENCY`` (reconciles in flight),
+    ``KUBECONFIG`` (else in-cluster), ``FERRY_APPLIER_DESIRED_CONSUMER`` (the desired sets' durable
+    name, shared by replicas), ``FERRY_APPLIER_CONCURRENCY`` (reconciles in flight),
     ``FERRY_APPLIER_BATCH``, ``FERRY_APPLIER_BACKOFF`` / ``..._BACKOFF_MAX`` (retry back-off of a
     failed reconcile, seconds; retried forever), ``FERRY_RESYNC_PERIOD`` (seconds between resyncs of
     every owner, jittered ±10 %; 0 = off), ``FERRY_APPLIER_VIEW_WAIT`` (seconds a reconcile waits for
@@ -25,9 +25,6 @@ class ApplierSettings(ServiceSettings):
     kubeconfig: str = field(default_factory=lambda: env_str("KUBECONFIG", ""))
     desired_consumer: str = field(
         default_factory=lambda: env_str("FERRY_APPLIER_DESIRED_CONSUMER", "applier-desired")
-    )
-    objects_consumer: str = field(
-        default_factory=lambda: env_str("FERRY_APPLIER_OBJECTS_CONSUMER", "applier-objects")
     )
     resync_period: float = field(default_factory=lambda: env_float("FERRY_RESYNC_PERIOD", 600.0))
     view_wait: float = field(default_factory=lambda: env_float("FERRY_APPLIER_VIEW_WAIT", 2.0))

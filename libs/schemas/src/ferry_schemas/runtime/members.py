@@ -6,9 +6,9 @@ them acts on a key, so each key is handled by one replica while they all run, an
 replica's keys move to the others (and only its keys: highest-random-weight hashing moves nothing
 else). controller-runtime gets the same from one leader per controller; here the work is spread.
 
-* **Heartbeat.** Each member puts its key (``member_id``) every ``ttl / 3`` seconds. The bucket keeps
-  entries ``ttl`` seconds (``max_age``), and a stopping member deletes its key, so the others drop it
-  at once.
+* **Heartbeat.** Each member puts its key (``<scope>.<member_id>``, below) every ``ttl / 3``
+  seconds. The bucket keeps entries ``ttl`` seconds (``max_age``), and a stopping member deletes its
+  key, so the others drop it at once.
 * **Live set.** The bucket is followed from its snapshot (a
   :class:`~ferry_schemas.runtime.follow.StreamFollower`: subscribed again after a reconnect). A member
   whose last heartbeat is older than ``ttl`` is dropped locally: nats-server before 2.11 tells a
@@ -24,6 +24,12 @@ deletion seen by one before the other, a member starting with everything) two re
 one key. What makes that safe is what already made shared consumers safe: the work a key causes is
 serialised across replicas by a lease (the applier's owner lease), and every action is a
 level-triggered reconcile of the whole key from current state.
+
+**Scopes.** Members split one key space only with members that see the same keys: replicas of an
+applier limited to one namespace (``FERRY_APPLIER_NAMESPACE``) must not hand keys to an applier of
+another namespace, which would never act on them. A member's key is ``<scope>.<member_id>`` and it
+follows ``<scope>.>`` only; ``scope`` is ``_`` (the default: everything) or a namespace's token (a
+namespace is never ``_``).
 
 **Buckets.** One bucket per service, ``ferry_<service>_members`` (:func:`members_bucket`:
 ``ferry_applier_members``, ``ferry_status_members``), owned by that service's NATS user alone: a
@@ -50,6 +56,8 @@ from ferry_schemas.runtime.jetstream import key_value
 log = logging.getLogger(__name__)
 
 ChangeCallback = Callable[[], None]
+ALL = "_"
+"""The scope of members that see every key (a namespace token is never ``_``)."""
 
 
 def members_bucket(service: str) -> str:
@@ -68,14 +76,18 @@ def owner(key: str, members: Iterable[str]) -> str | None:
 
 
 class Members:
-    """This replica (``member_id``, a valid KV key) among the live members in ``bucket``."""
+    """This replica (``member_id``, a valid KV key) among the live members of ``scope`` in ``bucket``."""
 
-    def __init__(self, js: JetStreamContext, bucket: str, member_id: str, *, ttl: float = 6.0) -> None:
+    def __init__(
+        self, js: JetStreamContext, bucket: str, member_id: str, *, ttl: float = 6.0, scope: str = ALL
+    ) -> None:
         self._js = js
         self.bucket = bucket
         self.member_id = member_id
         self.ttl = ttl
-        self._prefix = f"$KV.{bucket}."
+        self.scope = scope
+        self._key = f"{scope}.{member_id}"
+        self._prefix = f"$KV.{bucket}.{scope}."
         self._beats: dict[str, float] = {}
         """Member → the monotonic time of its last heartbeat seen."""
         self._live: frozenset[str] = frozenset({member_id})
@@ -128,7 +140,7 @@ class Members:
             await self._follower.stop()
         if self._kv is not None:
             try:
-                await self._kv.delete(self.member_id)
+                await self._kv.delete(self._key)
             except Exception as exc:  # NATS away: the key expires after ttl instead
                 log.warning("%s: could not leave (%s); the key expires in %.0fs", self.bucket, exc, self.ttl)
 
@@ -145,7 +157,7 @@ class Members:
 
     async def _beat(self) -> None:
         assert self._kv is not None
-        await self._kv.put(self.member_id, b"")
+        await self._kv.put(self._key, b"")
 
     def _handle(self, _: str, msg: Msg) -> None:
         member = msg.subject[len(self._prefix) :]
