@@ -28,8 +28,9 @@ from tests.support.cluster import Cluster, booster, eventually
 from tests.support.services import ServiceProcess, ServiceSet
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
-TTL = 2.0
-"""FERRY_MEMBER_TTL of the two appliers: a killed one's owners move after at most this long."""
+TTL = 8.0
+"""FERRY_MEMBER_TTL of the two appliers: a killed one's owners move after at most this long (not
+shorter: a loaded machine's late heartbeat would drop a live replica and blur who acted)."""
 REPAIR = 60.0
 """Deadline to poll against (the local stack repairs in a second or two, TTL included)."""
 PER_REPLICA = 2

@@ -79,7 +79,7 @@ class Members:
     """This replica (``member_id``, a valid KV key) among the live members of ``scope`` in ``bucket``."""
 
     def __init__(
-        self, js: JetStreamContext, bucket: str, member_id: str, *, ttl: float = 6.0, scope: str = ALL
+        self, js: JetStreamContext, bucket: str, member_id: str, *, ttl: float = 15.0, scope: str = ALL
     ) -> None:
         self._js = js
         self.bucket = bucket

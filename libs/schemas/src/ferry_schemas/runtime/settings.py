@@ -92,6 +92,8 @@ class ServiceSettings:
     ack_wait: float = field(default_factory=lambda: env_float("FERRY_ACK_WAIT", 30.0))
     max_ack_pending: int = field(default_factory=lambda: env_int("FERRY_MAX_ACK_PENDING", MAX_ACK_PENDING))
     """Messages of one durable consumer in flight at once (fetched, not yet acked)."""
-    member_ttl: float = field(default_factory=lambda: env_float("FERRY_MEMBER_TTL", 6.0))
+    member_ttl: float = field(default_factory=lambda: env_float("FERRY_MEMBER_TTL", 15.0))
     """Seconds after its last heartbeat a replica counts as gone and its keys move to the others
-    (:mod:`ferry_schemas.runtime.members`; a replica that stops leaves at once)."""
+    (:mod:`ferry_schemas.runtime.members`; a replica that stops leaves at once). 15 s, as
+    controller-runtime's leader-election lease: a replica whose event loop is busy for seconds in a
+    burst must not be dropped (every drop and return runs a resync on each replica)."""
