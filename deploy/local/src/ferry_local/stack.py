@@ -5,6 +5,7 @@ JetStream cluster with ``nats_nodes=3`` / ``FERRY_NATS_CLUSTER=3`` / ``ferry-loc
 streams then kept in three copies), waits until each part answers,
 writes ``<state>/kubeconfig`` and ``<state>/stack.json`` and returns a :class:`StackInfo`;
 ``stop()`` (or ``LocalStack.stop_recorded(state)``) stops exactly the processes it recorded.
+``FERRY_APISERVER_PROFILING=1`` switches kube-apiserver's ``/debug/pprof`` on.
 """
 
 from __future__ import annotations
@@ -24,6 +25,9 @@ from ferry_local.paths import repo_root
 from ferry_local.pki import ensure_pki, write_kubeconfig
 from ferry_local.processes import ManagedProcess, spawn, tail
 from ferry_local.readiness import StackError, free_port, http_ok, say, wait_until_ready
+
+PROFILING_ENV = "FERRY_APISERVER_PROFILING"
+"""Set (to anything) to have kube-apiserver serve ``/debug/pprof`` for a measurement; off by default."""
 
 # deployment and replicaset: ModelServers select pods of any owner, tested with a Deployment;
 # horizontalpodautoscaling: an HPA on a ModelServing's scale subresource (no metrics API here, but an
@@ -147,7 +151,8 @@ class LocalStack:
                 "--service-cluster-ip-range", "10.0.0.0/24",
                 "--authorization-mode", "RBAC", "--allow-privileged=true",
                 "--disable-admission-plugins", "ServiceAccount",
-                "--enable-priority-and-fairness=false", "--profiling=false",
+                "--enable-priority-and-fairness=false",
+                f"--profiling={str(bool(os.environ.get(PROFILING_ENV))).lower()}",
                 "--endpoint-reconciler-type", "none",
                 # compact etcd often so watches really expire (410 Gone) and relists get exercised
                 "--etcd-compaction-interval", "20s",
