@@ -21,6 +21,7 @@ from typing import Any
 import aiohttp
 import nats
 import pytest
+from ferry_applier.generations import GenerationGuard, Verdict
 from ferry_applier.kube import KubeClient, load_api_client
 from ferry_applier.lease import LEASES_BUCKET, LeaseBusy, OwnerLeases
 from ferry_applier.metrics import MESSAGES
@@ -30,6 +31,7 @@ from ferry_local.identities import identities_for
 from ferry_local.node.gang import gang_satisfied, group_of
 from ferry_schemas import labels as L
 from ferry_schemas.bus import (
+    APPLIED_GENERATIONS_BUCKET,
     DEAD_LETTER_STREAM,
     DESIRED_STREAM,
     MSG_ID_HEADER,
@@ -845,6 +847,48 @@ async def test_owner_leases_serialise_replicas_and_expire(nats_url: str) -> None
         with pytest.raises(LeaseBusy):
             await second.acquire(key, wait=0.2)
         await first.release(key, taken)
+    finally:
+        await nc.close()
+
+
+async def test_the_generation_guard_lets_a_delivered_set_through_only_when_nothing_later_was_applied(
+    nats_url: str,
+) -> None:
+    """Two replicas' guards on one real KV entry: a delivered desired set is applied without reading
+    FERRY_DESIRED unless the entry names a later message of its subject (then it is read afresh)."""
+    nc = await nats.connect(nats_url)
+    try:
+        kv = await key_value(nc.jetstream(), APPLIED_GENERATIONS_BUCKET)
+        first, second = GenerationGuard(kv), GenerationGuard(kv)
+        name = f"guard-{uuid.uuid4().hex[:8]}"
+        owner = OwnerKey(api_version="v1", kind="ConfigMap", resource="configmaps", namespace="ns", name=name,
+                         uid="u-1", generation=1)  # fmt: skip
+
+        def at(generation: int, uid: str = "u-1") -> OwnerKey:
+            return owner.model_copy(update={"generation": generation, "uid": uid})
+
+        assert await first.advance(at(1), 5, latest=False) is Verdict.APPLY  # created without a read
+        revision = (await kv.get(first.key(owner))).revision
+        assert await first.advance(at(1), 5, latest=True) is Verdict.APPLY  # a resync: nothing written
+        assert (await kv.get(first.key(owner))).revision == revision
+        assert await second.advance(at(2), 9, latest=False) is Verdict.APPLY  # the other replica's newer set
+        assert await first.advance(at(1), 5, latest=False) is Verdict.STALE  # an older generation
+        assert await first.advance(at(2), 7, latest=False) is Verdict.BEHIND  # delivered before 9: read
+        assert await first.advance(at(2), 7, latest=True) is Verdict.APPLY  # what a read found
+        recorded = await first.applied(owner)
+        assert recorded is not None
+        assert recorded.sequence == 9  # the entry's sequence never goes back
+        # a tombstone is recorded: a live set delivered before it is behind, the recreated owner is not
+        assert await second.advance(at(2), 11, latest=False, deleted=True) is Verdict.APPLY
+        assert await first.advance(at(2), 10, latest=False) is Verdict.BEHIND
+        assert await first.advance(at(1, "u-2"), 12, latest=False) is Verdict.APPLY  # create failed: read
+        recorded = await first.applied(owner)
+        assert recorded is not None
+        assert (recorded.uid, recorded.sequence, recorded.deleted) == ("u-2", 12, False)
+        # an entry written before sequences were kept: a delivered set cannot be judged, a read one can
+        await kv.put(first.key(owner), json.dumps({"uid": "u-2", "generation": 1}).encode())
+        assert await first.advance(at(2, "u-2"), 13, latest=False) is Verdict.BEHIND
+        assert await first.advance(at(2, "u-2"), 13, latest=True) is Verdict.APPLY
     finally:
         await nc.close()
 

@@ -8,7 +8,7 @@ import aiohttp
 import pytest
 from ferry_applier.children import prepare_child
 from ferry_applier.errors import api_message, api_reason, backoff_delay, is_permanent, is_transient
-from ferry_applier.generations import AppliedGeneration, is_stale
+from ferry_applier.generations import AppliedGeneration, Verdict, is_stale, verdict
 from ferry_applier.kinds import UnknownKindError, kind_info
 from ferry_applier.lease import LeaseBusy
 from ferry_applier.service import durable_name, subject_filter
@@ -128,3 +128,22 @@ def test_subject_filters_and_durables_per_namespace() -> None:
 )
 def test_generation_guard(applied: AppliedGeneration | None, stale: bool) -> None:
     assert is_stale(OWNER, applied) is stale
+
+
+@pytest.mark.parametrize(
+    ("applied", "latest", "expected"),
+    [
+        (None, False, Verdict.APPLY),  # nothing applied yet: the delivered set is the first
+        (AppliedGeneration("u-1", 2, 1, sequence=10), False, Verdict.APPLY),  # delivered after 10
+        (AppliedGeneration("u-1", 3, 1, sequence=20), False, Verdict.APPLY),  # this very set again
+        (AppliedGeneration("u-1", 3, 1, sequence=21), False, Verdict.BEHIND),  # a later one was applied
+        (AppliedGeneration("u-1", 3, 1, sequence=21), True, Verdict.APPLY),  # ... and this one was read
+        (AppliedGeneration("u-1", 2, 1, sequence=0), False, Verdict.BEHIND),  # no sequence: cannot tell
+        (AppliedGeneration("u-1", 4, 1, sequence=5), False, Verdict.STALE),  # an older generation
+        (AppliedGeneration("u-0", 9, 1, sequence=30, deleted=True), False, Verdict.BEHIND),  # tombstone later
+    ],
+)
+def test_a_delivered_set_needs_no_read_unless_a_later_one_was_applied(
+    applied: AppliedGeneration | None, latest: bool, expected: Verdict
+) -> None:
+    assert verdict(OWNER, 20, applied, latest=latest) is expected

@@ -8,7 +8,7 @@ are kept per owner until its next reconcile, which first applies the recovery po
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -20,7 +20,7 @@ from ferry_schemas.runtime.view import ObjectView
 
 from ferry_applier.children import apply_children
 from ferry_applier.errors import PermanentApplyError, api_message, api_reason, is_permanent
-from ferry_applier.generations import GenerationGuard, is_stale
+from ferry_applier.generations import GenerationGuard, Verdict
 from ferry_applier.kinds import UnknownKindError, kind_info
 from ferry_applier.kube import KubeClient
 from ferry_applier.workload.engine import WorkloadEngine
@@ -35,12 +35,18 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class Outcome:
     """What a reconcile decided: a result to publish (or none), and pod events to look at again
-    after ``retry_after`` seconds (failed pods still within their restart grace period)."""
+    after ``retry_after`` seconds (failed pods still within their restart grace period);
+    ``sequence``: the ``FERRY_DESIRED`` position of the desired set it applied."""
 
     result: ApplyResult | None = None
     retry_after: float | None = None
     stale: bool = False
     waiting: list[ObjectEvent] = field(default_factory=list)
+    sequence: int = 0
+
+
+LastDesired = Callable[[], Awaitable[tuple[DesiredSet, int] | None]]
+"""Reads the owner's desired set from its subject's last message, with its stream sequence."""
 
 
 class Reconciler:
@@ -61,8 +67,30 @@ class Reconciler:
         while len(self._deleted_pods) > 100_000:
             del self._deleted_pods[next(iter(self._deleted_pods))]
 
-    async def reconcile(self, desired: DesiredSet, pod_events: Iterable[ObjectEvent] = ()) -> Outcome:
-        """Recover from the pod events, then apply the desired set."""
+    async def reconcile(
+        self,
+        desired: DesiredSet,
+        sequence: int,
+        pod_events: Iterable[ObjectEvent] = (),
+        *,
+        last: LastDesired | None = None,
+    ) -> Outcome:
+        """Advance the generation guard, recover from the pod events, then apply the desired set.
+
+        ``last`` is given when ``desired`` was delivered rather than read as its subject's last
+        message: it is called when the guard says a later set was applied (``generations.py``).
+        """
+        verdict = await self.guard.advance(
+            desired.owner, sequence, latest=last is None, deleted=desired.deleted
+        )
+        if verdict is Verdict.BEHIND:
+            assert last is not None
+            found = await last()
+            if found is None:
+                return Outcome()
+            desired, sequence = found
+            verdict = await self.guard.advance(desired.owner, sequence, latest=True, deleted=desired.deleted)
+        stale = verdict is Verdict.STALE
         waiting: list[ObjectEvent] = []
         retry_after: float | None = None
         if desired.workload is not None and not desired.deleted and not desired.errors:
@@ -71,26 +99,25 @@ class Reconciler:
                 if wait is not None:
                     waiting.append(event)
                     retry_after = wait if retry_after is None else min(retry_after, wait)
-        outcome = await self.apply(desired)
-        return Outcome(outcome.result, retry_after, outcome.stale, waiting)
-
-    async def apply(self, desired: DesiredSet) -> Outcome:
-        """Apply one desired set. Transient errors propagate (the caller retries with back-off)."""
-        owner = desired.owner
-        if desired.deleted:
-            await self.guard.forget(owner)  # children go with the owner through ownerReferences (GC)
-            return Outcome(ApplyResult(owner=owner, ok=True, reason="OwnerDeleted"))
-        applied = await self.guard.applied(owner)
-        if is_stale(owner, applied):
+        if stale:
+            owner = desired.owner
             log.info(
                 "dropping desired set of %s/%s generation %s: a newer one was applied",
                 owner.namespace,
                 owner.name,
                 owner.generation,
             )
-            return Outcome(stale=True)
+            return Outcome(None, retry_after, True, waiting, sequence)
+        outcome = await self.apply(desired)
+        return Outcome(outcome.result, retry_after, False, waiting, sequence)
+
+    async def apply(self, desired: DesiredSet) -> Outcome:
+        """Apply one desired set the generation guard let through (:meth:`reconcile`). Transient
+        errors propagate (the caller retries with back-off)."""
+        owner = desired.owner
+        if desired.deleted:  # children go with the owner through ownerReferences (GC)
+            return Outcome(ApplyResult(owner=owner, ok=True, reason="OwnerDeleted"))
         if desired.errors:
-            await self.guard.record(owner, applied)
             return Outcome(
                 ApplyResult(
                     owner=owner,
@@ -105,7 +132,6 @@ class Reconciler:
             outcome = await apply_children(self.kube, self.view, desired)
             children += outcome.results
             if outcome.failures:
-                await self.guard.record(owner, applied)
                 return Outcome(
                     ApplyResult(
                         owner=owner,
@@ -121,7 +147,6 @@ class Reconciler:
         except (ApiError, PermanentApplyError, UnknownKindError) as exc:
             if not is_permanent(exc):
                 raise
-            await self.guard.record(owner, applied)
             if isinstance(exc, ApiError):
                 reason, message = api_reason(exc), api_message(exc)
             else:
@@ -131,7 +156,6 @@ class Reconciler:
                     owner=owner, ok=False, permanent=True, reason=reason, message=message, children=children
                 )
             )
-        await self.guard.record(owner, applied)
         return Outcome(ApplyResult(owner=owner, ok=True, reason="Applied", children=children))
 
     async def recover(
