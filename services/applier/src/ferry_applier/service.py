@@ -13,8 +13,8 @@ Controller-runtime's shape with the bus as the informer:
   whose desired set changed (work: acked once reconciled);
 * one :class:`~ferry_schemas.runtime.workqueue.WorkQueue` keyed by owner coalesces them and retries a
   failed reconcile forever with capped back-off while the message stays in progress;
-* a periodic jittered resync (one at start, and one after the live replicas changed) re-queues every
-  owner of the ``FERRY_DESIRED`` snapshot this replica owns.
+* a periodic jittered resync (and one at start) re-queues every owner of the ``FERRY_DESIRED``
+  snapshot this replica owns; after the live replicas changed, the owners it took over.
 
 A reconcile takes the desired set the consumer delivered (or, when none waits, reads the owner's
 latest from ``FERRY_DESIRED``), waits until the view holds its own previous writes, takes the
@@ -54,6 +54,7 @@ from ferry_schemas.runtime.events import EventRecorder
 from ferry_schemas.runtime.jetstream import connect, key_value, last_subjects, wait_for_streams
 from ferry_schemas.runtime.lifecycle import serve
 from ferry_schemas.runtime.members import ALL, Members, members_bucket
+from ferry_schemas.runtime.members import owner as member_owning
 from ferry_schemas.runtime.probes import ProbeServer
 from ferry_schemas.runtime.resync import Resync
 from ferry_schemas.runtime.view import Change, ObjectView
@@ -136,6 +137,8 @@ class Applier:
         self._consumers: list[DurableConsumer] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._resyncs: set[asyncio.Task[None]] = set()
+        self._taken_under: frozenset[str] | None = None
+        """The live replicas this one last took its owners under (None: it took every owner)."""
         self._pod_events = PendingPodEvents()
         """Pod events per owner, handled (recovery) by the owner's next reconcile."""
         self._delivered: dict[OwnerRef, tuple[bytes, int]] = {}
@@ -307,29 +310,34 @@ class Applier:
         return self._members is None or self._members.owns(kv_key(*owner))
 
     def _on_members_changed(self) -> None:
-        """The live replicas changed: take over the owners that became this replica's (all of its
-        owners are queued: level-triggered, like any resync)."""
-        task = asyncio.create_task(self._resync_logged("membership change"), name="applier-members-resync")
+        """The live replicas changed: queue the owners that became this replica's (a resync of those
+        only; the periodic one still queues all). A replica that joined takes nothing from this one
+        but what it gives up, so only a departure queues anything here."""
+        assert self._members is not None
+        before, self._taken_under = self._taken_under, self._members.live
+        task = asyncio.create_task(self._resync_logged(before), name="applier-members-resync")
         self._resyncs.add(task)
         task.add_done_callback(self._resyncs.discard)
 
-    async def _resync_logged(self, why: str) -> None:
+    async def _resync_logged(self, before: frozenset[str] | None) -> None:
         try:
-            log.info("%s: resync queued %d owners", why, await self.resync())
+            log.info("membership change: resync queued %d owners taken over", await self.resync(before))
         except Exception as exc:  # the periodic resync comes next
-            log.warning("%s: resync failed: %s", why, exc)
+            log.warning("membership change: resync failed: %s", exc)
 
-    async def resync(self) -> int:
-        """Queue every owner the FERRY_DESIRED snapshot names that this replica owns, after taking
-        the failed pods of its owners for their recovery."""
+    async def resync(self, before: frozenset[str] | None = None) -> int:
+        """Queue every owner the FERRY_DESIRED snapshot names that this replica owns (with ``before``,
+        a former live set: only those it did not own under that set), after taking the failed pods of
+        its owners for their recovery."""
         assert self._js is not None
         self._adopt_failed_pods()
+        me = None if self._members is None else self._members.member_id
         owners = 0
         for subject in await last_subjects(self._js, DESIRED_STREAM, subject_filter(self.settings.namespace)):
             parts = parse_subject(subject)
-            owner = (parts.resource, parts.namespace, parts.name)
-            if self._owns(owner):
-                self.queue.add(owner)
+            key = (parts.resource, parts.namespace, parts.name)
+            if self._owns(key) and (before is None or member_owning(kv_key(*key), before) != me):
+                self.queue.add(key)
                 owners += 1
         return owners
 
@@ -355,6 +363,7 @@ class Applier:
         await self.view.wait_synced()
         with contextlib.suppress(TimeoutError):  # not known by then: this replica takes every owner
             await asyncio.wait_for(self._members.wait_known(), self._members.ttl)
+        self._taken_under = self._members.live if self._members.known else None
         while True:
             try:
                 count = await self.resync()
