@@ -176,8 +176,6 @@ class ObjectView:
         self._namespace = namespace
         self._keep_managed_fields = frozenset(str(r) for r in keep_managed_fields)
         self._project = {str(r): fn for r, fn in (project or {}).items()}
-        self._unchanged: dict[ObjKey, int] = {}
-        """Object → the stream sequence of its last message, when that message changed nothing kept."""
         self._packer = PackedStore(self._indexed) if pack else None
         self._objects: dict[ObjKey, Obj | Packed] = {}
         self._by_namespace: dict[tuple[str, str], set[str]] = defaultdict(set)
@@ -293,12 +291,6 @@ class ObjectView:
 
     # ------------------------------------------------------------------ feeding
 
-    def unchanged(self, resource: str, namespace: str, name: str, sequence: int) -> bool:
-        """Whether the bus message ``sequence`` of this object changed nothing the view keeps but the
-        resourceVersion (a status write, a relist), i.e. nothing a reader of this view could act on.
-        False when a later message of the object was applied since (it is judged on its own)."""
-        return self._unchanged.get((str(resource), namespace, name)) == sequence
-
     def apply(self, event: ObjectEvent, headers: Mapping[str, str] | None = None) -> bool:
         """Apply one change (also how tests feed a view without a bus); True when the object kept is
         the same as before but for its resourceVersion. ``headers``: the bus message's, for the
@@ -381,8 +373,4 @@ class ObjectView:
             VIEW_BAD_EVENTS.labels(resource).inc()
             log.error("view: undecodable %s event on %s: %s", resource, msg.subject, exc)
         else:
-            key = (sys.intern(event.resource), sys.intern(event.namespace), event.name)
-            if self.apply(event, msg.headers):
-                self._unchanged[key] = int(msg.metadata.sequence.stream)
-            else:
-                self._unchanged.pop(key, None)
+            self.apply(event, msg.headers)  # what changed is told to the change callbacks (Change.same)
