@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import nats
 import pytest
 from ferry_schemas import labels as L
 from ferry_schemas.bus import (
@@ -27,10 +28,14 @@ from ferry_schemas.bus import (
     OwnerKey,
 )
 from ferry_schemas.runtime import kubeconn
+from ferry_schemas.runtime.jetstream import declare_streams
 from ferry_schemas.runtime.members import owner
 from ferry_schemas.workload import serving_revision
+from ferry_status.service import RETIRED_DURABLES
 from ferry_watcher.kube import list_objects, watch_events
 from nats.aio.client import Client
+from nats.js.api import ConsumerConfig
+from nats.js.errors import NotFoundError
 
 from tests.conftest import KubeEnv
 from tests.support.cluster import Cluster, booster, eventually
@@ -459,3 +464,26 @@ async def test_first_statuses_wait_for_a_busy_pipeline_and_failures_and_the_boun
     assert len(written["slow"]) == 1, written["slow"]
     assert [c["type"] for c in written["bad"][0]["conditions"] if c["status"] == "True"] == ["Failed"]
     assert "busy" not in written or len(written["busy"]) <= 1
+
+
+async def test_an_upgraded_status_deletes_the_durables_its_predecessor_read(
+    kube: KubeEnv, nats_url: str, namespace: str, tmp_path: Path
+) -> None:
+    """Its views drive its keys now: the durable consumers an earlier status read are deleted at
+    start, so the server stops keeping their state and pending counts."""
+    nc = await nats.connect(nats_url)
+    js = nc.jetstream()
+    started = status_services(kube, nats_url, namespace, tmp_path)
+    try:
+        await declare_streams(js)
+        for stream, durable in RETIRED_DURABLES:
+            await js.add_consumer(stream, ConsumerConfig(durable_name=durable, ack_wait=30.0))
+            assert (await js.consumer_info(stream, durable)).name == durable
+        started.start(["watcher", "status"])
+        started["status"].wait_ready()
+        for stream, durable in RETIRED_DURABLES:
+            with pytest.raises(NotFoundError):
+                await js.consumer_info(stream, durable)
+    finally:
+        started.stop()
+        await nc.close()

@@ -51,7 +51,13 @@ from ferry_schemas.bus import (
 )
 from ferry_schemas.runtime.consumer import BadMessage, DurableConsumer
 from ferry_schemas.runtime.events import EventRecorder
-from ferry_schemas.runtime.jetstream import connect, key_value, last_subjects, wait_for_streams
+from ferry_schemas.runtime.jetstream import (
+    connect,
+    delete_durables,
+    key_value,
+    last_subjects,
+    wait_for_streams,
+)
 from ferry_schemas.runtime.lifecycle import serve
 from ferry_schemas.runtime.members import ALL, Members, members_bucket
 from ferry_schemas.runtime.members import owner as member_owning
@@ -559,11 +565,7 @@ def durable_name(base: str, namespace: str) -> str:
 
 async def delete_retired_durables(js: JetStreamContext, namespace: str) -> None:
     """Delete the durable consumers an earlier applier read (:data:`RETIRED_DURABLES`), if any."""
-    for stream, base in RETIRED_DURABLES:
-        durable = durable_name(base, namespace)
-        with contextlib.suppress(NotFoundError):
-            await js.delete_consumer(stream, durable)
-            log.info("deleted the retired durable consumer %s on %s", durable, stream)
+    await delete_durables(js, ((stream, durable_name(base, namespace)) for stream, base in RETIRED_DURABLES))
 
 
 def subject_filter(namespace: str) -> str:

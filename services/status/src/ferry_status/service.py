@@ -16,9 +16,9 @@ import os
 import socket
 import uuid
 
-from ferry_schemas.bus import Resource, encode_token
+from ferry_schemas.bus import DESIRED_STREAM, OBJECTS_STREAM, RESULTS_STREAM, Resource, encode_token
 from ferry_schemas.runtime import ProbeServer, kubeconn
-from ferry_schemas.runtime.jetstream import connect
+from ferry_schemas.runtime.jetstream import connect, delete_durables
 from ferry_schemas.runtime.lifecycle import serve
 from ferry_schemas.runtime.members import Members, members_bucket
 from ferry_schemas.runtime.resync import Resync
@@ -39,11 +39,21 @@ log = logging.getLogger(__name__)
 
 READ = (Resource.PODS, Resource.MODEL_SERVINGS, Resource.MODEL_BOOSTERS, Resource.LEADER_WORKER_SETS)
 """What reconciles read from the view (and whose changes name keys)."""
+RETIRED_DURABLES = (
+    (OBJECTS_STREAM, f"ferry-status-{Resource.PODS}"),
+    (OBJECTS_STREAM, f"ferry-status-{Resource.MODEL_SERVINGS}"),
+    (OBJECTS_STREAM, f"ferry-status-{Resource.MODEL_BOOSTERS}"),
+    (RESULTS_STREAM, "ferry-status-applied"),
+    (DESIRED_STREAM, "ferry-status-desired"),
+)
+"""The durable consumers an earlier status read (its views now drive its keys): deleted at start, so
+the server stops keeping their state and pending counts."""
 
 
 async def run(settings: StatusSettings, stop: asyncio.Event) -> None:
     nc = await connect(settings.nats_url, settings.service)
     js = nc.jetstream()
+    await delete_durables(js, RETIRED_DURABLES)
     api = await kubeconn.connect(pool_size=kubeconn.REQUEST_POOL_SIZE)
     view = ObjectView(js, READ, project={Resource.PODS: pod_kept}, pack=True)
     pipeline = PipelineView(js)

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import json
 import logging
+from collections.abc import Iterable
 
 from nats.aio.client import Client
 from nats.aio.msg import Msg
@@ -210,6 +211,24 @@ async def wait_for_streams(js: JetStreamContext, streams: tuple[str, ...], stop:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), 1.0)
     return False
+
+
+async def delete_durables(js: JetStreamContext, durables: Iterable[tuple[str, str]]) -> None:
+    """Delete each (stream, durable consumer) of ``durables`` that exists.
+
+    For consumers an earlier release read and this one no longer does: the server stops keeping their
+    state and pending counts. Housekeeping only: a consumer or stream already gone is skipped, and any
+    other failure is logged and start-up goes on (a later start tries again).
+    """
+    for stream, durable in durables:
+        try:
+            await js.delete_consumer(stream, durable)
+        except NotFoundError:
+            continue
+        except Exception as exc:
+            log.warning("could not delete the retired durable consumer %s on %s: %s", durable, stream, exc)
+            continue
+        log.info("deleted the retired durable consumer %s on %s", durable, stream)
 
 
 async def last_subjects(js: JetStreamContext, stream: str, filter_subject: str) -> list[str]:
