@@ -11,6 +11,7 @@ reconcile and fails on any.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -202,9 +203,17 @@ def test_a_pod_whose_image_was_edited_by_hand_is_replaced_from_its_revision(
     )
 
 
+def terminating_namespaces(cluster: Cluster) -> list[str]:
+    listed = json.loads(cluster.kube.kubectl_run("get", "namespaces", "-o", "json").stdout)["items"]
+    return [ns["metadata"]["name"] for ns in listed if (ns.get("status") or {}).get("phase") == "Terminating"]
+
+
 def test_a_steady_state_reconcile_makes_no_list_request(cluster: Cluster, deployed: dict[str, str]) -> None:
     """A child change re-queues the owner, which reconciles from its view: no LIST of anything."""
     eventually(lambda: cluster.get("ModelRoute", NAME), REPAIR, "the route")
+    # the counts are the API server's, every client's: earlier tests' namespaces are deleted without
+    # waiting, and the namespace controller LISTs a terminating namespace's pods until they are gone
+    eventually(lambda: not terminating_namespaces(cluster), 120, "earlier tests' namespaces deleted")
     before = request_counts(cluster.kube)
     rule = {"name": "default", "targetModels": [{"modelServerName": "elsewhere"}]}
     cluster.patch("ModelRoute", NAME, {"spec": {"rules": [rule]}})
