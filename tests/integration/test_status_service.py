@@ -481,9 +481,19 @@ async def test_an_upgraded_status_deletes_the_durables_its_predecessor_read(
             assert (await js.consumer_info(stream, durable)).name == durable
         started.start(["watcher", "status"])
         started["status"].wait_ready()
-        for stream, durable in RETIRED_DURABLES:
-            with pytest.raises(NotFoundError):
-                await js.consumer_info(stream, durable)
+
+        async def left() -> list[str]:
+            remaining = []
+            for stream, durable in RETIRED_DURABLES:
+                with contextlib.suppress(NotFoundError):
+                    remaining.append((await js.consumer_info(stream, durable)).name)
+            return remaining
+
+        for _ in range(150):  # 30 s: status deletes them once its views are synced, beside readiness
+            if not (remaining := await left()):
+                break
+            await asyncio.sleep(0.2)
+        assert not remaining, f"still there 30 s after status was ready: {remaining}"
     finally:
         started.stop()
         await nc.close()

@@ -53,7 +53,6 @@ the server stops keeping their state and pending counts."""
 async def run(settings: StatusSettings, stop: asyncio.Event) -> None:
     nc = await connect(settings.nats_url, settings.service)
     js = nc.jetstream()
-    await delete_durables(js, RETIRED_DURABLES)
     api = await kubeconn.connect(pool_size=kubeconn.REQUEST_POOL_SIZE)
     view = ObjectView(js, READ, project={Resource.PODS: pod_kept}, pack=True)
     pipeline = PipelineView(js)
@@ -108,6 +107,7 @@ async def run(settings: StatusSettings, stop: asyncio.Event) -> None:
     tasks = []
     if view.synced and pipeline.synced:
         log.info("views synced: %d status keys queued", triggers.start())
+        await delete_durables(js, RETIRED_DURABLES)  # housekeeping: never delays the first statuses
         members.on_change(lambda: log.info("members changed: %d status keys queued", triggers.resync()))
 
         async def resync() -> int:
