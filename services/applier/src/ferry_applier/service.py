@@ -310,7 +310,7 @@ class Applier:
         if event.resource == Resource.PODS:  # news of a pod: kept whole for the owner's recovery
             self._pod_events.add(owner, event)
         MESSAGES.labels(VIEW_TRIGGER, event.resource).inc()
-        self.queue.add(owner, propagate.extract(dict(change.headers)) if change.headers else None)
+        self.queue.add(owner, change.context)
 
     def _owns(self, owner: OwnerRef) -> bool:
         return self._members is None or self._members.owns(kv_key(*owner))

@@ -21,9 +21,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 
 from ferry_schemas.bus import ObjectEvent
-from ferry_schemas.runtime.view import Change, ObjectView
+from ferry_schemas.runtime.view import Change, ObjectView, trace_context
 from ferry_schemas.runtime.workqueue import WorkQueue
-from opentelemetry import propagate
 from opentelemetry.context import Context
 
 from ferry_status.bus_state import Owner
@@ -72,11 +71,11 @@ class Triggers:
             own = (event.resource, event.namespace, event.name)
             keys = [key for key in keys if key != own]
         if keys:
-            self._add(keys, _context(change.headers))
+            self._add(keys, change.context)
 
     def pipeline_changed(self, stream: str, owner: Owner, headers: Mapping[str, str] | None) -> None:
         if self.live and (keys := keys_for_owner(stream, owner)):
-            self._add(keys, _context(headers))
+            self._add(keys, trace_context(headers))
 
     def start(self) -> int:
         """Both views hold their snapshot: queue every key, and from now on every change's keys."""
@@ -97,8 +96,3 @@ class Triggers:
                 self._queue.add(key, context)
                 added += 1
         return added
-
-
-def _context(headers: Mapping[str, str] | None) -> Context | None:
-    """The trace context a change's message carried (its ``traceparent``)."""
-    return propagate.extract(headers) if headers else None

@@ -44,6 +44,8 @@ from typing import Any
 
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
+from opentelemetry import propagate
+from opentelemetry.context import Context
 from prometheus_client import Counter, Gauge
 from pydantic import ValidationError
 
@@ -68,6 +70,16 @@ class Change:
     write, a relist): nothing a reader of the view could act on changed."""
     headers: Mapping[str, str] | None = None
     """The bus message's headers (its trace context); None when the change was not read off the bus."""
+
+    @property
+    def context(self) -> Context | None:
+        """The trace context the change's message carried."""
+        return trace_context(self.headers)
+
+
+def trace_context(headers: Mapping[str, str] | None) -> Context | None:
+    """The trace context (``traceparent``) in a bus message's headers; None without headers."""
+    return propagate.extract(headers) if headers else None
 
 
 ChangeCallback = Callable[[Change], None]
