@@ -10,7 +10,6 @@ needed and nothing is lost). A reconcile reads only the views, which already hol
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import os
 import socket
@@ -19,7 +18,7 @@ import uuid
 from ferry_schemas.bus import DESIRED_STREAM, OBJECTS_STREAM, RESULTS_STREAM, Resource, encode_token
 from ferry_schemas.runtime import ProbeServer, kubeconn
 from ferry_schemas.runtime.jetstream import connect, delete_durables
-from ferry_schemas.runtime.lifecycle import serve
+from ferry_schemas.runtime.lifecycle import serve, settle_heap
 from ferry_schemas.runtime.members import Members, members_bucket
 from ferry_schemas.runtime.resync import Resync
 from ferry_schemas.runtime.view import ObjectView
@@ -115,11 +114,8 @@ async def run(settings: StatusSettings, stop: asyncio.Event) -> None:
 
         periodic = Resync(settings.service, settings.resync_period, resync)
         tasks.append(asyncio.create_task(periodic.run(), name="status-resync"))
-    # what start-up built (modules, clients, the views' snapshot) lives as long as the process: out
-    # of the collector's way, and a young generation of 10,000 objects, not 700 (as the applier)
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(10_000, 10, 10)
+    # again now that the views hold their snapshot, which lives as long as the process too
+    settle_heap()
     try:
         await stop.wait()
     finally:
