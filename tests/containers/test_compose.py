@@ -58,6 +58,19 @@ def _reconcile_trace(jaeger: str) -> dict[str, Any] | None:
     return None
 
 
+def _conversion_traces(jaeger: str) -> list[list[str]]:
+    """Each trace with a booster-conversion span: the services it reached (what a failure shows)."""
+    try:
+        found = _json(f"{jaeger}/api/traces?service=ferry-watcher&limit=200&lookback=1h")
+    except OSError as exc:
+        return [[f"Jaeger not answering: {exc}"]]
+    return [
+        sorted({p["serviceName"] for p in trace["processes"].values()})
+        for trace in found.get("data") or []
+        if any(span["operationName"].startswith(BOOSTER_CONVERSION) for span in trace["spans"])
+    ]
+
+
 @pytest.mark.timeout(1200)
 def test_compose_up_serves_a_booster_and_traces_it(engine: ContainerEngine, engine_compose: Compose) -> None:
     project = f"ferry-e2e-{uuid.uuid4().hex[:6]}"
@@ -113,7 +126,13 @@ def test_compose_up_serves_a_booster_and_traces_it(engine: ContainerEngine, engi
         assert text
 
         jaeger = f"http://127.0.0.1:{ports['FERRY_JAEGER_PORT']}"
-        trace = eventually(lambda: _reconcile_trace(jaeger), "a reconcile trace in Jaeger", timeout=120)
+        try:
+            trace = eventually(lambda: _reconcile_trace(jaeger), "a reconcile trace in Jaeger", timeout=120)
+        except BaseException:
+            print(f"conversion traces in Jaeger, by the services each reached: {_conversion_traces(jaeger)}")
+            logs = compose.run(*env_file, "logs", "--timestamps", "status", "applier", timeout=120)
+            print(logs.stdout[-20000:])
+            raise
         names = {span["operationName"] for span in trace["spans"]}
         assert "applier reconcile" in names, names
     finally:

@@ -30,6 +30,7 @@ from ferry_schemas.bus import (
 from ferry_schemas.runtime import kubeconn
 from ferry_schemas.runtime.jetstream import declare_streams
 from ferry_schemas.runtime.members import owner
+from ferry_schemas.runtime.spans import read_spans
 from ferry_schemas.workload import serving_revision
 from ferry_status.service import RETIRED_DURABLES
 from ferry_watcher.kube import list_objects, watch_events
@@ -303,6 +304,37 @@ def test_a_change_made_while_status_was_stopped_is_written_after_it_starts(
             return ((cluster.get("ModelServing", "ms") or {}).get("status") or {}).get("replicas") == 1
 
         eventually(counted, 30, "the group counted by the restarted status service")
+    finally:
+        started.stop()
+
+
+def test_an_object_created_while_status_starts_gets_its_first_status_in_its_creations_trace(
+    kube: KubeEnv, nats_url: str, namespace: str, tmp_path: Path
+) -> None:
+    """Start-up resync keeps the trace: a ModelServing created while status was not running (its
+    status has not observed its generation) is reconciled in the trace the watcher began for it."""
+    started = status_services(kube, nats_url, namespace, tmp_path, FERRY_STATUS_FIRST_WRITE_HOLD="0")
+    started.add("status")
+    started.start(["watcher"])
+    try:
+        cluster = Cluster(kube, namespace)
+        cluster.apply(serving_manifest("late", namespace, replicas=1))
+        spans_file = Path(started.env["FERRY_TRACE_FILE"])
+
+        def named(service: str) -> list[JSON]:
+            return [
+                span for span in read_spans(spans_file)
+                if span["service"] == service and span["attributes"].get("ferry.object.name") == "late"
+            ]  # fmt: skip
+
+        created = eventually(lambda: named("ferry-watcher"), 30, "the watcher's span of the new ModelServing")
+        started["status"].start()
+        started["status"].wait_ready()
+        eventually(lambda: cluster.condition_is("ModelServing", "late", "Progressing"), 30, "a status")
+        reconciles = eventually(lambda: named("ferry-status"), 30, "status's reconcile span")
+        assert reconciles[0]["traceId"] in {span["traceId"] for span in created}, (
+            "the first reconcile after start is not in the creation's trace"
+        )
     finally:
         started.stop()
 

@@ -89,3 +89,38 @@ def test_only_the_keys_this_replica_owns_are_queued() -> None:
     view.apply(ObjectEvent.from_object("ADDED", Resource.MODEL_BOOSTERS, obj("mine")))
     view.apply(ObjectEvent.from_object("MODIFIED", Resource.MODEL_BOOSTERS, obj("theirs")))
     assert [key for key, _ in queue.added] == [("modelboosters", "ns", "mine")]
+
+
+def test_start_queues_an_object_whose_status_lags_in_the_trace_of_its_last_change() -> None:
+    view = ObjectView(None, [Resource.MODEL_BOOSTERS], pack=True)  # type: ignore[arg-type]
+    queue = Recorded()
+    triggers = Triggers(view, queue)  # type: ignore[arg-type]
+    view.on_change(triggers.object_changed)
+
+    def heard(kind: str, booster: dict[str, Any], trace_id: int) -> None:
+        event = ObjectEvent.from_object(kind, Resource.MODEL_BOOSTERS, booster)  # type: ignore[arg-type]
+        view.apply(event, {"traceparent": f"00-{trace_id:032x}-{1:016x}-01"})
+
+    # new, no status yet: its start reconcile is its creation's
+    heard("ADDED", obj("new", generation=1), 0xA)
+    # edited: status observed generation 1 of 2
+    edited = {**obj("edited", generation=2), "status": {"observedGeneration": 1}}
+    heard("MODIFIED", edited, 0xB)
+    # up to date: its start reconcile is only a resync, in a trace of its own
+    settled = {**obj("settled", generation=3), "status": {"observedGeneration": 3}}
+    heard("SYNC", settled, 0xC)
+    # created, then its status written: the write's change supersedes the creation's
+    heard("ADDED", obj("caught", generation=1), 0xD)
+    caught = {**obj("caught", generation=1), "status": {"observedGeneration": 1}}
+    heard("MODIFIED", caught, 0xE)
+
+    assert triggers.start() == 4
+    assert sorted(queue.added) == [
+        (("modelboosters", "ns", "caught"), 0),
+        (("modelboosters", "ns", "edited"), 0xB),
+        (("modelboosters", "ns", "new"), 0xA),
+        (("modelboosters", "ns", "settled"), 0),
+    ]
+    queue.added.clear()
+    assert triggers.resync() == 4  # later resyncs start traces of their own
+    assert all(trace_id == 0 for _, trace_id in queue.added)

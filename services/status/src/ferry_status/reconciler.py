@@ -27,6 +27,7 @@ from ferry_schemas.labels import (
 from ferry_schemas.runtime.kubeconn import ApiError
 from ferry_schemas.runtime.view import ObjectView
 from ferry_schemas.workload import LWS_KIND, serving_revision
+from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.context import Context
 
@@ -96,14 +97,17 @@ class StatusReconciler:
         *,
         first_write_hold: float = 0.0,
         first_write_hold_max: float = 0.0,
-        requeue: Callable[[Key, float], None] | None = None,
+        requeue: Callable[[Key, float, Context | None], None] | None = None,
     ) -> None:
         self._kube = kube
         self._pipeline = pipeline
         self._view = view
         self._holds = FirstWriteHolds(first_write_hold, max(first_write_hold, first_write_hold_max))
         self._requeue = requeue
-        """Reconciles ``key`` after a delay (the work queue's ``add_after``)."""
+        """Reconciles ``key`` after a delay, in a trace (the work queue's ``add_after``)."""
+        self._held_in: dict[Key, Context] = {}
+        """Held keys → the trace of the reconcile that held them: the write their hold's end makes
+        belongs to it."""
         self._sweep: asyncio.TimerHandle | None = None
         self._sweep_at = 0.0
         self._written: dict[str, tuple[str, str, int]] = {}
@@ -203,10 +207,13 @@ class StatusReconciler:
         objects again when their hold ends."""
         if self._requeue is None or not awaiting_first_apply(obj, desired, result, shown):
             self._holds.release(key, time.time())
+            self._held_in.pop(key, None)
             return False
         since = hold_start(obj, last_step(obj, desired, result))
         if since is None or not self._holds.hold(key, since, time.time()):
+            self._held_in.pop(key, None)
             return False
+        self._held_in[key] = otel_context.get_current()
         STATUS_HELD.labels(key[0]).inc()
         self._arm_sweep(self._holds.end(since))
         return True
@@ -228,7 +235,8 @@ class StatusReconciler:
         self._sweep = None
         assert self._requeue is not None
         for key in self._holds.ended(time.time()):
-            self._requeue(key, 0.0)  # its reconcile writes the status (or holds it again)
+            # its reconcile writes the status (or holds it again), in the trace that held it
+            self._requeue(key, 0.0, self._held_in.pop(key, None))
         self._arm_sweep()
 
     async def _write(self, kind: Kind, obj: JSON, status: JSON) -> bool:

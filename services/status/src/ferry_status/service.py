@@ -59,7 +59,7 @@ async def run(settings: StatusSettings, stop: asyncio.Event) -> None:
     reconciler = StatusReconciler(
         StatusApi(api), pipeline, view,
         first_write_hold=settings.first_write_hold, first_write_hold_max=settings.first_write_hold_max,
-        requeue=lambda key, delay: queue.add_after(key, delay),
+        requeue=lambda key, delay, context: queue.add_after(key, delay, context),
     )  # fmt: skip
     queue = WorkQueue("status", reconciler.reconcile, workers=settings.workers, settle=settings.settle)
     gateways = None
