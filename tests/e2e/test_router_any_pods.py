@@ -81,7 +81,15 @@ def test_deployment_pods_selected_by_a_model_server_are_routed(
     for obj in (*networking(e2e_namespace), deployment(e2e_namespace, 2)):
         apply(kube, obj)
     client = OpenAI(base_url=f"{ferry.router_url}/v1", api_key="test", timeout=30, max_retries=0)
-    engines = served_by(client, set(), 2, within=120)
+    try:
+        engines = served_by(client, set(), 2, within=120)
+    except AssertionError:  # say whether the pods ran and were Ready, or the router missed one
+        shown = kube.kubectl_run("-n", e2e_namespace, "get", "pods", "-o", "json", check=False)
+        for pod in json.loads(shown.stdout or '{"items": []}')["items"]:
+            status = pod.get("status") or {}
+            conditions = {c["type"]: c["status"] for c in status.get("conditions") or []}
+            print(pod["metadata"]["name"], status.get("phase"), status.get("podIP"), conditions)
+        raise
     assert all(name.startswith(f"{e2e_namespace}/sim-") for name in engines), engines
 
     # scale down: the router follows the Deployment's pods, and traffic keeps flowing to the one left
