@@ -1,12 +1,14 @@
 """The converter service against a real nats-server with JetStream.
 
 The service runs in this process (``ConverterService``, the same object ``ferry-converter``
-runs) with its own durable prefix and a namespace filter, so it only sees this test's owners.
-Covers: a booster and a ModelServing round-trip to FERRY_DESIRED with ``Nats-Msg-Id``; a
-duplicated input and a conversion retried after its publish each leave ONE desired set in the
-stream; an older generation never overwrites a newer desired set; a tombstone; the trace
-continues; an undecodable message ends on the dead-letter stream at once; a burst of events for
-one owner is converted as its newest event; the service as its own NATS user named by
+runs) with a namespace filter, so its view only sees this test's owners. Covers: a booster and a
+ModelServing round-trip to FERRY_DESIRED with ``Nats-Msg-Id``; a duplicated input and a conversion
+retried after its publish each leave ONE desired set in the stream; a status-only change is not
+even converted; an older generation never overwrites a newer desired set; a tombstone; the trace
+continues; an undecodable message is skipped and the next one converted; a burst of events for one
+owner is converted as its newest event; a change made while no converter ran, and a deletion, are
+converted once one starts, which deletes the durable consumers an earlier converter read; two
+replicas split the owners; the service as its own NATS user named by
 ``FERRY_NATS_USER``/``FERRY_NATS_PASSWORD`` (how deploy/ and the Helm chart run it) converts a booster.
 """
 
@@ -14,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -29,20 +30,13 @@ from ferry_converter.service import Converter, ConverterService, durable_name, j
 from ferry_converter.settings import ConverterSettings
 from ferry_local.natsd import NatsServer
 from ferry_local.paths import shared_dir
-from ferry_schemas.bus import (
-    DEAD_LETTER_STREAM,
-    DESIRED_STREAM,
-    MSG_ID_HEADER,
-    OBJECTS_STREAM,
-    DeadLetter,
-    DesiredSet,
-    ObjectEvent,
-    Resource,
-    dead_letter_subject,
-)
+from ferry_schemas.bus import DESIRED_STREAM, MSG_ID_HEADER, OBJECTS_STREAM, DesiredSet, ObjectEvent, Resource
 from ferry_schemas.runtime.jetstream import declare_streams
+from ferry_schemas.runtime.view import VIEW_BAD_EVENTS
+from ferry_schemas.runtime.workqueue import ADDS
 from nats.aio.client import Client
 from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig
 from nats.js.errors import NotFoundError
 from opentelemetry import propagate
 from opentelemetry.context import Context
@@ -75,6 +69,8 @@ async def eventually(check: Callable[[], Awaitable[Any]], within: float = 15.0) 
 class Bus:
     def __init__(self, nc: Client, js: JetStreamContext, namespace: str, service: ConverterService) -> None:
         self.nc, self.js, self.namespace, self.service = nc, js, namespace, service
+        self.published = 0
+        """The stream sequence of the last object event this test published."""
 
     def booster(
         self, path: Path = INPUT / "model.yaml", generation: int = 1, kind: str = "ADDED"
@@ -91,12 +87,13 @@ class Bus:
     async def publish(
         self, event: ObjectEvent, msg_id: str | None = None, headers: dict[str, str] | None = None
     ) -> None:
-        await self.js.publish(
+        ack = await self.js.publish(
             event.subject,
             event.to_bytes(),
             stream=OBJECTS_STREAM,
             headers={MSG_ID_HEADER: msg_id or event.msg_id, **(headers or {})},
         )
+        self.published = max(self.published, ack.seq)
 
     async def desired(self, subject: str) -> tuple[int, DesiredSet, dict[str, str]] | None:
         try:
@@ -106,30 +103,28 @@ class Bus:
         return raw.seq or 0, DesiredSet.model_validate_json(raw.data or b""), dict(raw.headers or {})
 
     async def drained(self, resource: str = Resource.MODEL_BOOSTERS) -> bool:
-        """Every message delivered to the converter's consumer was acked."""
-        info = await self.js.consumer_info(OBJECTS_STREAM, durable_name(self.service.settings, resource))
-        return info.num_pending == 0 and info.num_ack_pending == 0
+        """The converter's view applied every event published here, and no conversion is queued."""
+        view = self.service._view
+        return view is not None and view.seen(resource) >= self.published and len(self.service.queue) == 0
+
+
+def settings_for(url: str, namespace: str) -> ConverterSettings:
+    return ConverterSettings(nats_url=url, durable_prefix=namespace, namespace=namespace)
 
 
 @contextlib.asynccontextmanager
-async def running(admin_url: str, service_url: str) -> AsyncIterator[Bus]:
+async def running(admin_url: str, service_url: str, namespace: str | None = None) -> AsyncIterator[Bus]:
     """The converter service at ``service_url`` on a namespace of its own; ``admin_url`` inspects."""
     nc = await nats.connect(admin_url)
     js = nc.jetstream()
     await declare_streams(js)
-    namespace = f"conv-{uuid.uuid4().hex[:8]}"
-    settings = ConverterSettings(
-        nats_url=service_url, durable_prefix=namespace, namespace=namespace, max_deliver=3, ack_wait=5.0
-    )
-    service = ConverterService(settings)
+    namespace = namespace or f"conv-{uuid.uuid4().hex[:8]}"
+    service = ConverterService(settings_for(service_url, namespace))
     assert await asyncio.wait_for(service.start(), 30)
     try:
         yield Bus(nc, js, namespace, service)
     finally:
         await service.stop()
-        for resource in (Resource.MODEL_BOOSTERS, Resource.MODEL_SERVINGS):
-            with contextlib.suppress(NotFoundError):
-                await js.delete_consumer(OBJECTS_STREAM, durable_name(settings, resource))
         await nc.drain()
 
 
@@ -205,8 +200,10 @@ async def test_duplicated_input_gives_one_desired_set(bus: Bus) -> None:
     await bus.publish(event)
     first_seq, first, _ = await eventually(lambda: bus.desired(subject))
     before = duplicates()
-    # The same object again under another message id (e.g. a relist), so the objects stream keeps it.
-    await bus.publish(event, msg_id=f"{event.msg_id}/again")
+    # The same object again from a relist (a SYNC event is converted even when nothing changed: it
+    # may follow lost streams), under another message id, so the objects stream keeps it.
+    relisted = ObjectEvent.from_object("SYNC", Resource.MODEL_BOOSTERS, event.object)
+    await bus.publish(relisted, msg_id=f"{event.msg_id}/again")
     await eventually(bus.drained)
     seq, again, _ = await eventually(lambda: bus.desired(subject))
     assert seq == first_seq, "the duplicated input was stored as a second desired set"
@@ -264,24 +261,23 @@ async def test_retried_conversion_gives_one_desired_set(bus: Bus) -> None:
     await eventually(bus.drained)
     assert calls == 2
     assert duplicates() == before + 1, "the retry stored a second desired set"
-    stats = await bus.js.consumer_info(
-        OBJECTS_STREAM, durable_name(bus.service.settings, Resource.MODEL_BOOSTERS)
-    )
-    assert stats.delivered.stream_seq == stats.ack_floor.stream_seq  # acked once the retry succeeded
 
 
-async def test_status_only_change_publishes_nothing_new(bus: Bus) -> None:
-    """A new resourceVersion with the same spec (e.g. a status write) converts to the same content."""
+async def test_status_only_change_is_not_converted(bus: Bus) -> None:
+    """A new resourceVersion with the same spec (a status write) is not even queued: the view keeps
+    no status, so the owner it holds did not change."""
     subject = f"ferry.desired.modelboosters.{bus.namespace}.test-model"
     event = bus.booster()
     await bus.publish(event)
     first_seq, _, _ = await eventually(lambda: bus.desired(subject))
-    before = duplicates()
+    await eventually(bus.drained)
+    adds = ADDS.labels("converter")._value.get()
     event.object["metadata"]["resourceVersion"] = "77"
     event.object["status"] = {"conditions": [{"type": "Active", "status": "False"}]}
     changed = ObjectEvent.from_object("MODIFIED", Resource.MODEL_BOOSTERS, event.object)
     await bus.publish(changed)
-    await eventually(lambda: asyncio.sleep(0, result=duplicates() == before + 1))
+    await eventually(bus.drained)
+    assert ADDS.labels("converter")._value.get() == adds
     seq, _, _ = await eventually(lambda: bus.desired(subject))
     assert seq == first_seq
 
@@ -319,20 +315,17 @@ async def test_trace_continues(bus: Bus) -> None:
     assert context
 
 
-async def test_undecodable_message_becomes_a_dead_letter(bus: Bus) -> None:
-    durable = durable_name(bus.service.settings, Resource.MODEL_BOOSTERS)
-    letters = await bus.nc.subscribe(dead_letter_subject("converter", OBJECTS_STREAM, durable))
+async def test_undecodable_message_is_skipped(bus: Bus) -> None:
+    """No dead letter without a durable consumer: the view counts and logs it, and goes on."""
+    bad = VIEW_BAD_EVENTS.labels(Resource.MODEL_BOOSTERS)._value.get()
     subject = f"ferry.obj.modelboosters.{bus.namespace}.broken"
-    await bus.js.publish(
+    ack = await bus.js.publish(
         subject, b'{"type": "ADDED"}', stream=OBJECTS_STREAM, headers={MSG_ID_HEADER: "broken/1"}
     )
-    msg = await letters.next_msg(timeout=30)
-    letter = DeadLetter.model_validate_json(msg.data)
-    assert letter.subject == subject
-    assert letter.deliveries == 1  # it can never be decoded: no retries
-    assert json.loads(letter.data) == {"type": "ADDED"}
-    stored = await bus.js.get_last_msg(DEAD_LETTER_STREAM, msg.subject)
-    assert stored.data == msg.data
+    bus.published = ack.seq
+    await bus.publish(bus.booster())
+    await eventually(lambda: bus.desired(f"ferry.desired.modelboosters.{bus.namespace}.test-model"))
+    assert VIEW_BAD_EVENTS.labels(Resource.MODEL_BOOSTERS)._value.get() == bad + 1
     assert await bus.desired(f"ferry.desired.modelboosters.{bus.namespace}.broken") is None
 
 
@@ -383,3 +376,72 @@ async def test_a_burst_for_one_owner_is_converted_as_its_newest_event(bus: Bus) 
     await eventually(lambda: asyncio.sleep(0, result=stored and stored[-1] == 10))
     await watch.unsubscribe()
     assert stored == sorted(set(stored)), f"an older generation was stored after a newer one: {stored}"
+
+
+async def test_what_changed_while_no_converter_ran_is_converted_at_start(nats_url: str) -> None:
+    """The view's snapshot is the converter's input: a booster created and a ModelServing deleted
+    while no converter ran are converted once one starts, and the durable consumers an earlier
+    converter read are deleted."""
+    nc = await nats.connect(nats_url)
+    js = nc.jetstream()
+    await declare_streams(js)
+    namespace = f"conv-{uuid.uuid4().hex[:8]}"
+    settings = settings_for(nats_url, namespace)
+    retired = durable_name(settings, Resource.MODEL_BOOSTERS)
+    await js.add_consumer(OBJECTS_STREAM, ConsumerConfig(durable_name=retired, ack_policy=AckPolicy.EXPLICIT))
+    offline = Bus(nc, js, namespace, ConverterService(settings))
+    serving = ObjectEvent.from_object("ADDED", Resource.MODEL_SERVINGS, {
+        "apiVersion": "workload.serving.volcano.sh/v1alpha1", "kind": "ModelServing",
+        "metadata": {"name": "gone", "namespace": namespace, "uid": "gone-uid", "generation": 1},
+        "spec": {"replicas": 1, "template": {"roles": [{"name": "r", "replicas": 1, "entryTemplate": {}}]}},
+    })  # fmt: skip
+    await offline.publish(serving)
+    await offline.publish(ObjectEvent.from_object("DELETED", Resource.MODEL_SERVINGS, serving.object))
+    await offline.publish(offline.booster())
+    await nc.drain()
+    async with running(nats_url, nats_url, namespace) as bus:
+        await eventually(lambda: bus.desired(f"ferry.desired.modelboosters.{namespace}.test-model"))
+
+        async def tombstone() -> bool:
+            found = await bus.desired(f"ferry.desired.modelservings.{namespace}.gone")
+            return found is not None and found[1].deleted
+
+        await eventually(tombstone)
+        with pytest.raises(NotFoundError):
+            await bus.js.consumer_info(OBJECTS_STREAM, retired)
+
+
+async def test_two_replicas_split_the_owners(nats_url: str) -> None:
+    """Each owner is converted by the one replica rendezvous hashing names, and each is stored once."""
+    namespace = f"conv-{uuid.uuid4().hex[:8]}"
+    async with running(nats_url, nats_url, namespace) as one, running(nats_url, nats_url, namespace) as two:
+        members = [one.service._members, two.service._members]
+        await eventually(
+            lambda: asyncio.sleep(0, result=all(m is not None and len(m.live) == 2 for m in members))
+        )
+        converted: dict[int, list[str]] = {0: [], 1: []}
+        for index, bus in enumerate((one, two)):
+            converter = bus.service.converter
+            assert converter is not None
+            original = converter.handle
+
+            async def counted(
+                event: ObjectEvent,
+                context: Context | None = None,
+                i: int = index,
+                original: Any = original,
+            ) -> DesiredSet | None:
+                converted[i].append(event.name)
+                return await original(event, context)
+
+            converter.handle = counted  # type: ignore[method-assign]
+        names = [f"model-{i}" for i in range(16)]  # all on one replica: 2 in 65,536
+        for name in names:
+            event = one.booster()
+            event.object["metadata"].update(name=name, uid=f"uid-{name}")
+            await one.publish(ObjectEvent.from_object("ADDED", Resource.MODEL_BOOSTERS, event.object))
+        for name in names:
+            await eventually(lambda name=name: one.desired(f"ferry.desired.modelboosters.{namespace}.{name}"))
+        assert sorted(converted[0] + converted[1]) == sorted(names), "an owner was converted by both replicas"
+        assert converted[0]
+        assert converted[1]

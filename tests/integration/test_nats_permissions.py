@@ -34,9 +34,9 @@ EXPECTED: dict[str, NatsUser] = {
         "FERRY_RESULTS": ("declare",), "FERRY_DEAD_LETTERS": ("declare",), "FERRY_KV": ("declare",),
         "FERRY_LOAD": ("declare",),
     }),
-    "converter": NatsUser("converter", publish=("ferry.desired.>", "ferry.dlq.converter.>"), streams={
+    "converter": NatsUser("converter", publish=("ferry.desired.>",), streams={
         "FERRY_OBJECTS": ("consume",), "FERRY_DESIRED": ("read",),
-    }),
+    }, kv=("ferry_converter_members",)),
     "applier": NatsUser("applier", publish=("ferry.applied.>", "ferry.dlq.ferry-applier.>"), streams={
         "FERRY_DESIRED": ("consume",), "FERRY_OBJECTS": ("consume",), "FERRY_RESULTS": ("read",),
     }, kv=(APPLIED_GENERATIONS_BUCKET, "ferry_applier_leases", "ferry_applier_members")),

@@ -9,11 +9,20 @@ from typing import Any
 import yaml
 from ferry_converter.desired import desired_set
 from ferry_converter.latest import EXPECTED_LAST_SUBJECT_SEQUENCE, StoredDesired, WrongLastSequence
-from ferry_converter.service import Converted, Converter, Newest, Published
+from ferry_converter.service import (
+    Converted,
+    Converter,
+    ConverterService,
+    Pending,
+    Published,
+    owners_view,
+    without_status,
+)
 from ferry_converter.settings import ConverterSettings
 from ferry_local.paths import shared_dir
 from ferry_schemas.bus import MSG_ID_HEADER, DesiredSet, ObjectEvent, Resource, content_hash, desired_subject
-from opentelemetry import propagate
+from ferry_schemas.runtime.view import ObjectView
+from opentelemetry import propagate, trace
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import TracerProvider
 
@@ -169,18 +178,30 @@ def test_a_status_only_change_is_not_converted_again_but_a_relist_is() -> None:
     assert converted.seen(key, first) is not None  # forgotten once the owner is gone
 
 
-def test_newest_keeps_the_latest_event_until_it_was_converted() -> None:
-    newest, key = Newest(), ("modelboosters", "default", "test-model")
+def test_pending_keeps_the_latest_event_until_it_was_converted() -> None:
+    pending, key = Pending(), ("modelboosters", "default", "test-model")
     first, second = booster_event(generation=1), booster_event(generation=2)
-    newest.offer(key, 10, first)
-    newest.offer(key, 12, second)
-    newest.offer(key, 11, first)  # a late, older message does not replace the newer event
-    assert newest.take(key) == (12, second)
-    newest.offer(key, 13, first)  # arrived during the conversion of 12
-    newest.done(key, 12)
-    assert newest.take(key) == (13, first)
-    newest.done(key, 13)
-    assert newest.take(key) is None
+    pending.offer(key, first)
+    pending.offer(key, second)
+    assert pending.take(key) is second
+    third = booster_event(generation=3)
+    pending.offer(key, third)  # arrived during the conversion of the second
+    pending.done(key, second)
+    assert pending.take(key) is third
+    pending.done(key, third)
+    assert pending.take(key) is None
+
+
+def test_the_view_keeps_an_owner_without_its_status() -> None:
+    """What makes a status write leave the kept object the same (``Change.same``): nothing queued."""
+    event = booster_event()
+    event.object["status"] = {"conditions": [{"type": "Initialized", "status": "True"}]}
+    kept = without_status(event.object)
+    assert "status" not in kept
+    assert kept["spec"] is event.object["spec"]
+    assert "status" in event.object  # the event itself is left whole
+    no_status = {"metadata": {"name": "x"}, "spec": {}}
+    assert without_status(no_status) is no_status
 
 
 async def test_same_input_gives_the_same_msg_id() -> None:
@@ -309,3 +330,75 @@ async def test_a_duplicate_id_is_decided_on_a_read() -> None:
     await converter.handle(live)
     assert not stream.last[subject][2].deleted
     assert stream.last[subject][0] == 3
+
+
+class Queued:
+    """Stands in for the work queue: what the service queued, with the trace context."""
+
+    def __init__(self) -> None:
+        self.added: list[tuple[tuple[str, str, str], Context | None]] = []
+
+    def add(self, key: tuple[str, str, str], context: Context | None = None) -> None:
+        self.added.append((key, context))
+
+
+def view_driven() -> tuple[ConverterService, ObjectView, Queued]:
+    """The service's change callback and resync on a view fed in memory (no bus, one replica)."""
+    service = ConverterService(ConverterSettings(nats_url="nats://127.0.0.1:1"))
+    view = owners_view(None)  # type: ignore[arg-type]  # never started: fed by apply()
+    view.on_change(service._changed)
+    service._view = view
+    queued = Queued()
+    service.queue = queued  # type: ignore[assignment]
+    return service, view, queued
+
+
+def test_a_status_write_queues_nothing_a_spec_change_and_a_relist_do() -> None:
+    service, view, queued = view_driven()
+    service._live = True
+    key = (Resource.MODEL_BOOSTERS, "default", "test-model")
+    first = booster_event()
+    view.apply(first, {"traceparent": TRACEPARENT})
+    assert [k for k, _ in queued.added] == [key]
+    context = queued.added[0][1]
+    assert context is not None
+    assert f"{trace.get_current_span(context).get_span_context().trace_id:032x}" == TRACE_ID
+    status_only = booster_event(kind="MODIFIED")
+    status_only.object["status"] = {"conditions": [{"type": "Initialized", "status": "True"}]}
+    status_only.object["metadata"]["resourceVersion"] = "99"
+    view.apply(ObjectEvent.from_object("MODIFIED", Resource.MODEL_BOOSTERS, status_only.object))
+    assert len(queued.added) == 1, "a status write was queued"
+    view.apply(booster_event(kind="SYNC"))  # a relist: converted, desired sets may have been lost
+    view.apply(booster_event(kind="MODIFIED", generation=2))
+    assert [k for k, _ in queued.added] == [key, key, key]
+    held = service._pending.take(key)
+    assert held is not None
+    assert held.generation == 2
+
+
+def test_start_queues_what_the_snapshot_holds_and_its_tombstones() -> None:
+    service, view, queued = view_driven()
+    view.apply(booster_event())  # the snapshot: nothing queued yet
+    gone = serving_event("gone")
+    view.apply(gone)
+    view.apply(ObjectEvent.from_object("DELETED", Resource.MODEL_SERVINGS, gone.object))
+    assert queued.added == []
+    service._live = True
+    assert service.resync() == 2
+    assert sorted(k for k, _ in queued.added) == [
+        (Resource.MODEL_BOOSTERS, "default", "test-model"),
+        (Resource.MODEL_SERVINGS, "default", "gone"),
+    ]
+    tombstone = service._pending.take((Resource.MODEL_SERVINGS, "default", "gone"))
+    assert tombstone is not None
+    assert tombstone.deleted
+
+
+def test_an_owner_created_again_during_the_snapshot_is_not_converted_as_its_tombstone() -> None:
+    service, view, queued = view_driven()
+    view.apply(booster_event(kind="DELETED"))
+    view.apply(booster_event())
+    service._live = True
+    assert service.resync() == 1
+    assert [k for k, _ in queued.added] == [(Resource.MODEL_BOOSTERS, "default", "test-model")]
+    assert service._pending.take((Resource.MODEL_BOOSTERS, "default", "test-model")) is None  # the view's

@@ -1,21 +1,29 @@
-"""The converter service: owner events in, desired sets out (design §2).
+"""The converter service: owner changes in, desired sets out (design §2).
 
-On the control services' one consumer runtime (``ferry_schemas.runtime``), like the applier and
-status: a :class:`~ferry_schemas.runtime.consumer.DurableConsumer` per owner kind
-(``<prefix>-modelboosters``, ``-modelservings``, ``-leaderworkersets`` on FERRY_OBJECTS, shared by
-every replica) decodes each message and submits its owner to one
-:class:`~ferry_schemas.runtime.workqueue.WorkQueue` keyed by owner. The queue converts owners
-concurrently (``FERRY_CONVERTER_WORKERS``), one conversion per owner at a time, and coalesces a
-burst of events for one owner (status writes, relists) into one conversion of the newest event;
-a failed conversion (NATS unavailable, a racing replica) is retried with back-off while the
-message is kept in progress, and the message is acked once a conversion that saw it succeeded.
-An undecodable message is dead-lettered at once.
+View-driven, like the applier and status (``ferry_schemas.runtime``): an
+:class:`~ferry_schemas.runtime.view.ObjectView` follows ModelBoosters, ModelServings and
+LeaderWorkerSets on FERRY_OBJECTS (ordered consumers: nothing durable, nothing acked) and keeps each
+owner without its status, packed. Its change callback queues the owner in one
+:class:`~ferry_schemas.runtime.workqueue.WorkQueue` with the change's trace context (the informer's
+event handler feeding controller-runtime's work queue), unless the change left the kept object the
+same: a status write of a booster or a ModelServing (most of the owners' changes) costs a decode and
+a compare, no message and no conversion. The queue converts owners concurrently
+(``FERRY_CONVERTER_WORKERS``), one conversion per owner at a time, coalesces a burst of changes into
+one conversion of the newest, and retries a failed one with back-off forever.
+
+Nothing is lost without a durable consumer: a conversion is a function of the owner as it is now,
+so an owner needs one conversion after its last change. The view never skips a message and resumes
+after the last one it handled; at start (the view holds its snapshot) every owner it holds, and
+every tombstone in it, is queued, and again on every membership change (the owners taken over).
+Replicas split the owners by :mod:`ferry_schemas.runtime.members` (bucket
+``ferry_converter_members``); two replicas converting one owner at once stay safe, as below. The
+durable consumers an earlier converter read are deleted at start.
 
 Each conversion is the pure :func:`~ferry_converter.desired.desired_set`, published to
 FERRY_DESIRED with ``Nats-Msg-Id = <desired.msg_id>/<last sequence on the subject>`` (a
-redelivered or duplicated input is stored once; content that comes back after a different set is
-stored again) and ``Nats-Expected-Last-Subject-Sequence`` (replicas cannot reorder generations).
-The publish continues the incoming trace (``traceparent``).
+duplicated input is stored once; content that comes back after a different set is stored again) and
+``Nats-Expected-Last-Subject-Sequence`` (replicas cannot reorder generations). The publish continues
+the trace of the change that queued it (``traceparent``).
 """
 
 from __future__ import annotations
@@ -24,33 +32,33 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import os
+import socket
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Literal, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 from ferry_schemas.bus import (
     DESIRED_STREAM,
     MSG_ID_HEADER,
-    OBJECTS_PREFIX,
     OBJECTS_STREAM,
     WIRE_JSON,
     DesiredSet,
     ObjectEvent,
     Resource,
     encode_token,
-    object_filter,
 )
-from ferry_schemas.runtime.consumer import BadMessage, DurableConsumer
-from ferry_schemas.runtime.jetstream import connect, wait_for_streams
+from ferry_schemas.runtime.jetstream import connect, delete_durables, wait_for_streams
+from ferry_schemas.runtime.members import ALL, Members, members_bucket
+from ferry_schemas.runtime.view import Change, ObjectView
 from ferry_schemas.runtime.workqueue import WorkQueue
 from nats.aio.client import Client
-from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.errors import BadRequestError
 from opentelemetry import propagate, trace
 from opentelemetry.context import Context
-from pydantic import ValidationError
 
 from ferry_converter.desired import desired_set
 from ferry_converter.latest import (
@@ -88,16 +96,16 @@ one the headers expect."""
 
 
 def durable_name(settings: ConverterSettings, resource: str) -> str:
-    """``<prefix>-<resource>`` (``-<namespace>`` appended when filtering: a durable's filter is fixed)."""
+    """The durable consumer an earlier converter read ``resource`` with: ``<prefix>-<resource>``
+    (``-<namespace>`` appended when filtering)."""
     base = f"{settings.durable_prefix}-{resource}"
     return f"{base}-{encode_token(settings.namespace)}" if settings.namespace else base
 
 
-def subject_filter(settings: ConverterSettings, resource: str) -> str:
-    """``ferry.obj.<resource>.>``, or only one namespace's owners when ``namespace`` is set."""
-    if settings.namespace:
-        return f"{OBJECTS_PREFIX}.{resource}.{encode_token(settings.namespace)}.*"
-    return object_filter(resource)
+def retired_durables(settings: ConverterSettings) -> list[tuple[str, str]]:
+    """The durable consumers an earlier converter read (its view now queues the owners): deleted at
+    start, so the server stops keeping their state and pending messages."""
+    return [(OBJECTS_STREAM, durable_name(settings, resource)) for resource in RESOURCES]
 
 
 def jetstream_publisher(js: JetStreamContext) -> Publish:
@@ -268,56 +276,84 @@ class Converted:
         else:
             self.fingerprints[key] = fingerprint
 
+    def forget(self, key: OwnerKey) -> None:
+        """The next conversion of ``key`` is not skipped (another replica may have published since)."""
+        self.fingerprints.pop(key, None)
+
 
 @dataclass
-class Newest:
-    """The newest event seen per owner and not yet converted (by stream sequence)."""
+class Pending:
+    """The newest change per owner not converted yet, as the view's change callback handed it over.
 
-    events: dict[OwnerKey, tuple[int, ObjectEvent]] = field(default_factory=dict)
+    A reconcile converts this event (a tombstone is only here: the view no longer holds the object);
+    an owner queued without one (a resync) is converted from what the view holds.
+    """
 
-    def offer(self, key: OwnerKey, sequence: int, event: ObjectEvent) -> None:
-        held = self.events.get(key)
-        if held is None or held[0] <= sequence:
-            self.events[key] = (sequence, event)
+    events: dict[OwnerKey, ObjectEvent] = field(default_factory=dict)
 
-    def take(self, key: OwnerKey) -> tuple[int, ObjectEvent] | None:
+    def offer(self, key: OwnerKey, event: ObjectEvent) -> None:
+        self.events[key] = event
+
+    def take(self, key: OwnerKey) -> ObjectEvent | None:
         return self.events.get(key)
 
-    def done(self, key: OwnerKey, sequence: int) -> None:
+    def done(self, key: OwnerKey, event: ObjectEvent) -> None:
         """Forget the owner's event unless a newer one arrived during the conversion."""
-        held = self.events.get(key)
-        if held is not None and held[0] == sequence:
+        if self.events.get(key) is event:
             del self.events[key]
 
 
-class ConverterService:
-    """The running service: connection, consumers, the keyed queue.
+def without_status(obj: dict[str, Any]) -> dict[str, Any]:
+    """What the converter's view keeps of an owner: no conversion reads its status, so a status-only
+    change leaves the kept object the same (``Change.same``) and queues nothing."""
+    return {k: v for k, v in obj.items() if k != "status"} if "status" in obj else obj
 
-    ``start`` waits for the watcher to declare the streams, then binds the durable consumers.
+
+def owners_view(js: JetStreamContext, namespace: str = "") -> ObjectView:
+    """The owners as the converter keeps them: without status, packed, no label index (it selects
+    nothing by label); ``namespace``: only that namespace's."""
+    return ObjectView(
+        js,
+        RESOURCES,
+        namespace=namespace,
+        project=dict.fromkeys(RESOURCES, without_status),
+        pack=True,
+        indexed_labels=(),
+    )
+
+
+def key_name(key: OwnerKey) -> str:
+    """An owner as the members module partitions owners."""
+    return "/".join(key)
+
+
+class ConverterService:
+    """The running service: connection, the owners' view, membership, the keyed queue.
+
+    ``start`` waits for the watcher to declare the streams, follows the owners and, once the view
+    holds them, queues every owner this replica handles.
     """
 
     def __init__(self, settings: ConverterSettings) -> None:
         self.settings = settings
         self._nc: Client | None = None
-        self._consumers: list[DurableConsumer] = []
-        self._tasks: list[asyncio.Task[None]] = []
-        self._newest = Newest()
+        self._view: ObjectView | None = None
+        self._members: Members | None = None
+        self._pending = Pending()
         self._converted = Converted()
+        self._live = False
+        """False until the view holds its snapshot: start then queues every owner it holds."""
         self.converter: Converter | None = None
         self.queue: WorkQueue[OwnerKey] = WorkQueue(
             "converter", self._convert, workers=max(1, settings.workers)
         )
 
     def ready(self) -> bool:
-        return (
-            self._nc is not None
-            and self._nc.is_connected
-            and bool(self._consumers)
-            and all(c.bound.is_set() for c in self._consumers)
-        )
+        return self._nc is not None and self._nc.is_connected and self._live
 
     async def start(self, stop: asyncio.Event | None = None) -> bool:
-        """Bind and start consuming; ``False`` when ``stop`` was set while waiting for the streams."""
+        """Follow the owners and start converting; ``False`` when ``stop`` was set while waiting for
+        the streams or the view's snapshot."""
         stop = stop or asyncio.Event()
         settings = self.settings
         self._nc = await connect(settings.nats_url, f"ferry-{settings.service}")
@@ -325,59 +361,106 @@ class ConverterService:
         if not await wait_for_streams(js, (OBJECTS_STREAM, DESIRED_STREAM), stop):
             return False
         self.converter = Converter(jetstream_publisher(js), settings, stored_desired(js))
-        self._consumers = [
-            DurableConsumer(
-                self._nc,
-                js,
-                service=settings.service,
-                stream=OBJECTS_STREAM,
-                durable=durable_name(settings, resource),
-                subject=subject_filter(settings, resource),
-                handler=self._on_event,
-                max_deliver=settings.max_deliver,
-                ack_wait=settings.ack_wait,
-                max_ack_pending=settings.max_ack_pending,
-                batch=settings.batch,
-            )
-            for resource in RESOURCES
-        ]
-        self._tasks = [asyncio.create_task(c.run(), name=c.durable) for c in self._consumers]
-        await asyncio.gather(*(c.bound.wait() for c in self._consumers))
-        log.info("converter consuming %s", ", ".join(subject_filter(settings, r) for r in RESOURCES))
+        namespace = settings.namespace
+        scope = encode_token(namespace) if namespace else ALL  # replicas that see the same owners
+        member_id = encode_token(f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}")
+        bucket = members_bucket(settings.service)
+        self._members = Members(js, bucket, member_id, ttl=settings.member_ttl, scope=scope)
+        self._view = owners_view(js, namespace)
+        self._view.on_change(self._changed)
+        await self._members.start()
+        await self._view.start()
+        view, members = self._view, self._members
+
+        async def synced() -> None:
+            await asyncio.gather(view.wait_synced(), members.wait_known())
+
+        waiting = [asyncio.create_task(synced()), asyncio.create_task(stop.wait())]
+        await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+        for task in waiting:
+            task.cancel()
+        if not self._view.synced:
+            return False
+        self._live = True
+        log.info(
+            "converter %s following %s: %d owners queued",
+            member_id,
+            ", ".join(self._view.filter_subject(r) for r in RESOURCES),
+            self.resync(),
+        )
+        await delete_durables(js, retired_durables(settings))  # housekeeping, after the owners are queued
+        self._members.on_change(lambda: log.info("members changed: %d owners queued", self.resync()))
         return True
 
+    def resync(self) -> int:
+        """Queue every owner the view holds, and every tombstone not converted yet, that this replica
+        handles (converted whatever this replica converted before: another may have published since)."""
+        assert self._view is not None
+        keys: set[OwnerKey] = {(str(r), ns, name) for r in RESOURCES for ns, name in self._view.keys(r)}
+        keys.update(self._pending.events)
+        queued = 0
+        for key in sorted(keys):
+            if self._owns(key):
+                self._converted.forget(key)
+                self.queue.add(key)
+                queued += 1
+            else:
+                self._pending.events.pop(key, None)  # another replica's now
+        return queued
+
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        self._tasks.clear()
+        self._live = False
+        if self._members is not None:
+            await self._members.stop()
         await self.queue.stop()
+        if self._view is not None:
+            await self._view.stop()
         if self._nc is not None:
             with contextlib.suppress(Exception):
                 await self._nc.drain()
             self._nc = None
 
-    async def _on_event(self, msg: Msg, context: Context) -> None:
-        """Decode, remember as the owner's newest event, and wait until a conversion saw it."""
-        try:
-            event = ObjectEvent.model_validate_json(msg.data)
-        except ValidationError as exc:
-            raise BadMessage(f"not an ObjectEvent: {exc}") from exc
+    def _owns(self, key: OwnerKey) -> bool:
+        return self._members is None or self._members.owns(key_name(key))
+
+    def _changed(self, change: Change) -> None:
+        """The view applied a change: queue its owner, with the change's trace context.
+
+        Skipped: a change that left the kept object the same (a status write: the view keeps no
+        status) unless it is a relist's ``SYNC`` (after lost streams it puts the desired sets back),
+        and owners another replica handles (their fingerprint is forgotten: that replica may publish
+        something else before the owner comes back here).
+        """
+        event = change.event
         key = (event.resource, event.namespace, event.name)
-        self._newest.offer(key, msg.metadata.sequence.stream, event)
-        await self.queue.submit(key, context)
+        if not self._live:  # the snapshot: start queues what the view then holds, and its tombstones
+            if event.deleted:
+                self._pending.offer(key, event)
+            else:
+                self._pending.events.pop(key, None)  # created again: the view holds it
+            return
+        if change.same and event.type != "SYNC":
+            return
+        if not self._owns(key):
+            self._converted.forget(key)
+            return
+        self._pending.offer(key, event)
+        self.queue.add(key, change.context)
 
     async def _convert(self, key: OwnerKey, context: Context | None) -> None:
-        held = self._newest.take(key)
-        if held is None:
-            return  # an earlier conversion already took this owner's newest event
-        sequence, event = held
+        event = self._pending.take(key)
+        if event is None:  # queued by a resync: what the view holds, converted whatever was before
+            assert self._view is not None
+            obj = self._view.get(*key)
+            if obj is None:
+                return  # gone, and its tombstone converted
+            event = ObjectEvent.from_object("SYNC", key[0], obj)
         assert self.converter is not None
         fingerprint = self._converted.seen(key, event)
         if fingerprint is None:
             CONVERSIONS.labels(event.resource, "unchanged").inc()
-            self._newest.done(key, sequence)
-            return  # a status-only change (or a redelivery) of what was converted last
+            self._pending.done(key, event)
+            return  # the content of the last conversion here (a change reverted while queued)
         with tracer.start_as_current_span(
             f"converter convert {event.subject}",
             context=context,
@@ -385,4 +468,4 @@ class ConverterService:
         ):
             await self.converter.handle(event)
         self._converted.done(key, event, fingerprint)
-        self._newest.done(key, sequence)
+        self._pending.done(key, event)

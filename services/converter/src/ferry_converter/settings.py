@@ -17,7 +17,8 @@ class ConverterSettings(ServiceSettings):
     """``FERRY_DOWNLOADER_IMAGE`` / ``FERRY_RUNTIME_IMAGE`` override Kthena's default images;
     ``FERRY_RUNTIME_COMMAND`` (e.g. ``ferry-runtime``) gives the runtime container a command, so a
     Ferry image runs Ferry's runtime sidecar with Kthena's flags. ``FERRY_CONVERTER_WORKERS``: owners
-    converted at once; ``FERRY_CONVERTER_BATCH``: messages fetched per pull."""
+    converted at once; ``FERRY_CONVERTER_DURABLE``: the prefix of the durable consumers an earlier
+    converter read (deleted at start)."""
 
     service: str = SERVICE
     downloader_image: str = field(
@@ -29,7 +30,6 @@ class ConverterSettings(ServiceSettings):
     )
     durable_prefix: str = field(default_factory=lambda: env_str("FERRY_CONVERTER_DURABLE", "converter"))
     workers: int = field(default_factory=lambda: env_int("FERRY_CONVERTER_WORKERS", 32))
-    batch: int = field(default_factory=lambda: env_int("FERRY_CONVERTER_BATCH", 64))
     namespace: str = field(default_factory=lambda: env_str("FERRY_WATCH_NAMESPACE", ""))
     """Only convert owners in this namespace (empty: every namespace)."""
 
