@@ -7,6 +7,7 @@ import pytest
 from ferry_schemas.bus import ObjectEvent, Resource
 from ferry_schemas.runtime.packed import Packed
 from ferry_schemas.runtime.view import Change, ObjectView
+from pydantic import ValidationError
 
 
 def pod(name: str, owner: str, labels: dict[str, str], ns: str = "ns") -> dict[str, Any]:
@@ -236,3 +237,42 @@ def test_keys_name_every_held_object_of_a_resource(packed: bool) -> None:
     v.apply(ObjectEvent.from_object("DELETED", "pods", pod("b", "o1", {})))
     assert sorted(v.keys("pods")) == [("ns", "a"), ("other", "c")]
     assert v.keys("services") == []
+
+
+@pytest.mark.parametrize(
+    "wire",
+    [
+        ObjectEvent.from_object("ADDED", "pods", pod("p", "o", {"app": "x"})).to_bytes(),
+        ObjectEvent.from_object("MODIFIED", "modelservings", serving("s")).to_bytes(),  # with a generation
+        b'{"type":"SYNC","resource":"pods","namespace":"ns","name":"p","uid":"u","resourceVersion":"1",'
+        b'"object":{}}',  # no generation, no observedAt: the model's defaults
+        b'{"type":"DELETED","resource":"pods","namespace":"ns","name":"p","uid":"u",'
+        b'"resource_version":"1","generation":"3","object":{},"observedAt":"2026-01-01T00:00:00Z"}',
+    ],
+    ids=["pod", "serving", "defaults", "snake-case-and-coerced"],
+)
+def test_an_event_decodes_as_the_model_validates_it(wire: bytes) -> None:
+    fast, model = ObjectEvent.from_json(wire), ObjectEvent.model_validate_json(wire)
+    assert fast.model_fields_set == model.model_fields_set
+    if "observedAt" not in wire.decode():
+        fast.observed_at = model.observed_at  # "now" when each was built
+    assert fast == model
+
+
+@pytest.mark.parametrize(
+    "wire",
+    [
+        b"not json",
+        b'{"type":"EXPLODED","resource":"pods","namespace":"ns","name":"p","uid":"u","resourceVersion":"1",'
+        b'"object":{}}',
+        b'{"type":"ADDED","resource":"pods","namespace":"ns","name":"p","uid":"u","resourceVersion":"1",'
+        b'"object":{},"observedAt":null}',
+        b'{"type":"ADDED","resource":"pods","namespace":"ns","name":"p","uid":"u","resourceVersion":"1"}',
+    ],
+    ids=["not-json", "bad-type", "null-observed-at", "no-object"],
+)
+def test_what_the_model_refuses_is_refused(wire: bytes) -> None:
+    with pytest.raises(ValidationError):
+        ObjectEvent.model_validate_json(wire)
+    with pytest.raises(ValidationError):
+        ObjectEvent.from_json(wire)

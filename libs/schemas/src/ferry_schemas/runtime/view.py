@@ -380,7 +380,7 @@ class ObjectView:
 
     def _handle(self, resource: str, msg: Msg) -> None:
         try:
-            event = ObjectEvent.model_validate_json(msg.data)
+            event = ObjectEvent.from_json(msg.data)
         except ValidationError as exc:
             VIEW_BAD_EVENTS.labels(resource).inc()
             log.error("view: undecodable %s event on %s: %s", resource, msg.subject, exc)
