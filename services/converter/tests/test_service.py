@@ -21,6 +21,7 @@ from ferry_converter.service import (
 from ferry_converter.settings import ConverterSettings
 from ferry_local.paths import shared_dir
 from ferry_schemas.bus import MSG_ID_HEADER, DesiredSet, ObjectEvent, Resource, content_hash, desired_subject
+from ferry_schemas.runtime.members import owner
 from ferry_schemas.runtime.view import ObjectView
 from opentelemetry import propagate, trace
 from opentelemetry.context import Context
@@ -402,3 +403,31 @@ def test_an_owner_created_again_during_the_snapshot_is_not_converted_as_its_tomb
     assert service.resync() == 1
     assert [k for k, _ in queued.added] == [(Resource.MODEL_BOOSTERS, "default", "test-model")]
     assert service._pending.take((Resource.MODEL_BOOSTERS, "default", "test-model")) is None  # the view's
+
+
+class Live:
+    """Stands in for the membership: these members are live (rendezvous hashing as the real one)."""
+
+    def __init__(self, member_id: str, live: set[str]) -> None:
+        self.member_id, self.live = member_id, frozenset(live)
+
+    def owns(self, key: str) -> bool:
+        return owner(key, self.live) == self.member_id
+
+
+def test_a_departure_queues_only_the_owners_taken_over() -> None:
+    service, view, queued = view_driven()
+    names = [f"model-{i}" for i in range(40)]
+    for name in names:
+        event = booster_event()
+        event.object["metadata"]["name"] = name
+        view.apply(ObjectEvent.from_object("ADDED", Resource.MODEL_BOOSTERS, event.object))
+    both = {"me", "other"}
+    service._members = Live("me", both)  # type: ignore[assignment]
+    service._live = True
+    mine = {n for n in names if owner(f"{Resource.MODEL_BOOSTERS}/default/{n}", both) == "me"}
+    assert service.resync() == len(mine)
+    queued.added.clear()
+    service._members = Live("me", {"me"})  # type: ignore[assignment]
+    assert service.resync(frozenset(both)) == len(names) - len(mine)
+    assert {k[2] for k, _ in queued.added} == set(names) - mine

@@ -52,6 +52,7 @@ from ferry_schemas.bus import (
 )
 from ferry_schemas.runtime.jetstream import connect, delete_durables, wait_for_streams
 from ferry_schemas.runtime.members import ALL, Members, members_bucket
+from ferry_schemas.runtime.members import owner as member_owning
 from ferry_schemas.runtime.view import Change, ObjectView
 from ferry_schemas.runtime.workqueue import WorkQueue
 from nats.aio.client import Client
@@ -343,6 +344,8 @@ class ConverterService:
         self._converted = Converted()
         self._live = False
         """False until the view holds its snapshot: start then queues every owner it holds."""
+        self._taken_under: frozenset[str] | None = None
+        """The live replicas this one last took its owners under (None: it took every owner)."""
         self.converter: Converter | None = None
         self.queue: WorkQueue[OwnerKey] = WorkQueue(
             "converter", self._convert, workers=max(1, settings.workers)
@@ -389,23 +392,33 @@ class ConverterService:
             self.resync(),
         )
         await delete_durables(js, retired_durables(settings))  # housekeeping, after the owners are queued
-        self._members.on_change(lambda: log.info("members changed: %d owners queued", self.resync()))
+        self._taken_under = self._members.live
+        self._members.on_change(self._members_changed)
         return True
 
-    def resync(self) -> int:
+    def _members_changed(self) -> None:
+        """The live replicas changed: queue the owners that became this replica's. A replica that
+        joined takes from this one only what it gives up, so only a departure queues anything."""
+        assert self._members is not None
+        before, self._taken_under = self._taken_under, self._members.live
+        log.info("members changed: %d owners taken over queued", self.resync(before))
+
+    def resync(self, before: frozenset[str] | None = None) -> int:
         """Queue every owner the view holds, and every tombstone not converted yet, that this replica
-        handles (converted whatever this replica converted before: another may have published since)."""
+        handles (with ``before``, a former live set: only those it did not handle under that set),
+        converted whatever this replica converted before: another may have published since."""
         assert self._view is not None
+        me = None if self._members is None else self._members.member_id
         keys: set[OwnerKey] = {(str(r), ns, name) for r in RESOURCES for ns, name in self._view.keys(r)}
         keys.update(self._pending.events)
         queued = 0
         for key in sorted(keys):
-            if self._owns(key):
+            if not self._owns(key):
+                self._pending.events.pop(key, None)  # another replica's now
+            elif before is None or member_owning(key_name(key), before) != me:
                 self._converted.forget(key)
                 self.queue.add(key)
                 queued += 1
-            else:
-                self._pending.events.pop(key, None)  # another replica's now
         return queued
 
     async def stop(self) -> None:
