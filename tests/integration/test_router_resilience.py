@@ -164,21 +164,30 @@ def post_completion(url: str, model: str) -> int:
         return int(response.status)
 
 
-def requests_counted(metrics_port: int) -> float:
+def requests_counted(metrics_port: int, status: str = "") -> float:
+    """The requests a worker counted (with ``status``: only those it answered with that code)."""
     with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5) as response:
         text = response.read().decode()
+    labels = rf'[^}}]*status_code="{status}"[^}}]*' if status else "[^}]*"
     return sum(
-        float(v) for v in re.findall(r"^kthena_router_requests_total\{[^}]*\} ([0-9.e+]+)$", text, re.M)
+        float(v) for v in re.findall(rf"^kthena_router_requests_total\{{{labels}\}} ([0-9.e+]+)$", text, re.M)
     )
 
 
 async def test_worker_processes_share_the_port_and_each_serves(bus: World) -> None:
     router = bus.router(name="router-workers", env={"FERRY_ROUTER_WORKERS": "2"})
     engine = bus.engine("workers", "m", free_port())
-    model = await serve(bus, router, [engine])
+    model = await serve(bus, router, [engine])  # seen by one worker: each follows the bus on its own
+
+    def each_worker_answered() -> bool:
+        post_completion(router.url, model)  # a worker still loading answers 503 (an OSError): again
+        return min(requests_counted(router.metrics_port + i, "200") for i in range(2)) > 0
+
+    await asyncio.to_thread(wait_until, each_worker_answered, "a 200 from each worker", 60)
+    before = [requests_counted(router.metrics_port + i) for i in range(2)]
     for _ in range(40):
         assert await asyncio.to_thread(post_completion, router.url, model) == 200
-    per_worker = [requests_counted(router.metrics_port + i) for i in range(2)]
+    per_worker = [requests_counted(router.metrics_port + i) - before[i] for i in range(2)]
     assert sum(per_worker) == 40
     assert min(per_worker) > 0, f"one worker served everything: {per_worker}"
     os.kill(router.process.pid, signal.SIGTERM)
