@@ -395,6 +395,22 @@ def test_start_queues_what_the_snapshot_holds_and_its_tombstones() -> None:
     assert tombstone.deleted
 
 
+def test_an_owner_whose_status_lags_is_converted_at_start_in_its_last_changes_trace() -> None:
+    service, view, queued = view_driven()
+    view.apply(booster_event(), {"traceparent": TRACEPARENT})  # created while the converter started
+    settled = serving_event("settled")
+    settled.object["metadata"]["generation"] = 1
+    settled.object["status"] = {"observedGeneration": 1}
+    view.apply(settled, {"traceparent": TRACEPARENT})  # status caught up: history, not this start's
+    service._live = True
+    assert service.resync(contexts=service._start_traces.take()) == 2
+    contexts = dict(queued.added)
+    booster = contexts[(Resource.MODEL_BOOSTERS, "default", "test-model")]
+    assert booster is not None
+    assert f"{trace.get_current_span(booster).get_span_context().trace_id:032x}" == TRACE_ID
+    assert contexts[(Resource.MODEL_SERVINGS, "default", "settled")] is None
+
+
 def test_an_owner_created_again_during_the_snapshot_is_not_converted_as_its_tombstone() -> None:
     service, view, queued = view_driven()
     view.apply(booster_event(kind="DELETED"))

@@ -36,7 +36,7 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, NamedTuple
 
@@ -53,6 +53,7 @@ from ferry_schemas.bus import (
 from ferry_schemas.runtime.jetstream import connect, delete_durables, wait_for_streams
 from ferry_schemas.runtime.members import ALL, Members, members_bucket
 from ferry_schemas.runtime.members import owner as member_owning
+from ferry_schemas.runtime.start_traces import StartTraces
 from ferry_schemas.runtime.view import Change, ObjectView
 from ferry_schemas.runtime.workqueue import WorkQueue
 from nats.aio.client import Client
@@ -344,6 +345,8 @@ class ConverterService:
         self._converted = Converted()
         self._live = False
         """False until the view holds its snapshot: start then queues every owner it holds."""
+        self._start_traces = StartTraces((Resource.MODEL_BOOSTERS, Resource.MODEL_SERVINGS))
+        """An owner changed while the snapshot loads is converted at start in that change's trace."""
         self._taken_under: frozenset[str] | None = None
         """The live replicas this one last took its owners under (None: it took every owner)."""
         self.converter: Converter | None = None
@@ -389,7 +392,7 @@ class ConverterService:
             "converter %s following %s: %d owners queued",
             member_id,
             ", ".join(self._view.filter_subject(r) for r in RESOURCES),
-            self.resync(),
+            self.resync(contexts=self._start_traces.take()),
         )
         await delete_durables(js, retired_durables(settings))  # housekeeping, after the owners are queued
         self._taken_under = self._members.live
@@ -403,10 +406,14 @@ class ConverterService:
         before, self._taken_under = self._taken_under, self._members.live
         log.info("members changed: %d owners taken over queued", self.resync(before))
 
-    def resync(self, before: frozenset[str] | None = None) -> int:
+    def resync(
+        self, before: frozenset[str] | None = None, contexts: Mapping[OwnerKey, Context] | None = None
+    ) -> int:
         """Queue every owner the view holds, and every tombstone not converted yet, that this replica
         handles (with ``before``, a former live set: only those it did not handle under that set),
-        converted whatever this replica converted before: another may have published since."""
+        converted whatever this replica converted before: another may have published since. Each
+        is queued in the trace ``contexts`` names for it, else in a trace of its own."""
+        contexts = contexts or {}
         assert self._view is not None
         me = None if self._members is None else self._members.member_id
         keys: set[OwnerKey] = {(str(r), ns, name) for r in RESOURCES for ns, name in self._view.keys(r)}
@@ -417,7 +424,7 @@ class ConverterService:
                 self._pending.events.pop(key, None)  # another replica's now
             elif before is None or member_owning(key_name(key), before) != me:
                 self._converted.forget(key)
-                self.queue.add(key)
+                self.queue.add(key, contexts.get(key))
                 queued += 1
         return queued
 
@@ -447,6 +454,7 @@ class ConverterService:
         event = change.event
         key = (event.resource, event.namespace, event.name)
         if not self._live:  # the snapshot: start queues what the view then holds, and its tombstones
+            self._start_traces.heard(change)
             if event.deleted:
                 self._pending.offer(key, event)
             else:

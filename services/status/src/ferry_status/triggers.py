@@ -15,12 +15,10 @@ replica that owned a key was going away, is caught by :meth:`Triggers.resync`: a
 views hold their snapshot (every key the object view holds is queued), on every membership change
 (the keys that became this replica's), and periodically (``FERRY_RESYNC_PERIOD``).
 
-Trace context across the start: a ModelBooster or ModelServing heard while the views load whose
-status has not observed its generation yet (``status.observedGeneration`` behind
-``metadata.generation``: a new or edited object, its first status still to write) is queued by
-start's resync in the trace of its last change, so a booster created while status starts is
-reconciled in the same trace as its conversion and apply. Every other key resynced (status already
-up to date, or only seen again) starts a trace of its own, not a span in hours-old history.
+Trace context across the start (:mod:`ferry_schemas.runtime.start_traces`): a ModelBooster or
+ModelServing heard while the views load whose status has not observed its generation yet is queued
+by start's resync in the trace of its last change, so a booster created while status starts is
+reconciled in the same trace as its conversion and apply.
 """
 
 from __future__ import annotations
@@ -28,6 +26,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 
 from ferry_schemas.bus import ObjectEvent
+from ferry_schemas.runtime.start_traces import ObjectKey, StartTraces
 from ferry_schemas.runtime.view import Change, ObjectView, trace_context
 from ferry_schemas.runtime.workqueue import WorkQueue
 from opentelemetry.context import Context
@@ -70,12 +69,11 @@ class Triggers:
         """False until :meth:`start`: while the views load their snapshots no reconcile may read them
         (a status computed from half the world would be written), and start's resync queues every
         key they then hold."""
-        self._unobserved: dict[Key, Context] = {}
-        """While loading: the trace context of each object whose status lags its last change."""
+        self._start_traces = StartTraces(GENERATION_OBSERVED)
 
     def object_changed(self, change: Change) -> None:
         if not self.live:
-            self._heard_while_loading(change)
+            self._start_traces.heard(change)
             return
         if change.same:  # only its resourceVersion moved, nothing status reads
             return
@@ -94,10 +92,9 @@ class Triggers:
     def start(self) -> int:
         """Both views hold their snapshot: queue every key, and from now on every change's keys."""
         self.live = True
-        unobserved, self._unobserved = self._unobserved, {}
-        return self.resync(unobserved)
+        return self.resync(self._start_traces.take())
 
-    def resync(self, contexts: Mapping[Key, Context] | None = None) -> int:
+    def resync(self, contexts: Mapping[ObjectKey, Context] | None = None) -> int:
         """Queue every key the object view holds that this replica owns, each in the trace
         ``contexts`` names for it (else a trace of its own); how many."""
         contexts = contexts or {}
@@ -108,17 +105,6 @@ class Triggers:
                 added += self._add([key], contexts.get(key))
         return added
 
-    def _heard_while_loading(self, change: Change) -> None:
-        event = change.event
-        if event.resource not in GENERATION_OBSERVED:
-            return
-        key = (event.resource, event.namespace, event.name)
-        context = change.context
-        if event.deleted or context is None or status_observed(event.object):
-            self._unobserved.pop(key, None)
-        else:
-            self._unobserved[key] = context
-
     def _add(self, keys: list[Key], context: Context | None) -> int:
         added = 0
         for key in keys:
@@ -126,12 +112,3 @@ class Triggers:
                 self._queue.add(key, context)
                 added += 1
         return added
-
-
-def status_observed(obj: Mapping[str, object]) -> bool:
-    """Whether ``obj``'s status was computed for its current generation."""
-    meta = obj.get("metadata")
-    status = obj.get("status")
-    generation = meta.get("generation") if isinstance(meta, Mapping) else None
-    observed = status.get("observedGeneration") if isinstance(status, Mapping) else None
-    return isinstance(observed, int) and isinstance(generation, int) and observed >= generation
