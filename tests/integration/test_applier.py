@@ -21,7 +21,7 @@ from typing import Any
 import aiohttp
 import nats
 import pytest
-from ferry_applier.generations import GenerationGuard, Verdict
+from ferry_applier.generations import OwnerRecords, Verdict, record_key
 from ferry_applier.kube import KubeClient, load_api_client
 from ferry_applier.lease import LEASES_BUCKET, LeaseBusy, OwnerLeases
 from ferry_applier.metrics import MESSAGES
@@ -45,10 +45,13 @@ from ferry_schemas.bus import (
     OwnerKey,
     ServingWorkload,
     dead_letter_subject,
+    encode_token,
+    kv_key,
     result_subject,
 )
 from ferry_schemas.runtime import ProbeServer
 from ferry_schemas.runtime.jetstream import declare_streams, key_value
+from ferry_schemas.runtime.members import members_bucket
 from ferry_schemas.runtime.workqueue import RETRIES
 from ferry_schemas.workload import blueprint, serving_revision
 from nats.aio.client import Client
@@ -851,44 +854,184 @@ async def test_owner_leases_serialise_replicas_and_expire(nats_url: str) -> None
         await nc.close()
 
 
-async def test_the_generation_guard_lets_a_delivered_set_through_only_when_nothing_later_was_applied(
+async def advance(
+    records: OwnerRecords,
+    owner: OwnerKey,
+    sequence: int,
+    *,
+    latest: bool,
+    deleted: bool = False,
+    wait: float = 1.0,
+) -> Verdict:
+    """One reconcile's record write: the lease taken with the facts, released at the end."""
+    async with records.hold(record_key(owner), wait=wait) as held:
+        return await held.advance(owner, sequence, latest=latest, deleted=deleted)
+
+
+async def test_the_owner_record_lets_a_delivered_set_through_only_when_nothing_later_was_applied(
     nats_url: str,
 ) -> None:
-    """Two replicas' guards on one real KV entry: a delivered desired set is applied without reading
+    """Two replicas' records on one real KV entry: a delivered desired set is applied without reading
     FERRY_DESIRED unless the entry names a later message of its subject (then it is read afresh)."""
     nc = await nats.connect(nats_url)
     try:
         kv = await key_value(nc.jetstream(), APPLIED_GENERATIONS_BUCKET)
-        first, second = GenerationGuard(kv), GenerationGuard(kv)
+        first, second = OwnerRecords(nc, kv, "first", ttl=30.0), OwnerRecords(nc, kv, "second", ttl=30.0)
+        reads: list[str] = []
+        read = first.read
+
+        async def counted(key: str) -> Any:
+            reads.append(key)
+            return await read(key)
+
+        first.read = counted  # type: ignore[method-assign]
         name = f"guard-{uuid.uuid4().hex[:8]}"
         owner = OwnerKey(api_version="v1", kind="ConfigMap", resource="configmaps", namespace="ns", name=name,
                          uid="u-1", generation=1)  # fmt: skip
+        key = record_key(owner)
 
         def at(generation: int, uid: str = "u-1") -> OwnerKey:
             return owner.model_copy(update={"generation": generation, "uid": uid})
 
-        assert await first.advance(at(1), 5, latest=False) is Verdict.APPLY  # created without a read
-        revision = (await kv.get(first.key(owner))).revision
-        assert await first.advance(at(1), 5, latest=True) is Verdict.APPLY  # a resync: nothing written
-        assert (await kv.get(first.key(owner))).revision == revision
-        assert await second.advance(at(2), 9, latest=False) is Verdict.APPLY  # the other replica's newer set
-        assert await first.advance(at(1), 5, latest=False) is Verdict.STALE  # an older generation
-        assert await first.advance(at(2), 7, latest=False) is Verdict.BEHIND  # delivered before 9: read
-        assert await first.advance(at(2), 7, latest=True) is Verdict.APPLY  # what a read found
-        recorded = await first.applied(owner)
+        assert await advance(first, at(1), 5, latest=False) is Verdict.APPLY
+        assert reads == []  # created without a read
+        assert await advance(first, at(1), 5, latest=True) is Verdict.APPLY  # a resync: the same facts
+        assert await advance(second, at(2), 9, latest=False) is Verdict.APPLY  # the other replica's newer set
+        assert await advance(first, at(1), 5, latest=False) is Verdict.STALE  # an older generation
+        assert await advance(first, at(2), 7, latest=False) is Verdict.BEHIND  # delivered before 9: read
+        async with first.hold(key, wait=1.0) as held:  # ... and what the read found, under one lease
+            assert await held.advance(at(2), 7, latest=False) is Verdict.BEHIND
+            assert await held.advance(at(2), 7, latest=True) is Verdict.APPLY
+        recorded = await first.read(key)
         assert recorded is not None
         assert recorded.sequence == 9  # the entry's sequence never goes back
+        assert recorded.holder == ""  # released
         # a tombstone is recorded: a live set delivered before it is behind, the recreated owner is not
-        assert await second.advance(at(2), 11, latest=False, deleted=True) is Verdict.APPLY
-        assert await first.advance(at(2), 10, latest=False) is Verdict.BEHIND
-        assert await first.advance(at(1, "u-2"), 12, latest=False) is Verdict.APPLY  # create failed: read
-        recorded = await first.applied(owner)
+        assert await advance(second, at(2), 11, latest=False, deleted=True) is Verdict.APPLY
+        assert await advance(first, at(2), 10, latest=False) is Verdict.BEHIND
+        assert await advance(first, at(1, "u-2"), 12, latest=False) is Verdict.APPLY  # create failed: read
+        recorded = await first.read(key)
         assert recorded is not None
         assert (recorded.uid, recorded.sequence, recorded.deleted) == ("u-2", 12, False)
         # an entry written before sequences were kept: a delivered set cannot be judged, a read one can
-        await kv.put(first.key(owner), json.dumps({"uid": "u-2", "generation": 1}).encode())
-        assert await first.advance(at(2, "u-2"), 13, latest=False) is Verdict.BEHIND
-        assert await first.advance(at(2, "u-2"), 13, latest=True) is Verdict.APPLY
+        await kv.put(key, json.dumps({"uid": "u-2", "generation": 1}).encode())
+        assert await advance(first, at(2, "u-2"), 13, latest=False) is Verdict.BEHIND
+        assert await advance(first, at(2, "u-2"), 13, latest=True) is Verdict.APPLY
+    finally:
+        await nc.close()
+
+
+async def test_owner_records_serialise_replicas_expire_and_are_kept_while_alone(nats_url: str) -> None:
+    """The record is the lease: one holder at a time, released at the end of a reconcile (or kept by a
+    replica that runs alone, and released once another appears), taken over once a dead holder's
+    ``until`` passed."""
+    nc = await nats.connect(nats_url)
+    try:
+        kv = await key_value(nc.jetstream(), APPLIED_GENERATIONS_BUCKET)
+        alone = True
+        first = OwnerRecords(nc, kv, "first", ttl=30.0, alone=lambda: alone)
+        second = OwnerRecords(nc, kv, "second", ttl=30.0)
+        owner = OwnerKey(api_version="v1", kind="ConfigMap", resource="configmaps", namespace="ns",
+                         name=f"lease-{uuid.uuid4().hex[:8]}", uid="u-1", generation=1)  # fmt: skip
+        key = record_key(owner)
+        async with first.hold(key, wait=1.0) as held:
+            assert await held.advance(owner, 1, latest=False) is Verdict.APPLY
+            with pytest.raises(LeaseBusy):
+                await advance(second, owner, 1, latest=True, wait=0.2)
+        # alone: kept between reconciles, taken again with one compare-and-set (no read)
+        assert first.kept == 1
+        kept = await first.read(key)
+        assert kept is not None
+        assert kept.holder == "first"
+        with pytest.raises(LeaseBusy):
+            await advance(second, owner, 1, latest=True, wait=0.2)
+        async with first.hold(key, wait=1.0) as held:
+            assert await held.advance(owner, 1, latest=True) is Verdict.APPLY
+            assert held.entry is not None
+            assert held.entry.revision == kept.revision + 1
+        alone = False  # another replica appeared: what was kept is released
+        assert await first.release_kept() == 1
+        assert await advance(second, owner, 1, latest=True) is Verdict.APPLY  # free at once
+        # a replica that died holding it (its until in the past soon): taken over once it passed
+        until = time.time() + 0.5
+        dead = {"uid": "u-1", "generation": 1, "sequence": 1, "holder": "dead", "until": until}
+        await kv.put(key, json.dumps(dead).encode())
+        started = time.monotonic()
+        assert await advance(second, owner, 1, latest=True) is Verdict.APPLY
+        assert 0.2 < time.monotonic() - started < 5.0
+        taken = await second.read(key)
+        assert taken is not None
+        assert (taken.holder, taken.sequence) == ("", 1)  # taken, then released; the facts kept
+    finally:
+        await nc.close()
+
+
+async def until(check: Callable[[], bool], what: str, within: float = 10.0) -> None:
+    deadline = time.monotonic() + within
+    while not check():
+        assert time.monotonic() < deadline, f"not within {within}s: {what}"
+        await asyncio.sleep(0.05)
+
+
+async def test_a_replica_of_the_previous_release_is_excluded_by_its_lease(
+    harness: Harness, nats_url: str
+) -> None:
+    """A rolling upgrade: while a live replica lacks the ``record-lease`` mark (the previous release,
+    which knows only ``ferry_applier_leases``), the applier takes that lease too, so an owner the old
+    replica holds there is not applied until it lets go; once it left, that lease is not taken."""
+    h = harness
+    applier = h.applier
+    nc = await nats.connect(nats_url)
+    try:
+        members = await key_value(nc.jetstream(), members_bucket(applier.settings.service))
+        assert not applier._legacy_lease_needed()  # only this release's replicas run
+        old_member = f"{encode_token(h.namespace)}.old-replica"
+        await members.put(old_member, b"")  # the previous release's heartbeat carries no mark
+        await until(applier._legacy_lease_needed, "the unmarked replica seen")
+        old = OwnerLeases(nc, await key_value(nc.jetstream(), LEASES_BUCKET), "old-replica", ttl=30.0)
+        owner = configmap_owner(h, "upgraded")
+        key = kv_key(owner.resource, owner.namespace, owner.name)
+        held = await old.acquire(key, wait=1.0)
+        await h.publish_desired(desired_routes(owner, 1, route(owner, "up")))
+
+        async def delivered() -> bool:
+            info = await h.js.consumer_info(DESIRED_STREAM, applier.desired_durable)
+            return not info.num_pending
+
+        deadline = time.monotonic() + 10
+        while not await delivered():
+            assert time.monotonic() < deadline, "the desired set was not delivered"
+            await asyncio.sleep(0.05)
+        for _ in range(10):  # the reconcile waits in the old lease meanwhile
+            assert h.cluster.get("ModelRoute", "up") is None
+            await asyncio.sleep(0.05)
+        await old.release(key, held)
+        await h.idle()
+        assert h.cluster.get("ModelRoute", "up") is not None
+        await members.delete(old_member)  # it stopped: only this release runs again
+        await until(lambda: not applier._legacy_lease_needed(), "the unmarked replica's leaving seen")
+    finally:
+        await nc.close()
+
+
+async def test_a_reconcile_slower_than_the_ttl_keeps_its_owner_record(nats_url: str) -> None:
+    """The record's lease is heart-beaten while the reconcile runs: another replica cannot enter the
+    same owner for three TTLs and more, and enters at once when the reconcile ends."""
+    nc = await nats.connect(nats_url)
+    try:
+        kv = await key_value(nc.jetstream(), APPLIED_GENERATIONS_BUCKET)
+        first, second = OwnerRecords(nc, kv, "first", ttl=0.9), OwnerRecords(nc, kv, "second", ttl=0.9)
+        owner = OwnerKey(api_version="v1", kind="ConfigMap", resource="configmaps", namespace="ns",
+                         name=f"slow-{uuid.uuid4().hex[:8]}", uid="u-1", generation=1)  # fmt: skip
+        async with first.hold(record_key(owner), wait=1.0) as held:
+            await held.advance(owner, 1, latest=False)
+            started = time.monotonic()
+            with pytest.raises(LeaseBusy):  # three TTLs and more: the lease never lapses
+                await advance(second, owner, 1, latest=True, wait=3.0)
+            assert time.monotonic() - started > 3 * first.ttl
+        started = time.monotonic()
+        assert await advance(second, owner, 1, latest=True) is Verdict.APPLY  # given back at the end
+        assert time.monotonic() - started < 0.5
     finally:
         await nc.close()
 

@@ -35,11 +35,11 @@ async def connections(nats_url: str) -> AsyncIterator[list[Client]]:
 
 
 async def member(
-    nats_url: str, connections: list[Client], bucket: str, name: str, scope: str = ALL
+    nats_url: str, connections: list[Client], bucket: str, name: str, scope: str = ALL, mark: bytes = b""
 ) -> Members:
     nc = await connect(nats_url, name)
     connections.append(nc)
-    members = Members(nc.jetstream(), bucket, name, ttl=TTL, scope=scope)
+    members = Members(nc.jetstream(), bucket, name, ttl=TTL, scope=scope, mark=mark)
     await members.start()
     await members.wait_known()
     return members
@@ -87,3 +87,36 @@ async def test_members_split_the_keys_and_take_over_when_one_leaves_or_dies(
     assert changes[-1] == {"a/1"}
     await b.stop()  # its heartbeat task, which kept failing meanwhile
     await a.stop()
+
+
+async def test_members_tell_whether_every_live_member_carries_a_mark_and_whether_one_is_alone(
+    nats_url: str, connections: list[Client]
+) -> None:
+    """What the applier's rolling upgrade reads: a replica of the previous release (no mark) is seen
+    while it runs, and its leaving is seen at once."""
+    bucket = f"test_members_{uuid.uuid4().hex[:8]}"
+    new = await member(nats_url, connections, bucket, "new/1", mark=b"record-lease")
+    assert new.alone
+    assert new.all_marked(b"record-lease")
+    old = await member(nats_url, connections, bucket, "old/2")
+    await within(5, lambda: not new.alone, "the previous release's replica seen")
+    assert not new.all_marked(b"record-lease")
+    other = await member(nats_url, connections, bucket, "new/3", mark=b"record-lease")
+    await within(5, lambda: len(new.live) == 3, "the third replica seen")
+    assert not new.all_marked(b"record-lease")
+    await old.stop()
+    await within(1.0, lambda: new.all_marked(b"record-lease"), "the unmarked replica's leaving seen")
+    assert not new.alone
+    await other.stop()
+    await within(1.0, lambda: new.alone, "alone again")
+    # a member of another scope (an applier limited to a namespace) acts on some of the same keys
+    others_seen: list[bool] = []
+    new.on_others(lambda: others_seen.append(new.alone))
+    elsewhere = await member(nats_url, connections, bucket, "old/4", scope="some-namespace")
+    await within(5, lambda: not new.alone, "the other scope's member seen")
+    assert new.live == {"new/1"}  # it splits no keys with it
+    assert not new.all_marked(b"record-lease")
+    await elsewhere.stop()
+    await within(1.0, lambda: new.alone, "its leaving seen")
+    assert others_seen == [False, True]
+    await new.stop()

@@ -1,4 +1,10 @@
-"""Per-owner leases in a JetStream KV bucket: one reconcile of an owner at a time across replicas.
+"""The previous release's per-owner lease (``ferry_applier_leases``), taken beside the owner record.
+
+An owner is now held by its record (``generations.py``: the lease and the generation guard in one
+entry, one write per reconcile). Replicas of the release before that know only this bucket and ignore
+the record's holder, so while one of them may run — until the live replicas are known, and while one
+lacks the ``record-lease`` membership mark — the applier takes this lease first as well, and the two
+releases exclude each other here (the applier README, "Rolling upgrades").
 
 Replicas share the durable consumers, so a desired set and a pod event of the same ModelServing
 can reach two replicas at once; two concurrent rolling-update steps could then take more than
@@ -32,17 +38,12 @@ from nats.aio.client import Client
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KV_DEL, KV_OP, KeyValue
 
-from ferry_applier.errors import TransientError
+from ferry_applier.generations import EXPECTED_LAST_SUBJECT_SEQUENCE, Heartbeat, LeaseBusy
 
 log = logging.getLogger(__name__)
 
 LEASES_BUCKET = "ferry_applier_leases"
-EXPECTED_LAST_SUBJECT_SEQUENCE = "Nats-Expected-Last-Subject-Sequence"
 Keepalive = Callable[[], Awaitable[None]]
-
-
-class LeaseBusy(TransientError):
-    """Another replica holds the owner's lease for longer than we may wait."""
 
 
 class OwnerLeases:
@@ -68,13 +69,31 @@ class OwnerLeases:
     @contextlib.asynccontextmanager
     async def hold(self, key: str, *, wait: float, keepalive: Keepalive | None = None) -> AsyncIterator[None]:
         """Hold ``key``'s lease for the body, renewing it (and calling ``keepalive``) every ttl/3."""
-        beat = _Heartbeat(self, key, await self.acquire(key, wait=wait), keepalive)
+        revision = await self.acquire(key, wait=wait)
+
+        async def renew() -> bool:
+            nonlocal revision
+            try:
+                revision = await self.renew(key, revision)
+            except KeyWrongLastSequenceError:
+                log.error("lost the lease on %s: another replica took it over", key)
+                return False
+            except Exception as exc:  # NATS briefly away: keep trying while the lease lasts
+                log.warning("could not renew the lease on %s: %s", key, exc)
+            if keepalive is not None:
+                try:
+                    await keepalive()
+                except Exception as exc:
+                    log.warning("keepalive for %s failed: %s", key, exc)
+            return True
+
+        beat = Heartbeat(self.ttl / 3, renew)
         try:
             yield
         finally:
             # not cancelled: a renewal in flight must finish so the release names its revision
             await beat.stop()
-            await self.release(key, beat.revision)
+            await self.release(key, revision)
 
     async def renew(self, key: str, revision: int) -> int:
         """Move the lease's ``until`` forward; its new revision (KeyWrongLastSequenceError: lost)."""
@@ -109,48 +128,6 @@ class OwnerLeases:
         published without waiting for an answer)."""
         headers = {KV_OP: KV_DEL, EXPECTED_LAST_SUBJECT_SEQUENCE: str(revision)}
         await self._nc.publish(f"{self._subject_prefix}{key}", headers=headers)
-
-
-class _Heartbeat:
-    """Renews a held lease every ``ttl / 3`` from a timer until stopped."""
-
-    def __init__(self, leases: OwnerLeases, key: str, revision: int, keepalive: Keepalive | None) -> None:
-        self._leases = leases
-        self._key = key
-        self.revision = revision
-        self._keepalive = keepalive
-        self._loop = asyncio.get_running_loop()
-        self._timer: asyncio.TimerHandle | None = self._loop.call_later(leases.ttl / 3, self._due)
-        self._beating: asyncio.Task[None] | None = None
-
-    def _due(self) -> None:
-        self._timer = None
-        self._beating = self._loop.create_task(self._beat())
-
-    async def _beat(self) -> None:
-        try:
-            self.revision = await self._leases.renew(self._key, self.revision)
-        except KeyWrongLastSequenceError:
-            log.error("lost the lease on %s: another replica took it over", self._key)
-            return
-        except Exception as exc:  # NATS briefly away: keep trying while the lease lasts
-            log.warning("could not renew the lease on %s: %s", self._key, exc)
-        if self._keepalive is not None:
-            try:
-                await self._keepalive()
-            except Exception as exc:
-                log.warning("keepalive for %s failed: %s", self._key, exc)
-        self._timer = self._loop.call_later(self._leases.ttl / 3, self._due)
-
-    async def stop(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        if self._beating is not None:
-            await self._beating
-            if self._timer is not None:  # the beat that just finished scheduled the next one
-                self._timer.cancel()
-                self._timer = None
 
 
 def _expired(raw: bytes | None, now: float) -> bool:

@@ -20,7 +20,7 @@ from ferry_schemas.runtime.view import ObjectView
 
 from ferry_applier.children import apply_children
 from ferry_applier.errors import PermanentApplyError, api_message, api_reason, is_permanent
-from ferry_applier.generations import GenerationGuard, Verdict
+from ferry_applier.generations import HeldRecord, Verdict
 from ferry_applier.kinds import UnknownKindError, kind_info
 from ferry_applier.kube import KubeClient
 from ferry_applier.workload.engine import WorkloadEngine
@@ -50,12 +50,9 @@ LastDesired = Callable[[], Awaitable[tuple[DesiredSet, int] | None]]
 
 
 class Reconciler:
-    def __init__(
-        self, kube: KubeClient, view: ObjectView, guard: GenerationGuard, engine: WorkloadEngine
-    ) -> None:
+    def __init__(self, kube: KubeClient, view: ObjectView, engine: WorkloadEngine) -> None:
         self.kube = kube
         self.view = view
-        self.guard = guard
         self.engine = engine
         self._deleted_pods: dict[str, None] = {}
         """uids of pods the applier deleted itself (scale, rolling update, recovery): their
@@ -71,25 +68,25 @@ class Reconciler:
         self,
         desired: DesiredSet,
         sequence: int,
+        record: HeldRecord,
         pod_events: Iterable[ObjectEvent] = (),
         *,
         last: LastDesired | None = None,
     ) -> Outcome:
-        """Advance the generation guard, recover from the pod events, then apply the desired set.
+        """Advance the owner's record (taking its lease), recover from the pod events, then apply the
+        desired set.
 
         ``last`` is given when ``desired`` was delivered rather than read as its subject's last
-        message: it is called when the guard says a later set was applied (``generations.py``).
+        message: it is called when the record says a later set was applied (``generations.py``).
         """
-        verdict = await self.guard.advance(
-            desired.owner, sequence, latest=last is None, deleted=desired.deleted
-        )
+        verdict = await record.advance(desired.owner, sequence, latest=last is None, deleted=desired.deleted)
         if verdict is Verdict.BEHIND:
             assert last is not None
             found = await last()
             if found is None:
                 return Outcome()
             desired, sequence = found
-            verdict = await self.guard.advance(desired.owner, sequence, latest=True, deleted=desired.deleted)
+            verdict = await record.advance(desired.owner, sequence, latest=True, deleted=desired.deleted)
         stale = verdict is Verdict.STALE
         waiting: list[ObjectEvent] = []
         retry_after: float | None = None

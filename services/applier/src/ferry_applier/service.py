@@ -17,9 +17,9 @@ Controller-runtime's shape with the bus as the informer:
   snapshot this replica owns; after the live replicas changed, the owners it took over.
 
 A reconcile takes the desired set the consumer delivered (or, when none waits, reads the owner's
-latest from ``FERRY_DESIRED``), waits until the view holds its own previous writes, takes the
-owner's KV lease (one reconcile per owner across replicas), applies, publishes the result and
-records Events.
+latest from ``FERRY_DESIRED``), waits until the view holds its own previous writes, records the set
+in the owner's KV record and takes its lease in the same write (one reconcile per owner across
+replicas; ``generations.py``), applies, publishes the result and records Events.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ import logging
 import os
 import socket
 import uuid
+from collections.abc import Coroutine
 from typing import Any
 
 from ferry_schemas import labels as L
@@ -74,7 +75,7 @@ from opentelemetry.context import Context
 from pydantic import ValidationError
 
 from ferry_applier.explain import record_events, record_failure
-from ferry_applier.generations import GenerationGuard
+from ferry_applier.generations import OwnerRecords
 from ferry_applier.kube import WRITES, KubeClient, Written, load_api_client
 from ferry_applier.lease import LEASES_BUCKET, OwnerLeases
 from ferry_applier.metrics import FAILURES, MESSAGES, RECONCILE_SECONDS
@@ -111,6 +112,9 @@ no indexed key is answered by filtering the namespace's objects, so the index ho
 object instead of one per label."""
 CHANGES = frozenset({"created", "applied", "pruned", "deleted"})
 """Child actions that are news: a result holding one is published without reading the last one."""
+RECORD_LEASE = b"record-lease"
+"""This release's membership mark: it holds owners by their record (``generations.py``). While a live
+replica lacks it (the previous release, during a rolling upgrade) the legacy lease is taken too."""
 VIEW_TRIGGER = "view"
 """The ``consumer`` label of object changes in the applier's metrics (they come from the view)."""
 RETIRED_DURABLES = ((OBJECTS_STREAM, "applier-objects"),)
@@ -138,11 +142,13 @@ class Applier:
             priority=owner_priority,
         )
         self._reconciler: Reconciler | None = None
+        self._records: OwnerRecords | None = None
         self._leases: OwnerLeases | None = None
+        """The previous release's lease, taken beside the record while one of its replicas may run."""
         self._members: Members | None = None
         self._consumers: list[DurableConsumer] = []
         self._tasks: list[asyncio.Task[None]] = []
-        self._resyncs: set[asyncio.Task[None]] = set()
+        self._resyncs: set[asyncio.Task[Any]] = set()
         self._taken_under: frozenset[str] | None = None
         """The live replicas this one last took its owners under (None: it took every owner)."""
         self._pod_events = PendingPodEvents()
@@ -201,9 +207,13 @@ class Applier:
         leases = await key_value(self._js, LEASES_BUCKET)
         self._leases = OwnerLeases(self._nc, leases, holder, ttl=s.ack_wait)
         scope = encode_token(s.namespace) if s.namespace else ALL  # appliers that see the same owners
-        self._members = Members(self._js, members_bucket(s.service), holder, ttl=s.member_ttl, scope=scope)
+        self._members = members = Members(
+            self._js, members_bucket(s.service), holder, ttl=s.member_ttl, scope=scope, mark=RECORD_LEASE
+        )
+        self._records = OwnerRecords(self._nc, kv, holder, ttl=s.member_ttl, alone=lambda: members.alone)
         await self._members.start()
         self._members.on_change(self._on_members_changed)
+        self._members.on_others(self._on_others_changed)
         # ModelServings keep managedFields: whether the autoscaler owns replicas is read from them
         self.view = ObjectView(
             self._js,
@@ -215,7 +225,7 @@ class Applier:
             indexed_labels=SELECTED_BY,
         )
         engine = WorkloadEngine(self.kube, self.view, render_group, read_spec)
-        self._reconciler = Reconciler(self.kube, self.view, GenerationGuard(kv), engine)
+        self._reconciler = Reconciler(self.kube, self.view, engine)
         self.view.on_change(self._on_change)
         await self.view.start()
         desired_filter = subject_filter(s.namespace)
@@ -255,6 +265,9 @@ class Applier:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await self.queue.stop()
+        if self._records is not None:
+            with contextlib.suppress(Exception):  # NATS away: they expire after the members' TTL
+                await self._records.release_kept()
         if self._members is not None:
             await self._members.stop()  # the other replicas take this one's owners over at once
         if self.view is not None:
@@ -321,7 +334,18 @@ class Applier:
         but what it gives up, so only a departure queues anything here."""
         assert self._members is not None
         before, self._taken_under = self._taken_under, self._members.live
-        task = asyncio.create_task(self._resync_logged(before), name="applier-members-resync")
+        self._spawn(self._resync_logged(before), "applier-members-resync")
+
+    def _on_others_changed(self) -> None:
+        """Another replica (of any scope) appeared or went: if this one kept owner records held while
+        it ran alone, the other may want them now."""
+        assert self._members is not None
+        assert self._records is not None
+        if not self._members.alone and self._records.kept:
+            self._spawn(self._records.release_kept(), "applier-release-kept")
+
+    def _spawn(self, work: Coroutine[Any, Any, object], name: str) -> None:
+        task = asyncio.create_task(work, name=name)
         self._resyncs.add(task)
         task.add_done_callback(self._resyncs.discard)
 
@@ -388,6 +412,7 @@ class Applier:
         assert self._reconciler is not None
         assert self.view is not None
         assert self._leases is not None
+        assert self._records is not None
         resource, namespace, name = key
 
         async def last() -> tuple[DesiredSet, int] | None:
@@ -414,9 +439,13 @@ class Applier:
             RECONCILE_SECONDS.labels(self.desired_durable).time(),
         ):
             try:
-                async with self._leases.hold(kv_key(*key), wait=self.settings.ack_wait / 2):
+                async with contextlib.AsyncExitStack() as held:
+                    wait, record_key = self.settings.ack_wait / 2, kv_key(*key)
+                    if self._legacy_lease_needed():
+                        await held.enter_async_context(self._leases.hold(record_key, wait=wait))
+                    record = await held.enter_async_context(self._records.hold(record_key, wait=wait))
                     outcome = await self._reconciler.reconcile(
-                        desired, sequence, events, last=last if delivered is not None else None
+                        desired, sequence, record, events, last=last if delivered is not None else None
                     )
             except Exception as exc:
                 self._pod_events.restore(key, events)  # look at them again on the retry
@@ -450,6 +479,13 @@ class Applier:
             MESSAGES.labels(self.desired_durable, "ok" if ok else "failed").inc()
             if self.events is not None:
                 record_events(self.events, outcome.result)
+
+    def _legacy_lease_needed(self) -> bool:
+        """Whether a replica of the previous release may run (it knows only ``ferry_applier_leases``):
+        until the live replicas are known, while one of them lacks this release's mark, and always
+        with ``FERRY_APPLIER_LEGACY_LEASE`` (before a roll-back)."""
+        members = self._members
+        return self.settings.legacy_lease or members is None or not members.all_marked(RECORD_LEASE)
 
     def _own_write(self, owner: OwnerRef, event: ObjectEvent) -> bool:
         """Whether ``event`` only echoes a write of the owner's last or current reconcile here (the

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ferry_schemas.runtime.settings import ServiceSettings, env_float, env_int, env_str
+from ferry_schemas.runtime.settings import ServiceSettings, env_bool, env_float, env_int, env_str
 
 
 @dataclass(frozen=True)
@@ -18,7 +18,9 @@ class ApplierSettings(ServiceSettings):
     every owner, jittered ±10 %; 0 = off), ``FERRY_APPLIER_VIEW_WAIT`` (seconds a reconcile waits for
     the view to show the previous reconcile's writes),
     ``FERRY_APPLIER_KUBE_TIMEOUT`` (seconds per API call), ``FERRY_APPLIER_NAMESPACE`` (else
-    ``FERRY_WATCH_NAMESPACE``: only reconcile owners in this namespace; empty = every namespace).
+    ``FERRY_WATCH_NAMESPACE``: only reconcile owners in this namespace; empty = every namespace),
+    ``FERRY_APPLIER_LEGACY_LEASE`` (also take the previous release's lease on every reconcile, not
+    only while one of its replicas runs: set it before rolling back to that release, README).
     """
 
     service: str = "ferry-applier"
@@ -36,3 +38,4 @@ class ApplierSettings(ServiceSettings):
         default_factory=lambda: env_str("FERRY_APPLIER_NAMESPACE", "") or env_str("FERRY_WATCH_NAMESPACE", "")
     )
     kube_timeout: float = field(default_factory=lambda: env_float("FERRY_APPLIER_KUBE_TIMEOUT", 30.0))
+    legacy_lease: bool = field(default_factory=lambda: env_bool("FERRY_APPLIER_LEGACY_LEASE", False))

@@ -28,8 +28,16 @@ level-triggered reconcile of the whole key from current state.
 **Scopes.** Members split one key space only with members that see the same keys: replicas of an
 applier limited to one namespace (``FERRY_APPLIER_NAMESPACE``) must not hand keys to an applier of
 another namespace, which would never act on them. A member's key is ``<scope>.<member_id>`` and it
-follows ``<scope>.>`` only; ``scope`` is ``_`` (the default: everything) or a namespace's token (a
-namespace is never ``_``).
+splits keys only with the members of its scope; ``scope`` is ``_`` (the default: everything) or a
+namespace's token (a namespace is never ``_``). What it can tell about the whole bucket — whether it
+is alone in it (:attr:`Members.alone`), whether every member carries a mark — counts every scope:
+an all-namespace applier and one limited to a namespace act on that namespace's owners both.
+
+**Marks.** A member's heartbeat carries its ``mark`` (bytes, empty by default): what a release of the
+service can do that an older one cannot. :meth:`Members.all_marked` says whether every live member
+carries one, so a service can keep taking an older release's precautions while such a replica runs
+(the applier's owner lease during a rolling upgrade, its README); :meth:`Members.on_others` callbacks
+run whenever another member of any scope appears or goes.
 
 **Buckets.** One bucket per service, ``ferry_<service>_members`` (:func:`members_bucket`:
 ``ferry_applier_members``, ``ferry_status_members``), owned by that service's NATS user alone: a
@@ -79,7 +87,14 @@ class Members:
     """This replica (``member_id``, a valid KV key) among the live members of ``scope`` in ``bucket``."""
 
     def __init__(
-        self, js: JetStreamContext, bucket: str, member_id: str, *, ttl: float = 15.0, scope: str = ALL
+        self,
+        js: JetStreamContext,
+        bucket: str,
+        member_id: str,
+        *,
+        ttl: float = 15.0,
+        scope: str = ALL,
+        mark: bytes = b"",
     ) -> None:
         self._js = js
         self.bucket = bucket
@@ -87,11 +102,18 @@ class Members:
         self.ttl = ttl
         self.scope = scope
         self._key = f"{scope}.{member_id}"
-        self._prefix = f"$KV.{bucket}.{scope}."
+        self._scoped = f"{scope}."
+        self._prefix = f"$KV.{bucket}."
+        self.mark = mark
         self._beats: dict[str, float] = {}
-        """Member → the monotonic time of its last heartbeat seen."""
+        """Member key (``<scope>.<member_id>``, every scope) → the monotonic time of its last heartbeat."""
+        self._marks: dict[str, bytes] = {}
+        """Member key → the mark its last heartbeat carried."""
         self._live: frozenset[str] = frozenset({member_id})
+        self._others: frozenset[str] = frozenset()
+        """The live member keys of every scope but this member's own."""
         self._callbacks: list[ChangeCallback] = []
+        self._others_callbacks: list[ChangeCallback] = []
         self._kv: KeyValue | None = None
         self._follower: StreamFollower | None = None
         self._task: asyncio.Task[None] | None = None
@@ -106,6 +128,16 @@ class Members:
         """The live members, this one included."""
         return self._live
 
+    @property
+    def alone(self) -> bool:
+        """Whether this member is known to be the only live one in the bucket (of any scope)."""
+        return self.known and not self._others
+
+    def all_marked(self, mark: bytes) -> bool:
+        """Whether every live member (of any scope) is known to carry ``mark`` (False until the
+        snapshot is read)."""
+        return self.known and all(self._marks.get(key) == mark for key in self._others)
+
     def owns(self, key: str) -> bool:
         """Whether this member handles ``key`` (every key while the live set is not known yet)."""
         live = self._live
@@ -115,12 +147,16 @@ class Members:
         """Call ``callback()`` after every change of the live set."""
         self._callbacks.append(callback)
 
+    def on_others(self, callback: ChangeCallback) -> None:
+        """Call ``callback()`` after another member of any scope appeared or went."""
+        self._others_callbacks.append(callback)
+
     async def start(self) -> None:
         """Bind (or create) the bucket, put the first heartbeat and follow the bucket; heartbeats
         then go out from a task. Returns before the snapshot is read (:attr:`known`)."""
         self._kv = await key_value(self._js, self.bucket, ttl=self.ttl)
         await self._beat()
-        every_member = {"members": f"{self._prefix}>"}
+        every_member = {"members": f"{self._prefix}>"}  # every scope's: alone and marks count them all
         name = f"members-{self.bucket}"
         self._follower = StreamFollower(self._js, f"KV_{self.bucket}", every_member, self._handle, name=name)
         await self._follower.start()
@@ -157,14 +193,16 @@ class Members:
 
     async def _beat(self) -> None:
         assert self._kv is not None
-        await self._kv.put(self._key, b"")
+        await self._kv.put(self._key, self.mark)
 
     def _handle(self, _: str, msg: Msg) -> None:
-        member = msg.subject[len(self._prefix) :]
+        member = msg.subject[len(self._prefix) :]  # <scope>.<member_id>
         operation = (msg.headers or {}).get(KV_OP)
         if operation in (KV_DEL, KV_PURGE):
             self._beats.pop(member, None)
+            self._marks.pop(member, None)
         else:
+            self._marks[member] = msg.data or b""
             try:  # how long ago it beat, by the server's clock (a snapshot holds beats up to ttl old)
                 age = time.time() - msg.metadata.timestamp.timestamp()
             except Exception:
@@ -177,14 +215,24 @@ class Members:
         horizon = time.monotonic() - self.ttl
         for member in [m for m, beat in self._beats.items() if beat < horizon]:
             del self._beats[member]
-        live = frozenset({self.member_id, *self._beats})
+            self._marks.pop(member, None)
+        others = frozenset(key for key in self._beats if key != self._key)
+        scoped = (key.partition(".")[2] for key in others if key.startswith(self._scoped))
+        live = frozenset({self.member_id, *scoped})
+        if others == self._others:
+            return
+        self._others = others
+        if self.known:
+            self._call(self._others_callbacks)
         if live == self._live:
             return
         log.info("%s: live members %s (were %s)", self.bucket, sorted(live), sorted(self._live))
         self._live = live
-        if not self.known:
-            return  # the snapshot is still being read: this member owned everything until now
-        for callback in self._callbacks:
+        if self.known:  # before, while the snapshot is read, this member owned everything
+            self._call(self._callbacks)
+
+    def _call(self, callbacks: list[ChangeCallback]) -> None:
+        for callback in callbacks:
             try:
                 callback()
             except Exception:
