@@ -131,8 +131,11 @@ def test_a_stale_object_event_replayed_after_a_newer_one_changes_nothing(
     eventually(lambda: len(names(cluster, "Pod", f"{L.MS_NAME}=stale-main")) == 2, 60, "two groups of pods")
     eventually(lambda: cluster.condition_is("ModelBooster", "stale", "Active"), 60, "Active at generation 2")
 
-    # a slow second watcher publishes the generation-1 object after the generation-2 one
+    # a slow second watcher publishes the generation-1 object after the generation-2 one: the
+    # converter (view-driven, nothing to wait for an ack of) converts it and finds it stale
+    stale_before = stale_conversions(pipeline)
     asyncio.run(replay(e2e_nats.url, old))
+    eventually(lambda: stale_conversions(pipeline) > stale_before, 60, "the converter finding it stale")
     # then a newer change: once it went through the pipeline, so did everything queued before it
     cluster.patch("ModelBooster", "stale", {"metadata": {"labels": {"touched": "yes"}}})
 
@@ -153,6 +156,15 @@ def test_a_stale_object_event_replayed_after_a_newer_one_changes_nothing(
     final = cluster.get("ModelBooster", "stale")
     assert final is not None
     assert final["status"]["observedGeneration"] == 2
+
+
+def stale_conversions(pipeline: ServiceSet) -> float:
+    """Booster events the converter found older than the desired set stored (its metrics)."""
+    wanted = 'ferry_converter_conversions_total{outcome="stale",resource="modelboosters"}'
+    for line in pipeline["converter"].metrics().splitlines():
+        if line.startswith(wanted):
+            return float(line.split()[-1])
+    return 0.0
 
 
 async def last_object(url: str, subject: str) -> tuple[ObjectEvent, int]:
@@ -178,8 +190,9 @@ def covers(pattern: str, subject: str) -> bool:
 
 async def handled(url: str, subject: str, sequence: int, desired: str) -> bool:
     """Whether every durable consumer taking ``subject`` acknowledged its message ``sequence`` and all
-    before it (the converter, the status service), and then every one taking ``desired`` the last
-    desired set published there (the applier): they handled whatever those messages caused."""
+    before it (none left: the converter, the applier and status follow objects through their views),
+    and then every one taking ``desired`` the last desired set published there (the applier): it
+    handled whatever those messages caused."""
     nc = await nats.connect(url)
     try:
         js, jsm = nc.jetstream(), nc.jsm()
