@@ -13,6 +13,7 @@ from ferry_converter.service import (
     Converted,
     Converter,
     ConverterService,
+    OthersDeletions,
     Pending,
     Published,
     owners_view,
@@ -447,3 +448,41 @@ def test_a_departure_queues_only_the_owners_taken_over() -> None:
     service._members = Live("me", {"me"})  # type: ignore[assignment]
     assert service.resync(frozenset(both)) == len(names) - len(mine)
     assert {k[2] for k, _ in queued.added} == set(names) - mine
+
+
+def test_a_deletion_another_replica_did_not_convert_is_converted_by_the_one_taking_over() -> None:
+    service, view, queued = view_driven()
+    both = {"me", "other"}
+    names = [f"model-{i}" for i in range(40)]
+    theirs, kept = [n for n in names if owner(f"{Resource.MODEL_BOOSTERS}/default/{n}", both) == "other"][:2]
+    service._members = Live("me", both)  # type: ignore[assignment]
+    service._live = True
+    for name in (theirs, kept):
+        event = booster_event()
+        event.object["metadata"]["name"] = name
+        view.apply(ObjectEvent.from_object("ADDED", Resource.MODEL_BOOSTERS, event.object))
+        view.apply(ObjectEvent.from_object("DELETED", Resource.MODEL_BOOSTERS, event.object))
+    again = booster_event()
+    again.object["metadata"]["name"] = kept
+    view.apply(ObjectEvent.from_object("ADDED", Resource.MODEL_BOOSTERS, again.object))  # created again
+    assert queued.added == []  # the other replica's owners
+    service._members = Live("me", {"me"})  # type: ignore[assignment]  # "other" went away
+    service.resync(frozenset(both))
+    assert {k[2] for k, _ in queued.added} == {theirs, kept}
+    tombstone = service._pending.take((Resource.MODEL_BOOSTERS, "default", theirs))
+    assert tombstone is not None
+    assert tombstone.deleted
+    assert service._pending.take((Resource.MODEL_BOOSTERS, "default", kept)) is None  # the view's owner
+
+
+def test_others_deletions_are_kept_only_for_a_while() -> None:
+    now = [0.0]
+    kept = OthersDeletions(keep=45.0, clock=lambda: now[0])
+    gone = booster_event(kind="DELETED")
+    kept.heard((Resource.MODEL_BOOSTERS, "default", "a"), gone)
+    now[0] = 30.0
+    kept.heard((Resource.MODEL_BOOSTERS, "default", "b"), gone)
+    now[0] = 50.0
+    kept.heard((Resource.MODEL_BOOSTERS, "default", "c"), booster_event())  # not a deletion: not kept
+    assert set(kept.take(lambda key: True)) == {(Resource.MODEL_BOOSTERS, "default", "b")}
+    assert len(kept) == 0

@@ -305,6 +305,43 @@ class Pending:
             del self.events[key]
 
 
+class OthersDeletions:
+    """Deletions of owners another replica converts, kept ``keep`` seconds after they were heard.
+
+    No durable consumer redelivers a tombstone and the view no longer holds a deleted owner, so if
+    the replica owning it dies before converting the deletion, the replica that takes its owners
+    over finds it only here (:meth:`ConverterService.resync` after a membership change).
+    """
+
+    def __init__(self, keep: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.keep = keep
+        self._clock = clock
+        self._events: dict[OwnerKey, tuple[ObjectEvent, float]] = {}
+        """In the order heard, so the oldest expire first."""
+
+    def __len__(self) -> int:
+        return len(self._events)
+
+    def heard(self, key: OwnerKey, event: ObjectEvent) -> None:
+        """Another replica's owner changed: keep it if it is a deletion, forget it otherwise."""
+        self._events.pop(key, None)
+        now = self._clock()
+        if event.deleted:
+            self._events[key] = (event, now)
+        while self._events:
+            oldest = next(iter(self._events))
+            if now - self._events[oldest][1] <= self.keep:
+                break
+            del self._events[oldest]
+
+    def take(self, owns: Callable[[OwnerKey], bool]) -> dict[OwnerKey, ObjectEvent]:
+        """The kept deletions of owners this replica now handles (forgotten here)."""
+        mine = {key: event for key, (event, _) in self._events.items() if owns(key)}
+        for key in mine:
+            del self._events[key]
+        return mine
+
+
 def without_status(obj: dict[str, Any]) -> dict[str, Any]:
     """What the converter's view keeps of an owner: no conversion reads its status, so a status-only
     change leaves the kept object the same (``Change.same``) and queues nothing."""
@@ -342,6 +379,7 @@ class ConverterService:
         self._view: ObjectView | None = None
         self._members: Members | None = None
         self._pending = Pending()
+        self._others_deleted = OthersDeletions(keep=3 * settings.member_ttl)
         self._converted = Converted()
         self._live = False
         """False until the view holds its snapshot: start then queues every owner it holds."""
@@ -415,13 +453,17 @@ class ConverterService:
         is queued in the trace ``contexts`` names for it, else in a trace of its own."""
         contexts = contexts or {}
         assert self._view is not None
+        for key, event in self._others_deleted.take(self._owns).items():
+            self._pending.offer(key, event)  # its converter went away: it may not have converted it
         me = None if self._members is None else self._members.member_id
         keys: set[OwnerKey] = {(str(r), ns, name) for r in RESOURCES for ns, name in self._view.keys(r)}
         keys.update(self._pending.events)
         queued = 0
         for key in sorted(keys):
             if not self._owns(key):
-                self._pending.events.pop(key, None)  # another replica's now
+                theirs = self._pending.events.pop(key, None)  # another replica's now
+                if theirs is not None:
+                    self._others_deleted.heard(key, theirs)
             elif before is None or member_owning(key_name(key), before) != me:
                 self._converted.forget(key)
                 self.queue.add(key, contexts.get(key))
@@ -464,6 +506,7 @@ class ConverterService:
             return
         if not self._owns(key):
             self._converted.forget(key)
+            self._others_deleted.heard(key, event)
             return
         self._pending.offer(key, event)
         self.queue.add(key, change.context)
