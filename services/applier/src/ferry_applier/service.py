@@ -163,6 +163,12 @@ class Applier:
         """What each owner's reconcile in flight has written so far: an echo of a write can arrive
         before its reconcile ends (the reconcile still records and publishes), and is no drift."""
         """What each owner's last reconcile wrote: the next one waits until the view shows it."""
+        self._heard: dict[OwnerRef, list[Change]] = {}
+        """Changes of an owner's objects heard while its reconcile was writing, not (yet) known as
+        its own writes: the echo of a write can come through the view before the write's answer
+        (which names the version it stored) reaches the reconcile. Decided when the reconcile ends,
+        when every answer is in: an echo is dropped, anything else re-queues the owner then (as a
+        change heard mid-reconcile always did: the queue runs it after the one in flight)."""
         self._stopping = asyncio.Event()
         self.resynced = asyncio.Event()
         """Set once the start-up resync queued every owner of the FERRY_DESIRED snapshot."""
@@ -320,10 +326,26 @@ class Applier:
         if change.same:
             MESSAGES.labels(VIEW_TRIGGER, "unchanged").inc()
             return  # a status write or a relist: nothing a reconcile reads (the view keeps) changed
+        if owner in self._writing:
+            self._heard.setdefault(owner, []).append(change)  # an echo whose answer is not in yet?
+            return
+        self._queue_change(owner, change)
+
+    def _queue_change(self, owner: OwnerRef, change: Change) -> None:
+        """Re-queue ``owner`` for a change of one of its objects that is news to it."""
+        event = change.event
         if event.resource == Resource.PODS:  # news of a pod: kept whole for the owner's recovery
             self._pod_events.add(owner, event)
         MESSAGES.labels(VIEW_TRIGGER, event.resource).inc()
         self.queue.add(owner, change.context)
+
+    def _decide_heard(self, owner: OwnerRef) -> None:
+        """The owner's reconcile ended: the changes heard while it wrote are echoes or news now."""
+        for change in self._heard.pop(owner, ()):
+            if self._own_write(owner, change.event):
+                MESSAGES.labels(VIEW_TRIGGER, "own-write").inc()
+            else:
+                self._queue_change(owner, change)
 
     def _owns(self, owner: OwnerRef) -> bool:
         return self._members is None or self._members.owns(kv_key(*owner))
@@ -463,6 +485,7 @@ class Applier:
                 self._reconciler.deleted_on_purpose(
                     w.deleted_uid for w in writes if w.resource == Resource.PODS and w.deleted_uid
                 )
+                self._decide_heard(key)
             self._pod_events.restore(key, outcome.waiting)
             if outcome.retry_after is not None:
                 span.set_attribute("ferry.retry_after", outcome.retry_after)
