@@ -72,15 +72,13 @@ def _pod(name: str) -> str:
 MILESTONES = (
     Milestone("API server -> watcher sees booster", "watch", "modelboosters", _booster),
     Milestone("watcher publishes (stream ack)", "watch", "modelboosters", _booster, "end"),
-    Milestone("converter fetch (booster)", "process", "converter obj modelboosters", _booster),
-    Milestone("converter queue", "convert", "modelboosters", _booster),
+    Milestone("converter view + queue", "convert", "modelboosters", _booster),
     Milestone("converter renders + publishes", "convert", "modelboosters", _booster, "end"),
     Milestone("applier fetch (booster desired)", "process", "ferry-applier desired modelboosters", _booster),
     Milestone("applier queue + desired get + view", "reconcile", "ModelBooster", _booster),
     Milestone("applier applies ModelServing", "k8s", "ModelServing", _serving, "end"),
     Milestone("API server -> watcher sees serving", "watch", "modelservings", _serving),
-    Milestone("converter fetch (serving)", "process", "converter obj modelservings", _serving),
-    Milestone("converter queue (serving)", "convert", "modelservings", _serving),
+    Milestone("converter view + queue (serving)", "convert", "modelservings", _serving),
     Milestone("converter renders + publishes", "convert", "modelservings", _serving, "end"),
     Milestone("applier fetch (serving desired)", "process", "ferry-applier desired modelservings", _serving),
     Milestone("applier queue + desired get + view", "reconcile", "ModelServing", _serving),
@@ -143,6 +141,7 @@ def print_stages(stages: dict[str, Any], n: int, namespaces: int) -> None:
     )
     print(f"{'stage (ends when)':<44} {'p50':>7} {'p99':>7} {'mean':>7} {'since stored p50':>17}")
     if not counted:
+        print("(no booster had a span for every milestone: a span MILESTONES looks for is no longer written)")
         return
     cumulative = [0.0] * counted
     for label, values in stages.items():
