@@ -148,7 +148,8 @@ class Applier:
         self._members: Members | None = None
         self._consumers: list[DurableConsumer] = []
         self._tasks: list[asyncio.Task[None]] = []
-        self._resyncs: set[asyncio.Task[Any]] = set()
+        self._background: set[asyncio.Task[Any]] = set()
+        """Membership resyncs and releases of kept records, run beside the queue (cancelled at stop)."""
         self._taken_under: frozenset[str] | None = None
         """The live replicas this one last took its owners under (None: it took every owner)."""
         self._pod_events = PendingPodEvents()
@@ -266,7 +267,7 @@ class Applier:
 
     async def stop(self) -> None:
         self._stopping.set()
-        tasks = [*self._tasks, *self._resyncs]
+        tasks = [*self._tasks, *self._background]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -368,8 +369,8 @@ class Applier:
 
     def _spawn(self, work: Coroutine[Any, Any, object], name: str) -> None:
         task = asyncio.create_task(work, name=name)
-        self._resyncs.add(task)
-        task.add_done_callback(self._resyncs.discard)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def _resync_logged(self, before: frozenset[str] | None) -> None:
         try:

@@ -32,10 +32,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
-import os
-import socket
 import time
-import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, NamedTuple
@@ -51,7 +48,7 @@ from ferry_schemas.bus import (
     encode_token,
 )
 from ferry_schemas.runtime.jetstream import connect, delete_durables, wait_for_streams
-from ferry_schemas.runtime.members import ALL, Members, members_bucket
+from ferry_schemas.runtime.members import ALL, Members, key_name, members_bucket, replica_id
 from ferry_schemas.runtime.members import owner as member_owning
 from ferry_schemas.runtime.start_traces import StartTraces
 from ferry_schemas.runtime.view import Change, ObjectView
@@ -361,11 +358,6 @@ def owners_view(js: JetStreamContext, namespace: str = "") -> ObjectView:
     )
 
 
-def key_name(key: OwnerKey) -> str:
-    """An owner as the members module partitions owners."""
-    return "/".join(key)
-
-
 class ConverterService:
     """The running service: connection, the owners' view, membership, the keyed queue.
 
@@ -383,7 +375,7 @@ class ConverterService:
         self._converted = Converted()
         self._live = False
         """False until the view holds its snapshot: start then queues every owner it holds."""
-        self._start_traces = StartTraces((Resource.MODEL_BOOSTERS, Resource.MODEL_SERVINGS))
+        self._start_traces = StartTraces()
         """An owner changed while the snapshot loads is converted at start in that change's trace."""
         self._taken_under: frozenset[str] | None = None
         """The live replicas this one last took its owners under (None: it took every owner)."""
@@ -407,7 +399,7 @@ class ConverterService:
         self.converter = Converter(jetstream_publisher(js), settings, stored_desired(js))
         namespace = settings.namespace
         scope = encode_token(namespace) if namespace else ALL  # replicas that see the same owners
-        member_id = encode_token(f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}")
+        member_id = replica_id()
         bucket = members_bucket(settings.service)
         self._members = Members(js, bucket, member_id, ttl=settings.member_ttl, scope=scope)
         self._view = owners_view(js, namespace)

@@ -11,15 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import socket
-import uuid
 
-from ferry_schemas.bus import DESIRED_STREAM, OBJECTS_STREAM, RESULTS_STREAM, Resource, encode_token
+from ferry_schemas.bus import DESIRED_STREAM, OBJECTS_STREAM, RESULTS_STREAM, Resource
 from ferry_schemas.runtime import ProbeServer, kubeconn
 from ferry_schemas.runtime.jetstream import connect, delete_durables
 from ferry_schemas.runtime.lifecycle import serve, settle_heap
-from ferry_schemas.runtime.members import Members, members_bucket
+from ferry_schemas.runtime.members import Members, key_name, members_bucket, replica_id
 from ferry_schemas.runtime.resync import Resync
 from ferry_schemas.runtime.view import ObjectView
 from ferry_schemas.runtime.workqueue import WorkQueue
@@ -32,7 +29,7 @@ from ferry_status.providers import ProviderStatusController
 from ferry_status.reconciler import Key, StatusReconciler
 from ferry_status.serving_status import pod_kept
 from ferry_status.settings import StatusSettings
-from ferry_status.triggers import Triggers, key_name
+from ferry_status.triggers import Triggers
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +69,7 @@ async def run(settings: StatusSettings, stop: asyncio.Event) -> None:
         await gateways.start()
     providers = ProviderStatusController(js, StatusApi(api), probe_interval=settings.provider_probe_interval)
     await providers.start()
-    member_id = encode_token(f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}")
+    member_id = replica_id()
     members = Members(js, members_bucket(settings.service), member_id, ttl=settings.member_ttl)
     log.info("status replica %s in %s", member_id, members.bucket)
     triggers = Triggers(

@@ -36,13 +36,6 @@ from ferry_status.reconciler import BOOSTERS, LWS, SERVINGS, Key, keys_for_event
 
 RESYNCED = (SERVINGS, BOOSTERS, LWS)
 """The kinds whose status this service writes from the object view, each held object a key."""
-GENERATION_OBSERVED = (SERVINGS, BOOSTERS)
-"""The kinds whose status records the generation it was computed for (``status.observedGeneration``)."""
-
-
-def key_name(key: Key) -> str:
-    """A key as the members module partitions it."""
-    return "/".join(key)
 
 
 class Triggers:
@@ -69,7 +62,7 @@ class Triggers:
         """False until :meth:`start`: while the views load their snapshots no reconcile may read them
         (a status computed from half the world would be written), and start's resync queues every
         key they then hold."""
-        self._start_traces = StartTraces(GENERATION_OBSERVED)
+        self._start_traces = StartTraces()
 
     def object_changed(self, change: Change) -> None:
         if not self.live:

@@ -51,13 +51,17 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import os
+import socket
 import time
+import uuid
 from collections.abc import Callable, Iterable
 
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.kv import KV_DEL, KV_OP, KV_PURGE, KeyValue
 
+from ferry_schemas.bus import encode_token
 from ferry_schemas.runtime.follow import StreamFollower
 from ferry_schemas.runtime.jetstream import key_value
 
@@ -71,6 +75,16 @@ ALL = "_"
 def members_bucket(service: str) -> str:
     """The membership bucket of ``service`` (``applier`` → ``ferry_applier_members``)."""
     return f"ferry_{service.removeprefix('ferry-')}_members"
+
+
+def replica_id() -> str:
+    """A member id for this process: host, pid and a random suffix (a restarted process is new)."""
+    return encode_token(f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}")
+
+
+def key_name(key: tuple[str, ...]) -> str:
+    """A (resource, namespace, name) key as members split keys: ``resource/namespace/name``."""
+    return "/".join(key)
 
 
 def weight(member: str, key: str) -> bytes:

@@ -17,10 +17,13 @@ from collections.abc import Collection, Mapping
 
 from opentelemetry.context import Context
 
+from ferry_schemas.bus import Resource
 from ferry_schemas.runtime.view import Change
 
 ObjectKey = tuple[str, str, str]
 """(resource, namespace, name)."""
+GENERATION_OBSERVED = (Resource.MODEL_BOOSTERS, Resource.MODEL_SERVINGS)
+"""The kinds whose status records the generation it was computed for (``status.observedGeneration``)."""
 
 
 def status_observed(obj: Mapping[str, object]) -> bool:
@@ -36,7 +39,7 @@ class StartTraces:
     """Trace contexts heard while a view loads, for the ``resources`` whose status records the
     generation it observed; :meth:`take` hands them to the start-up resync."""
 
-    def __init__(self, resources: Collection[str]) -> None:
+    def __init__(self, resources: Collection[str] = GENERATION_OBSERVED) -> None:
         self._resources = frozenset(resources)
         self._contexts: dict[ObjectKey, Context] = {}
 
@@ -46,8 +49,8 @@ class StartTraces:
         if event.resource not in self._resources:
             return
         key = (event.resource, event.namespace, event.name)
-        context = change.context
-        if event.deleted or context is None or status_observed(event.object):
+        context = None if event.deleted or status_observed(event.object) else change.context
+        if context is None:
             self._contexts.pop(key, None)
         else:
             self._contexts[key] = context
