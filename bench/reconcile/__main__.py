@@ -61,6 +61,10 @@ BENCH_REQUESTS = {("POST", "modelboosters")}
 """Requests the benchmark itself makes while measuring (its creates); not counted as Ferry's."""
 IN_FLIGHT = 32
 """Booster creates in flight at once over one connection pool (kubectl creates one at a time)."""
+GENERATORS = ("pool", "kubectl")
+"""How the boosters are created: ``pool`` POSTs ``--in-flight`` at once; ``kubectl`` runs
+``kubectl create -f`` of one List, one POST after the other — the generator issue 9's Kthena and
+Ferry figures were measured with (the first bench, 12a8e96)."""
 RETRIED = {429, 500, 503, 504}
 """Answers a create is retried on (API Priority and Fairness rejecting, the server busy)."""
 GC_PROBE_LIMIT = 120.0
@@ -96,6 +100,12 @@ async def create_all(api: KubeConnection, items: list[JSON], in_flight: int) -> 
                 await asyncio.sleep(min(1.0, 0.05 * 2**attempt))
 
     await asyncio.gather(*(create(obj) for obj in items))
+
+
+async def kubectl_create(kube: KubeEnv, items: list[JSON], limit: float) -> None:
+    """``kubectl create -f -`` of one List: one POST after the other, each waiting for its answer."""
+    listing = {"apiVersion": "v1", "kind": "List", "items": items}
+    await asyncio.to_thread(kube.kubectl_run, "create", "-f", "-", input=json.dumps(listing), timeout=limit)
 
 
 def gc_probes(namespace: str) -> list[JSON]:
@@ -275,6 +285,7 @@ async def measure(
     infrastructure: dict[str, int],
     nats_monitor: str,
     in_flight: int = IN_FLIGHT,
+    generator: str = "pool",
 ) -> JSON:
     api = await kubeconn.connect()
     timeline = Timeline()
@@ -326,9 +337,12 @@ async def measure(
             await asyncio.sleep(0.5)
 
     sampler = asyncio.create_task(sample())
-    # create (one POST per object, no read first, IN_FLIGHT at once); the watch stamps each
-    # booster as it is stored
-    await asyncio.wait_for(create_all(api, items, in_flight), timeout=limit)
+    # create (one POST per object, no read first, IN_FLIGHT at once, or kubectl's one at a time);
+    # the watch stamps each booster as it is stored
+    if generator == "kubectl":
+        await kubectl_create(cluster.kube, items, limit)
+    else:
+        await asyncio.wait_for(create_all(api, items, in_flight), timeout=limit)
     timed_out = False
     try:
         await asyncio.wait_for(timeline.done.wait(), timeout=limit)
@@ -412,6 +426,7 @@ def run_size(
     infrastructure: dict[str, int],
     in_flight: int = IN_FLIGHT,
     trace: bool = True,
+    generator: str = "pool",
 ) -> JSON:
     run = f"bench-{n}-{uuid.uuid4().hex[:6]}"
     namespaces = [run] if spread == 1 else [f"{run}-{i}" for i in range(spread)]
@@ -437,7 +452,9 @@ def run_size(
         names = [f"m{i:04d}" for i in range(n)]
         measured = {**infrastructure, "nats-server": nats_process.pid}
         result = asyncio.run(
-            measure(namespaces, names, cluster, services, limit, measured, server.monitor, in_flight)
+            measure(
+                namespaces, names, cluster, services, limit, measured, server.monitor, in_flight, generator
+            )
         )
     finally:
         services.stop()
@@ -567,6 +584,12 @@ def main() -> None:
     parser.add_argument("--limit", type=float, default=900.0, help="seconds to wait per size")
     parser.add_argument("--in-flight", type=int, default=IN_FLIGHT, help="booster creates in flight at once")
     parser.add_argument(
+        "--generator",
+        choices=GENERATORS,
+        default="pool",
+        help="pool: POST --in-flight boosters at once; kubectl: `kubectl create -f` of one List (issue 9's)",
+    )
+    parser.add_argument(
         "--no-stages",
         action="store_true",
         help="no span file (the services then spend nothing on writing spans), no stage breakdown",
@@ -602,7 +625,15 @@ def main() -> None:
                 print(f"==> {n} boosters over {spread} namespace(s)", flush=True)
                 results.append(
                     run_size(
-                        kube, n, spread, work, args.limit, infrastructure, args.in_flight, not args.no_stages
+                        kube,
+                        n,
+                        spread,
+                        work,
+                        args.limit,
+                        infrastructure,
+                        args.in_flight,
+                        not args.no_stages,
+                        args.generator,
                     )
                 )
                 print_table(results)  # after every run: a long run shows its figures as it goes
