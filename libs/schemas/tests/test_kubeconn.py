@@ -67,8 +67,10 @@ async def test_proxy_from_the_environment_is_resolved_once(
     assert proxied._proxy_headers is not None
     assert proxied._proxy_headers["Proxy-Authorization"].startswith("Basic ")
     assert proxied.session.trust_env is False
+    assert proxied._pool is None  # behind a proxy every request goes through aiohttp
     bypassed = kubeconn.from_kubeconfig(write_kubeconfig(tmp_path, {}, server="http://10.0.0.1:6443"))
     assert bypassed._proxy is None
+    assert bypassed._pool is not None
     await proxied.close()
     await bypassed.close()
 
