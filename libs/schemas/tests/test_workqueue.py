@@ -193,3 +193,28 @@ async def test_idle_for_counts_from_the_last_reconcile_not_while_a_key_waits_bac
     await asyncio.sleep(0.01)
     assert queue.idle_for() > first
     await queue.stop()
+
+
+async def test_wants_context_until_a_queued_reconcile_has_one() -> None:
+    from opentelemetry.context import Context
+
+    gate = asyncio.Event()
+    contexts: list[object] = []
+
+    async def reconcile(key: str, ctx: object) -> None:
+        contexts.append(ctx)
+        await gate.wait()
+
+    queue: WorkQueue[str] = WorkQueue("t", reconcile, workers=1, settle=0.01)
+    traced = Context({"trace": 1})
+    assert queue.wants_context("a")  # nothing queued
+    queue.add("a")
+    assert queue.wants_context("a")  # queued without a trace (a resync): the next add's joins it
+    queue.add("a", traced)
+    assert not queue.wants_context("a")  # the queued reconcile has its trace: a later one is not taken
+    await asyncio.sleep(0.05)
+    assert contexts == [traced]
+    assert queue.wants_context("a")  # running: an add now queues one more reconcile, in its trace
+    gate.set()
+    await asyncio.sleep(0.05)
+    assert len(queue) == 0

@@ -15,6 +15,9 @@ class Recorded:
     def __init__(self) -> None:
         self.added: list[tuple[tuple[str, str, str], int]] = []
 
+    def wants_context(self, key: tuple[str, str, str]) -> bool:
+        return True
+
     def add(self, key: tuple[str, str, str], context: otel_context.Context | None = None) -> None:
         span = trace.get_current_span(context) if context is not None else None
         self.added.append((key, span.get_span_context().trace_id if span is not None else 0))

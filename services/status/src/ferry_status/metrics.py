@@ -10,5 +10,7 @@ STATUS_UNCHANGED = Counter(
     "ferry_status_unchanged_total", "Reconciles that found the status already right.", ["kind"]
 )
 STATUS_HELD = Counter(
-    "ferry_status_held_total", "Reconciles of a new object that wait for its first apply result.", ["kind"]
+    "ferry_status_held_total",
+    "Decisions (a reconcile's, or a change's heard while held) to keep a new object's first status waiting.",
+    ["kind"],
 )

@@ -10,6 +10,7 @@ status and writes it with SSA only when it differs. The only API request is that
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Callable
@@ -51,6 +52,22 @@ LWS: Kind = "leaderworkersets"
 IGNORED_STATUS_KEYS = ("lastTransitionTime",)
 SWEEP_MIN = 0.1
 """Seconds between two sweeps of ended holds at the least."""
+PIPELINE = "pipeline"
+"""The cause of a trigger from the pipeline view (a desired set or an apply result)."""
+WAITS_FOR_APPLY: dict[str, frozenset[str]] = {
+    SERVINGS: frozenset({SERVINGS, PIPELINE}),
+    BOOSTERS: frozenset({BOOSTERS, PIPELINE}),
+}
+"""What may release a first status held for its apply result: a change of the object itself or of
+its pipeline. A change of its children (a ModelServing's pods, a booster's ModelServings) cannot:
+without a current successful result the hold does not look at them."""
+WAITS_FOR_CHILDREN: dict[str, frozenset[str]] = {
+    SERVINGS: frozenset({SERVINGS, PIPELINE, str(Resource.PODS)}),
+    BOOSTERS: frozenset({BOOSTERS, PIPELINE, SERVINGS}),
+}
+"""What may release a first status held until the view shows what its apply result created: also
+the children it waits for. A booster's pods never release its hold (it waits for its ModelServings'
+first status, not for pods)."""
 
 
 def keys_for_event(event: ObjectEvent) -> list[Key]:
@@ -108,6 +125,8 @@ class StatusReconciler:
         self._held_in: dict[Key, Context] = {}
         """Held keys → the trace of the reconcile that held them: the write their hold's end makes
         belongs to it."""
+        self._released_by: dict[Key, frozenset[str]] = {}
+        """Held keys → the causes of a change that may release them (:meth:`needs_reconcile`)."""
         self._sweep: asyncio.TimerHandle | None = None
         self._sweep_at = 0.0
         self._written: dict[str, tuple[str, str, int]] = {}
@@ -127,6 +146,25 @@ class StatusReconciler:
         written = self._written.get(trigger.uid)
         return written is not None and str(written[2]) == trigger.resource_version
 
+    def needs_reconcile(self, key: Key, cause: str) -> bool:
+        """Whether a change caused by ``cause`` (the resource of a changed object, or
+        :data:`PIPELINE`) needs a reconcile of ``key``: always, unless ``key``'s first status is
+        held. Then a change its hold does not read cannot release it (:data:`WAITS_FOR_APPLY`,
+        :data:`WAITS_FOR_CHILDREN`), and for one that may, the hold is decided here, from the views,
+        as its reconcile would decide it: only a released object (or one whose hold ran out) is
+        queued. Most of a burst's changes of a new booster and its ModelServing come while their
+        first status is held; each queued a reconcile (a task, a span, the settle) that read the
+        views only to hold it again. The hold's own end is the sweep's, which re-queues the key."""
+        released_by = self._released_by.get(key)
+        if released_by is None:
+            return True
+        if cause not in released_by:
+            return False
+        kind, namespace, name = key
+        if kind == SERVINGS:
+            return self._serving_inputs(namespace, name, traced=False) is not None
+        return self._booster_inputs(namespace, name, traced=False) is not None
+
     async def reconcile(self, key: Key, context: Context | None) -> None:
         kind, namespace, name = key
         started = time.monotonic()
@@ -145,25 +183,32 @@ class StatusReconciler:
         RECONCILE_LATENCY.labels(kind).observe(time.monotonic() - started)
 
     async def _reconcile_serving(self, namespace: str, name: str) -> bool:
+        inputs = self._serving_inputs(namespace, name)
+        if inputs is None:
+            return False
+        serving, desired, result, pods = inputs
+        roles = ((serving.get("spec") or {}).get("template") or {}).get("roles") or []
+        outcome = pipeline_outcome(serving, desired, result)
+        status = compute_serving_status(serving, pods(), serving_revision(roles), outcome=outcome)
+        return await self._write(SERVINGS, serving, status)
+
+    def _serving_inputs(self, namespace: str, name: str, *, traced: bool = True) -> ServingInputs | None:
+        """The ModelServing and what its status is computed from; None when it is gone or its first
+        status is held (``traced``: by a reconcile, whose trace the hold's end continues)."""
         serving = self._view.get(SERVINGS, namespace, name)
         if serving is None:
-            return False
-        pods = self._pods_of(serving)
-        roles = ((serving.get("spec") or {}).get("template") or {}).get("roles") or []
+            return None
         desired = self._pipeline.desired(SERVINGS, namespace, name)
         result = self._pipeline.result(SERVINGS, namespace, name)
-        names = {p["metadata"].get("name") for p in pods}
+        # the pods are read only once the hold needs them (never while it waits for the apply result)
+        pods = functools.cache(lambda: self._pods_of(serving))
+        names = functools.cache(lambda: {p["metadata"].get("name") for p in pods()})
         if self._hold(
-            (SERVINGS, namespace, name),
-            serving,
-            desired,
-            result,
-            lambda kind, child: kind != "Pod" or child in names,
-        ):
-            return False
-        outcome = pipeline_outcome(serving, desired, result)
-        status = compute_serving_status(serving, pods, serving_revision(roles), outcome=outcome)
-        return await self._write(SERVINGS, serving, status)
+            (SERVINGS, namespace, name), serving, desired, result,
+            lambda kind, child: kind != "Pod" or child in names(), traced=traced,
+        ):  # fmt: skip
+            return None
+        return serving, desired, result, pods
 
     def _pods_of(self, serving: JSON) -> list[JSON]:
         meta = serving["metadata"]
@@ -180,43 +225,70 @@ class StatusReconciler:
         )
 
     async def _reconcile_booster(self, namespace: str, name: str) -> bool:
-        booster = self._view.get(BOOSTERS, namespace, name)
-        if booster is None:
+        inputs = self._booster_inputs(namespace, name)
+        if inputs is None:
             return False
-        uid = booster["metadata"].get("uid")
-        servings = [
-            s for s in self._view.list(SERVINGS, namespace, {BOOSTER_MODEL_UID: uid}) if _owned_by(s, uid)
-        ]
-        desired = self._pipeline.desired(BOOSTERS, namespace, name)
-        result = self._pipeline.result(BOOSTERS, namespace, name)
-        statuses = {s["metadata"]["name"]: bool(s.get("status")) for s in servings}
-        if self._hold(
-            (BOOSTERS, namespace, name), booster, desired, result,
-            lambda kind, child: kind != "ModelServing" or statuses.get(child, False),
-        ):  # fmt: skip
-            return False
-        pods = {s["metadata"]["name"]: self._pods_of(s) for s in servings}
-        status = compute_booster_status(booster, servings, desired, result, pods=pods)
+        booster, desired, result, servings = inputs
+        pods = {s["metadata"]["name"]: self._pods_of(s) for s in servings()}
+        status = compute_booster_status(booster, servings(), desired, result, pods=pods)
         return await self._write(BOOSTERS, booster, status)
 
+    def _booster_inputs(self, namespace: str, name: str, *, traced: bool = True) -> BoosterInputs | None:
+        """The ModelBooster and what its status is computed from; None when it is gone or its first
+        status is held (``traced`` as for :meth:`_serving_inputs`)."""
+        booster = self._view.get(BOOSTERS, namespace, name)
+        if booster is None:
+            return None
+        uid = booster["metadata"].get("uid")
+        desired = self._pipeline.desired(BOOSTERS, namespace, name)
+        result = self._pipeline.result(BOOSTERS, namespace, name)
+        # its ModelServings are read only once the hold needs them (not while it waits for the apply
+        # result): each is a large object to decode
+        selector = {BOOSTER_MODEL_UID: uid}
+        servings = functools.cache(
+            lambda: [s for s in self._view.list(SERVINGS, namespace, selector) if _owned_by(s, uid)]
+        )
+        statuses = functools.cache(lambda: {s["metadata"]["name"]: bool(s.get("status")) for s in servings()})
+        if self._hold(
+            (BOOSTERS, namespace, name), booster, desired, result,
+            lambda kind, child: kind != "ModelServing" or statuses().get(child, False), traced=traced,
+        ):  # fmt: skip
+            return None
+        return booster, desired, result, servings
+
     def _hold(
-        self, key: Key, obj: JSON, desired: DesiredRecord | None, result: ResultRecord | None, shown: Shown
+        self,
+        key: Key,
+        obj: JSON,
+        desired: DesiredRecord | None,
+        result: ResultRecord | None,
+        shown: Shown,
+        *,
+        traced: bool = True,
     ) -> bool:
         """Whether to hold back the first status of a new object until its apply result and what it
         created are seen (:class:`FirstWriteHolds` says for how long); a sweep reconciles held
-        objects again when their hold ends."""
+        objects again when their hold ends, in the trace of the last reconcile that held them
+        (``traced``: this decision is a reconcile's; a change heard while held keeps the trace)."""
         if self._requeue is None or not awaiting_first_apply(obj, desired, result, shown):
             self._holds.release(key, time.time())
-            self._held_in.pop(key, None)
+            self._unhold(key)
             return False
         since = hold_start(obj, last_step(obj, desired, result))
         if since is None or not self._holds.hold(key, since, time.time()):
-            self._held_in.pop(key, None)
+            self._unhold(key)
             return False
-        self._held_in[key] = otel_context.get_current()
+        if traced or key not in self._held_in:
+            self._held_in[key] = otel_context.get_current()
+        applied = not awaiting_first_apply(obj, desired, result)  # only what it created is missing
+        self._released_by[key] = (WAITS_FOR_CHILDREN if applied else WAITS_FOR_APPLY)[key[0]]
         STATUS_HELD.labels(key[0]).inc()
         self._arm_sweep(self._holds.end(since))
         return True
+
+    def _unhold(self, key: Key) -> Context | None:
+        self._released_by.pop(key, None)
+        return self._held_in.pop(key, None)
 
     def _arm_sweep(self, end: float | None = None) -> None:
         """One timer for every held object, at the earliest time a hold can end (``end``: of the
@@ -236,7 +308,7 @@ class StatusReconciler:
         assert self._requeue is not None
         for key in self._holds.ended(time.time()):
             # its reconcile writes the status (or holds it again), in the trace that held it
-            self._requeue(key, 0.0, self._held_in.pop(key, None))
+            self._requeue(key, 0.0, self._unhold(key))
         self._arm_sweep()
 
     async def _write(self, kind: Kind, obj: JSON, status: JSON) -> bool:
@@ -271,6 +343,10 @@ class StatusReconciler:
         return True
 
 
+ServingInputs = tuple[JSON, DesiredRecord | None, ResultRecord | None, Callable[[], list[JSON]]]
+"""A ModelServing, its desired set, its apply result and (read when first called) its pods."""
+BoosterInputs = tuple[JSON, DesiredRecord | None, ResultRecord | None, Callable[[], list[JSON]]]
+"""A ModelBooster, its desired set, its apply result and (read when first called) its ModelServings."""
 Shown = Callable[[str, str], bool]
 """Whether the view shows a child (kind, name) of an apply result as the first status needs it."""
 

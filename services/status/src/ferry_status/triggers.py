@@ -32,7 +32,7 @@ from ferry_schemas.runtime.workqueue import WorkQueue
 from opentelemetry.context import Context
 
 from ferry_status.bus_state import Owner
-from ferry_status.reconciler import BOOSTERS, LWS, SERVINGS, Key, keys_for_event, keys_for_owner
+from ferry_status.reconciler import BOOSTERS, LWS, PIPELINE, SERVINGS, Key, keys_for_event, keys_for_owner
 
 RESYNCED = (SERVINGS, BOOSTERS, LWS)
 """The kinds whose status this service writes from the object view, each held object a key."""
@@ -43,7 +43,9 @@ class Triggers:
 
     ``owns(key)``: whether this replica reconciles ``key`` (every key when it runs alone);
     ``own_write(event)``: whether a change is our own status write coming back (its object is then
-    not reconciled for it; its owner still is).
+    not reconciled for it; its owner still is); ``needs_reconcile(key, cause)``: whether a change (of an
+    object of resource ``cause``, or of the pipeline) may end the hold of a held first status (a
+    change that cannot queues nothing: its reconcile would only hold it again).
     """
 
     def __init__(
@@ -53,11 +55,13 @@ class Triggers:
         *,
         own_write: Callable[[ObjectEvent], bool] | None = None,
         owns: Callable[[Key], bool] | None = None,
+        needs_reconcile: Callable[[Key, str], bool] | None = None,
     ) -> None:
         self._view = view
         self._queue = queue
         self._own_write = own_write
         self._owns = owns
+        self._needs_reconcile = needs_reconcile
         self.live = False
         """False until :meth:`start`: while the views load their snapshots no reconcile may read them
         (a status computed from half the world would be written), and start's resync queues every
@@ -76,11 +80,11 @@ class Triggers:
             own = (event.resource, event.namespace, event.name)
             keys = [key for key in keys if key != own]
         if keys:
-            self._add(keys, change.context)
+            self._heard(keys, event.resource, change.headers)
 
     def pipeline_changed(self, stream: str, owner: Owner, headers: Mapping[str, str] | None) -> None:
         if self.live and (keys := keys_for_owner(stream, owner)):
-            self._add(keys, trace_context(headers))
+            self._heard(keys, PIPELINE, headers)
 
     def start(self) -> int:
         """Both views hold their snapshot: queue every key, and from now on every change's keys."""
@@ -97,6 +101,24 @@ class Triggers:
                 key = (kind, namespace, name)
                 added += self._add([key], contexts.get(key))
         return added
+
+    def _heard(self, keys: list[Key], cause: str, headers: Mapping[str, str] | None) -> None:
+        """Queue the ``keys`` a change (of an object of resource ``cause``, or of the pipeline) names
+        that this replica owns and whose held first status the change may release, in the trace the
+        change's ``headers`` carry. The trace context is read off the headers only when a reconcile
+        takes it (most changes of a burst join one queued already in the same trace)."""
+        wanted = [
+            key
+            for key in keys
+            if (self._owns is None or self._owns(key))
+            and (self._needs_reconcile is None or self._needs_reconcile(key, cause))
+        ]
+        if not wanted:
+            return
+        queue = self._queue
+        context = trace_context(headers) if any(queue.wants_context(key) for key in wanted) else None
+        for key in wanted:
+            queue.add(key, context)
 
     def _add(self, keys: list[Key], context: Context | None) -> int:
         added = 0

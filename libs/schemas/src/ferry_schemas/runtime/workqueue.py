@@ -113,6 +113,13 @@ class WorkQueue(Generic[K]):
     def __contains__(self, key: object) -> bool:
         return key in self._states
 
+    def wants_context(self, key: K) -> bool:
+        """Whether an add of ``key`` now would hand its trace context to a reconcile (none of ``key``
+        is queued yet, or the one queued has none): a caller whose context costs something to build
+        (read off a message's headers) builds it only then."""
+        state = self._states.get(key)
+        return state is None or not state.queued or state.context is None
+
     def failures(self, key: K) -> int:
         """Consecutive failed reconciles of ``key`` (0 when it is not failing)."""
         state = self._states.get(key)
