@@ -7,7 +7,7 @@ from typing import Any, cast
 
 import pytest
 from ferry_schemas.runtime.consumer import InProgress
-from ferry_schemas.runtime.jetstream import num_pending
+from ferry_schemas.runtime.jetstream import ack_position, num_pending
 from nats.aio.msg import Msg
 
 
@@ -50,8 +50,10 @@ async def test_a_message_settled_at_once_sends_no_beat() -> None:
 def test_num_pending_reads_what_the_metadata_says(reply: str) -> None:
     msg = Msg(cast(Any, None), subject="ferry.obj.pods.ns.p", reply=reply)
     assert num_pending(reply) == msg.metadata.num_pending == 93
+    assert ack_position(reply) == (msg.metadata.sequence.stream, 93) == (4242, 93)
 
 
 @pytest.mark.parametrize("reply", [None, "", "_INBOX.abc", "$JS.ACK.too.short", "$JS.ACK.S.C.1.2.3.4.x"])
 def test_num_pending_of_what_is_no_ack_subject_is_none(reply: str | None) -> None:
     assert num_pending(reply) is None
+    assert ack_position(reply) is None

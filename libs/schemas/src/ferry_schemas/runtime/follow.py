@@ -27,7 +27,7 @@ from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
-from ferry_schemas.runtime.jetstream import on_reconnect
+from ferry_schemas.runtime.jetstream import ack_position, on_reconnect
 
 log = logging.getLogger(__name__)
 
@@ -189,12 +189,11 @@ class StreamFollower:
 
     def _on_message(self, key: str, msg: Msg) -> None:
         self._handle(key, msg)
-        try:
-            metadata = msg.metadata  # parsed again on every access
-            pending = metadata.num_pending
-            self._seen[key] = max(self._seen[key], int(metadata.sequence.stream))
-        except Exception:
-            pending = 0
+        position = ack_position(msg.reply)
+        pending = 0
+        if position is not None:
+            sequence, pending = position
+            self._seen[key] = max(self._seen[key], sequence)
         if pending == 0:
             self._synced[key].set()
         advanced, self._advanced[key] = self._advanced[key], asyncio.Event()

@@ -68,16 +68,24 @@ def record_pending(pending: Gauge, msg: Msg) -> None:
 
 
 def num_pending(reply: str | None) -> int | None:
-    """The pending count a JetStream ack subject ends with: ``$JS.ACK.<stream>.<consumer>.
-    <delivered>.<stream seq>.<consumer seq>.<time>.<pending>``, or the form with a domain and an
-    account hash after ``ACK`` and a token at the end. What ``msg.metadata.num_pending`` says,
-    without parsing the rest (a timestamp into a datetime: a fifth of a consumer's own work per
-    message)."""
+    """The pending count a JetStream ack subject ends with (:func:`ack_position`)."""
+    position = ack_position(reply)
+    return None if position is None else position[1]
+
+
+def ack_position(reply: str | None) -> tuple[int, int] | None:
+    """The stream sequence and the pending count a JetStream ack subject names: ``$JS.ACK.<stream>.
+    <consumer>.<delivered>.<stream seq>.<consumer seq>.<time>.<pending>``, or the form with a domain
+    and an account hash after ``ACK`` and a token at the end; None for a message without them. What
+    ``msg.metadata`` says of both, without parsing the rest (a timestamp into a datetime: 2.4 µs a
+    message, a fifth of a consumer's own work per message)."""
     tokens = (reply or "").split(".")
     if len(tokens) < 9 or tokens[0] != "$JS" or tokens[1] != "ACK":
         return None
     try:
-        return int(tokens[8] if len(tokens) == 9 else tokens[Msg.Ack.NumPending])
+        if len(tokens) == 9:
+            return int(tokens[5]), int(tokens[8])
+        return int(tokens[Msg.Ack.StreamSeq]), int(tokens[Msg.Ack.NumPending])
     except (ValueError, IndexError):
         return None
 
