@@ -276,21 +276,3 @@ def test_what_the_model_refuses_is_refused(wire: bytes) -> None:
         ObjectEvent.model_validate_json(wire)
     with pytest.raises(ValidationError):
         ObjectEvent.from_json(wire)
-
-
-def test_a_view_packs_only_the_resources_named() -> None:
-    v = ObjectView(None, [Resource.PODS, Resource.SERVICES], pack=[Resource.SERVICES])  # type: ignore[arg-type]
-    changes: list[bool] = []
-    v.on_change(lambda c: changes.append(c.same))
-    v.apply(ObjectEvent.from_object("ADDED", "pods", pod("a", "o1", {"app": "x"})))
-    v.apply(ObjectEvent.from_object("ADDED", "services", pod("a", "o1", {"app": "x"})))
-    assert not isinstance(v._objects[("pods", "ns", "a")], Packed)
-    assert isinstance(v._objects[("services", "ns", "a")], Packed)
-    assert v.get("services", "ns", "a") == v.get("pods", "ns", "a")
-    assert [p["metadata"]["name"] for p in v.list("pods", "ns", {"app": "x"})] == ["a"]
-    assert [p["metadata"]["name"] for p in v.owned("o1")] == ["a", "a"]
-    relisted = pod("a", "o1", {"app": "x"})
-    relisted["metadata"]["resourceVersion"] = "9"
-    v.apply(ObjectEvent.from_object("SYNC", "pods", relisted))
-    v.apply(ObjectEvent.from_object("SYNC", "services", relisted))
-    assert changes == [False, False, True, True]

@@ -1,5 +1,6 @@
 from typing import Any
 
+from ferry_schemas.workload import serving_revision
 from ferry_status.booster_status import unschedulable
 from ferry_status.lws_status import compute_lws_status, serving_of
 from ferry_status.outcome import Outcome
@@ -9,6 +10,8 @@ from ferry_status.serving_status import (
     pod_kept,
     pod_ready,
     resolve_int_or_percent,
+    revision_of,
+    serving_kept,
 )
 
 T0 = "2026-01-01T00:00:00Z"
@@ -149,4 +152,23 @@ def test_the_view_keeps_of_a_pod_what_status_reads() -> None:
     assert unschedulable(kept) == unschedulable(full) == "pod ms-1-prefill-0-0 is Unschedulable: gang of 2"
     assert compute_serving_status(serving(), kept, "r1", at=T0) == compute_serving_status(
         serving(), full, "r1", at=T0
+    )
+
+
+def test_the_view_keeps_of_a_modelserving_what_status_reads_and_its_roles_revision() -> None:
+    full = serving(replicas=2, workers=1, partition=1)
+    template = {"spec": {"containers": [{"name": "engine", "image": "vllm", "env": [{"name": "A"}] * 20}]}}
+    full["spec"]["template"]["roles"][0] |= {"entryTemplate": template, "workerTemplate": template}
+    full["status"] = {"replicas": 1}
+    kept = serving_kept(full)
+    assert kept["spec"]["template"]["roles"] == [{"name": "prefill", "replicas": 1, "workerReplicas": 1}]
+    assert kept["status"] == full["status"]
+    assert kept["metadata"] == full["metadata"]
+    assert revision_of(kept) == revision_of(full) == serving_revision(full["spec"]["template"]["roles"])
+    edited = serving(replicas=2, workers=1, partition=1)
+    edited["spec"]["template"]["roles"][0] |= {"entryTemplate": {"spec": {}}, "workerTemplate": template}
+    assert revision_of(serving_kept(edited)) != revision_of(kept)  # a template edit is a new revision
+    pods = [pod(0, 0, ready=True, revision=revision_of(kept)), pod(0, 1, ready=False)]
+    assert compute_serving_status(kept, pods, revision_of(kept), at=T0) == compute_serving_status(
+        full, pods, revision_of(full), at=T0
     )

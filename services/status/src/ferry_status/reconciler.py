@@ -27,7 +27,7 @@ from ferry_schemas.labels import (
 )
 from ferry_schemas.runtime.kubeconn import ApiError
 from ferry_schemas.runtime.view import ObjectView
-from ferry_schemas.workload import LWS_KIND, serving_revision
+from ferry_schemas.workload import LWS_KIND
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.context import Context
@@ -38,7 +38,7 @@ from ferry_status.kube import StatusApi
 from ferry_status.lws_status import compute_lws_status, serving_of
 from ferry_status.metrics import RECONCILE_LATENCY, STATUS_HELD, STATUS_UNCHANGED, STATUS_WRITES
 from ferry_status.outcome import pipeline_outcome
-from ferry_status.serving_status import compute_serving_status
+from ferry_status.serving_status import compute_serving_status, revision_of
 
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer("ferry_status")
@@ -187,9 +187,8 @@ class StatusReconciler:
         if inputs is None:
             return False
         serving, desired, result, pods = inputs
-        roles = ((serving.get("spec") or {}).get("template") or {}).get("roles") or []
         outcome = pipeline_outcome(serving, desired, result)
-        status = compute_serving_status(serving, pods(), serving_revision(roles), outcome=outcome)
+        status = compute_serving_status(serving, pods(), revision_of(serving), outcome=outcome)
         return await self._write(SERVINGS, serving, status)
 
     def _serving_inputs(self, namespace: str, name: str, *, traced: bool = True) -> ServingInputs | None:

@@ -22,6 +22,7 @@ from ferry_schemas.labels import (
     MS_ROLE_ID,
     pod_slot,
 )
+from ferry_schemas.workload import serving_revision
 
 from ferry_status.conditions import Condition, condition, merge_condition, merge_serving_condition
 from ferry_status.outcome import Outcome
@@ -40,6 +41,35 @@ def pod_kept(pod: JSON) -> JSON:
     kept: JSON = {key: pod[key] for key in ("apiVersion", "kind", "metadata") if key in pod}
     kept["status"] = {key: status[key] for key in ("phase", "conditions") if key in status}
     return kept
+
+
+REVISION = "ferryRevision"
+"""Where :func:`serving_kept` keeps the revision of the roles whose pod templates it drops."""
+ROLE_KEPT = ("name", "replicas", "workerReplicas")
+"""What a status reads of a role (the groups it counts); the revision stands for the rest."""
+
+
+def serving_kept(serving: JSON) -> JSON:
+    """What the status view keeps of a ModelServing: all but its roles' pod templates (nearly all of
+    it: kept, the view packed each ModelServing and decoded it on every read), and the revision those
+    roles hash to (:func:`~ferry_schemas.workload.serving_revision`) under :data:`REVISION`."""
+    spec = serving.get("spec") or {}
+    template = spec.get("template") or {}
+    roles = template.get("roles") or []
+    slim = [{key: role[key] for key in ROLE_KEPT if key in role} for role in roles]
+    return {
+        **serving,
+        "spec": {**spec, "template": {**template, "roles": slim}},
+        REVISION: serving_revision(roles),
+    }
+
+
+def revision_of(serving: JSON) -> str:
+    """The revision of the ModelServing's roles: kept by :func:`serving_kept`, else computed."""
+    kept = serving.get(REVISION)
+    if isinstance(kept, str):
+        return kept
+    return serving_revision(((serving.get("spec") or {}).get("template") or {}).get("roles") or [])
 
 
 def pod_ready(pod: JSON) -> bool:

@@ -26,9 +26,7 @@ for the resources named in ``keep_managed_fields`` (the applier reads who owns `
 then through the resource's ``project`` function when one is given (keep only what the service
 reads: memory grows with the fleet). With ``pack=True`` objects are kept as compressed JSON
 (:mod:`ferry_schemas.runtime.packed`, a few hundred bytes an object instead of tens of KB) and decoded
-on read: readers get exactly the object stored. ``pack`` may instead name the resources to pack (the
-large ones): packing and decoding cost CPU on every message and read, which a small object (a pod
-projected to its status) does not repay.
+on read: readers get exactly the object stored.
 A view may lag the API server by a moment; writers stay safe because deletes carry uid
 preconditions and creates are server-side applies on fixed names.
 """
@@ -180,7 +178,7 @@ class ObjectView:
         stream: str = OBJECTS_STREAM,
         keep_managed_fields: Iterable[str] = (),
         project: Mapping[str, Callable[[Obj], Obj]] | None = None,
-        pack: bool | Iterable[str] = False,
+        pack: bool = False,
         indexed_labels: Iterable[str] | None = None,
     ) -> None:
         self.resources = tuple(str(r) for r in resources)
@@ -191,8 +189,6 @@ class ObjectView:
         self._keep_managed_fields = frozenset(str(r) for r in keep_managed_fields)
         self._project = {str(r): fn for r, fn in (project or {}).items()}
         self._packer = PackedStore(self._indexed) if pack else None
-        self._packed = None if pack is True else frozenset(str(r) for r in pack or ())
-        """The resources kept packed when ``pack`` names them (None: every resource)."""
         self._objects: dict[ObjKey, Obj | Packed] = {}
         self._by_namespace: dict[tuple[str, str], set[str]] = defaultdict(set)
         self._by_owner: dict[str, set[ObjKey]] = defaultdict(set)
@@ -335,8 +331,7 @@ class ObjectView:
                 obj = {**obj, "metadata": {k: v for k, v in meta.items() if k != "managedFields"}}
             if (projection := self._project.get(resource)) is not None:
                 obj = projection(obj)
-            packer = self._packer if self._packed is None or resource in self._packed else None
-            stored = obj if packer is None else packer.pack(resource, obj)
+            stored = obj if self._packer is None else self._packer.pack(resource, obj)
             self._objects[key] = stored
             self._by_namespace[(resource, namespace)].add(name)
             for uid in _owners(stored):
