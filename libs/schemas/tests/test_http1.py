@@ -183,12 +183,15 @@ async def test_no_more_connections_than_the_limit(server: Server) -> None:
     pool.close()
 
 
-async def test_a_refused_connection_is_an_os_error() -> None:
+async def test_a_refused_connection_is_aiohttps_connector_error() -> None:
+    """The same error as a watch's (an OSError): retry labels and log lines do not depend on the path."""
     listener = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
     port = listener.sockets[0].getsockname()[1]
     listener.close()
     await listener.wait_closed()
     pool = Pool("127.0.0.1", port, None, limit=1)
     for _ in range(2):  # the failed attempt gives its place back
-        with pytest.raises(ConnectionRefusedError):
+        with pytest.raises(aiohttp.ClientConnectorError) as refused:
             await pool.fetch(request(), seconds=5, idempotent=True)
+        assert isinstance(refused.value.os_error, ConnectionRefusedError)
+        assert f"127.0.0.1:{port}" in str(refused.value)

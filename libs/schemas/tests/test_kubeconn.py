@@ -75,6 +75,26 @@ async def test_proxy_from_the_environment_is_resolved_once(
     await bypassed.close()
 
 
+async def test_a_new_host_takes_every_later_request_and_its_proxy_with_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Setting ``host`` (tests point a connection at an unreachable server and back) moves the lean pool."""
+    monkeypatch.setenv("HTTP_PROXY", "http://proxy.example:3128")
+    monkeypatch.setenv("NO_PROXY", "10.0.0.1")
+    conn = kubeconn.from_kubeconfig(write_kubeconfig(tmp_path, {}, server="http://10.0.0.1:6443"))
+    assert conn._pool is not None
+    assert conn._host_header.startswith("Host: 10.0.0.1:6443\r\n")
+    first = conn._pool
+    conn.host = "http://10.0.0.1:9/"
+    assert conn.host == "http://10.0.0.1:9"
+    assert conn._pool is not None
+    assert conn._pool is not first
+    assert conn._host_header.startswith("Host: 10.0.0.1:9\r\n")
+    conn.host = "http://api.example:6443"  # behind the proxy now: streams and requests on aiohttp
+    assert (conn._pool, conn._proxy) == (None, "http://proxy.example:3128")
+    await conn.close()
+
+
 def test_the_lean_connection_does_not_import_the_generated_client() -> None:
     import subprocess
 

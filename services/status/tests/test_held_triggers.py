@@ -27,7 +27,6 @@ from ferry_status.bus_state import DesiredRecord, PipelineView, ResultRecord
 from ferry_status.reconciler import StatusReconciler
 from ferry_status.triggers import Triggers
 
-NOW = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 BOOSTER = ("modelboosters", "ns", "mb")
 SERVING = ("modelservings", "ns", "mb-main")
 
@@ -49,8 +48,10 @@ class Recorded:
 
 
 def meta(name: str, uid: str, **more: Any) -> dict[str, Any]:
+    """Metadata of an object created just now (an old object's first status is never held)."""
+    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     return {"name": name, "namespace": "ns", "uid": uid, "resourceVersion": "1", "generation": 1,
-            "creationTimestamp": NOW, **more}  # fmt: skip
+            "creationTimestamp": now, **more}  # fmt: skip
 
 
 def serving() -> dict[str, Any]:

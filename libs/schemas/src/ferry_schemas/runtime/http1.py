@@ -8,8 +8,9 @@ and header multidicts, trace hooks, a payload writer, a stream reader, timers) i
 ``bench.reconcile.client`` measured the client's CPU per request. Streaming (watches) stays on
 aiohttp.
 
-Errors are the ones callers already handle from aiohttp: connection trouble is an :class:`OSError`
-(refused, TLS) or an :class:`aiohttp.ServerDisconnectedError` (the server closed the connection
+Errors are the ones callers already handle from aiohttp: connection trouble is an
+:class:`aiohttp.ClientConnectorError` (refused, unreachable; an :class:`OSError`), a TLS failure an
+:class:`ssl.SSLError`, or an :class:`aiohttp.ServerDisconnectedError` (the server closed the connection
 before answering; an idempotent request on a reused connection is sent once more on a new one, as
 aiohttp does), a timeout :class:`TimeoutError`, an unparsable answer an
 :class:`aiohttp.ClientPayloadError`.
@@ -25,6 +26,7 @@ from typing import NamedTuple
 
 import aiohttp
 import httptools
+from aiohttp.client_reqrep import ConnectionKey
 
 KEEP_IDLE_SECONDS = 15.0
 """How long an idle connection is kept (aiohttp's ``keepalive_timeout``): a connection idle for
@@ -164,14 +166,19 @@ class Pool:
                         self._waiting.remove(turn)
                 raise
         self._open += 1
+        server_hostname = self._host.strip("[]") if self._ssl is not None else None
         try:
             _, conn = await asyncio.get_running_loop().create_connection(
-                _Connection, self._host, self._port, ssl=self._ssl,
-                server_hostname=self._host.strip("[]") if self._ssl is not None else None,
-            )  # fmt: skip
-        except BaseException:
+                _Connection, self._host, self._port, ssl=self._ssl, server_hostname=server_hostname
+            )
+        except BaseException as exc:
             self._open -= 1
             self._wake()
+            if isinstance(exc, OSError) and not isinstance(exc, ssl.SSLError):
+                # as aiohttp raises it: the same error (and retry label, log line) on either path
+                key = ConnectionKey(self._host, self._port, self._ssl is not None, self._ssl or True,
+                                    None, None, None, server_hostname)  # fmt: skip
+                raise aiohttp.ClientConnectorError(key, exc) from exc
             raise
         return conn
 

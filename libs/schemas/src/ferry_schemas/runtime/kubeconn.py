@@ -125,23 +125,38 @@ class KubeConnection:
         *,
         pool_size: int = POOL_SIZE,
     ) -> None:
-        self.host = host.rstrip("/")
         self._token = token
-        self._proxy: str | None = None
-        self._proxy_headers: dict[str, str] | None = None
-        with contextlib.suppress(LookupError):
-            proxy, proxy_auth = get_env_proxy_for_url(URL(self.host))
-            self._proxy = str(proxy)
-            if proxy_auth is not None:
-                self._proxy_headers = {"Proxy-Authorization": proxy_auth.encode()}
+        self._ssl_context = ssl_context
+        self._pool_size = pool_size
         connector = aiohttp.TCPConnector(limit=pool_size, ssl=ssl_context)
         self.session = aiohttp.ClientSession(connector=connector, trust_env=False, read_bufsize=READ_BUFFER)
         self._pool: Pool | None = None
         """Whole-body requests (:meth:`send`) when no proxy is in the way; streams stay on ``session``."""
+        self.host = host
+
+    @property
+    def host(self) -> str:
+        """The API server's base URL (``https://host:port``)."""
+        return self._host
+
+    @host.setter
+    def host(self, host: str) -> None:
+        """Send every later request to ``host``: its proxy and the lean pool follow it."""
+        self._host = host.rstrip("/")
+        self._proxy: str | None = None
+        self._proxy_headers: dict[str, str] | None = None
+        with contextlib.suppress(LookupError):
+            proxy, proxy_auth = get_env_proxy_for_url(URL(self._host))
+            self._proxy = str(proxy)
+            if proxy_auth is not None:
+                self._proxy_headers = {"Proxy-Authorization": proxy_auth.encode()}
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
         if self._proxy is None:
-            url = URL(self.host)
-            tls = _tls_context(ssl_context) if url.scheme == "https" else None
-            self._pool = Pool(url.raw_host or "", url.port or 0, tls, limit=pool_size)
+            url = URL(self._host)
+            tls = _tls_context(self._ssl_context) if url.scheme == "https" else None
+            self._pool = Pool(url.raw_host or "", url.port or 0, tls, limit=self._pool_size)
             self._host_header = f"Host: {url.raw_authority}\r\nUser-Agent: ferry\r\n"
 
     async def request(
