@@ -203,9 +203,22 @@ def test_a_pod_whose_image_was_edited_by_hand_is_replaced_from_its_revision(
     )
 
 
-def terminating_namespaces(cluster: Cluster) -> list[str]:
+def terminating(cluster: Cluster) -> dict[str, list[str]]:
+    """Terminating namespaces → what their conditions say is left (content, finalizers, discovery)."""
     listed = json.loads(cluster.kube.kubectl_run("get", "namespaces", "-o", "json").stdout)["items"]
-    return [ns["metadata"]["name"] for ns in listed if (ns.get("status") or {}).get("phase") == "Terminating"]
+    return {
+        ns["metadata"]["name"]: [
+            f"{c.get('type')}: {c.get('message')}"
+            for c in ns["status"].get("conditions") or []
+            if c.get("status") == "True"
+        ]
+        for ns in listed
+        if (ns.get("status") or {}).get("phase") == "Terminating"
+    }
+
+
+def terminating_namespaces(cluster: Cluster) -> list[str]:
+    return list(terminating(cluster))
 
 
 def test_a_steady_state_reconcile_makes_no_list_request(cluster: Cluster, deployed: dict[str, str]) -> None:
@@ -219,7 +232,10 @@ def test_a_steady_state_reconcile_makes_no_list_request(cluster: Cluster, deploy
             "delete", "pods", "--all", "-n", namespace, "--grace-period=0", "--force", "--wait=false",
             check=False,
         )  # fmt: skip
-    eventually(lambda: not terminating_namespaces(cluster), 120, "earlier tests' namespaces deleted")
+    try:
+        eventually(lambda: not terminating_namespaces(cluster), 120, "earlier tests' namespaces deleted")
+    except AssertionError as timeout:
+        raise AssertionError(f"{timeout}; still terminating: {terminating(cluster)}") from None
     before = request_counts(cluster.kube)
     rule = {"name": "default", "targetModels": [{"modelServerName": "elsewhere"}]}
     cluster.patch("ModelRoute", NAME, {"spec": {"rules": [rule]}})
