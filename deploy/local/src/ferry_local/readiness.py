@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import random
 import socket
 import ssl
 import sys
@@ -10,6 +11,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Collection
+from pathlib import Path
 
 from ferry_local.processes import ManagedProcess, tail
 
@@ -22,8 +24,33 @@ def say(message: str) -> None:
     print(f"==> {message}", file=sys.stderr, flush=True)
 
 
+LISTEN_PORTS = range(10000, 32768)
+"""Where a port for a process to listen on is picked: below Linux's default ephemeral range
+(32768-60999), which the kernel hands to every outgoing connection, so a port picked here cannot be
+taken by a connection between the pick and the process's own bind (a router's probe port was, in CI)."""
+
+
+def _ephemeral_ports() -> range:
+    with contextlib.suppress(OSError, ValueError):
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return range(int(low), int(high) + 1)
+    return range(32768, 61000)
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
+    """A port on 127.0.0.1 that is free now, outside the ephemeral range when there is room."""
+    ephemeral = _ephemeral_ports()
+    for _ in range(200):
+        port = random.choice(LISTEN_PORTS)
+        if port in ephemeral:
+            continue
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    with socket.socket() as sock:  # the ephemeral range covers every candidate: let the kernel pick
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
 
