@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
+from ferry_schemas.runtime.lifecycle import run_main
 
 from ferry_autoscaler.service import amain
 
 
 def main() -> None:
-    asyncio.run(amain())
+    run_main(amain())
 
 
 if __name__ == "__main__":

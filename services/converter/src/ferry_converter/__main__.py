@@ -6,7 +6,7 @@ import asyncio
 import logging
 
 from ferry_schemas.runtime import ProbeServer, setup_tracing
-from ferry_schemas.runtime.lifecycle import configure_logging, settle_heap, stop_on_signals
+from ferry_schemas.runtime.lifecycle import configure_logging, run_main, settle_heap, stop_on_signals
 
 from ferry_converter.service import ConverterService
 from ferry_converter.settings import ConverterSettings
@@ -36,7 +36,7 @@ async def amain(settings: ConverterSettings | None = None, stop: asyncio.Event |
 
 
 def main() -> None:
-    asyncio.run(amain())
+    run_main(amain())
 
 
 if __name__ == "__main__":

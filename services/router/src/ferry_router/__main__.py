@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import sys
 
 from ferry_schemas.runtime import ServiceSettings, setup_tracing
+from ferry_schemas.runtime.lifecycle import run_main
 from ferry_schemas.runtime.logs import configure_logging
 
 from ferry_router.observability import Tracing
@@ -26,13 +26,7 @@ def main() -> None:
         sys.exit(supervise(settings))
     setup_tracing("ferry-router")
     Tracing.enabled = Tracing.configured()
-    try:
-        import uvloop
-
-        uvloop.install()
-    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
-        pass
-    asyncio.run(run(settings, common.nats_url))
+    run_main(run(settings, common.nats_url))
 
 
 if __name__ == "__main__":

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
 import sys
 
-from ferry_schemas.runtime.lifecycle import serve
+from ferry_schemas.runtime.lifecycle import run_main, serve
 
 from ferry_runtime.service import run
 from ferry_runtime.settings import parse_settings
@@ -16,7 +15,7 @@ def main() -> None:
         settings = parse_settings(sys.argv[1:])
     except ValueError as exc:
         sys.exit(f"ferry-runtime: {exc}")
-    asyncio.run(serve(settings, run))
+    run_main(serve(settings, run))
 
 
 if __name__ == "__main__":
