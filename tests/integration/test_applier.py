@@ -791,10 +791,10 @@ async def test_partition_keeps_the_first_groups_on_the_old_template_even_when_re
 async def test_no_pod_is_created_while_its_revision_snapshot_is_refused(harness: Harness) -> None:
     """The snapshot is written alongside the group's PodGroup and Services, and the pods wait for it.
 
-    A ModelServing deleted and recreated under its name finds the old incarnation's snapshot of the
-    same name until the garbage collector removes it, and the API server refuses the new one (a
-    ControllerRevision's data is immutable): no pod is created from a revision whose snapshot was
-    not written, and once the old one is gone the next reconcile writes both.
+    A snapshot of the revision's name that this ModelServing does not own (here nobody's) is a
+    permanent error (an earlier incarnation's is waited for: the garbage collector deletes it): no
+    pod is created from a revision whose snapshot was not written, and once the other one is gone
+    the next reconcile writes both.
     """
     h = harness
     h.cluster.apply(serving_manifest("snap", 1))

@@ -68,7 +68,7 @@ async def test_a_created_pod_answers_with_its_metadata_and_unknown_fields_are_pr
         "metadata": {"name": "p", "namespace": namespace},
         "spec": {"containers": [{"name": "c", "image": "busybox", "notInTheSchema": 1}]},
     }
-    stored = await client.create_pod(pod)
+    stored = await client.create(pod)
     assert stored is not None
     assert stored["kind"] == "PartialObjectMetadata"
     assert "spec" not in stored
@@ -76,4 +76,4 @@ async def test_a_created_pod_answers_with_its_metadata_and_unknown_fields_are_pr
     assert read is not None
     assert read["metadata"]["resourceVersion"] == stored["metadata"]["resourceVersion"]
     assert "notInTheSchema" not in read["spec"]["containers"][0]
-    assert await client.create_pod(pod) is None  # already there
+    assert await client.create(pod) is None  # already there

@@ -96,26 +96,30 @@ class KubeClient:
             _note(Written(info.plural, namespace, name, resource_version=_revision(stored)))
             return stored
 
-    async def create_pod(self, obj: Obj) -> Obj | None:
-        """POST a pod; the stored pod's metadata, or None when one of that name exists already.
+    async def create(self, obj: Obj, *, field_manager: str | None = None) -> Obj | None:
+        """POST an object that never changes once created; the stored object's metadata, or None when
+        one of that name exists already.
 
-        Pods are created, never applied: server-side apply refuses templates the API server
-        itself accepts (two ``hostAliases`` with one IP: "duplicate entries for key [ip=…]"), and a
-        pod's spec cannot change after creation anyway; Ferry replaces pods by revision instead.
+        Pods and template snapshots (ControllerRevisions) are created, never applied. A pod's spec
+        cannot change after creation (Ferry replaces pods by revision), and server-side apply refuses
+        templates the API server itself accepts (two ``hostAliases`` with one IP: "duplicate entries
+        for key [ip=…]"). A snapshot's ``data`` is immutable. A POST costs the API server no YAML
+        parse and no merge; what an apply would own for later pruning, nothing ever prunes here.
         """
+        info = kind_of(obj)
         meta = obj["metadata"]
+        name, namespace = meta["name"], meta["namespace"]
         with tracer.start_as_current_span(
-            "k8s create Pod",
+            f"k8s create {info.kind}",
             kind=trace.SpanKind.CLIENT,
-            attributes={"k8s.kind": "Pod", "k8s.namespace": meta["namespace"], "k8s.name": meta["name"]},
+            attributes={"k8s.kind": info.kind, "k8s.namespace": namespace, "k8s.name": name},
         ):
-            path = object_path("", "v1", "pods", meta["namespace"])
             try:
                 stored = await self.api.send(
                     "POST",
-                    path,
+                    _path(info, namespace),
                     obj,
-                    query=[("fieldManager", self.field_manager)],
+                    query=[("fieldManager", field_manager or self.field_manager)],
                     limits=self.timeout,
                     accept=kubeconn.METADATA_ONLY,
                 )
@@ -123,7 +127,7 @@ class KubeClient:
                 if exc.status == 409:
                     return None
                 raise
-            _note(Written("pods", meta["namespace"], meta["name"], resource_version=_revision(stored)))
+            _note(Written(info.plural, namespace, name, resource_version=_revision(stored)))
             return stored
 
     async def served(self, kind: str | KindInfo, namespace: str) -> bool:
