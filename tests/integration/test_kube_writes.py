@@ -1,7 +1,7 @@
 """The shape of the applier's writes against the real API server: answers carry only the stored
-metadata unless the whole object is asked for, ownership stays one ``ferry`` Apply entry, and with
-the server's strict second decode skipped a POST still prunes a field the schema does not know (a
-server-side apply refuses one in every mode)."""
+metadata unless the whole object is asked for, ownership stays (for a POSTed child: becomes, at its
+first later apply) one ``ferry`` Apply entry, and with the server's strict second decode skipped a
+POST still prunes a field the schema does not know (a server-side apply refuses one in every mode)."""
 
 from __future__ import annotations
 
@@ -77,3 +77,46 @@ async def test_a_created_pod_answers_with_its_metadata_and_unknown_fields_are_pr
     assert read["metadata"]["resourceVersion"] == stored["metadata"]["resourceVersion"]
     assert "notInTheSchema" not in read["spec"]["containers"][0]
     assert await client.create(pod) is None  # already there
+
+
+async def test_a_posted_child_is_owned_by_apply_from_its_first_later_apply(
+    client: KubeClient, namespace: str
+) -> None:
+    """A child created by POST (its fields ``ferry``'s Update entry) is folded into one Apply entry
+    by its first later apply, which then prunes what it no longer sends, as if applied from the start."""
+    body = route(namespace, "posted", 100)
+    body["spec"]["loraAdapters"] = ["lora-a"]
+    created = await client.create_or_apply(body)
+    owners = [(e["manager"], e["operation"]) for e in created["metadata"]["managedFields"]]
+    assert owners == [("ferry", "Update")]
+
+    stored = await client.apply(route(namespace, "posted", 100))  # the adapter is not desired any more
+    owners = [(e["manager"], e["operation"]) for e in stored["metadata"]["managedFields"]]
+    assert owners == [("ferry", "Apply")]
+    read = await client.get("ModelRoute", namespace, "posted")
+    assert read is not None
+    assert "loraAdapters" not in read["spec"]  # pruned: without the fold the Update entry would keep it
+
+    again = await client.create_or_apply(route(namespace, "posted", 50))  # it exists: applied
+    owners = [(e["manager"], e["operation"]) for e in again["metadata"]["managedFields"]]
+    assert owners == [("ferry", "Apply")]
+    read = await client.get("ModelRoute", namespace, "posted")
+    assert read is not None
+    assert read["spec"]["rules"][0]["targetModels"][0]["weight"] == 50
+
+
+async def test_a_posted_child_edited_by_hand_keeps_the_other_managers_fields(
+    client: KubeClient, namespace: str, kube: KubeEnv
+) -> None:
+    """Folding touches only ``ferry``'s entries: a field somebody else set stays theirs and stays."""
+    await client.create_or_apply(route(namespace, "shared", 100))
+    kube.kubectl_run(
+        "annotate", "modelroute", "shared", "-n", namespace, "team=inference", "--field-manager", "someone"
+    )
+    stored = await client.apply(route(namespace, "shared", 70))
+    managers = {(e["manager"], e["operation"]) for e in stored["metadata"]["managedFields"]}
+    assert managers == {("ferry", "Apply"), ("someone", "Update")}
+    read = await client.get("ModelRoute", namespace, "shared")
+    assert read is not None
+    assert read["metadata"]["annotations"]["team"] == "inference"
+    assert read["spec"]["rules"][0]["targetModels"][0]["weight"] == 70

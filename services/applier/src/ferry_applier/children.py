@@ -114,8 +114,10 @@ async def apply_children(kube: KubeClient, view: ObjectView, desired: DesiredSet
         if previous is not None and is_subset(compared, previous):
             return ChildResult(api_version=body["apiVersion"], kind=kind, name=name, action="unchanged")
         try:
-            if kind == "ModelServing":
+            if kind == "ModelServing":  # always applied: its replicas' owners are read off managedFields
                 stored = await apply_serving(kube, body, previous, name in autoscaled)
+            elif previous is None:
+                stored = await kube.create_or_apply(body)
             else:
                 stored = await kube.apply(body)
         except ApiError as exc:

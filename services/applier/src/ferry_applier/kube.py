@@ -1,10 +1,11 @@
 """A tiny Kubernetes client for the applier: apply, get, delete — whole objects as dicts.
 
-Every write is a server-side apply with field manager ``ferry`` (never read-modify-write), custom
-and core kinds alike as raw REST over the lean :class:`~ferry_schemas.runtime.kubeconn.KubeConnection`
-(no generated client). Every call is a child span of the current reconcile span. There is no LIST:
-reads come from the bus-fed view. Each write is noted in :data:`WRITES` (when a reconcile set it),
-so the next reconcile of the same owner can wait until the view has seen it.
+Every write is a server-side apply with field manager ``ferry`` (never read-modify-write) or, for an
+object that does not exist yet, a POST by the same manager; custom and core kinds alike as raw REST
+over the lean :class:`~ferry_schemas.runtime.kubeconn.KubeConnection` (no generated client). Every
+call is a child span of the current reconcile span. There is no LIST: reads come from the bus-fed
+view. Each write is noted in :data:`WRITES` (when a reconcile set it), so the next reconcile of the
+same owner can wait until the view has seen it.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from ferry_schemas.runtime.kubeconn import ApiError, KubeConnection, object_path
 from opentelemetry import trace
 
 from ferry_applier.kinds import KindInfo, kind_info, kind_of
+from ferry_applier.ownership import folded, posted_entries
 
 FIELD_MANAGER = "ferry"
 
@@ -86,15 +88,41 @@ class KubeClient:
             attributes={"k8s.kind": info.kind, "k8s.namespace": namespace, "k8s.name": name},
         ):
             path = _path(info, namespace, name)
-            stored = await self.api.apply(
-                path,
-                obj,
-                field_manager or self.field_manager,
-                limits=self.timeout,
-                accept=kubeconn.APPLICATION_JSON if whole else kubeconn.METADATA_ONLY,
-            )
+            manager = field_manager or self.field_manager
+            accept = kubeconn.APPLICATION_JSON if whole else kubeconn.METADATA_ONLY
+            stored = await self.api.apply(path, obj, manager, limits=self.timeout, accept=accept)
+            if posted_entries(stored, manager):
+                stored = await self._own_by_apply(path, obj, manager, stored, accept)
             _note(Written(info.plural, namespace, name, resource_version=_revision(stored)))
             return stored
+
+    async def _own_by_apply(self, path: str, obj: Obj, manager: str, stored: Obj, accept: str) -> Obj:
+        """Fold the POST's ``Update`` entry into the ``Apply`` one, then apply again, so that what this
+        apply no longer sends is pruned (:mod:`ferry_applier.ownership`). An object changed meanwhile
+        keeps its entries: the next apply folds them."""
+        meta = stored.get("metadata") or {}
+        entries = folded(meta.get("managedFields") or [], manager)
+        patch: list[Obj] = [
+            {"op": "test", "path": "/metadata/resourceVersion", "value": meta.get("resourceVersion")},
+            {"op": "replace", "path": "/metadata/managedFields", "value": entries},
+        ]
+        try:
+            await self.api.send(
+                "PATCH", path, patch, content_type=kubeconn.JSON_PATCH, limits=self.timeout,
+                accept=kubeconn.METADATA_ONLY,
+            )  # fmt: skip
+        except ApiError as exc:
+            if exc.status not in (409, 422):
+                raise
+            return stored
+        return await self.api.apply(path, obj, manager, limits=self.timeout, accept=accept)
+
+    async def create_or_apply(self, obj: Obj) -> Obj:
+        """A child the view does not show yet: POSTed (no YAML parse and no merge for the API server;
+        its first later apply hands its fields to server-side apply, :mod:`ferry_applier.ownership`),
+        or applied when it exists after all."""
+        stored = await self.create(obj)
+        return stored if stored is not None else await self.apply(obj)
 
     async def create(self, obj: Obj, *, field_manager: str | None = None) -> Obj | None:
         """POST an object that never changes once created; the stored object's metadata, or None when

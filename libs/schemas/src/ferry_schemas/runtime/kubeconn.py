@@ -54,6 +54,7 @@ TOKEN_REREAD_SECONDS = 60.0
 JSON = dict[str, Any]
 APPLY_PATCH = "application/apply-patch+yaml"
 MERGE_PATCH = "application/merge-patch+json"
+JSON_PATCH = "application/json-patch+json"
 APPLICATION_JSON = "application/json"
 METADATA_ONLY = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1"
 """``Accept`` of a write whose caller needs only the stored metadata (resourceVersion, uid,
@@ -192,7 +193,7 @@ class KubeConnection:
         self,
         method: str,
         path: str,
-        body: JSON | None = None,
+        body: JSON | list[JSON] | None = None,
         *,
         query: list[tuple[str, str]] | None = None,
         content_type: str = "application/json",

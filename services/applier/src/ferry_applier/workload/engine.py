@@ -450,19 +450,23 @@ class WorkloadEngine:
             taken.add(name_of(obj))
             if await self.kube.create(obj) is None:
                 return None  # it exists already (a concurrent reconcile made it): nothing to do
-        elif not await self._apply(obj):
+        elif not await self._apply(obj, new=True):
             return None
         return ChildResult(
             api_version=str(obj["apiVersion"]), kind=str(obj["kind"]), name=name_of(obj), action="created"
         )
 
-    async def _apply(self, obj: Obj) -> bool:
-        """SSA one object; False when it is a PodGroup and the cluster has no PodGroup CRD.
+    async def _apply(self, obj: Obj, *, new: bool) -> bool:
+        """SSA one object (POST a ``new`` one); False when it is a PodGroup and the cluster has no
+        PodGroup CRD.
 
         Like Kthena, gang scheduling is simply off without the CRD (Ferry ships it in deploy/crds).
         """
         try:
-            await self.kube.apply(obj)
+            if new:
+                await self.kube.create_or_apply(obj)
+            else:
+                await self.kube.apply(obj)
         except ApiError as exc:
             namespace = str(obj["metadata"]["namespace"])
             if (
@@ -550,7 +554,7 @@ class WorkloadEngine:
                 body["metadata"]["ownerReferences"] = [owner.owner_reference()]
             if current is not None and is_subset(body, current):
                 continue
-            if not await self._apply(body):
+            if not await self._apply(body, new=current is None):
                 continue
             results.append(
                 ChildResult(
