@@ -18,6 +18,7 @@ from ferry_schemas.runtime import kubeconn
 from ferry_schemas.runtime.kubeconn import ApiError, KubeConnection, object_path
 from opentelemetry import trace
 
+from ferry_applier.errors import TransientError
 from ferry_applier.kinds import KindInfo, kind_info, kind_of
 from ferry_applier.ownership import folded, posted_entries
 
@@ -99,7 +100,7 @@ class KubeClient:
     async def _own_by_apply(self, path: str, obj: Obj, manager: str, stored: Obj, accept: str) -> Obj:
         """Fold the POST's ``Update`` entry into the ``Apply`` one, then apply again, so that what this
         apply no longer sends is pruned (:mod:`ferry_applier.ownership`). An object changed meanwhile
-        keeps its entries: the next apply folds them."""
+        is a transient error: the retried reconcile applies, and folds, again."""
         meta = stored.get("metadata") or {}
         entries = folded(meta.get("managedFields") or [], manager)
         patch: list[Obj] = [
@@ -114,7 +115,7 @@ class KubeClient:
         except ApiError as exc:
             if exc.status not in (409, 422):
                 raise
-            return stored
+            raise TransientError(f"{path} changed while its fields were handed to apply") from exc
         return await self.api.apply(path, obj, manager, limits=self.timeout, accept=accept)
 
     async def create_or_apply(self, obj: Obj) -> Obj:
