@@ -126,14 +126,14 @@ class KubeClient:
         return stored if stored is not None else await self.apply(obj)
 
     async def create(self, obj: Obj, *, field_manager: str | None = None) -> Obj | None:
-        """POST an object that never changes once created; the stored object's metadata, or None when
-        one of that name exists already.
+        """POST an object; the stored object's metadata, or None when one of that name exists already.
 
         Pods and template snapshots (ControllerRevisions) are created, never applied. A pod's spec
         cannot change after creation (Ferry replaces pods by revision), and server-side apply refuses
         templates the API server itself accepts (two ``hostAliases`` with one IP: "duplicate entries
-        for key [ip=…]"). A snapshot's ``data`` is immutable. A POST costs the API server no YAML
-        parse and no merge; what an apply would own for later pruning, nothing ever prunes here.
+        for key [ip=…]"). A snapshot's ``data`` is immutable. Other children are POSTed only while
+        they do not exist (:meth:`create_or_apply`). A POST costs the API server no YAML parse and no
+        merge.
         """
         info = kind_of(obj)
         meta = obj["metadata"]

@@ -16,42 +16,34 @@ from typing import Any
 Entry = dict[str, Any]
 
 
+def _objects(entry: Entry, manager: str) -> bool:
+    """An entry of ``manager``'s for the object's own fields (not a subresource's)."""
+    return entry.get("manager") == manager and not entry.get("subresource")
+
+
 def posted_entries(stored: dict[str, Any], manager: str) -> list[Entry]:
-    """``manager``'s ``Update`` entries of the object's own fields (not a subresource's)."""
+    """``manager``'s ``Update`` entries of the object's own fields."""
     entries = (stored.get("metadata") or {}).get("managedFields") or []
-    return [
-        entry
-        for entry in entries
-        if entry.get("manager") == manager
-        and entry.get("operation") == "Update"
-        and not entry.get("subresource")
-    ]
+    return [entry for entry in entries if _objects(entry, manager) and entry.get("operation") == "Update"]
 
 
 def folded(entries: list[Entry], manager: str) -> list[Entry]:
     """``entries`` with ``manager``'s ``Update`` entries folded into its ``Apply`` entry (made from
     the first of them when there is none), in the place of the first of them."""
-    mine = [
-        entry
-        for entry in entries
-        if entry.get("manager") == manager
-        and entry.get("operation") in ("Update", "Apply")
-        and not entry.get("subresource")
-    ]
-    applied = next((entry for entry in mine if entry.get("operation") == "Apply"), mine[0] if mine else None)
-    if applied is None:
+    mine = [e for e in entries if _objects(e, manager) and e.get("operation") in ("Update", "Apply")]
+    if not mine:
         return entries
+    applied = next((entry for entry in mine if entry.get("operation") == "Apply"), mine[0])
     fields: dict[str, Any] = {}
     for entry in mine:
         fields = union(fields, entry.get("fieldsV1") or {})
     merged = {**applied, "operation": "Apply", "fieldsType": "FieldsV1", "fieldsV1": fields}
     result: list[Entry] = []
     for entry in entries:
-        if any(entry is m for m in mine):
-            if not any(r is merged for r in result):
-                result.append(merged)
-            continue
-        result.append(entry)
+        if entry is mine[0]:
+            result.append(merged)
+        elif not any(entry is m for m in mine):
+            result.append(entry)
     return result
 
 
