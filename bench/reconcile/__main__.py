@@ -43,6 +43,7 @@ from ferry_schemas.runtime.spans import read_spans
 from ferry_watcher.kube import list_objects, watch_events
 
 from bench.reconcile.stages import booster_stages, print_stages
+from bench.router.run import reference_loop_us
 from tests.conftest import KubeEnv
 from tests.support.apimetrics import RequestKey, delta, request_counts
 from tests.support.cluster import Cluster, booster
@@ -106,6 +107,42 @@ async def kubectl_create(kube: KubeEnv, items: list[JSON], limit: float) -> None
     """``kubectl create -f -`` of one List: one POST after the other, each waiting for its answer."""
     listing = {"apiVersion": "v1", "kind": "List", "items": items}
     await asyncio.to_thread(kube.kubectl_run, "create", "-f", "-", input=json.dumps(listing), timeout=limit)
+
+
+async def generate(
+    api: KubeConnection, kube: KubeEnv, items: list[JSON], generator: str, in_flight: int, limit: float
+) -> None:
+    """Store ``items`` with the chosen generator; returns once the API server has answered every create."""
+    if generator == "kubectl":
+        await kubectl_create(kube, items, limit)
+    else:
+        await asyncio.wait_for(create_all(api, items, in_flight), timeout=limit)
+
+
+def store_alone(
+    kube: KubeEnv, names: list[str], run: str, spread: int, generator: str, in_flight: int, limit: float
+) -> float:
+    """Seconds the generator takes to store the boosters with no controller running: the floor under
+    the run's total (the same creates, the same CEL validation, nothing else competing for the cores)."""
+    namespaces = [f"{run}-alone"] if spread == 1 else [f"{run}-alone-{i}" for i in range(spread)]
+    for namespace in namespaces:
+        kube.kubectl_run("create", "namespace", namespace)
+    items = [booster(n, namespaces[i % len(namespaces)]) for i, n in enumerate(names)]
+
+    async def timed() -> float:
+        api = await kubeconn.connect()
+        try:
+            started = time.monotonic()
+            await generate(api, kube, items, generator, in_flight, limit)
+            return time.monotonic() - started
+        finally:
+            await api.close()
+
+    try:
+        return asyncio.run(timed())
+    finally:
+        for namespace in namespaces:
+            delete_namespace(kube, namespace)
 
 
 def gc_probes(namespace: str) -> list[JSON]:
@@ -339,10 +376,7 @@ async def measure(
     sampler = asyncio.create_task(sample())
     # create (one POST per object, no read first, IN_FLIGHT at once, or kubectl's one at a time);
     # the watch stamps each booster as it is stored
-    if generator == "kubectl":
-        await kubectl_create(cluster.kube, items, limit)
-    else:
-        await asyncio.wait_for(create_all(api, items, in_flight), timeout=limit)
+    await generate(api, cluster.kube, items, generator, in_flight, limit)
     timed_out = False
     try:
         await asyncio.wait_for(timeline.done.wait(), timeout=limit)
@@ -427,8 +461,11 @@ def run_size(
     in_flight: int = IN_FLIGHT,
     trace: bool = True,
     generator: str = "pool",
+    alone: bool = False,
 ) -> JSON:
     run = f"bench-{n}-{uuid.uuid4().hex[:6]}"
+    names = [f"m{i:04d}" for i in range(n)]
+    alone_seconds = store_alone(kube, names, run, spread, generator, in_flight, limit) if alone else None
     namespaces = [run] if spread == 1 else [f"{run}-{i}" for i in range(spread)]
     for namespace in namespaces:
         kube.kubectl_run("create", "namespace", namespace)
@@ -449,7 +486,6 @@ def run_size(
     try:
         services.start(PIPELINE)
         cluster = Cluster(kube, namespaces[0])
-        names = [f"m{i:04d}" for i in range(n)]
         measured = {**infrastructure, "nats-server": nats_process.pid}
         result = asyncio.run(
             measure(
@@ -464,6 +500,7 @@ def run_size(
     # the services are stopped: every span is in the file
     added, done = result.pop("added"), result.pop("done")
     result["stages"] = booster_stages(read_spans(spans), added, done) if trace else {}
+    result["alone"] = alone_seconds
     return result
 
 
@@ -471,18 +508,19 @@ def print_table(results: list[JSON]) -> None:
     print()
     print(
         "apply -> all children stored / -> Initialized (seconds); pods created per second; "
-        "seconds from the first booster stored to the last"
+        "seconds from the first booster stored to the last; alone: the same creates with no controller"
     )
     print(
         f"{'N':>5} {'ns':>3} {'done':>9} {'children p50':>13} {'p99':>7} {'Init p50':>9} {'p99':>7} "
-        f"{'total s':>8} {'pods/s':>7} {'created s':>10}"
+        f"{'total s':>8} {'pods/s':>7} {'created s':>10} {'alone s':>8}"
     )
     for r in results:
         done = f"{r['initialized']}/{r['n']}" + ("!" if r["timed_out"] else "")
         print(
             f"{r['n']:>5} {r['namespaces']:>3} {done:>9} {r['children_p50']:>13.2f} "
             f"{r['children_p99']:>7.2f} {r['init_p50']:>9.2f} {r['init_p99']:>7.2f} {r['total']:>8.1f} "
-            f"{r['pods_per_second']:>7.1f} {r['created']:>10.1f}"
+            f"{r['pods_per_second']:>7.1f} {r['created']:>10.1f} "
+            + (f"{r['alone']:>8.1f}" if r["alone"] is not None else f"{'-':>8}")
         )
     print()
     print("CPU seconds used during the run (start-up excluded) / peak RSS MiB, per service")
@@ -497,13 +535,18 @@ def print_table(results: list[JSON]) -> None:
             + f" {per_booster:>14.3f}"
         )
     print()
-    print("CPU seconds used during the run by what is not Ferry (bench: its own creates and watches)")
+    print(
+        "CPU seconds used during the run by what is not Ferry (bench: its own creates and watches); "
+        "cores busy: everyone's CPU seconds over the total"
+    )
     others = list(results[0]["infrastructure"]) if results else []
-    print(f"{'N':>5} {'ns':>3} " + " ".join(f"{label:>23}" for label in others))
+    print(f"{'N':>5} {'ns':>3} " + " ".join(f"{label:>23}" for label in others) + f" {'cores busy':>11}")
     for r in results:
+        everyone = sum(r["infrastructure"].values()) + sum(cpu for cpu, _ in r["usage"].values())
         print(
             f"{r['n']:>5} {r['namespaces']:>3} "
             + " ".join(f"{r['infrastructure'][label]:>22.1f}s" for label in others)
+            + f" {everyone / max(r['total'], 1e-9):>11.2f}"
         )
     print_requests(results)
     print_events(results)
@@ -590,11 +633,21 @@ def main() -> None:
         help="pool: POST --in-flight boosters at once; kubectl: `kubectl create -f` of one List (issue 9's)",
     )
     parser.add_argument(
+        "--alone",
+        action="store_true",
+        help="before each run, time the same creates with no controller running (the floor under the total)",
+    )
+    parser.add_argument(
         "--no-stages",
         action="store_true",
         help="no span file (the services then spend nothing on writing spans), no stage breakdown",
     )
     args = parser.parse_args()
+    print(
+        f"==> this machine: reference loop {reference_loop_us():.1f} us (8-10 on an idle modern core), "
+        f"load average {os.getloadavg()[0]:.2f}, {os.cpu_count()} cores",
+        flush=True,
+    )
     work = Path(tempfile.mkdtemp(prefix="bench-reconcile-", dir=state_dir()))
     stack: LocalStack | None = None
     infrastructure: dict[str, int] = {}
@@ -634,6 +687,7 @@ def main() -> None:
                         args.in_flight,
                         not args.no_stages,
                         args.generator,
+                        args.alone,
                     )
                 )
                 print_table(results)  # after every run: a long run shows its figures as it goes
