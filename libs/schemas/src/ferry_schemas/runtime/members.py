@@ -48,7 +48,6 @@ keys are spread over its own replicas only.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import logging
 import os
@@ -64,6 +63,7 @@ from nats.js.kv import KV_DEL, KV_OP, KV_PURGE, KeyValue
 from ferry_schemas.bus import encode_token
 from ferry_schemas.runtime.follow import StreamFollower
 from ferry_schemas.runtime.jetstream import key_value
+from ferry_schemas.runtime.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -183,9 +183,7 @@ class Members:
     async def stop(self) -> None:
         """Stop heartbeating and leave: the key is deleted, so the others take over at once."""
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait(self._task)  # its heartbeat's request can swallow one cancel
         if self._follower is not None:
             await self._follower.stop()
         if self._kv is not None:
