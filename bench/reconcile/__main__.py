@@ -109,6 +109,19 @@ async def kubectl_create(kube: KubeEnv, items: list[JSON], limit: float) -> None
     await asyncio.to_thread(kube.kubectl_run, "create", "-f", "-", input=json.dumps(listing), timeout=limit)
 
 
+def create_namespaces(kube: KubeEnv, prefix: str, spread: int) -> list[str]:
+    """``prefix`` for one namespace, ``prefix-0`` … for several; each created."""
+    namespaces = [prefix] if spread == 1 else [f"{prefix}-{i}" for i in range(spread)]
+    for namespace in namespaces:
+        kube.kubectl_run("create", "namespace", namespace)
+    return namespaces
+
+
+def boosters_over(names: list[str], namespaces: list[str]) -> list[JSON]:
+    """One booster per name, dealt over ``namespaces`` in turn."""
+    return [booster(n, namespaces[i % len(namespaces)]) for i, n in enumerate(names)]
+
+
 async def generate(
     api: KubeConnection, kube: KubeEnv, items: list[JSON], generator: str, in_flight: int, limit: float
 ) -> None:
@@ -124,10 +137,8 @@ def store_alone(
 ) -> float:
     """Seconds the generator takes to store the boosters with no controller running: the floor under
     the run's total (the same creates, the same CEL validation, nothing else competing for the cores)."""
-    namespaces = [f"{run}-alone"] if spread == 1 else [f"{run}-alone-{i}" for i in range(spread)]
-    for namespace in namespaces:
-        kube.kubectl_run("create", "namespace", namespace)
-    items = [booster(n, namespaces[i % len(namespaces)]) for i, n in enumerate(names)]
+    namespaces = create_namespaces(kube, f"{run}-alone", spread)
+    items = boosters_over(names, namespaces)
 
     async def timed() -> float:
         api = await kubeconn.connect()
@@ -371,7 +382,7 @@ async def measure(
         asyncio.create_task(follow(api, path, on_child(kind), stop)) for kind, path in CHILD_PATHS.items()
     ]
     await asyncio.sleep(1.0)  # watches established
-    items = [booster(n, namespaces[i % len(namespaces)]) for i, n in enumerate(names)]
+    items = boosters_over(names, namespaces)
     cpu_before = {p.label: p.cpu_seconds() for p in services.services.values()}
     infrastructure_before = infrastructure_cpu(infrastructure)
     requests_before = await asyncio.to_thread(request_counts, cluster.kube)
@@ -476,9 +487,7 @@ def run_size(
     run = f"bench-{n}-{uuid.uuid4().hex[:6]}"
     names = [f"m{i:04d}" for i in range(n)]
     alone_seconds = store_alone(kube, names, run, spread, generator, in_flight, limit) if alone else None
-    namespaces = [run] if spread == 1 else [f"{run}-{i}" for i in range(spread)]
-    for namespace in namespaces:
-        kube.kubectl_run("create", "namespace", namespace)
+    namespaces = create_namespaces(kube, run, spread)
     nats_dir = work / f"nats-{run}"
     server = NatsServer(find_binaries().nats_server, nats_dir / "store", nats_dir / "logs")
     nats_process = server.start()
