@@ -1,11 +1,11 @@
-"""``cancel_and_wait``: a task that swallows a cancel (as Python 3.11's ``wait_for`` can) still ends."""
+"""``cancel_and_wait`` and ``cancel_all``: a task that swallows a cancel (as 3.11's ``wait_for`` can) ends."""
 
 from __future__ import annotations
 
 import asyncio
 
 import pytest
-from ferry_schemas.runtime.tasks import cancel_and_wait
+from ferry_schemas.runtime.tasks import cancel_all, cancel_and_wait
 
 
 async def test_a_task_that_swallows_the_first_cancel_is_cancelled_again_until_it_ends() -> None:
@@ -45,3 +45,31 @@ async def test_a_task_that_obeys_ends_with_one_cancel() -> None:
     await asyncio.sleep(0)
     await cancel_and_wait(task)
     assert task.cancelled()
+
+
+async def test_cancel_all_ends_every_task_even_one_that_swallows_a_cancel_and_drops_their_errors() -> None:
+    swallowed = 0
+    started = asyncio.Event()
+
+    async def stubborn() -> None:
+        nonlocal swallowed
+        started.set()
+        while True:
+            try:
+                await asyncio.sleep(3600)
+            except asyncio.CancelledError:
+                if swallowed:
+                    raise
+                swallowed += 1
+
+    async def fails() -> None:
+        raise RuntimeError("boom")
+
+    tasks = [asyncio.create_task(work) for work in (stubborn(), asyncio.sleep(3600), fails())]
+    await started.wait()
+    await asyncio.wait_for(cancel_all(tasks), timeout=10)
+    assert [task.done() for task in tasks] == [True, True, True]
+    assert tasks[0].cancelled()
+    assert tasks[1].cancelled()
+    assert isinstance(tasks[2].exception(), RuntimeError)
+    assert swallowed == 1

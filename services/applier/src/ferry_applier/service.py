@@ -64,6 +64,7 @@ from ferry_schemas.runtime.members import ALL, Members, members_bucket
 from ferry_schemas.runtime.members import owner as member_owning
 from ferry_schemas.runtime.probes import ProbeServer
 from ferry_schemas.runtime.resync import Resync
+from ferry_schemas.runtime.tasks import cancel_all
 from ferry_schemas.runtime.view import Change, ObjectView
 from ferry_schemas.runtime.workqueue import Backoff, WorkQueue
 from nats.aio.client import Client
@@ -268,9 +269,7 @@ class Applier:
     async def stop(self) -> None:
         self._stopping.set()
         tasks = [*self._tasks, *self._background]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await cancel_all(tasks)  # consumers' fetch loops: a NATS request can swallow one cancel
         await self.queue.stop()
         if self._records is not None:
             with contextlib.suppress(Exception):  # NATS away: they expire after the members' TTL

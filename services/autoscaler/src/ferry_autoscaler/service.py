@@ -16,6 +16,7 @@ from ferry_schemas.runtime.events import EventRecorder
 from ferry_schemas.runtime.jetstream import connect, key_value
 from ferry_schemas.runtime.lifecycle import serve
 from ferry_schemas.runtime.load_board import LoadBoard
+from ferry_schemas.runtime.tasks import cancel_all
 from ferry_schemas.runtime.view import ObjectView
 
 from ferry_autoscaler.collector import MetricCollector, pod_kept
@@ -92,8 +93,7 @@ async def run(settings: AutoscalerSettings, stop: asyncio.Event) -> None:
     try:
         await stop.wait()
     finally:
-        loop.cancel()
-        await asyncio.gather(loop, return_exceptions=True)
+        await cancel_all([loop])  # the loop reads and writes NATS: a request can swallow one cancel
         await demand.unsubscribe()
         await leases.release_all()
         await events.stop()

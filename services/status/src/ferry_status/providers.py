@@ -27,6 +27,7 @@ from ferry_schemas.bus import ObjectEvent, Resource
 from ferry_schemas.models import ExternalModelProvider
 from ferry_schemas.models.provider import CREDENTIAL_LABEL, credential_keys
 from ferry_schemas.runtime.kubeconn import ApiError
+from ferry_schemas.runtime.tasks import cancel_all
 from ferry_schemas.runtime.view import ObjectView
 from nats.js import JetStreamContext
 from pydantic import ValidationError
@@ -184,8 +185,7 @@ class ProviderStatusController:
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+            await cancel_all([self._task])
         await self.view.stop()
 
     async def _loop(self) -> None:

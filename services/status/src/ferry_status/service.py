@@ -20,6 +20,7 @@ from ferry_schemas.runtime.jetstream import connect, delete_durables
 from ferry_schemas.runtime.lifecycle import serve, settle_heap
 from ferry_schemas.runtime.members import Members, key_name, members_bucket, replica_id
 from ferry_schemas.runtime.resync import Resync
+from ferry_schemas.runtime.tasks import cancel_all
 from ferry_schemas.runtime.view import ObjectView
 from ferry_schemas.runtime.workqueue import WorkQueue
 
@@ -129,9 +130,7 @@ async def run(settings: StatusSettings, stop: asyncio.Event) -> None:
     try:
         await stop.wait()
     finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await cancel_all(tasks)
         if gateways is not None:
             await gateways.stop()
         await providers.stop()

@@ -11,6 +11,7 @@ from ferry_schemas.bus import Resource
 from ferry_schemas.runtime import ProbeServer, kubeconn
 from ferry_schemas.runtime.jetstream import connect, declare_streams
 from ferry_schemas.runtime.lifecycle import serve
+from ferry_schemas.runtime.tasks import cancel_all
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 
@@ -90,9 +91,7 @@ async def run(settings: WatcherSettings, stop: asyncio.Event) -> None:
             if task is not stopper and task.exception() is not None:
                 raise task.exception()  # type: ignore[misc]
     finally:
-        for task in [*tasks, stopper]:
-            task.cancel()
-        await asyncio.gather(*tasks, stopper, return_exceptions=True)
+        await cancel_all([*tasks, stopper])
         with contextlib.suppress(TimeoutError):  # what was sent is stored before the connection goes
             await asyncio.wait_for(publisher.flush(), FLUSH_ON_STOP)
         await probes.stop()

@@ -51,6 +51,7 @@ from ferry_schemas.bus import DEAD_LETTER_STREAM, MSG_ID_HEADER, DeadLetter, dea
 from ferry_schemas.runtime.jetstream import DEAD_LETTERS, PENDING, DeadLetterForwarder, record_pending
 from ferry_schemas.runtime.nats_connect import on_reconnect
 from ferry_schemas.runtime.settings import MAX_ACK_PENDING
+from ferry_schemas.runtime.tasks import cancel_all
 from ferry_schemas.runtime.workqueue import Backoff, WorkQueue
 
 log = logging.getLogger(__name__)
@@ -130,9 +131,7 @@ class DurableConsumer:
                     log.warning("%s: consumer failed (%s); binding again", self.durable, exc)
                     await asyncio.sleep(1.0)
         finally:
-            for task in list(self._tasks):
-                task.cancel()
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+            await cancel_all(list(self._tasks))
             await self._dead_letters.stop()
 
     async def _consume(self) -> None:

@@ -15,6 +15,7 @@ from collections.abc import Callable
 
 from aiohttp import web
 from ferry_schemas.gateway.view import GatewayWorld
+from ferry_schemas.runtime.tasks import cancel_all
 
 from ferry_router.app import Router
 from ferry_router.gateway.handler import GatewayHandler
@@ -103,8 +104,7 @@ class ListenerManager:
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+            await cancel_all([self._task])
         for runner in self.runners.values():
             await runner.cleanup()
         self.runners.clear()

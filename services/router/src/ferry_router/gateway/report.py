@@ -16,6 +16,7 @@ import socket
 
 from ferry_schemas.bus import GATEWAY_LISTENERS_BUCKET, LISTENER_REPORT_TTL, ListenerReport, encode_token
 from ferry_schemas.runtime.jetstream import key_value
+from ferry_schemas.runtime.tasks import cancel_all
 from nats.js import JetStreamContext
 
 from ferry_router.gateway.listeners import ListenerManager
@@ -63,8 +64,7 @@ class ListenerReporter:
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+            await cancel_all([self._task])  # its loop writes the KV: a request can swallow a cancel
         with contextlib.suppress(Exception):
             kv = await self._js.key_value(GATEWAY_LISTENERS_BUCKET)
             await kv.delete(self.replica)

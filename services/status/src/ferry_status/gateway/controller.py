@@ -32,6 +32,7 @@ from ferry_schemas.bus import (
 from ferry_schemas.gateway.view import GATEWAY_RESOURCES, GatewayWorld
 from ferry_schemas.runtime.jetstream import key_value
 from ferry_schemas.runtime.kubeconn import ApiError
+from ferry_schemas.runtime.tasks import cancel_all
 from ferry_schemas.runtime.view import ObjectView
 from nats.js import JetStreamContext
 from nats.js.errors import KeyNotFoundError, NoKeysError
@@ -110,9 +111,7 @@ class GatewayStatusController:
         ]
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await cancel_all(self._tasks)
         await self.view.stop()
 
     # ------------------------------------------------------------------ router reports
