@@ -8,32 +8,38 @@ import pytest
 from ferry_schemas.runtime.tasks import cancel_all, cancel_and_wait
 
 
-async def test_a_task_that_swallows_the_first_cancel_is_cancelled_again_until_it_ends() -> None:
-    swallowed = 0
-    started = asyncio.Event()
+class Stubborn:
+    """A loop that loses the first cancel, as when a request's answer arrived with it."""
 
-    async def heartbeat() -> None:
-        nonlocal swallowed
-        started.set()
+    def __init__(self) -> None:
+        self.swallowed = 0
+        self.started = asyncio.Event()
+
+    async def run(self) -> None:
+        self.started.set()
         while True:
             try:
                 await asyncio.sleep(3600)
             except asyncio.CancelledError:
-                if swallowed:  # the second cancel ends it
+                if self.swallowed:  # the second cancel ends it
                     raise
-                swallowed += 1  # the first one is lost, as when a request's answer arrived with it
+                self.swallowed += 1
 
-    task = asyncio.create_task(heartbeat())
-    await started.wait()
+
+async def fails() -> None:
+    raise RuntimeError("boom")
+
+
+async def test_a_task_that_swallows_the_first_cancel_is_cancelled_again_until_it_ends() -> None:
+    stubborn = Stubborn()
+    task = asyncio.create_task(stubborn.run())
+    await stubborn.started.wait()
     await asyncio.wait_for(cancel_and_wait(task), timeout=10)
     assert task.cancelled()
-    assert swallowed == 1
+    assert stubborn.swallowed == 1
 
 
 async def test_an_ended_task_is_left_alone_and_its_error_raised() -> None:
-    async def fails() -> None:
-        raise RuntimeError("boom")
-
     task = asyncio.create_task(fails())
     await asyncio.wait({task})
     with pytest.raises(RuntimeError, match="boom"):
@@ -48,28 +54,12 @@ async def test_a_task_that_obeys_ends_with_one_cancel() -> None:
 
 
 async def test_cancel_all_ends_every_task_even_one_that_swallows_a_cancel_and_drops_their_errors() -> None:
-    swallowed = 0
-    started = asyncio.Event()
-
-    async def stubborn() -> None:
-        nonlocal swallowed
-        started.set()
-        while True:
-            try:
-                await asyncio.sleep(3600)
-            except asyncio.CancelledError:
-                if swallowed:
-                    raise
-                swallowed += 1
-
-    async def fails() -> None:
-        raise RuntimeError("boom")
-
-    tasks = [asyncio.create_task(work) for work in (stubborn(), asyncio.sleep(3600), fails())]
-    await started.wait()
+    stubborn = Stubborn()
+    tasks = [asyncio.create_task(work) for work in (stubborn.run(), asyncio.sleep(3600), fails())]
+    await stubborn.started.wait()
     await asyncio.wait_for(cancel_all(tasks), timeout=10)
     assert [task.done() for task in tasks] == [True, True, True]
     assert tasks[0].cancelled()
     assert tasks[1].cancelled()
     assert isinstance(tasks[2].exception(), RuntimeError)
-    assert swallowed == 1
+    assert stubborn.swallowed == 1
