@@ -43,6 +43,8 @@ Renderer = Callable[[ServingWorkload, OwnerKey, int], list[Obj]]
 SpecReader = Callable[[ServingWorkload], WorkloadSpec]
 Snapshots = dict[str, tuple[Obj, ServingWorkload | None]]
 """Template snapshots (ControllerRevisions) by revision, with the workload each holds."""
+Made = dict[tuple[str, str], Obj]
+"""(kind, name) → the body of each group object (PodGroup, Service) one reconcile created."""
 
 SNAPSHOT_FIELD_MANAGER = "ferry"
 _APPLIED_METADATA = ("name", "labels", "annotations", "ownerReferences")
@@ -260,14 +262,15 @@ class WorkloadEngine:
                 current_revision = _oldest_snapshot(snapshots, new.name) or new.name
         plan = plan_workload(new, observed, revisions=revisions, current_revision=current_revision)
 
+        made: Made = {}
         for action in plan.actions:
             log.info("%s/%s: %s", owner.namespace, owner.name, action)
             results += await self._execute(
-                owner, action, workloads, new.name, plan.groups, taken_names, snapshot
+                owner, action, workloads, new.name, plan.groups, taken_names, snapshot, made
             )
 
         rendered = self._renderings(owner, workloads, new.name)
-        results += await self._sync_group_objects(owner, plan.groups, new, rendered)
+        results += await self._sync_group_objects(owner, plan.groups, new, rendered, made)
         results += await self._repair_pods(owner, owned_pods, plan.groups, workloads, new.name, rendered)
         await self._prune_snapshots(owner, snapshots, plan.groups, {new.name, current_revision})
         return results
@@ -353,8 +356,10 @@ class WorkloadEngine:
         groups: list[GroupState],
         taken: set[str],
         before_pods: Awaitable[None],
+        made: Made,
     ) -> list[ChildResult]:
-        """Carry out one action; ``before_pods`` is awaited before any pod is created."""
+        """Carry out one action; ``before_pods`` is awaited before any pod is created; the group's
+        PodGroup and Services it creates are kept in ``made``."""
         ns = owner.namespace
         ordinal = action.ordinal if isinstance(action, CreateGroup | DeleteGroup) else action.group
         group_name = L.group_name(owner.name, ordinal)
@@ -370,6 +375,7 @@ class WorkloadEngine:
             wanted = [obj for obj in ordered if _wanted(obj, taken)]
             first = [obj for obj in wanted if obj.get("kind") != "Pod"]
             created = await self._create_all(owner, first, taken)
+            made.update(((str(obj.get("kind")), name_of(obj)), obj) for obj in first)
             await before_pods
             created += await self._create_all(
                 owner, [obj for obj in wanted if obj.get("kind") == "Pod"], taken
@@ -521,8 +527,13 @@ class WorkloadEngine:
         groups: list[GroupState],
         new: Revision,
         rendered: Callable[[str, int], list[Obj]],
+        made: Made,
     ) -> list[ChildResult]:
-        """Headless Services and PodGroups of live groups exist and match; the others are deleted."""
+        """Headless Services and PodGroups of live groups exist and match; the others are deleted.
+
+        What this reconcile created (``made``) exists even where the view has not heard of it yet:
+        POSTing it again would cost a 409, an apply and an ownership fold.
+        """
         ns = owner.namespace
         selector = {L.MS_NAME: owner.name}
         existing: dict[tuple[str, str], Obj] = {}
@@ -542,7 +553,7 @@ class WorkloadEngine:
                     desired[(kind, name_of(obj))] = obj
         results: list[ChildResult] = []
         for key, obj in desired.items():
-            current = existing.get(key)
+            current = existing.get(key) or made.get(key)
             body = {k: v for k, v in obj.items() if k != "status"}
             body["metadata"] = {
                 k: v
