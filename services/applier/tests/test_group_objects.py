@@ -7,9 +7,9 @@ group those actions just created is often not in the view yet, and was POSTed a 
 
 from __future__ import annotations
 
-from typing import Any, cast
+from typing import cast
 
-from ferry_applier.kube import KubeClient
+from ferry_applier.kube import KubeClient, Obj
 from ferry_applier.workload.engine import Made, WorkloadEngine
 from ferry_applier.workload.plan import Revision
 from ferry_applier.workload.spec import WorkloadSpec
@@ -18,7 +18,6 @@ from ferry_schemas import labels as L
 from ferry_schemas.bus import OwnerKey, Resource
 from ferry_schemas.runtime.view import ObjectView
 
-Obj = dict[str, Any]
 OWNER = OwnerKey(
     api_version="workload.serving.volcano.sh/v1alpha1",
     kind="ModelServing",

@@ -131,7 +131,7 @@ class DurableConsumer:
                     log.warning("%s: consumer failed (%s); binding again", self.durable, exc)
                     await asyncio.sleep(1.0)
         finally:
-            await cancel_all(list(self._tasks))
+            await cancel_all(self._tasks)  # read at once, before done callbacks change the set
             await self._dead_letters.stop()
 
     async def _consume(self) -> None:
