@@ -4,6 +4,10 @@ SHELL := /bin/bash
 export PATH := $(HOME)/.local/bin:$(PATH)
 UV := uv
 PYTEST_ARGS ?=
+# Tests run in parallel workers, one whole file each at a time (every worker starts its own stack);
+# TEST_WORKERS=0 runs them in this process, one after another.
+TEST_WORKERS ?= 2
+PYTEST := $(UV) run pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 .PHONY: help deps sync lint fmt crds nats-auth crds-check chart containers test test-unit test-integration demo up down status compose-up compose-down bench
 
@@ -41,13 +45,13 @@ containers: deps ## the podman engine and every compose image, built locally (fi
 	@bash deploy/compose/images.sh >/dev/null
 
 test: deps containers lint ## the whole suite: lint, unit, integration and end-to-end on the real local stack
-	$(UV) run pytest $(PYTEST_ARGS)
+	$(PYTEST) $(PYTEST_ARGS)
 
 test-unit: sync ## unit tests only (no cluster)
-	$(UV) run pytest -m "not integration and not e2e" $(PYTEST_ARGS)
+	$(PYTEST) -m "not integration and not e2e" $(PYTEST_ARGS)
 
 test-integration: deps
-	$(UV) run pytest -m "integration or e2e" $(PYTEST_ARGS)
+	$(PYTEST) -m "integration or e2e" $(PYTEST_ARGS)
 
 up: deps ## start the local stack, the six services and the local node, and keep them running
 	@$(UV) run ferry-local up

@@ -41,6 +41,28 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     signal.signal(signal.SIGTERM, interrupt)
 
 
+_STACK_MARKERS = ("integration", "e2e", "containers")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Run the longest files first: with ``make test``'s workers (``--dist loadfile``, collection
+    order kept) a long file started last would leave one core idle while it finishes. Files with a
+    ``slow`` test go first, then those on a stack, then the quick unit tests that fill the gaps."""
+
+    def rank(item: pytest.Item) -> int:
+        if item.get_closest_marker("slow"):
+            return 0
+        return 1 if any(item.get_closest_marker(m) for m in _STACK_MARKERS) else 2
+
+    def file_of(item: pytest.Item) -> str:
+        return item.nodeid.split("::")[0]
+
+    file_rank: dict[str, int] = {}
+    for item in items:
+        file_rank[file_of(item)] = min(file_rank.get(file_of(item), 2), rank(item))
+    items.sort(key=lambda item: file_rank[file_of(item)])  # stable: order within a rank is kept
+
+
 def docker_engine_available() -> bool:
     """True when a Docker(-compatible) engine answers (testcontainers needs one; a CLI alone is not
     enough). Podman's first answer can take seconds on a busy machine, hence the long timeout; with no

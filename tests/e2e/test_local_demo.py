@@ -4,7 +4,8 @@ PD traffic seen by a prefill and a decode engine, a killed engine restarted in p
 from __future__ import annotations
 
 import json
-import subprocess
+import os
+import signal
 import time
 from collections.abc import Callable
 from typing import Any
@@ -14,15 +15,26 @@ import pytest
 import yaml
 from ferry_local.paths import repo_root
 from ferry_local.system import SystemInfo
+from ferry_mock_engine.cli import ENV_HOST
 from openai import OpenAI
 
 from tests.conftest import KubeEnv
+from tests.support.processes import processes
 
 pytestmark = pytest.mark.e2e
 
 QWEN, DEEPSEEK = "qwen", "deepseek-v2-lite"
 """Clients ask for the booster's name (the ModelRoute's modelName), as with Kthena."""
 QWEN_SERVED = "Qwen2.5-0.5B-Instruct"
+
+
+def kill_engines(pod_ips: set[str]) -> None:
+    """SIGTERM the mock engines serving ``pod_ips`` (this test's stack only: other workers' stacks
+    run the same model, so a match on its name alone would reach them too)."""
+    engines = [p for p in processes() if p.environ().get(ENV_HOST) in pod_ips]
+    assert engines, f"no engine process serves {sorted(pod_ips)}"
+    for engine in engines:
+        os.kill(engine.pid, signal.SIGTERM)
 
 
 def eventually(check: Callable[[], Any], what: str, timeout: float = 120) -> Any:
@@ -109,7 +121,7 @@ def test_demo_flow_on_the_local_node(ferry: SystemInfo, kube: KubeEnv, e2e_names
     # pod recovers without being recreated and traffic goes on.
     old = pods_by_role(kube, e2e_namespace, "qwen-cpu")
     old_uids = {p["metadata"]["uid"] for pods in old.values() for p in pods}
-    subprocess.run(["pkill", "-f", QWEN_SERVED], check=True)
+    kill_engines({p["status"]["podIP"] for pods in old.values() for p in pods})
 
     def recovered() -> bool:
         pods = [p for group in pods_by_role(kube, e2e_namespace, "qwen-cpu").values() for p in group]

@@ -14,7 +14,6 @@ import os
 import signal
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from urllib.parse import urlparse
 
 import nats
@@ -25,6 +24,7 @@ from ferry_schemas.bus import DEAD_LETTER_STREAM
 
 from tests.conftest import KubeEnv
 from tests.support.cluster import Cluster, booster, eventually
+from tests.support.processes import processes
 from tests.support.services import ServiceSet
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(900)]
@@ -35,16 +35,7 @@ OUTAGE = 120.0
 def apiserver_pid(kube: KubeEnv) -> int | None:
     """The local kube-apiserver serving ``kube.server`` (None on any other cluster)."""
     port = str(urlparse(kube.server).port)
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            argv = (entry / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if argv and argv[0].endswith(b"kube-apiserver") and port.encode() in argv:
-            return int(entry.name)
-    return None
+    return next((p.pid for p in processes() if p.argv[0].endswith("kube-apiserver") and port in p.argv), None)
 
 
 @pytest.fixture

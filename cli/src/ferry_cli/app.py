@@ -43,6 +43,15 @@ app.add_typer(dead_letters_app, name="dead-letters")
 
 out = Console(highlight=False, soft_wrap=False)
 err = Console(stderr=True, highlight=False)
+
+
+def print_wide(table: Table) -> None:
+    """As kubectl: rows as wide as their cells (a narrow terminal wraps them), never cut. The width
+    is this table's alone: pinning ``out.width`` would cut a wider table printed later."""
+    natural = out.measure(table, options=out.options.update_width(1000)).maximum
+    out.print(table, width=max(out.width, natural))
+
+
 P = ParamSpec("P")
 T = TypeVar("T")
 
@@ -146,9 +155,7 @@ async def get(
         if empty:
             err.print(f"No {kind.value} in namespace {k.namespace}.")
             return
-        # As kubectl: rows as wide as their cells (a narrow terminal wraps them), never cut.
-        out.width = max(out.width, out.measure(table, options=out.options.update_width(1000)).maximum)
-        out.print(table)
+        print_wide(table)
 
 
 @app.command("describe")
@@ -295,7 +302,7 @@ async def dead_letters_list(
     if not found:
         err.print("No dead letters.")
         return
-    out.print(deadletters.table(found))
+    print_wide(deadletters.table(found))
 
 
 @dead_letters_app.command("redrive")

@@ -239,7 +239,9 @@ HEAD_WINS: list[tuple[str, str, str, set[str]]] = [
 
 
 @pytest.mark.parametrize(
-    ("generation", "source", "expected", "disagreements"), HEAD_WINS, ids=lambda v: str(v)
+    ("generation", "source", "expected", "disagreements"),
+    HEAD_WINS,
+    ids=[f"{g}-{s}" for g, s, _, _ in HEAD_WINS],  # a set's repr differs between worker processes
 )
 def test_older_generation_disagrees_and_head_wins(
     generation: str, source: str, expected: str, disagreements: set[str]
