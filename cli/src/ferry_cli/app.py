@@ -23,7 +23,7 @@ from typing import Annotated, Any, ParamSpec, TypeVar
 import typer
 import yaml
 from ferry_schemas import labels as L
-from rich.console import Console
+from rich.console import Console, RenderableType
 from rich.rule import Rule
 from rich.table import Table
 
@@ -45,11 +45,17 @@ out = Console(highlight=False, soft_wrap=False)
 err = Console(stderr=True, highlight=False)
 
 
-def print_wide(table: Table) -> None:
+def print_wide(renderable: RenderableType) -> None:
     """As kubectl: rows as wide as their cells (a narrow terminal wraps them), never cut. The width
-    is this table's alone: pinning ``out.width`` would cut a wider table printed later."""
-    natural = out.measure(table, options=out.options.update_width(1000)).maximum
-    out.print(table, width=max(out.width, natural))
+    is this renderable's alone: a pinned ``out.width`` would make later output wider than it asks
+    (and ``out.print(width=)`` can only narrow)."""
+    natural = out.measure(renderable, options=out.options.update_width(1000)).maximum
+    terminal = out.width
+    out.width = max(terminal, natural)
+    try:
+        out.print(renderable)
+    finally:
+        out.width = terminal
 
 
 P = ParamSpec("P")
@@ -182,7 +188,7 @@ async def describe_cmd(
         report = await describe.gather(k, name, trace_file)
     for title, body in report.sections():
         out.print(Rule(title, align="left", style="dim"))
-        out.print(body)
+        print_wide(body)
 
 
 @app.command()
