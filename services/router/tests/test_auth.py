@@ -58,20 +58,20 @@ async def test_valid_tokens_of_each_key_give_the_subject(authenticator: JWTAuthe
         assert identity.user == "alice"
 
 
-NOW = object()
-"""In a claim, ``(NOW, offset)`` is the time the test runs plus ``offset`` seconds: parameters are
-built at collection, which can be minutes earlier (a parallel worker collects, then runs long files
-first), so a timestamp taken then could already have passed."""
+class FromNow(int):
+    """A claim's time as seconds from when the test runs: parameters are built at collection, which
+    can be minutes earlier (a parallel worker collects, then runs long files first), so a timestamp
+    taken then could already have passed."""
 
 
 @pytest.mark.parametrize(
     ("claims", "reason"),
     [
-        ({"exp": (NOW, -10)}, "expired"),
+        ({"exp": FromNow(-10)}, "expired"),
         ({"iss": "https://someone.else"}, "invalid"),
         ({"aud": "another-service"}, "invalid"),
-        ({"nbf": (NOW, 600)}, "invalid"),
-        ({"iat": (NOW, 600)}, "invalid"),
+        ({"nbf": FromNow(600)}, "invalid"),
+        ({"iat": FromNow(600)}, "invalid"),
         ({"sub": None}, "invalid"),
         ({"exp": None}, "invalid"),
     ],
@@ -79,7 +79,7 @@ first), so a timestamp taken then could already have passed."""
 async def test_claims_are_checked(authenticator: JWTAuthenticator, claims: dict, reason: str) -> None:
     key = authenticator.keys.keys[0]  # type: ignore[attr-defined]
     now = int(time.time())
-    claims = {name: now + v[1] if isinstance(v, tuple) and v[0] is NOW else v for name, v in claims.items()}
+    claims = {name: now + v if isinstance(v, FromNow) else v for name, v in claims.items()}
     with pytest.raises(AuthError) as caught:
         await authenticator.authenticate(f"Bearer {key.token(**claims)}")
     assert caught.value.reason == reason
