@@ -41,12 +41,36 @@ CTX = SchedulingContext(model="m", upstream_model="served", prompt="hello world"
         ([{}, {}, {}], [100, 100, 100]),  # all idle
         ([{"inflight": 0}, {"inflight": 10}, {"inflight": 5}], [100, 0, 50]),
         ([{"inflight": 1}, {"inflight": 2}, {"inflight": 3}], [66, 33, 0]),
-        ([{"inflight": 5, "running": 5}, {"inflight": 5}, {}], [99, 0, 100]),
+        # readings taken at the current in-flight count: Kthena's case (5 not started on p1)
+        (
+            [
+                {"inflight": 5, "running": 5, "inflight_at_sample": 5},
+                {"inflight": 5, "inflight_at_sample": 5},
+                {},
+            ],
+            [99, 0, 100],
+        ),
     ],
 )
 def test_least_request_score(pods: list[dict], expected: list[int]) -> None:
     endpoints = [ep(f"p{i}", **p) for i, p in enumerate(pods)]
     assert LeastRequest().score(CTX, endpoints) == expected
+
+
+def test_least_request_projects_running_to_now() -> None:
+    """Requests sent since the reading run (they are not 100 waiting ones each), requests that ended
+    since free their slots, and an engine that was queueing at the reading queues what came since."""
+    sent_since = ep("sent", running=10, inflight=14, inflight_at_sample=10)
+    steady = ep("steady", running=10, inflight=10, inflight_at_sample=10)
+    assert LeastRequest().score(CTX, [sent_since, steady]) == [0, 28]  # raw gauge: [0, 97]
+    # A reading taken just before a burst of completions (as logged in bench/routing): the holder of
+    # a prompt's prefix took 4 since its reading, one engine saw 69 end, one was queueing.
+    holder = ep("holder", running=101, inflight=105, inflight_at_sample=101)
+    drained = ep("drained", running=80, waiting=6, inflight=26, inflight_at_sample=95)
+    queueing = ep("queueing", running=103, waiting=6, inflight=109, inflight_at_sample=103)
+    assert LeastRequest().score(CTX, [holder, drained, queueing]) == [85, 96, 0]  # raw: [28, 96, 0]
+    never_read = ep("new", inflight=3)  # judged by the in-flight count alone
+    assert LeastRequest().score(CTX, [never_read, steady]) == [70, 0]
 
 
 @pytest.mark.parametrize(

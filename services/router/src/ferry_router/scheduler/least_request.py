@@ -1,7 +1,18 @@
 """``least-request``: filter out endpoints with a long engine queue; prefer few requests in flight.
 
 Score (Kthena's current formula): ``base = inflight + 100*max(inflight - running, 0)``; the busiest
-endpoint scores 0, an idle set scores 100 each.
+endpoint scores 0, an idle set scores 100 each. ``inflight - running`` stands for the requests the
+engine has not started, weighed 100 to one.
+
+``running`` is the engine's gauge projected to now (as gpu-usage and least-latency project theirs):
+it was read up to an interval ago, at ``inflight_at_sample``, and the requests this router sent
+there since, net of those it saw end (:attr:`Endpoint.unsampled`), run too -- unless the engine had
+requests waiting at the reading, when what was sent since waits as well and ``running`` stays.
+Read raw, as Kthena does, the gauge makes every request sent since the last reading count as 100
+waiting ones, and one that ended since as a free slot: right after a reading the endpoint that just
+took requests scores 0 and one whose requests just ended scores near 100, which outweighs a
+kvcache-aware match (bench/routing/README.md). An engine never read (or whose reading went stale)
+is judged by the router's in-flight count alone.
 """
 
 from __future__ import annotations
@@ -33,7 +44,8 @@ class LeastRequest:
     def score(self, ctx: SchedulingContext, endpoints: Sequence[Endpoint]) -> list[float]:
         bases = []
         for e in endpoints:
-            inflight, running = e.inflight, e.metrics.running
+            m, inflight = e.metrics, e.inflight
+            running = m.running if m.waiting > 0 else m.running + (inflight - m.inflight_at_sample)
             bases.append(inflight + (100 * (inflight - running) if inflight > running else 0))
         top = max(bases)
         if top <= 0:
