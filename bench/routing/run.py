@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import os
 import random
 import re
@@ -161,6 +162,49 @@ class Outcome:
     wall: float = 0.0
     hits: float = 0.0
     queries: float = 0.0
+    engine: EngineSide = field(default_factory=lambda: EngineSide())
+
+
+@dataclass
+class EngineSide:
+    """What the engines measured over a set (simulated seconds), summed over the engines: their own
+    TTFT (arrival at the engine to first token: queueing and prefill, no router, client or network)
+    as cumulative histogram counts per bound, and preemptions. Told apart from the client's TTFT, it
+    says whether a slow first token waited in an engine or in the host's own processes."""
+
+    ttft_bounds: list[float] = field(default_factory=list)
+    ttft_cumulative: list[float] = field(default_factory=list)
+    ttft_sum: float = 0.0
+    preemptions: float = 0.0
+
+    def add(self, after: EngineReading, before: EngineReading) -> None:
+        if not self.ttft_bounds:
+            self.ttft_bounds = [bound for bound, _ in after.ttft_buckets]
+            self.ttft_cumulative = [0.0] * len(self.ttft_bounds)
+        for i, ((_, a), (_, b)) in enumerate(zip(after.ttft_buckets, before.ttft_buckets, strict=True)):
+            self.ttft_cumulative[i] += a - b
+        self.ttft_sum += after.ttft_sum - before.ttft_sum
+        self.preemptions += after.preemptions - before.preemptions
+
+    def ttft_quantile(self, q: float) -> float:
+        """Prometheus' ``histogram_quantile``: linear within the bucket that holds the quantile."""
+        if not self.ttft_cumulative or self.ttft_cumulative[-1] <= 0:
+            return float("nan")
+        rank = q * self.ttft_cumulative[-1]
+        lower_bound, lower_count = 0.0, 0.0
+        for bound, count in zip(self.ttft_bounds, self.ttft_cumulative, strict=True):
+            if count >= rank:
+                if math.isinf(bound):
+                    return lower_bound
+                return lower_bound + (bound - lower_bound) * (rank - lower_count) / max(
+                    count - lower_count, 1e-9
+                )
+            lower_bound, lower_count = bound, count
+        return lower_bound
+
+    def ttft_mean(self) -> float:
+        count = self.ttft_cumulative[-1] if self.ttft_cumulative else 0.0
+        return self.ttft_sum / count if count else float("nan")
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -225,14 +269,43 @@ async def drive(url: str, workload: Workload, rate: float, concurrency: int, sca
     return out
 
 
-def scrape(url: str) -> dict[str, float]:
+@dataclass(frozen=True)
+class EngineReading:
+    """One engine's counters at one moment."""
+
+    hits: float
+    queries: float
+    preemptions: float
+    ttft_buckets: list[tuple[float, float]]  # (upper bound, cumulative count)
+    ttft_sum: float
+
+
+def scrape(url: str) -> EngineReading:
     with urllib.request.urlopen(f"{url}/metrics", timeout=5) as response:
-        text = response.read().decode()
-    values: dict[str, float] = {}
-    for name in ("vllm:prefix_cache_hits_total", "vllm:prefix_cache_queries_total"):
+        return reading_of(response.read().decode())
+
+
+def reading_of(text: str) -> EngineReading:
+    """The counters of one engine's ``/metrics`` text."""
+
+    def counter(name: str) -> float:
         match = re.search(rf"^{re.escape(name)}\{{[^}}]*\}} ([\d.e+]+)$", text, re.M)
-        values[name] = float(match.group(1)) if match else 0.0
-    return values
+        return float(match.group(1)) if match else 0.0
+
+    ttft = "vllm:time_to_first_token_seconds"
+    buckets = [
+        (float(bound), float(count))
+        for bound, count in re.findall(
+            rf'^{re.escape(ttft)}_bucket\{{[^}}]*le="([^"]+)"[^}}]*\}} ([\d.e+]+)$', text, re.M
+        )
+    ]
+    return EngineReading(
+        counter("vllm:prefix_cache_hits_total"),
+        counter("vllm:prefix_cache_queries_total"),
+        counter("vllm:num_preemptions_total"),
+        buckets,
+        counter(f"{ttft}_sum"),
+    )
 
 
 # ---------------------------------------------------------------------------------- the stack
@@ -351,8 +424,9 @@ def run_set(stack: Stack, label: str, workload: Workload, args: argparse.Namespa
     finally:
         router.stop(timeout=5)
     for a, b in zip(after, before, strict=True):
-        outcome.hits += a["vllm:prefix_cache_hits_total"] - b["vllm:prefix_cache_hits_total"]
-        outcome.queries += a["vllm:prefix_cache_queries_total"] - b["vllm:prefix_cache_queries_total"]
+        outcome.hits += a.hits - b.hits
+        outcome.queries += a.queries - b.queries
+        outcome.engine.add(a, b)
     return outcome
 
 
@@ -401,6 +475,20 @@ def print_table(workload: Workload, results: dict[str, Outcome], scale: float, r
             f"{label:<26} | {throughput:6.2f} {ratio:7.2f}x | {ttft50:7.2f}s {percentile(o.ttft, 99):6.2f}s "
             f"{ttft_delta:+8.1f}% | {e2e50:6.2f}s {percentile(o.e2e, 99):6.2f}s {e2e_delta:+8.1f}% | "
             f"{hit:8.1f}% | {o.failed:>6}"
+        )
+    print(
+        "\nwhere the first token waited: the client's TTFT (router, tokenize, network and the engine) "
+        "against the engines' own (queue and prefill; p50 interpolated in the engines' buckets)"
+    )
+    header = f"{'plugin set':<26} | {'client p50':>10} {'mean':>7} | "
+    header += f"{'engine p50':>10} {'mean':>7} | {'preempted':>9}"
+    print(header)
+    print("-" * len(header))
+    for label, o in results.items():
+        client_mean = sum(o.ttft) / len(o.ttft) if o.ttft else float("nan")
+        print(
+            f"{label:<26} | {percentile(o.ttft, 50):9.2f}s {client_mean:6.2f}s | "
+            f"{o.engine.ttft_quantile(0.5):9.2f}s {o.engine.ttft_mean():6.2f}s | {o.engine.preemptions:9.0f}"
         )
     sys.stdout.flush()
 

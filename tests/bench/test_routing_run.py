@@ -8,6 +8,8 @@ from pathlib import Path
 
 import aiohttp
 from aiohttp import web
+from ferry_mock_engine.config import EngineConfig
+from ferry_mock_engine.metrics import EngineMetrics, Load
 from ferry_router.scheduler.config import build_scheduler, parse_config
 from ferry_router.scheduler.kvcache_aware import KVCacheAware
 
@@ -16,6 +18,7 @@ if str(ROOT) not in sys.path:  # as the benchmark scripts do: ``bench`` lives at
     sys.path.insert(0, str(ROOT))
 run = importlib.import_module("bench.routing.run")
 Outcome, one_request, router_yaml = run.Outcome, run.one_request, run.router_yaml
+EngineSide, reading_of = run.EngineSide, run.reading_of
 
 CUT = b'data: {"error": {"message": "the upstream engine sent nothing for 120s", "type": "server_error"}}\n\n'
 TOKEN = b'data: {"choices": [{"delta": {"content": "cache"}}]}\n\n'
@@ -72,3 +75,19 @@ async def test_a_stream_the_router_cut_is_a_failed_request_not_a_fast_one() -> N
 async def test_a_whole_stream_is_timed() -> None:
     out = await _request_through(TOKEN, TOKEN, b"data: [DONE]\n\n")
     assert (out.ok, out.failed, len(out.ttft), len(out.e2e)) == (1, 0, 1, 1)
+
+
+def test_the_engines_own_ttft_is_read_from_their_histogram_over_the_set() -> None:
+    """The engine-side TTFT columns: the difference of two readings of an engine's histogram, its
+    median interpolated within the bucket that holds it (as Prometheus' histogram_quantile)."""
+    engine = EngineMetrics(EngineConfig(served_model_names=["m"]), Load())
+    engine.observe_first_token(7.0)  # before the set: left out
+    before = reading_of(engine.exposition().decode())
+    for seconds in (0.3, 0.3, 3.0, 30.0):
+        engine.observe_first_token(seconds)
+    side = EngineSide()
+    side.add(reading_of(engine.exposition().decode()), before)
+    assert side.ttft_cumulative[-1] == 4
+    assert side.ttft_quantile(0.5) == 0.5  # 2 of 4 within (0.25, 0.5]: the bucket's upper bound
+    assert side.ttft_mean() == 33.6 / 4
+    assert EngineSide().ttft_quantile(0.5) != EngineSide().ttft_quantile(0.5)  # none: NaN
