@@ -10,14 +10,15 @@ workload — 256 groups x 32 requests, a 4,096-token system prompt, 800 req/s, a
 max-num-batched-tokens 65,536, blocks of 128, each engine's whole KV pool? The engines are stepped
 in virtual time by one event loop, so a run takes a few minutes of one core whatever the load.
 
-The router is modelled, not run: ``random`` picks uniformly; ``least-request`` and
-``kvcache-aware`` use Kthena's formulas (least-request: ``inflight + 100*max(inflight - running, 0)``,
-endpoints with 10 or more waiting filtered out; kvcache-aware: ``int(100*k/n)`` for the first k of
-n <= 128 blocks held) over the engines' exact state — an index with no event lag. Like the router's
-plugin, kvcache-aware also counts the blocks of the prompts it sent to an engine in the last
-``--pending-ttl`` seconds as held there (``pendingTTLSeconds``, 10 by default); the set
-``LeastRequest+KVCacheAware/events-only`` leaves that out (Kthena's plugin, ``pendingTTLSeconds: 0``).
-Prints the same columns as ``run.py``.
+The router is modelled, not run: ``random`` picks uniformly; ``least-request`` and ``kvcache-aware`` use
+Kthena's formulas (least-request: ``inflight + 100*max(inflight - running, 0)``; kvcache-aware:
+``int(100*k/n)`` for the first k of n <= 128 blocks held) over the engines' exact state — an index with
+no event lag. Like the router's plugin, kvcache-aware also counts the blocks of the prompts it sent to an
+engine in the last ``--pending-ttl`` seconds as held there (``pendingTTLSeconds``, 10 by default); the
+set ``LeastRequest+KVCacheAware/events-only`` leaves that out (Kthena's plugin, ``pendingTTLSeconds:
+0``). Like ``run.py``'s router configuration, which enables score plugins only, no endpoint is filtered
+out; ``--max-waiting N`` adds least-request's filter (Kthena's Helm default: endpoints with ``N`` = 10 or
+more waiting requests are left out). Prints the same columns as ``run.py``.
 """
 
 from __future__ import annotations
@@ -32,7 +33,6 @@ from ferry_mock_engine.kvcache import BlockPool, prompt_block_hashes
 from ferry_mock_engine.profiles import profile_named
 from ferry_mock_engine.simulator import SimRequest, Simulator
 
-MAX_WAITING = 10  # least-request's filter (Kthena's default maxWaitingRequests)
 MAX_BLOCKS = 128  # kvcache-aware's maxBlocksToMatch
 
 
@@ -41,6 +41,7 @@ class Fleet:
     engines: list[Simulator]
     inflight: list[int]
     rng: random.Random
+    max_waiting: int = 0  # least-request's filter (maxWaitingRequests); 0: not enabled
     pending_ttl: float = 0.0
     now: float = 0.0
     pending: list[dict[int, float]] = field(default_factory=list)  # per engine: block hash -> expiry
@@ -48,8 +49,11 @@ class Fleet:
     def pick(self, policy: str, prompt: list[int]) -> int:
         if policy == "Random":
             return self.rng.randrange(len(self.engines))
-        candidates = [i for i, e in enumerate(self.engines) if len(e.waiting) < MAX_WAITING]
-        candidates = candidates or list(range(len(self.engines)))
+        candidates = list(range(len(self.engines)))
+        if self.max_waiting > 0:
+            candidates = [
+                i for i in candidates if len(self.engines[i].waiting) < self.max_waiting
+            ] or candidates
         bases = {
             i: self.inflight[i] + 100 * max(self.inflight[i] - len(self.engines[i].running), 0)
             for i in candidates
@@ -84,7 +88,7 @@ class Result:
 
 def workload(args: argparse.Namespace) -> list[list[int]]:
     """Token ids of sglang's generated-shared-prefix dataset, shuffled (distinct ids per text)."""
-    rng = random.Random(f"{args.groups}-{args.per_group}")
+    rng = random.Random(f"{args.groups}-{args.per_group}" + (f"-{args.seed}" if args.seed else ""))
     prompts: list[list[int]] = []
     next_id = 1000
     for _ in range(args.groups):
@@ -115,7 +119,15 @@ def simulate(policy: str, prompts: list[list[int]], args: argparse.Namespace) ->
         for _ in range(args.engines)
     ]
     ttl = 0.0 if policy.endswith("/events-only") else args.pending_ttl
-    fleet = Fleet(engines, [0] * len(engines), random.Random(7), ttl, 0.0, [{} for _ in engines])
+    fleet = Fleet(
+        engines,
+        [0] * len(engines),
+        random.Random(7 + args.seed),
+        args.max_waiting,
+        ttl,
+        0.0,
+        [{} for _ in engines],
+    )
     stepping = [False] * len(engines)
     owner: dict[int, list[SimRequest]] = {i: [] for i in range(len(engines))}
     events: list[tuple[float, int, int]] = []  # (time, order, engine or -1 for an arrival)
@@ -235,6 +247,18 @@ def main() -> None:
     )
     parser.add_argument(
         "--pending-ttl", type=float, default=10.0, help="kvcache-aware's pendingTTLSeconds (simulated s)"
+    )
+    parser.add_argument(
+        "--max-waiting",
+        type=int,
+        default=0,
+        help="least-request's filter: leave out endpoints with this many waiting (0: no filter, as run.py)",
+    )
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="another order of the same requests and other tie-breaks (0: the published tables' run)",
     )
     parser.add_argument(
         "--sets",
