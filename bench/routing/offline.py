@@ -45,19 +45,35 @@ class Fleet:
     pending_ttl: float = 0.0
     now: float = 0.0
     pending: list[dict[int, float]] = field(default_factory=list)  # per engine: block hash -> expiry
+    reading_interval: float = 0.0  # least-request reads the engines' gauges this often; 0: exact state
+    raw_gauges: bool = False  # read them as Kthena does, not projected to now as Ferry's router does
+    readings: list[tuple[int, int, int]] = field(default_factory=list)  # running, waiting, inflight then
+    next_reading: float = 0.0
+
+    def read(self, now: float) -> None:
+        """Take the engines' gauges when a reading is due (the router's scrape, in simulated time)."""
+        if self.reading_interval > 0 and now >= self.next_reading:
+            engines = zip(self.engines, self.inflight, strict=True)
+            self.readings = [(len(e.running), len(e.waiting), n) for e, n in engines]
+            self.next_reading = now + self.reading_interval
+
+    def load(self, i: int) -> tuple[float, float]:
+        """Engine ``i``'s (running, waiting) as least-request sees them now."""
+        if self.reading_interval <= 0:
+            return len(self.engines[i].running), len(self.engines[i].waiting)
+        running, waiting, inflight_then = self.readings[i] if self.readings else (0, 0, 0)
+        if self.raw_gauges or waiting > 0:
+            return running, waiting
+        return running + self.inflight[i] - inflight_then, waiting  # ferry_router's least-request
 
     def pick(self, policy: str, prompt: list[int]) -> int:
         if policy == "Random":
             return self.rng.randrange(len(self.engines))
         candidates = list(range(len(self.engines)))
+        loads = [self.load(i) for i in candidates]
         if self.max_waiting > 0:
-            candidates = [
-                i for i in candidates if len(self.engines[i].waiting) < self.max_waiting
-            ] or candidates
-        bases = {
-            i: self.inflight[i] + 100 * max(self.inflight[i] - len(self.engines[i].running), 0)
-            for i in candidates
-        }
+            candidates = [i for i in candidates if loads[i][1] < self.max_waiting] or candidates
+        bases = {i: self.inflight[i] + 100 * max(self.inflight[i] - loads[i][0], 0) for i in candidates}
         top = max(bases.values())
         hashes = prompt_block_hashes(prompt, self.engines[0].pool.block_size)[:MAX_BLOCKS]
         best, best_score = candidates[0], -1.0
@@ -127,6 +143,8 @@ def simulate(policy: str, prompts: list[list[int]], args: argparse.Namespace) ->
         ttl,
         0.0,
         [{} for _ in engines],
+        args.reading_interval,
+        args.raw_gauges,
     )
     stepping = [False] * len(engines)
     owner: dict[int, list[SimRequest]] = {i: [] for i in range(len(engines))}
@@ -175,6 +193,7 @@ def simulate(policy: str, prompts: list[list[int]], args: argparse.Namespace) ->
                 result.e2e.append(now - request.arrival)
                 result.end = now
             step(i)
+        fleet.read(now)
         arrive()
     for engine in engines:
         result.hits += engine.stats.prefix_hits
@@ -253,6 +272,17 @@ def main() -> None:
         type=int,
         default=0,
         help="least-request's filter: leave out endpoints with this many waiting (0: no filter, as run.py)",
+    )
+    parser.add_argument(
+        "--reading-interval",
+        type=float,
+        default=0.0,
+        help="least-request reads the engines' running/waiting gauges every this many simulated seconds, "
+        "projected to now as the router does (0: their exact state; run.py's router scrapes every wall "
+        "second, i.e. 1/time-scale simulated)",
+    )
+    parser.add_argument(
+        "--raw-gauges", action="store_true", help="with --reading-interval: read them raw, as Kthena does"
     )
     parser.add_argument(
         "--seed",
