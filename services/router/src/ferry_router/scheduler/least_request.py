@@ -45,7 +45,7 @@ class LeastRequest:
         bases = []
         for e in endpoints:
             m, inflight = e.metrics, e.inflight
-            running = m.running if m.waiting > 0 else m.running + (inflight - m.inflight_at_sample)
+            running = m.running if m.waiting > 0 else m.running + e.unsampled
             bases.append(inflight + (100 * (inflight - running) if inflight > running else 0))
         top = max(bases)
         if top <= 0:
