@@ -12,14 +12,16 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
+from typing import TypeVar
 
+import nats.errors
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext
 from nats.js.api import DeliverPolicy, DiscardPolicy, KeyValueConfig, StorageType, StreamConfig
-from nats.js.errors import BadRequestError, NotFoundError
+from nats.js.errors import BadRequestError, NotFoundError, ServiceUnavailableError
 from nats.js.kv import KeyValue
 from prometheus_client import Counter, Gauge
 
@@ -36,8 +38,33 @@ from ferry_schemas.runtime.nats_connect import connect as connect
 from ferry_schemas.runtime.nats_connect import nats_options as nats_options
 from ferry_schemas.runtime.nats_connect import on_reconnect as on_reconnect
 from ferry_schemas.runtime.settings import env_int
+from ferry_schemas.runtime.workqueue import Backoff
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+UNANSWERED = (nats.errors.TimeoutError, nats.errors.NoRespondersError, ServiceUnavailableError)
+"""What a JetStream request ends with while a nats-server restarts or the client reconnects: no
+answer in time, or JetStream not up yet (503). Another try later gets an answer."""
+UNANSWERED_BACKOFF = Backoff(base=0.25, cap=5.0)
+
+
+async def until_answered(request: Callable[[], Awaitable[T]], what: str) -> T:
+    """``await request()`` again until JetStream answers (any other error is raised).
+
+    For start-up's one-shot requests (declare the streams, bind a bucket): a nats-server that
+    restarts meanwhile is a wait, not a reason for the process to exit.
+    """
+    failures = 0
+    while True:
+        try:
+            return await request()
+        except UNANSWERED as exc:
+            failures += 1
+            delay = UNANSWERED_BACKOFF.delay(failures)
+            log.warning("%s: JetStream did not answer (%r); trying again in %.2fs", what, exc, delay)
+            await asyncio.sleep(delay)
+
 
 DEAD_LETTERS = Counter(
     "ferry_dead_letters_total",
@@ -114,24 +141,33 @@ def stream_config(spec: StreamSpec) -> StreamConfig:
 
 
 async def declare_streams(js: JetStreamContext, specs: tuple[StreamSpec, ...] = STREAMS) -> None:
-    """Create or update every Ferry stream (idempotent)."""
+    """Create or update every Ferry stream (idempotent; waits out a nats-server restart)."""
     for spec in specs:
         config = stream_config(spec)
-        try:
-            await js.add_stream(config)
-        except BadRequestError:
-            await js.update_stream(config)
+
+        async def declare(config: StreamConfig = config) -> None:
+            try:
+                await js.add_stream(config)
+            except BadRequestError:
+                await js.update_stream(config)
+
+        await until_answered(declare, f"declare stream {spec.name}")
 
 
 async def key_value(
     js: JetStreamContext, bucket: str, *, history: int = 1, ttl: float | None = None
 ) -> KeyValue:
-    """Bind to a KV bucket, creating it when it does not exist yet (``ttl``: entries expire)."""
-    try:
-        return await js.key_value(bucket)
-    except (NotFoundError, BadRequestError):
-        config = KeyValueConfig(bucket=bucket, history=history, ttl=ttl, replicas=replicas())
-        return await js.create_key_value(config)
+    """Bind to a KV bucket, creating it when it does not exist yet (``ttl``: entries expire; waits
+    out a nats-server restart)."""
+
+    async def bind() -> KeyValue:
+        try:
+            return await js.key_value(bucket)
+        except (NotFoundError, BadRequestError):
+            config = KeyValueConfig(bucket=bucket, history=history, ttl=ttl, replicas=replicas())
+            return await js.create_key_value(config)
+
+    return await until_answered(bind, f"bind bucket {bucket}")
 
 
 class DeadLetterForwarder:
@@ -208,7 +244,8 @@ class DeadLetterForwarder:
 
 
 async def wait_for_streams(js: JetStreamContext, streams: tuple[str, ...], stop: asyncio.Event) -> bool:
-    """Wait until the watcher declared ``streams``; False when ``stop`` was set first."""
+    """Wait until the watcher declared ``streams`` (and JetStream answers); False when ``stop`` was
+    set first."""
     while not stop.is_set():
         try:
             for stream in streams:
@@ -216,8 +253,10 @@ async def wait_for_streams(js: JetStreamContext, streams: tuple[str, ...], stop:
             return True
         except NotFoundError:
             log.info("waiting for the streams %s to be declared", ", ".join(streams))
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), 1.0)
+        except UNANSWERED as exc:
+            log.warning("waiting for JetStream to answer about the streams %s: %r", ", ".join(streams), exc)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), 1.0)
     return False
 
 

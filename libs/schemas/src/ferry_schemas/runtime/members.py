@@ -62,7 +62,7 @@ from nats.js.kv import KV_DEL, KV_OP, KV_PURGE, KeyValue
 
 from ferry_schemas.bus import encode_token
 from ferry_schemas.runtime.follow import StreamFollower
-from ferry_schemas.runtime.jetstream import key_value
+from ferry_schemas.runtime.jetstream import key_value, until_answered
 from ferry_schemas.runtime.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
@@ -169,7 +169,7 @@ class Members:
         """Bind (or create) the bucket, put the first heartbeat and follow the bucket; heartbeats
         then go out from a task. Returns before the snapshot is read (:attr:`known`)."""
         self._kv = await key_value(self._js, self.bucket, ttl=self.ttl)
-        await self._beat()
+        await until_answered(self._beat, f"first heartbeat in {self.bucket}")
         every_member = {"members": f"{self._prefix}>"}  # every scope's: alone and marks count them all
         name = f"members-{self.bucket}"
         self._follower = StreamFollower(self._js, f"KV_{self.bucket}", every_member, self._handle, name=name)
