@@ -24,7 +24,7 @@ def projected_usage(endpoints: Sequence[Endpoint]) -> list[float]:
     usages = []
     for e, m in zip(endpoints, readings, strict=True):
         usage, running = m.kv_cache_usage, m.running
-        usage += (e.inflight - m.inflight_at_sample) * (usage / running if running > 0 else fallback)
+        usage += e.unsampled * (usage / running if running > 0 else fallback)
         usages.append(0.0 if usage < 0.0 else 1.0 if usage > 1.0 else usage)
     return usages
 

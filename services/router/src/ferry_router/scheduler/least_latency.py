@@ -47,7 +47,7 @@ class LeastLatency:
         for e in endpoints:
             m = e.metrics
             load = m.running + m.waiting
-            now = load + (e.inflight - m.inflight_at_sample)
+            now = load + e.unsampled
             growth = (1.0 if now < 1.0 else now) / (1.0 if load < 1.0 else load)
             f, p = m.ttft * growth, m.tpot * growth
             if not (f > 0 and p > 0):
