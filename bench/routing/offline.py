@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from ferry_mock_engine.kvcache import BlockPool, prompt_block_hashes
 from ferry_mock_engine.profiles import profile_named
 from ferry_mock_engine.simulator import SimRequest, Simulator
+from ferry_router.scheduler.least_request import FULL_KV_USAGE
 
 MAX_BLOCKS = 128  # kvcache-aware's maxBlocksToMatch
 
@@ -47,24 +48,26 @@ class Fleet:
     pending: list[dict[int, float]] = field(default_factory=list)  # per engine: block hash -> expiry
     reading_interval: float = 0.0  # least-request reads the engines' gauges this often; 0: exact state
     raw_gauges: bool = False  # read them as Kthena does, not projected to now as Ferry's router does
-    readings: list[tuple[int, int, int]] = field(default_factory=list)  # running, waiting, inflight then
+    readings: list[tuple[int, int, int, float]] = field(
+        default_factory=list
+    )  # running, waiting, inflight, usage
     next_reading: float = 0.0
 
     def read(self, now: float) -> None:
         """Take the engines' gauges when a reading is due (the router's scrape, in simulated time)."""
         if self.reading_interval > 0 and now >= self.next_reading:
             engines = zip(self.engines, self.inflight, strict=True)
-            self.readings = [(len(e.running), len(e.waiting), n) for e, n in engines]
+            self.readings = [(len(e.running), len(e.waiting), n, e.pool.usage) for e, n in engines]
             self.next_reading = now + self.reading_interval
 
     def load(self, i: int) -> tuple[float, float]:
         """Engine ``i``'s (running, waiting) as least-request sees them now."""
         if self.reading_interval <= 0:
             return len(self.engines[i].running), len(self.engines[i].waiting)
-        running, waiting, inflight_then = self.readings[i] if self.readings else (0, 0, 0)
-        if self.raw_gauges or waiting > 0:
+        running, waiting, inflight_then, usage = self.readings[i] if self.readings else (0, 0, 0, 0.0)
+        if self.raw_gauges or (waiting > 0 and usage >= FULL_KV_USAGE):
             return running, waiting
-        return running + self.inflight[i] - inflight_then, waiting  # ferry_router's least-request
+        return running + waiting + self.inflight[i] - inflight_then, 0  # ferry_router's least-request
 
     def pick(self, policy: str, prompt: list[int]) -> int:
         if policy == "Random":

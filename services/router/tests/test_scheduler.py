@@ -59,18 +59,35 @@ def test_least_request_score(pods: list[dict], expected: list[int]) -> None:
 
 def test_least_request_projects_running_to_now() -> None:
     """Requests sent since the reading run (they are not 100 waiting ones each), requests that ended
-    since free their slots, and an engine that was queueing at the reading queues what came since."""
+    since free their slots, and an engine that was full and queueing at the reading queues what came
+    since."""
     sent_since = ep("sent", running=10, inflight=14, inflight_at_sample=10)
     steady = ep("steady", running=10, inflight=10, inflight_at_sample=10)
     assert LeastRequest().score(CTX, [sent_since, steady]) == [0, 28]  # raw gauge: [0, 97]
     # A reading taken just before a burst of completions (as logged in bench/routing): the holder of
-    # a prompt's prefix took 4 since its reading, one engine saw 69 end, one was queueing.
+    # a prompt's prefix took 4 since its reading, one full engine saw 69 end, one full engine queued.
     holder = ep("holder", running=101, inflight=105, inflight_at_sample=101)
-    drained = ep("drained", running=80, waiting=6, inflight=26, inflight_at_sample=95)
-    queueing = ep("queueing", running=103, waiting=6, inflight=109, inflight_at_sample=103)
+    drained = ep("drained", running=80, waiting=6, kv_cache_usage=0.95, inflight=26, inflight_at_sample=95)
+    queueing = ep(
+        "queueing", running=103, waiting=6, kv_cache_usage=0.97, inflight=109, inflight_at_sample=103
+    )
     assert LeastRequest().score(CTX, [holder, drained, queueing]) == [85, 96, 0]  # raw: [28, 96, 0]
     never_read = ep("new", inflight=3)  # judged by the in-flight count alone
     assert LeastRequest().score(CTX, [never_read, steady]) == [70, 0]
+
+
+def test_least_request_counts_a_queue_only_where_the_engine_was_full() -> None:
+    """Requests waiting in an engine with KV cache to spare are a step's arrivals, admitted at the
+    next step: they and those sent since run. In a full engine they queue, and so does what came since."""
+    transient = ep(
+        "transient", running=100, waiting=6, kv_cache_usage=0.5, inflight=110, inflight_at_sample=106
+    )
+    full = ep("full", running=100, waiting=6, kv_cache_usage=0.95, inflight=110, inflight_at_sample=106)
+    idle = ep("idle")
+    assert LeastRequest().score(CTX, [transient, full, idle]) == [90, 0, 100]  # bases 110, 1110, 0
+    # what the engine did not report at all (on its way there at the reading) is not started yet
+    unreported = ep("unreported", running=8, inflight=10, inflight_at_sample=10)
+    assert LeastRequest().score(CTX, [unreported, idle]) == [0, 100]
 
 
 @pytest.mark.parametrize(

@@ -4,10 +4,16 @@ Score (Kthena's current formula): ``base = inflight + 100*max(inflight - running
 endpoint scores 0, an idle set scores 100 each. ``inflight - running`` stands for the requests the
 engine has not started, weighed 100 to one.
 
-``running`` is the engine's gauge projected to now (as gpu-usage and least-latency project theirs):
-it was read up to an interval ago, at ``inflight_at_sample``, and the requests this router sent
-there since, net of those it saw end (:attr:`Endpoint.unsampled`), run too -- unless the engine had
-requests waiting at the reading, when what was sent since waits as well and ``running`` stays.
+The queue term reads the engine's gauges, taken up to an interval ago, and counts only a real queue:
+requests waiting at a reading when the engine was full, with at least :data:`FULL_KV_USAGE` of its
+KV cache in use (vLLM admits waiting requests while blocks allow). Then ``running`` stays as read
+and what this router sent since waits too. In an engine that was not full, what waited at the
+reading were the arrivals of the step under way (a long prefill step), admitted at the next one:
+they run, and so do the requests this router sent there since, net of those it saw end
+(:attr:`Endpoint.unsampled`) -- ``running`` is projected to now, as gpu-usage and least-latency
+project their gauges. What is left of ``inflight - running`` is what the engine did not report at
+all (on its way there at the reading), as in Kthena.
+
 Read raw, as Kthena does, the gauge makes every request sent since the last reading count as 100
 waiting ones, and one that ended since as a free slot: right after a reading the endpoint that just
 took requests scores 0 and one whose requests just ended scores near 100, which outweighs a
@@ -24,6 +30,9 @@ from ferry_router.scheduler.framework import SchedulingContext
 from ferry_router.state.table import Endpoint
 
 DEFAULT_MAX_WAITING = 10
+FULL_KV_USAGE = 0.9
+"""KV-cache usage (0..1) at which an engine's waiting requests are a queue, not a step's arrivals
+(``bench/routing/offline.py``: 0.9 and 0.98 pick alike; 0.7 calls transient queues full)."""
 
 
 class LeastRequest:
@@ -45,7 +54,8 @@ class LeastRequest:
         bases = []
         for e in endpoints:
             m, inflight = e.metrics, e.inflight
-            running = m.running if m.waiting > 0 else m.running + e.unsampled
+            full = m.waiting > 0 and m.kv_cache_usage >= FULL_KV_USAGE
+            running = m.running if full else m.running + m.waiting + e.unsampled
             bases.append(inflight + (100 * (inflight - running) if inflight > running else 0))
         top = max(bases)
         if top <= 0:
