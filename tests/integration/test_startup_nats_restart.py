@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Iterator
 
 import pytest
 from ferry_local.natsd import NatsServer
 from ferry_schemas.bus import STREAMS
 from ferry_schemas.runtime.jetstream import connect, declare_streams
 from ferry_schemas.runtime.members import Members
+from nats.aio.client import Client
 
 from tests.conftest import local_nats_server
 
@@ -51,25 +52,27 @@ async def across_a_restart(
     await asyncio.wait_for(task, DONE_WITHIN)
 
 
-async def test_declaring_the_streams_waits_out_a_restart(
-    own_nats: NatsServer, caplog: pytest.LogCaptureFixture
-) -> None:
+@pytest.fixture
+async def nc(own_nats: NatsServer, caplog: pytest.LogCaptureFixture) -> AsyncIterator[Client]:
+    """A client of ``own_nats``, with the start-up helpers' warnings captured."""
     caplog.set_level(logging.WARNING, logger="ferry_schemas.runtime.jetstream")
-    nc = await connect(own_nats.url, "startup-streams-test")
+    client = await connect(own_nats.url, "startup-restart-test")
+    yield client
+    await client.close()
+
+
+async def test_declaring_the_streams_waits_out_a_restart(
+    own_nats: NatsServer, nc: Client, caplog: pytest.LogCaptureFixture
+) -> None:
     js = nc.jetstream()
-    try:
-        await across_a_restart(own_nats, declare_streams(js), caplog)
-        for spec in STREAMS:
-            assert (await js.stream_info(spec.name)).config.subjects == spec.subjects
-    finally:
-        await nc.close()
+    await across_a_restart(own_nats, declare_streams(js), caplog)
+    for spec in STREAMS:
+        assert (await js.stream_info(spec.name)).config.subjects == spec.subjects
 
 
 async def test_a_member_starts_across_a_restart(
-    own_nats: NatsServer, caplog: pytest.LogCaptureFixture
+    own_nats: NatsServer, nc: Client, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="ferry_schemas.runtime.jetstream")
-    nc = await connect(own_nats.url, "startup-members-test")
     js = nc.jetstream()
     members = Members(js, "startup_members", "status-1", ttl=3.0, mark=b"v1")
     try:
@@ -80,4 +83,3 @@ async def test_a_member_starts_across_a_restart(
         assert beat.value == b"v1"  # the first heartbeat landed
     finally:
         await members.stop()
-        await nc.close()
