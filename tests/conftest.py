@@ -174,6 +174,14 @@ def nats_server() -> Iterator[NatsServer | None]:
         yield server
 
 
+@pytest.fixture
+def own_nats(request: pytest.FixtureRequest) -> Iterator[NatsServer]:
+    """A nats-server (JetStream) of this test alone, for tests that stop, kill or restart it (on the
+    same port and store)."""
+    with local_nats_server(request.module.__name__.rsplit(".", 1)[-1].replace("_", "-")) as server:
+        yield server
+
+
 @contextmanager
 def local_nats_server(name: str) -> Iterator[NatsServer]:
     """A nats-server (JetStream) with its store in a fresh state directory, removed afterwards."""

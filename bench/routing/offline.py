@@ -48,9 +48,8 @@ class Fleet:
     pending: list[dict[int, float]] = field(default_factory=list)  # per engine: block hash -> expiry
     reading_interval: float = 0.0  # least-request reads the engines' gauges this often; 0: exact state
     raw_gauges: bool = False  # read them as Kthena does, not projected to now as Ferry's router does
-    readings: list[tuple[int, int, int, float]] = field(
-        default_factory=list
-    )  # running, waiting, inflight, usage
+    # running, waiting, in-flight count and KV-cache usage at the last reading, per engine
+    readings: list[tuple[int, int, int, float]] = field(default_factory=list)
     next_reading: float = 0.0
 
     def read(self, now: float) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import nats
 import pytest
@@ -18,16 +18,7 @@ from nats.aio.msg import Msg
 from nats.js.api import StreamConfig
 from opentelemetry.context import Context
 
-from tests.conftest import local_nats_server
-
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def own_nats() -> Iterator[NatsServer]:
-    """A nats-server of this test alone (one test restarts it)."""
-    with local_nats_server("consumer-pull") as server:
-        yield server
 
 
 class Handled:

@@ -27,19 +27,11 @@ from ferry_schemas.load import EngineLoad
 from ferry_schemas.runtime.jetstream import connect, declare_streams
 from nats.js import JetStreamContext
 
-from tests.conftest import local_nats_server
 from tests.support.router_world import model_server, pod_object
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
 SERVED = "org/restart-model"
-
-
-@pytest.fixture
-def own_nats() -> Iterator[NatsServer]:
-    """A nats-server of this test alone: it is stopped and started again on the same port and store."""
-    with local_nats_server("load-reader-restart") as server:
-        yield server
 
 
 @dataclass

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Iterator
+from collections.abc import AsyncIterator, Awaitable
 
 import pytest
 from ferry_local.natsd import NatsServer
@@ -19,20 +19,11 @@ from ferry_schemas.runtime.jetstream import connect, declare_streams
 from ferry_schemas.runtime.members import Members
 from nats.aio.client import Client
 
-from tests.conftest import local_nats_server
-
 pytestmark = pytest.mark.integration
 UNANSWERED_WITHIN = 30.0
 """Seconds for a request to the stopped server to end without an answer (nats-py's API timeout: 5)."""
 DONE_WITHIN = 60.0
 """Seconds for the waiting start-up to finish once the server is back."""
-
-
-@pytest.fixture
-def own_nats() -> Iterator[NatsServer]:
-    """A nats-server of this test alone: it is stopped and started again on the same port and store."""
-    with local_nats_server("startup-restart") as server:
-        yield server
 
 
 async def across_a_restart(

@@ -8,7 +8,6 @@ changed after the restart — what the applier and the status service read to re
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -18,8 +17,6 @@ from ferry_schemas.runtime.jetstream import connect, declare_streams
 from ferry_schemas.runtime.view import ObjectView
 from nats.js import JetStreamContext
 
-from tests.conftest import local_nats_server
-
 pytestmark = pytest.mark.integration
 OBJECTS = 40
 SEEN_WITHIN = 5.0
@@ -28,13 +25,6 @@ service wait for a trigger (nats-py alone notices a lost ordered consumer only a
 heartbeats, 10 to 20 s)."""
 PUBLISH_WITHIN = 30.0
 """Seconds for the restarted server to take a message again."""
-
-
-@pytest.fixture
-def own_nats() -> Iterator[NatsServer]:
-    """A nats-server of this test alone: it is stopped and started again on the same port and store."""
-    with local_nats_server("view-restart") as server:
-        yield server
 
 
 def pod(name: str, version: int) -> dict[str, Any]:
