@@ -1,7 +1,9 @@
 """The router's load reader (its own NATS client, ``state/load_wire.py``) on a nats-server of its
 own: across a restart the same reader process connects again, creates its consumer again
 (ephemeral consumers do not survive a restart) and load published after the restart reaches the
-routing table; over TLS it connects as every Ferry service does (``tls://``, ``FERRY_NATS_CA``).
+routing table; over TLS it connects as every Ferry service does (``tls://``, ``FERRY_NATS_CA``);
+on a stream with nothing to deliver it keeps its one connection across the consumer's idle
+heartbeats.
 
 Real processes: nats-server (JetStream, the users of ``deploy/base/nats``), the load reader child
 as the ``router`` user.
@@ -10,19 +12,23 @@ as the ``router`` user.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pytest
 from ferry_local.binaries import find_binaries
 from ferry_local.natsd import NatsServer
 from ferry_local.pki import ensure_pki
+from ferry_router.state import load_wire
 from ferry_router.state.load_reader import LoadFeed
 from ferry_router.state.pushed_load import PushedLoad
 from ferry_router.state.table import RoutingTable
+from ferry_schemas.bus import LOAD_STREAM
 from ferry_schemas.load import EngineLoad
 from ferry_schemas.runtime.jetstream import connect, declare_streams
 from nats.js import JetStreamContext
@@ -148,3 +154,40 @@ async def test_the_load_reader_connects_over_tls_as_every_service(tls_nats: TlsN
             await pushed.stop()
     finally:
         await nc.close()
+
+
+async def test_idle_heartbeats_on_an_empty_stream_keep_the_one_connection(
+    own_nats: NatsServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """nats-server 2.9 writes an idle heartbeat's missing reply subject as an empty field; read as a
+    flow-control request, it was answered with a PUB to no subject, and the server closed the
+    connection at every heartbeat (a new connection and consumer every 5.5 s until load flowed)."""
+    monkeypatch.setattr(load_wire, "IDLE_HEARTBEAT", 0.2)  # this process's reader: heartbeats 5 a second
+    nc = await connect(own_nats.url, "load-heartbeat-test")
+    try:
+        await declare_streams(nc.jetstream())  # FERRY_LOAD, empty: the consumer has only heartbeats to send
+    finally:
+        await nc.close()
+    name = "load-heartbeat-reader"
+    subscription = load_wire.LoadSubscription(
+        own_nats.url_for("router"), LOAD_STREAM, "ferry.load.>", lambda payload: None, name
+    )
+    reading = asyncio.create_task(subscription.run())
+    try:
+        async with httpx.AsyncClient(base_url=own_nats.monitor) as monitor:
+
+            async def readers() -> list[dict[str, object]]:
+                connz = (await monitor.get("/connz", params={"limit": 1000})).json()
+                return [c for c in connz.get("connections") or [] if c.get("name") == name]
+
+            deadline = time.monotonic() + 30
+            while not (found := await readers()) or int(str(found[0]["out_msgs"])) < 6:
+                assert time.monotonic() < deadline, f"reader: {found}, {subscription.sessions} sessions"
+                await asyncio.sleep(0.05)
+        # the consumer's answer and at least five heartbeats on one connection, never a second one
+        assert subscription.sessions == 1
+        assert len(found) == 1
+    finally:
+        reading.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await reading

@@ -120,7 +120,7 @@ class Wire(asyncio.Protocol):
                 break
             if buffer.startswith(b"MSG ", pos):
                 # MSG <subject> <sid> [reply] <bytes>
-                head = buffer[pos + 4 : eol].split(b" ")
+                head = buffer[pos + 4 : eol].split()
                 start = eol + 2
                 end = start + int(head[-1])
                 if end + 2 > size:
@@ -132,8 +132,9 @@ class Wire(asyncio.Protocol):
                     self._replied(buffer[start:end])
                 pos = end + 2
             elif buffer.startswith(b"HMSG ", pos):
-                # HMSG <subject> <sid> [reply] <header bytes> <total bytes>
-                head = buffer[pos + 5 : eol].split(b" ")
+                # HMSG <subject> <sid> [reply] <header bytes> <total bytes>; no reply is an empty
+                # field (two spaces) from nats-server 2.9's idle heartbeats: split on runs of spaces
+                head = buffer[pos + 5 : eol].split()
                 start = eol + 2
                 end = start + int(head[-1])
                 if end + 2 > size:
