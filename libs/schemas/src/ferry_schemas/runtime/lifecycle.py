@@ -1,4 +1,5 @@
-"""How every service process starts and stops: its event loop, logging, tracing, SIGTERM/SIGINT → stop."""
+"""How every service process starts and stops: its event loop, logging, tracing, SIGTERM/SIGINT → stop,
+SIGUSR1 → a report of where every task waits (also logged once when start-up does not finish)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,10 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Protocol, TypeVar
 
 from ferry_schemas.runtime.logs import configure_logging
+from ferry_schemas.runtime.probes import all_ready
+from ferry_schemas.runtime.settings import env_float
+from ferry_schemas.runtime.stacks import STARTUP_REPORT_AFTER, log_report, watch_startup
+from ferry_schemas.runtime.tasks import cancel_all
 from ferry_schemas.runtime.tracing import setup_tracing
 
 __all__ = ["configure_logging", "run_main", "serve", "settle_heap", "stop_on_signals"]
@@ -67,15 +72,26 @@ def settle_heap() -> None:
     gc.set_threshold(YOUNG_GENERATION, 10, 10)
 
 
+def report_on_sigusr1() -> None:
+    """``kill -USR1 <pid>`` logs where every task and thread of the process waits."""
+    with contextlib.suppress(NotImplementedError, RuntimeError):
+        asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, log_report, "SIGUSR1")
+
+
 async def serve(settings: S, run: Callable[[S, asyncio.Event], Awaitable[None]]) -> None:
     """Configure logging and tracing for ``settings.service``, settle the heap, then ``run`` until a
-    stop signal."""
+    stop signal. A process whose probes do not say ready within ``FERRY_STARTUP_REPORT_AFTER``
+    seconds (60) logs where it waits, once."""
     configure_logging(settings.log_level, settings.service)
     provider = setup_tracing(settings.service)
     settle_heap()
     stop = asyncio.Event()
     stop_on_signals(stop)
+    report_on_sigusr1()
+    after = env_float("FERRY_STARTUP_REPORT_AFTER", STARTUP_REPORT_AFTER)
+    watch = asyncio.create_task(watch_startup(all_ready, after), name="startup-watch")
     try:
         await run(settings, stop)
     finally:
+        await cancel_all([watch])
         provider.shutdown()

@@ -3,12 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import weakref
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
 
 ReadyCheck = Callable[[], Awaitable[bool] | bool]
+
+_STARTED: weakref.WeakSet[ProbeServer] = weakref.WeakSet()
+"""The probe servers of this process that are serving."""
+
+
+async def all_ready() -> bool:
+    """True once this process serves probes and every probe server's readiness says ready."""
+    servers = list(_STARTED)
+    return bool(servers) and all([await server.is_ready() for server in servers])
 
 
 class ProbeServer:
@@ -35,11 +45,14 @@ class ProbeServer:
     async def _healthz(self, _: web.Request) -> web.Response:
         return web.Response(text="ok\n")
 
+    async def is_ready(self) -> bool:
+        if self._ready is None:
+            return True
+        answer = self._ready()
+        return answer if isinstance(answer, bool) else await answer
+
     async def _readyz(self, _: web.Request) -> web.Response:
-        ok = True
-        if self._ready is not None:
-            answer = self._ready()
-            ok = answer if isinstance(answer, bool) else await answer
+        ok = await self.is_ready()
         return web.Response(text="ready\n" if ok else "not ready\n", status=200 if ok else 503)
 
     async def _metrics(self, _: web.Request) -> web.Response:
@@ -64,9 +77,11 @@ class ProbeServer:
         sockets = getattr(server, "sockets", None) or []
         if sockets:
             self.port = int(sockets[0].getsockname()[1])
+        _STARTED.add(self)
         return self.port
 
     async def stop(self) -> None:
+        _STARTED.discard(self)
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
