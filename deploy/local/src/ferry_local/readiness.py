@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import random
 import socket
 import ssl
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -37,12 +39,39 @@ def _ephemeral_ports() -> range:
     return range(32768, 61000)
 
 
+CLAIM_TTL = 300.0
+"""Seconds a port handed out by :func:`free_port` stays claimed against every other process of this
+machine: between the pick and the bind of the process it is for (a stack starts in under a minute)."""
+
+
+def claim_port(port: int, claims: Path | None = None) -> bool:
+    """Claim ``port`` for this pick, machine-wide: False when another pick (of any process: two
+    stacks starting at once, the test workers) claimed it less than :data:`CLAIM_TTL` ago. A port that
+    is free when checked can still be picked twice before either process binds it."""
+    directory = claims or Path(tempfile.gettempdir()) / f"ferry-ports-{os.getuid()}"
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / str(port)
+    for _ in range(2):
+        try:
+            os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+            return True
+        except FileExistsError:
+            try:
+                if time.time() - path.stat().st_mtime < CLAIM_TTL:
+                    return False
+                path.unlink()  # an old claim: of two racing for it, one creates it again
+            except FileNotFoundError:
+                pass
+    return False
+
+
 def free_port() -> int:
-    """A port on 127.0.0.1 that is free now, outside the ephemeral range when there is room."""
+    """A port on 127.0.0.1 that is free now and not handed out to another process lately
+    (:func:`claim_port`), outside the ephemeral range when there is room."""
     ephemeral = _ephemeral_ports()
     for _ in range(200):
         port = random.choice(LISTEN_PORTS)
-        if port in ephemeral:
+        if port in ephemeral or not claim_port(port):
             continue
         with socket.socket() as sock:
             try:
@@ -60,8 +89,10 @@ def free_port_run(length: int, avoid: Collection[int] = ()) -> int:
     takes ``port + i`` for its i-th worker)."""
     for _ in range(100):
         first = free_port()
+        if first in avoid:
+            continue
         ports = range(first, first + length)
-        if ports[-1] > 65535 or any(port in avoid for port in ports):
+        if ports[-1] > 65535 or any(port in avoid or not claim_port(port) for port in ports[1:]):
             continue
         with contextlib.ExitStack() as held:
             try:
