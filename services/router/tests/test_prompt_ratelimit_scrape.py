@@ -137,8 +137,10 @@ def test_parse_exposition_and_interval_means() -> None:
         ),
     )
     assert metrics.ttft == pytest.approx(0.5)
+    assert metrics.ttft_load == 5.0  # running + waiting at the reading that brought the samples
     apply_exposition(metrics, "sglang:num_queue_reqs 5\n")  # other engine names; absent gauges -> 0
     assert (metrics.waiting, metrics.running, metrics.ttft) == (5.0, 0.0, pytest.approx(0.5))
+    assert metrics.ttft_load == 5.0  # no new samples: still the load they were measured at
 
 
 @pytest.mark.parametrize(

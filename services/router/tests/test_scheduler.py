@@ -129,13 +129,23 @@ def test_gpu_usage_counts_requests_sent_since_the_reading() -> None:
 
 def test_least_latency_projects_latency_by_the_load_sent_since() -> None:
     """TTFT/TPOT read at a load of 4 are doubled once this router sent 4 more there."""
-    fast = ep("fast", ttft=0.1, tpot=0.01, running=3, waiting=1, inflight=8)
+    fast = ep("fast", ttft=0.1, tpot=0.01, ttft_load=4, tpot_load=4, running=3, waiting=1, inflight=8)
     fast.metrics.inflight_at_sample = 4
-    slow = ep("slow", ttft=0.15, tpot=0.015, running=4, inflight=4)
+    slow = ep("slow", ttft=0.15, tpot=0.015, ttft_load=4, tpot_load=4, running=4, inflight=4)
     slow.metrics.inflight_at_sample = 4
     assert LeastLatency().score(CTX, [fast, slow]) == [0, 100]
     fast.metrics.inflight_at_sample = 8  # a new reading: nothing unseen
     assert LeastLatency().score(CTX, [fast, slow]) == [100, 0]
+
+
+def test_least_latency_projects_from_the_load_the_latency_was_measured_at() -> None:
+    """An engine last measured slow at a load of 40, whose queue has drained to 2 since (readings
+    without new samples), is projected at 2/40 of that measure: it is not avoided for good."""
+    drained = ep("drained", ttft=2.0, tpot=0.04, ttft_load=40, tpot_load=40, running=2)
+    busy = ep("busy", ttft=0.5, tpot=0.02, ttft_load=20, tpot_load=20, running=20)
+    assert LeastLatency().score(CTX, [drained, busy]) == [100, 0]  # 0.1 s / 2 ms against 0.5 s / 20 ms
+    drained.metrics.ttft_load = drained.metrics.tpot_load = 2  # measured at its present load
+    assert LeastLatency().score(CTX, [drained, busy]) == [0, 100]
 
 
 @pytest.mark.parametrize(
@@ -151,7 +161,7 @@ def test_least_latency_projects_latency_by_the_load_sent_since() -> None:
     ],
 )
 def test_least_latency(args: dict, pods: list[tuple[float, float]], expected: list[int]) -> None:
-    endpoints = [ep(f"p{i}", ttft=f, tpot=p) for i, (f, p) in enumerate(pods)]
+    endpoints = [ep(f"p{i}", ttft=f, tpot=p, ttft_load=1, tpot_load=1) for i, (f, p) in enumerate(pods)]
     assert LeastLatency(args).score(CTX, endpoints) == expected
 
 

@@ -132,5 +132,23 @@ def test_old_load_reads_as_unknown() -> None:
     assert (a.waiting, a.stale, a.source, endpoint.unsampled) == (1, False, "push", 0)
 
 
+def test_pushed_latency_keeps_the_load_it_was_measured_at() -> None:
+    """A sidecar repeats the last interval's mean until new samples come: the load that goes with it
+    is the one of the reading where it changed."""
+    metrics = EndpointMetrics()
+    load = EngineLoad(
+        namespace="default", pod="a", model="m", epoch="e", seq=1, sent_at=0, running=30, waiting=10,
+        ttft=2.0, tpot=0.05,
+    )  # fmt: skip
+    apply_load(metrics, *decode(load.to_bytes(), wall=0, monotonic=100.0)[3])
+    assert (metrics.ttft_load, metrics.tpot_load) == (40, 40)
+    drained = load.model_copy(update={"seq": 2, "running": 2, "waiting": 0})  # same means: no new samples
+    apply_load(metrics, *decode(drained.to_bytes(), wall=0, monotonic=101.0)[3])
+    assert (metrics.running, metrics.ttft_load, metrics.tpot_load) == (2, 40, 40)
+    fresh = drained.model_copy(update={"seq": 3, "ttft": 0.3})
+    apply_load(metrics, *decode(fresh.to_bytes(), wall=0, monotonic=102.0)[3])
+    assert (metrics.ttft, metrics.ttft_load, metrics.tpot_load) == (0.3, 2, 40)
+
+
 def test_backoff_doubles_up_to_the_limit() -> None:
     assert [backoff(1.0, n, 30.0) for n in (1, 2, 3, 5, 10)] == [2.0, 4.0, 8.0, 30.0, 30.0]

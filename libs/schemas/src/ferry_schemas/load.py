@@ -153,12 +153,15 @@ class LoadState(Protocol):
     running: float
     ttft: float
     tpot: float
+    ttft_load: float
+    tpot_load: float
     ttft_hist: tuple[float, float] | None
     tpot_hist: tuple[float, float] | None
 
 
 def update_load(state: LoadState, parsed: Exposition) -> None:
-    """Gauges as read (0 when absent); TTFT/TPOT as the mean over the last interval with samples."""
+    """Gauges as read (0 when absent); TTFT/TPOT as the mean over the last interval with samples,
+    each with the engine's load (running + waiting) at the reading that brought those samples."""
     state.kv_cache_usage = parsed.gauges.get("kv_cache_usage", 0.0)
     state.waiting = parsed.gauges.get("waiting", 0.0)
     state.running = parsed.gauges.get("running", 0.0)
@@ -169,6 +172,7 @@ def update_load(state: LoadState, parsed: Exposition) -> None:
         mean = interval_mean(getattr(state, f"{name}_hist"), now)
         if mean > 0:
             setattr(state, name, mean)
+            setattr(state, f"{name}_load", state.running + state.waiting)
         setattr(state, f"{name}_hist", now)
 
 
@@ -181,6 +185,8 @@ class LoadReader:
     running: float = 0.0
     ttft: float = 0.0
     tpot: float = 0.0
+    ttft_load: float = 0.0
+    tpot_load: float = 0.0
     ttft_hist: tuple[float, float] | None = None
     tpot_hist: tuple[float, float] | None = None
     series: dict[str, float] = field(default_factory=dict)

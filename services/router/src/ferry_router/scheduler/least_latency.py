@@ -3,11 +3,14 @@
 Endpoints without measurements score 50. Others are scaled min→100, max→0 per measure and mixed
 as ``a*TTFT + (1 - a)*TPOT`` with a = ``TTFTTPOTWeightFactor`` (0.5 by default, must be in [0, 1]).
 
-The measures are means over the engine's last reading interval; both grow with its load, so each is
-projected to now by the load this router added since (:attr:`Endpoint.unsampled`):
-``x * max(load + unsampled, 1) / max(load, 1)`` with ``load = running + waiting`` at the reading.
-Read raw, as Kthena does, the lowest reading draws every request until the next one, and the
-engines take turns being swamped.
+The measures are means over the last reading interval that had samples; both grow with the
+engine's load, so each is projected from the load it was measured at to the load now:
+``x * max(now, 1) / max(then, 1)``, where ``then`` is running + waiting at the reading that brought
+the samples (``ttft_load`` / ``tpot_load``) and ``now`` is running + waiting at the latest reading
+plus the requests this router sent since (:attr:`Endpoint.unsampled`). Read raw, as Kthena does,
+the lowest reading draws every request until the next one, and the engines take turns being swamped.
+Scaled from the latest reading's load instead, an engine that drew nothing for a while kept the
+latency it was last measured at while its queue drained, and stayed avoided (``bench/routing``).
 """
 
 from __future__ import annotations
@@ -46,10 +49,11 @@ class LeastLatency:
         tpots: list[float] = []
         for e in endpoints:
             m = e.metrics
-            load = m.running + m.waiting
-            now = load + e.unsampled
-            growth = (1.0 if now < 1.0 else now) / (1.0 if load < 1.0 else load)
-            f, p = m.ttft * growth, m.tpot * growth
+            now = m.running + m.waiting + e.unsampled
+            now = 1.0 if now < 1.0 else now
+            ttft_then, tpot_then = m.ttft_load, m.tpot_load
+            f = m.ttft * now / (1.0 if ttft_then < 1.0 else ttft_then)
+            p = m.tpot * now / (1.0 if tpot_then < 1.0 else tpot_then)
             if not (f > 0 and p > 0):
                 f = p = 0.0
             ttfts.append(f)

@@ -47,10 +47,10 @@ def apply_load(
     metrics.kv_cache_usage = kv
     metrics.waiting = waiting
     metrics.running = running
-    if ttft > 0:
-        metrics.ttft = ttft
-    if tpot > 0:
-        metrics.tpot = tpot
+    if ttft > 0 and ttft != metrics.ttft:  # a new mean: that interval had samples
+        metrics.ttft, metrics.ttft_load = ttft, running + waiting
+    if tpot > 0 and tpot != metrics.tpot:
+        metrics.tpot, metrics.tpot_load = tpot, running + waiting
     metrics.scraped = True
     metrics.source = "push"
     metrics.updated = received

@@ -34,6 +34,8 @@ class EndpointMetrics:
     running: float = 0.0
     ttft: float = 0.0  # mean over the last interval that had samples (seconds)
     tpot: float = 0.0
+    ttft_load: float = 0.0  # running + waiting at the reading that brought that interval's samples
+    tpot_load: float = 0.0
     ttft_hist: tuple[float, float] | None = None  # (sum, count) at the previous scrape
     tpot_hist: tuple[float, float] | None = None
     models: frozenset[str] | None = None  # ids from /v1/models; None = not scraped yet
@@ -49,6 +51,7 @@ class EndpointMetrics:
     def forget_load(self) -> None:
         """The load is too old to mean anything: unknown, as for an engine never measured."""
         self.kv_cache_usage = self.waiting = self.running = self.ttft = self.tpot = 0.0
+        self.ttft_load = self.tpot_load = 0.0
         self.ttft_hist = self.tpot_hist = None
         self.inflight_at_sample = 0
         self.stale = True
