@@ -18,7 +18,12 @@ engine in the last ``--pending-ttl`` seconds as held there (``pendingTTLSeconds`
 set ``LeastRequest+KVCacheAware/events-only`` leaves that out (Kthena's plugin, ``pendingTTLSeconds:
 0``). Like ``run.py``'s router configuration, which enables score plugins only, no endpoint is filtered
 out; ``--max-waiting N`` adds least-request's filter (Kthena's Helm default: endpoints with ``N`` = 10 or
-more waiting requests are left out). Prints the same columns as ``run.py``.
+more waiting requests are left out). ``LeastLatency`` scores Kthena's least-latency from each engine's
+TTFT and TPOT means over the last reading interval that had samples (first tokens and finished
+requests, as vLLM's histograms gain them), projected as Ferry's router does; ``LeastLatency/raw`` reads
+them as Kthena does, ``LeastLatency/latest`` projects them from the latest reading's load (Ferry
+before), ``LeastLatency/p2`` takes the better of two engines drawn at random. Prints the same columns
+as ``run.py``.
 """
 
 from __future__ import annotations
@@ -51,6 +56,10 @@ class Fleet:
     # running, waiting, in-flight count and KV-cache usage at the last reading, per engine
     readings: list[tuple[int, int, int, float]] = field(default_factory=list)
     next_reading: float = 0.0
+    # least-latency: per engine, the TTFT and TPOT samples since the last reading, and per measure
+    # the mean of the last interval that had samples with running + waiting at that reading
+    samples: list[tuple[list[float], list[float]]] = field(default_factory=list)
+    latency: list[dict[str, float]] = field(default_factory=list)
 
     def read(self, now: float) -> None:
         """Take the engines' gauges when a reading is due (the router's scrape, in simulated time)."""
@@ -58,6 +67,26 @@ class Fleet:
             engines = zip(self.engines, self.inflight, strict=True)
             self.readings = [(len(e.running), len(e.waiting), n, e.pool.usage) for e, n in engines]
             self.next_reading = now + self.reading_interval
+            latency = zip(self.readings, self.samples, self.latency, strict=True)
+            for (running, waiting, _, _), taken, kept in latency:
+                for name, values in zip(("ttft", "tpot"), taken, strict=True):
+                    if values:  # a new interval mean, measured at this reading's load
+                        kept[name], kept[f"{name}_load"] = sum(values) / len(values), running + waiting
+                    values.clear()
+
+    def least_latency(self, i: int, variant: str) -> tuple[float, float]:
+        """Engine ``i``'s (TTFT, TPOT) as least-latency scores them: Ferry's projection from the load
+        each was measured at to now (``ferry_router.scheduler.least_latency``); ``raw``: as read
+        (Kthena); ``latest``: projected from the latest reading's load (Ferry before 2026-12-03)."""
+        kept = self.latency[i]
+        f, p = kept.get("ttft", 0.0), kept.get("tpot", 0.0)
+        if variant != "raw":
+            running, waiting, inflight_then, _ = self.readings[i] if self.readings else (0, 0, 0, 0.0)
+            now = max(running + waiting + self.inflight[i] - inflight_then, 1)
+            latest = running + waiting if variant == "latest" else None
+            f *= now / max(kept.get("ttft_load", 0.0) if latest is None else latest, 1)
+            p *= now / max(kept.get("tpot_load", 0.0) if latest is None else latest, 1)
+        return (f, p) if f > 0 and p > 0 else (0.0, 0.0)
 
     def load(self, i: int) -> tuple[float, float]:
         """Engine ``i``'s (running, waiting) as least-request sees them now."""
@@ -71,6 +100,9 @@ class Fleet:
     def pick(self, policy: str, prompt: list[int]) -> int:
         if policy == "Random":
             return self.rng.randrange(len(self.engines))
+        if policy.startswith("LeastLatency"):
+            variant = policy.partition("/")[2]
+            return self.pick_least_latency(variant)
         candidates = list(range(len(self.engines)))
         loads = [self.load(i) for i in candidates]
         if self.max_waiting > 0:
@@ -92,6 +124,26 @@ class Fleet:
         if self.pending_ttl > 0 and policy.endswith("KVCacheAware"):
             self.pending[best].update(dict.fromkeys(hashes, self.now + self.pending_ttl))
         return best
+
+    def pick_least_latency(self, variant: str) -> int:
+        """Kthena's scores: each measure scaled min -> 100, max -> 0, mixed 0.5/0.5, unmeasured 50;
+        ``p2``: the better of two engines drawn at random (the power of two choices; not Ferry's)."""
+        measures = [self.least_latency(i, variant) for i in range(len(self.engines))]
+        known = [m for m in measures if m[0] > 0]
+        scores = [50.0] * len(measures)
+        if known:
+            lo_f, hi_f = min(m[0] for m in known), max(m[0] for m in known)
+            lo_p, hi_p = min(m[1] for m in known), max(m[1] for m in known)
+            for i, (f, p) in enumerate(measures):
+                if f > 0:
+                    score_f = 100.0 if hi_f == lo_f else 100.0 * (hi_f - f) / (hi_f - lo_f)
+                    score_p = 100.0 if hi_p == lo_p else 100.0 * (hi_p - p) / (hi_p - lo_p)
+                    scores[i] = float(int(0.5 * score_f + 0.5 * score_p))
+        if variant == "p2":
+            pair = self.rng.sample(range(len(scores)), 2)
+            scores = [score if i in pair else -1.0 for i, score in enumerate(scores)]
+        top = max(scores)
+        return self.rng.choice([i for i, score in enumerate(scores) if score == top])
 
 
 @dataclass
@@ -147,13 +199,18 @@ def simulate(policy: str, prompts: list[list[int]], args: argparse.Namespace) ->
         [{} for _ in engines],
         args.reading_interval,
         args.raw_gauges,
+        samples=[([], []) for _ in engines],
+        latency=[{} for _ in engines],
     )
+    if policy.startswith("LeastLatency") and fleet.reading_interval <= 0:
+        fleet.reading_interval = 1e-9  # its measures are interval means: a reading at every event
     stepping = [False] * len(engines)
     owner: dict[int, list[SimRequest]] = {i: [] for i in range(len(engines))}
     events: list[tuple[float, int, int]] = []  # (time, order, engine or -1 for an arrival)
     order = 0
     sent, free = 0, args.concurrency
     result = Result()
+    first_tokens: set[str] = set()  # requests whose TTFT was sampled
 
     def push(at: float, engine: int) -> None:
         nonlocal order
@@ -187,10 +244,16 @@ def simulate(policy: str, prompts: list[list[int]], args: argparse.Namespace) ->
             engines[i].step_finish()
             engines[i].pool.take_events()
             stepping[i] = False
+            ttfts, tpots = fleet.samples[i]  # what the engine's histograms gain in this step
+            for request in owner[i]:
+                if request.first_token_at is not None and request.id not in first_tokens:
+                    first_tokens.add(request.id)
+                    ttfts.append(request.first_token_at - request.arrival)
             for request in [r for r in owner[i] if r.finished]:
                 owner[i].remove(request)
                 fleet.inflight[i] -= 1
                 free += 1
+                tpots.append((now - (request.first_token_at or now)) / max(args.output - 1, 1))
                 result.ttft.append((request.first_token_at or now) - request.arrival)
                 result.e2e.append(now - request.arrival)
                 result.end = now
