@@ -90,6 +90,14 @@ def test_least_request_counts_a_queue_only_where_the_engine_was_full() -> None:
     assert LeastRequest().score(CTX, [unreported, idle]) == [0, 100]
 
 
+def test_least_request_never_projects_running_below_zero() -> None:
+    """A reading scraped before the router's request reached the engine (running 0) but applied while
+    it was in flight counts it as seen; once it has ended the engine is idle, not one request short."""
+    holder = ep("holder", running=0, inflight=0, inflight_at_sample=1)  # unsampled -1
+    other = ep("other")
+    assert LeastRequest().score(CTX, [holder, other]) == [100, 100]  # unclamped: [0, 100]
+
+
 @pytest.mark.parametrize(
     ("args", "waiting", "kept"),
     [

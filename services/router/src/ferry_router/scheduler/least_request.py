@@ -11,8 +11,11 @@ and what this router sent since waits too. In an engine that was not full, what 
 reading were the arrivals of the step under way (a long prefill step), admitted at the next one:
 they run, and so do the requests this router sent there since, net of those it saw end
 (:attr:`Endpoint.unsampled`) -- ``running`` is projected to now, as gpu-usage and least-latency
-project their gauges. What is left of ``inflight - running`` is what the engine did not report at
-all (on its way there at the reading), as in Kthena.
+project their gauges, and never below 0: a reading scraped before a request reached the engine but
+applied after the router sent it counts that request as seen, and once it ends the projection would
+go negative (and an idle holder of a prompt's prefix scored as if it queued one; CI, test_kv_routing).
+What is left of ``inflight - running`` is what the engine did not report at all (on its way there
+at the reading), as in Kthena.
 
 Read raw, as Kthena does, the gauge makes every request sent since the last reading count as 100
 waiting ones, and one that ended since as a free slot: right after a reading the endpoint that just
@@ -56,6 +59,7 @@ class LeastRequest:
             m, inflight = e.metrics, e.inflight
             full = m.waiting > 0 and m.kv_cache_usage >= FULL_KV_USAGE
             running = m.running if full else m.running + m.waiting + e.unsampled
+            running = running if running > 0 else 0
             bases.append(inflight + (100 * (inflight - running) if inflight > running else 0))
         top = max(bases)
         if top <= 0:
