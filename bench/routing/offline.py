@@ -83,9 +83,12 @@ class Fleet:
         if variant != "raw":
             running, waiting, inflight_then, _ = self.readings[i] if self.readings else (0, 0, 0, 0.0)
             now = max(running + waiting + self.inflight[i] - inflight_then, 1)
-            latest = running + waiting if variant == "latest" else None
-            f *= now / max(kept.get("ttft_load", 0.0) if latest is None else latest, 1)
-            p *= now / max(kept.get("tpot_load", 0.0) if latest is None else latest, 1)
+            if variant == "latest":
+                ttft_then = tpot_then = running + waiting
+            else:
+                ttft_then, tpot_then = kept.get("ttft_load", 0.0), kept.get("tpot_load", 0.0)
+            f *= now / max(ttft_then, 1)
+            p *= now / max(tpot_then, 1)
         return (f, p) if f > 0 and p > 0 else (0.0, 0.0)
 
     def load(self, i: int) -> tuple[float, float]:
