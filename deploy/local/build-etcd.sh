@@ -47,6 +47,6 @@ say "go build etcd"
 start=$(date +%s)
 (cd "$work" && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$BIN/etcd" go.etcd.io/etcd/server/v3)
 say "built etcd in $(( $(date +%s) - start ))s"
-"$BIN/etcd" --version | head -1 | sed 's/^/    /' >&2
+"$BIN/etcd" --version | sed -n '1s/^/    /p' >&2  # sed reads it all: `head` would end the pipe early (SIGPIPE, 141 under pipefail)
 echo "$ETCD_VERSION etcd" > "$STAMP"
 echo "$BIN"
