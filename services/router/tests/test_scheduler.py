@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import random
+import time
 from collections import Counter
 from collections.abc import Sequence
 
@@ -18,6 +19,7 @@ from ferry_router.scheduler.least_request import LeastRequest
 from ferry_router.scheduler.lora_affinity import LoraAffinity
 from ferry_router.scheduler.prefix_cache import PrefixCache, hash_prompt
 from ferry_router.scheduler.random_score import RandomScore
+from ferry_router.state.observed_latency import MAX_AGE, ObservedLatency
 from ferry_router.state.resources import Pod
 from ferry_router.state.table import Endpoint, EndpointMetrics, PDSets
 
@@ -165,12 +167,36 @@ def test_least_latency_projects_from_the_load_the_latency_was_measured_at() -> N
         ({}, [(0.1, 0.01), (0.1, 0.02)], [100, 50]),  # only TPOT differs, a = 0.5
         ({"TTFTTPOTWeightFactor": 1}, [(0.1, 0.01), (0.2, 0.01)], [100, 0]),
         ({"TTFTTPOTWeightFactor": 0}, [(0.1, 0.01), (0.2, 0.01)], [100, 100]),
-        ({}, [(0, 0), (0.1, 0.01)], [50, 100]),  # unmeasured endpoints score 50
+        ({}, [(0, 0), (0, 0)], [50, 50]),  # nothing measured: 50 each, as Kthena
+        # unmeasured among measured: costs their mean per queued request (Kthena: 50, never tried)
+        ({}, [(0, 0), (0.1, 0.01)], [100, 100]),
+        ({}, [(0, 0), (0.1, 0.01), (0.3, 0.03)], [50, 100, 0]),
     ],
 )
 def test_least_latency(args: dict, pods: list[tuple[float, float]], expected: list[int]) -> None:
     endpoints = [ep(f"p{i}", ttft=f, tpot=p, ttft_load=1, tpot_load=1) for i, (f, p) in enumerate(pods)]
     assert LeastLatency(args).score(CTX, endpoints) == expected
+
+
+def test_least_latency_prefers_what_the_router_measured_while_fresh() -> None:
+    """The router's own measures (per request queued there) win over the engine's histograms while
+    they are fresh, and are projected onto this router's queue there now."""
+    slow_seen = ep("slow-seen", ttft=0.1, tpot=0.01, ttft_load=1, tpot_load=1)
+    fast_seen = ep("fast-seen", ttft=0.5, tpot=0.05, ttft_load=1, tpot_load=1)
+    assert LeastLatency().score(CTX, [slow_seen, fast_seen]) == [100, 0]  # histograms alone
+    now = time.monotonic()
+    slow_seen.latency = ObservedLatency(ttft_unit=0.4, tpot_unit=0.04, ttft_at=now, tpot_at=now)
+    fast_seen.latency = ObservedLatency(ttft_unit=0.1, tpot_unit=0.01, ttft_at=now, tpot_at=now)
+    assert LeastLatency().score(CTX, [slow_seen, fast_seen]) == [0, 100]
+    # five of this router's requests wait for a first token on the fast one: 0.6 s / 0.06 s ahead
+    fast_seen.latency.awaiting_first = 5
+    fast_seen.inflight = 5
+    assert LeastLatency().score(CTX, [slow_seen, fast_seen]) == [100, 0]
+    # measured too long ago: the histograms again
+    fast_seen.latency.awaiting_first = fast_seen.inflight = 0
+    slow_seen.latency.ttft_at = slow_seen.latency.tpot_at = now - MAX_AGE - 1
+    fast_seen.latency.ttft_at = fast_seen.latency.tpot_at = now - MAX_AGE - 1
+    assert LeastLatency().score(CTX, [slow_seen, fast_seen]) == [100, 0]
 
 
 @pytest.mark.parametrize("bad", [-0.1, 1.1, math.inf, -math.inf, math.nan, "x"])

@@ -36,6 +36,18 @@ def _server(table: RoutingTable, key: str) -> dict[str, Any]:
     }
 
 
+def _observed(endpoint: Endpoint) -> dict[str, Any]:
+    """least-latency's own measures of the streams this router relayed there."""
+    seen, now = endpoint.latency, time.monotonic()
+    return {
+        "awaitingFirstToken": seen.awaiting_first,
+        "ttftPerQueuedSeconds": seen.ttft_unit,
+        "ttftAgeSeconds": round(now - seen.ttft_at, 3) if seen.ttft_at else None,
+        "tpotPerInflightSeconds": seen.tpot_unit,
+        "tpotAgeSeconds": round(now - seen.tpot_at, 3) if seen.tpot_at else None,
+    }
+
+
 def _pod(endpoint: Endpoint, detail: bool = False) -> dict[str, Any]:
     m = endpoint.metrics
     item: dict[str, Any] = {
@@ -57,6 +69,7 @@ def _pod(endpoint: Endpoint, detail: bool = False) -> dict[str, Any]:
             "loadAgeSeconds": round(time.monotonic() - m.updated, 3) if m.updated else None,
             "loadStale": m.stale,
         },
+        "observed": _observed(endpoint),
     }
     if detail:
         pod = endpoint.pod

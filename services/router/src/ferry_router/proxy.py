@@ -29,6 +29,7 @@ from ferry_router import errors
 from ferry_router.apis import CLIENT_API, ClientApi
 from ferry_router.http_server import stream_response
 from ferry_router.observability import STREAM_ERRORS, RequestRecord, active_upstream
+from ferry_router.state.observed_latency import StreamTiming
 from ferry_router.state.resources import Server
 from ferry_router.state.table import Endpoint
 from ferry_router.upstream import Pool, UpstreamResponse, send_request
@@ -234,15 +235,19 @@ async def relay(
     on_usage: UsageCallback,
     idle_timeout: float,
     edit_headers: HeaderEdit | None = None,
+    on_first_chunk: Callable[[], None] | None = None,
 ) -> web.StreamResponse:
     """Copy an upstream answer to the client; report usage; hide the usage chunk the router asked for.
-    A request of a translated client API (:mod:`ferry_router.apis`) gets its answer translated."""
+    A request of a translated client API (:mod:`ferry_router.apis`) gets its answer translated.
+    ``on_first_chunk`` is called when a streamed answer's first chunk arrives (its first token)."""
     watch = StallWatch(upstream, idle_timeout)
     api = request.get(CLIENT_API)
     try:
         if api is not None:
-            return await _relay_translated(request, upstream, watch, api, on_usage)
-        return await _relay(request, upstream, watch, hide_usage_chunks, on_usage, edit_headers)
+            return await _relay_translated(request, upstream, watch, api, on_usage, on_first_chunk)
+        return await _relay(
+            request, upstream, watch, hide_usage_chunks, on_usage, edit_headers, on_first_chunk
+        )
     finally:
         watch.cancel()
 
@@ -273,6 +278,7 @@ async def _relay(
     hide_usage_chunks: bool,
     on_usage: UsageCallback,
     edit_headers: HeaderEdit | None,
+    on_first_chunk: Callable[[], None] | None,
 ) -> web.StreamResponse:
     headers = response_headers(upstream.headers)
     if edit_headers is not None:
@@ -295,6 +301,9 @@ async def _relay(
     try:
         async for chunk in upstream.content.iter_any():
             watch.touch()
+            if on_first_chunk is not None:
+                on_first_chunk()
+                on_first_chunk = None
             data = carry + chunk
             cut = data.rfind(b"\n") + 1
             if cut == 0:
@@ -332,6 +341,7 @@ async def _relay_translated(
     watch: StallWatch,
     api: ClientApi,
     on_usage: UsageCallback,
+    on_first_chunk: Callable[[], None] | None,
 ) -> web.StreamResponse:
     """Relay an engine's chat-completions answer as the client API's own answer or event stream."""
     if not is_streaming(upstream):
@@ -360,6 +370,9 @@ async def _relay_translated(
     try:
         async for chunk in upstream.content.iter_any():
             watch.touch()
+            if on_first_chunk is not None:
+                on_first_chunk()
+                on_first_chunk = None
             lines = (carry + chunk).split(b"\n")
             carry = lines.pop()
             out = b""
@@ -458,6 +471,7 @@ async def forward(
             await asyncio.sleep(server.retry_interval)
         record.upstream_attempts = index + 1
         endpoint.inflight += 1
+        timing = StreamTiming(endpoint)
         active.inc()
         try:
             upstream = await attempt.client.send(
@@ -480,9 +494,10 @@ async def forward(
                     request,
                     upstream,
                     hide_usage_chunks=attempt.hide_usage,
-                    on_usage=on_usage,
+                    on_usage=timing.counting(on_usage),
                     idle_timeout=attempt.client.settings.idle_timeout,
                     edit_headers=attempt.edit_headers,
+                    on_first_chunk=timing.first_chunk,
                 )
                 return response, endpoint
             finally:
@@ -491,6 +506,7 @@ async def forward(
             last = exc
             log.info("attempt %d of %s on %s failed: %s", index + 1, record.request_id, endpoint.key, exc)
         finally:
+            timing.ended()
             endpoint.inflight -= 1
             active.dec()
     raise failure(last, candidates[:limit])

@@ -1,16 +1,25 @@
 """``least-latency``: prefer low time-to-first-token and time-per-output-token.
 
-Endpoints without measurements score 50. Others are scaled min→100, max→0 per measure and mixed
-as ``a*TTFT + (1 - a)*TPOT`` with a = ``TTFTTPOTWeightFactor`` (0.5 by default, must be in [0, 1]).
+Each measure is scaled min→100, max→0 over the candidates and the two are mixed as
+``a*TTFT + (1 - a)*TPOT`` with a = ``TTFTTPOTWeightFactor`` (0.5 by default, must be in [0, 1]).
+With nothing measured anywhere every endpoint scores 50; an endpoint not measured among measured
+ones is taken to cost what they cost on average per request queued (:func:`as_the_measured`).
 
-The measures are means over the last reading interval that had samples; both grow with the
-engine's load, so each is projected from the load it was measured at to the load now:
-``x * max(now, 1) / max(then, 1)``, where ``then`` is running + waiting at the reading that brought
-the samples (``ttft_load`` / ``tpot_load``) and ``now`` is running + waiting at the latest reading
-plus the requests this router sent since (:attr:`Endpoint.unsampled`). Read raw, as Kthena does,
-the lowest reading draws every request until the next one, and the engines take turns being swamped.
-Scaled from the latest reading's load instead, an engine that drew nothing for a while kept the
-latency it was last measured at while its queue drained, and stayed avoided (``bench/routing``).
+Each measure is what a request sent now would see there, projected onto the queue it would meet:
+
+* from the streams this router relayed there in the last 30 s when it has any
+  (:mod:`ferry_router.state.observed_latency`): TTFT per request ahead times the requests awaiting a
+  first token there + 1, TPOT per request in flight times the requests in flight + 1;
+* otherwise from the engine's histograms, the means over the last reading interval that had
+  samples, projected from the load they were measured at to the load now:
+  ``x * max(now, 1) / max(then, 1)``, where ``then`` is running + waiting at the reading that
+  brought the samples (``ttft_load`` / ``tpot_load``) and ``now`` is running + waiting at the latest
+  reading plus the requests this router sent since (:attr:`Endpoint.unsampled`).
+
+Read raw, as Kthena does, the lowest reading draws every request until the next one, and the
+engines take turns being swamped; the histograms' means lag by the TTFT itself and describe the
+queue their requests met, so even projected they let a burst pile onto one engine. The router's own
+measurements see every first token as it passes and the queue each request met (``bench/routing``).
 """
 
 from __future__ import annotations
@@ -20,6 +29,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from ferry_router.scheduler.framework import SchedulingContext
+from ferry_router.state import observed_latency
+from ferry_router.state.observed_latency import MAX_AGE
 from ferry_router.state.table import Endpoint
 
 
@@ -44,35 +55,54 @@ class LeastLatency:
     def score(self, ctx: SchedulingContext, endpoints: Sequence[Endpoint]) -> list[float]:
         # Runs per request on every candidate: one pass reads each endpoint once, and the arithmetic
         # is written out (``1.0 if x < 1.0 else x`` is ``max(x, 1.0)``, NaN included) -- the same
-        # floats as the formula above, at a third of the calls.
+        # floats as the formulas above, at a third of the calls.
         ttfts: list[float] = []  # projected; 0.0 where unmeasured
         tpots: list[float] = []
+        fresh = observed_latency.clock() - MAX_AGE
         for e in endpoints:
-            m = e.metrics
+            m, seen = e.metrics, e.latency
             now = m.running + m.waiting + e.unsampled
             now = 1.0 if now < 1.0 else now
-            ttft_then, tpot_then = m.ttft_load, m.tpot_load
-            f = m.ttft * now / (1.0 if ttft_then < 1.0 else ttft_then)
-            p = m.tpot * now / (1.0 if tpot_then < 1.0 else tpot_then)
-            if not (f > 0 and p > 0):
-                f = p = 0.0
-            ttfts.append(f)
-            tpots.append(p)
-        known_f = [f for f in ttfts if f > 0]
-        if not known_f:
+            if seen.ttft_at > fresh:
+                f = seen.ttft_unit * (seen.awaiting_first + 1)
+            else:
+                then = m.ttft_load
+                f = m.ttft * now / (1.0 if then < 1.0 else then)
+            if seen.tpot_at > fresh:
+                p = seen.tpot_unit * (e.inflight + 1)
+            else:
+                then = m.tpot_load
+                p = m.tpot * now / (1.0 if then < 1.0 else then)
+            ttfts.append(f if f > 0 else 0.0)
+            tpots.append(p if p > 0 else 0.0)
+        if not any(ttfts) and not any(tpots):
             return [50.0] * len(endpoints)
-        known_p = [p for p in tpots if p > 0]
-        lo_f, hi_f, lo_p, hi_p = min(known_f), max(known_f), min(known_p), max(known_p)
-        span_f, span_p, w_f, w_p = hi_f - lo_f, hi_p - lo_p, self.factor, 1 - self.factor
-        flat_f, flat_p = hi_f == lo_f, hi_p == lo_p
+        if not all(ttfts):
+            ttfts = as_the_measured([e.latency.awaiting_first + 1 for e in endpoints], ttfts)
+        if not all(tpots):
+            tpots = as_the_measured([e.inflight + 1 for e in endpoints], tpots)
         return [
-            float(
-                int(
-                    w_f * (100.0 if flat_f else 100.0 * (hi_f - f) / span_f)
-                    + w_p * (100.0 if flat_p else 100.0 * (hi_p - p) / span_p)
-                )
-            )
-            if f > 0
-            else 50.0
-            for f, p in zip(ttfts, tpots, strict=True)
+            float(int(self.factor * s_f + (1 - self.factor) * s_p))
+            for s_f, s_p in zip(scaled(ttfts), scaled(tpots), strict=True)
         ]
+
+
+def as_the_measured(queues: list[int], values: list[float]) -> list[float]:
+    """Fill each unmeasured (0) value as if its engine cost what the measured ones cost on average per
+    request in this router's queue there, so an engine not measured yet is tried once its queue is
+    short (Kthena scores it 50, so a pool whose slowest engine was measured first never tries the
+    others). All unmeasured: left as they are."""
+    units = [v / q for v, q in zip(values, queues, strict=True) if v > 0]
+    if not units:
+        return values
+    unit = sum(units) / len(units)
+    return [v if v > 0 else unit * q for v, q in zip(values, queues, strict=True)]
+
+
+def scaled(values: list[float]) -> list[float]:
+    """min -> 100, max -> 0; all equal (or all unmeasured) -> 100."""
+    lo, hi = min(values), max(values)
+    if hi == lo:
+        return [100.0] * len(values)
+    span = hi - lo
+    return [100.0 * (hi - v) / span for v in values]

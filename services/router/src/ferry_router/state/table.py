@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from ferry_schemas.selection import SelectorIndex
 
+from ferry_router.state.observed_latency import ObservedLatency
 from ferry_router.state.providers import ProviderTable
 from ferry_router.state.resources import Pod, Route, Server, parse_pod, parse_route, parse_server
 
@@ -67,6 +68,7 @@ class Endpoint:
     metrics: EndpointMetrics = field(default_factory=EndpointMetrics)
     inflight: int = 0
     servers: set[str] = field(default_factory=set)
+    latency: ObservedLatency = field(default_factory=ObservedLatency)  # measured on relayed streams
     key: str = field(init=False, repr=False)  # the pod's ``namespace/name``, read per candidate
 
     def __post_init__(self) -> None:
