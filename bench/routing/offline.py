@@ -20,10 +20,12 @@ set ``LeastRequest+KVCacheAware/events-only`` leaves that out (Kthena's plugin, 
 out; ``--max-waiting N`` adds least-request's filter (Kthena's Helm default: endpoints with ``N`` = 10 or
 more waiting requests are left out). ``LeastLatency`` scores Kthena's least-latency from each engine's
 TTFT and TPOT means over the last reading interval that had samples (first tokens and finished
-requests, as vLLM's histograms gain them), projected as Ferry's router does; ``LeastLatency/raw`` reads
-them as Kthena does, ``LeastLatency/latest`` projects them from the latest reading's load (Ferry
-before), ``LeastLatency/p2`` takes the better of two engines drawn at random. Prints the same columns
-as ``run.py``.
+requests, as vLLM's histograms gain them) and from what the router measures on the streams it relays:
+it runs the router's own plugin and stream timing (``ferry_router.scheduler.least_latency``,
+``ferry_router.state.observed_latency``) on simulated time. ``LeastLatency/histograms`` gives it the
+histograms alone (Ferry before 2026-12-03), ``LeastLatency/latest`` projects them from the latest
+reading's load (Ferry before that), ``LeastLatency/raw`` reads them as Kthena does. Prints the same
+columns as ``run.py``.
 """
 
 from __future__ import annotations
@@ -37,9 +39,16 @@ from dataclasses import dataclass, field
 from ferry_mock_engine.kvcache import BlockPool, prompt_block_hashes
 from ferry_mock_engine.profiles import profile_named
 from ferry_mock_engine.simulator import SimRequest, Simulator
+from ferry_router.scheduler.framework import SchedulingContext
+from ferry_router.scheduler.least_latency import LeastLatency
 from ferry_router.scheduler.least_request import FULL_KV_USAGE
+from ferry_router.state import observed_latency
+from ferry_router.state.observed_latency import StreamTiming
+from ferry_router.state.resources import Pod
+from ferry_router.state.table import Endpoint
 
 MAX_BLOCKS = 128  # kvcache-aware's maxBlocksToMatch
+CONTEXT = SchedulingContext(model="m", upstream_model="m", prompt="")
 
 
 @dataclass
@@ -56,10 +65,10 @@ class Fleet:
     # running, waiting, in-flight count and KV-cache usage at the last reading, per engine
     readings: list[tuple[int, int, int, float]] = field(default_factory=list)
     next_reading: float = 0.0
-    # least-latency: per engine, the TTFT and TPOT samples since the last reading, and per measure
-    # the mean of the last interval that had samples with running + waiting at that reading
+    # least-latency: per engine, the TTFT and TPOT samples since the last reading, and the router's
+    # endpoint (the readings in its metrics, its own stream timings in its latency)
     samples: list[tuple[list[float], list[float]]] = field(default_factory=list)
-    latency: list[dict[str, float]] = field(default_factory=list)
+    endpoints: list[Endpoint] = field(default_factory=list)
 
     def read(self, now: float) -> None:
         """Take the engines' gauges when a reading is due (the router's scrape, in simulated time)."""
@@ -67,28 +76,28 @@ class Fleet:
             engines = zip(self.engines, self.inflight, strict=True)
             self.readings = [(len(e.running), len(e.waiting), n, e.pool.usage) for e, n in engines]
             self.next_reading = now + self.reading_interval
-            latency = zip(self.readings, self.samples, self.latency, strict=True)
-            for (running, waiting, _, _), taken, kept in latency:
-                for name, values in zip(("ttft", "tpot"), taken, strict=True):
-                    if values:  # a new interval mean, measured at this reading's load
-                        kept[name], kept[f"{name}_load"] = sum(values) / len(values), running + waiting
-                    values.clear()
+            latency = zip(self.readings, self.samples, self.endpoints, strict=True)
+            for (running, waiting, inflight, _), (ttfts, tpots), endpoint in latency:
+                m = endpoint.metrics
+                m.running, m.waiting, m.inflight_at_sample = running, waiting, inflight
+                if ttfts:  # a new interval mean, measured at this reading's load
+                    m.ttft, m.ttft_load = sum(ttfts) / len(ttfts), running + waiting
+                if tpots:
+                    m.tpot, m.tpot_load = sum(tpots) / len(tpots), running + waiting
+                ttfts.clear()
+                tpots.clear()
 
     def least_latency(self, i: int, variant: str) -> tuple[float, float]:
-        """Engine ``i``'s (TTFT, TPOT) as least-latency scores them: Ferry's projection from the load
-        each was measured at to now (``ferry_router.scheduler.least_latency``); ``raw``: as read
-        (Kthena); ``latest``: projected from the latest reading's load (Ferry before 2026-12-03)."""
-        kept = self.latency[i]
-        f, p = kept.get("ttft", 0.0), kept.get("tpot", 0.0)
-        if variant != "raw":
+        """Engine ``i``'s (TTFT, TPOT) as Kthena scores them (``raw``: as read) or as Ferry's router
+        did before the histograms were projected from their own load (``latest``: from the latest
+        reading's)."""
+        m = self.endpoints[i].metrics
+        f, p = m.ttft, m.tpot
+        if variant == "latest":
             running, waiting, inflight_then, _ = self.readings[i] if self.readings else (0, 0, 0, 0.0)
             now = max(running + waiting + self.inflight[i] - inflight_then, 1)
-            if variant == "latest":
-                ttft_then = tpot_then = running + waiting
-            else:
-                ttft_then, tpot_then = kept.get("ttft_load", 0.0), kept.get("tpot_load", 0.0)
-            f *= now / max(ttft_then, 1)
-            p *= now / max(tpot_then, 1)
+            f *= now / max(running + waiting, 1)
+            p *= now / max(running + waiting, 1)
         return (f, p) if f > 0 and p > 0 else (0.0, 0.0)
 
     def load(self, i: int) -> tuple[float, float]:
@@ -129,22 +138,22 @@ class Fleet:
         return best
 
     def pick_least_latency(self, variant: str) -> int:
-        """Kthena's scores: each measure scaled min -> 100, max -> 0, mixed 0.5/0.5, unmeasured 50;
-        ``p2``: the better of two engines drawn at random (the power of two choices; not Ferry's)."""
-        measures = [self.least_latency(i, variant) for i in range(len(self.engines))]
-        known = [m for m in measures if m[0] > 0]
-        scores = [50.0] * len(measures)
-        if known:
-            lo_f, hi_f = min(m[0] for m in known), max(m[0] for m in known)
-            lo_p, hi_p = min(m[1] for m in known), max(m[1] for m in known)
-            for i, (f, p) in enumerate(measures):
-                if f > 0:
-                    score_f = 100.0 if hi_f == lo_f else 100.0 * (hi_f - f) / (hi_f - lo_f)
-                    score_p = 100.0 if hi_p == lo_p else 100.0 * (hi_p - p) / (hi_p - lo_p)
-                    scores[i] = float(int(0.5 * score_f + 0.5 * score_p))
-        if variant == "p2":
-            pair = self.rng.sample(range(len(scores)), 2)
-            scores = [score if i in pair else -1.0 for i, score in enumerate(scores)]
+        """The router's plugin over the router's endpoints; ``raw`` and ``latest``: Kthena's scores
+        (each measure scaled min -> 100, max -> 0, mixed 0.5/0.5, unmeasured 50) over those figures."""
+        if variant in ("", "histograms"):
+            scores = LeastLatency().score(CONTEXT, self.endpoints)
+        else:
+            measures = [self.least_latency(i, variant) for i in range(len(self.engines))]
+            known = [m for m in measures if m[0] > 0]
+            scores = [50.0] * len(measures)
+            if known:
+                lo_f, hi_f = min(m[0] for m in known), max(m[0] for m in known)
+                lo_p, hi_p = min(m[1] for m in known), max(m[1] for m in known)
+                for i, (f, p) in enumerate(measures):
+                    if f > 0:
+                        score_f = 100.0 if hi_f == lo_f else 100.0 * (hi_f - f) / (hi_f - lo_f)
+                        score_p = 100.0 if hi_p == lo_p else 100.0 * (hi_p - p) / (hi_p - lo_p)
+                        scores[i] = float(int(0.5 * score_f + 0.5 * score_p))
         top = max(scores)
         return self.rng.choice([i for i, score in enumerate(scores) if score == top])
 
@@ -203,8 +212,11 @@ def simulate(policy: str, prompts: list[list[int]], args: argparse.Namespace) ->
         args.reading_interval,
         args.raw_gauges,
         samples=[([], []) for _ in engines],
-        latency=[{} for _ in engines],
+        endpoints=[Endpoint(Pod("bench", f"e{i}", "", {}, True), 0, "vllm") for i in range(len(engines))],
     )
+    observed_latency.clock = lambda: 1e6 + now  # the router's stream timings on simulated time
+    timed = policy == "LeastLatency"  # the router's own measures (not /histograms, /latest, /raw)
+    timings: dict[str, StreamTiming] = {}
     if policy.startswith("LeastLatency") and fleet.reading_interval <= 0:
         fleet.reading_interval = 1e-9  # its measures are interval means: a reading at every event
     stepping = [False] * len(engines)
@@ -235,6 +247,9 @@ def simulate(policy: str, prompts: list[list[int]], args: argparse.Namespace) ->
             engines[i].submit(request)
             owner[i].append(request)
             fleet.inflight[i] += 1
+            fleet.endpoints[i].inflight += 1
+            if timed:
+                timings[request.id] = StreamTiming(fleet.endpoints[i])
             sent, free = sent + 1, free - 1
             step(i)
         if sent < len(prompts) and free > 0:
@@ -252,9 +267,16 @@ def simulate(policy: str, prompts: list[list[int]], args: argparse.Namespace) ->
                 if request.first_token_at is not None and request.id not in first_tokens:
                     first_tokens.add(request.id)
                     ttfts.append(request.first_token_at - request.arrival)
+                    if timed:
+                        timings[request.id].first_chunk()
             for request in [r for r in owner[i] if r.finished]:
                 owner[i].remove(request)
+                if timed:
+                    timing = timings.pop(request.id)
+                    timing.tokens = args.output
+                    timing.ended()
                 fleet.inflight[i] -= 1
+                fleet.endpoints[i].inflight -= 1
                 free += 1
                 tpots.append((now - (request.first_token_at or now)) / max(args.output - 1, 1))
                 result.ttft.append((request.first_token_at or now) - request.arrival)
