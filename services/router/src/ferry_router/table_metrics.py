@@ -65,20 +65,7 @@ class TableCollector(Collector):
         yield ready
 
         families = {
-            "inflight": (
-                "ferry_router_endpoint_inflight_requests",
-                "Requests the router has in flight there.",
-            ),
-            "waiting": ("ferry_router_endpoint_waiting_requests", "The engine's waiting requests (scraped)."),
-            "running": ("ferry_router_endpoint_running_requests", "The engine's running requests (scraped)."),
-            "kv": (
-                "ferry_router_endpoint_kv_cache_usage_ratio",
-                "The engine's KV-cache usage, 0-1 (scraped).",
-            ),
-            "ttft": (
-                "ferry_router_endpoint_ttft_seconds",
-                "The engine's mean time to first token (scraped).",
-            ),
+            k: (f"ferry_router_endpoint_{suffix}", doc) for k, (suffix, doc) in ENDPOINT_FAMILIES.items()
         }
         gauges = {
             k: GaugeMetricFamily(name, doc, labels=ENDPOINT_LABELS) for k, (name, doc) in families.items()
