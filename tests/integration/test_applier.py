@@ -661,7 +661,12 @@ async def test_bad_input_is_dead_lettered_and_an_unreachable_api_server_is_retri
             await asyncio.sleep(0.2)
         assert result.ok, result
         assert h.cluster.get("ModelRoute", "r1") is not None
-        info = await h.js.consumer_info(DESIRED_STREAM, broken.desired_durable)
+        # the applier acks after it published the result: the ack may reach the server a moment later
+        deadline = time.monotonic() + 10
+        while (info := await h.js.consumer_info(DESIRED_STREAM, broken.desired_durable)).num_ack_pending:
+            if time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.1)
         assert (info.num_ack_pending, info.num_redelivered) == (0, 0)
         raw = await h.js.get_last_msg(DEAD_LETTER_STREAM, dead_letter_subject(
             settings.service, DESIRED_STREAM, broken.desired_durable))  # fmt: skip
