@@ -40,7 +40,7 @@ from ferry_mock_engine.kvcache import BlockPool, prompt_block_hashes
 from ferry_mock_engine.profiles import profile_named
 from ferry_mock_engine.simulator import SimRequest, Simulator
 from ferry_router.scheduler.framework import SchedulingContext
-from ferry_router.scheduler.least_latency import LeastLatency
+from ferry_router.scheduler.least_latency import LeastLatency, scaled
 from ferry_router.scheduler.least_request import FULL_KV_USAGE
 from ferry_router.state import observed_latency
 from ferry_router.state.observed_latency import StreamTiming
@@ -54,7 +54,6 @@ CONTEXT = SchedulingContext(model="m", upstream_model="m", prompt="")
 @dataclass
 class Fleet:
     engines: list[Simulator]
-    inflight: list[int]
     rng: random.Random
     max_waiting: int = 0  # least-request's filter (maxWaitingRequests); 0: not enabled
     pending_ttl: float = 0.0
@@ -69,6 +68,11 @@ class Fleet:
     # endpoint (the readings in its metrics, its own stream timings in its latency)
     samples: list[tuple[list[float], list[float]]] = field(default_factory=list)
     endpoints: list[Endpoint] = field(default_factory=list)
+
+    @property
+    def inflight(self) -> list[int]:
+        """The requests sent to each engine and not finished (the router's in-flight counts)."""
+        return [e.inflight for e in self.endpoints]
 
     def read(self, now: float) -> None:
         """Take the engines' gauges when a reading is due (the router's scrape, in simulated time)."""
@@ -144,16 +148,12 @@ class Fleet:
             scores = LeastLatency().score(CONTEXT, self.endpoints)
         else:
             measures = [self.least_latency(i, variant) for i in range(len(self.engines))]
-            known = [m for m in measures if m[0] > 0]
+            known = [i for i, (f, _) in enumerate(measures) if f > 0]
             scores = [50.0] * len(measures)
-            if known:
-                lo_f, hi_f = min(m[0] for m in known), max(m[0] for m in known)
-                lo_p, hi_p = min(m[1] for m in known), max(m[1] for m in known)
-                for i, (f, p) in enumerate(measures):
-                    if f > 0:
-                        score_f = 100.0 if hi_f == lo_f else 100.0 * (hi_f - f) / (hi_f - lo_f)
-                        score_p = 100.0 if hi_p == lo_p else 100.0 * (hi_p - p) / (hi_p - lo_p)
-                        scores[i] = float(int(0.5 * score_f + 0.5 * score_p))
+            by_ttft = scaled([measures[i][0] for i in known]) if known else []
+            by_tpot = scaled([measures[i][1] for i in known]) if known else []
+            for i, score_f, score_p in zip(known, by_ttft, by_tpot, strict=True):
+                scores[i] = float(int(0.5 * score_f + 0.5 * score_p))
         top = max(scores)
         return self.rng.choice([i for i, score in enumerate(scores) if score == top])
 
@@ -203,7 +203,6 @@ def simulate(policy: str, prompts: list[list[int]], args: argparse.Namespace) ->
     ttl = 0.0 if policy.endswith("/events-only") else args.pending_ttl
     fleet = Fleet(
         engines,
-        [0] * len(engines),
         random.Random(7 + args.seed),
         args.max_waiting,
         ttl,
@@ -246,7 +245,6 @@ def simulate(policy: str, prompts: list[list[int]], args: argparse.Namespace) ->
             request = engines[i].request(str(sent), prompt, args.output)
             engines[i].submit(request)
             owner[i].append(request)
-            fleet.inflight[i] += 1
             fleet.endpoints[i].inflight += 1
             if timed:
                 timings[request.id] = StreamTiming(fleet.endpoints[i])
@@ -275,7 +273,6 @@ def simulate(policy: str, prompts: list[list[int]], args: argparse.Namespace) ->
                     timing = timings.pop(request.id)
                     timing.tokens = args.output
                     timing.ended()
-                fleet.inflight[i] -= 1
                 fleet.endpoints[i].inflight -= 1
                 free += 1
                 tpots.append((now - (request.first_token_at or now)) / max(args.output - 1, 1))
