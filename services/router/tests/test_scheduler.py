@@ -137,6 +137,15 @@ def test_gpu_usage_counts_requests_sent_since_the_reading() -> None:
     assert GPUUsage().score(CTX, [a, b, idle, done]) == [72, 70, 90, 100]
 
 
+def test_gpu_usage_counts_the_queue_as_the_cache_it_will_hold() -> None:
+    """A waiting request will hold what a running one does: an engine whose batch is full and
+    whose queue is long is not the emptiest."""
+    queued = ep("queued", kv_cache_usage=0.5, running=8, waiting=4)  # 0.5 + 4 * 0.0625
+    full = ep("full", kv_cache_usage=0.5, running=8)
+    light = ep("light", kv_cache_usage=0.25, running=4)
+    assert GPUUsage().score(CTX, [queued, full, light]) == [25, 50, 75]
+
+
 def test_least_latency_projects_latency_by_the_load_sent_since() -> None:
     """TTFT/TPOT read at a load of 4 are doubled once this router sent 4 more there."""
     fast = ep("fast", ttft=0.1, tpot=0.01, ttft_load=4, tpot_load=4, running=3, waiting=1, inflight=8)
