@@ -291,7 +291,8 @@ def simulate(policy: str, prompts: list[list[int]], args: argparse.Namespace) ->
 
 def pool_blocks(args: argparse.Namespace) -> int:
     """Blocks of ``--block-size`` per engine: the same bytes as ``--kv-blocks`` blocks of 16 tokens."""
-    return (args.kv_blocks or profile_named(args.profile).kv_cache_blocks) * 16 // args.block_size
+    blocks = args.kv_blocks or profile_named(args.profile).kv_blocks(16, args.max_num_batched_tokens)
+    return blocks * 16 // args.block_size
 
 
 def percentile(values: list[float], q: float) -> float:

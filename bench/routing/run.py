@@ -537,7 +537,8 @@ def main() -> None:
     if args.rate is None:
         args.rate = KTHENA_RATE * args.groups / KTHENA_GROUPS
     if args.kv_blocks is None:
-        args.kv_blocks = round(profile_named(args.profile).kv_cache_blocks * args.groups / KTHENA_GROUPS)
+        pool = profile_named(args.profile).kv_blocks(16, args.max_num_batched_tokens)
+        args.kv_blocks = round(pool * args.groups / KTHENA_GROUPS)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop the processes it started
     work = Path(tempfile.mkdtemp(prefix="ferry-routing-bench-"))
     nats_server = None

@@ -7,6 +7,7 @@ import json
 import pytest
 from ferry_mock_engine import Connector, EngineKind, Role, argv_from_container, config_from_argv, engine_argv
 from ferry_mock_engine.config import parse_duration
+from ferry_mock_engine.profiles import DEFAULT_PROFILE, profile_named
 
 
 def test_python_module_launcher_with_golden_pd_flags() -> None:
@@ -161,3 +162,14 @@ def test_engine_argv_picks_engines_only() -> None:
         is None
     )
     assert engine_argv({"image": "nginx"}) is None
+
+
+def test_a_profile_sizes_the_pool_at_the_block_and_step_size_given() -> None:
+    """Kthena's engines run blocks of 128 and 64k-token steps: the pool is counted in those."""
+    profile = profile_named(DEFAULT_PROFILE)
+    base = ["vllm", "serve", "m", "--sim-profile", DEFAULT_PROFILE]
+    cfg = config_from_argv([*base, "--block-size", "128", "--max-num-batched-tokens", "65536"], env={})
+    assert (cfg.block_size, cfg.max_num_batched_tokens) == (128, 65536)
+    assert cfg.kv_cache_blocks == profile.kv_blocks(128, 65536)
+    assert config_from_argv(base, env={}).kv_cache_blocks == profile.kv_cache_blocks
+    assert config_from_argv([*base, "--kv-cache-size", "100"], env={}).kv_cache_blocks == 100

@@ -15,7 +15,7 @@ import zmq.asyncio
 from ferry_mock_engine import MockEngine
 from ferry_mock_engine.kv_events import BlockRemoved, BlockStored, KVEventsConfig, bind_address
 from ferry_mock_engine.kvcache import BlockPool, chain_hash, prompt_block_hashes
-from ferry_mock_engine.profiles import PROFILES, profile_named
+from ferry_mock_engine.profiles import PROFILES, attended_pairs, profile_named
 from ferry_mock_engine.simulator import END, Simulator
 
 EngineFactory = Callable[..., Awaitable[MockEngine]]
@@ -126,8 +126,9 @@ async def test_cache_hits_cut_prefill_time() -> None:
     finally:
         await sim.stop()
     profile = profile_named(PROFILE)
-    assert cold == pytest.approx(profile.step_time(4160, 4160))  # the whole prompt was prefilled
-    assert warm == pytest.approx(profile.step_time(64, 4160))  # only the question was
+    # the whole prompt was prefilled; then only the question, attending to the cached system prompt
+    assert cold == pytest.approx(profile.step_time(4160, 4160, attended_pairs(0, 4160)))
+    assert warm == pytest.approx(profile.step_time(64, 4160, attended_pairs(4096, 64)))
     assert warm < cold / 10
     assert cold_ttft >= cold  # wall-clock TTFT (event-loop jitter adds, never subtracts)
     assert warm_ttft < cold_ttft
@@ -161,6 +162,26 @@ async def test_decode_steps_grow_with_the_batch_and_max_num_seqs_queues() -> Non
     assert all(r.output == 8 and r.finished for r in reqs)
     decode_steps = [d for d in durations if d < profile.step_time(1, 0)]
     assert decode_steps  # decode-only steps are cheaper than any prefill step
+
+
+def test_prefill_attention_is_quadratic_and_counts_the_cached_prefix() -> None:
+    assert attended_pairs(0, 1) == 1
+    assert attended_pairs(0, 4) == 1 + 2 + 3 + 4
+    assert attended_pairs(10, 2) == 11 + 12
+    assert attended_pairs(0, 6) == attended_pairs(0, 4) + attended_pairs(4, 2)  # chunking adds up
+    profile = profile_named(PROFILE)
+    cold = profile.step_time(4160, 0, attended_pairs(0, 4160)) - profile.step_time(0, 0)
+    assert 1.04 < cold / (4160 * profile.prefill_per_token) < 1.07  # attention: ~5 % of a 4k prompt
+    warm = profile.step_time(64, 0, attended_pairs(4096, 64)) - profile.step_time(0, 0)
+    assert 1.09 < warm / (64 * profile.prefill_per_token) < 1.13  # a question after 4k: ~11 %
+
+
+def test_the_kv_pool_is_what_weights_and_the_largest_step_leave() -> None:
+    profile = profile_named(PROFILE)  # 80 GiB x 0.9 - 15.2 GB of weights - 125 KiB per batched token
+    assert profile.kv_cache_blocks == profile.kv_blocks(16, 8192) == 66551
+    assert profile.kv_blocks(16, 65536) == 58551  # Kthena's step: 7.3 GB more activations
+    assert profile.kv_blocks(128, 65536) == pytest.approx(58551 / 8, abs=1)
+    assert profile_named("qwen2.5-0.5b-l40s").kv_blocks(16, 8192) > profile.kv_cache_blocks  # a tiny model
 
 
 def test_every_profile_names_its_sources() -> None:

@@ -294,10 +294,10 @@ def _simulator_settings(cfg: EngineConfig, ns: argparse.Namespace, env: Mapping[
         cfg.max_num_seqs = profile.max_num_seqs
     if not ns.block_size:
         cfg.block_size = profile.block_size
-    if not ns.kv_cache_size:
-        cfg.kv_cache_blocks = profile.kv_cache_blocks
     if not ns.max_num_batched_tokens:
         cfg.max_num_batched_tokens = profile.max_num_batched_tokens
+    if not ns.kv_cache_size:  # the pool at the block and step size the engine runs with
+        cfg.kv_cache_blocks = profile.kv_blocks(cfg.block_size, cfg.max_num_batched_tokens)
 
 
 _SHELL_SPLIT = re.compile(r"\s*(?:&&|\|\||;|\n)\s*")

@@ -2,14 +2,22 @@
 
 A step of a vLLM-like engine (continuous batching, chunked prefill) is modelled as
 
-    step = overhead + weights_read + prefill_tokens * prefill_per_token + context_tokens * kv_read_per_token
+    step = overhead + weights_read + prefill_tokens * prefill_per_token
+           + prefill_pairs * prefill_per_pair + context_tokens * kv_read_per_token
 
 * ``weights_read``: decoding is memory-bound, every step streams the weights once
   (bytes of weights / HBM bandwidth);
-* ``prefill_per_token``: prefill is compute-bound (2 x parameters FLOPs per token at a model FLOPs
-  utilisation);
-* ``kv_read_per_token``: attention reads the KV cache of every running sequence
+* ``prefill_per_token``: the dense part of prefill is compute-bound (2 x parameters FLOPs per token
+  at a model FLOPs utilisation);
+* ``prefill_per_pair``: prefill attention is compute-bound too and quadratic: every new token
+  attends to every token before it, cached or new (4 x layers x heads x head dim FLOPs per
+  query-key pair, see :func:`attended_pairs`). For the 7B model it adds 5 % to a cold 4k prompt
+  and 11 % to a 64-token question asked after 4k cached tokens;
+* ``kv_read_per_token``: decode attention reads the KV cache of every running sequence
   (KV bytes per token / HBM bandwidth), so a step grows with the batch and its context lengths.
+
+The KV pool is vLLM's sizing: 90 % of the GPU, minus the weights and the activations of the largest
+step (``max_num_batched_tokens`` tokens), divided into blocks.
 
 The numbers below are derived from public figures, named in each profile's ``sources``. They are
 not measurements of a real GPU: they give the *shape* (prefill cost vs decode cost vs batch) that
@@ -23,12 +31,18 @@ from dataclasses import dataclass, field
 GIB = 1024**3
 
 
+def attended_pairs(computed: int, new: int) -> int:
+    """Query-key pairs of prefilling ``new`` tokens after ``computed`` ones (causal attention)."""
+    return new * computed + new * (new + 1) // 2
+
+
 @dataclass(frozen=True)
 class Profile:
     name: str
     params: float  # parameters
     weight_bytes: float  # bytes of weights read per step
     kv_bytes_per_token: float  # K and V of every layer for one token
+    attention_flops_per_pair: float  # one query attending to one key, every layer and head
     hbm_bytes_per_s: float
     flops_per_s: float  # dense bf16 peak
     mfu: float  # model FLOPs utilisation reached by prefill
@@ -36,7 +50,8 @@ class Profile:
     max_num_seqs: int
     max_num_batched_tokens: int
     block_size: int
-    kv_cache_blocks: int  # blocks that fit at gpu-memory-utilization 0.9
+    memory_bytes: float  # the GPU's memory
+    activation_bytes_per_token: float  # the largest activations one batched token needs
     sources: tuple[str, ...] = field(default=())
 
     @property
@@ -48,27 +63,35 @@ class Profile:
         return 2.0 * self.params / (self.flops_per_s * self.mfu)
 
     @property
+    def prefill_per_pair(self) -> float:
+        return self.attention_flops_per_pair / (self.flops_per_s * self.mfu)
+
+    @property
     def kv_read_per_token(self) -> float:
         return self.kv_bytes_per_token / self.hbm_bytes_per_s
 
-    def step_time(self, prefill_tokens: int, context_tokens: int) -> float:
-        """Seconds for one step that prefills ``prefill_tokens`` and attends over ``context_tokens``."""
+    @property
+    def kv_cache_blocks(self) -> int:
+        """Blocks that fit at the profile's own block size and step size."""
+        return self.kv_blocks(self.block_size, self.max_num_batched_tokens)
+
+    def kv_blocks(self, block_size: int, max_num_batched_tokens: int) -> int:
+        """vLLM's sizing at gpu-memory-utilization 0.9: what the weights and the activations of the
+        largest step leave, in blocks of ``block_size`` tokens."""
+        activations = self.activation_bytes_per_token * max_num_batched_tokens
+        free = self.memory_bytes * 0.9 - self.weight_bytes - activations
+        return max(int(free / (self.kv_bytes_per_token * block_size)), 0)
+
+    def step_time(self, prefill_tokens: int, context_tokens: int, prefill_pairs: int = 0) -> float:
+        """Seconds for one step that prefills ``prefill_tokens`` (attending over ``prefill_pairs``
+        query-key pairs) and reads ``context_tokens`` of KV cache."""
         return (
             self.overhead
             + self.weights_read
             + prefill_tokens * self.prefill_per_token
+            + prefill_pairs * self.prefill_per_pair
             + context_tokens * self.kv_read_per_token
         )
-
-
-def _kv_bytes(layers: int, kv_heads: int, head_dim: int, dtype_bytes: int = 2) -> float:
-    return 2.0 * layers * kv_heads * head_dim * dtype_bytes
-
-
-def _kv_blocks(gpu_bytes: float, weight_bytes: float, kv_per_token: float, block_size: int) -> int:
-    """vLLM's sizing: 90 % of the GPU, minus weights and ~5 % for activations, divided into blocks."""
-    free = gpu_bytes * 0.9 - weight_bytes - gpu_bytes * 0.05
-    return int(free / (kv_per_token * block_size))
 
 
 @dataclass(frozen=True)
@@ -82,9 +105,28 @@ class Gpu:
 @dataclass(frozen=True)
 class Model:
     params: float
-    kv_bytes_per_token: float
+    layers: int
+    hidden: int
+    intermediate: int
+    heads: int
+    kv_heads: int
+    head_dim: int
     mfu: float
     source: str
+
+    @property
+    def kv_bytes_per_token(self) -> float:
+        return 2.0 * self.layers * self.kv_heads * self.head_dim * 2  # K and V, bf16
+
+    @property
+    def attention_flops_per_pair(self) -> float:
+        return 4.0 * self.layers * self.heads * self.head_dim  # q.k and p.v, 2 FLOPs per MAC
+
+    @property
+    def activation_bytes_per_token(self) -> float:
+        """The widest live tensors of one layer for one token: the residual stream, the attention
+        output and the MLP's gate, up and product, in bf16 (vLLM frees each layer's)."""
+        return (2.0 * self.hidden + 3.0 * self.intermediate) * 2
 
 
 GPUS: dict[str, Gpu] = {
@@ -106,17 +148,29 @@ MODELS: dict[str, Model] = {
     # The model of Kthena's router benchmark.
     "deepseek-r1-distill-qwen-7b": Model(
         7.6e9,
-        _kv_bytes(28, 4, 128),
-        0.4,
-        "Qwen2.5-7B / DeepSeek-R1-Distill-Qwen-7B config.json: 7.6 B parameters, 28 layers, "
-        "4 KV heads x 128 head dim (GQA) -> 56 KiB of bf16 KV per token; " + _MFU_SRC,
+        layers=28,
+        hidden=3584,
+        intermediate=18944,
+        heads=28,
+        kv_heads=4,
+        head_dim=128,
+        mfu=0.4,
+        source="Qwen2.5-7B / DeepSeek-R1-Distill-Qwen-7B config.json: 7.6 B parameters, 28 layers, "
+        "hidden 3584, intermediate 18944, 28 heads, 4 KV heads x 128 head dim (GQA) -> 56 KiB of "
+        "bf16 KV per token; " + _MFU_SRC,
     ),
     # The demo's model (small matrices: a lower MFU).
     "qwen2.5-0.5b": Model(
         0.49e9,
-        _kv_bytes(24, 2, 64),
-        0.3,
-        "Qwen2.5-0.5B-Instruct config.json: 0.49 B parameters, 24 layers, 2 KV heads x 64 head dim",
+        layers=24,
+        hidden=896,
+        intermediate=4864,
+        heads=14,
+        kv_heads=2,
+        head_dim=64,
+        mfu=0.3,
+        source="Qwen2.5-0.5B-Instruct config.json: 0.49 B parameters, 24 layers, hidden 896, "
+        "intermediate 4864, 14 heads, 2 KV heads x 64 head dim",
     ),
 }
 _VLLM_SRC = "vLLM defaults: max-num-seqs 256, max-num-batched-tokens 8192, block size 16"
@@ -130,6 +184,7 @@ def _profile(model_name: str, gpu_name: str) -> Profile:
         params=model.params,
         weight_bytes=weight_bytes,
         kv_bytes_per_token=model.kv_bytes_per_token,
+        attention_flops_per_pair=model.attention_flops_per_pair,
         hbm_bytes_per_s=gpu.hbm_bytes_per_s,
         flops_per_s=gpu.flops_per_s,
         mfu=model.mfu,
@@ -137,7 +192,8 @@ def _profile(model_name: str, gpu_name: str) -> Profile:
         max_num_seqs=256,
         max_num_batched_tokens=8192,
         block_size=16,
-        kv_cache_blocks=_kv_blocks(gpu.memory_bytes, weight_bytes, model.kv_bytes_per_token, 16),
+        memory_bytes=gpu.memory_bytes,
+        activation_bytes_per_token=model.activation_bytes_per_token,
         sources=(model.source, gpu.source, _VLLM_SRC),
     )
 

@@ -7,7 +7,7 @@ its longest cached prefix and fresh blocks for the rest of its prompt; when the 
 it waits (head of line). A decode that needs a block when none is free preempts the newest
 running request (recompute, as vLLM v1 does), and a step that preempted admits no waiting request
 (vLLM v1's rule: admitting would preempt what was just preempted). The step lasts
-``profile.step_time(prefill tokens, attended context)`` simulated seconds, i.e. ``time_scale``
+``profile.step_time(prefill tokens, KV read, prefill attention pairs)`` simulated seconds, i.e. ``time_scale``
 times that in wall time. Then newly filled full blocks -- of the prompt and, as vLLM v1 does, of
 generated tokens, hashed with the LoRA adapter's name as an extra key -- are cached
 (``BlockStored``, with the adapter's ``lora_id``), tokens are handed out, finished requests free
@@ -34,7 +34,7 @@ from ferry_schemas.sim_tokenizer import VOCAB_SIZE
 
 from ferry_mock_engine.kv_events import KVEvent
 from ferry_mock_engine.kvcache import Block, BlockPool, extend_block_hashes, lora_key, prompt_block_hashes
-from ferry_mock_engine.profiles import Profile
+from ferry_mock_engine.profiles import Profile, attended_pairs
 
 log = logging.getLogger(__name__)
 
@@ -220,7 +220,7 @@ class Simulator:
             req.finished = True
         budget = self.max_num_batched_tokens
         self._prefills, self._decodes = [], []
-        context = 0
+        context = pairs = 0
         preempted = self.stats.preemptions
         for req in list(self.running):
             if not req.is_running or budget <= 0:
@@ -230,6 +230,7 @@ class Simulator:
                 self._prefills.append((req, n))
                 budget -= n
                 context += req.computed + n
+                pairs += attended_pairs(req.computed, n)
                 continue
             need = self._blocks_for(len(req.prompt) + req.output + 1) - len(req.blocks)
             while need > 0:
@@ -257,10 +258,11 @@ class Simulator:
             self._prefills.append((req, n))
             budget -= n
             context += req.computed + n
+            pairs += attended_pairs(req.computed, n)
         if not self._prefills and not self._decodes:
             return None
         prefill_tokens = sum(n for _, n in self._prefills)
-        self._duration = self.profile.step_time(prefill_tokens, context)
+        self._duration = self.profile.step_time(prefill_tokens, context, pairs)
         return self._duration
 
     def _admit(self, req: SimRequest) -> bool:
