@@ -24,8 +24,10 @@ requests, as vLLM's histograms gain them) and from what the router measures on t
 it runs the router's own plugin and stream timing (``ferry_router.scheduler.least_latency``,
 ``ferry_router.state.observed_latency``) on simulated time. ``LeastLatency/histograms`` gives it the
 histograms alone (Ferry before 2026-12-03), ``LeastLatency/latest`` projects them from the latest
-reading's load (Ferry before that), ``LeastLatency/raw`` reads them as Kthena does. Prints the same
-columns as ``run.py``.
+reading's load (Ferry before that), ``LeastLatency/raw`` reads them as Kthena does. ``GPU usage``
+runs the router's gpu-usage plugin over the engines' KV-cache usage as last read (the gauge projected
+with the queue and the requests sent since), ``GPU usage/raw`` scores the reading as Kthena does.
+Prints the same columns as ``run.py``.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from ferry_mock_engine.kvcache import BlockPool, prompt_block_hashes
 from ferry_mock_engine.profiles import profile_named
 from ferry_mock_engine.simulator import SimRequest, Simulator
 from ferry_router.scheduler.framework import SchedulingContext
+from ferry_router.scheduler.gpu_usage import GPUUsage
 from ferry_router.scheduler.least_latency import LeastLatency, scaled
 from ferry_router.scheduler.least_request import FULL_KV_USAGE
 from ferry_router.state import observed_latency
@@ -81,9 +84,10 @@ class Fleet:
             self.readings = [(len(e.running), len(e.waiting), n, e.pool.usage) for e, n in engines]
             self.next_reading = now + self.reading_interval
             latency = zip(self.readings, self.samples, self.endpoints, strict=True)
-            for (running, waiting, inflight, _), (ttfts, tpots), endpoint in latency:
+            for (running, waiting, inflight, usage), (ttfts, tpots), endpoint in latency:
                 m = endpoint.metrics
                 m.running, m.waiting, m.inflight_at_sample = running, waiting, inflight
+                m.kv_cache_usage = usage
                 if ttfts:  # a new interval mean, measured at this reading's load
                     m.ttft, m.ttft_load = sum(ttfts) / len(ttfts), running + waiting
                 if tpots:
@@ -119,6 +123,8 @@ class Fleet:
         if policy.startswith("LeastLatency"):
             variant = policy.partition("/")[2]
             return self.pick_least_latency(variant)
+        if policy.startswith("GPU usage"):
+            return self.pick_gpu_usage(raw=policy.endswith("/raw"))
         candidates = list(range(len(self.engines)))
         loads = [self.load(i) for i in candidates]
         if self.max_waiting > 0:
@@ -140,6 +146,15 @@ class Fleet:
         if self.pending_ttl > 0 and policy.endswith("KVCacheAware"):
             self.pending[best].update(dict.fromkeys(hashes, self.now + self.pending_ttl))
         return best
+
+    def pick_gpu_usage(self, raw: bool) -> int:
+        """The router's plugin over the router's endpoints; ``raw``: Kthena's, the gauge as read."""
+        if raw:
+            scores = [float(int((1.0 - e.metrics.kv_cache_usage) * 100)) for e in self.endpoints]
+        else:
+            scores = GPUUsage().score(CONTEXT, self.endpoints)
+        top = max(scores)
+        return self.rng.choice([i for i, score in enumerate(scores) if score == top])
 
     def pick_least_latency(self, variant: str) -> int:
         """The router's plugin over the router's endpoints; ``raw`` and ``latest``: Kthena's scores
@@ -216,8 +231,8 @@ def simulate(policy: str, prompts: list[list[int]], args: argparse.Namespace) ->
     observed_latency.clock = lambda: 1e6 + now  # the router's stream timings on simulated time
     timed = policy == "LeastLatency"  # the router's own measures (not /histograms, /latest, /raw)
     timings: dict[str, StreamTiming] = {}
-    if policy.startswith("LeastLatency") and fleet.reading_interval <= 0:
-        fleet.reading_interval = 1e-9  # its measures are interval means: a reading at every event
+    if policy.startswith(("LeastLatency", "GPU usage")) and fleet.reading_interval <= 0:
+        fleet.reading_interval = 1e-9  # they read gauges and interval means: a reading at every event
     stepping = [False] * len(engines)
     owner: dict[int, list[SimRequest]] = {i: [] for i in range(len(engines))}
     events: list[tuple[float, int, int]] = []  # (time, order, engine or -1 for an arrival)
