@@ -147,14 +147,18 @@ class Fleet:
             self.pending[best].update(dict.fromkeys(hashes, self.now + self.pending_ttl))
         return best
 
+    def best(self, scores: list[float]) -> int:
+        """The engine with the top score, ties broken at random (as the router does)."""
+        top = max(scores)
+        return self.rng.choice([i for i, score in enumerate(scores) if score == top])
+
     def pick_gpu_usage(self, raw: bool) -> int:
         """The router's plugin over the router's endpoints; ``raw``: Kthena's, the gauge as read."""
         if raw:
             scores = [float(int((1.0 - e.metrics.kv_cache_usage) * 100)) for e in self.endpoints]
         else:
             scores = GPUUsage().score(CONTEXT, self.endpoints)
-        top = max(scores)
-        return self.rng.choice([i for i, score in enumerate(scores) if score == top])
+        return self.best(scores)
 
     def pick_least_latency(self, variant: str) -> int:
         """The router's plugin over the router's endpoints; ``raw`` and ``latest``: Kthena's scores
@@ -169,8 +173,7 @@ class Fleet:
             by_tpot = scaled([measures[i][1] for i in known]) if known else []
             for i, score_f, score_p in zip(known, by_ttft, by_tpot, strict=True):
                 scores[i] = float(int(0.5 * score_f + 0.5 * score_p))
-        top = max(scores)
-        return self.rng.choice([i for i, score in enumerate(scores) if score == top])
+        return self.best(scores)
 
 
 @dataclass
