@@ -173,3 +173,11 @@ def test_a_profile_sizes_the_pool_at_the_block_and_step_size_given() -> None:
     assert cfg.kv_cache_blocks == profile.kv_blocks(128, 65536)
     assert config_from_argv(base, env={}).kv_cache_blocks == profile.kv_cache_blocks
     assert config_from_argv([*base, "--kv-cache-size", "100"], env={}).kv_cache_blocks == 100
+
+
+def test_a_step_too_large_for_the_gpu_is_refused_as_vllm_refuses_it() -> None:
+    base = ["vllm", "serve", "m", "--sim-profile", "deepseek-r1-distill-qwen-7b-a100-40gb"]
+    with pytest.raises(ValueError, match=r"no memory left for KV cache blocks .* 1000000-token step"):
+        config_from_argv([*base, "--max-num-batched-tokens", "1000000"], env={})
+    cfg = config_from_argv([*base, "--max-num-batched-tokens", "1000000", "--kv-cache-size", "64"], env={})
+    assert cfg.kv_cache_blocks == 64  # a pool given outright needs no sizing

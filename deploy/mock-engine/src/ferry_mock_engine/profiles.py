@@ -79,8 +79,16 @@ class Profile:
         """vLLM's sizing at gpu-memory-utilization 0.9: what the weights and the activations of the
         largest step leave, in blocks of ``block_size`` tokens."""
         activations = self.activation_bytes_per_token * max_num_batched_tokens
-        free = self.memory_bytes * 0.9 - self.weight_bytes - activations
-        return max(int(free / (self.kv_bytes_per_token * block_size)), 0)
+        usable = self.memory_bytes * 0.9
+        blocks = int((usable - self.weight_bytes - activations) / (self.kv_bytes_per_token * block_size))
+        if blocks <= 0:  # vLLM refuses to start too ("No available memory for the cache blocks")
+            raise ValueError(
+                f"no memory left for KV cache blocks on profile {self.name}: of {usable / GIB:.1f} GiB "
+                f"(0.9 of the GPU) the weights take {self.weight_bytes / GIB:.1f} GiB and a "
+                f"{max_num_batched_tokens}-token step's activations {activations / GIB:.1f} GiB; "
+                "lower --max-num-batched-tokens or give --kv-cache-size"
+            )
+        return blocks
 
     def step_time(self, prefill_tokens: int, context_tokens: int, prefill_pairs: int = 0) -> float:
         """Seconds for one step that prefills ``prefill_tokens`` (attending over ``prefill_pairs``
