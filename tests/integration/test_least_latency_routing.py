@@ -87,7 +87,8 @@ async def serve(bus: World, tmp_path: Path, latencies: dict[str, tuple[str, str]
 async def test_requests_go_to_the_engine_with_the_lower_latency(bus: World, tmp_path: Path) -> None:
     pool = await serve(bus, tmp_path, {"fast": ("20ms", "5ms"), "slow": ("500ms", "20ms")})
     served = Counter([await pool.ask(f"question {i}") for i in range(20)])
-    assert served["fast"] >= 18, f"least-latency sent {served['slow']} of 20 requests to the slow engine"
+    # each engine is tried once before the measured one is preferred, then the fast one takes the rest
+    assert served["fast"] >= 19, f"least-latency sent {served['slow']} of 20 requests to the slow engine"
     seen = pool.observed()
     assert seen["fast"]["ttftPerQueuedSeconds"] > 0
     assert seen["fast"]["tpotPerInflightSeconds"] > 0

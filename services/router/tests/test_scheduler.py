@@ -177,9 +177,10 @@ def test_least_latency_projects_from_the_load_the_latency_was_measured_at() -> N
         ({"TTFTTPOTWeightFactor": 1}, [(0.1, 0.01), (0.2, 0.01)], [100, 0]),
         ({"TTFTTPOTWeightFactor": 0}, [(0.1, 0.01), (0.2, 0.01)], [100, 100]),
         ({}, [(0, 0), (0, 0)], [50, 50]),  # nothing measured: 50 each, as Kthena
-        # unmeasured among measured: costs their mean per queued request (Kthena: 50, never tried)
-        ({}, [(0, 0), (0.1, 0.01)], [100, 100]),
-        ({}, [(0, 0), (0.1, 0.01), (0.3, 0.03)], [50, 100, 0]),
+        # unmeasured among measured: costs a shade less than their mean per queued request, so it is
+        # tried once (Kthena: 50, never tried)
+        ({}, [(0, 0), (0.1, 0.01)], [100, 0]),
+        ({}, [(0, 0), (0.1, 0.01), (0.3, 0.03)], [51, 100, 0]),
     ],
 )
 def test_least_latency(args: dict, pods: list[tuple[float, float]], expected: list[int]) -> None:

@@ -87,15 +87,20 @@ class LeastLatency:
         ]
 
 
+UNTRIED = 0.99  # what an unmeasured engine costs, per request queued, against the measured mean
+
+
 def as_the_measured(queues: list[int], values: list[float]) -> list[float]:
-    """Fill each unmeasured (0) value as if its engine cost what the measured ones cost on average per
-    request in this router's queue there, so an engine not measured yet is tried once its queue is
-    short (Kthena scores it 50, so a pool whose slowest engine was measured first never tries the
-    others). All unmeasured: left as they are."""
+    """Fill each unmeasured (0) value as if its engine cost a shade less (:data:`UNTRIED`) than the
+    measured ones cost on average per request in this router's queue there, so an engine not
+    measured yet is tried once, before a measured one of the same queue (Kthena scores it 50, so a
+    pool whose slowest engine was measured first never tries the others; at the mean itself, a pool
+    whose slow engine was measured first would toss a coin between the two until the other had been
+    tried). All unmeasured: left as they are."""
     units = [v / q for v, q in zip(values, queues, strict=True) if v > 0]
     if not units:
         return values
-    unit = sum(units) / len(units)
+    unit = UNTRIED * sum(units) / len(units)
     return [v if v > 0 else unit * q for v, q in zip(values, queues, strict=True)]
 
 
