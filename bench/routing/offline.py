@@ -27,7 +27,10 @@ histograms alone (Ferry before 2026-12-03), ``LeastLatency/latest`` projects the
 reading's load (Ferry before that), ``LeastLatency/raw`` reads them as Kthena does. ``GPU usage``
 runs the router's gpu-usage plugin over the engines' KV-cache usage as last read (the gauge projected
 with the queue and the requests sent since), ``GPU usage/raw`` scores the reading as Kthena does.
-Prints the same columns as ``run.py``.
+``LeastRequest+PrefixCache`` runs the router's prefix-cache plugin (its byte-block hashes of the
+prompt's text, here its token ids written out), learning a prompt's engine when the request is sent,
+as the router does; ``LeastRequest+PrefixCache/on-answer`` learns it once the engine has answered, as
+Kthena's post-schedule hook does. Prints the same columns as ``run.py``.
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ from ferry_router.scheduler.framework import SchedulingContext
 from ferry_router.scheduler.gpu_usage import GPUUsage
 from ferry_router.scheduler.least_latency import LeastLatency, scaled
 from ferry_router.scheduler.least_request import FULL_KV_USAGE
+from ferry_router.scheduler.prefix_cache import PrefixCache
 from ferry_router.state import observed_latency
 from ferry_router.state.observed_latency import StreamTiming
 from ferry_router.state.resources import Pod
@@ -71,6 +75,8 @@ class Fleet:
     # endpoint (the readings in its metrics, its own stream timings in its latency)
     samples: list[tuple[list[float], list[float]]] = field(default_factory=list)
     endpoints: list[Endpoint] = field(default_factory=list)
+    # prefix-cache: the router's own plugin and its hash index of the prompts sent to each engine
+    prefix: PrefixCache = field(default_factory=PrefixCache)
 
     @property
     def inflight(self) -> list[int]:
@@ -117,7 +123,7 @@ class Fleet:
             return running, waiting
         return running + waiting + self.inflight[i] - inflight_then, 0  # ferry_router's least-request
 
-    def pick(self, policy: str, prompt: list[int]) -> int:
+    def pick(self, policy: str, prompt: list[int], context: SchedulingContext = CONTEXT) -> int:
         if policy == "Random":
             return self.rng.randrange(len(self.engines))
         if policy.startswith("LeastLatency"):
@@ -132,9 +138,13 @@ class Fleet:
         bases = {i: self.inflight[i] + 100 * max(self.inflight[i] - loads[i][0], 0) for i in candidates}
         top = max(bases.values())
         hashes = prompt_block_hashes(prompt, self.engines[0].pool.block_size)[:MAX_BLOCKS]
+        learned = [0.0] * len(self.endpoints)
+        if policy.endswith("PrefixCache"):
+            learned = self.prefix.score(context, self.endpoints)
         best, best_score = candidates[0], -1.0
         for i in self.rng.sample(candidates, len(candidates)):  # random tie-break
             score = 100.0 if top <= 0 else float(int((top - bases[i]) / top * 100))
+            score += learned[i]
             if policy.endswith("KVCacheAware") and hashes:
                 held = len(self.engines[i].pool.cached_prefix(hashes))
                 expected = self.pending[i]
@@ -234,6 +244,12 @@ def simulate(policy: str, prompts: list[list[int]], args: argparse.Namespace) ->
     observed_latency.clock = lambda: 1e6 + now  # the router's stream timings on simulated time
     timed = policy == "LeastLatency"  # the router's own measures (not /histograms, /latest, /raw)
     timings: dict[str, StreamTiming] = {}
+    # prefix-cache learns a prompt's engine when the request is sent (the router) or, as Kthena's,
+    # once the engine has answered it (``/on-answer``)
+    on_answer = policy.endswith("/on-answer")
+    policy = policy.removesuffix("/on-answer")
+    learns = policy.endswith("PrefixCache")
+    contexts: dict[str, SchedulingContext] = {}
     if policy.startswith(("LeastLatency", "GPU usage")) and fleet.reading_interval <= 0:
         fleet.reading_interval = 1e-9  # they read gauges and interval means: a reading at every event
     stepping = [False] * len(engines)
@@ -259,8 +275,15 @@ def simulate(policy: str, prompts: list[list[int]], args: argparse.Namespace) ->
         while sent < len(prompts) and free > 0 and sent / args.rate <= now + 1e-12:
             prompt = prompts[sent]
             fleet.now = now
-            i = fleet.pick(policy.removesuffix("/events-only"), prompt)
+            context = CONTEXT
+            if learns:  # the router hashes the prompt's text: its token ids written out here
+                context = SchedulingContext(model="m", upstream_model="m", prompt=" ".join(map(str, prompt)))
+            i = fleet.pick(policy.removesuffix("/events-only"), prompt, context)
             request = engines[i].request(str(sent), prompt, args.output)
+            if on_answer:
+                contexts[request.id] = context
+            elif learns:
+                fleet.prefix.on_dispatch(context, fleet.endpoints[i])
             engines[i].submit(request)
             owner[i].append(request)
             fleet.endpoints[i].inflight += 1
@@ -292,6 +315,8 @@ def simulate(policy: str, prompts: list[list[int]], args: argparse.Namespace) ->
                     timing.tokens = args.output
                     timing.ended()
                 fleet.endpoints[i].inflight -= 1
+                if on_answer:  # Kthena's post-schedule hook: after the response, on success
+                    fleet.prefix.on_served(contexts.pop(request.id), [fleet.endpoints[i]])
                 free += 1
                 tpots.append((now - (request.first_token_at or now)) / max(args.output - 1, 1))
                 result.ttft.append((request.first_token_at or now) - request.arrival)
@@ -398,7 +423,8 @@ def main() -> None:
     )
     parser.add_argument(
         "--sets",
-        default="Random,LeastRequest,LeastRequest+KVCacheAware/events-only,LeastRequest+KVCacheAware",
+        default="Random,LeastRequest,LeastRequest+PrefixCache,LeastRequest+KVCacheAware/events-only,"
+        "LeastRequest+KVCacheAware",
     )
     args = parser.parse_args()
     prompts = workload(args)

@@ -239,7 +239,7 @@ def test_hash_prompt_matches_kthena_form() -> None:
     assert len(hash_prompt("m", "x" * 17, 8, 128)) == 3  # last block may be short
 
 
-def test_prefix_cache_scores_match_ratio_and_learns_after_serving() -> None:
+def test_prefix_cache_scores_match_ratio_and_forgets_a_removed_endpoint() -> None:
     plugin = PrefixCache({"blockSizeToHash": 4, "maxHashCacheSize": 100})
     a, b = ep("a"), ep("b")
     ctx = SchedulingContext(model="m", upstream_model="m", prompt="aaaabbbbcccc")
@@ -251,6 +251,33 @@ def test_prefix_cache_scores_match_ratio_and_learns_after_serving() -> None:
     plugin.forget(a)
     assert plugin.score(SchedulingContext("m", "m", "aaaabbbbcccc"), [a, b]) == [0, 0]
     assert len(plugin.store) == 0
+
+
+def test_prefix_cache_learns_a_prompt_when_it_is_sent_not_when_it_is_answered() -> None:
+    plugin = PrefixCache({"blockSizeToHash": 4})
+    sched = Scheduler([], [(plugin, 1.0)], rng=random.Random(1))
+    a, b = ep("a"), ep("b")
+    first = SchedulingContext("m", "m", "aaaabbbbcccc")
+    sent_to = sched.rank(first, [a, b])[0]
+    sched.dispatching(first, sent_to)
+    # the prefix's next request, while the first is still being answered, follows it
+    follow_up = SchedulingContext("m", "m", "aaaabbbbcccc")
+    assert plugin.score(follow_up, [sent_to, a if sent_to is b else b]) == [100, 0]
+    sched.served(first, [sent_to])  # the answer adds nothing: one entry per hash
+    assert len(plugin.store) == 3
+
+
+def test_prefix_cache_moves_a_prompt_to_the_endpoint_a_retry_reached() -> None:
+    plugin = PrefixCache({"blockSizeToHash": 4})
+    a, b = ep("a"), ep("b")
+    ctx = SchedulingContext("m", "m", "aaaabbbbcccc")
+    plugin.on_dispatch(ctx, a)
+    plugin.on_served(ctx, [b])  # a failed, b answered
+    assert plugin.score(SchedulingContext("m", "m", "aaaabbbbcccc"), [a, b]) == [0, 100]
+    assert len(plugin.store) == 3
+    pd = SchedulingContext("m", "m", "aaaabbbb")  # a PD pair: both endpoints learn on the answer
+    plugin.on_served(pd, [a, b])
+    assert plugin.score(SchedulingContext("m", "m", "aaaabbbb"), [a, b]) == [100, 100]
 
 
 def test_prefix_cache_lru_evicts_oldest() -> None:

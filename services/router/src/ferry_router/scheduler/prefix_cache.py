@@ -3,7 +3,13 @@
 The prompt is cut into byte blocks of ``blockSizeToHash`` (at most ``maxBlocksToMatch``) and
 chain-hashed with xxhash64 seeded by the model name (``h_i = xxh64(str(h_{i-1})  +  block_i)``),
 exactly as Kthena does. The router remembers, per endpoint, the last ``maxHashCacheSize`` hashes
-it served (LRU); an endpoint whose longest shared prefix covers k of n blocks scores floor(100*k/n).
+it sent there (LRU); an endpoint whose longest shared prefix covers k of n blocks scores floor(100*k/n).
+
+A prompt is learned when its request is sent, not when the answer ends as in Kthena: the engine
+holds the prefix from its prefill on, and a prefix's next requests, sent while the first is still
+being answered, would otherwise look new and be prefilled again on the least loaded endpoint (as
+llm-d's prefix scorer does in its pre-request hook). When another endpoint answers instead (a
+retry), the prompt moves to the one that answered.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ MATCH_RATIO = LoopHistogram(
 EVICTIONS = Counter("kthena_router_prefix_cache_evictions_total", "Prefix-cache LRU evictions.", ["model"])
 ENTRIES = Gauge("kthena_router_prefix_cache_entries", "Prefix-cache entries held by the router.")
 
+_SENT_TO = "prefix_sent_to"  # scratch: the endpoint the request was sent to (learned there)
 _DEFAULTS = {"blockSizeToHash": 64, "maxBlocksToMatch": 128, "maxHashCacheSize": 50000, "topKMatches": 5}
 
 
@@ -79,6 +86,18 @@ class PrefixStore:
             holders.discard(endpoint)
             if not holders:
                 del owners[h]
+
+    def discard(self, model: str, hashes: Sequence[int], endpoint: str) -> None:
+        """Forget that ``endpoint`` holds these hashes (a request sent there was answered elsewhere)."""
+        lru = self._lru.get(endpoint)
+        if lru is None:
+            return
+        for h in hashes:
+            key = (model, h)
+            if key in lru:
+                del lru[key]
+                self._size -= 1
+                self._drop(model, h, endpoint)
 
     def remove_endpoint(self, endpoint: str) -> None:
         for model, h in self._lru.pop(endpoint, OrderedDict()):
@@ -156,11 +175,24 @@ class PrefixCache:
         ctx.scratch["prefix_nominees"] = found
         return [members[key] for key in found]
 
-    def on_served(self, ctx: SchedulingContext, endpoints: Sequence[Endpoint]) -> None:
+    def on_dispatch(self, ctx: SchedulingContext, endpoint: Endpoint) -> None:
         hashes = self._hashes(ctx)
         if hashes:
-            for endpoint in endpoints:
+            self.store.add(ctx.model, hashes, endpoint.key)
+            ctx.scratch[_SENT_TO] = endpoint.key
+
+    def on_served(self, ctx: SchedulingContext, endpoints: Sequence[Endpoint]) -> None:
+        """The endpoints that answered (a PD pair's two; on the aggregated path the one sent to,
+        already learned, unless a retry moved the request)."""
+        hashes = self._hashes(ctx)
+        if not hashes:
+            return
+        sent_to = ctx.scratch.get(_SENT_TO)
+        for endpoint in endpoints:
+            if endpoint.key != sent_to:
                 self.store.add(ctx.model, hashes, endpoint.key)
+        if isinstance(sent_to, str) and all(e.key != sent_to for e in endpoints):
+            self.store.discard(ctx.model, hashes, sent_to)
 
     def forget(self, endpoint: Endpoint) -> None:
         self.store.remove_endpoint(endpoint.key)
