@@ -9,16 +9,12 @@ answers (``via <engine>``), what the router measured from its debug dump.
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections import Counter
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
-from ferry_local.readiness import free_port
 
-from tests.support.router_world import Engine, RouterProcess, World, http_json, model_route, model_server
+from tests.support.router_world import World, serve_pool
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
@@ -32,60 +28,19 @@ scheduler:
 """
 
 
-@dataclass
-class Pool:
-    router: RouterProcess
-    namespace: str
-    model: str
-    engines: dict[str, Engine]  # by pod name
-
-    async def ask(self, text: str) -> str:
-        """Stream one answer; the pod that gave it."""
-        stream = await self.router.client().chat.completions.create(
-            model=self.model, messages=[{"role": "user", "content": text}], max_tokens=6, stream=True
-        )
-        answer = "".join([chunk.choices[0].delta.content or "" async for chunk in stream if chunk.choices])
-        return next(pod for pod, engine in self.engines.items() if f" via {engine.name} " in answer + " ")
-
-    def observed(self) -> dict[str, Any]:
-        """The router's own measures per pod (its debug dump of each pod)."""
-        base = f"http://127.0.0.1:{self.router.debug_port}/debug/config_dump/namespaces/{self.namespace}/pods"
-        return {pod: http_json(f"{base}/{pod}")["observed"] for pod in self.engines}
-
-
-async def serve(bus: World, tmp_path: Path, latencies: dict[str, tuple[str, str]]) -> Pool:
-    """Engines named by ``latencies`` (first token, between tokens) behind one model of a router."""
-    namespace, port = f"ll-{uuid.uuid4().hex[:8]}", free_port()
-    engines = {
-        name: bus.engine(
-            f"{name}-{namespace}", SERVED, port, "--time-to-first-token", ttft, "--inter-token-latency", itl
-        )
-        for name, (ttft, itl) in latencies.items()
-    }
-    for engine in engines.values():
-        engine.wait_up()
-    config = tmp_path / "router.yaml"
-    config.write_text(ROUTER_CONFIG)
-    router = bus.router(name=f"router-{namespace}", env={"FERRY_ROUTER_CONFIG": str(config)})
-    await bus.publish("modelservers", model_server(namespace, "srv", {"app": namespace}, port, model=SERVED))
-    model = f"latency-{namespace}"
-    await bus.publish(
-        "modelroutes",
-        model_route(
-            namespace,
-            "route",
-            {"modelName": model, "rules": [{"targetModels": [{"modelServerName": "srv"}]}]},
-        ),
-    )
-    for name, engine in engines.items():
-        await bus.pod(namespace, name, {"app": namespace}, engine.host)
-    router.wait_endpoints(namespace, "srv", len(engines))
-    router.wait_model(model)
-    return Pool(router, namespace, model, engines)
+def latency(ttft: str, itl: str) -> tuple[str, ...]:
+    """A mock engine's fixed first-token and inter-token latencies."""
+    return ("--time-to-first-token", ttft, "--inter-token-latency", itl)
 
 
 async def test_requests_go_to_the_engine_with_the_lower_latency(bus: World, tmp_path: Path) -> None:
-    pool = await serve(bus, tmp_path, {"fast": ("20ms", "5ms"), "slow": ("500ms", "20ms")})
+    pool = await serve_pool(
+        bus,
+        tmp_path,
+        ROUTER_CONFIG,
+        {"fast": latency("20ms", "5ms"), "slow": latency("500ms", "20ms")},
+        SERVED,
+    )
     served = Counter([await pool.ask(f"question {i}") for i in range(20)])
     # each engine is tried once before the measured one is preferred, then the fast one takes the rest
     assert served["fast"] >= 19, f"least-latency sent {served['slow']} of 20 requests to the slow engine"
@@ -101,7 +56,9 @@ async def test_a_burst_is_spread_by_the_queue_it_meets(bus: World, tmp_path: Pat
     """Two equal engines, measured, then 30 requests at once: each request sent raises the projected
     first-token time of its engine by one queued request, so the burst does not pile onto the engine
     that looked faster (as it would on the measures alone: they change only as first tokens come)."""
-    pool = await serve(bus, tmp_path, {"a": ("150ms", "5ms"), "b": ("150ms", "5ms")})
+    pool = await serve_pool(
+        bus, tmp_path, ROUTER_CONFIG, {"a": latency("150ms", "5ms"), "b": latency("150ms", "5ms")}, SERVED
+    )
     for i in range(12):  # until both are measured
         await pool.ask(f"warm {i}")
         if all(pod["ttftPerQueuedSeconds"] > 0 for pod in pool.observed().values()):

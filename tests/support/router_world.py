@@ -8,6 +8,7 @@ for the Pod/ModelServer/ModelRoute objects published on the bus. The module-scop
 
 from __future__ import annotations
 
+import asyncio
 import json
 import random
 import sys
@@ -15,6 +16,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -257,3 +259,68 @@ def ns() -> str:
 
 
 CHAT = [{"role": "user", "content": "Say hello to the router please"}]
+
+
+@dataclass
+class Pool:
+    """Engines behind one model of a router of their own (:func:`serve_pool`)."""
+
+    router: RouterProcess
+    namespace: str
+    model: str
+    engines: dict[str, Engine]  # by pod name
+
+    def pod_of(self, answer: str) -> str:
+        """The pod whose engine wrote ``answer`` (a mock engine signs it ``via <its name>``)."""
+        return next(pod for pod, engine in self.engines.items() if f" via {engine.name} " in answer + " ")
+
+    async def ask(
+        self, text: str, *, system: str = "", max_tokens: int = 6, started: asyncio.Event | None = None
+    ) -> str:
+        """Stream one chat answer (after a system prompt, if given); the pod that gave it.
+        ``started`` is set when its first chunk arrives."""
+        messages = [{"role": "system", "content": system}] if system else []
+        messages.append({"role": "user", "content": text})
+        stream = await self.router.client().chat.completions.create(
+            model=self.model,
+            messages=messages,  # type: ignore[arg-type]
+            max_tokens=max_tokens,
+            stream=True,
+        )
+        parts: list[str] = []
+        async for chunk in stream:
+            if started is not None:
+                started.set()
+            if chunk.choices:
+                parts.append(chunk.choices[0].delta.content or "")
+        return self.pod_of("".join(parts))
+
+    def observed(self) -> dict[str, Any]:
+        """The router's own latency measures per pod (its debug dump of each pod)."""
+        base = f"http://127.0.0.1:{self.router.debug_port}/debug/config_dump/namespaces/{self.namespace}/pods"
+        return {pod: http_json(f"{base}/{pod}")["observed"] for pod in self.engines}
+
+
+async def serve_pool(
+    bus: World, tmp_path: Path, config: str, engines: dict[str, Sequence[str]], served: str = "org/pool-model"
+) -> Pool:
+    """Engines (pod name -> the mock engine's extra arguments) behind one model of a router of their
+    own, configured with the scheduler ``config`` (Kthena's router configuration YAML)."""
+    namespace, port = f"pool-{uuid.uuid4().hex[:8]}", free_port()
+    started = {
+        name: bus.engine(f"{name}-{namespace}", served, port, *extra) for name, extra in engines.items()
+    }
+    for engine in started.values():
+        engine.wait_up()
+    config_file = tmp_path / f"router-{namespace}.yaml"
+    config_file.write_text(config)
+    router = bus.router(name=f"router-{namespace}", env={"FERRY_ROUTER_CONFIG": str(config_file)})
+    await bus.publish("modelservers", model_server(namespace, "srv", {"app": namespace}, port, model=served))
+    model = f"model-{namespace}"
+    route = {"modelName": model, "rules": [{"targetModels": [{"modelServerName": "srv"}]}]}
+    await bus.publish("modelroutes", model_route(namespace, "route", route))
+    for name, engine in started.items():
+        await bus.pod(namespace, name, {"app": namespace}, engine.host)
+    router.wait_endpoints(namespace, "srv", len(started))
+    router.wait_model(model)
+    return Pool(router, namespace, model, started)
