@@ -5,10 +5,10 @@ chain-hashed with xxhash64 seeded by the model name (``h_i = xxh64(str(h_{i-1}) 
 exactly as Kthena does. The router remembers, per endpoint, the last ``maxHashCacheSize`` hashes
 it sent there (LRU); an endpoint whose longest shared prefix covers k of n blocks scores floor(100*k/n).
 
-A prompt is learned when its request is sent, not when the answer ends as in Kthena: the engine
-holds the prefix from its prefill on, and a prefix's next requests, sent while the first is still
-being answered, would otherwise look new and be prefilled again on the least loaded endpoint (as
-llm-d's prefix scorer does in its pre-request hook). When another endpoint answers instead (a
+A prompt is learned when its request is sent (as llm-d's prefix scorer does in its pre-request
+hook), not when the answer ends as in Kthena: the engine holds the prefix from its prefill on, and
+a prefix's next requests, sent while the first is still being answered, would otherwise look new
+and be prefilled again on the least loaded endpoint. When another endpoint answers instead (a
 retry), the prompt moves to the one that answered.
 """
 
