@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.router_world import World, serve_pool
+from tests.support.router_world import World, engine_latency, serve_pool
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
@@ -28,17 +28,12 @@ scheduler:
 """
 
 
-def latency(ttft: str, itl: str) -> tuple[str, ...]:
-    """A mock engine's fixed first-token and inter-token latencies."""
-    return ("--time-to-first-token", ttft, "--inter-token-latency", itl)
-
-
 async def test_requests_go_to_the_engine_with_the_lower_latency(bus: World, tmp_path: Path) -> None:
     pool = await serve_pool(
         bus,
         tmp_path,
         ROUTER_CONFIG,
-        {"fast": latency("20ms", "5ms"), "slow": latency("500ms", "20ms")},
+        {"fast": engine_latency("20ms", "5ms"), "slow": engine_latency("500ms", "20ms")},
         SERVED,
     )
     served = Counter([await pool.ask(f"question {i}") for i in range(20)])
@@ -57,7 +52,11 @@ async def test_a_burst_is_spread_by_the_queue_it_meets(bus: World, tmp_path: Pat
     first-token time of its engine by one queued request, so the burst does not pile onto the engine
     that looked faster (as it would on the measures alone: they change only as first tokens come)."""
     pool = await serve_pool(
-        bus, tmp_path, ROUTER_CONFIG, {"a": latency("150ms", "5ms"), "b": latency("150ms", "5ms")}, SERVED
+        bus,
+        tmp_path,
+        ROUTER_CONFIG,
+        {"a": engine_latency("150ms", "5ms"), "b": engine_latency("150ms", "5ms")},
+        SERVED,
     )
     for i in range(12):  # until both are measured
         await pool.ask(f"warm {i}")

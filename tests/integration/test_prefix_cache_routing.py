@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.router_world import World, serve_pool
+from tests.support.router_world import World, engine_latency, serve_pool
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
@@ -27,7 +27,7 @@ scheduler:
       - {name: least-request, weight: 1}
       - {name: prefix-cache, weight: 2}
 """
-SLOW_STREAM = ("--time-to-first-token", "50ms", "--inter-token-latency", "150ms")
+SLOW_STREAM = engine_latency("50ms", "150ms")
 
 
 def system_prompt(topic: str) -> str:

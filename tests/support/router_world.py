@@ -261,6 +261,11 @@ def ns() -> str:
 CHAT = [{"role": "user", "content": "Say hello to the router please"}]
 
 
+def engine_latency(ttft: str, itl: str) -> tuple[str, ...]:
+    """A mock engine's arguments for fixed first-token and inter-token latencies."""
+    return ("--time-to-first-token", ttft, "--inter-token-latency", itl)
+
+
 @dataclass
 class Pool:
     """Engines behind one model of a router of their own (:func:`serve_pool`)."""
