@@ -30,7 +30,8 @@ with the queue and the requests sent since), ``GPU usage/raw`` scores the readin
 ``LeastRequest+PrefixCache`` runs the router's prefix-cache plugin (its byte-block hashes of the
 prompt's text, here its token ids written out), learning a prompt's engine when the request is sent,
 as the router does; ``LeastRequest+PrefixCache/on-answer`` learns it once the engine has answered, as
-Kthena's post-schedule hook does. Prints the same columns as ``run.py``.
+Kthena's post-schedule hook does. ``--affinity-weight`` weighs prefix-cache and kvcache-aware against
+least-request's 1 (Kthena's tables and ``run.py``: 1). Prints the same columns as ``run.py``.
 """
 
 from __future__ import annotations
@@ -77,6 +78,7 @@ class Fleet:
     endpoints: list[Endpoint] = field(default_factory=list)
     # prefix-cache: the router's own plugin and its hash index of the prompts sent to each engine
     prefix: PrefixCache = field(default_factory=PrefixCache)
+    affinity_weight: float = 1.0  # prefix-cache's or kvcache-aware's weight (least-request's is 1)
 
     @property
     def inflight(self) -> list[int]:
@@ -144,13 +146,13 @@ class Fleet:
         best, best_score = candidates[0], -1.0
         for i in self.rng.sample(candidates, len(candidates)):  # random tie-break
             score = 100.0 if top <= 0 else float(int((top - bases[i]) / top * 100))
-            score += learned[i]
+            score += self.affinity_weight * learned[i]
             if policy.endswith("KVCacheAware") and hashes:
                 held = len(self.engines[i].pool.cached_prefix(hashes))
                 expected = self.pending[i]
                 while held < len(hashes) and expected.get(hashes[held], -1.0) > self.now:
                     held += 1
-                score += int(100 * held / len(hashes))
+                score += self.affinity_weight * int(100 * held / len(hashes))
             if score > best_score:
                 best, best_score = i, score
         if self.pending_ttl > 0 and policy.endswith("KVCacheAware"):
@@ -240,6 +242,7 @@ def simulate(policy: str, prompts: list[list[int]], args: argparse.Namespace) ->
         args.raw_gauges,
         samples=[([], []) for _ in engines],
         endpoints=[Endpoint(Pod("bench", f"e{i}", "", {}, True), 0, "vllm") for i in range(len(engines))],
+        affinity_weight=args.affinity_weight,
     )
     observed_latency.clock = lambda: 1e6 + now  # the router's stream timings on simulated time
     timed = policy == "LeastLatency"  # the router's own measures (not /histograms, /latest, /raw)
@@ -414,6 +417,12 @@ def main() -> None:
     )
     parser.add_argument(
         "--raw-gauges", action="store_true", help="with --reading-interval: read them raw, as Kthena does"
+    )
+    parser.add_argument(
+        "--affinity-weight",
+        type=float,
+        default=1.0,
+        help="prefix-cache's and kvcache-aware's weight beside least-request's 1 (run.py: 1, as Kthena)",
     )
     parser.add_argument(
         "--seed",
