@@ -49,6 +49,10 @@ scheduler:
       - {name: least-request, weight: 1}
       - {name: kvcache-aware, weight: 1}
 """
+AFFINITY_FILTER = """\
+    Filter:
+      enabled: [kvcache-aware]
+"""
 
 
 def lora_modules(adapter: str) -> tuple[list[str], list[str]]:
@@ -78,7 +82,11 @@ def system_prompt(topic: str) -> str:
     return f"You are the {topic} expert. " + " ".join(f"{topic} fact {i} is important." for i in range(150))
 
 
-async def test_follow_ups_go_to_the_pod_holding_the_prefix(bus: World, tmp_path: Path) -> None:
+@pytest.mark.parametrize("affinity_filter", [False, True], ids=["scores", "affinity-filter"])
+async def test_follow_ups_go_to_the_pod_holding_the_prefix(
+    bus: World, tmp_path: Path, affinity_filter: bool
+) -> None:
+    """With Kthena's configuration, and with kvcache-aware enabled as the affinity filter too."""
     namespace, port = f"kv-{uuid.uuid4().hex[:8]}", free_port()
     adapter = f"sql-{namespace}"  # routable names are global: the session's bus holds other modules' routes
     pods = {}
@@ -102,7 +110,7 @@ async def test_follow_ups_go_to_the_pod_holding_the_prefix(bus: World, tmp_path:
 
     sub = await bus.nc.subscribe(KV_FILTER, cb=on_kv)
     config = tmp_path / "router.yaml"
-    config.write_text(ROUTER_CONFIG)
+    config.write_text(ROUTER_CONFIG + (AFFINITY_FILTER if affinity_filter else ""))
     router: RouterProcess = bus.router(name="kv-router", env={"FERRY_ROUTER_CONFIG": str(config)})
     try:
         await bus.publish("modelservers", model_server(namespace, "srv", {"app": "kv"}, port, model=SERVED))

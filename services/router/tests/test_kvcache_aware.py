@@ -5,9 +5,9 @@ from __future__ import annotations
 import aiohttp
 import pytest
 from ferry_mock_engine import MockEngine, config_from_argv
-from ferry_router.scheduler.config import parse_config
+from ferry_router.scheduler.config import build_scheduler, parse_config
 from ferry_router.scheduler.framework import SchedulingContext
-from ferry_router.scheduler.kvcache_aware import TOKENS_KEY, KVCacheAware, tokenize_body
+from ferry_router.scheduler.kvcache_aware import TOKENS_KEY, KVCacheAware, affinity_keep, tokenize_body
 from ferry_router.state.kv_index import KvIndex
 from ferry_router.state.resources import Pod
 from ferry_router.state.table import Endpoint
@@ -70,6 +70,70 @@ def test_blocks_just_sent_to_a_pod_count_until_they_expire_or_are_evicted() -> N
     off = KvIndex()  # pendingTTLSeconds 0: Kthena's behaviour, events only
     off.expect("ns/a", H)
     assert off.match(H, {"ns/a"}) == {}
+
+
+def test_footprint_counts_held_and_expected_blocks_once() -> None:
+    """What the affinity filter places new prompts by: each block a pod holds or was just sent, once."""
+    now = [100.0]
+    index = KvIndex(pending_ttl=5.0, clock=lambda: now[0])
+    index.apply(msg("a", 1, stored=H[:1]))
+    index.expect("ns/a", H)  # block 0 is held already: three more expected
+    index.expect("ns/a", H[:2])  # a renewal adds nothing
+    assert index.footprint("ns/a") == 4
+    assert index.footprint("ns/b") == 0
+    index.apply(msg("a", 2, stored=H[1:3]))  # confirmed: held now, expected no more
+    assert index.footprint("ns/a") == 4
+    index.apply(msg("a", 3, removed=[H[2]]))  # evicted
+    assert index.footprint("ns/a") == 3
+    now[0] = 105.5  # block 3's expectation ends
+    assert index.footprint("ns/a") == 2
+    assert index.match(H, {"ns/a"}) == {"ns/a": 2}
+    index.expect("ns/a", H)
+    index.drop_pod("ns/a")
+    assert index.footprint("ns/a") == 0
+
+
+@pytest.mark.parametrize(
+    ("held", "waiting", "inflight", "footprint", "kept"),
+    [
+        # nobody holds the prompt: the caches holding the fewest blocks, within one prompt (4 blocks)
+        ([0, 0, 0], [0, 0, 0], [9, 1, 5], [10, 14, 15], [0, 1]),
+        ([1, 0, 0], [0, 0, 0], [0, 0, 0], [10, 0, 3], [1, 2]),  # 1 of 4 is under minMatchRatio
+        # the holders of the longest prefix, however busy, while nobody idles beside them
+        ([4, 2, 4], [0, 0, 0], [50, 1, 60], [0, 0, 0], [0, 2]),
+        ([4, 0, 0], [3, 0, 0], [90, 40, 50], [0, 0, 0], [0]),  # queued, but nobody is underused
+        # every holder queues and an engine is underused (nothing waiting, < 1/4 of the mean)
+        ([4, 0, 0], [3, 0, 2], [150, 10, 90], [0, 0, 0], [1]),
+        ([4, 4, 0], [3, 0, 0], [150, 50, 4], [0, 0, 0], [0, 1]),  # one holder does not queue
+    ],
+)
+def test_affinity_keep(
+    held: list[int], waiting: list[float], inflight: list[int], footprint: list[int], kept: list[int]
+) -> None:
+    assert affinity_keep(held, 4, waiting, inflight, footprint) == kept
+
+
+def test_the_affinity_filter_keeps_the_holder_and_shares_state_with_the_scorer() -> None:
+    plugins = "{Filter: {enabled: [kvcache-aware]}, Score: {enabled: [least-request, kvcache-aware]}}"
+    config = parse_config(f"scheduler: {{plugins: {plugins}}}")
+    scheduler = build_scheduler(config)
+    plugin = scheduler.filters[0]
+    assert isinstance(plugin, KVCacheAware)
+    assert plugin is scheduler.scorers[1][0]  # one index, one tokenization
+    assert scheduler.preparers == [plugin]
+    assert scheduler.dispatch_hooks == [plugin]
+    a, b = endpoint("a"), endpoint("b")
+    b.inflight = 0
+    a.inflight = 7  # the holder is busier: least-request alone would pick b
+    plugin.index.apply(msg("a", 1, stored=H))
+    ctx = SchedulingContext(model="m", upstream_model="m", prompt="p", scratch={TOKENS_KEY: H})
+    assert scheduler.rank(ctx, [a, b]) == [a]
+    scheduler.dispatching(ctx, a)
+    fresh = SchedulingContext(model="m", upstream_model="m", prompt="q", scratch={TOKENS_KEY: [7, 8, 9]})
+    assert scheduler.rank(fresh, [a, b])[0] is b  # a new prompt goes to the emptier cache
+    for bad in ("minMatchRatio: 2", "underusedInflightRatio: many"):
+        with pytest.raises(ValueError, match=bad.split(":")[0]):
+            parse_config(f"scheduler: {{pluginConfig: [{{name: kvcache-aware, args: {{{bad}}}}}]}}")
 
 
 def test_pending_ttl_is_checked_at_load() -> None:

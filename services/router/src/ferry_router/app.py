@@ -182,7 +182,7 @@ class Router:
         """Client APIs served through the engine's chat completions (the rest are proxied as they are)."""
         self.external = ExternalProxy(table.providers, client)
         table.route_listeners.append(limiter.on_route)
-        for plugin, _ in scheduler.scorers:
+        for plugin in scheduler.plugins:
             if isinstance(plugin, PrefixCache | KVCacheAware):
                 table.endpoint_removed.append(plugin.forget)
 

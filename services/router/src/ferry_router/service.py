@@ -173,7 +173,7 @@ class RouterService:
         await self.scraper.call(self._follow_load())
         await self.feed.start()
         self._scrape_task = asyncio.create_task(self._scrape_once_synced(), name="router-scrape-start")
-        for plugin, _ in self.scheduler.scorers:  # only when kvcache-aware is configured
+        for plugin in self.scheduler.plugins:  # only when kvcache-aware is configured
             if isinstance(plugin, KVCacheAware):
                 kv_feed = KvFeed(js, plugin.index)
                 await kv_feed.start()

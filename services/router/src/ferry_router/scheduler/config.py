@@ -39,7 +39,11 @@ from ferry_router.scheduler.random_score import RandomScore
 log = logging.getLogger(__name__)
 
 PluginFactory = Callable[[dict[str, Any] | None], object]
-FILTERS: dict[str, PluginFactory] = {"least-request": LeastRequest, "lora-affinity": LoraAffinity}
+FILTERS: dict[str, PluginFactory] = {
+    "least-request": LeastRequest,
+    "lora-affinity": LoraAffinity,
+    "kvcache-aware": KVCacheAware,  # Ferry extension: the affinity filter
+}
 SCORERS: dict[str, PluginFactory] = {
     "least-request": LeastRequest,
     "gpu-usage": GPUUsage,

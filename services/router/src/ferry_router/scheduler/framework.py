@@ -107,9 +107,12 @@ class Scheduler:
         self.filters = list(filters)
         self.sample_size = sample_size
         self.scorers = list(scorers)
-        self.post_hooks = [p for p, _ in scorers if isinstance(p, PostSchedulePlugin)]
-        self.dispatch_hooks = [p for p, _ in scorers if isinstance(p, DispatchPlugin)]
-        self.preparers = [p for p, _ in scorers if isinstance(p, PreparePlugin)]
+        unique = {id(p): p for p in [*self.filters, *(p for p, _ in scorers)]}
+        self.plugins: list[object] = list(unique.values())
+        """Every plugin once, filters first (a plugin enabled as filter and scorer is one instance)."""
+        self.post_hooks = [p for p in self.plugins if isinstance(p, PostSchedulePlugin)]
+        self.dispatch_hooks = [p for p in self.plugins if isinstance(p, DispatchPlugin)]
+        self.preparers = [p for p in self.plugins if isinstance(p, PreparePlugin)]
         self.nominators = [p for p, _ in scorers if isinstance(p, NominatePlugin)]
         self._rng = rng or random.Random()
         self._timers: dict[str, tuple[list[LoopHistogramChild], list[LoopHistogramChild]]] = {}
@@ -129,7 +132,7 @@ class Scheduler:
             await plugin.prepare(ctx, endpoints)
 
     async def close(self) -> None:
-        for plugin, _ in self.scorers:
+        for plugin in self.plugins:
             close = getattr(plugin, "close", None)
             if close is not None:
                 await close()

@@ -18,6 +18,16 @@ a prompt this router sends to a pod count as held there for that long, or until 
 evict them (:meth:`KvIndex.expect`) -- the events only list a prefix once the pod has queued and
 prefilled it, and meanwhile the prefix's next requests would go elsewhere and be prefilled again.
 
+Ferry extension, the **affinity filter** (``kvcache-aware`` enabled under ``Filter`` too): keep the
+endpoints holding the longest cached prefix of the prompt (when it covers at least ``minMatchRatio``
+of its blocks, default 0.5), so the scorers choose among the holders; but when every holder has
+requests waiting and an endpoint is underused -- nothing waiting and fewer requests in flight than
+``underusedInflightRatio`` (default 0.25) of the candidates' mean -- keep the underused ones
+instead. A prompt no one holds goes to the endpoints whose caches hold the fewest blocks (within
+one prompt's worth). A prefix then stays with its holders however loaded they are, unless an
+engine would otherwise idle beside them, and new prefixes spread over the caches
+(:func:`affinity_keep`; bench/routing/README.md, "The affinity filter").
+
 Tokenization is asynchronous, so it runs in :meth:`prepare` before the (synchronous) scoring.
 A failed tokenization scores every endpoint 0 and counts ``..._errors_total{stage="tokenize"}``.
 
@@ -77,6 +87,8 @@ UNSUPPORTED_ENGINE = Counter(
 
 _DEFAULTS = {"blockSizeToHash": 16, "maxBlocksToMatch": 128}
 DEFAULT_PENDING_TTL = 10.0
+DEFAULT_MIN_MATCH = 0.5
+DEFAULT_UNDERUSED = 0.25
 _ENGINES = ("vllm", "sglang")
 TOKENS_KEY = "kvcache_hashes"
 
@@ -98,6 +110,54 @@ def validate_args(args: dict[str, Any]) -> None:
     """``ValueError`` naming the field for a configuration this plugin refuses (at load)."""
     validate_tokenizer(args)
     _seconds(args, "pendingTTLSeconds", DEFAULT_PENDING_TTL)
+    _ratio(args, "minMatchRatio", DEFAULT_MIN_MATCH)
+    _ratio(args, "underusedInflightRatio", DEFAULT_UNDERUSED)
+
+
+def _ratio(args: dict[str, Any], key: str, default: float) -> float:
+    """A number in 0..1; ``ValueError`` naming the field otherwise (fatal at load)."""
+    raw = args.get(key, default)
+    try:
+        value = float(raw)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"kvcache-aware: {key} {raw!r} is not a number") from exc
+    if not 0 <= value <= 1:
+        raise ValueError(f"kvcache-aware: {key} must be a number from 0 to 1, got {raw!r}")
+    return value
+
+
+def affinity_keep(
+    held: Sequence[int],
+    blocks: int,
+    waiting: Sequence[float],
+    inflight: Sequence[int],
+    footprint: Sequence[int],
+    min_match: float = DEFAULT_MIN_MATCH,
+    underused: float = DEFAULT_UNDERUSED,
+) -> list[int]:
+    """Which candidates the affinity filter keeps, by position.
+
+    ``held``: leading blocks of the prompt's ``blocks`` each candidate holds; ``waiting``: its
+    engine's waiting requests as last read; ``inflight``: the requests this router has there;
+    ``footprint``: the blocks it holds or was sent (:meth:`KvIndex.footprint`).
+
+    * A new prompt (no candidate holds ``min_match`` of it) goes to the candidates holding the
+      fewest blocks, within one prompt's worth of the fewest (SGLang's cache-aware router sends it
+      to the smallest tree): new prefixes spread over the caches, not by the load of the moment.
+    * Otherwise the holders of the longest prefix, unless every holder queues and some candidate is
+      underused (nothing waiting, fewer in flight than ``underused`` times the mean): then those.
+    """
+    top = max(held, default=0)
+    if top <= 0 or top < min_match * blocks:
+        fewest = min(footprint) + blocks
+        return [i for i, f in enumerate(footprint) if f <= fewest]
+    holders = [i for i, h in enumerate(held) if h == top]
+    if all(waiting[i] > 0 for i in holders):
+        bar = underused * sum(inflight) / len(inflight)
+        idle = [i for i, w in enumerate(waiting) if w <= 0 and inflight[i] < bar]
+        if idle:
+            return idle
+    return holders
 
 
 def _positive(args: dict[str, Any], key: str, default: int) -> int:
@@ -169,6 +229,8 @@ class KVCacheAware:
         self.local: LocalTokenizer | None = LOCAL_TOKENIZERS.get(args.get("localTokenizer", ""))
         self.timeout = aiohttp.ClientTimeout(total=5.0)
         self.index = KvIndex(pending_ttl=_seconds(args, "pendingTTLSeconds", DEFAULT_PENDING_TTL))
+        self.min_match = _ratio(args, "minMatchRatio", DEFAULT_MIN_MATCH)
+        self.underused = _ratio(args, "underusedInflightRatio", DEFAULT_UNDERUSED)
         self._session: aiohttp.ClientSession | None = None
         self._rng = random.Random()
 
@@ -238,6 +300,23 @@ class KVCacheAware:
             return
         TOKENIZE_DURATION.labels(ctx.metrics_model).observe(time.perf_counter() - start)
         ctx.scratch[TOKENS_KEY] = token_block_hashes(tokens, self.block_size, self.max_blocks, root)
+
+    def filter(self, ctx: SchedulingContext, endpoints: list[Endpoint]) -> list[Endpoint]:
+        """The affinity filter (:func:`affinity_keep`); everyone when the prompt has no blocks."""
+        hashes: list[int] = ctx.scratch.get(TOKENS_KEY) or []  # type: ignore[assignment]
+        if not hashes or len(endpoints) < 2:
+            return endpoints
+        found = self.index.match(hashes, {e.key for e in endpoints})
+        kept = affinity_keep(
+            [found.get(e.key, 0) for e in endpoints],
+            len(hashes),
+            [e.metrics.waiting for e in endpoints],
+            [e.inflight for e in endpoints],
+            [self.index.footprint(e.key) for e in endpoints],
+            self.min_match,
+            self.underused,
+        )
+        return endpoints if len(kept) == len(endpoints) else [endpoints[i] for i in kept]
 
     def score(self, ctx: SchedulingContext, endpoints: Sequence[Endpoint]) -> list[float]:
         hashes: list[int] = ctx.scratch.get(TOKENS_KEY) or []  # type: ignore[assignment]

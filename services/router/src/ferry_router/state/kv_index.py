@@ -44,7 +44,8 @@ class KvIndex:
         self.owners: dict[int, set[str]] = {}  # block hash -> pod keys
         self.pending_ttl = pending_ttl
         self._clock = clock
-        self._pending: dict[int, dict[str, float]] = {}  # block hash -> pod key -> expiry
+        self._pending: dict[int, dict[str, float]] = {}  # block hash -> pod key -> expiry (not held)
+        self._pending_count: dict[str, int] = {}  # pod key -> its entries in _pending
         self._expiries: deque[tuple[float, int, str]] = deque()  # in expiry order (one ttl)
         self._position: dict[str, tuple[str, int]] = {}  # pod key -> (epoch, seq) last applied
         self._size = 0
@@ -61,13 +62,15 @@ class KvIndex:
             self._clear(key)
         held = self.pods.setdefault(key, set())
         for h in msg.stored:
+            if (pods := self._pending.get(h)) is not None and key in pods:
+                self._unexpect(h, key, pods)  # confirmed: held from now on
             if h not in held:
                 held.add(h)
                 self.owners.setdefault(h, set()).add(key)
                 self._size += 1
         for h in msg.removed:
-            if (pods := self._pending.get(h)) is not None:
-                pods.pop(key, None)  # evicted: no longer expected there either
+            if (pods := self._pending.get(h)) is not None and key in pods:
+                self._unexpect(h, key, pods)  # evicted: no longer expected there either
             if h in held:
                 held.discard(h)
                 self._unown(h, key)
@@ -90,6 +93,7 @@ class KvIndex:
         """The pod is gone: forget its blocks (a later snapshot from it would bring them back)."""
         self._clear(key)
         self._position.pop(key, None)
+        self._pending_count.pop(key, None)
         for pods in self._pending.values():
             pods.pop(key, None)
 
@@ -100,18 +104,29 @@ class KvIndex:
         now = self._clock()
         self._expire(now)
         until = now + self.pending_ttl
+        held = self.pods.get(key, ())
+        counts = self._pending_count
         for h in hashes:
-            self._pending.setdefault(h, {})[key] = until
+            if h in held:
+                continue
+            pods = self._pending.setdefault(h, {})
+            if key not in pods:
+                counts[key] = counts.get(key, 0) + 1
+            pods[key] = until
             self._expiries.append((until, h, key))
+
+    def _unexpect(self, h: int, key: str, pods: dict[str, float]) -> None:
+        del pods[key]
+        if not pods:
+            del self._pending[h]
+        self._pending_count[key] -= 1
 
     def _expire(self, now: float) -> None:
         while self._expiries and self._expiries[0][0] <= now:
             until, h, key = self._expiries.popleft()
             pods = self._pending.get(h)
             if pods is not None and pods.get(key) == until:  # not renewed since
-                del pods[key]
-                if not pods:
-                    del self._pending[h]
+                self._unexpect(h, key, pods)
 
     def match(self, hashes: Sequence[int], candidates: set[str]) -> dict[str, int]:
         """Pod → number of leading blocks of ``hashes`` it holds (or is about to: pending), for the
@@ -131,6 +146,12 @@ class KvIndex:
                 count += 1
             found[pod] = count
         return found
+
+    def footprint(self, key: str) -> int:
+        """Blocks pod ``key`` holds or is expected to hold: what this router knows of its cache."""
+        if self._expiries:
+            self._expire(self._clock())
+        return len(self.pods.get(key, ())) + self._pending_count.get(key, 0)
 
     def blocks_of(self, key: str) -> set[int]:
         return self.pods.get(key, set())
