@@ -31,7 +31,10 @@ with the queue and the requests sent since), ``GPU usage/raw`` scores the readin
 prompt's text, here its token ids written out), learning a prompt's engine when the request is sent,
 as the router does; ``LeastRequest+PrefixCache/on-answer`` learns it once the engine has answered, as
 Kthena's post-schedule hook does. ``--affinity-weight`` weighs prefix-cache and kvcache-aware against
-least-request's 1 (Kthena's tables and ``run.py``: 1). Prints the same columns as ``run.py``.
+least-request's 1 (Kthena's tables and ``run.py``: 1). ``LeastRequest+KVCacheAware/filter`` also runs the
+router's affinity filter (``ferry_router.scheduler.kvcache_aware.affinity_keep``) over the modelled index,
+the waiting gauges as read and the blocks each engine caches or was sent. Prints the same columns as
+``run.py``.
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ from ferry_mock_engine.profiles import profile_named
 from ferry_mock_engine.simulator import SimRequest, Simulator
 from ferry_router.scheduler.framework import SchedulingContext
 from ferry_router.scheduler.gpu_usage import GPUUsage
+from ferry_router.scheduler.kvcache_aware import affinity_keep
 from ferry_router.scheduler.least_latency import LeastLatency, scaled
 from ferry_router.scheduler.least_request import FULL_KV_USAGE
 from ferry_router.scheduler.prefix_cache import PrefixCache
@@ -79,6 +83,7 @@ class Fleet:
     # prefix-cache: the router's own plugin and its hash index of the prompts sent to each engine
     prefix: PrefixCache = field(default_factory=PrefixCache)
     affinity_weight: float = 1.0  # prefix-cache's or kvcache-aware's weight (least-request's is 1)
+    affinity_filter: bool = False  # kvcache-aware enabled as a filter too (the router's affinity_keep)
 
     @property
     def inflight(self) -> list[int]:
@@ -137,9 +142,19 @@ class Fleet:
         loads = [self.load(i) for i in candidates]
         if self.max_waiting > 0:
             candidates = [i for i in candidates if loads[i][1] < self.max_waiting] or candidates
+        hashes = prompt_block_hashes(prompt, self.engines[0].pool.block_size)[:MAX_BLOCKS]
+        kv_aware = policy.endswith("KVCacheAware") and bool(hashes)
+        held = [self.held(i, hashes) if kv_aware else 0 for i in range(len(self.engines))]
+        if kv_aware and self.affinity_filter:  # the router's filter, over the waiting gauges as read
+            waiting = [self.readings[i][1] if self.readings else 0 for i in candidates]
+            if self.reading_interval <= 0:
+                waiting = [len(self.engines[i].waiting) for i in candidates]
+            inflight = [self.inflight[i] for i in candidates]
+            footprint = [self.footprint(i) for i in candidates]
+            kept = affinity_keep([held[i] for i in candidates], len(hashes), waiting, inflight, footprint)
+            candidates = [candidates[k] for k in kept]
         bases = {i: self.inflight[i] + 100 * max(self.inflight[i] - loads[i][0], 0) for i in candidates}
         top = max(bases.values())
-        hashes = prompt_block_hashes(prompt, self.engines[0].pool.block_size)[:MAX_BLOCKS]
         learned = [0.0] * len(self.endpoints)
         if policy.endswith("PrefixCache"):
             learned = self.prefix.score(context, self.endpoints)
@@ -147,17 +162,28 @@ class Fleet:
         for i in self.rng.sample(candidates, len(candidates)):  # random tie-break
             score = 100.0 if top <= 0 else float(int((top - bases[i]) / top * 100))
             score += self.affinity_weight * learned[i]
-            if policy.endswith("KVCacheAware") and hashes:
-                held = len(self.engines[i].pool.cached_prefix(hashes))
-                expected = self.pending[i]
-                while held < len(hashes) and expected.get(hashes[held], -1.0) > self.now:
-                    held += 1
-                score += self.affinity_weight * int(100 * held / len(hashes))
+            if kv_aware:
+                score += self.affinity_weight * int(100 * held[i] / len(hashes))
             if score > best_score:
                 best, best_score = i, score
         if self.pending_ttl > 0 and policy.endswith("KVCacheAware"):
             self.pending[best].update(dict.fromkeys(hashes, self.now + self.pending_ttl))
         return best
+
+    def held(self, i: int, hashes: list[int]) -> int:
+        """Leading blocks of ``hashes`` engine ``i`` holds, or was sent within the pending TTL."""
+        held = len(self.engines[i].pool.cached_prefix(hashes))
+        expected = self.pending[i]
+        while held < len(hashes) and expected.get(hashes[held], -1.0) > self.now:
+            held += 1
+        return held
+
+    def footprint(self, i: int) -> int:
+        """Blocks engine ``i`` caches or was sent within the pending TTL (the router's index)."""
+        cached, expected = self.engines[i].pool.cached, self.pending[i]
+        for h in [h for h, until in expected.items() if until <= self.now]:
+            del expected[h]
+        return len(cached) + sum(1 for h in expected if h not in cached)
 
     def best(self, scores: list[float]) -> int:
         """The engine with the top score, ties broken at random (as the router does)."""
@@ -231,6 +257,8 @@ def simulate(policy: str, prompts: list[list[int]], args: argparse.Namespace) ->
         for _ in range(args.engines)
     ]
     ttl = 0.0 if policy.endswith("/events-only") else args.pending_ttl
+    filtered = policy.endswith("/filter")
+    policy = policy.removesuffix("/filter")
     fleet = Fleet(
         engines,
         random.Random(7 + args.seed),
@@ -243,6 +271,7 @@ def simulate(policy: str, prompts: list[list[int]], args: argparse.Namespace) ->
         samples=[([], []) for _ in engines],
         endpoints=[Endpoint(Pod("bench", f"e{i}", "", {}, True), 0, "vllm") for i in range(len(engines))],
         affinity_weight=args.affinity_weight,
+        affinity_filter=filtered,
     )
     observed_latency.clock = lambda: 1e6 + now  # the router's stream timings on simulated time
     timed = policy == "LeastLatency"  # the router's own measures (not /histograms, /latest, /raw)
