@@ -93,12 +93,21 @@ PLUGIN_SETS: dict[str, list[tuple[str, int]]] = {
     "LeastRequest+PrefixCache": [("least-request", 1), ("prefix-cache", 1)],
     "LeastRequest+KVCacheAware": [("least-request", 1), ("kvcache-aware", 1)],
 }
+EXTRA_SETS: dict[str, list[tuple[str, int]]] = {
+    # Ferry's affinity filter (the router README): by name in --sets, not in Kthena's table
+    "LeastRequest+KVCacheAware/filter": [("least-request", 1), ("kvcache-aware", 1)],
+}
+FILTERS: dict[str, list[str]] = {"LeastRequest+KVCacheAware/filter": ["kvcache-aware"]}
 
 
-def router_yaml(scorers: list[tuple[str, int]], block_size: int, scale: float) -> str:
+def router_yaml(
+    scorers: list[tuple[str, int]], block_size: int, scale: float, filters: list[str] | None = None
+) -> str:
     """Kthena's plugin arguments; the router's clock is wall time, so its one duration (the pending
     blocks' TTL, 10 s by default) is scaled like the engines."""
     enabled = "\n".join(f"      - {{name: {name}, weight: {weight}}}" for name, weight in scorers)
+    if filters:
+        enabled += f"\n    Filter:\n      enabled: [{', '.join(filters)}]"
     return f"""scheduler:
   pluginConfig:
   - name: prefix-cache
@@ -335,7 +344,7 @@ class Stack:
 
     def start_router(self, label: str, scorers: list[tuple[str, int]]) -> tuple[ManagedProcess, str]:
         config = self.work / f"router-{len(self.processes)}.yaml"
-        config.write_text(router_yaml(scorers, self.block_size, self.scale))
+        config.write_text(router_yaml(scorers, self.block_size, self.scale, FILTERS.get(label)))
         port = free_port()
         env = {
             "FERRY_NATS_URL": self.nats_url,
@@ -414,7 +423,7 @@ def run_set(stack: Stack, label: str, workload: Workload, args: argparse.Namespa
             if time.monotonic() > deadline:
                 raise SystemExit(f"{url} did not reset its prefix cache")
             time.sleep(0.2)
-    router, url = stack.start_router(label, PLUGIN_SETS[label])
+    router, url = stack.start_router(label, {**PLUGIN_SETS, **EXTRA_SETS}[label])
     try:
         before = [scrape(u) for u in stack.engine_urls()]
         outcome = asyncio.run(
@@ -527,7 +536,11 @@ def main() -> None:
     )
     parser.add_argument("--time-scale", type=float, default=4.0, help="wall seconds per simulated second")
     parser.add_argument("--workloads", default="long,short")
-    parser.add_argument("--sets", default=",".join(PLUGIN_SETS))
+    parser.add_argument(
+        "--sets",
+        default=",".join(PLUGIN_SETS),
+        help=f"Kthena's table by default; also: {', '.join(EXTRA_SETS)} (the affinity filter)",
+    )
     parser.add_argument(
         "--repeats", default="long:1,short:1", help="runs per set, per workload; the median run is shown"
     )

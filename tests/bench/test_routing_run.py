@@ -37,6 +37,17 @@ def test_the_router_gets_kthenas_kvcache_arguments_with_its_ttl_in_wall_time() -
     assert (plugin.block_size, plugin.index.pending_ttl) == (128, 40.0)
 
 
+def test_the_affinity_filter_set_enables_kvcache_aware_as_a_filter_too() -> None:
+    scorers = run.EXTRA_SETS["LeastRequest+KVCacheAware/filter"]
+    filters = run.FILTERS["LeastRequest+KVCacheAware/filter"]
+    scheduler = build_scheduler(
+        parse_config(router_yaml(scorers, block_size=128, scale=4.0, filters=filters))
+    )
+    assert [f.name for f in scheduler.filters] == ["kvcache-aware"]
+    assert [(p.name, w) for p, w in scheduler.scorers] == [("least-request", 1.0), ("kvcache-aware", 1.0)]
+    assert scheduler.filters[0] is scheduler.scorers[1][0]
+
+
 async def _serve(*chunks: bytes) -> tuple[web.AppRunner, str]:
     async def handler(request: web.Request) -> web.StreamResponse:
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
