@@ -114,16 +114,29 @@ def validate_args(args: dict[str, Any]) -> None:
     _ratio(args, "underusedInflightRatio", DEFAULT_UNDERUSED)
 
 
-def _ratio(args: dict[str, Any], key: str, default: float) -> float:
-    """A number in 0..1; ``ValueError`` naming the field otherwise (fatal at load)."""
+def _number(
+    args: dict[str, Any], key: str, default: float, valid: Callable[[float], bool], want: str
+) -> float:
+    """``args[key]`` as a number ``valid`` accepts; ``ValueError`` naming the field otherwise (fatal at
+    load)."""
     raw = args.get(key, default)
     try:
         value = float(raw)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"kvcache-aware: {key} {raw!r} is not a number") from exc
-    if not 0 <= value <= 1:
-        raise ValueError(f"kvcache-aware: {key} must be a number from 0 to 1, got {raw!r}")
+    if not valid(value):
+        raise ValueError(f"kvcache-aware: {key} must be {want}, got {raw!r}")
     return value
+
+
+def _ratio(args: dict[str, Any], key: str, default: float) -> float:
+    return _number(args, key, default, lambda v: 0 <= v <= 1, "a number from 0 to 1")
+
+
+def _seconds(args: dict[str, Any], key: str, default: float) -> float:
+    return _number(
+        args, key, default, lambda v: math.isfinite(v) and v >= 0, "a finite number of seconds >= 0"
+    )
 
 
 def affinity_keep(
@@ -166,18 +179,6 @@ def _positive(args: dict[str, Any], key: str, default: int) -> int:
     except (TypeError, ValueError):
         return default
     return value if value > 0 else default
-
-
-def _seconds(args: dict[str, Any], key: str, default: float) -> float:
-    """A non-negative number of seconds; ``ValueError`` naming the field otherwise (fatal at load)."""
-    raw = args.get(key, default)
-    try:
-        value = float(raw)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"kvcache-aware: {key} {raw!r} is not a number") from exc
-    if not math.isfinite(value) or value < 0:
-        raise ValueError(f"kvcache-aware: {key} must be a finite number of seconds >= 0, got {raw!r}")
-    return value
 
 
 def _port(args: dict[str, Any], key: str) -> int | None:
