@@ -146,9 +146,10 @@ class Fleet:
         kv_aware = policy.endswith("KVCacheAware") and bool(hashes)
         held = [self.held(i, hashes) if kv_aware else 0 for i in range(len(self.engines))]
         if kv_aware and self.affinity_filter:  # the router's filter, over the waiting gauges as read
-            waiting = [self.readings[i][1] if self.readings else 0 for i in candidates]
             if self.reading_interval <= 0:
                 waiting = [len(self.engines[i].waiting) for i in candidates]
+            else:
+                waiting = [self.readings[i][1] if self.readings else 0 for i in candidates]
             inflight = [self.inflight[i] for i in candidates]
             footprint = [self.footprint(i) for i in candidates]
             kept = affinity_keep([held[i] for i in candidates], len(hashes), waiting, inflight, footprint)

@@ -95,7 +95,7 @@ PLUGIN_SETS: dict[str, list[tuple[str, int]]] = {
 }
 EXTRA_SETS: dict[str, list[tuple[str, int]]] = {
     # Ferry's affinity filter (the router README): by name in --sets, not in Kthena's table
-    "LeastRequest+KVCacheAware/filter": [("least-request", 1), ("kvcache-aware", 1)],
+    "LeastRequest+KVCacheAware/filter": PLUGIN_SETS["LeastRequest+KVCacheAware"],
 }
 FILTERS: dict[str, list[str]] = {"LeastRequest+KVCacheAware/filter": ["kvcache-aware"]}
 

@@ -91,6 +91,7 @@ DEFAULT_MIN_MATCH = 0.5
 DEFAULT_UNDERUSED = 0.25
 _ENGINES = ("vllm", "sglang")
 TOKENS_KEY = "kvcache_hashes"
+MATCHED_KEY = "kvcache_matched"  # the filter's index lookup, for the scoring that follows it
 
 LocalTokenizer = Callable[[dict[str, Any]], list[int]]
 LOCAL_TOKENIZERS: dict[str, LocalTokenizer] = {"ferry-mock-engine": sim_tokenizer.tokenize}
@@ -307,7 +308,7 @@ class KVCacheAware:
         hashes: list[int] = ctx.scratch.get(TOKENS_KEY) or []  # type: ignore[assignment]
         if not hashes or len(endpoints) < 2:
             return endpoints
-        found = self.index.match(hashes, {e.key for e in endpoints})
+        found = ctx.scratch[MATCHED_KEY] = self.index.match(hashes, {e.key for e in endpoints})
         kept = affinity_keep(
             [found.get(e.key, 0) for e in endpoints],
             len(hashes),
@@ -324,12 +325,16 @@ class KVCacheAware:
         if not hashes:
             MATCH_RATIO.labels(ctx.metrics_model).observe(0.0)
             return [0.0] * len(endpoints)
-        start = time.perf_counter()
-        found = self.index.match(hashes, {e.key for e in endpoints})
-        INDEX_DURATION.labels(ctx.metrics_model).observe(time.perf_counter() - start)
+        # the filter looked the same prompt up over these endpoints or more (one rank: filters first)
+        found: dict[str, int] | None = ctx.scratch.pop(MATCHED_KEY, None)  # type: ignore[assignment]
+        if found is None:
+            start = time.perf_counter()
+            found = self.index.match(hashes, {e.key for e in endpoints})
+            INDEX_DURATION.labels(ctx.metrics_model).observe(time.perf_counter() - start)
         n = len(hashes)
-        MATCH_RATIO.labels(ctx.metrics_model).observe(max(found.values(), default=0) / n)
-        return [float(int(found.get(e.key, 0) / n * 100)) for e in endpoints]
+        matched = [found.get(e.key, 0) for e in endpoints]
+        MATCH_RATIO.labels(ctx.metrics_model).observe(max(matched, default=0) / n)
+        return [float(int(k / n * 100)) for k in matched]
 
     def on_dispatch(self, ctx: SchedulingContext, endpoint: Endpoint) -> None:
         hashes: list[int] = ctx.scratch.get(TOKENS_KEY) or []  # type: ignore[assignment]
