@@ -33,8 +33,10 @@ as the router does; ``LeastRequest+PrefixCache/on-answer`` learns it once the en
 Kthena's post-schedule hook does. ``--affinity-weight`` weighs prefix-cache and kvcache-aware against
 least-request's 1 (Kthena's tables and ``run.py``: 1). ``LeastRequest+KVCacheAware/filter`` also runs the
 router's affinity filter (``ferry_router.scheduler.kvcache_aware.affinity_keep``) over the modelled index,
-the waiting gauges as read and the blocks each engine caches or was sent. Prints the same columns as
-``run.py``.
+the waiting gauges as read and the blocks each engine caches or was sent. ``Partition`` is no router's
+policy but a bound: it knows the workload's groups and deals each group's system prompt to one engine,
+round-robin in order of first arrival, so every prefix is prefilled once and the engines get equal
+shares of the groups — what perfect affinity gives. Prints the same columns as ``run.py``.
 """
 
 from __future__ import annotations
@@ -84,6 +86,8 @@ class Fleet:
     prefix: PrefixCache = field(default_factory=PrefixCache)
     affinity_weight: float = 1.0  # prefix-cache's or kvcache-aware's weight (least-request's is 1)
     affinity_filter: bool = False  # kvcache-aware enabled as a filter too (the router's affinity_keep)
+    # ``Partition``: each system prompt's engine, dealt round-robin as the prompts first arrive
+    partition: dict[int, int] = field(default_factory=dict)
 
     @property
     def inflight(self) -> list[int]:
@@ -133,6 +137,8 @@ class Fleet:
     def pick(self, policy: str, prompt: list[int], context: SchedulingContext = CONTEXT) -> int:
         if policy == "Random":
             return self.rng.randrange(len(self.engines))
+        if policy == "Partition":  # knows the workload's groups: the bound on what affinity can give
+            return self.partition.setdefault(prompt[0], len(self.partition) % len(self.engines))
         if policy.startswith("LeastLatency"):
             variant = policy.partition("/")[2]
             return self.pick_least_latency(variant)
@@ -367,8 +373,8 @@ def simulate(policy: str, prompts: list[list[int]], args: argparse.Namespace) ->
 
 def pool_blocks(args: argparse.Namespace) -> int:
     """Blocks of ``--block-size`` per engine: the same bytes as ``--kv-blocks`` blocks of 16 tokens."""
-    blocks = args.kv_blocks or profile_named(args.profile).kv_blocks(16, args.max_num_batched_tokens)
-    return blocks * 16 // args.block_size
+    blocks = int(args.kv_blocks) or profile_named(args.profile).kv_blocks(16, args.max_num_batched_tokens)
+    return blocks * 16 // int(args.block_size)
 
 
 def percentile(values: list[float], q: float) -> float:

@@ -359,7 +359,7 @@ class Stack:
             "FERRY_LOG_LEVEL": "WARNING",
         }
         argv = [sys.executable, "-c", "from ferry_router.__main__ import main; main()"]
-        router = spawn(f"router-{label.replace('+', '-').replace(' ', '-')}", argv, self.work / "logs", env)
+        router = spawn(process_name(label), argv, self.work / "logs", env)
         url = f"http://127.0.0.1:{port}"
         wait_http(f"{url}/readyz", "router", router)
         # Ready = the routing table is synced; wait until the model answers.
@@ -414,6 +414,11 @@ def start_stack(args: argparse.Namespace, work: Path, nats_url: str) -> Stack:
 def engine_blocks(args: argparse.Namespace) -> int:
     """Each engine's pool in blocks of ``--block-size``: the bytes of ``--kv-blocks`` blocks of 16."""
     return int(args.kv_blocks * 16 // args.block_size)
+
+
+def process_name(label: str) -> str:
+    """The router process's name (and log file's) for a plugin set: no ``/``, ``+`` or blanks."""
+    return "router-" + re.sub(r"[^A-Za-z0-9_.-]+", "-", label)
 
 
 def run_set(stack: Stack, label: str, workload: Workload, args: argparse.Namespace) -> Outcome:

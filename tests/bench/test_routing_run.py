@@ -19,6 +19,7 @@ if str(ROOT) not in sys.path:  # as the benchmark scripts do: ``bench`` lives at
 run = importlib.import_module("bench.routing.run")
 Outcome, one_request, router_yaml = run.Outcome, run.one_request, run.router_yaml
 EngineSide, reading_of = run.EngineSide, run.reading_of
+process_name = run.process_name
 
 CUT = b'data: {"error": {"message": "the upstream engine sent nothing for 120s", "type": "server_error"}}\n\n'
 TOKEN = b'data: {"choices": [{"delta": {"content": "cache"}}]}\n\n'
@@ -102,3 +103,8 @@ def test_the_engines_own_ttft_is_read_from_their_histogram_over_the_set() -> Non
     assert side.ttft_quantile(0.5) == 0.5  # 2 of 4 within (0.25, 0.5]: the bucket's upper bound
     assert side.ttft_mean() == 33.6 / 4
     assert EngineSide().ttft_quantile(0.5) != EngineSide().ttft_quantile(0.5)  # none: NaN
+
+
+def test_every_set_names_its_router_process_as_a_plain_file_name() -> None:
+    assert process_name("LeastRequest+KVCacheAware/filter") == "router-LeastRequest-KVCacheAware-filter"
+    assert process_name("GPU usage") == "router-GPU-usage"
