@@ -98,6 +98,8 @@ EXTRA_SETS: dict[str, list[tuple[str, int]]] = {
     "LeastRequest+KVCacheAware/filter": PLUGIN_SETS["LeastRequest+KVCacheAware"],
 }
 FILTERS: dict[str, list[str]] = {"LeastRequest+KVCacheAware/filter": ["kvcache-aware"]}
+LABEL_WIDTH = max(len(label) for label in [*PLUGIN_SETS, *EXTRA_SETS])
+"""The tables' first column fits every set's label."""
 
 
 def router_yaml(
@@ -473,7 +475,8 @@ def print_table(workload: Workload, results: dict[str, Outcome], scale: float, r
         f"question {workload.question_tokens}, output {workload.output_tokens} (simulated seconds)"
     )
     header = (
-        f"{'plugin set':<26} | {'req/s':>6} {'x Random':>8} | {'TTFT p50':>8} {'p99':>7} {'vs Random':>9} | "
+        f"{'plugin set':<{LABEL_WIDTH}} | {'req/s':>6} {'x Random':>8} | "
+        f"{'TTFT p50':>8} {'p99':>7} {'vs Random':>9} | "
         f"{'e2e p50':>7} {'p99':>7} {'vs Random':>9} | {'cache hit':>9} | {'failed':>6}"
     )
     print(header)
@@ -486,7 +489,8 @@ def print_table(workload: Workload, results: dict[str, Outcome], scale: float, r
         e2e_delta = (e2e50 / percentile(base.e2e, 50) - 1) * 100 if base else float("nan")
         hit = o.hits / o.queries * 100 if o.queries else 0.0
         print(
-            f"{label:<26} | {throughput:6.2f} {ratio:7.2f}x | {ttft50:7.2f}s {percentile(o.ttft, 99):6.2f}s "
+            f"{label:<{LABEL_WIDTH}} | {throughput:6.2f} {ratio:7.2f}x | "
+            f"{ttft50:7.2f}s {percentile(o.ttft, 99):6.2f}s "
             f"{ttft_delta:+8.1f}% | {e2e50:6.2f}s {percentile(o.e2e, 99):6.2f}s {e2e_delta:+8.1f}% | "
             f"{hit:8.1f}% | {o.failed:>6}"
         )
@@ -494,14 +498,14 @@ def print_table(workload: Workload, results: dict[str, Outcome], scale: float, r
         "\nwhere the first token waited: the client's TTFT (router, tokenize, network and the engine) "
         "against the engines' own (queue and prefill; p50 interpolated in the engines' buckets)"
     )
-    header = f"{'plugin set':<26} | {'client p50':>10} {'mean':>7} | "
+    header = f"{'plugin set':<{LABEL_WIDTH}} | {'client p50':>10} {'mean':>7} | "
     header += f"{'engine p50':>10} {'mean':>7} | {'preempted':>9}"
     print(header)
     print("-" * len(header))
     for label, o in results.items():
         client_mean = sum(o.ttft) / len(o.ttft) if o.ttft else float("nan")
         print(
-            f"{label:<26} | {percentile(o.ttft, 50):9.2f}s {client_mean:6.2f}s | "
+            f"{label:<{LABEL_WIDTH}} | {percentile(o.ttft, 50):9.2f}s {client_mean:6.2f}s | "
             f"{o.engine.ttft_quantile(0.5):9.2f}s {o.engine.ttft_mean():6.2f}s | {o.engine.preemptions:9.0f}"
         )
     sys.stdout.flush()
