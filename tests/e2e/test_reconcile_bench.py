@@ -8,31 +8,18 @@ request the services make counted and none of them a LIST of Ferry's.
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+from tests.support.benchmarks import run_benchmark
 
-ROOT = Path(__file__).resolve().parents[2]
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 
 def test_the_reconcile_benchmark_runs_one_booster_to_done() -> None:
-    env = {k: v for k, v in os.environ.items() if k not in ("KUBECONFIG", "NATS_URL")}  # its own stack
-    result = subprocess.run(
-        [sys.executable, "-m", "bench.reconcile", "1", "--spread", "1", "--no-stages", "--limit", "120"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=280,
-    )
-    out = result.stdout
-    assert result.returncode == 0, f"bench.reconcile failed:\n{out}\n{result.stderr[-4000:]}"
+    args = ("-m", "bench.reconcile", "1", "--spread", "1", "--no-stages", "--limit", "120")
+    out = run_benchmark(*args, timeout=280)
     assert re.search(r"^\s+1\s+1\s+1/1\s+\d", out, re.M), out  # done, no '!' (cut off by --limit)
     for table in ("API-server requests per booster", "Events per booster", "NATS messages per booster"):
         assert table in out, out

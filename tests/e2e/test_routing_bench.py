@@ -10,15 +10,14 @@ from __future__ import annotations
 
 import importlib
 import re
-import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
+from tests.support.benchmarks import ROOT, run_benchmark
+
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
-ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:  # as the benchmark scripts do: ``bench`` lives at the root
     sys.path.insert(0, str(ROOT))
 run = importlib.import_module("bench.routing.run")
@@ -28,22 +27,15 @@ ROW = re.compile(r"^(?P<label>.+?)\s+\|\s+(?P<rps>[\d.]+)\s+[\d.]+x\s+\|.*\|\s+(
 
 
 def test_every_plugin_set_serves_a_small_long_prompt_workload() -> None:
-    result = subprocess.run(
-        [
-            sys.executable,
-            "bench/routing/run.py",
-            *("--groups", "2", "--per-group", "3", "--engines", "2", "--output", "8"),
-            *("--time-scale", "0.5", "--workloads", "long", "--sets", ",".join(SETS)),
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
+    out = run_benchmark(
+        "bench/routing/run.py",
+        *("--groups", "2", "--per-group", "3", "--engines", "2", "--output", "8"),
+        *("--time-scale", "0.5", "--workloads", "long", "--sets", ",".join(SETS)),
         timeout=240,
     )
-    assert result.returncode == 0, f"run.py failed:\n{result.stdout}\n{result.stderr[-4000:]}"
-    table = result.stdout.split("long: 6 requests", 1)[1].split("where the first token waited", 1)[0]
+    table = out.split("long: 6 requests", 1)[1].split("where the first token waited", 1)[0]
     rows = {m["label"]: m for line in table.splitlines() if (m := ROW.match(line.strip()))}
-    assert sorted(rows) == sorted(SETS), result.stdout
+    assert sorted(rows) == sorted(SETS), out
     for label, row in rows.items():
         assert row["failed"] == "0", f"{label}: {row.group(0)}"
         assert float(row["rps"]) > 0, f"{label}: {row.group(0)}"
