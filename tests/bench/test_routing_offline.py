@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-import importlib
 import random
-import sys
-from pathlib import Path
 from typing import Any
 
 from ferry_mock_engine.kvcache import BlockPool
 from ferry_mock_engine.profiles import profile_named
 from ferry_mock_engine.simulator import Simulator
 
-ROOT = Path(__file__).resolve().parents[2]
-if str(ROOT) not in sys.path:  # as the benchmark scripts do: ``bench`` lives at the root
-    sys.path.insert(0, str(ROOT))
-offline = importlib.import_module("bench.routing.offline")
+from tests.support.benchmarks import bench_module
+
+offline = bench_module("routing.offline")
 
 
 def fleet_of(engines: int) -> Any:

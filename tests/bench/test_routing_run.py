@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
-import sys
-from pathlib import Path
-
 import aiohttp
 from aiohttp import web
 from ferry_mock_engine.config import EngineConfig
@@ -13,10 +9,9 @@ from ferry_mock_engine.metrics import EngineMetrics, Load
 from ferry_router.scheduler.config import build_scheduler, parse_config
 from ferry_router.scheduler.kvcache_aware import KVCacheAware
 
-ROOT = Path(__file__).resolve().parents[2]
-if str(ROOT) not in sys.path:  # as the benchmark scripts do: ``bench`` lives at the root
-    sys.path.insert(0, str(ROOT))
-run = importlib.import_module("bench.routing.run")
+from tests.support.benchmarks import bench_module
+
+run = bench_module("routing.run")
 Outcome, one_request, router_yaml = run.Outcome, run.one_request, run.router_yaml
 EngineSide, reading_of = run.EngineSide, run.reading_of
 process_name = run.process_name

@@ -24,7 +24,7 @@ def test_the_reconcile_benchmark_runs_one_booster_to_done() -> None:
     for table in ("API-server requests per booster", "Events per booster", "NATS messages per booster"):
         assert table in out, out
     # Ferry's writes, one each: the children, the pod, and the two status applies
-    for row in ("POST pods", "APPLY modelservings ", "APPLY modelboosters/status", "POST modelroutes"):
-        assert re.search(rf"^\s+{re.escape(row.strip())}\s+1\.00$", out, re.M), (row, out)
+    for row in ("POST pods", "APPLY modelservings", "APPLY modelboosters/status", "POST modelroutes"):
+        assert re.search(rf"^\s+{re.escape(row)}\s+1\.00$", out, re.M), (row, out)
     lists = [line.split() for line in out.splitlines() if line.split()[:1] == ["LIST"]]
     assert [row[1] for row in lists] in ([], ["limitranges"]), out  # the API server's own admission

@@ -8,19 +8,15 @@ It asserts only that every set served every request: at six requests the figures
 
 from __future__ import annotations
 
-import importlib
 import re
-import sys
 
 import pytest
 
-from tests.support.benchmarks import ROOT, run_benchmark
+from tests.support.benchmarks import bench_module, run_benchmark
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
-if str(ROOT) not in sys.path:  # as the benchmark scripts do: ``bench`` lives at the root
-    sys.path.insert(0, str(ROOT))
-run = importlib.import_module("bench.routing.run")
+run = bench_module("routing.run")
 
 SETS = [*run.PLUGIN_SETS, *run.EXTRA_SETS]
 ROW = re.compile(r"^(?P<label>.+?)\s+\|\s+(?P<rps>[\d.]+)\s+[\d.]+x\s+\|.*\|\s+(?P<failed>\d+)$")

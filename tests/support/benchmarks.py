@@ -1,18 +1,29 @@
-"""Run one of ``bench/``'s benchmarks as a user would, at a size small enough for the suite.
+"""``bench/``'s benchmarks for tests: run one as a user would, or import one of its modules.
 
-Each starts what it needs (its own local stack, nats-server, engines and service processes), so
-``KUBECONFIG`` and ``NATS_URL`` are dropped from its environment: it must not reach the tests'
-cluster. A failure carries the benchmark's output.
+``run_benchmark`` runs one at a size small enough for the suite. Each starts what it needs (its own
+local stack, nats-server, engines and service processes), so ``KUBECONFIG`` and ``NATS_URL`` are
+dropped from its environment: it must not reach the tests' cluster. A failure carries the
+benchmark's output.
 """
 
 from __future__ import annotations
 
+import importlib
 import os
 import subprocess
 import sys
-from pathlib import Path
+from types import ModuleType
 
-ROOT = Path(__file__).resolve().parents[2]
+from ferry_local.paths import repo_root
+
+ROOT = repo_root()
+
+
+def bench_module(name: str) -> ModuleType:
+    """Import ``bench.<name>`` as the benchmark scripts find it: ``bench`` lives at the root."""
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    return importlib.import_module(f"bench.{name}")
 
 
 def run_benchmark(*args: str, timeout: float) -> str:
