@@ -80,9 +80,13 @@ def test_create_get_describe_chat(
     routes = cli(kube, "get", "routes", *ns)  # options after the command, as kubectl takes them
     assert row(routes.output, MODEL)[1:4] == [MODEL, "-", SERVING]
 
-    described = cli(kube, "describe", "model", MODEL, *ns, "--traces", str(trace_file))  # as create's hint
-    assert described.exit_code == 0, described.output
-    text = described.output
+    def described() -> str | None:
+        done = cli(kube, "describe", "model", MODEL, *ns, "--traces", str(trace_file))  # as create's hint
+        assert done.exit_code == 0, done.output
+        return done.output if f"ModelServing {SERVING} created" in done.output else None
+
+    # the applier writes its Events in the background (they yield to reconcile work): wait for one
+    text = eventually(described, 60, f"the applier's Event in `ferry describe model {MODEL}`")
     for expected in (
         f"ModelBooster/{MODEL}", "Active=True", f"ModelServing/{SERVING}", f"ModelServer/{SERVING}",
         f"ModelRoute/{MODEL}", f"Pod/{SERVING}-0-leader-0-0", "Running  Ready", "endpoints", "events",
